@@ -1,0 +1,49 @@
+# emovit — the README's commands. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
+# Extras the test suite exercises (kept in step with pyproject.toml).
+TEST_EXTRAS := dev,train,onnx,faces
+
+.PHONY: demo test lint format install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[$(TEST_EXTRAS)]'
+	@touch $@
+
+install: $(VENV)/.installed          ## emovit and its core dependencies
+install-dev: $(VENV)/.installed-dev  ## plus the extras the tests need
+
+demo: $(VENV)/.installed  ## classify the photos in examples/ with the embedded default model
+	@if $(BIN)/python -c "from emovit.models import resolve_model; resolve_model('default')" 2>/dev/null; then \
+	  $(BIN)/emovit predict examples/; \
+	else \
+	  echo "*** The embedded default model is not built yet: the demo runs the reference"; \
+	  echo "*** architecture with RANDOM weights. Its labels are MEANINGLESS."; \
+	  test -f .cache/random-reference/model.safetensors || $(BIN)/python -c \
+	    "from emovit.models import build_random_model; build_random_model('.cache/random-reference')"; \
+	  $(BIN)/emovit predict examples/ --model .cache/random-reference; \
+	fi
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint  ## ruff, then the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .cache .pytest_cache .ruff_cache build dist src/*.egg-info

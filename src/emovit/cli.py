@@ -1,0 +1,230 @@
+"""The ``emovit`` command line: one grammar, ``emovit COMMAND SOURCE --model ... [options]``.
+
+Exit codes: 0 when every input succeeded, 1 when some inputs failed (they appear as error
+rows; the others are still written), 2 on usage errors (bad options, unloadable model).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from emovit import __version__
+
+__all__ = ["main"]
+
+_FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _random_weights_banner(name: str) -> None:
+    console = _stderr_console()
+    line = "!" * 78
+    console.print(
+        f"[bold red]{line}\n!! MODEL {name!r} HAS RANDOM WEIGHTS: ITS PREDICTIONS ARE MEANINGLESS.\n"
+        f"!! It only exercises the pipeline; use a trained model for real answers.\n{line}[/bold red]"
+    )
+
+
+def _load(model: str, device: str, batch_size: int, threads: int | None) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from emovit.errors import EmovitError, RandomWeightsWarning
+    from emovit.predictor import EmotionRecognizer
+
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # the CLI prints a banner
+            return EmotionRecognizer.from_pretrained(
+                model, device=device, batch_size=batch_size, threads=threads
+            )
+    except EmovitError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--model'") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="emovit")
+def main() -> None:
+    """Tell which emotion each face in a photo, video or camera stream shows."""
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Hub id, local model folder, or registry name (see `emovit models`).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True, help="Output format."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write results to FILE (atomically) instead of stdout.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="How many top labels to list per face.",
+)
+@click.option("--batch-size", "-b", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Torch intra-op threads.")
+@click.option(
+    "--recursive/--no-recursive",
+    default=True,
+    show_default=True,
+    help="Descend into sub-folders of folder sources.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+def predict(
+    sources: tuple[str, ...],
+    model: str,
+    fmt: str,
+    output: str | None,
+    top_k: int,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    recursive: bool,
+    quiet: bool,
+) -> None:
+    """Classify the emotion in images.
+
+    SOURCES are image files, folders (searched recursively), globs ('faces/*.png'), or '-'
+    to read one path per line from stdin. A broken input becomes an error row; the run goes on.
+
+    \b
+    Examples:
+      emovit predict photo.jpg faces/ --format json
+      find . -name '*.jpg' | emovit predict - --format csv -o results.csv
+    """
+    from emovit._sources import expand_sources
+    from emovit._writers import ResultWriter, atomic_output
+
+    paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
+    if not paths:
+        raise click.UsageError("no input images found in the given sources")
+    recognizer = _load(model, device, batch_size, threads)
+    if recognizer.model.random_weights:
+        _random_weights_banner(model)
+    failed = 0
+    show_progress = not quiet and sys.stderr.isatty() and len(paths) > batch_size
+    with atomic_output(output, sys.stdout) as stream:
+        writer = ResultWriter(stream, fmt, recognizer.labels, top_k)  # type: ignore[arg-type]
+        with _Progress(show_progress, len(paths)) as advance:
+            for result in recognizer.stream(paths):
+                failed += not result.ok
+                writer.write(result)
+                advance()
+        writer.close()
+    if not quiet:
+        summary = f"{len(paths) - failed} of {len(paths)} images classified"
+        if failed:
+            summary += f", {failed} failed (see the error rows)"
+        if output:
+            summary += f"; results in {output}"
+        click.echo(summary, err=True)
+    sys.exit(1 if failed else 0)
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self._bar = enabled, total, None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("classifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=_stderr_console(),
+            transient=True,
+        )
+        self._bar.__enter__()
+        task = self._bar.add_task("predict", total=self.total)
+        return lambda: self._bar.advance(task)  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+@main.command()
+@click.argument("model", default="default")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def info(model: str, fmt: str) -> None:
+    """Show a model's architecture, labels, parameter count and preprocessing."""
+    from emovit.errors import EmovitError
+    from emovit.models import describe_model
+
+    try:
+        details = describe_model(model).to_dict()
+    except EmovitError as exc:
+        raise click.BadParameter(str(exc), param_hint="'MODEL'") from None
+    if fmt == "json":
+        click.echo(json.dumps(details, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"emovit info {model}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in details.items():
+        if key == "processor":
+            for pkey, pvalue in value.items():
+                table.add_row(f"processor.{pkey}", json.dumps(pvalue))
+        elif key == "labels":
+            table.add_row("labels (id order)", ", ".join(f"{i}:{lab}" for i, lab in enumerate(value)))
+        elif key == "parameters" and value:
+            table.add_row(key, f"{value:,} ({value / 1e6:.1f} M)")
+        else:
+            table.add_row(key, str(value))
+    from rich.console import Console
+
+    Console().print(table)
+    if details["random_weights"]:
+        _random_weights_banner(model)
+
+
+@main.command(name="models")
+def models_cmd() -> None:
+    """List the registry names of known checkpoints."""
+    from emovit.models import REGISTRY
+
+    for name in sorted(REGISTRY):
+        entry = REGISTRY[name]
+        click.echo(f"{name:10s} {entry.location:45s} {entry.description}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,212 @@
+"""Safe decoding: every supported input kind becomes an ``HxWx3`` ``uint8`` RGB array.
+
+Accepted inputs (`ImageSource`):
+
+* a path (``str`` or ``pathlib.Path``) to an image file;
+* encoded bytes (``bytes``, ``bytearray``, ``memoryview``) or a binary file object;
+* a ``PIL.Image.Image``;
+* a ``numpy`` ``uint8`` array, ``HxW`` (grey), ``HxWx1``, ``HxWx3`` (**RGB order**, not
+  OpenCV's BGR) or ``HxWx4`` (RGBA).
+
+Conversions: the EXIF orientation is applied; animated images give their first frame;
+transparent pixels (LA, PA, RGBA, P with transparency) are composited onto white; 16-bit
+images (``I;16``, ``I``) are scaled from 0..65535 and float images (``F``) from 0..1 (or
+0..255 when their values exceed 1); every other mode goes through Pillow's ``convert("RGB")``.
+Images with more than `max_pixels` pixels are refused before they are decoded (decompression
+bombs). Everything that goes wrong raises `ImageError` naming the input.
+
+Examples:
+    >>> import numpy as np
+    >>> load_image(np.zeros((4, 6), dtype=np.uint8)).shape
+    (4, 6, 3)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
+
+import numpy as np
+
+from emovit.errors import ImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "describe_source", "load_image"]
+
+#: Default pixel limit (width x height) above which an image is refused undecoded.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+ImageSource: TypeAlias = (
+    "str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray"
+)
+
+
+def describe_source(source: Any, index: int | None = None) -> str:
+    """A short human name for an input: its path, its file name, or its kind and position."""
+    suffix = "" if index is None else f" #{index}"
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return f"<bytes{suffix}>"
+    if isinstance(source, np.ndarray):
+        return f"<array{suffix}>"
+    name = getattr(source, "filename", None) or getattr(source, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    if hasattr(source, "read"):
+        return f"<file{suffix}>"
+    return f"<{type(source).__name__}{suffix}>"
+
+
+def load_image(
+    source: ImageSource, *, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode `source` into a C-contiguous ``HxWx3`` ``uint8`` RGB array.
+
+    Args:
+        source: any accepted input kind (see the module docstring).
+        name: how errors refer to the input (default: `describe_source`).
+        max_pixels: refuse images with more pixels than this; ``None`` for no limit.
+
+    Raises:
+        ImageError: the input is missing, empty, truncated, not an image, too large, or an
+            array of an unsupported shape or dtype.
+    """
+    label = name or describe_source(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label, max_pixels)
+
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, label, max_pixels)
+        return _pil_to_rgb(source, label)
+    stream = _open_stream(source, label)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(stream)
+            except Image.DecompressionBombError as exc:
+                raise ImageError(label, f"too many pixels ({exc})") from None
+            except Image.UnidentifiedImageError:
+                raise ImageError(label, "not an image file (unrecognised format)") from None
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise ImageError(label, f"corrupt or truncated image data ({exc})") from None
+            with image:
+                _check_pixels(image.width, image.height, label, max_pixels)
+                try:
+                    image.seek(0)
+                    image.load()
+                except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+                    reason = str(exc) or type(exc).__name__
+                    raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
+                return _pil_to_rgb(image, label)
+    finally:
+        if not isinstance(source, io.IOBase) and hasattr(stream, "close"):
+            stream.close()
+
+
+def _open_stream(source: Any, label: str) -> BinaryIO:
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        try:
+            if path.is_dir():
+                raise ImageError(label, "is a directory, not an image file")
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageError(label, "no such file") from None
+        except OSError as exc:
+            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})") from None
+        if size == 0:
+            raise ImageError(label, "the file is empty")
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise ImageError(label, f"cannot open the file ({exc.strerror or exc})") from None
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ImageError(label, "no bytes (empty input)")
+        return io.BytesIO(bytes(source))
+    if hasattr(source, "read"):
+        try:
+            data = source.read()
+        except OSError as exc:
+            raise ImageError(label, f"cannot read the file object ({exc})") from None
+        if not isinstance(data, bytes | bytearray):
+            raise ImageError(label, "file object must be opened in binary mode")
+        if not data:
+            raise ImageError(label, "no bytes (empty input)")
+        return io.BytesIO(bytes(data))
+    raise ImageError(
+        label,
+        f"unsupported input type {type(source).__name__}; expected a path, bytes, a binary "
+        "file object, a PIL image or a uint8 numpy array",
+    )
+
+
+def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(label, f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            label,
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (raise max_pixels if this is intended)",
+        )
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[..., :3].astype(np.float32)
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    out = rgb * alpha + 255.0 * (1.0 - alpha)
+    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+
+
+def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
+        image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode == "RGB":
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        return _composite_on_white(np.asarray(image.convert("RGBA"), dtype=np.uint8))
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ImageError(label, "float image contains NaN or infinite values")
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    try:
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    except (ValueError, OSError) as exc:
+        raise ImageError(label, f"cannot convert mode {mode!r} to RGB ({exc})") from None
+
+
+def _from_array(array: np.ndarray, label: str, max_pixels: int | None) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise ImageError(label, f"array dtype must be uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        _check_pixels(array.shape[1], array.shape[0], label, max_pixels)
+        return np.ascontiguousarray(np.repeat(array[..., None], 3, axis=2))
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        _check_pixels(array.shape[1], array.shape[0], label, max_pixels)
+        if array.shape[2] == 4:
+            return _composite_on_white(array)
+        return np.ascontiguousarray(array)
+    raise ImageError(label, f"array shape must be HxW, HxWx1, HxWx3 or HxWx4, got {array.shape}")

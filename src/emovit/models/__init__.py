@@ -1,0 +1,38 @@
+"""Load models by Hub id, local folder or registry name; the registry and architecture presets.
+
+Examples:
+    >>> from emovit.models import list_models
+    >>> "default" in list_models()
+    True
+"""
+
+from emovit.models._loading import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    ModelInfo,
+    build_random_model,
+    describe_model,
+    load_model,
+    resolve_device,
+    resolve_model,
+)
+from emovit.models._presets import ARCH_PRESETS, REFERENCE_ID2LABEL, ArchPreset, arch_preset
+from emovit.models._registry import REGISTRY, RegistryEntry, list_models
+
+__all__ = [
+    "ARCH_PRESETS",
+    "DEFAULT_MODEL",
+    "REFERENCE_ID2LABEL",
+    "REGISTRY",
+    "ArchPreset",
+    "LoadedModel",
+    "ModelInfo",
+    "RegistryEntry",
+    "arch_preset",
+    "build_random_model",
+    "describe_model",
+    "list_models",
+    "load_model",
+    "resolve_device",
+    "resolve_model",
+]

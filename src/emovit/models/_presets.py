@@ -1,0 +1,140 @@
+"""Architecture presets: a `ViTConfig` and its processor config, by name.
+
+`vit-base-patch16-224` is the reference architecture (ViT-B/16 at 224x224, as in
+``dima806/facial_emotions_image_detection``); the others are sized for CPUs and tests.
+Any `ViTConfig` field can be overridden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from emovit.labels import EMOTIONS
+
+__all__ = ["ARCH_PRESETS", "ArchPreset", "REFERENCE_ID2LABEL", "arch_preset"]
+
+#: The reference checkpoint's class order.
+REFERENCE_ID2LABEL: dict[int, str] = dict(
+    enumerate(("sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"))
+)
+
+
+def _processor(size: int, mean: float = 0.5, std: float = 0.5) -> dict[str, Any]:
+    return {
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [mean] * 3,
+        "image_processor_type": "ViTImageProcessor",
+        "image_std": [std] * 3,
+        "resample": 2,
+        "rescale_factor": 1 / 255,
+        "size": {"height": size, "width": size},
+    }
+
+
+@dataclass(frozen=True)
+class ArchPreset:
+    """A named ViT architecture: config fields and the matching processor config."""
+
+    name: str
+    description: str
+    config: dict[str, Any]
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def vit_config(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
+        """A `transformers.ViTConfig` for this preset (labels default to the canonical seven)."""
+        from transformers import ViTConfig
+
+        labels = id2label if id2label is not None else dict(enumerate(EMOTIONS))
+        fields = {**self.config, **overrides}
+        return ViTConfig(
+            **fields,
+            id2label={int(k): v for k, v in labels.items()},
+            label2id={v: int(k) for k, v in labels.items()},
+        )
+
+
+def _vit(**kw: Any) -> dict[str, Any]:
+    base = {
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "num_channels": 3,
+        "qkv_bias": True,
+    }
+    return {**base, **kw}
+
+
+ARCH_PRESETS: dict[str, ArchPreset] = {
+    p.name: p
+    for p in (
+        ArchPreset(
+            "vit-base-patch16-224",
+            "the reference architecture: ViT-B/16, 224x224, 86M parameters",
+            _vit(
+                image_size=224,
+                patch_size=16,
+                hidden_size=768,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                intermediate_size=3072,
+                encoder_stride=16,
+            ),
+            _processor(224),
+        ),
+        ArchPreset(
+            "vit-small-48",
+            "CPU-sized ViT for 48x48 faces: patch 4, hidden 256, 8 layers, 6M parameters",
+            _vit(
+                image_size=48,
+                patch_size=4,
+                hidden_size=256,
+                num_hidden_layers=8,
+                num_attention_heads=8,
+                intermediate_size=768,
+                encoder_stride=4,
+            ),
+            _processor(48),
+        ),
+        ArchPreset(
+            "vit-tiny",
+            "CPU-sized ViT for 48x48 faces: patch 6, hidden 192, 6 layers, 2.7M parameters",
+            _vit(
+                image_size=48,
+                patch_size=6,
+                hidden_size=192,
+                num_hidden_layers=6,
+                num_attention_heads=3,
+                intermediate_size=768,
+                encoder_stride=6,
+            ),
+            _processor(48),
+        ),
+        ArchPreset(
+            "vit-test",
+            "a few-kB ViT for tests: 30x30, patch 2, hidden 32, 2 layers",
+            _vit(
+                image_size=30,
+                patch_size=2,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=37,
+                encoder_stride=2,
+            ),
+            _processor(30),
+        ),
+    )
+}
+
+
+def arch_preset(name: str) -> ArchPreset:
+    """Look up a preset by name (`KeyError` listing the known ones)."""
+    try:
+        return ARCH_PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture preset {name!r}; known: {', '.join(ARCH_PRESETS)}") from None

@@ -1,0 +1,222 @@
+"""Model input from a checkpoint's ``preprocessor_config.json``: resize, crop, rescale, normalize.
+
+emovit reproduces the arithmetic of transformers' own image processor (its PIL backend: a
+Pillow resize of the ``uint8`` image with the configured resample, an optional centre crop,
+rescale, then normalize) so that a checkpoint sees exactly the input it was trained on, within
+1e-5, while batching the arithmetic in one vectorised step. Grey input is already three
+channels here (`emovit.imageio` decodes everything to RGB).
+
+Configurations this module does not cover (``longest_edge``, ``crop_pct``, padding, …) raise
+`UnsupportedProcessorError`; `create_preprocessor` then falls back to transformers' processor.
+
+Examples:
+    >>> import numpy as np
+    >>> pre = Preprocessor.from_config({"size": {"height": 8, "width": 8}})
+    >>> pre([np.zeros((20, 30, 3), np.uint8)]).shape
+    (1, 3, 8, 8)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from emovit.errors import ModelLoadError
+
+__all__ = [
+    "ImagePreprocessor",
+    "Preprocessor",
+    "TransformersPreprocessor",
+    "UnsupportedProcessorError",
+    "create_preprocessor",
+    "read_processor_config",
+]
+
+_IMAGENET_STANDARD = (0.5, 0.5, 0.5)
+# Keys whose presence (with a non-default value) means the config needs transformers' processor.
+_UNSUPPORTED_TRUE = ("do_pad", "do_reduce_labels", "do_flip_channel_order")
+
+
+class UnsupportedProcessorError(ValueError):
+    """The processor config uses an option that `Preprocessor` does not implement."""
+
+
+class ImagePreprocessor(Protocol):
+    """Turns RGB ``uint8`` images into a float32 ``NCHW`` batch for the model."""
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+def read_processor_config(folder: str | Path) -> dict[str, Any]:
+    """Read ``preprocessor_config.json`` from a model folder (`ModelLoadError` when absent)."""
+    path = Path(folder) / "preprocessor_config.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{folder}: no preprocessor_config.json; emovit needs the checkpoint's image "
+            "processor settings (size, resample, mean, std) to prepare its input"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the processor config ({exc})") from None
+
+
+def _triple(value: Any, name: str) -> tuple[float, float, float]:
+    if isinstance(value, int | float):
+        return (float(value),) * 3
+    values = tuple(float(v) for v in value)
+    if len(values) != 3:
+        raise UnsupportedProcessorError(f"{name} must have 3 values, got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Vectorised equivalent of transformers' image processors for ViT-style configs.
+
+    Attributes:
+        size: ``(height, width)`` to resize to, or None when `shortest_edge` is used.
+        shortest_edge: resize the short side to this length, keeping the aspect ratio.
+        resample: Pillow resample filter id (0 nearest, 2 bilinear, 3 bicubic, …).
+        crop_size: ``(height, width)`` of the centre crop, or None for no crop.
+        rescale_factor: multiplier applied to the ``uint8`` pixels (None: no rescale).
+        mean, std: per-channel normalisation (None: no normalisation).
+    """
+
+    size: tuple[int, int] | None = (224, 224)
+    shortest_edge: int | None = None
+    resample: int = 2
+    crop_size: tuple[int, int] | None = None
+    rescale_factor: float | None = 1 / 255
+    mean: tuple[float, float, float] | None = _IMAGENET_STANDARD
+    std: tuple[float, float, float] | None = _IMAGENET_STANDARD
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Preprocessor:
+        """Build from a ``preprocessor_config.json`` mapping (transformers' defaults for ViT)."""
+        for key in _UNSUPPORTED_TRUE:
+            if config.get(key):
+                raise UnsupportedProcessorError(f"{key}=true is not implemented")
+        if config.get("crop_pct") not in (None, 1.0):
+            raise UnsupportedProcessorError("crop_pct is not implemented")
+        size: tuple[int, int] | None = None
+        shortest: int | None = None
+        if config.get("do_resize", True):
+            raw = config.get("size", {"height": 224, "width": 224})
+            if isinstance(raw, int):
+                raw = {"height": raw, "width": raw}
+            if set(raw) == {"height", "width"}:
+                size = (int(raw["height"]), int(raw["width"]))
+            elif set(raw) == {"shortest_edge"}:
+                shortest = int(raw["shortest_edge"])
+            else:
+                raise UnsupportedProcessorError(f"size {raw!r} is not implemented")
+        crop: tuple[int, int] | None = None
+        if config.get("do_center_crop", False):
+            raw_crop = config.get("crop_size", {"height": 224, "width": 224})
+            if isinstance(raw_crop, int):
+                raw_crop = {"height": raw_crop, "width": raw_crop}
+            crop = (int(raw_crop["height"]), int(raw_crop["width"]))
+        resample = config.get("resample", 2)
+        if not isinstance(resample, int) or not 0 <= resample <= 5:
+            raise UnsupportedProcessorError(f"resample {resample!r} is not a Pillow filter id")
+        return cls(
+            size=size,
+            shortest_edge=shortest,
+            resample=resample,
+            crop_size=crop,
+            rescale_factor=float(config.get("rescale_factor", 1 / 255))
+            if config.get("do_rescale", True)
+            else None,
+            mean=_triple(config.get("image_mean", _IMAGENET_STANDARD), "image_mean")
+            if config.get("do_normalize", True)
+            else None,
+            std=_triple(config.get("image_std", _IMAGENET_STANDARD), "image_std")
+            if config.get("do_normalize", True)
+            else None,
+        )
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """The ``(height, width)`` of every output image, or None when it depends on the input."""
+        return self.crop_size or self.size
+
+    def _resize_target(self, height: int, width: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        assert self.shortest_edge is not None
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize (and centre-crop) one ``HxWx3`` ``uint8`` image; returns ``uint8``."""
+        from PIL import Image
+
+        if self.size is not None or self.shortest_edge is not None:
+            height, width = self._resize_target(image.shape[0], image.shape[1])
+            if (height, width) != image.shape[:2]:
+                pil = Image.fromarray(image).resize((width, height), resample=self.resample)
+                image = np.asarray(pil)
+        if self.crop_size is not None:
+            image = _center_crop(image, self.crop_size)
+        return image
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        """Rescale and normalize an ``NxHxWx3`` ``uint8`` batch into float32 ``NCHW``."""
+        out = batch.astype(np.float32)
+        if self.rescale_factor is not None:
+            out *= np.float32(self.rescale_factor)
+        if self.mean is not None and self.std is not None:
+            out -= np.asarray(self.mean, dtype=np.float32)
+            out /= np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocess RGB ``uint8`` images into one float32 ``NCHW`` batch."""
+        resized = [self.resize(image) for image in images]
+        if len({r.shape for r in resized}) > 1:
+            raise ValueError("images resize to different shapes; batch them one at a time")
+        return self.normalize(np.stack(resized))
+
+
+def _center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = image.shape[:2]
+    crop_h, crop_w = size
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    if top >= 0 and left >= 0:
+        return image[top : top + crop_h, left : left + crop_w]
+    # Smaller than the crop: pad with zeros around the centred image, as transformers does.
+    out = np.zeros((max(crop_h, height), max(crop_w, width), 3), dtype=image.dtype)
+    pad_top, pad_left = (out.shape[0] - height) // 2, (out.shape[1] - width) // 2
+    out[pad_top : pad_top + height, pad_left : pad_left + width] = image
+    top, left = (out.shape[0] - crop_h) // 2, (out.shape[1] - crop_w) // 2
+    return out[top : top + crop_h, left : left + crop_w]
+
+
+class TransformersPreprocessor:
+    """Fallback for processor configs `Preprocessor` does not implement: transformers' own
+    image processor (PIL backend, no torchvision needed), one image at a time."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from transformers import AutoImageProcessor
+
+        self._processor = AutoImageProcessor.from_pretrained(str(folder), backend="pil")
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        out = self._processor(images=list(images), return_tensors="np")["pixel_values"]
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32))
+
+
+def create_preprocessor(folder: str | Path) -> ImagePreprocessor:
+    """The fast `Preprocessor` for a model folder, or transformers' processor when needed."""
+    config = read_processor_config(folder)
+    try:
+        return Preprocessor.from_config(config)
+    except UnsupportedProcessorError:
+        return TransformersPreprocessor(folder)

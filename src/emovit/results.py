@@ -1,0 +1,125 @@
+"""Result objects: one `ImageResult` per input, holding one `FaceResult` per face.
+
+Without face detection the whole image is one face. `ImageResult.label`, `.score` and
+`.probs` are those of its first face (faces are ordered largest first), so the common
+single-face case reads naturally.
+
+Examples:
+    >>> face = FaceResult(probs={"happy": 0.9, "sad": 0.1})
+    >>> ImageResult(source="a.jpg", faces=[face]).label
+    'happy'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FaceResult", "ImageResult"]
+
+
+@dataclass
+class FaceResult:
+    """The emotion of one face.
+
+    Attributes:
+        probs: probability per label, canonical emotions first in `emovit.EMOTIONS` order.
+        box: ``(x1, y1, x2, y2)`` in image pixels (None when the whole image was classified).
+        landmarks: five ``(x, y)`` points (eyes, nose, mouth corners) when the detector gives them.
+        detection_score: the face detector's confidence, when a detector ran.
+    """
+
+    probs: dict[str, float]
+    box: tuple[int, int, int, int] | None = None
+    landmarks: list[tuple[float, float]] | None = None
+    detection_score: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The most probable label."""
+        return max(self.probs, key=self.probs.__getitem__)
+
+    @property
+    def score(self) -> float:
+        """The probability of `label`."""
+        return self.probs[self.label]
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        """The `k` most probable ``(label, probability)`` pairs, best first."""
+        return sorted(self.probs.items(), key=lambda kv: kv[1], reverse=True)[:k]
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """A JSON-ready dict (with a ``top_k`` list when `top_k` is given)."""
+        out: dict[str, Any] = {
+            "label": self.label,
+            "score": self.score,
+            "probs": dict(self.probs),
+            "box": list(self.box) if self.box is not None else None,
+            "landmarks": [list(p) for p in self.landmarks] if self.landmarks is not None else None,
+            "detection_score": self.detection_score,
+        }
+        if top_k:
+            out["top_k"] = [{"label": lab, "score": s} for lab, s in self.top_k(top_k)]
+        return out
+
+
+@dataclass
+class ImageResult:
+    """Everything emovit found in one input image, or why it failed.
+
+    Attributes:
+        source: the input's name (its path, or e.g. ``<bytes #3>``).
+        faces: one entry per face, largest first (empty when the input failed or had no face).
+        image_size: ``(width, height)`` of the decoded image.
+        error: why the input failed (None when it succeeded).
+        timings: milliseconds per stage (decode, preprocess, inference, …) for this input.
+    """
+
+    source: str
+    faces: list[FaceResult] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was decoded and classified."""
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        """The first face's label (None when there is no face)."""
+        return self.faces[0].label if self.faces else None
+
+    @property
+    def score(self) -> float | None:
+        """The first face's probability for its label."""
+        return self.faces[0].score if self.faces else None
+
+    @property
+    def probs(self) -> dict[str, float]:
+        """The first face's probabilities (empty when there is no face)."""
+        return dict(self.faces[0].probs) if self.faces else {}
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        """The first face's `k` most probable labels."""
+        return self.faces[0].top_k(k) if self.faces else []
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """A JSON-ready dict: the first face's label, score and probs at the top, all faces below."""
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "error": self.error,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "label": self.label,
+            "score": self.score,
+            "probs": self.probs,
+            "faces": [face.to_dict(top_k) for face in self.faces],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def to_json(self, top_k: int | None = None, **json_kw: Any) -> str:
+        """`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(top_k), **json_kw)

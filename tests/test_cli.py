@@ -1,0 +1,134 @@
+"""The real CLI, run as a subprocess on paths that contain spaces."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emovit import EMOTIONS
+
+from .conftest import encode
+
+
+def emovit(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "emovit.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with spaces in its name: three good images (one in a sub-folder), four broken."""
+    root = tmp_path_factory.mktemp("cli") / "my photos"
+    (root / "sub dir").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / "a face.png")
+    Image.fromarray(rng.integers(0, 256, (64, 48), dtype=np.uint8)).save(root / "b.jpg")
+    Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(root / "sub dir" / "c.bmp")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.png").write_text("not an image")
+    (root / "cut.jpg").write_bytes(encode(Image.new("RGB", (64, 64)), "JPEG")[:150])
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    return root
+
+
+GOOD = {"a face.png", "b.jpg", "c.bmp"}
+BAD = {"empty.jpg", "notes.png", "cut.jpg"}
+
+
+def test_json_on_a_folder_with_errors(photo_dir: Path, tiny_model_dir: Path) -> None:
+    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(proc.stdout)
+    by_name = {Path(r["source"]).name: r for r in rows}
+    assert set(by_name) == GOOD | BAD
+    for name in GOOD:
+        assert by_name[name]["ok"] and by_name[name]["label"] in EMOTIONS
+        assert list(by_name[name]["probs"]) == list(EMOTIONS)
+    for name in BAD:
+        assert not by_name[name]["ok"]
+        assert name in by_name[name]["error"]
+    assert "3 of 6 images classified, 3 failed" in proc.stderr
+    assert "RANDOM WEIGHTS" in proc.stderr
+
+
+def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out dir" / "results.csv"
+    proc = emovit(
+        "predict", str(photo_dir / "a face.png"), str(photo_dir / "*.jpg"), "--model", str(tiny_model_dir),
+        "--format", "csv", "--output", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 1  # the glob also matches the broken jpgs
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert {Path(r["source"]).name for r in rows} == {"a face.png", "b.jpg", "empty.jpg", "cut.jpg"}
+    assert [k for k in rows[0] if k.startswith("prob_")] == [f"prob_{e}" for e in EMOTIONS]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 2 and all(float(r["score"]) > 0 for r in ok)
+    assert proc.stdout == ""
+    proc = emovit("predict", str(photo_dir / "a face.png"), "--model", str(tiny_model_dir), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "a face.png" in proc.stdout
+
+
+def test_stdin_list_and_jsonl(photo_dir: Path, tiny_model_dir: Path) -> None:
+    listing = f"{photo_dir / 'b.jpg'}\n\n{photo_dir / 'sub dir' / 'c.bmp'}\n{photo_dir / 'gone.jpg'}\n"
+    proc = emovit(
+        "predict", "-", "--model", str(tiny_model_dir), "--format", "jsonl", "--top-k", "2", stdin=listing
+    )
+    assert proc.returncode == 1
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["source"]).name for r in rows] == ["b.jpg", "c.bmp", "gone.jpg"]
+    assert len(rows[0]["faces"][0]["top_k"]) == 2
+    assert "no such file" in rows[2]["error"]
+
+
+def test_unloadable_model_is_a_usage_error_and_writes_nothing(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never.json"
+    proc = emovit("predict", str(photo_dir), "--model", str(tmp_path / "no model"), "-o", str(out))
+    assert proc.returncode == 2
+    assert "not a model folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no half-written temporary file either
+
+
+def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert emovit("predict", "--no-such-flag", "x.jpg").returncode == 2
+    assert emovit("predict").returncode == 2
+    proc = emovit("predict", str(tmp_path), "--model", str(tiny_model_dir))  # an empty folder
+    assert proc.returncode == 2 and "no input images" in proc.stderr
+
+
+def test_info_and_version(tiny_model_dir: Path) -> None:
+    proc = emovit("info", str(tiny_model_dir), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    details = json.loads(proc.stdout)
+    assert details["labels"] == ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"]
+    assert details["patch_size"] == 2 and details["parameters"] > 0
+    table = emovit("info", str(tiny_model_dir))
+    assert "labels (id order)" in table.stdout and "0:sad" in table.stdout
+    version = emovit("--version")
+    assert version.returncode == 0 and version.stdout.startswith("emovit, version ")
+
+
+def test_table_output_lists_every_input(photo_dir: Path, tiny_model_dir: Path) -> None:
+    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir))
+    text = io.StringIO(proc.stdout).read()
+    for name in GOOD | BAD:
+        assert name in text
+    assert text.count("error") >= 3

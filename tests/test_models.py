@@ -1,0 +1,153 @@
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emovit import EMOTIONS, EmotionRecognizer
+from emovit.errors import ModelLoadError
+from emovit.models import (
+    ARCH_PRESETS,
+    REFERENCE_ID2LABEL,
+    _loading,
+    build_random_model,
+    describe_model,
+    list_models,
+    load_model,
+    resolve_model,
+)
+
+from .hub import populate_hf_cache
+
+REFERENCE_ID = "dima806/facial_emotions_image_detection"
+
+
+def test_registry_lists_known_models() -> None:
+    assert list_models() == ["default", "dima806"]
+
+
+def test_load_from_folder(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, device="cpu")
+    assert loaded.label_map.names == tuple(REFERENCE_ID2LABEL.values())
+    assert loaded.device == "cpu"
+    assert not loaded.model.training
+    assert loaded.random_weights
+
+
+def test_describe_counts_parameters_without_loading(tiny_model_dir: Path) -> None:
+    info = describe_model(tiny_model_dir).to_dict()
+    loaded = load_model(tiny_model_dir, device="cpu")
+    assert info["parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert info["image_size"] == 30
+    assert info["labels"] == list(REFERENCE_ID2LABEL.values())
+    assert info["processor"]["size"] == {"height": 30, "width": 30}
+
+
+def test_hub_id_from_a_prepopulated_cache_offline(tiny_model_dir: Path) -> None:
+    snapshot = populate_hf_cache(Path(os.environ["HF_HUB_CACHE"]), REFERENCE_ID, tiny_model_dir)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert resolve_model(REFERENCE_ID) == snapshot
+    assert resolve_model("dima806") == snapshot  # the registry name points at the same id
+    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu")
+    assert rec.labels == EMOTIONS
+    result = rec.predict(np.zeros((30, 30, 3), np.uint8))[0]
+    assert set(result.probs) == set(EMOTIONS)
+    assert abs(sum(result.probs.values()) - 1) < 1e-6
+
+
+def test_uncached_hub_id_offline_is_one_clear_error() -> None:
+    with pytest.raises(ModelLoadError) as info:
+        EmotionRecognizer.from_pretrained(REFERENCE_ID)
+    message = str(info.value)
+    assert REFERENCE_ID in message
+    assert "not in" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    assert "--model" in message  # says what to do
+
+
+def test_unreachable_hub_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(ModelLoadError, match="cannot be reached|cannot download"):
+        resolve_model("someone/not-cached")
+
+
+@pytest.mark.parametrize("ref", ["./no/such/folder", "/abs/missing", "not a valid id!"])
+def test_bad_references(ref: str) -> None:
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        resolve_model(ref)
+
+
+def test_missing_embedded_model_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(_loading, "_embedded_folder", lambda: tmp_path / "nothing")
+    with pytest.raises(ModelLoadError, match="make train-default"):
+        resolve_model("default")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_pickle_weights_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"no \*\.safetensors weights.*pytorch_model\.bin"):
+        load_model(folder)
+
+
+def test_remote_code_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForImageClassification": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="trust_remote_code"):
+        load_model(folder)
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_unavailable_device_is_refused(tiny_model_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        load_model(tiny_model_dir, device="cuda")
+
+
+@pytest.mark.parametrize("preset", sorted(set(ARCH_PRESETS) - {"vit-base-patch16-224"}))
+def test_presets_build_loadable_models(preset: str, tmp_path: Path) -> None:
+    folder = build_random_model(tmp_path / preset, preset, id2label=dict(enumerate(EMOTIONS)))
+    rec = EmotionRecognizer(load_model(folder, device="cpu"))
+    size = ARCH_PRESETS[preset].config["image_size"]
+    probs = rec.classify_arrays([np.full((size, size, 3), 128, np.uint8)])
+    assert probs.shape == (1, 7)
+
+
+def test_hub_download_through_a_local_server_then_offline(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .hub import FakeHub
+
+    with FakeHub({REFERENCE_ID: tiny_model_dir}) as hub:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        folder = resolve_model(REFERENCE_ID)
+        assert any(
+            r.startswith("GET /dima806/facial_emotions_image_detection/resolve/") for r in hub.requests
+        )
+        with pytest.raises(ModelLoadError, match="no model 'nobody/nothing' on the Hugging Face Hub"):
+            resolve_model("nobody/nothing")
+    assert folder.is_relative_to(Path(os.environ["HF_HUB_CACHE"]))
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (folder / name).read_bytes() == (tiny_model_dir / name).read_bytes()
+    # Cached now: works with the server gone and offline mode on.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu")
+    assert rec.model.path == folder

@@ -1,0 +1,142 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emovit import EMOTIONS, EmotionRecognizer, ImageError
+from emovit.errors import RandomWeightsWarning
+from emovit.models import load_model
+
+from .conftest import FER2013, encode, make_image_zoo, require_shared
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> EmotionRecognizer:
+    return EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", batch_size=4)
+
+
+@pytest.mark.slow
+def test_probabilities_equal_the_transformers_pipeline(reference_model_dir: Path) -> None:
+    """The reference architecture (random weights, dima806 config) on 24 images of mixed
+    sizes and modes plus FER2013 faces: emovit's probabilities equal
+    transformers.pipeline("image-classification") within 1e-4."""
+    from transformers import pipeline
+
+    images = make_image_zoo(24, seed=7)
+    if FER2013.exists():
+        images += [Image.open(p) for p in sorted((FER2013 / "test" / "fear").glob("*.jpg"))[:4]]
+    rec = EmotionRecognizer.from_pretrained(reference_model_dir, device="cpu", batch_size=8)
+    ours = rec.predict(images)
+    classifier = pipeline("image-classification", model=str(reference_model_dir), device="cpu")
+    worst = 0.0
+    for image, result in zip(images, ours, strict=True):
+        theirs = {d["label"]: d["score"] for d in classifier(image.convert("RGB"), top_k=7)}
+        assert set(theirs) == set(result.probs) == set(EMOTIONS)
+        worst = max(worst, max(abs(result.probs[k] - theirs[k]) for k in theirs))
+    assert worst <= 1e-4, worst
+
+
+def test_every_input_kind_gives_the_same_answer(tiny: EmotionRecognizer, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    png = encode(Image.fromarray(array))
+    path = tmp_path / "face.png"
+    path.write_bytes(png)
+    inputs = [array, Image.fromarray(array), png, io.BytesIO(png), path, str(path)]
+    results = tiny.predict(inputs)
+    assert [r.source for r in results] == [
+        "<array #0>",
+        "<Image #1>",
+        "<bytes #2>",
+        "<file #3>",
+        str(path),
+        str(path),
+    ]
+    for result in results:
+        assert result.ok
+        assert result.image_size == (50, 40)
+        assert list(result.probs) == list(EMOTIONS)
+        for key in EMOTIONS:
+            assert result.probs[key] == pytest.approx(results[0].probs[key], abs=1e-6)
+
+
+def test_single_input_still_returns_a_list(tiny: EmotionRecognizer) -> None:
+    results = tiny.predict(np.zeros((30, 30, 3), np.uint8))
+    assert isinstance(results, list)
+    assert len(results) == 1
+
+
+def test_bad_inputs_become_error_results_in_place(tiny: EmotionRecognizer, tmp_path: Path) -> None:
+    good = np.full((30, 30, 3), 90, np.uint8)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes(encode(Image.new("RGB", (64, 64)), "JPEG")[:150])
+    inputs = [good, tmp_path / "empty.jpg", good, tmp_path / "text.jpg", tmp_path / "missing.png"]
+    inputs += [tmp_path / "cut.jpg", b"junk", np.zeros((3, 3), np.float64), good]
+    results = tiny.predict(inputs)
+    assert [r.ok for r in results] == [True, False, True, False, False, False, False, False, True]
+    for result in results:
+        if not result.ok:
+            assert result.error and result.source in result.error
+            assert result.faces == [] and result.label is None and result.probs == {}
+    assert "empty" in results[1].error and "no such file" in results[4].error
+    with pytest.raises(ImageError, match="empty"):
+        tiny.predict(inputs, errors="raise")
+
+
+def test_batch_size_does_not_change_results(tiny: EmotionRecognizer) -> None:
+    images = make_image_zoo(9, seed=3)
+    one = tiny.predict(images, batch_size=1)
+    many = tiny.predict(images, batch_size=7)
+    for a, b in zip(one, many, strict=True):
+        for key in EMOTIONS:
+            assert a.probs[key] == pytest.approx(b.probs[key], abs=1e-5)
+
+
+def test_stream_is_lazy(tiny: EmotionRecognizer) -> None:
+    consumed = []
+
+    def source():
+        for i in range(10):
+            consumed.append(i)
+            yield np.full((30, 30, 3), i * 20, np.uint8)
+
+    stream = tiny.stream(source(), batch_size=4)
+    first = next(stream)
+    assert first.ok
+    assert len(consumed) == 4  # only the first batch was pulled
+    assert len(list(stream)) == 9
+
+
+def test_results_round_trip(tiny: EmotionRecognizer) -> None:
+    import json
+
+    result = tiny.predict(np.zeros((30, 30, 3), np.uint8))[0]
+    data = json.loads(result.to_json(top_k=2))
+    assert data["label"] == result.label
+    assert data["ok"] is True
+    assert list(data["probs"]) == list(EMOTIONS)
+    assert len(data["faces"]) == 1 and data["faces"][0]["box"] is None
+    assert [t["label"] for t in data["faces"][0]["top_k"]] == [lab for lab, _ in result.top_k(2)]
+    assert set(data["timings_ms"]) == {"decode", "preprocess", "inference"}
+    assert result.score == max(result.probs.values())
+
+
+def test_fer2013_grey_faces_classify(tiny: EmotionRecognizer) -> None:
+    faces = sorted(require_shared(FER2013 / "validation" / "sad").glob("*.jpg"))[:5]
+    assert all(r.ok and r.image_size == (48, 48) for r in tiny.predict(faces))
+
+
+def test_random_weights_warn(tiny_model_dir: Path) -> None:
+    with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
+        load_model(tiny_model_dir)
+
+
+def test_bad_arguments(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir)
+    with pytest.raises(ValueError, match="batch_size"):
+        EmotionRecognizer(loaded, batch_size=0)
+    with pytest.raises(ValueError, match="errors must be"):
+        EmotionRecognizer(loaded).predict([], errors="ignore")  # type: ignore[arg-type]

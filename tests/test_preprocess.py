@@ -1,0 +1,128 @@
+"""emovit's preprocessing must equal transformers' image processor (max |diff| <= 1e-5)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emovit.errors import ModelLoadError
+from emovit.imageio import load_image
+from emovit.preprocess import (
+    Preprocessor,
+    TransformersPreprocessor,
+    UnsupportedProcessorError,
+    create_preprocessor,
+    read_processor_config,
+)
+
+from .conftest import FER2013, REFERENCE_FIXTURE, require_shared
+
+VIT_STYLE = {
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "ViTImageProcessor",
+    "image_std": [0.5, 0.5, 0.5],
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 224, "width": 224},
+}
+CONFIGS = {
+    "vit-224-bilinear": VIT_STYLE,
+    "vit-48-bicubic-imagenet": {
+        **VIT_STYLE,
+        "size": {"height": 48, "width": 48},
+        "resample": 3,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+    },
+    "vit-64x32-nearest-no-normalize": {
+        **VIT_STYLE,
+        "size": {"height": 64, "width": 32},
+        "resample": 0,
+        "do_normalize": False,
+    },
+    "deit-shortest-edge-center-crop": {
+        **VIT_STYLE,
+        "image_processor_type": "DeiTImageProcessor",
+        "size": {"height": 256, "width": 256},
+        "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224},
+        "resample": 3,
+    },
+    "shortest-edge-crop": {
+        **VIT_STYLE,
+        "image_processor_type": "ConvNextImageProcessor",
+        "size": {"shortest_edge": 72},
+        "do_center_crop": True,
+        "crop_size": {"height": 64, "width": 64},
+        "crop_pct": 1.0,
+    },
+}
+
+
+def _transformers_processor(config: dict, tmp_path: Path):
+    from transformers import AutoImageProcessor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    return AutoImageProcessor.from_pretrained(str(tmp_path), backend="pil")
+
+
+def _reference_output(processor, images: list[Image.Image]) -> list[np.ndarray]:
+    # transformers' own path: it converts every image to RGB itself (do_convert_rgb / load_image).
+    return [
+        np.asarray(processor(images=img.convert("RGB"), return_tensors="np")["pixel_values"][0])
+        for img in images
+    ]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_equals_transformers_processor(name: str, image_zoo: list[Image.Image], tmp_path: Path) -> None:
+    config = CONFIGS[name]
+    ours = Preprocessor.from_config(config)
+    expected = _reference_output(_transformers_processor(config, tmp_path), image_zoo)
+    for image, want in zip(image_zoo, expected, strict=True):
+        got = ours([load_image(image)])[0]
+        assert got.dtype == np.float32
+        assert got.shape == want.shape, (image.mode, image.size)
+        assert np.abs(got - want).max() <= 1e-5, (image.mode, image.size)
+
+
+def test_reference_checkpoint_config_on_fer2013_faces(tmp_path: Path) -> None:
+    require_shared(REFERENCE_FIXTURE / "preprocessor_config.json")
+    faces = sorted((require_shared(FER2013 / "test" / "happy")).glob("*.jpg"))[:8]
+    config = read_processor_config(REFERENCE_FIXTURE)
+    processor = _transformers_processor(config, tmp_path)
+    batch = Preprocessor.from_config(config)([load_image(p) for p in faces])
+    expected = np.stack(_reference_output(processor, [Image.open(p) for p in faces]))
+    assert batch.shape == (8, 3, 224, 224)
+    assert np.abs(batch - expected).max() <= 1e-5
+
+
+def test_batch_equals_one_by_one(image_zoo: list[Image.Image]) -> None:
+    pre = Preprocessor.from_config(VIT_STYLE)
+    arrays = [load_image(img) for img in image_zoo[:6]]
+    batch = pre(arrays)
+    for i, array in enumerate(arrays):
+        np.testing.assert_array_equal(batch[i], pre([array])[0])
+
+
+def test_unsupported_configs_fall_back_to_transformers(tmp_path: Path, image_zoo: list[Image.Image]) -> None:
+    config = {**VIT_STYLE, "image_processor_type": "ConvNextImageProcessor"}
+    config.update(size={"shortest_edge": 40}, crop_pct=0.875)
+    with pytest.raises(UnsupportedProcessorError):
+        Preprocessor.from_config(config)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    pre = create_preprocessor(tmp_path)
+    assert isinstance(pre, TransformersPreprocessor)
+    out = pre([load_image(image_zoo[0])])
+    assert out.dtype == np.float32
+    assert out.shape == (1, 3, 40, 40)
+
+
+def test_missing_processor_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no preprocessor_config.json"):
+        create_preprocessor(tmp_path)
