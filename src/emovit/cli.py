@@ -7,6 +7,7 @@ rows; the others are still written), 2 on usage errors (bad options, unloadable 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from typing import Any
@@ -224,6 +225,133 @@ def models_cmd() -> None:
     for name in sorted(REGISTRY):
         entry = REGISTRY[name]
         click.echo(f"{name:10s} {entry.location:45s} {entry.description}")
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="'--set'")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _require(module: str, extra: str, purpose: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise click.ClickException(f"{purpose} needs {module!r}: pip install 'emovit[{extra}]'")
+
+
+@main.command(name="train")
+@click.argument("data")
+@click.option("--output", "-o", required=True, help="Folder for the model, checkpoints and metrics.")
+@click.option("--init", default=None, help="Start from this checkpoint (Hub id, folder, registry name).")
+@click.option(
+    "--arch", default=None, help="Train from scratch with this preset (vit-tiny, vit-small-48, ...)."
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a ViTConfig field.")
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Global batch per optimizer step (split over processes and --grad-accum).",
+)
+@click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--min-lr", type=float, default=1e-5, show_default=True)
+@click.option("--weight-decay", type=float, default=0.05, show_default=True)
+@click.option("--warmup-epochs", type=float, default=2.0, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option(
+    "--balance",
+    type=click.Choice(["none", "loss", "sampler"]),
+    default="loss",
+    show_default=True,
+    help="Class-imbalance handling: loss weights or weighted sampling.",
+)
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--cutmix", type=float, default=0.0, show_default=True, help="CutMix alpha (0 = off).")
+@click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16/fp16 autocast on GPU, fp32 on CPU.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--patience",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Early stopping: epochs without a better validation macro-F1.",
+)
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--val-split", default="validation", show_default=True)
+@click.option("--max-train-samples", type=click.IntRange(1), default=None)
+@click.option(
+    "--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes."
+)
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+def train_cmd(data: str, output: str, **opts: Any) -> None:
+    """Train an emotion classifier on an ImageFolder tree or a FER2013 CSV.
+
+    \b
+    Examples:
+      emovit train ../shared/data/fer2013 -o runs/tiny --arch vit-tiny --epochs 40
+      emovit train data/ -o runs/ft --init google/vit-base-patch16-224-in21k --batch-size 64
+      torchrun --nproc_per_node 4 -m emovit.cli train data/ -o runs/ddp --arch vit-small-48
+    """
+    _require("accelerate", "train", "emovit train")
+    _require("sklearn", "train", "emovit train")
+    from transformers.utils import logging as hf_logging
+
+    from emovit.errors import EmovitError
+    from emovit.training import AugmentConfig, TrainConfig, train
+
+    hf_logging.disable_progress_bar()
+
+    augment = AugmentConfig.off() if opts.pop("no_augment") else AugmentConfig()
+    augment.mixup_alpha, augment.cutmix_alpha = opts.pop("mixup"), opts.pop("cutmix")
+    cfg = TrainConfig(
+        data=data,
+        output=output,
+        init=opts.pop("init"),
+        arch=opts.pop("arch"),
+        overrides=_parse_overrides(opts.pop("overrides")),
+        augment=augment,
+        time_limit_min=opts.pop("time_limit"),
+        **{k: v for k, v in opts.items() if k != "resume"},
+    )
+    try:
+        result = train(cfg, resume=opts["resume"])
+    except EmovitError as exc:
+        raise click.ClickException(str(exc)) from None
+    best = result.best_metrics
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    click.echo(
+        json.dumps(
+            {
+                "output": str(result.output),
+                "best_epoch": result.best_epoch,
+                "val_accuracy": best.get("val_accuracy"),
+                "val_macro_f1": best.get("val_macro_f1"),
+                "epochs_run": result.epochs_run,
+                "stopped": result.stopped,
+                "wall_time_s": round(result.wall_time_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

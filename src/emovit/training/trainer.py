@@ -1,0 +1,608 @@
+"""`emovit train`: fine-tune or train from scratch any transformers ViT image classifier.
+
+Design points:
+
+* **Determinism by construction**: the sample order, augmentation draws and dropout of
+  epoch *e* come from generators seeded with (seed, e, step), never from state carried
+  across epochs. So ``--resume`` after a crash reproduces an uninterrupted run, and a run on
+  N processes (``torchrun`` / ``accelerate launch``) reproduces the 1-process run with the
+  same global batch: each process takes its slice of every global batch and DDP averages.
+* ``--batch-size`` is the **global** batch per optimizer step, split over processes and
+  gradient-accumulation steps.
+* Images are decoded once into memory (`decode_samples`, threads); augmentation runs
+  vectorised in torch on the training device.
+* Every epoch writes a resumable checkpoint (atomically) and a line of ``metrics.jsonl``; the
+  model that is best on validation macro-F1 is saved as a normal Hugging Face folder with
+  ``preprocessor_config.json``, ``training_config.json`` and a generated model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emovit.errors import EmovitError
+from emovit.labels import EMOTIONS
+from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
+from emovit.training.datasets import (
+    LabelledImages,
+    Sample,
+    class_counts,
+    decode_samples,
+    list_splits,
+    read_samples,
+)
+
+__all__ = ["TrainConfig", "TrainError", "TrainResult", "train"]
+
+Balance = Literal["none", "loss", "sampler"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CHECKPOINT = "checkpoint"
+
+
+class TrainError(EmovitError):
+    """Training cannot start or continue (bad options, existing output, missing checkpoint)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``training_config.json``."""
+
+    data: str
+    output: str
+    init: str | None = None
+    arch: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    balance: Balance = "loss"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precision: Precision = "auto"
+    seed: int = 0
+    patience: int = 10
+    eval_batch_size: int = 256
+    train_split: str = "train"
+    val_split: str = "validation"
+    val_fraction: float = 0.1
+    max_train_samples: int | None = None
+    grad_clip: float = 1.0
+    time_limit_min: float | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        aug = data.pop("augment", {}) or {}
+        if "erase_area" in aug:
+            aug["erase_area"] = tuple(aug["erase_area"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known}, augment=AugmentConfig(**aug))
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the output folder, the best epoch and its validation metrics."""
+
+    output: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    epochs_run: int
+    stopped: str
+    wall_time_s: float
+    history: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _seed(cfg: TrainConfig, *parts: int) -> int:
+    value = cfg.seed
+    for part in parts:
+        value = (value * 1_000_003 + part + 1) % (2**62)
+    return value
+
+
+def _ordered_classes(labels: set[str]) -> list[str]:
+    return [e for e in EMOTIONS if e in labels] + sorted(labels - set(EMOTIONS))
+
+
+def _split_off_validation(
+    samples: list[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    by_label: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_label.setdefault(s.label, []).append(s)
+    for group in by_label.values():
+        order = rng.permutation(len(group))
+        cut = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        val += [group[i] for i in order[:cut]]
+        train += [group[i] for i in order[cut:]]
+    return train, val
+
+
+def _atomic_dir(target: Path, write: Any) -> None:
+    """Write a folder through `write(tmp)` then swap it in, so a crash leaves the old one."""
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or any(k in name for k in ("position_embeddings", "cls_token", "norm"))
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    floor = cfg.min_lr / cfg.lr if cfg.lr else 0.0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module, list[str], dict[str, Any]]:
+    """The model to train, the class order it uses, and its processor config."""
+    from transformers import AutoConfig, AutoModelForImageClassification, ViTForImageClassification
+
+    from emovit.labels import LabelMap
+    from emovit.models import arch_preset, resolve_model
+    from emovit.models._presets import _processor
+
+    torch.manual_seed(_seed(cfg, 999_999))
+    if cfg.init:
+        folder = resolve_model(cfg.init)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        init_labels = None
+        if getattr(config, "id2label", None) and len(config.id2label) == len(classes):
+            with contextlib.suppress(EmovitError):
+                names = list(LabelMap.from_id2label(config.id2label).names)
+                init_labels = names if set(names) == set(classes) else None
+        order = init_labels or classes
+        for key, value in cfg.overrides.items():
+            setattr(config, key, value)
+        config.num_labels = len(order)
+        config.id2label = dict(enumerate(order))
+        config.label2id = {name: i for i, name in enumerate(order)}
+        model = AutoModelForImageClassification.from_pretrained(
+            folder, config=config, ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=False
+        )
+        if init_labels is None and hasattr(model, "classifier"):
+            head = model.classifier
+            if isinstance(head, torch.nn.Linear):  # a new task: never reuse a head by position
+                torch.nn.init.trunc_normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
+                torch.nn.init.zeros_(head.bias)
+        processor_path = folder / "preprocessor_config.json"
+        if processor_path.is_file():
+            processor = json.loads(processor_path.read_text())
+        else:
+            processor = _processor(int(getattr(config, "image_size", 224)))
+        return model, order, processor
+    preset = arch_preset(cfg.arch or "vit-tiny")
+    config = preset.vit_config(dict(enumerate(classes)), **cfg.overrides)
+    model = ViTForImageClassification(config)
+    processor = {**preset.processor, "size": {"height": config.image_size, "width": config.image_size}}
+    return model, classes, processor
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class _Batcher:
+    """Turns rows of a `LabelledImages` into normalised model input on the device."""
+
+    def __init__(self, processor: dict[str, Any], image_size: int, device: torch.device) -> None:
+        mean = processor.get("image_mean", [0.5] * 3) if processor.get("do_normalize", True) else [0.0] * 3
+        std = processor.get("image_std", [0.5] * 3) if processor.get("do_normalize", True) else [1.0] * 3
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.scale = (
+            float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0
+        )
+        self.size = image_size
+        self.device = device
+
+    def pixels(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() * (self.scale)
+        return x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            down = x.shape[-1] > self.size
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down
+            )
+        return (x - self.mean) / self.std
+
+
+def _soft_ce(
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, class_weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-sample cross-entropy against soft `targets`, with label smoothing and class weights."""
+    k = logits.shape[-1]
+    smoothed = targets * (1 - smoothing) + smoothing / k
+    losses = -(smoothed * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+    if class_weights is not None:
+        losses = losses * (targets * class_weights).sum(dim=-1)
+    return losses
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _precision(requested: Precision) -> str:
+    if requested == "fp32":
+        return "no"
+    if requested in ("bf16", "fp16"):
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _log(accelerator: Any, message: str) -> None:
+    if accelerator.is_main_process:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
+    """Run (or resume) training as configured; returns the best epoch and where the model is.
+
+    Examples:
+        >>> cfg = TrainConfig(data="fer2013/", output="runs/tiny", arch="vit-tiny", epochs=5)
+        >>> result = train(cfg)  # doctest: +SKIP
+    """
+    from accelerate import Accelerator
+    from sklearn.metrics import f1_score
+
+    out = Path(cfg.output)
+    ckpt = out / CHECKPOINT
+    if resume:
+        if not ckpt.is_dir() and (out / f".{CHECKPOINT}.old").is_dir():
+            ckpt = out / f".{CHECKPOINT}.old"
+        if not (ckpt / "state.json").is_file():
+            raise TrainError(f"{out}: no checkpoint to resume from (run without --resume to start)")
+        saved = TrainConfig.from_dict(json.loads((out / "training_config.json").read_text())["config"])
+        saved.epochs, saved.time_limit_min = cfg.epochs, cfg.time_limit_min
+        saved.output = cfg.output
+        cfg = saved
+    elif ckpt.exists():
+        raise TrainError(f"{out} already holds a training run: pass --resume, or choose another -o folder")
+    if cfg.init and cfg.arch:
+        raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    accelerator = Accelerator(mixed_precision=_precision(cfg.precision), cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise TrainError(
+            f"--batch-size {cfg.batch_size} (global) must divide by processes x --grad-accum = "
+            f"{world} x {cfg.grad_accum}"
+        )
+    micro = cfg.batch_size // (world * cfg.grad_accum)
+    per_rank = cfg.batch_size // world
+
+    # ---- data
+    train_samples = read_samples(cfg.data, cfg.train_split)
+    if cfg.val_split in list_splits(cfg.data) and cfg.val_split != cfg.train_split:
+        val_samples = read_samples(cfg.data, cfg.val_split)
+    else:
+        train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.seed)
+        _log(accelerator, f"no {cfg.val_split!r} split: holding out {len(val_samples)} training images")
+    if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
+        keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
+        train_samples = [train_samples[i] for i in sorted(keep)]
+    classes = _ordered_classes({s.label for s in train_samples} | {s.label for s in val_samples})
+    model, classes, processor = _build_model(cfg, classes)
+    image_size = int(model.config.image_size)
+    start = time.perf_counter()
+    train_data = decode_samples(train_samples, classes, size=(image_size, image_size), threads=cfg.threads)
+    val_data = decode_samples(val_samples, classes, size=(image_size, image_size), threads=cfg.threads)
+    _log(
+        accelerator,
+        f"data: {len(train_data)} train / {len(val_data)} validation images, {len(classes)} classes, "
+        f"decoded in {time.perf_counter() - start:.1f}s; {world} process(es), micro-batch {micro}",
+    )
+    if len(train_data) < cfg.batch_size:
+        raise TrainError(f"--batch-size {cfg.batch_size} exceeds the {len(train_data)} training images")
+
+    counts = np.bincount(train_data.labels, minlength=len(classes)).astype(np.float64)
+    class_weights = None
+    if cfg.balance == "loss":
+        w = counts.sum() / (len(classes) * np.maximum(counts, 1))
+        class_weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+    sample_weights = torch.tensor(1.0 / np.maximum(counts[train_data.labels], 1), dtype=torch.float64)
+
+    steps_per_epoch = len(train_data) // cfg.batch_size
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    batcher = _Batcher(processor, image_size, device)
+
+    # ---- state
+    state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "elapsed_s": 0.0}
+    history: list[dict[str, Any]] = []
+    if resume:
+        from safetensors.torch import load_file
+
+        accelerator.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        state = json.loads((ckpt / "state.json").read_text())
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+        history = history[: state["epoch"]]
+        _log(
+            accelerator, f"resuming {out} after epoch {state['epoch']} (best macro-F1 {state['best_f1']:.4f})"
+        )
+    elif accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+        _write_config(out, cfg, classes, world, accelerator.mixed_precision, processor, train_data, val_data)
+
+    stopped = "epochs"
+    session_start = time.perf_counter()
+    elapsed_before = float(state["elapsed_s"])
+    show = (sys.stderr.isatty() if progress is None else progress) and accelerator.is_main_process
+    for epoch in range(int(state["epoch"]), cfg.epochs):
+        epoch_start = time.perf_counter()
+        gen = torch.Generator().manual_seed(_seed(cfg, epoch))
+        torch.manual_seed(_seed(cfg, epoch, 1))
+        if cfg.balance == "sampler":
+            order = torch.multinomial(sample_weights, len(train_data), replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(train_data), generator=gen)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        bar = _bar(show, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        for step in range(steps_per_epoch):
+            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            mine = batch[rank * per_rank : (rank + 1) * per_rank]
+            step_seed = _seed(cfg, epoch, step, 2)
+            for a in range(cfg.grad_accum):
+                rows = mine[a * micro : (a + 1) * micro].numpy()
+                offset = rank * per_rank + a * micro
+                x = batcher.pixels(train_data.images[rows])
+                x = augment_batch(
+                    x, cfg.augment, torch.Generator().manual_seed(step_seed), offset, cfg.batch_size
+                )
+                labels = torch.from_numpy(train_data.labels[rows]).to(device)
+                targets = F.one_hot(labels, len(classes)).float()
+                x, targets = mix_batch(
+                    x, targets, cfg.augment, torch.Generator().manual_seed(step_seed + a + 7)
+                )
+                sync = a == cfg.grad_accum - 1
+                context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+                with context, accelerator.autocast():
+                    logits = model(pixel_values=batcher.finish(x)).logits
+                    losses = _soft_ce(logits, targets, cfg.label_smoothing, class_weights)
+                    loss = losses.sum() / per_rank
+                    accelerator.backward(loss)
+                loss_sum += losses.detach().sum()
+                correct += (logits.detach().argmax(-1) == labels).sum()
+                seen += len(rows)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+        bar.close()
+        totals = accelerator.reduce(
+            torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
+        )
+        val_logits = _predict(model, accelerator, batcher, val_data, cfg.eval_batch_size)
+        val_pred = val_logits.argmax(-1)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_data.labels)))
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(totals[0] / totals[2]),
+            "train_accuracy": float(totals[1] / totals[2]),
+            "val_loss": val_loss,
+            "val_accuracy": float((val_pred == val_data.labels).mean()),
+            "val_macro_f1": float(
+                f1_score(
+                    val_data.labels,
+                    val_pred,
+                    average="macro",
+                    labels=list(range(len(classes))),
+                    zero_division=0,
+                )
+            ),
+            "lr": float(scheduler.get_last_lr()[0]),
+            "epoch_time_s": round(time.perf_counter() - epoch_start, 2),
+        }
+        improved = record["val_macro_f1"] > state["best_f1"]
+        record["best"] = improved
+        history.append(record)
+        state.update(
+            epoch=epoch + 1,
+            elapsed_s=elapsed_before + time.perf_counter() - session_start,
+            bad_epochs=0 if improved else state["bad_epochs"] + 1,
+        )
+        if improved:
+            state.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1)
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            if improved:
+                _save_best(out, unwrapped, processor)
+            _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state)
+            with (out / "metrics.jsonl").open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        accelerator.wait_for_everyone()
+        _log(
+            accelerator,
+            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
+            f"val acc {record['val_accuracy']:.4f} macro-F1 {record['val_macro_f1']:.4f}"
+            f"{' (best)' if improved else ''} | {record['epoch_time_s']:.0f}s",
+        )
+        if state["bad_epochs"] >= cfg.patience:
+            stopped = "early stopping"
+            break
+        if cfg.time_limit_min and (time.perf_counter() - session_start) / 60 >= cfg.time_limit_min:
+            stopped = "time limit (resume with --resume)"
+            break
+
+    result = TrainResult(
+        output=out,
+        best_epoch=int(state["best_epoch"]),
+        best_metrics=next((h for h in history if h["epoch"] == state["best_epoch"]), {}),
+        epochs_run=int(state["epoch"]),
+        stopped=stopped,
+        wall_time_s=float(state["elapsed_s"]),
+        history=history,
+    )
+    if accelerator.is_main_process:
+        from emovit.training.card import write_model_card
+
+        write_model_card(out, cfg, result, classes, class_counts(train_samples), class_counts(val_samples))
+    accelerator.wait_for_everyone()
+    _log(accelerator, f"{stopped}: best epoch {result.best_epoch}, model in {out}")
+    return result
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(show: bool, total: int, desc: str) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr)
+
+
+@torch.no_grad()
+def _predict(
+    model: Any, accelerator: Any, batcher: _Batcher, data: LabelledImages, batch_size: int
+) -> np.ndarray:
+    """Logits for every row of `data`, computed in shards across processes and gathered."""
+    model.eval()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n = len(data)
+    shard = math.ceil(n / world)
+    rows = np.minimum(np.arange(rank * shard, (rank + 1) * shard), n - 1)
+    chunks = []
+    for i in range(0, len(rows), batch_size):
+        part = rows[i : i + batch_size]
+        with accelerator.autocast():
+            chunks.append(
+                model(pixel_values=batcher.finish(batcher.pixels(data.images[part]))).logits.float()
+            )
+    logits = torch.cat(chunks) if chunks else torch.zeros(0, device=accelerator.device)
+    gathered = accelerator.gather(logits.contiguous())
+    return gathered[:n].cpu().numpy()
+
+
+def _save_best(out: Path, model: Any, processor: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+
+    tmp = out / ".best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    for file in tmp.iterdir():
+        os.replace(file, out / file.name)
+    tmp.rmdir()
+
+
+def _save_checkpoint(target: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    _atomic_dir(target, write)
+
+
+def _write_config(
+    out: Path,
+    cfg: TrainConfig,
+    classes: list[str],
+    world: int,
+    precision: str,
+    processor: dict[str, Any],
+    train_data: LabelledImages,
+    val_data: LabelledImages,
+) -> None:
+    import transformers
+
+    from emovit import __version__
+
+    resolved = {
+        "config": cfg.to_dict(),
+        "resolved": {
+            "classes": classes,
+            "processes": world,
+            "mixed_precision": precision,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "train_images": len(train_data),
+            "val_images": len(val_data),
+            "processor": processor,
+            "versions": {
+                "emovit": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": sys.version.split()[0],
+            },
+        },
+    }
+    (out / "training_config.json").write_text(json.dumps(resolved, indent=2) + "\n")

@@ -1,0 +1,174 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from emovit import EmotionRecognizer
+from emovit.training import AugmentConfig, TrainConfig, TrainError, decode_samples, read_samples, train
+from emovit.training.datasets import DatasetError, list_splits
+
+from .training_data import CLASSES, write_dataset
+
+pytest.importorskip("accelerate")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "faces"
+    write_dataset(root, {"train": 12, "validation": 4, "test": 3})
+    return root
+
+
+def _config(dataset: Path, out: Path, **kw: object) -> TrainConfig:
+    base = {
+        "arch": "vit-test",
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_epochs": 0.5,
+        "eval_batch_size": 16,
+        "threads": 1,
+        "label_smoothing": 0.0,
+    }
+    return TrainConfig(data=str(dataset), output=str(out), **{**base, **kw})
+
+
+def test_csv_and_imagefolder_give_the_same_samples(dataset: Path) -> None:
+    assert list_splits(dataset) == ["train", "validation", "test"]
+    assert list_splits(dataset.with_suffix(".csv")) == ["train", "validation", "test"]
+    for split in ("train", "validation", "test"):
+        folder = read_samples(dataset, split)
+        table = read_samples(dataset.with_suffix(".csv"), split)
+        assert [s.label for s in folder] == [s.label for s in table]
+        a = decode_samples(folder, CLASSES)
+        b = decode_samples(table, CLASSES)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    single = read_samples(dataset / "train")  # a split folder on its own
+    assert len(single) == 12 * len(CLASSES)
+
+
+def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
+    with pytest.raises(DatasetError, match="no such dataset"):
+        read_samples(tmp_path / "nothing")
+    with pytest.raises(DatasetError, match="has no 'bogus' split"):
+        read_samples(dataset, "bogus")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
+    with pytest.raises(DatasetError, match="line 2"):
+        read_samples(bad)
+
+
+def test_tiny_run_gives_a_loadable_model_that_learned(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(_config(dataset, out, epochs=6, lr=1e-2, augment=AugmentConfig.off()), progress=False)
+    assert result.epochs_run == 6
+    assert result.best_metrics["val_accuracy"] >= 0.5  # chance is 0.25
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "training_config.json",
+    ):
+        assert (out / name).is_file(), name
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "val_accuracy", "val_macro_f1", "lr"} <= set(history[0])
+    resolved = json.loads((out / "training_config.json").read_text())
+    assert resolved["config"]["seed"] == 0
+    assert resolved["resolved"]["classes"] == list(CLASSES)
+    card = (out / "README.md").read_text()
+    assert "Validation metrics" in card and "must not drive decisions" in card
+
+    trained = EmotionRecognizer.from_pretrained(out, device="cpu")
+    test_images = sorted((dataset / "test").rglob("*.png"))
+    probs = np.array([[r.probs[c] for c in CLASSES] for r in trained.predict(test_images)])
+    # The initial weights (same seed, no training) answer differently.
+    initial = train(_config(dataset, tmp_path / "init", epochs=1, lr=0.0, min_lr=0.0), progress=False)
+    untrained = EmotionRecognizer.from_pretrained(initial.output, device="cpu")
+    probs0 = np.array([[r.probs[c] for c in CLASSES] for r in untrained.predict(test_images)])
+    assert np.abs(probs - probs0).max() > 0.2
+    assert trained.labels == CLASSES
+
+
+def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+    whole = train(_config(dataset, tmp_path / "whole", epochs=3), progress=False)
+    first = train(_config(dataset, tmp_path / "split", epochs=3, time_limit_min=1e-9), progress=False)
+    assert first.epochs_run == 1
+    assert "time limit" in first.stopped
+    with pytest.raises(TrainError, match="--resume"):
+        train(_config(dataset, tmp_path / "split", epochs=3), progress=False)
+    rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
+    assert rest.epochs_run == 3
+    a = load_file(str(whole.output / "checkpoint" / "model.safetensors"))
+    b = load_file(str(rest.output / "checkpoint" / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+    assert [h["val_macro_f1"] for h in whole.history] == pytest.approx(
+        [h["val_macro_f1"] for h in rest.history]
+    )
+
+
+def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="no checkpoint"):
+        train(_config(dataset, tmp_path / "none"), resume=True, progress=False)
+
+
+def test_batch_size_must_fit(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="must divide"):
+        train(_config(dataset, tmp_path / "x", batch_size=9, grad_accum=2), progress=False)
+
+
+def test_grad_accumulation_matches_one_big_batch(dataset: Path, tmp_path: Path) -> None:
+    one = train(_config(dataset, tmp_path / "one", epochs=1), progress=False)
+    acc = train(_config(dataset, tmp_path / "acc", epochs=1, grad_accum=4), progress=False)
+    a = load_file(str(one.output / "checkpoint" / "model.safetensors"))
+    b = load_file(str(acc.output / "checkpoint" / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=key)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli_train(dataset: Path, out: Path, nproc: int) -> subprocess.CompletedProcess:
+    args = ["train", str(dataset), "-o", str(out), "--arch", "vit-test", "--epochs", "2"]
+    args += ["--batch-size", "8", "--lr", "3e-3", "--warmup-epochs", "0.5", "--threads", "1"]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "emovit.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+        cmd += ["--master_port", str(_free_port()), "-m", "emovit.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo): sharded data, one set of checkpoints, and the
+    same weights as the 1-process run with the same global batch."""
+    single = _cli_train(dataset, tmp_path / "single", 1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _cli_train(dataset, tmp_path / "double", 2)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "2 process(es), micro-batch 4" in double.stderr
+    lines = (tmp_path / "double" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # written once, not once per process
+    assert sorted(p.name for p in (tmp_path / "double").iterdir() if p.name.startswith(".")) == []
+    a = load_file(str(tmp_path / "single" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "double" / "checkpoint" / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-5, err_msg=key)
+    summary = json.loads(double.stdout.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 2

@@ -1,0 +1,45 @@
+"""Small labelled datasets written by the tests: an ImageFolder tree and a FER2013 CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from emovit.training.datasets import FER2013_CSV_LABELS
+
+CLASSES = ("angry", "happy", "sad", "surprise")
+USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
+
+
+def face_like(label_index: int, rng: np.random.Generator, size: int = 30) -> np.ndarray:
+    """A grey image whose pattern depends on the class, so a model can learn it."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    pattern = [np.sin(6 * x), np.sin(6 * y), np.sin(6 * (x + y)), np.cos(9 * x * y)][label_index % 4]
+    image = 128 + 80 * pattern + rng.normal(0, 20, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_dataset(root: Path, per_class: dict[str, int], size: int = 30, seed: int = 0) -> dict[str, list]:
+    """ImageFolder tree ``root/<split>/<class>/*.png`` and the same pixels as ``root.csv``."""
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {}
+    csv_path = root.with_suffix(".csv")
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for split, count in per_class.items():
+            rows[split] = []
+            for ci, label in enumerate(CLASSES):
+                folder = root / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    pixels = face_like(ci, rng, size)
+                    Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+                    writer.writerow(
+                        [FER2013_CSV_LABELS.index(label), " ".join(map(str, pixels.ravel())), USAGE[split]]
+                    )
+                    rows[split].append((label, pixels))
+    return rows
