@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -352,6 +353,121 @@ def train_cmd(data: str, output: str, **opts: Any) -> None:
             }
         )
     )
+
+
+@main.command(name="evaluate")
+@click.argument("data")
+@click.option("--model", "-m", default="default", show_default=True)
+@click.option("--output", "-o", required=True, help="Report folder (metrics.json, plots, report.md).")
+@click.option("--split", default=None, help="Split to score (default: test when DATA has splits).")
+@click.option(
+    "--detector",
+    type=click.Choice(["none"]),
+    default="none",
+    show_default=True,
+    help="Face detection before classifying (none: images are face crops, as in FER2013).",
+)
+@click.option("--tta", is_flag=True, help="Flip test-time augmentation (average with the mirrored image).")
+@click.option(
+    "--exclude-leaks",
+    "exclude_leaks",
+    default=None,
+    metavar="TRAIN_DIR",
+    help="Score only images with no exact or near duplicate in this training set.",
+)
+@click.option("--batch-size", "-b", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def evaluate_cmd(
+    data: str,
+    model: str,
+    output: str,
+    split: str | None,
+    detector: str,
+    tta: bool,
+    exclude_leaks: str | None,
+    batch_size: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Score a model on a labelled dataset (ImageFolder or FER2013 CSV) and write a report.
+
+    \b
+    Example:
+      emovit evaluate ../shared/data/fer2013/test --model default -o reports/default \\
+          --exclude-leaks ../shared/data/fer2013/train
+    """
+    _require("sklearn", "train", "emovit evaluate")
+    _require("matplotlib", "train", "emovit evaluate")
+    from emovit.errors import EmovitError
+    from emovit.evaluation import evaluate
+
+    recognizer = _load(model, device, batch_size, None)
+    if recognizer.model.random_weights:
+        _random_weights_banner(model)
+    try:
+        report = evaluate(
+            recognizer,
+            data,
+            output,
+            split=split,
+            tta=tta,
+            exclude_leaks=exclude_leaks,
+            batch_size=batch_size,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+    except EmovitError as exc:
+        raise click.ClickException(str(exc)) from None
+    m = report.metrics
+    summary = {k: m[k] for k in ("images", "accuracy", "macro_f1", "ece", "leaks_excluded")}
+    summary["report"] = str(Path(output) / "report.md")
+    click.echo(json.dumps(summary))
+
+
+@main.command(name="audit")
+@click.argument("data")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--max-distance",
+    type=click.IntRange(0, 64),
+    default=4,
+    show_default=True,
+    help="Perceptual-hash bits (of 64) within which two images are near duplicates.",
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Example pairs listed per split pair.",
+)
+def audit_cmd(data: str, fmt: str, max_distance: int, examples: int) -> None:
+    """Find exact and near-duplicate images within and across the splits of DATA."""
+    _require("imagehash", "train", "emovit audit")
+    from emovit.errors import EmovitError
+    from emovit.training.audit import audit
+
+    try:
+        report = audit(data, max_distance=max_distance, examples_per_pair=examples)
+    except EmovitError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print("images: " + ", ".join(f"{k} {v}" for k, v in report.images.items()))
+    table = Table(title=f"duplicates (near = perceptual hash within {max_distance} bits)")
+    for column in ("a", "b", "exact", "near"):
+        table.add_column(column, justify="right" if column in ("exact", "near") else "left")
+    for pair in report.pairs:
+        table.add_row(pair["a"], pair["b"], str(pair["exact"]), str(pair["near"]))
+    console.print(table)
+    console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
+    for ex in report.examples:
+        console.print(f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} {ex['labels']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,14 +42,16 @@ class ArchPreset:
     description: str
     config: dict[str, Any]
     processor: dict[str, Any] = field(default_factory=dict)
+    model_type: str = "vit"
 
-    def vit_config(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
-        """A `transformers.ViTConfig` for this preset (labels default to the canonical seven)."""
-        from transformers import ViTConfig
+    def build_config(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
+        """A transformers config for this preset (labels default to the canonical seven)."""
+        from transformers import AutoConfig
 
         labels = id2label if id2label is not None else dict(enumerate(EMOTIONS))
         fields = {**self.config, **overrides}
-        return ViTConfig(
+        return AutoConfig.for_model(
+            self.model_type,
             **fields,
             id2label={int(k): v for k, v in labels.items()},
             label2id={v: int(k) for k, v in labels.items()},
@@ -113,6 +115,21 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
                 encoder_stride=6,
             ),
             _processor(48),
+        ),
+        ArchPreset(
+            "mobilevit-xxs-64",
+            "MobileViT-XXS (convolutions + transformer blocks) at 64x64, 1.0M parameters",
+            {
+                "image_size": 64,
+                "num_channels": 3,
+                "neck_hidden_sizes": [16, 16, 24, 48, 64, 80, 320],
+                "hidden_sizes": [64, 80, 96],
+                "expand_ratio": 2.0,
+                "hidden_dropout_prob": 0.1,
+                "classifier_dropout_prob": 0.1,
+            },
+            _processor(64, mean=0.0, std=1.0),
+            model_type="mobilevit",
         ),
         ArchPreset(
             "vit-test",

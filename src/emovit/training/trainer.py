@@ -185,7 +185,7 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
 
 def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module, list[str], dict[str, Any]]:
     """The model to train, the class order it uses, and its processor config."""
-    from transformers import AutoConfig, AutoModelForImageClassification, ViTForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     from emovit.labels import LabelMap
     from emovit.models import arch_preset, resolve_model
@@ -221,9 +221,10 @@ def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module,
             processor = _processor(int(getattr(config, "image_size", 224)))
         return model, order, processor
     preset = arch_preset(cfg.arch or "vit-tiny")
-    config = preset.vit_config(dict(enumerate(classes)), **cfg.overrides)
-    model = ViTForImageClassification(config)
-    processor = {**preset.processor, "size": {"height": config.image_size, "width": config.image_size}}
+    config = preset.build_config(dict(enumerate(classes)), **cfg.overrides)
+    model = AutoModelForImageClassification.from_config(config)
+    size = int(config.image_size)
+    processor = {**preset.processor, "size": {"height": size, "width": size}}
     return model, classes, processor
 
 

@@ -1,0 +1,166 @@
+"""Duplicate and leak audit: exact and near-duplicate images within and across splits.
+
+* **exact**: identical pixels after decoding to grey (so a PNG and a lossless re-encoding
+  of it match, whatever the file bytes);
+* **near**: perceptual hashes (``imagehash.phash``, 64 bits) within `max_distance` bits,
+  which catches resized and re-compressed copies.
+
+Counts for a split pair ``(a, b)``: how many images of ``b`` have a copy in ``a``; for
+``a == b``, how many images are extra copies of an earlier image of the same split.
+``label_conflicts`` counts duplicate pairs (exact or near, in any splits) whose labels differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from emovit.imageio import load_image
+from emovit.training.datasets import Sample, list_splits, read_samples
+
+__all__ = ["AuditReport", "DEFAULT_MAX_DISTANCE", "audit", "find_leaks", "hash_samples"]
+
+#: Hamming distance (bits of 64) up to which two perceptual hashes count as the same image.
+DEFAULT_MAX_DISTANCE = 4
+
+
+@dataclass
+class Hashes:
+    """Hashes of a list of samples: an exact digest and a 64-bit perceptual hash each."""
+
+    exact: list[bytes]
+    phash: np.ndarray  # uint64
+
+
+def _hash_one(sample: Sample) -> tuple[bytes, int]:
+    import imagehash
+    from PIL import Image
+
+    grey = load_image(sample.source, name=sample.name, max_pixels=None).mean(axis=2).round().astype(np.uint8)
+    digest = hashlib.blake2b(grey.tobytes() + str(grey.shape).encode(), digest_size=16).digest()
+    bits = imagehash.phash(Image.fromarray(grey)).hash.flatten()
+    return digest, int(np.packbits(bits).view(">u8")[0])
+
+
+def hash_samples(samples: Sequence[Sample], threads: int | None = None) -> Hashes:
+    """Exact and perceptual hashes of every sample (threads)."""
+    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+        pairs = list(pool.map(_hash_one, samples, chunksize=128))
+    return Hashes(exact=[p[0] for p in pairs], phash=np.asarray([p[1] for p in pairs], dtype=np.uint64))
+
+
+def _near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, same: bool) -> np.ndarray:
+    """``(i, j)`` index pairs with Hamming distance <= max_distance (i < j when `same`)."""
+    found = []
+    chunk = 512
+    for start in range(0, len(a), chunk):
+        block = np.bitwise_count(a[start : start + chunk, None] ^ b[None, :])
+        i, j = np.nonzero(block <= max_distance)
+        i += start
+        if same:
+            keep = i < j
+            i, j = i[keep], j[keep]
+        found.append(np.stack([i, j], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
+
+
+@dataclass
+class AuditReport:
+    """Result of `audit`; `to_dict` gives the JSON form of ``emovit audit --format json``."""
+
+    images: dict[str, int]
+    pairs: list[dict[str, Any]]
+    label_conflicts: int
+    max_distance: int
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "pairs": self.pairs,
+            "label_conflicts": self.label_conflicts,
+            "max_distance": self.max_distance,
+            "examples": self.examples,
+        }
+
+
+def _split_samples(data: str | os.PathLike[str]) -> dict[str, list[Sample]]:
+    splits = list_splits(data)
+    if not splits:
+        return {"all": read_samples(data)}
+    return {split: read_samples(data, split) for split in splits}
+
+
+def audit(
+    data: str | os.PathLike[str],
+    *,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    examples_per_pair: int = 5,
+    threads: int | None = None,
+) -> AuditReport:
+    """Find exact and near duplicates within and across the splits of `data`."""
+    by_split = _split_samples(data)
+    hashes = {split: hash_samples(samples, threads) for split, samples in by_split.items()}
+    names = list(by_split)
+    pairs: list[dict[str, Any]] = []
+    examples: list[dict[str, Any]] = []
+    conflicts = 0
+    for ai, a in enumerate(names):
+        for b in names[ai:]:
+            same = a == b
+            ha, hb = hashes[a], hashes[b]
+            near = _near_pairs(ha.phash, hb.phash, max_distance, same)
+            index_a: dict[bytes, int] = {}
+            for i, digest in enumerate(ha.exact):
+                index_a.setdefault(digest, i)
+            exact_pairs = set()
+            for j, digest in enumerate(hb.exact):
+                i = index_a.get(digest)
+                if i is not None and (not same or i < j):
+                    exact_pairs.add((i, j))
+            exact_b = {j for _, j in exact_pairs}  # for a == b: the later copies only
+            near_only = {(int(i), int(j)) for i, j in near if (int(i), int(j)) not in exact_pairs}
+            near_only = {(i, j) for i, j in near_only if ha.exact[i] != hb.exact[j]}
+            near_b = {j for _, j in near_only} - exact_b
+            all_pairs = exact_pairs | near_only
+            sa, sb = by_split[a], by_split[b]
+            conflicts += sum(sa[i].label != sb[j].label for i, j in all_pairs)
+            pairs.append({"a": a, "b": b, "exact": len(exact_b), "near": len(near_b)})
+            for i, j in sorted(all_pairs)[:examples_per_pair]:
+                examples.append(
+                    {
+                        "a": sa[i].name,
+                        "b": sb[j].name,
+                        "kind": "exact" if (i, j) in exact_pairs else "near",
+                        "distance": int(np.bitwise_count(ha.phash[i] ^ hb.phash[j])),
+                        "labels": [sa[i].label, sb[j].label],
+                    }
+                )
+    return AuditReport(
+        images={split: len(samples) for split, samples in by_split.items()},
+        pairs=pairs,
+        label_conflicts=conflicts,
+        max_distance=max_distance,
+        examples=examples,
+    )
+
+
+def find_leaks(
+    samples: Sequence[Sample],
+    reference: Sequence[Sample],
+    *,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    threads: int | None = None,
+) -> set[int]:
+    """Indices of `samples` that have an exact or near copy in `reference` (e.g. train)."""
+    hs, hr = hash_samples(samples, threads), hash_samples(reference, threads)
+    exact_ref = set(hr.exact)
+    leaked = {i for i, digest in enumerate(hs.exact) if digest in exact_ref}
+    leaked |= {int(j) for j, _ in _near_pairs(hs.phash, hr.phash, max_distance, same=False)}
+    return leaked

@@ -1,0 +1,78 @@
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("imagehash")
+
+from emovit.training.audit import audit, find_leaks
+from emovit.training.datasets import read_samples
+
+from .conftest import FER2013
+
+
+def _distinct_faces(count: int, seed: int) -> list[np.ndarray]:
+    """Real FER2013 faces when available (hard: all faces look alike), else noise images."""
+    files = sorted((FER2013 / "test" / "neutral").glob("*.jpg"))
+    if len(files) >= count + seed:
+        return [np.asarray(Image.open(f).convert("L")) for f in files[seed : seed + count]]
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """train 12 + test 6 distinct faces; then plant in test: 2 exact copies of train images (one
+    with a different label), 1 resized + JPEG re-encoded copy; and 1 exact copy inside train."""
+    root = tmp_path / "data"
+    faces = _distinct_faces(18, seed=5)
+    for i, face in enumerate(faces[:12]):
+        folder = root / "train" / ("happy" if i % 2 else "sad")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).save(folder / f"t{i}.png")
+    for i, face in enumerate(faces[12:]):
+        folder = root / "test" / "happy"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).save(folder / f"s{i}.png")
+    (root / "test" / "sad").mkdir()
+    shutil.copy(root / "train" / "happy" / "t1.png", root / "test" / "happy" / "leak_exact.png")
+    shutil.copy(root / "train" / "happy" / "t3.png", root / "test" / "sad" / "leak_conflict.png")
+    buffer = io.BytesIO()
+    Image.fromarray(faces[4]).resize((96, 96), Image.BICUBIC).save(buffer, "JPEG", quality=85)
+    (root / "test" / "sad" / "leak_near.jpg").write_bytes(buffer.getvalue())
+    shutil.copy(root / "train" / "sad" / "t0.png", root / "train" / "sad" / "t0_copy.png")
+    return root
+
+
+def test_audit_finds_planted_duplicates_and_no_false_ones(planted: Path) -> None:
+    report = audit(planted).to_dict()
+    assert report["images"] == {"train": 13, "test": 9}
+    pairs = {(p["a"], p["b"]): (p["exact"], p["near"]) for p in report["pairs"]}
+    assert pairs[("train", "train")] == (1, 0)
+    assert pairs[("train", "test")] == (2, 1)
+    assert pairs[("test", "test")] == (0, 0)
+    assert report["label_conflicts"] == 1
+    kinds = {(Path(e["b"]).name, e["kind"]) for e in report["examples"]}
+    assert ("leak_near.jpg", "near") in kinds
+
+
+def test_find_leaks_marks_the_test_copies(planted: Path) -> None:
+    test = read_samples(planted, "test")
+    leaked = {Path(test[i].name).name for i in find_leaks(test, read_samples(planted, "train"))}
+    assert leaked == {"leak_exact.png", "leak_conflict.png", "leak_near.jpg"}
+
+
+def test_cli_json_shape(planted: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "emovit.cli", "audit", str(planted), "--format", "json"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert set(report) >= {"images", "pairs", "label_conflicts"}
+    assert all(set(p) == {"a", "b", "exact", "near"} for p in report["pairs"])

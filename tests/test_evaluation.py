@@ -1,0 +1,97 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("sklearn")
+
+from emovit.evaluation import classification_metrics, evaluate, expected_calibration_error
+
+from .training_data import face_like
+
+
+def test_metrics_on_a_fixed_prediction_set() -> None:
+    labels = ["angry", "happy", "sad"]
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    y_pred = np.array([0, 1, 0, 1, 1, 2, 2, 0, 2, 1])
+    probs = np.full((10, 3), 0.1)
+    probs[np.arange(10), y_pred] = 0.8
+    m = classification_metrics(y_true, y_pred, probs, labels)
+    assert m["accuracy"] == pytest.approx(0.7)
+    # per class: angry P=2/3 R=2/3; happy P=2/4 R=1; sad P=1 R=3/5
+    assert m["per_class"]["angry"]["f1"] == pytest.approx(2 / 3)
+    assert m["per_class"]["happy"]["f1"] == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert m["per_class"]["sad"]["f1"] == pytest.approx(2 * 1 * 0.6 / 1.6)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0.75) / 3)
+    assert m["confusion_matrix"]["rows_true_columns_predicted"] == [[2, 1, 0], [0, 2, 0], [1, 1, 3]]
+    assert m["per_class"]["sad"]["support"] == 5
+    # every prediction has confidence 0.8 and 70% are right: ECE = |0.8 - 0.7|
+    assert m["ece"] == pytest.approx(0.1)
+
+
+def test_ece_perfectly_calibrated_is_zero() -> None:
+    confidence = np.array([0.25] * 4 + [0.75] * 4)
+    correct = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=float)
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.0)
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    """test/<class> folders named with aliases (anger, happiness) plus a class no model has."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for ci, name in enumerate(["anger", "happiness", "Sad", "contempt"]):
+        for split, count in (("train", 4), ("test", 5)):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(face_like(ci, rng)).save(folder / f"{split}{i}.png")
+    shutil.copy(root / "train" / "Sad" / "train0.png", root / "test" / "Sad" / "leaked.png")
+    return root
+
+
+def test_evaluate_writes_a_report(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = evaluate(tiny_model_dir, labelled, out, tta=True, device="cpu")
+    m = report.metrics
+    assert m["split"] == "test"
+    assert m["images_in_split"] == 21
+    assert m["images"] == 16  # contempt is not scored...
+    assert m["classes_missing_from_model"] == {"contempt": 5}  # ...and is reported
+    assert m["per_class"]["angry"]["support"] == 5  # "anger" folder mapped by name
+    assert m["per_class"]["sad"]["support"] == 6
+    for name in (
+        "metrics.json",
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+        "reliability.png",
+        "report.md",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == pytest.approx(report.accuracy)
+    assert "macro-F1" in (out / "report.md").read_text()
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 16
+
+
+def test_exclude_leaks(tiny_model_dir: Path, labelled: Path) -> None:
+    report = evaluate(tiny_model_dir, labelled, exclude_leaks=labelled / "train", device="cpu")
+    assert report.metrics["leaks_excluded"] == 1
+    assert report.metrics["images"] == 15
+
+
+def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
+    args = ["evaluate", str(labelled / "test"), "--model", str(tiny_model_dir), "-o", str(tmp_path / "r")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "emovit.cli", *args, "--exclude-leaks", str(labelled / "train")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["images"] == 15 and summary["leaks_excluded"] == 1
+    assert (tmp_path / "r" / "report.md").is_file()
