@@ -25,13 +25,13 @@ install-dev: $(VENV)/.installed-dev  ## plus the extras the tests need
 
 demo: $(VENV)/.installed  ## classify the photos in examples/ with the embedded default model
 	@if $(BIN)/python -c "from emovit.models import resolve_model; resolve_model('default')" 2>/dev/null; then \
-	  $(BIN)/emovit predict examples/; \
+	  $(BIN)/emovit predict examples/ --detector auto; \
 	else \
 	  echo "*** The embedded default model is not built yet: the demo runs the reference"; \
 	  echo "*** architecture with RANDOM weights. Its labels are MEANINGLESS."; \
 	  test -f .cache/random-reference/model.safetensors || $(BIN)/python -c \
 	    "from emovit.models import build_random_model; build_random_model('.cache/random-reference')"; \
-	  $(BIN)/emovit predict examples/ --model .cache/random-reference; \
+	  $(BIN)/emovit predict examples/ --detector auto --model .cache/random-reference; \
 	fi
 
 lint: $(VENV)/.installed-dev

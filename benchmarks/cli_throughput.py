@@ -55,7 +55,7 @@ def main() -> None:
         model = build_reference(Path(tmp) / "reference")
         listing = "\n".join(map(str, images))
         cmd = [sys.executable, "-m", "emovit.cli", "predict", "-", "--model", str(model)]
-        cmd += ["--format", "jsonl", "--quiet", "--batch-size", str(args.batch_size)]
+        cmd += ["--format", "jsonl", "--quiet", "--batch-size", str(args.batch_size), "--detector", "none"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, input=listing, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - start
@@ -67,7 +67,7 @@ def main() -> None:
 
         from emovit import EmotionRecognizer
 
-        rec = EmotionRecognizer.from_pretrained(model, device="cpu")
+        rec = EmotionRecognizer.from_pretrained(model, device="cpu", detector="none")
         ours = rec.predict(images)
         classifier = pipeline("image-classification", model=str(model), device="cpu")
         worst = 0.0

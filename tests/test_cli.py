@@ -52,7 +52,9 @@ BAD = {"empty.jpg", "notes.png", "cut.jpg"}
 
 
 def test_json_on_a_folder_with_errors(photo_dir: Path, tiny_model_dir: Path) -> None:
-    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), "--format", "json")
+    proc = emovit(
+        "predict", str(photo_dir), "--model", str(tiny_model_dir), "--detector", "none", "--format", "json"
+    )
     assert proc.returncode == 1, proc.stderr
     rows = json.loads(proc.stdout)
     by_name = {Path(r["source"]).name: r for r in rows}
@@ -71,7 +73,7 @@ def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: 
     out = tmp_path / "out dir" / "results.csv"
     proc = emovit(
         "predict", str(photo_dir / "a face.png"), str(photo_dir / "*.jpg"), "--model", str(tiny_model_dir),
-        "--format", "csv", "--output", str(out), "--quiet",
+        "--detector", "none", "--format", "csv", "--output", str(out), "--quiet",
     )  # fmt: skip
     assert proc.returncode == 1  # the glob also matches the broken jpgs
     rows = list(csv.DictReader(out.read_text().splitlines()))
@@ -80,7 +82,9 @@ def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: 
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 2 and all(float(r["score"]) > 0 for r in ok)
     assert proc.stdout == ""
-    proc = emovit("predict", str(photo_dir / "a face.png"), "--model", str(tiny_model_dir), "-q")
+    proc = emovit(
+        "predict", str(photo_dir / "a face.png"), "--model", str(tiny_model_dir), "--detector", "none", "-q"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "a face.png" in proc.stdout
 
@@ -88,7 +92,17 @@ def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: 
 def test_stdin_list_and_jsonl(photo_dir: Path, tiny_model_dir: Path) -> None:
     listing = f"{photo_dir / 'b.jpg'}\n\n{photo_dir / 'sub dir' / 'c.bmp'}\n{photo_dir / 'gone.jpg'}\n"
     proc = emovit(
-        "predict", "-", "--model", str(tiny_model_dir), "--format", "jsonl", "--top-k", "2", stdin=listing
+        "predict",
+        "-",
+        "--model",
+        str(tiny_model_dir),
+        "--detector",
+        "none",
+        "--format",
+        "jsonl",
+        "--top-k",
+        "2",
+        stdin=listing,
     )
     assert proc.returncode == 1
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -110,7 +124,9 @@ def test_unloadable_model_is_a_usage_error_and_writes_nothing(photo_dir: Path, t
 def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert emovit("predict", "--no-such-flag", "x.jpg").returncode == 2
     assert emovit("predict").returncode == 2
-    proc = emovit("predict", str(tmp_path), "--model", str(tiny_model_dir))  # an empty folder
+    proc = emovit(
+        "predict", str(tmp_path), "--model", str(tiny_model_dir), "--detector", "none"
+    )  # an empty folder
     assert proc.returncode == 2 and "no input images" in proc.stderr
 
 
@@ -127,7 +143,7 @@ def test_info_and_version(tiny_model_dir: Path) -> None:
 
 
 def test_table_output_lists_every_input(photo_dir: Path, tiny_model_dir: Path) -> None:
-    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir))
+    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), "--detector", "none")
     text = io.StringIO(proc.stdout).read()
     for name in GOOD | BAD:
         assert name in text

@@ -50,7 +50,7 @@ def test_hub_id_from_a_prepopulated_cache_offline(tiny_model_dir: Path) -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert resolve_model(REFERENCE_ID) == snapshot
     assert resolve_model("dima806") == snapshot  # the registry name points at the same id
-    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu")
+    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu", detector="none")
     assert rec.labels == EMOTIONS
     result = rec.predict(np.zeros((30, 30, 3), np.uint8))[0]
     assert set(result.probs) == set(EMOTIONS)
@@ -59,7 +59,7 @@ def test_hub_id_from_a_prepopulated_cache_offline(tiny_model_dir: Path) -> None:
 
 def test_uncached_hub_id_offline_is_one_clear_error() -> None:
     with pytest.raises(ModelLoadError) as info:
-        EmotionRecognizer.from_pretrained(REFERENCE_ID)
+        EmotionRecognizer.from_pretrained(REFERENCE_ID, detector="none")
     message = str(info.value)
     assert REFERENCE_ID in message
     assert "not in" in message
@@ -124,7 +124,7 @@ def test_unavailable_device_is_refused(tiny_model_dir: Path) -> None:
 @pytest.mark.parametrize("preset", sorted(set(ARCH_PRESETS) - {"vit-base-patch16-224"}))
 def test_presets_build_loadable_models(preset: str, tmp_path: Path) -> None:
     folder = build_random_model(tmp_path / preset, preset, id2label=dict(enumerate(EMOTIONS)))
-    rec = EmotionRecognizer(load_model(folder, device="cpu"))
+    rec = EmotionRecognizer(load_model(folder, device="cpu"), detector="none")
     size = ARCH_PRESETS[preset].config["image_size"]
     probs = rec.classify_arrays([np.full((size, size, 3), 128, np.uint8)])
     assert probs.shape == (1, 7)
@@ -149,5 +149,5 @@ def test_hub_download_through_a_local_server_then_offline(
         assert (folder / name).read_bytes() == (tiny_model_dir / name).read_bytes()
     # Cached now: works with the server gone and offline mode on.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu")
+    rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu", detector="none")
     assert rec.model.path == folder

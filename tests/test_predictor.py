@@ -14,7 +14,7 @@ from .conftest import FER2013, encode, make_image_zoo, require_shared
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> EmotionRecognizer:
-    return EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", batch_size=4)
+    return EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", batch_size=4, detector="none")
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_probabilities_equal_the_transformers_pipeline(reference_model_dir: Path
     images = make_image_zoo(24, seed=7)
     if FER2013.exists():
         images += [Image.open(p) for p in sorted((FER2013 / "test" / "fear").glob("*.jpg"))[:4]]
-    rec = EmotionRecognizer.from_pretrained(reference_model_dir, device="cpu", batch_size=8)
+    rec = EmotionRecognizer.from_pretrained(reference_model_dir, device="cpu", batch_size=8, detector="none")
     ours = rec.predict(images)
     classifier = pipeline("image-classification", model=str(reference_model_dir), device="cpu")
     worst = 0.0
@@ -118,9 +118,9 @@ def test_results_round_trip(tiny: EmotionRecognizer) -> None:
     assert data["label"] == result.label
     assert data["ok"] is True
     assert list(data["probs"]) == list(EMOTIONS)
-    assert len(data["faces"]) == 1 and data["faces"][0]["box"] is None
+    assert len(data["faces"]) == 1 and data["faces"][0]["box"] == [0, 0, 30, 30]
     assert [t["label"] for t in data["faces"][0]["top_k"]] == [lab for lab, _ in result.top_k(2)]
-    assert set(data["timings_ms"]) == {"decode", "preprocess", "inference"}
+    assert set(data["timings_ms"]) == {"decode", "detect", "preprocess", "inference"}
     assert result.score == max(result.probs.values())
 
 
@@ -137,6 +137,8 @@ def test_random_weights_warn(tiny_model_dir: Path) -> None:
 def test_bad_arguments(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir)
     with pytest.raises(ValueError, match="batch_size"):
-        EmotionRecognizer(loaded, batch_size=0)
+        EmotionRecognizer(loaded, batch_size=0, detector="none")
     with pytest.raises(ValueError, match="errors must be"):
-        EmotionRecognizer(loaded).predict([], errors="ignore")  # type: ignore[arg-type]
+        EmotionRecognizer(loaded, detector="none").predict([], errors="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no_face"):
+        EmotionRecognizer(loaded, detector="none", no_face="ignore")  # type: ignore[arg-type]

@@ -86,12 +86,12 @@ def test_tiny_run_gives_a_loadable_model_that_learned(dataset: Path, tmp_path: P
     card = (out / "README.md").read_text()
     assert "Validation metrics" in card and "must not drive decisions" in card
 
-    trained = EmotionRecognizer.from_pretrained(out, device="cpu")
+    trained = EmotionRecognizer.from_pretrained(out, device="cpu", detector="none")
     test_images = sorted((dataset / "test").rglob("*.png"))
     probs = np.array([[r.probs[c] for c in CLASSES] for r in trained.predict(test_images)])
     # The initial weights (same seed, no training) answer differently.
     initial = train(_config(dataset, tmp_path / "init", epochs=1, lr=0.0, min_lr=0.0), progress=False)
-    untrained = EmotionRecognizer.from_pretrained(initial.output, device="cpu")
+    untrained = EmotionRecognizer.from_pretrained(initial.output, device="cpu", detector="none")
     probs0 = np.array([[r.probs[c] for c in CLASSES] for r in untrained.predict(test_images)])
     assert np.abs(probs - probs0).max() > 0.2
     assert trained.labels == CLASSES

@@ -37,7 +37,7 @@ def _random_weights_banner(name: str) -> None:
     )
 
 
-def _load(model: str, device: str, batch_size: int, threads: int | None) -> Any:
+def _load(model: str, device: str, batch_size: int, threads: int | None, **options: Any) -> Any:
     from transformers.utils import logging as hf_logging
 
     from emovit.errors import EmovitError, RandomWeightsWarning
@@ -48,10 +48,13 @@ def _load(model: str, device: str, batch_size: int, threads: int | None) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)  # the CLI prints a banner
             return EmotionRecognizer.from_pretrained(
-                model, device=device, batch_size=batch_size, threads=threads
+                model, device=device, batch_size=batch_size, threads=threads, **options
             )
     except EmovitError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--model'") from None
+        hint = (
+            "'--detector'" if "detector" in str(exc).lower() or "yunet" in str(exc).lower() else "'--model'"
+        )
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,6 +98,54 @@ def main() -> None:
     show_default=True,
     help="Descend into sub-folders of folder sources.",
 )
+@click.option(
+    "--detector",
+    type=click.Choice(["yunet", "haar", "auto", "none"]),
+    default="yunet",
+    show_default=True,
+    help="Face detector; none: each image is one face (pre-cropped data).",
+)
+@click.option(
+    "--detector-model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local YuNet ONNX file (else the cached or downloaded one).",
+)
+@click.option(
+    "--det-threshold",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    help="Minimum face detection score.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0),
+    default=0.2,
+    show_default=True,
+    help="Context around each face box, as a fraction of its size.",
+)
+@click.option("--align/--no-align", default=True, show_default=True, help="Level the eyes (yunet landmarks).")
+@click.option(
+    "--min-face", type=click.IntRange(1), default=20, show_default=True, help="Smallest face, pixels."
+)
+@click.option("--max-faces", type=click.IntRange(1), default=None, help="At most this many faces per image.")
+@click.option(
+    "--no-face",
+    type=click.Choice(["skip", "whole"]),
+    default="skip",
+    show_default=True,
+    help="Images without a face: report no face, or classify the whole image.",
+)
+@click.option(
+    "--save-annotated",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each image with boxes, labels and scores drawn on it into DIR.",
+)
+@click.option(
+    "--save-crops", type=click.Path(file_okay=False), default=None, help="Write each face crop into DIR."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
 def predict(
     sources: tuple[str, ...],
@@ -106,6 +157,16 @@ def predict(
     device: str,
     threads: int | None,
     recursive: bool,
+    detector: str,
+    detector_model: str | None,
+    det_threshold: float,
+    margin: float,
+    align: bool,
+    min_face: int,
+    max_faces: int | None,
+    no_face: str,
+    save_annotated: str | None,
+    save_crops: str | None,
     quiet: bool,
 ) -> None:
     """Classify the emotion in images.
@@ -124,17 +185,25 @@ def predict(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources")
-    recognizer = _load(model, device, batch_size, threads)
+    recognizer = _load(
+        model, device, batch_size, threads, detector=detector, detector_model=detector_model,
+        det_threshold=det_threshold, margin=margin, align=align, min_face=min_face,
+        max_faces=max_faces, no_face=no_face,
+    )  # fmt: skip
     if recognizer.model.random_weights:
         _random_weights_banner(model)
+    keep = bool(save_annotated or save_crops)
+    names = _OutputNames()
     failed = 0
     show_progress = not quiet and sys.stderr.isatty() and len(paths) > batch_size
     with atomic_output(output, sys.stdout) as stream:
         writer = ResultWriter(stream, fmt, recognizer.labels, top_k)  # type: ignore[arg-type]
         with _Progress(show_progress, len(paths)) as advance:
-            for result in recognizer.stream(paths):
+            for result in recognizer.stream(paths, keep_pixels=keep):
                 failed += not result.ok
                 writer.write(result)
+                if keep and result.ok:
+                    _save_pixels(result, names.next(result.source), save_annotated, save_crops)
                 advance()
         writer.close()
     if not quiet:
@@ -145,6 +214,34 @@ def predict(
             summary += f"; results in {output}"
         click.echo(summary, err=True)
     sys.exit(1 if failed else 0)
+
+
+class _OutputNames:
+    """File stems for saved images: the source's stem, made unique within one run."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def next(self, source: str) -> str:
+        stem = Path(source).stem if not source.startswith("<") else "image"
+        count = self.seen.get(stem, 0)
+        self.seen[stem] = count + 1
+        return stem if count == 0 else f"{stem}_{count}"
+
+
+def _save_pixels(result: Any, stem: str, annotated: str | None, crops: str | None) -> None:
+    from PIL import Image
+
+    if annotated:
+        result.save(Path(annotated) / f"{stem}.jpg")
+    if crops:
+        Path(crops).mkdir(parents=True, exist_ok=True)
+        for index, face in enumerate(result.faces):
+            if face.crop is not None:
+                Image.fromarray(face.crop).save(Path(crops) / f"{stem}_face{index}_{face.label}.png")
+    result.image = None
+    for face in result.faces:
+        face.crop = None
 
 
 class _Progress:
@@ -402,7 +499,7 @@ def evaluate_cmd(
     from emovit.errors import EmovitError
     from emovit.evaluation import evaluate
 
-    recognizer = _load(model, device, batch_size, None)
+    recognizer = _load(model, device, batch_size, None, detector="none")
     if recognizer.model.random_weights:
         _random_weights_banner(model)
     try:

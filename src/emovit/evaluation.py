@@ -157,7 +157,7 @@ def evaluate(
     recognizer = (
         model
         if isinstance(model, EmotionRecognizer)
-        else EmotionRecognizer.from_pretrained(model, device=device)
+        else EmotionRecognizer.from_pretrained(model, device=device, detector="none")
     )
     if split is None and "test" in list_splits(data):
         split = "test"

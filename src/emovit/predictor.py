@@ -25,12 +25,14 @@ from emovit.results import FaceResult, ImageResult
 
 if TYPE_CHECKING:
     from emovit.backends import Backend
+    from emovit.faces import BorderMode, Detection, DetectorName, FaceDetector
     from emovit.imageio import ImageSource
     from emovit.models import LoadedModel
 
-__all__ = ["EmotionRecognizer", "ErrorPolicy"]
+__all__ = ["EmotionRecognizer", "ErrorPolicy", "NoFacePolicy"]
 
 ErrorPolicy = Literal["include", "raise"]
+NoFacePolicy = Literal["skip", "whole"]
 _SINGLE = (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray)
 
 
@@ -53,11 +55,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class EmotionRecognizer:
     """Tells the emotion of the face in each image.
 
+    Each image goes through face detection first (``detector``: ``yunet`` by default, ``haar``,
+    ``auto`` or ``none`` for pre-cropped faces); every face found is cropped and classified,
+    and all faces of a batch of images go through the model together.
+
     Args:
         model: a loaded checkpoint (`emovit.models.load_model`).
-        batch_size: images per forward pass.
+        batch_size: images per batch.
         threads: torch intra-op threads (default: torch's own choice, the physical cores).
         max_pixels: refuse larger images undecoded (decompression bombs).
+        detector: a detector name or object; ``detector_model`` a local YuNet ONNX file.
+        det_threshold: minimum detection score (yunet).
+        margin: context around each face box, as a fraction of its larger side.
+        align: level the eyes using the detector's landmarks (yunet only).
+        border: ``pad`` (replicate edge pixels) or ``clip`` crops at image borders.
+        min_face: ignore faces smaller than this many pixels.
+        max_faces: keep at most this many faces per image (the largest).
+        no_face: ``skip`` (default: the result has no faces, not an error) or ``whole``
+            (classify the whole image instead).
 
     Examples:
         >>> rec = EmotionRecognizer.from_pretrained("default")  # doctest: +SKIP
@@ -73,7 +88,18 @@ class EmotionRecognizer:
         threads: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         backend: Backend | None = None,
+        detector: DetectorName | FaceDetector = "yunet",
+        detector_model: str | os.PathLike[str] | None = None,
+        det_threshold: float = 0.6,
+        margin: float = 0.2,
+        align: bool = True,
+        border: BorderMode = "pad",
+        min_face: int = 20,
+        max_faces: int | None = None,
+        no_face: NoFacePolicy = "skip",
     ) -> None:
+        if no_face not in ("skip", "whole"):
+            raise ValueError(f"no_face must be 'skip' or 'whole', got {no_face!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if threads is not None:
@@ -90,6 +116,13 @@ class EmotionRecognizer:
         self.backend: Backend = backend or TorchBackend(model)
         self._order = np.asarray(model.label_map.order)
         self._labels = model.label_map.ordered_names
+        if isinstance(detector, str):
+            from emovit.faces import create_detector
+
+            detector = create_detector(detector, model_path=detector_model, score_threshold=det_threshold)
+        self.detector: FaceDetector = detector
+        self.margin, self.align, self.border = margin, align, border
+        self.min_face, self.max_faces, self.no_face = min_face, max_faces, no_face
 
     @classmethod
     def from_pretrained(
@@ -103,8 +136,10 @@ class EmotionRecognizer:
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
+        **options: Any,
     ) -> EmotionRecognizer:
-        """Load `model` (Hub id, local folder or registry name) and build a recognizer."""
+        """Load `model` (Hub id, local folder or registry name) and build a recognizer;
+        `options` are those of the constructor (``detector``, ``margin``, ``no_face``, …)."""
         from emovit.models import load_model
 
         loaded = load_model(
@@ -114,7 +149,7 @@ class EmotionRecognizer:
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels)
+        return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -127,6 +162,7 @@ class EmotionRecognizer:
         *,
         batch_size: int | None = None,
         errors: ErrorPolicy = "include",
+        keep_pixels: bool = False,
     ) -> list[ImageResult]:
         """Classify one input or many; always returns a list, one result per input, in order.
 
@@ -136,8 +172,10 @@ class EmotionRecognizer:
             batch_size: overrides the recognizer's batch size.
             errors: ``include`` (default) turns a bad input into a result with ``error`` set
                 and goes on; ``raise`` raises its `ImageError`.
+            keep_pixels: keep the decoded image and face crops on the results (for
+                `ImageResult.plot` / `save` without re-decoding; costs memory).
         """
-        return list(self.stream(inputs, batch_size=batch_size, errors=errors))
+        return list(self.stream(inputs, batch_size=batch_size, errors=errors, keep_pixels=keep_pixels))
 
     def stream(
         self,
@@ -145,6 +183,7 @@ class EmotionRecognizer:
         *,
         batch_size: int | None = None,
         errors: ErrorPolicy = "include",
+        keep_pixels: bool = False,
     ) -> Iterator[ImageResult]:
         """Like `predict`, but yields results batch by batch (for long inputs and video)."""
         if errors not in ("include", "raise"):
@@ -153,7 +192,7 @@ class EmotionRecognizer:
         items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
         while chunk := list(islice(numbered, size)):
-            yield from self._run_batch(chunk, errors)
+            yield from self._run_batch(chunk, errors, keep_pixels)
 
     def _decode(self, index: int, source: Any, errors: ErrorPolicy) -> tuple[ImageResult, np.ndarray | None]:
         name = describe_source(source, index)
@@ -168,13 +207,57 @@ class EmotionRecognizer:
         result.timings["decode"] = (time.perf_counter() - start) * 1e3
         return result, image
 
-    def _run_batch(self, chunk: Sequence[tuple[int, Any]], errors: ErrorPolicy) -> list[ImageResult]:
+    def _faces(self, image: np.ndarray) -> list[Detection]:
+        detections = [
+            d for d in self.detector.detect(image) if d.whole_image or min(d.width, d.height) >= self.min_face
+        ]
+        detections.sort(key=lambda d: d.width * d.height, reverse=True)
+        if self.max_faces is not None:
+            detections = detections[: self.max_faces]
+        if not detections and self.no_face == "whole":
+            from emovit.faces import WholeImageDetector
+
+            detections = WholeImageDetector().detect(image)
+        return detections
+
+    def _run_batch(
+        self, chunk: Sequence[tuple[int, Any]], errors: ErrorPolicy, keep_pixels: bool = False
+    ) -> list[ImageResult]:
+        from emovit.faces import crop_face
+
         decoded = [self._decode(i, src, errors) for i, src in chunk]
-        good = [(result, image) for result, image in decoded if image is not None]
-        if good:
-            probs = self._classify([image for _, image in good], [result for result, _ in good])
-            for (result, _), row in zip(good, probs, strict=True):
-                result.faces = [FaceResult(probs=dict(zip(self._labels, row.tolist(), strict=True)))]
+        crops: list[np.ndarray] = []
+        owners: list[tuple[ImageResult, Detection]] = []
+        for result, image in decoded:
+            if image is None:
+                continue
+            start = time.perf_counter()
+            detections = self._faces(image)
+            for det in detections:
+                if det.whole_image:
+                    crops.append(image)
+                else:
+                    crops.append(
+                        crop_face(image, det, margin=self.margin, align=self.align, border=self.border)
+                    )
+                owners.append((result, det))
+            result.timings["detect"] = (time.perf_counter() - start) * 1e3
+            if keep_pixels:
+                result.image = image
+        if crops:
+            probs = self._classify(crops, [result for result, _ in owners])
+            for (result, det), row, crop in zip(owners, probs, crops, strict=True):
+                result.faces.append(
+                    FaceResult(
+                        probs=dict(zip(self._labels, row.tolist(), strict=True)),
+                        box=tuple(round(v) for v in det.box),  # type: ignore[arg-type]
+                        landmarks=[(float(x), float(y)) for x, y in det.landmarks]
+                        if det.landmarks is not None
+                        else None,
+                        detection_score=det.score,
+                        crop=crop if keep_pixels else None,
+                    )
+                )
         return [result for result, _ in decoded]
 
     def _classify(self, images: Sequence[np.ndarray], results: Sequence[ImageResult]) -> np.ndarray:
@@ -185,13 +268,14 @@ class EmotionRecognizer:
         end = time.perf_counter()
         probs = _softmax(logits.astype(np.float64))[:, self._order]
         share = 1e3 / len(images)
-        for result in results:
-            result.timings["preprocess"] = (mid - start) * share
-            result.timings["inference"] = (end - mid) * share
+        for result in results:  # an image with k faces gets k shares of the batch's time
+            result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + (mid - start) * share
+            result.timings["inference"] = result.timings.get("inference", 0.0) + (end - mid) * share
         return probs
 
     def classify_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (``N x len(labels)``, in `labels` order) for RGB uint8 arrays."""
+        """Probabilities (``N x len(labels)``, in `labels` order) for RGB uint8 face crops
+        (no detection: each array is one face)."""
         return self._classify(list(images), [ImageResult(source="") for _ in images])
 
     def __repr__(self) -> str:

@@ -13,8 +13,12 @@ Examples:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["FaceResult", "ImageResult"]
 
@@ -34,6 +38,7 @@ class FaceResult:
     box: tuple[int, int, int, int] | None = None
     landmarks: list[tuple[float, float]] | None = None
     detection_score: float | None = None
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -73,7 +78,8 @@ class ImageResult:
         faces: one entry per face, largest first (empty when the input failed or had no face).
         image_size: ``(width, height)`` of the decoded image.
         error: why the input failed (None when it succeeded).
-        timings: milliseconds per stage (decode, preprocess, inference, …) for this input.
+        timings: milliseconds per stage (decode, detect, preprocess, inference) for this input.
+        image: the decoded RGB image, kept only when predicting with ``keep_pixels=True``.
     """
 
     source: str
@@ -81,6 +87,7 @@ class ImageResult:
     image_size: tuple[int, int] | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -123,3 +130,57 @@ class ImageResult:
     def to_json(self, top_k: int | None = None, **json_kw: Any) -> str:
         """`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(top_k), **json_kw)
+
+    def plot(self, image: Any = None, *, font_size: int | None = None) -> np.ndarray:
+        """The image with each face's box, label and score drawn on it (an RGB array).
+
+        Args:
+            image: the pixels to draw on; default: the kept image, else the source re-read.
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        from emovit.imageio import load_image
+
+        if image is None:
+            image = self.image if self.image is not None else self.source
+        pixels = load_image(image, max_pixels=None) if not isinstance(image, np.ndarray) else image
+        canvas = Image.fromarray(np.ascontiguousarray(pixels[..., :3]))
+        draw = ImageDraw.Draw(canvas)
+        size = font_size or max(12, round(min(canvas.size) / 30))
+        font = ImageFont.load_default(size=size)
+        line = max(2, round(min(canvas.size) / 250))
+        for index, face in enumerate(self.faces):
+            box = face.box or (0, 0, canvas.width - 1, canvas.height - 1)
+            colour = _COLOURS.get(face.label, (255, 255, 255))
+            draw.rectangle(box, outline=colour, width=line)
+            text = f"{index}: {face.label} {face.score:.2f}"
+            left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)
+            top_y = box[1] - (bottom - top) - 2 * line if box[1] - (bottom - top) - 2 * line >= 0 else box[3]
+            draw.rectangle(
+                (box[0], top_y, box[0] + right - left + 2 * line, top_y + bottom - top + 2 * line),
+                fill=colour,
+            )
+            draw.text((box[0] + line, top_y + line - (top - box[1])), text, fill=(0, 0, 0), font=font)
+            for x, y in face.landmarks or []:
+                draw.ellipse((x - line, y - line, x + line, y + line), fill=colour)
+        return np.asarray(canvas)
+
+    def save(self, path: str | os.PathLike[str], image: Any = None) -> Path:
+        """Write `plot` to `path` (format from the extension)."""
+        from PIL import Image
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(self.plot(image)).save(target)
+        return target
+
+
+_COLOURS: dict[str, tuple[int, int, int]] = {
+    "angry": (230, 57, 70),
+    "disgust": (106, 153, 78),
+    "fear": (155, 93, 229),
+    "happy": (255, 200, 50),
+    "neutral": (200, 200, 200),
+    "sad": (67, 97, 238),
+    "surprise": (255, 127, 80),
+}

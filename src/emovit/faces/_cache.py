@@ -1,0 +1,105 @@
+"""The user cache for detector models: verified, atomic downloads.
+
+Files live in ``$EMOVIT_HOME/models/`` (default: the platform cache dir, e.g.
+``~/.cache/emovit/models``). A download goes to a temporary file in that folder, is checked
+against its sha256, and only then renamed into place; a file with the wrong hash is deleted
+and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from emovit.errors import ModelLoadError
+
+__all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "sha256_of"]
+
+
+class DownloadError(ModelLoadError):
+    """A file could not be downloaded (network) or failed verification (hash)."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file emovit may download: where from, its name in the cache and its sha256."""
+
+    url: str
+    filename: str
+    sha256: str
+    url_env: str = ""  # an environment variable that overrides the URL (mirrors, tests)
+
+    def resolved_url(self) -> str:
+        return os.environ.get(self.url_env, "") or self.url if self.url_env else self.url
+
+
+YUNET = RemoteFile(
+    url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+    filename="face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    url_env="EMOVIT_YUNET_URL",
+)
+
+
+def emovit_home() -> Path:
+    """``$EMOVIT_HOME``, else the platform's user cache dir for emovit."""
+    env = os.environ.get("EMOVIT_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("emovit"))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_path(remote: RemoteFile) -> Path:
+    return emovit_home() / "models" / remote.filename
+
+
+def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = True) -> Path:
+    """Return the verified cached file, downloading it first when needed.
+
+    Raises:
+        DownloadError: no network (and not cached), or the file's sha256 is wrong.
+    """
+    target = cached_path(remote)
+    if target.is_file():
+        if sha256_of(target) == remote.sha256:
+            return target
+        target.unlink()  # a corrupted cache entry: fetch it again
+    if not allow_download:
+        raise DownloadError(f"{remote.filename} is not in the cache ({target.parent})")
+    url = remote.resolved_url()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while block := response.read(1 << 20):
+                out.write(block)
+        got = sha256_of(tmp)
+        if got != remote.sha256:
+            raise DownloadError(
+                f"downloaded {remote.filename} from {url} has sha256 {got}, expected {remote.sha256}; "
+                "the file was deleted"
+            )
+        os.replace(tmp, target)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DownloadError(f"cannot download {remote.filename} from {url}: {exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return target

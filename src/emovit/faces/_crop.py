@@ -1,0 +1,65 @@
+"""Face crops: a square box around the detection, with margin, optional eye-levelling, and
+padding (edge-replicate) or clipping at the image borders."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+from emovit.faces._detectors import Detection, _cv2
+
+__all__ = ["BorderMode", "crop_face", "eye_angle"]
+
+BorderMode = Literal["pad", "clip"]
+
+
+def eye_angle(landmarks: np.ndarray) -> float:
+    """Angle in degrees of the line from the image-left eye to the image-right eye."""
+    (x0, y0), (x1, y1) = landmarks[0], landmarks[1]
+    return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+def crop_face(
+    image: np.ndarray,
+    detection: Detection,
+    *,
+    margin: float = 0.2,
+    align: bool = False,
+    border: BorderMode = "pad",
+) -> np.ndarray:
+    """Cut the face out of `image` (``HxWx3`` ``uint8``) as a square ``uint8`` crop.
+
+    Args:
+        margin: extra context around the face box, as a fraction of its larger side.
+        align: rotate about the face centre so that the eyes are level (needs landmarks).
+        border: ``pad`` replicates edge pixels where the square leaves the image; ``clip``
+            cuts the square at the borders (the crop may then be non-square).
+    """
+    x1, y1, x2, y2 = detection.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = max(x2 - x1, y2 - y1) * (1 + margin)
+    side_px = max(1, round(side))
+    height, width = image.shape[:2]
+    angle = eye_angle(detection.landmarks) if align and detection.landmarks is not None else 0.0
+    if abs(angle) < 1e-3:
+        left, top = round(cx - side_px / 2), round(cy - side_px / 2)
+        if border == "clip":
+            crop = image[max(top, 0) : min(top + side_px, height), max(left, 0) : min(left + side_px, width)]
+            return np.ascontiguousarray(crop) if crop.size else image[:1, :1].copy()
+        if left >= 0 and top >= 0 and left + side_px <= width and top + side_px <= height:
+            return np.ascontiguousarray(image[top : top + side_px, left : left + side_px])
+        pad = [
+            (max(0, -top), max(0, top + side_px - height)),
+            (max(0, -left), max(0, left + side_px - width)),
+            (0, 0),
+        ]
+        padded = np.pad(image, pad, mode="edge")
+        top, left = top + pad[0][0], left + pad[1][0]
+        return np.ascontiguousarray(padded[top : top + side_px, left : left + side_px])
+    cv2 = _cv2()
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    matrix[:, 2] += (side_px / 2 - cx, side_px / 2 - cy)
+    mode = cv2.BORDER_REPLICATE if border == "pad" else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(image, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=mode)

@@ -1,0 +1,177 @@
+"""Face detectors behind one interface: YuNet, OpenCV's Haar cascade, and "none"."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from emovit.errors import DependencyError, ModelLoadError
+
+__all__ = [
+    "Detection",
+    "DetectorName",
+    "FaceDetector",
+    "HaarDetector",
+    "WholeImageDetector",
+    "YuNetDetector",
+    "create_detector",
+]
+
+DetectorName = Literal["yunet", "haar", "auto", "none"]
+
+
+@dataclass
+class Detection:
+    """A face found in an image: box ``(x1, y1, x2, y2)`` in pixels (floats), the detector's
+    score (None when it gives none), and five landmarks ``(x, y)`` when available (right eye,
+    left eye, nose tip, right and left mouth corners, as seen in the image: the subject's)."""
+
+    box: tuple[float, float, float, float]
+    score: float | None = None
+    landmarks: np.ndarray | None = None
+    whole_image: bool = False  # the "face" is the whole image: classify it as it is
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+class FaceDetector(Protocol):
+    """Finds faces in an ``HxWx3`` ``uint8`` RGB image."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise DependencyError("opencv-python-headless", "faces", "face detection") from None
+    return cv2
+
+
+class WholeImageDetector:
+    """``none``: the whole image is one face (pre-cropped data such as FER2013)."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        height, width = image.shape[:2]
+        return [Detection(box=(0.0, 0.0, float(width), float(height)), whole_image=True)]
+
+
+class YuNetDetector:
+    """OpenCV's ``FaceDetectorYN`` with the OpenCV Zoo YuNet (2023mar) ONNX model.
+
+    Large images are scaled down to `max_side` for detection (boxes are mapped back)."""
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        max_side: int = 1280,
+    ) -> None:
+        cv2 = _cv2()
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such YuNet model file")
+        try:
+            self._detector = cv2.FaceDetectorYN.create(
+                str(path), "", (320, 320), score_threshold, nms_threshold, 5000
+            )
+        except cv2.error as exc:
+            raise ModelLoadError(f"{path}: OpenCV cannot load it as a YuNet model ({exc})") from None
+        self.model_path = path
+        self.max_side = max_side
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        cv2 = _cv2()
+        height, width = image.shape[:2]
+        scale = min(1.0, self.max_side / max(height, width))
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, faces = self._detector.detect(bgr)
+        out = []
+        for row in faces if faces is not None else []:
+            x, y, w, h = (float(v) / scale for v in row[:4])
+            marks = row[4:14].reshape(5, 2).astype(np.float64) / scale
+            out.append(Detection(box=(x, y, x + w, y + h), score=float(row[14]), landmarks=marks))
+        return out
+
+
+class HaarDetector:
+    """OpenCV's bundled frontal-face Haar cascade: always available offline, less accurate,
+    no landmarks and no score."""
+
+    name = "haar"
+
+    def __init__(self, *, min_neighbors: int = 5, scale_factor: float = 1.1, min_size: int = 24) -> None:
+        cv2 = _cv2()
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise ModelLoadError(f"{path}: OpenCV's Haar cascade could not be loaded")
+        self.min_neighbors, self.scale_factor, self.min_size = min_neighbors, scale_factor, min_size
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        cv2 = _cv2()
+        grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        boxes = self._cascade.detectMultiScale(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size,) * 2
+        )
+        return [Detection(box=(float(x), float(y), float(x + w), float(y + h))) for x, y, w, h in boxes]
+
+
+def create_detector(
+    name: DetectorName | str = "yunet",
+    *,
+    model_path: str | os.PathLike[str] | None = None,
+    score_threshold: float = 0.6,
+) -> FaceDetector:
+    """Build a detector by name.
+
+    * ``yunet``: `model_path`, else the cached model, else a verified download (error if that fails);
+    * ``haar``: OpenCV's bundled cascade;
+    * ``auto``: yunet when its model is cached or can be fetched, else haar with one warning;
+    * ``none``: the whole image is one face.
+    """
+    from emovit.faces._cache import YUNET, DownloadError, fetch
+
+    if name == "none":
+        return WholeImageDetector()
+    if name == "haar":
+        return HaarDetector()
+    if name not in ("yunet", "auto"):
+        raise ValueError(f"unknown detector {name!r}; use yunet, haar, auto or none")
+    _cv2()
+    if model_path is not None:
+        return YuNetDetector(model_path, score_threshold=score_threshold)
+    try:
+        return YuNetDetector(fetch(YUNET), score_threshold=score_threshold)
+    except DownloadError as exc:
+        if name == "yunet":
+            raise ModelLoadError(
+                f"the YuNet face detector is not available: {exc}. Pass --detector-model PATH to a "
+                "local copy, or use --detector auto (falls back to haar) / haar / none"
+            ) from None
+        warnings.warn(
+            f"YuNet face detector unavailable ({exc}); using OpenCV's Haar cascade instead", stacklevel=2
+        )
+        return HaarDetector()
