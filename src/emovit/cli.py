@@ -114,7 +114,7 @@ def main() -> None:
 @click.option(
     "--det-threshold",
     type=click.FloatRange(0, 1),
-    default=0.6,
+    default=0.5,
     show_default=True,
     help="Minimum face detection score.",
 )

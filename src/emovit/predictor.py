@@ -90,7 +90,7 @@ class EmotionRecognizer:
         backend: Backend | None = None,
         detector: DetectorName | FaceDetector = "yunet",
         detector_model: str | os.PathLike[str] | None = None,
-        det_threshold: float = 0.6,
+        det_threshold: float = 0.5,
         margin: float = 0.2,
         align: bool = True,
         border: BorderMode = "pad",

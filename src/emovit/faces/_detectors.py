@@ -82,7 +82,7 @@ class YuNetDetector:
         self,
         model_path: str | os.PathLike[str],
         *,
-        score_threshold: float = 0.6,
+        score_threshold: float = 0.5,
         nms_threshold: float = 0.3,
         max_side: int = 1280,
     ) -> None:
@@ -143,7 +143,7 @@ def create_detector(
     name: DetectorName | str = "yunet",
     *,
     model_path: str | os.PathLike[str] | None = None,
-    score_threshold: float = 0.6,
+    score_threshold: float = 0.5,
 ) -> FaceDetector:
     """Build a detector by name.
 
