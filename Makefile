@@ -6,7 +6,15 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Extras the test suite exercises (kept in step with pyproject.toml).
 TEST_EXTRAS := dev,train,onnx,faces
 
-.PHONY: demo test lint format install install-dev clean
+.PHONY: demo test lint format install install-dev clean train-default
+
+# The embedded default model: a CNN teacher, then the plain-ViT student distilled from it.
+# Both runs resume where they stopped (run the target again after an interruption or a
+# --time-limit pause); when the student is done its best checkpoint is copied into the package.
+TRAIN_DATA ?= ../shared/data/fer2013
+TRAIN_DIR  ?= .cache/train
+TIME_LIMIT ?= 170
+resume = $(if $(wildcard $(1)/checkpoint/state.json),--resume,)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +52,16 @@ format: $(VENV)/.installed-dev
 
 test: lint  ## ruff, then the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+train-default: $(VENV)/.installed-dev  ## train the embedded default model (hours on 2 CPU cores; resumable)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher --arch resnet-teacher-64 --epochs 15 \
+	  --batch-size 128 --lr 2e-3 --warmup-epochs 1 --balance none --patience 15 --seed 0 \
+	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/student --arch vit-student-48 --epochs 40 \
+	  --batch-size 128 --lr 1e-3 --warmup-epochs 2 --balance none --patience 40 --seed 0 \
+	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.7 --distill-temperature 2 \
+	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/student)
+	$(BIN)/python -m emovit.models.ship $(TRAIN_DIR)/student src/emovit/models/default --data $(TRAIN_DATA)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache build dist src/*.egg-info

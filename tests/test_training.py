@@ -172,3 +172,19 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-5, err_msg=key)
     summary = json.loads(double.stdout.strip().splitlines()[-1])
     assert summary["epochs_run"] == 2
+
+
+def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -> None:
+    """With alpha=1 the labels are ignored: whatever the student learns comes from the teacher."""
+    teacher = train(
+        _config(dataset, tmp_path / "teacher", epochs=6, lr=1e-2, augment=AugmentConfig.off()), progress=False
+    )
+    assert teacher.best_metrics["val_accuracy"] >= 0.5
+    kw = {"epochs": 6, "lr": 1e-2, "augment": AugmentConfig.off(), "seed": 1}
+    student = train(
+        _config(dataset, tmp_path / "student", teacher=str(teacher.output), distill_alpha=1.0, **kw),
+        progress=False,
+    )
+    assert student.best_metrics["val_accuracy"] >= 0.5
+    resolved = json.loads((student.output / "training_config.json").read_text())
+    assert resolved["config"]["teacher"] == str(teacher.output)

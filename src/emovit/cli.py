@@ -399,6 +399,15 @@ def _require(module: str, extra: str, purpose: str) -> None:
     "--time-limit", type=float, default=None, help="Stop after the epoch that passes this many minutes."
 )
 @click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--teacher", default=None, help="Distil from this trained model (training-time only).")
+@click.option(
+    "--distill-alpha",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Weight of the distillation loss (1 - alpha goes to the labels).",
+)
+@click.option("--distill-temperature", type=click.FloatRange(0.1), default=2.0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 def train_cmd(data: str, output: str, **opts: Any) -> None:
     """Train an emotion classifier on an ImageFolder tree or a FER2013 CSV.

@@ -103,6 +103,20 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
             _processor(48),
         ),
         ArchPreset(
+            "vit-student-48",
+            "the default model's ViT: 48x48, patch 6 (64 tokens), hidden 160, 6 layers, 1.9M parameters",
+            _vit(
+                image_size=48,
+                patch_size=6,
+                hidden_size=160,
+                num_hidden_layers=6,
+                num_attention_heads=4,
+                intermediate_size=640,
+                encoder_stride=6,
+            ),
+            _processor(48),
+        ),
+        ArchPreset(
             "vit-tiny",
             "CPU-sized ViT for 48x48 faces: patch 6, hidden 192, 6 layers, 2.7M parameters",
             _vit(
@@ -130,6 +144,20 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
             },
             _processor(64, mean=0.0, std=1.0),
             model_type="mobilevit",
+        ),
+        ArchPreset(
+            "resnet-teacher-64",
+            "a small ResNet (basic blocks 2-2-2-2, widths 32-256) at 64x64: a CNN teacher for distillation",
+            {
+                "image_size": 64,
+                "num_channels": 3,
+                "embedding_size": 32,
+                "hidden_sizes": [32, 64, 128, 256],
+                "depths": [2, 2, 2, 2],
+                "layer_type": "basic",
+            },
+            _processor(64),
+            model_type="resnet",
         ),
         ArchPreset(
             "vit-test",

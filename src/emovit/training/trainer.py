@@ -86,6 +86,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     time_limit_min: float | None = None
     threads: int | None = None
+    teacher: str | None = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,8 +225,9 @@ def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module,
         return model, order, processor
     preset = arch_preset(cfg.arch or "vit-tiny")
     config = preset.build_config(dict(enumerate(classes)), **cfg.overrides)
+    size = int(getattr(config, "image_size", None) or preset.config["image_size"])
+    config.image_size = size
     model = AutoModelForImageClassification.from_config(config)
-    size = int(config.image_size)
     processor = {**preset.processor, "size": {"height": size, "width": size}}
     return model, classes, processor
 
@@ -338,7 +342,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         train_samples = [train_samples[i] for i in sorted(keep)]
     classes = _ordered_classes({s.label for s in train_samples} | {s.label for s in val_samples})
     model, classes, processor = _build_model(cfg, classes)
-    image_size = int(model.config.image_size)
+    image_size = int(getattr(model.config, "image_size", 0) or processor["size"]["height"])
     start = time.perf_counter()
     train_data = decode_samples(train_samples, classes, size=(image_size, image_size), threads=cfg.threads)
     val_data = decode_samples(val_samples, classes, size=(image_size, image_size), threads=cfg.threads)
@@ -365,6 +369,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if class_weights is not None:
         class_weights = class_weights.to(device)
     batcher = _Batcher(processor, image_size, device)
+    teacher = _load_teacher(cfg, classes, device) if cfg.teacher else None
 
     # ---- state
     state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "elapsed_s": 0.0}
@@ -424,6 +429,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                 with context, accelerator.autocast():
                     logits = model(pixel_values=batcher.finish(x)).logits
                     losses = _soft_ce(logits, targets, cfg.label_smoothing, class_weights)
+                    if teacher is not None:
+                        kd = _distill_loss(logits, teacher(x), cfg.distill_temperature)
+                        losses = (1 - cfg.distill_alpha) * losses + cfg.distill_alpha * kd
                     loss = losses.sum() / per_rank
                     accelerator.backward(loss)
                 loss_sum += losses.detach().sum()
@@ -507,6 +515,50 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     accelerator.wait_for_everyone()
     _log(accelerator, f"{stopped}: best epoch {result.best_epoch}, model in {out}")
     return result
+
+
+class _Teacher:
+    """A trained classifier used only during training: its logits on the student's
+    augmented batch, reordered into the student's class order (DeiT-style soft distillation)."""
+
+    def __init__(self, model: Any, batcher: _Batcher, order: list[int]) -> None:
+        self.model, self.batcher, self.order = model, batcher, order
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=self.batcher.finish(x)).logits.float()[:, self.order]
+
+
+def _load_teacher(cfg: TrainConfig, classes: list[str], device: torch.device) -> _Teacher:
+    from transformers import AutoModelForImageClassification
+
+    from emovit.labels import LabelMap
+    from emovit.models import resolve_model
+    from emovit.preprocess import read_processor_config
+
+    assert cfg.teacher is not None
+    folder = resolve_model(cfg.teacher)
+    model = AutoModelForImageClassification.from_pretrained(
+        folder, use_safetensors=True, trust_remote_code=False
+    )
+    names = list(LabelMap.from_id2label(model.config.id2label).names)
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise TrainError(f"teacher {cfg.teacher} lacks the classes {missing}")
+    processor = read_processor_config(folder)
+    size = int(processor.get("size", {}).get("height") or getattr(model.config, "image_size", 224))
+    model.eval().to(device)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return _Teacher(model, _Batcher(processor, size, device), [names.index(c) for c in classes])
+
+
+def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample KL(teacher || student) at `temperature`, scaled by T^2 (Hinton et al.)."""
+    t = temperature
+    log_p = F.log_softmax(student.float() / t, dim=-1)
+    q = F.softmax(teacher / t, dim=-1)
+    return (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=-1) * t * t
 
 
 class _NoBar:
