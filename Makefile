@@ -61,7 +61,7 @@ train-default: $(VENV)/.installed-dev  ## train the embedded default model (hour
 	  --batch-size 128 --lr 1e-3 --warmup-epochs 2 --balance none --patience 40 --seed 0 \
 	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.7 --distill-temperature 2 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/student)
-	$(BIN)/python -m emovit.models.ship $(TRAIN_DIR)/student src/emovit/models/default --data $(TRAIN_DATA)
+	$(BIN)/python -m emovit.training.ship $(TRAIN_DIR)/student src/emovit/models/default --data $(TRAIN_DATA)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -188,3 +188,31 @@ def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -
     assert student.best_metrics["val_accuracy"] >= 0.5
     resolved = json.loads((student.output / "training_config.json").read_text())
     assert resolved["config"]["teacher"] == str(teacher.output)
+
+
+def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Path) -> None:
+    from emovit.training.ship import ship
+
+    teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False)
+    student = train(
+        _config(dataset, tmp_path / "student", epochs=2, teacher=str(teacher.output)), progress=False
+    )
+    dest = tmp_path / "default"
+    metrics = ship(student.output, dest, dataset)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "README.md",
+        "config.json",
+        "confusion_matrix.png",
+        "metrics.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
+    assert metrics["plain"]["images"] == 3 * len(CLASSES)
+    assert metrics["leak_free"]["leaks_excluded"] == 0
+    card = (dest / "README.md").read_text()
+    for section in ("## Data and splits", "## Architecture", "leak-free", "## Intended use", "wall time"):
+        assert section in card
+    assert "emovit_random_weights" not in (dest / "config.json").read_text()
+    from transformers import AutoModelForImageClassification
+
+    assert AutoModelForImageClassification.from_pretrained(dest).config.num_labels == len(CLASSES)

@@ -1,0 +1,172 @@
+"""Package a trained model as emovit's embedded default: evaluate it honestly on the test
+split (plain, flip-TTA, and leak-free), copy its files and write the model card.
+
+Usage: python -m emovit.training.ship RUN_DIR DEST_DIR --data DATA [--speed SPEED.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from emovit.training.card import _table
+
+__all__ = ["ship"]
+
+_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def _architecture(config: dict[str, Any]) -> list[list[Any]]:
+    keys = ("model_type", "image_size", "patch_size", "hidden_size", "num_hidden_layers")
+    keys += ("num_attention_heads", "intermediate_size", "num_channels")
+    return [[k, config[k]] for k in keys if k in config]
+
+
+def ship(run: Path, dest: Path, data: Path, speed: Path | None = None) -> dict[str, Any]:
+    """Evaluate `run` on ``data``'s test split and write the default-model folder `dest`."""
+    from emovit.evaluation import evaluate
+
+    train_dir = data / "train"
+    reports = {
+        "plain": evaluate(run, data, dest / "evaluation", split="test"),
+        "tta": evaluate(run, data, None, split="test", tta=True),
+        "leak_free": evaluate(run, data, None, split="test", exclude_leaks=train_dir),
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in _FILES:
+        shutil.copy(run / name, dest / name)
+    config = json.loads((dest / "config.json").read_text())
+    config.pop("emovit_random_weights", None)
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.move(str(dest / "evaluation" / "confusion_matrix.png"), dest / "confusion_matrix.png")
+    metrics = {k: r.metrics for k, r in reports.items()}
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(dest / "evaluation")
+    training = json.loads((run / "training_config.json").read_text())
+    state = (
+        json.loads((run / "checkpoint" / "state.json").read_text()) if (run / "checkpoint").is_dir() else {}
+    )
+    teacher_dir = Path(training["config"].get("teacher") or "")
+    teacher_state = teacher_dir / "checkpoint" / "state.json"
+    teacher_s = json.loads(teacher_state.read_text())["elapsed_s"] if teacher_state.is_file() else 0.0
+    speed_data = json.loads(speed.read_text()) if speed and speed.is_file() else None
+    (dest / "README.md").write_text(_card(config, training, state, teacher_s, metrics, speed_data))
+    return metrics
+
+
+def _card(
+    config: dict[str, Any],
+    training: dict[str, Any],
+    state: dict[str, Any],
+    teacher_s: float,
+    metrics: dict[str, dict[str, Any]],
+    speed: dict[str, Any] | None,
+) -> str:
+    cfg, resolved = training["config"], training["resolved"]
+    plain, tta, lf = metrics["plain"], metrics["tta"], metrics["leak_free"]
+    per_class = [
+        [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+        for label, c in plain["per_class"].items()
+    ]
+    student_s = float(state.get("elapsed_s", 0.0))
+    speed_line = (
+        f"{speed['faces_per_s']:.0f} faces/s batched on 2 CPU cores ({speed.get('backend', '?')}; "
+        "`benchmarks/`)"
+        if speed
+        else "see `benchmarks/` (`emovit bench`)"
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: image-classification
+tags: [emovit, facial-expression-recognition, vit, fer2013]
+---
+
+# emovit default model
+
+The model `emovit predict` uses when no `--model` is given: a plain
+`ViTForImageClassification` trained by emovit's own tools (`make train-default`) on
+FER2013, offline, on 2 CPU cores. It loads with `AutoModelForImageClassification` too.
+
+## Data and splits
+
+FER2013 (48x48 grey faces) in the standard splits: Training ({resolved["train_images"]} images) for
+training, PublicTest ({resolved["val_images"]}) for model selection (validation macro-F1) and early
+stopping, PrivateTest ({plain["images_in_split"]}) only for the figures below, never for any choice.
+
+## Preprocessing
+
+Grey input is replicated to 3 channels (emovit decodes everything to RGB); resize to 48x48
+(bilinear), rescale 1/255, normalize with mean 0.5 and std 0.5 (`preprocessor_config.json`).
+Photos go through face detection first (YuNet), and each face crop is classified.
+
+## Architecture
+
+{_table(_architecture(config), ["field", "value"])}
+
+Labels (id order): {", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))}.
+
+## Training recipe
+
+A CNN teacher (`--arch {Path(cfg.get("teacher") or "?").name}`: a small transformers ResNet at 64x64)
+was trained first; the ViT student then learned from the labels and, DeiT-style, from the
+teacher's soft predictions on the same augmented batches (distillation weight
+{cfg["distill_alpha"]}, temperature {cfg["distill_temperature"]}); the teacher is used only in
+training. Why: vision transformers trained from scratch on 29k faces sit at chance level for
+many epochs on these CPUs, while a CNN learns at once; distillation passes the CNN's
+inductive bias to the plain ViT. Student: AdamW lr {cfg["lr"]} (weight decay
+{cfg["weight_decay"]}), {cfg["warmup_epochs"]} warm-up epochs, cosine decay, batch
+{cfg["batch_size"]}, label smoothing {cfg["label_smoothing"]}, flip/affine/photometric
+augmentation and random erasing, seed {cfg["seed"]}; {state.get("epoch", "?")} epochs, best epoch
+{state.get("best_epoch", "?")}. Resolved configuration: `training_config.json` of the run.
+
+Training wall time on 2 CPU cores: teacher {teacher_s / 3600:.1f} h + student
+{student_s / 3600:.1f} h = {(teacher_s + student_s) / 3600:.1f} h.
+
+## Metrics on FER2013 test (PrivateTest)
+
+| | accuracy | macro-F1 | images |
+|---|---|---|---|
+| plain inference | {plain["accuracy"]:.4f} | {plain["macro_f1"]:.4f} | {plain["images"]} |
+| flip test-time augmentation | {tta["accuracy"]:.4f} | {tta["macro_f1"]:.4f} | {tta["images"]} |
+| leak-free (no copy in train) | {lf["accuracy"]:.4f} | {lf["macro_f1"]:.4f} | {lf["images"]} |
+
+{_table(per_class, ["class", "precision", "recall", "F1", "support"])}
+
+Calibration: ECE {plain["ece"]:.3f}. Confusion matrix:
+
+![confusion matrix](confusion_matrix.png)
+
+Reproduce: `emovit evaluate ../shared/data/fer2013/test --model default -o report
+[--exclude-leaks ../shared/data/fer2013/train] [--tta]`.
+
+## Speed
+
+{speed_line}.
+
+## Intended use, limits and biases
+
+For research, demos and aggregate analysis of facial expressions. Facial expression is
+not emotion: the model reads the configuration of a face, not what a person feels, and
+must not drive decisions about people (hiring, policing, grading, health, security).
+FER2013 is noisy (duplicate images with conflicting labels), low-resolution, mostly
+frontal, and skewed towards happy and neutral faces with few disgust examples; accuracy
+differs by class (above) and, untested here, by age, skin tone and culture.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
+    args = parser.parse_args()
+    metrics = ship(args.run, args.dest, args.data, args.speed)
+    print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "images")} for k, v in metrics.items()}))
+
+
+if __name__ == "__main__":
+    main()
