@@ -103,11 +103,35 @@ def test_stream_is_lazy(tiny: EmotionRecognizer) -> None:
             consumed.append(i)
             yield np.full((30, 30, 3), i * 20, np.uint8)
 
-    stream = tiny.stream(source(), batch_size=4)
-    first = next(stream)
-    assert first.ok
+    serial = EmotionRecognizer(tiny.model, detector="none", prefetch=0)
+    stream = serial.stream(source(), batch_size=4)
+    assert next(stream).ok
     assert len(consumed) == 4  # only the first batch was pulled
     assert len(list(stream)) == 9
+
+
+def test_prefetch_keeps_memory_bounded_and_order(tiny: EmotionRecognizer, tmp_path: Path) -> None:
+    """A long input: never more than (prefetch + 1) batches pulled ahead of the results,
+    results in input order, broken inputs reported in place."""
+    pulled = 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+
+    def source():
+        nonlocal pulled
+        for i in range(300):
+            pulled += 1
+            yield broken if i % 37 == 5 else np.full((30, 30, 3), i % 256, np.uint8)
+
+    rec = EmotionRecognizer(tiny.model, detector="none", prefetch=2, batch_size=8)
+    ahead = 0
+    for n, result in enumerate(rec.stream(source()), start=1):
+        ahead = max(ahead, pulled - n)
+        assert result.ok == ((n - 1) % 37 != 5), n
+        expected = str(broken) if (n - 1) % 37 == 5 else f"<array #{n - 1}>"
+        assert result.source == expected
+    assert n == 300
+    assert ahead <= 8 * (2 + 1)
 
 
 def test_results_round_trip(tiny: EmotionRecognizer) -> None:

@@ -91,7 +91,16 @@ def main() -> None:
 )
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Torch intra-op threads.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="auto: onnxruntime when the model folder has model.onnx, else torch.",
+)
+@click.option(
+    "--threads", type=click.IntRange(1), default=None, help="Intra-op threads (default: physical cores)."
+)
 @click.option(
     "--recursive/--no-recursive",
     default=True,
@@ -155,6 +164,7 @@ def predict(
     top_k: int,
     batch_size: int,
     device: str,
+    backend: str,
     threads: int | None,
     recursive: bool,
     detector: str,
@@ -186,7 +196,7 @@ def predict(
     if not paths:
         raise click.UsageError("no input images found in the given sources")
     recognizer = _load(
-        model, device, batch_size, threads, detector=detector, detector_model=detector_model,
+        model, device, batch_size, threads, backend=backend, detector=detector, detector_model=detector_model,
         det_threshold=det_threshold, margin=margin, align=align, min_face=min_face,
         max_faces=max_faces, no_face=no_face,
     )  # fmt: skip
@@ -574,6 +584,65 @@ def audit_cmd(data: str, fmt: str, max_distance: int, examples: int) -> None:
     console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
     for ex in report.examples:
         console.print(f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} {ex['labels']}")
+
+
+@main.command(name="export")
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantization of MatMuls."
+)
+@click.option("--output", "-o", required=True, help="The model folder to write.")
+@click.option("--opset", type=click.IntRange(13), default=17, show_default=True)
+@click.option("--no-optimize", is_flag=True, help="Skip onnxruntime's transformer fusions.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=None,
+    help="Fail beyond this difference to torch (fp32: max |logit diff| 1e-3; int8: max |prob diff| 0.15).",
+)
+def export_cmd(
+    model: str,
+    fmt: str,
+    quantize: str | None,
+    output: str,
+    opset: int,
+    no_optimize: bool,
+    tolerance: float | None,
+) -> None:
+    """Export MODEL to ONNX (optionally int8) as a model folder that `predict --model` loads.
+
+    After exporting, onnxruntime is checked against torch on sample inputs; the command
+    fails loudly beyond the tolerance.
+    """
+    _require("onnxruntime", "onnx", "emovit export")
+    _require("onnx", "onnx", "emovit export")
+    from emovit.backends.export import export_onnx
+    from emovit.errors import EmovitError
+
+    try:
+        result = export_onnx(
+            model,
+            output,
+            quantize=quantize,
+            opset=opset,
+            optimize=not no_optimize,  # type: ignore[arg-type]
+            tolerance=tolerance,
+        )
+    except EmovitError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        json.dumps(
+            {
+                "output": str(result.output),
+                "quantize": result.quantize,
+                "max_abs_logit_diff": result.max_abs_logit_diff,
+                "max_abs_prob_diff": result.max_abs_prob_diff,
+                "top1_agreement": result.top1_agreement,
+                "check_images": result.check_images,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

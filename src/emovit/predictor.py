@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["EmotionRecognizer", "ErrorPolicy", "NoFacePolicy"]
 
 ErrorPolicy = Literal["include", "raise"]
+BackendName = Literal["auto", "torch", "onnx"]
 NoFacePolicy = Literal["skip", "whole"]
 _SINGLE = (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray)
 
@@ -44,6 +48,32 @@ def _is_single(inputs: Any) -> bool:
     except ImportError:  # pragma: no cover - Pillow is a core dependency
         return False
     return isinstance(inputs, Image.Image) or hasattr(inputs, "read")
+
+
+@dataclass
+class _Prepared:
+    """A batch ready for the model: its results (faces still empty), the face crops (kept
+    only on request), which result and detection each face belongs to, and the model input."""
+
+    results: list[ImageResult]
+    crops: list[np.ndarray]
+    owners: list[tuple[ImageResult, Detection]]
+    pixel_values: np.ndarray | None
+
+
+def _create_backend(name: str, model: LoadedModel, threads: int | None) -> Backend:
+    """``auto``: onnxruntime when the folder has ``model.onnx`` (faster on CPU), else torch."""
+    from emovit.backends import ONNX_FILE, OnnxBackend, TorchBackend
+    from emovit.errors import ModelLoadError
+
+    if name not in ("auto", "torch", "onnx"):
+        raise ValueError(f"backend must be auto, torch or onnx, got {name!r}")
+    has_onnx = (model.path / ONNX_FILE).is_file()
+    if name == "onnx" or (name == "auto" and has_onnx and model.device == "cpu") or model.model is None:
+        if not has_onnx:
+            raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
+        return OnnxBackend(model.path, threads=threads)
+    return TorchBackend(model)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -71,6 +101,10 @@ class EmotionRecognizer:
         border: ``pad`` (replicate edge pixels) or ``clip`` crops at image borders.
         min_face: ignore faces smaller than this many pixels.
         max_faces: keep at most this many faces per image (the largest).
+        backend: ``auto`` (onnxruntime when the folder has ``model.onnx``, else torch),
+            ``torch``, ``onnx``, or a backend object.
+        prefetch: batches prepared ahead in a thread while the model runs (0: none).
+        decode_threads: threads decoding the images of a batch.
         no_face: ``skip`` (default: the result has no faces, not an error) or ``whole``
             (classify the whole image instead).
 
@@ -87,7 +121,7 @@ class EmotionRecognizer:
         batch_size: int = 16,
         threads: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        backend: Backend | None = None,
+        backend: BackendName | Backend = "auto",
         detector: DetectorName | FaceDetector = "yunet",
         detector_model: str | os.PathLike[str] | None = None,
         det_threshold: float = 0.5,
@@ -97,6 +131,8 @@ class EmotionRecognizer:
         min_face: int = 20,
         max_faces: int | None = None,
         no_face: NoFacePolicy = "skip",
+        prefetch: int = 1,
+        decode_threads: int = 2,
     ) -> None:
         if no_face not in ("skip", "whole"):
             raise ValueError(f"no_face must be 'skip' or 'whole', got {no_face!r}")
@@ -108,12 +144,12 @@ class EmotionRecognizer:
             import torch
 
             torch.set_num_threads(threads)
-        from emovit.backends import TorchBackend
-
         self.model = model
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.backend: Backend = backend or TorchBackend(model)
+        self.backend: Backend = (
+            _create_backend(backend, model, threads) if isinstance(backend, str) else backend
+        )
         self._order = np.asarray(model.label_map.order)
         self._labels = model.label_map.ordered_names
         if isinstance(detector, str):
@@ -123,6 +159,12 @@ class EmotionRecognizer:
         self.detector: FaceDetector = detector
         self.margin, self.align, self.border = margin, align, border
         self.min_face, self.max_faces, self.no_face = min_face, max_faces, no_face
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+        self.prefetch = prefetch
+        self._decode_pool = (
+            ThreadPoolExecutor(decode_threads, "emovit-decode") if decode_threads > 1 else None
+        )
 
     @classmethod
     def from_pretrained(
@@ -140,15 +182,17 @@ class EmotionRecognizer:
     ) -> EmotionRecognizer:
         """Load `model` (Hub id, local folder or registry name) and build a recognizer;
         `options` are those of the constructor (``detector``, ``margin``, ``no_face``, …)."""
-        from emovit.models import load_model
+        from emovit.backends import ONNX_FILE
+        from emovit.models import load_model, resolve_device, resolve_model
 
-        loaded = load_model(
-            model,
-            device=device,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
+        folder = resolve_model(
+            model, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
+        backend = options.get("backend", "auto")
+        on_cpu = resolve_device(device) == "cpu"
+        wants_onnx = backend == "onnx" or (backend == "auto" and on_cpu and (folder / ONNX_FILE).is_file())
+        loaded = load_model(folder, device=device, load_weights=not wants_onnx)
+        loaded.name = os.fspath(model)
         return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)
 
     @property
@@ -191,8 +235,21 @@ class EmotionRecognizer:
         size = batch_size or self.batch_size
         items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
-        while chunk := list(islice(numbered, size)):
-            yield from self._run_batch(chunk, errors, keep_pixels)
+        chunks = iter(lambda: list(islice(numbered, size)), [])
+        if self.prefetch == 0:
+            for chunk in chunks:
+                yield from self._infer(self._prepare(chunk, errors, keep_pixels))
+            return
+        # Batch N+1 is decoded and preprocessed in a thread while batch N is in the model;
+        # at most `prefetch` batches wait, so memory stays flat however long the input is.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovit-prefetch") as pool:
+            pending: deque[Future[_Prepared]] = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(self._prepare, chunk, errors, keep_pixels))
+                if len(pending) > self.prefetch:
+                    yield from self._infer(pending.popleft().result())
+            while pending:
+                yield from self._infer(pending.popleft().result())
 
     def _decode(self, index: int, source: Any, errors: ErrorPolicy) -> tuple[ImageResult, np.ndarray | None]:
         name = describe_source(source, index)
@@ -220,20 +277,21 @@ class EmotionRecognizer:
             detections = WholeImageDetector().detect(image)
         return detections
 
-    def _run_batch(
-        self, chunk: Sequence[tuple[int, Any]], errors: ErrorPolicy, keep_pixels: bool = False
-    ) -> list[ImageResult]:
+    def _prepare(self, chunk: Sequence[tuple[int, Any]], errors: ErrorPolicy, keep_pixels: bool) -> _Prepared:
+        """Decode, detect, crop and preprocess one batch (runs in the prefetch thread)."""
         from emovit.faces import crop_face
 
-        decoded = [self._decode(i, src, errors) for i, src in chunk]
+        if self._decode_pool is not None and len(chunk) > 1:
+            decoded = list(self._decode_pool.map(lambda item: self._decode(item[0], item[1], errors), chunk))
+        else:
+            decoded = [self._decode(i, src, errors) for i, src in chunk]
         crops: list[np.ndarray] = []
         owners: list[tuple[ImageResult, Detection]] = []
         for result, image in decoded:
             if image is None:
                 continue
             start = time.perf_counter()
-            detections = self._faces(image)
-            for det in detections:
+            for det in self._faces(image):
                 if det.whole_image:
                     crops.append(image)
                 else:
@@ -244,9 +302,25 @@ class EmotionRecognizer:
             result.timings["detect"] = (time.perf_counter() - start) * 1e3
             if keep_pixels:
                 result.image = image
+        pixel_values = None
         if crops:
-            probs = self._classify(crops, [result for result, _ in owners])
-            for (result, det), row, crop in zip(owners, probs, crops, strict=True):
+            start = time.perf_counter()
+            pixel_values = self.model.preprocessor(crops)
+            share = (time.perf_counter() - start) * 1e3 / len(crops)
+            for result, _ in owners:  # an image with k faces gets k shares of the batch's time
+                result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + share
+        return _Prepared([r for r, _ in decoded], crops if keep_pixels else [], owners, pixel_values)
+
+    def _infer(self, prepared: _Prepared) -> list[ImageResult]:
+        """Run the model on a prepared batch and attach one `FaceResult` per face."""
+        if prepared.pixel_values is not None:
+            start = time.perf_counter()
+            logits = self.backend(prepared.pixel_values)
+            share = (time.perf_counter() - start) * 1e3 / len(prepared.owners)
+            probs = _softmax(logits.astype(np.float64))[:, self._order]
+            crops = prepared.crops or [None] * len(prepared.owners)
+            for (result, det), row, crop in zip(prepared.owners, probs, crops, strict=True):
+                result.timings["inference"] = result.timings.get("inference", 0.0) + share
                 result.faces.append(
                     FaceResult(
                         probs=dict(zip(self._labels, row.tolist(), strict=True)),
@@ -255,10 +329,10 @@ class EmotionRecognizer:
                         if det.landmarks is not None
                         else None,
                         detection_score=det.score,
-                        crop=crop if keep_pixels else None,
+                        crop=crop,
                     )
                 )
-        return [result for result, _ in decoded]
+        return prepared.results
 
     def _classify(self, images: Sequence[np.ndarray], results: Sequence[ImageResult]) -> np.ndarray:
         start = time.perf_counter()
@@ -268,7 +342,7 @@ class EmotionRecognizer:
         end = time.perf_counter()
         probs = _softmax(logits.astype(np.float64))[:, self._order]
         share = 1e3 / len(images)
-        for result in results:  # an image with k faces gets k shares of the batch's time
+        for result in results:
             result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + (mid - start) * share
             result.timings["inference"] = result.timings.get("inference", 0.0) + (end - mid) * share
         return probs

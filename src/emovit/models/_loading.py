@@ -171,7 +171,7 @@ def _check_folder(folder: Path, config: dict[str, Any]) -> None:
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise ModelLoadError(f"{folder}: unknown model_type {model_type!r} in config.json")
-    if not any(folder.glob("*.safetensors")):
+    if not any(folder.glob("*.safetensors")) and not (folder / "model.onnx").is_file():
         unsafe = [name for name in _UNSAFE_WEIGHTS if (folder / name).exists()]
         hint = (
             f" It has {', '.join(unsafe)}, which emovit does not load (pickle files can run "
@@ -292,7 +292,7 @@ class LoadedModel:
 
     name: str
     path: Path
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None for ONNX-only folders
     config: Any
     label_map: LabelMap
     device: str
@@ -317,8 +317,12 @@ def load_model(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
+    load_weights: bool = True,
 ) -> LoadedModel:
     """Load an image-classification checkpoint for inference (eval mode, on `device`).
+
+    With ``load_weights=False`` (an ONNX backend will run the model) only the config and
+    labels are read; folders that hold just ``model.onnx`` load that way too.
 
     Examples:
         >>> model = load_model("dima806/facial_emotions_image_detection")  # doctest: +SKIP
@@ -334,14 +338,17 @@ def load_model(
     from transformers import AutoConfig, AutoModelForImageClassification
 
     target = resolve_device(device)
+    has_torch_weights = any(folder.glob("*.safetensors"))
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        model = AutoModelForImageClassification.from_pretrained(
-            folder, config=config, use_safetensors=True, trust_remote_code=False
-        )
+        model = None
+        if load_weights and has_torch_weights:
+            model = AutoModelForImageClassification.from_pretrained(
+                folder, config=config, use_safetensors=True, trust_remote_code=False
+            )
+            model.eval().to(target)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
-    model.eval().to(target)
     if raw.get(RANDOM_WEIGHTS_KEY):
         warnings.warn(
             f"{name_or_path}: this model has RANDOM weights; its predictions are meaningless",

@@ -1,0 +1,171 @@
+"""`emovit export`: write an ONNX model folder (fp32 or int8) and verify it against torch.
+
+Recipe: export with eager attention so that onnxruntime's transformer optimizer can fuse
+attention (``model_type="vit"``), then optionally ``quantize_dynamic`` (QInt8 weights,
+per channel, MatMul only). The folder holds ``model.onnx`` beside ``config.json`` and
+``preprocessor_config.json``, so ``emovit predict --model DIR`` loads it like any other;
+``export_info.json`` records the verification figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
+from emovit.errors import EmovitError
+
+__all__ = ["ExportError", "ExportResult", "export_onnx"]
+
+FP32_TOLERANCE = 1e-3
+INT8_TOLERANCE = 0.15  # max |Δprob| on the check images
+
+
+class ExportError(EmovitError):
+    """The exported model disagrees with torch beyond the tolerance, or export failed."""
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    quantize: str | None
+    max_abs_logit_diff: float
+    max_abs_prob_diff: float
+    top1_agreement: float
+    check_images: int
+
+
+def _check_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
+    """Pixel values for the verification: smooth random images through the model's own
+    preprocessing (so they look like real inputs, not uniform noise)."""
+    from emovit.preprocess import create_preprocessor
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        h, w = rng.integers(32, 160, 2)
+        y, x = np.mgrid[0:h, 0:w]
+        base = 127 + 90 * np.sin(x / rng.uniform(3, 20)) * np.cos(y / rng.uniform(3, 20))
+        grey = np.clip(base + rng.normal(0, 20, (h, w)), 0, 255).astype(np.uint8)
+        images.append(np.repeat(grey[..., None], 3, axis=2))
+    pre = create_preprocessor(folder)
+    return np.concatenate([pre([im]) for im in images])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def export_onnx(
+    model: str,
+    output: str | Path,
+    *,
+    quantize: Literal["int8"] | None = None,
+    opset: int = 17,
+    check_images: int = 32,
+    tolerance: float | None = None,
+    optimize: bool = True,
+) -> ExportResult:
+    """Export `model` (Hub id, folder, registry name) to an ONNX model folder and verify it."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from emovit.models import resolve_model
+
+    source = resolve_model(model)
+    try:
+        net = AutoModelForImageClassification.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
+        ).eval()
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{model}: cannot load for export ({exc})") from None
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    pixels = _check_images(source, check_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        # The TorchScript exporter (deprecated in favour of torch.export) is used on purpose:
+        # onnxruntime's transformer optimizer fuses attention in the graphs it writes.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                net,
+                (torch.from_numpy(pixels[:2]),),
+                str(raw),
+                input_names=["pixel_values"],
+                output_names=["logits"],
+                dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        current = raw
+        if optimize and getattr(net.config, "model_type", "") in ("vit", "deit"):
+            from onnxruntime.transformers import optimizer
+
+            fused = optimizer.optimize_model(
+                str(raw),
+                model_type="vit",
+                num_heads=net.config.num_attention_heads,
+                hidden_size=net.config.hidden_size,
+            )
+            current = Path(tmp) / "fused.onnx"
+            fused.save_model_to_file(str(current))
+        if quantize == "int8":
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = Path(tmp) / "int8.onnx"
+            quantize_dynamic(
+                str(current),
+                str(quantized),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                # fused attention ops live in onnxruntime's own domain, beyond shape inference
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            current = quantized
+        elif quantize is not None:
+            raise ExportError(f"unknown quantization {quantize!r}; use int8")
+        shutil.copy(current, out / ONNX_FILE)
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copy(source / name, out / name)
+    with torch.inference_mode():
+        reference = net(pixel_values=torch.from_numpy(pixels)).logits.float().numpy()
+    got = OnnxBackend(out)(pixels)
+    logit_diff = float(np.abs(got - reference).max())
+    prob_diff = float(np.abs(_softmax(got) - _softmax(reference)).max())
+    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+    result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels))
+    info: dict[str, Any] = {
+        "source": str(model),
+        "format": "onnx",
+        "quantize": quantize,
+        "opset": opset,
+        "fused_attention": optimize,
+        "check_images": len(pixels),
+        "max_abs_logit_diff": logit_diff,
+        "max_abs_prob_diff": prob_diff,
+        "top1_agreement": agreement,
+    }
+    (out / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if quantize is None and logit_diff > (tolerance or FP32_TOLERANCE):
+        raise ExportError(
+            f"onnxruntime differs from torch by {logit_diff:.2e} in the logits (tolerance "
+            f"{tolerance or FP32_TOLERANCE:.0e}); the export in {out} is not trustworthy"
+        )
+    if quantize == "int8" and prob_diff > (tolerance or INT8_TOLERANCE):
+        raise ExportError(
+            f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
+            f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model"
+        )
+    return result

@@ -1,0 +1,63 @@
+"""ONNX Runtime backend (fp32 or int8 model files written by `emovit export`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from emovit.errors import DependencyError, ModelLoadError
+
+__all__ = ["ONNX_FILE", "OnnxBackend", "physical_cores"]
+
+ONNX_FILE = "model.onnx"
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (logical ones when unknown)."""
+    try:
+        import psutil
+
+        count = psutil.cpu_count(logical=False)
+        if count:
+            return int(count)
+    except ImportError:
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class OnnxBackend:
+    """Runs ``model.onnx`` of a model folder with onnxruntime on the CPU."""
+
+    name = "onnx"
+
+    def __init__(self, folder: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DependencyError("onnxruntime", "onnx", "the onnx backend") from None
+        path = Path(folder) / ONNX_FILE
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{folder}: no {ONNX_FILE}; create one with `emovit export MODEL --format onnx`"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelLoadError(f"{path}: onnxruntime cannot load it ({exc})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(
+            None, {self.input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)}
+        )
+        return np.asarray(logits, dtype=np.float32)

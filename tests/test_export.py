@@ -1,0 +1,65 @@
+"""ONNX export round trip and backend selection."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from emovit import EmotionRecognizer
+from emovit.backends import OnnxBackend, TorchBackend
+from emovit.backends.export import ExportError, export_onnx
+from emovit.errors import ModelLoadError
+
+from .conftest import make_image_zoo
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("onnx")
+    export_onnx(str(tiny_model_dir), root / "fp32")
+    export_onnx(str(tiny_model_dir), root / "int8", quantize="int8")
+    return {"fp32": root / "fp32", "int8": root / "int8"}
+
+
+def test_fp32_round_trip_equals_torch(exported: dict[str, Path], tiny_model_dir: Path) -> None:
+    info = json.loads((exported["fp32"] / "export_info.json").read_text())
+    assert info["max_abs_logit_diff"] <= 1e-3
+    assert sorted(p.name for p in exported["fp32"].iterdir()) == [
+        "config.json",
+        "export_info.json",
+        "model.onnx",
+        "preprocessor_config.json",
+    ]
+    images = [np.asarray(im.convert("RGB")) for im in make_image_zoo(12, seed=4)]
+    torch_rec = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", backend="torch")
+    onnx_rec = EmotionRecognizer.from_pretrained(exported["fp32"], detector="none")
+    assert isinstance(onnx_rec.backend, OnnxBackend)  # auto picks onnx for an ONNX folder
+    assert onnx_rec.model.model is None  # the torch weights were never loaded
+    np.testing.assert_allclose(onnx_rec.classify_arrays(images), torch_rec.classify_arrays(images), atol=1e-5)
+
+
+def test_int8_is_close(exported: dict[str, Path], tiny_model_dir: Path) -> None:
+    images = [np.asarray(im.convert("RGB")) for im in make_image_zoo(12, seed=5)]
+    ref = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none").classify_arrays(images)
+    q = EmotionRecognizer.from_pretrained(exported["int8"], detector="none").classify_arrays(images)
+    assert np.abs(q - ref).max() < 0.05
+    info = json.loads((exported["int8"] / "export_info.json").read_text())
+    assert info["quantize"] == "int8" and info["top1_agreement"] >= 0.9
+
+
+def test_backend_selection(exported: dict[str, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert isinstance(
+        EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none").backend, TorchBackend
+    )
+    with pytest.raises(ModelLoadError, match="emovit export"):
+        EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", backend="onnx")
+    with pytest.raises(ValueError, match="backend must be"):
+        EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", backend="tpu")
+
+
+def test_export_fails_loudly_beyond_tolerance(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="differs from torch"):
+        export_onnx(str(tiny_model_dir), tmp_path / "strict", tolerance=1e-12)
