@@ -645,5 +645,82 @@ def export_cmd(
     )
 
 
+@main.command(name="bench")
+@click.argument("model", default="default")
+@click.option(
+    "--images", "image_dir", default=None, help="Folder of images (default: FER2013 test beside the repo)."
+)
+@click.option(
+    "--count", type=click.IntRange(1), default=32, show_default=True, help="Images timed per repetition."
+)
+@click.option(
+    "--agreement",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Labelled images for agreement and accuracy (0: skip).",
+)
+@click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--backends", default="torch,onnx-fp32,onnx-int8", show_default=True)
+@click.option("--no-pipeline", is_flag=True, help="Skip the transformers pipeline baseline.")
+@click.option("--output", "-o", default=None, help="Write the JSON report here.")
+def bench_cmd(
+    model: str,
+    image_dir: str | None,
+    count: int,
+    agreement: int,
+    batch_size: int,
+    repeats: int,
+    backends: str,
+    no_pipeline: bool,
+    output: str | None,
+) -> None:
+    """Compare emovit's backends with the transformers pipeline on the same images."""
+    _require("onnxruntime", "onnx", "emovit bench")
+    from emovit._sources import expand_sources
+    from emovit.bench import BenchConfig, format_table, run_bench
+    from emovit.training.datasets import read_samples
+
+    shared = Path(os.environ.get("EMOVIT_SHARED", "../shared"))
+    root = Path(image_dir) if image_dir else shared / "data" / "fer2013" / "test"
+    if not root.is_dir():
+        raise click.UsageError(f"{root}: no such image folder (pass --images DIR)")
+    paths = expand_sources([str(root)])
+    if not paths:
+        raise click.UsageError(f"{root}: no images")
+    step = max(1, len(paths) // count)
+    timed = paths[::step][:count]
+    labelled: list[str] = []
+    labels: list[str] | None = None
+    if agreement:
+        try:
+            samples = read_samples(root)
+            pick = samples[:: max(1, len(samples) // agreement)][:agreement]
+            labelled, labels = [str(s.source) for s in pick], [s.label for s in pick]
+        except Exception:  # noqa: BLE001 - an unlabelled folder: agreement without accuracy
+            labelled = paths[:: max(1, len(paths) // agreement)][:agreement]
+    report = run_bench(
+        BenchConfig(
+            model=model,
+            images=timed,
+            agreement_images=labelled,
+            agreement_labels=labels,
+            batch_size=batch_size,
+            repeats=repeats,
+            backends=tuple(backends.split(",")),
+            pipeline=not no_pipeline,
+        ),
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(format_table(report))
+    if output:
+        from emovit._writers import atomic_output
+
+        with atomic_output(output, sys.stdout) as stream:
+            json.dump(report, stream, indent=2)
+            stream.write("\n")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

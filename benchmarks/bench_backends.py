@@ -1,0 +1,94 @@
+"""Backends side by side with the transformers pipeline (issue: speed).
+
+(a) the reference architecture (ViT-B/16-224, dima806 config from ../shared, random
+    weights): every backend vs the pipeline, agreement on >= 200 FER2013 test images;
+(b) the embedded default model, when it exists: the same, agreement and accuracy on all
+    3,589 FER2013 test images, and faces/s at a large batch.
+
+Writes benchmarks/results/bench_<name>.json and prints the tables.
+Usage: python benchmarks/bench_backends.py [--only reference|default] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def reference_model(tmp: Path) -> Path:
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    fixture = SHARED / "fixtures" / "dima806-facial-emotions"
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig.from_pretrained(fixture)).save_pretrained(tmp / "reference")
+    shutil.copy(fixture / "preprocessor_config.json", tmp / "reference")
+    return tmp / "reference"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=["reference", "default"], default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    test_dir = SHARED / "data" / "fer2013" / "test"
+    if not test_dir.is_dir():
+        sys.exit(f"skipped: {test_dir} is missing")
+
+    from emovit.bench import BenchConfig, format_table, run_bench
+    from emovit.errors import ModelLoadError
+    from emovit.models import resolve_model
+    from emovit.training.datasets import read_samples
+
+    samples = read_samples(test_dir)
+    every = [str(s.source) for s in samples]
+    labels = [s.label for s in samples]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        if args.only in (None, "reference"):
+            pick = slice(None, None, len(samples) // 200)
+            runs.append(
+                (
+                    "reference",
+                    str(reference_model(Path(tmp))),
+                    every[::112][:32],
+                    every[pick],
+                    labels[pick],
+                    8,
+                )
+            )
+        if args.only in (None, "default"):
+            try:
+                resolve_model("default")
+                runs.append(("default", "default", every[::28][:128], every, labels, 64))
+            except ModelLoadError as exc:
+                print(f"default model skipped: {exc}", file=sys.stderr)
+        for name, model, timed, agree, agree_labels, batch in runs:
+            cfg = BenchConfig(
+                model=model,
+                images=timed,
+                agreement_images=agree,
+                agreement_labels=agree_labels,
+                batch_size=batch,
+                repeats=args.repeats,
+            )
+            report = run_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+            report["model"] = name
+            (RESULTS / f"bench_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(format_table(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
