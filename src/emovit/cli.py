@@ -722,5 +722,108 @@ def bench_cmd(
             stream.write("\n")
 
 
+@main.command(name="serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--model", "-m", default="default", show_default=True)
+@click.option(
+    "--token", envvar="EMOVIT_TOKEN", default=None, help="Require this bearer token (or EMOVIT_TOKEN)."
+)
+@click.option(
+    "--detector", type=click.Choice(["yunet", "haar", "auto", "none"]), default="auto", show_default=True
+)
+@click.option("--detector-model", type=click.Path(dir_okay=False), default=None)
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Faces per model batch (micro-batching across requests).",
+)
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="How long the worker waits to fill a batch.",
+)
+@click.option(
+    "--max-queue", type=click.IntRange(1), default=64, show_default=True, help="Waiting requests before 503."
+)
+@click.option("--max-body-mb", type=click.FloatRange(0.01), default=10.0, show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=25_000_000, show_default=True)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds before a request is answered 504.",
+)
+@click.option(
+    "--cors-origin", "cors_origins", multiple=True, help="Allow this browser origin (CORS is off otherwise)."
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, seconds to finish queued work.",
+)
+def serve_cmd(
+    host: str,
+    port: int,
+    model: str,
+    token: str | None,
+    detector: str,
+    detector_model: str | None,
+    backend: str,
+    device: str,
+    max_batch: int,
+    max_wait_ms: float,
+    max_queue: int,
+    max_body_mb: float,
+    max_pixels: int,
+    deadline: float,
+    cors_origins: tuple[str, ...],
+    drain_timeout: float,
+) -> None:
+    """Serve the HTTP API and the web page (upload, live camera, expression capture)."""
+    _require("fastapi", "serve", "emovit serve")
+    _require("uvicorn", "serve", "emovit serve")
+    _require("prometheus_client", "serve", "emovit serve")
+    import uvicorn
+
+    from emovit.predictor import EmotionRecognizer
+    from emovit.serve import ServeSettings, create_app
+
+    def factory() -> Any:
+        return EmotionRecognizer.from_pretrained(
+            model, device=device, backend=backend, detector=detector, detector_model=detector_model,
+            batch_size=max_batch,
+        )  # fmt: skip
+
+    settings = ServeSettings(
+        token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
+        max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, deadline_s=deadline,
+        cors_origins=list(cors_origins), drain_timeout_s=drain_timeout,
+    )  # fmt: skip
+    app = create_app(factory, settings)
+    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=int(drain_timeout) + 1,
+                            log_level="info", server_header=False)  # fmt: skip
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.emovit["shutting_down"] = True  # /readyz answers 503 while draining
+            super().handle_exit(sig, frame)
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: reachable from other machines", err=True)
+    Server(config).run()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -27,9 +27,13 @@ class ImageError(EmovitError, ValueError):
     """An input could not be turned into an RGB image: missing, empty, truncated, not an
     image, too many pixels, or an array of the wrong shape or dtype. The message names the input."""
 
-    def __init__(self, source: str, problem: str) -> None:
+    #: Values of `kind`: what went wrong, for programs (the HTTP server maps them to status codes).
+    KINDS = ("missing", "empty", "not_image", "corrupt", "too_large", "bad_array", "unsupported_input")
+
+    def __init__(self, source: str, problem: str, kind: str = "corrupt") -> None:
         self.source = source
         self.problem = problem
+        self.kind = kind
         super().__init__(f"{source}: {problem}")
 
 

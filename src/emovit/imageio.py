@@ -94,9 +94,9 @@ def load_image(
             try:
                 image = Image.open(stream)
             except Image.DecompressionBombError as exc:
-                raise ImageError(label, f"too many pixels ({exc})") from None
+                raise ImageError(label, f"too many pixels ({exc})", "too_large") from None
             except Image.UnidentifiedImageError:
-                raise ImageError(label, "not an image file (unrecognised format)") from None
+                raise ImageError(label, "not an image file (unrecognised format)", "not_image") from None
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise ImageError(label, f"corrupt or truncated image data ({exc})") from None
             with image:
@@ -118,21 +118,21 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         path = Path(source)
         try:
             if path.is_dir():
-                raise ImageError(label, "is a directory, not an image file")
+                raise ImageError(label, "is a directory, not an image file", "missing")
             size = path.stat().st_size
         except FileNotFoundError:
-            raise ImageError(label, "no such file") from None
+            raise ImageError(label, "no such file", "missing") from None
         except OSError as exc:
-            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})") from None
+            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})", "missing") from None
         if size == 0:
-            raise ImageError(label, "the file is empty")
+            raise ImageError(label, "the file is empty", "empty")
         try:
             return open(path, "rb")
         except OSError as exc:
-            raise ImageError(label, f"cannot open the file ({exc.strerror or exc})") from None
+            raise ImageError(label, f"cannot open the file ({exc.strerror or exc})", "missing") from None
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
-            raise ImageError(label, "no bytes (empty input)")
+            raise ImageError(label, "no bytes (empty input)", "empty")
         return io.BytesIO(bytes(source))
     if hasattr(source, "read"):
         try:
@@ -140,25 +140,27 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         except OSError as exc:
             raise ImageError(label, f"cannot read the file object ({exc})") from None
         if not isinstance(data, bytes | bytearray):
-            raise ImageError(label, "file object must be opened in binary mode")
+            raise ImageError(label, "file object must be opened in binary mode", "unsupported_input")
         if not data:
-            raise ImageError(label, "no bytes (empty input)")
+            raise ImageError(label, "no bytes (empty input)", "empty")
         return io.BytesIO(bytes(data))
     raise ImageError(
         label,
         f"unsupported input type {type(source).__name__}; expected a path, bytes, a binary "
         "file object, a PIL image or a uint8 numpy array",
+        "unsupported_input",
     )
 
 
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
-        raise ImageError(label, f"image has no pixels ({width}x{height})")
+        raise ImageError(label, f"image has no pixels ({width}x{height})", "empty")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
             label,
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (raise max_pixels if this is intended)",
+            "too_large",
         )
 
 
@@ -198,7 +200,7 @@ def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
 
 def _from_array(array: np.ndarray, label: str, max_pixels: int | None) -> np.ndarray:
     if array.dtype != np.uint8:
-        raise ImageError(label, f"array dtype must be uint8, got {array.dtype}")
+        raise ImageError(label, f"array dtype must be uint8, got {array.dtype}", "bad_array")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 2:
@@ -209,4 +211,4 @@ def _from_array(array: np.ndarray, label: str, max_pixels: int | None) -> np.nda
         if array.shape[2] == 4:
             return _composite_on_white(array)
         return np.ascontiguousarray(array)
-    raise ImageError(label, f"array shape must be HxW, HxWx1, HxWx3 or HxWx4, got {array.shape}")
+    raise ImageError(label, f"array shape must be HxW, HxWx1, HxWx3 or HxWx4, got {array.shape}", "bad_array")

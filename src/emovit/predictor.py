@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from emovit.imageio import ImageSource
     from emovit.models import LoadedModel
 
-__all__ = ["EmotionRecognizer", "ErrorPolicy", "NoFacePolicy"]
+__all__ = ["EmotionRecognizer", "ErrorPolicy", "NoFacePolicy", "PreparedBatch"]
 
 ErrorPolicy = Literal["include", "raise"]
 BackendName = Literal["auto", "torch", "onnx"]
@@ -51,7 +51,7 @@ def _is_single(inputs: Any) -> bool:
 
 
 @dataclass
-class _Prepared:
+class PreparedBatch:
     """A batch ready for the model: its results (faces still empty), the face crops (kept
     only on request), which result and detection each face belongs to, and the model input."""
 
@@ -243,7 +243,7 @@ class EmotionRecognizer:
         # Batch N+1 is decoded and preprocessed in a thread while batch N is in the model;
         # at most `prefetch` batches wait, so memory stays flat however long the input is.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovit-prefetch") as pool:
-            pending: deque[Future[_Prepared]] = deque()
+            pending: deque[Future[PreparedBatch]] = deque()
             for chunk in chunks:
                 pending.append(pool.submit(self._prepare, chunk, errors, keep_pixels))
                 if len(pending) > self.prefetch:
@@ -251,11 +251,13 @@ class EmotionRecognizer:
             while pending:
                 yield from self._infer(pending.popleft().result())
 
-    def _decode(self, index: int, source: Any, errors: ErrorPolicy) -> tuple[ImageResult, np.ndarray | None]:
+    def _decode(
+        self, index: int, source: Any, errors: ErrorPolicy, max_pixels: int | None = None
+    ) -> tuple[ImageResult, np.ndarray | None]:
         name = describe_source(source, index)
         start = time.perf_counter()
         try:
-            image = load_image(source, name=name, max_pixels=self.max_pixels)
+            image = load_image(source, name=name, max_pixels=max_pixels or self.max_pixels)
         except ImageError as exc:
             if errors == "raise":
                 raise
@@ -264,34 +266,85 @@ class EmotionRecognizer:
         result.timings["decode"] = (time.perf_counter() - start) * 1e3
         return result, image
 
-    def _faces(self, image: np.ndarray) -> list[Detection]:
-        detections = [
-            d for d in self.detector.detect(image) if d.whole_image or min(d.width, d.height) >= self.min_face
-        ]
+    def _faces(
+        self, image: np.ndarray, detector: FaceDetector | None = None, no_face: NoFacePolicy | None = None
+    ) -> list[Detection]:
+        found = (detector or self.detector).detect(image)
+        detections = [d for d in found if d.whole_image or min(d.width, d.height) >= self.min_face]
         detections.sort(key=lambda d: d.width * d.height, reverse=True)
         if self.max_faces is not None:
             detections = detections[: self.max_faces]
-        if not detections and self.no_face == "whole":
+        if not detections and (no_face or self.no_face) == "whole":
             from emovit.faces import WholeImageDetector
 
             detections = WholeImageDetector().detect(image)
         return detections
 
-    def _prepare(self, chunk: Sequence[tuple[int, Any]], errors: ErrorPolicy, keep_pixels: bool) -> _Prepared:
+    def prepare(
+        self,
+        inputs: Sequence[ImageSource],
+        *,
+        errors: ErrorPolicy = "include",
+        detector: FaceDetector | None = None,
+        no_face: NoFacePolicy | None = None,
+        max_pixels: int | None = None,
+    ) -> PreparedBatch:
+        """The first half of `predict`: decode, detect, crop and preprocess `inputs` (one
+        batch). `probabilities` and `attach` finish it; the server batches that part across
+        requests. `detector`, `no_face` and `max_pixels` override the recognizer's for this call."""
+        return self._prepare(list(enumerate(inputs)), errors, False, detector, no_face, max_pixels)
+
+    def probabilities(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Run the model on preprocessed faces: probabilities in `labels` order."""
+        return _softmax(self.backend(pixel_values).astype(np.float64))[:, self._order]
+
+    def attach(
+        self, prepared: PreparedBatch, probs: np.ndarray | None, inference_ms: float = 0.0
+    ) -> list[ImageResult]:
+        """Give every face of `prepared` its row of `probs`; returns the batch's results."""
+        if probs is not None and prepared.owners:
+            share = inference_ms / len(prepared.owners)
+            crops = prepared.crops or [None] * len(prepared.owners)
+            for (result, det), row, crop in zip(prepared.owners, probs, crops, strict=True):
+                result.timings["inference"] = result.timings.get("inference", 0.0) + share
+                result.faces.append(
+                    FaceResult(
+                        probs=dict(zip(self._labels, row.tolist(), strict=True)),
+                        box=tuple(round(v) for v in det.box),  # type: ignore[arg-type]
+                        landmarks=[(float(x), float(y)) for x, y in det.landmarks]
+                        if det.landmarks is not None
+                        else None,
+                        detection_score=det.score,
+                        crop=crop,
+                    )
+                )
+        return prepared.results
+
+    def _prepare(
+        self,
+        chunk: Sequence[tuple[int, Any]],
+        errors: ErrorPolicy,
+        keep_pixels: bool,
+        detector: FaceDetector | None = None,
+        no_face: NoFacePolicy | None = None,
+        max_pixels: int | None = None,
+    ) -> PreparedBatch:
         """Decode, detect, crop and preprocess one batch (runs in the prefetch thread)."""
         from emovit.faces import crop_face
 
         if self._decode_pool is not None and len(chunk) > 1:
-            decoded = list(self._decode_pool.map(lambda item: self._decode(item[0], item[1], errors), chunk))
+            decoded = list(
+                self._decode_pool.map(lambda item: self._decode(item[0], item[1], errors, max_pixels), chunk)
+            )
         else:
-            decoded = [self._decode(i, src, errors) for i, src in chunk]
+            decoded = [self._decode(i, src, errors, max_pixels) for i, src in chunk]
         crops: list[np.ndarray] = []
         owners: list[tuple[ImageResult, Detection]] = []
         for result, image in decoded:
             if image is None:
                 continue
             start = time.perf_counter()
-            for det in self._faces(image):
+            for det in self._faces(image, detector, no_face):
                 if det.whole_image:
                     crops.append(image)
                 else:
@@ -309,30 +362,15 @@ class EmotionRecognizer:
             share = (time.perf_counter() - start) * 1e3 / len(crops)
             for result, _ in owners:  # an image with k faces gets k shares of the batch's time
                 result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + share
-        return _Prepared([r for r, _ in decoded], crops if keep_pixels else [], owners, pixel_values)
+        return PreparedBatch([r for r, _ in decoded], crops if keep_pixels else [], owners, pixel_values)
 
-    def _infer(self, prepared: _Prepared) -> list[ImageResult]:
+    def _infer(self, prepared: PreparedBatch) -> list[ImageResult]:
         """Run the model on a prepared batch and attach one `FaceResult` per face."""
-        if prepared.pixel_values is not None:
-            start = time.perf_counter()
-            logits = self.backend(prepared.pixel_values)
-            share = (time.perf_counter() - start) * 1e3 / len(prepared.owners)
-            probs = _softmax(logits.astype(np.float64))[:, self._order]
-            crops = prepared.crops or [None] * len(prepared.owners)
-            for (result, det), row, crop in zip(prepared.owners, probs, crops, strict=True):
-                result.timings["inference"] = result.timings.get("inference", 0.0) + share
-                result.faces.append(
-                    FaceResult(
-                        probs=dict(zip(self._labels, row.tolist(), strict=True)),
-                        box=tuple(round(v) for v in det.box),  # type: ignore[arg-type]
-                        landmarks=[(float(x), float(y)) for x, y in det.landmarks]
-                        if det.landmarks is not None
-                        else None,
-                        detection_score=det.score,
-                        crop=crop,
-                    )
-                )
-        return prepared.results
+        if prepared.pixel_values is None:
+            return prepared.results
+        start = time.perf_counter()
+        probs = self.probabilities(prepared.pixel_values)
+        return self.attach(prepared, probs, (time.perf_counter() - start) * 1e3)
 
     def _classify(self, images: Sequence[np.ndarray], results: Sequence[ImageResult]) -> np.ndarray:
         start = time.perf_counter()

@@ -1,0 +1,270 @@
+// emovit web page: photo upload, live camera with smoothing, expression capture. No build step.
+"use strict";
+
+const EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
+const COLOURS = { angry: "#e63946", disgust: "#6a994e", fear: "#9b5de5", happy: "#ffc832",
+  neutral: "#c8c8c8", sad: "#4361ee", surprise: "#ff7f50" };
+const $ = (id) => document.getElementById(id);
+
+function status(message, isError = false) {
+  const el = $("status");
+  el.textContent = message;
+  el.classList.toggle("error", isError);
+}
+
+async function predict(blob, name) {
+  const form = new FormData();
+  form.append("files", blob, name);
+  const headers = {};
+  const token = $("token").value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch("/v1/predict?top_k=3", { method: "POST", body: form, headers });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = body.error ? body.error.message : `HTTP ${response.status}`;
+    throw new Error(message);
+  }
+  return body.results[0];
+}
+
+function drawFaces(ctx, faces, scaleX = 1, scaleY = 1) {
+  const line = Math.max(2, Math.round(ctx.canvas.width / 250));
+  ctx.lineWidth = line;
+  ctx.font = `${Math.max(12, Math.round(ctx.canvas.width / 40))}px system-ui, sans-serif`;
+  faces.forEach((face, i) => {
+    if (!face.box) return;
+    const [x1, y1, x2, y2] = face.box;
+    const colour = COLOURS[face.label] || "#fff";
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(x1 * scaleX, y1 * scaleY, (x2 - x1) * scaleX, (y2 - y1) * scaleY);
+    const text = `${i}: ${face.label} ${face.score.toFixed(2)}`;
+    const width = ctx.measureText(text).width + 2 * line;
+    const height = parseInt(ctx.font, 10) + 2 * line;
+    const top = y1 * scaleY - height >= 0 ? y1 * scaleY - height : y2 * scaleY;
+    ctx.fillStyle = colour;
+    ctx.fillRect(x1 * scaleX, top, width, height);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x1 * scaleX + line, top + height - 2 * line);
+  });
+}
+
+function renderBars(list, faces) {
+  list.replaceChildren();
+  faces.forEach((face, i) => {
+    const item = document.createElement("li");
+    const title = document.createElement("div");
+    title.className = "face-label";
+    title.dataset.label = face.label;
+    title.textContent = `face ${i}: ${face.label} (${(face.score * 100).toFixed(0)} %)`;
+    item.append(title);
+    for (const [label, p] of Object.entries(face.probs)) {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      const name = document.createElement("span");
+      name.textContent = label;
+      const track = document.createElement("div");
+      track.className = "track";
+      const fill = document.createElement("div");
+      fill.className = "fill";
+      fill.style.width = `${(p * 100).toFixed(1)}%`;
+      fill.style.background = COLOURS[label] || "#3a6ff7";
+      track.append(fill);
+      const value = document.createElement("span");
+      value.textContent = p.toFixed(2);
+      bar.append(name, track, value);
+      item.append(bar);
+    }
+    list.append(item);
+  });
+}
+
+// ---------------------------------------------------------------- photo
+async function handleFile(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    status("Please choose an image file.", true);
+    return;
+  }
+  status(`Analysing ${file.name} …`);
+  try {
+    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file)]);
+    const canvas = $("photo-canvas");
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    canvas.hidden = false;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    drawFaces(ctx, result.faces);
+    renderBars($("faces-list"), result.faces);
+    status(result.faces.length ? `${result.faces.length} face(s) found.` : "No face found in this photo.");
+  } catch (err) {
+    status(`Could not analyse the photo: ${err.message}`, true);
+  }
+}
+
+function setUpPhoto() {
+  const zone = $("drop-zone");
+  $("file-input").addEventListener("change", (e) => handleFile(e.target.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    handleFile(e.dataTransfer.files[0]);
+  });
+}
+
+// ---------------------------------------------------------------- camera
+const camera = { stream: null, timer: null, busy: false, smoothed: [], capture: null };
+const SMOOTHING = 0.5; // weight of the newest frame in the running average
+
+function iou(a, b) {
+  const ix = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
+  const iy = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const inter = ix * iy;
+  const union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+// Average each face's probabilities over recent frames, matching faces by box overlap.
+function smooth(faces) {
+  const next = faces.map((face) => {
+    const previous = camera.smoothed.find((old) => old.box && face.box && iou(old.box, face.box) > 0.3);
+    const probs = {};
+    for (const label of Object.keys(face.probs)) {
+      const old = previous ? previous.probs[label] ?? face.probs[label] : face.probs[label];
+      probs[label] = SMOOTHING * face.probs[label] + (1 - SMOOTHING) * old;
+    }
+    const label = Object.keys(probs).reduce((a, b) => (probs[a] >= probs[b] ? a : b));
+    return { ...face, probs, label, score: probs[label] };
+  });
+  camera.smoothed = next;
+  return next;
+}
+
+function cameraError(err) {
+  if (!window.isSecureContext) return "The camera needs a secure page: open it via http://localhost or HTTPS.";
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return "This browser cannot use a camera here.";
+  if (err && (err.name === "NotAllowedError" || err.name === "SecurityError")) {
+    return "Camera access was denied. Allow it in the browser's site settings and try again.";
+  }
+  if (err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) return "No camera was found.";
+  if (err && err.name === "NotReadableError") return "The camera is in use by another application.";
+  return `The camera could not start: ${err ? err.message : "unknown error"}`;
+}
+
+async function startCamera() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    status(cameraError(null), true);
+    return;
+  }
+  try {
+    camera.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (err) {
+    status(cameraError(err), true);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = camera.stream;
+  await video.play().catch(() => {});
+  $("start-camera").disabled = true;
+  $("stop-camera").disabled = false;
+  status("Camera on.");
+  const fps = Math.min(10, Math.max(1, Number($("fps").value) || 3));
+  camera.timer = setInterval(sendFrame, 1000 / fps);
+}
+
+function stopCamera() {
+  clearInterval(camera.timer);
+  camera.timer = null;
+  if (camera.stream) camera.stream.getTracks().forEach((t) => t.stop());
+  camera.stream = null;
+  $("start-camera").disabled = false;
+  $("stop-camera").disabled = true;
+  status("Camera off.");
+}
+
+function grabFrame() {
+  const video = $("video");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  return canvas;
+}
+
+async function sendFrame() {
+  const video = $("video");
+  if (camera.busy || !video.videoWidth) return;
+  camera.busy = true;
+  try {
+    const frame = grabFrame();
+    const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
+    const result = await predict(blob, "frame.jpg");
+    const faces = smooth(result.faces);
+    const overlay = $("overlay");
+    overlay.width = frame.width;
+    overlay.height = frame.height;
+    const ctx = overlay.getContext("2d");
+    ctx.clearRect(0, 0, overlay.width, overlay.height);
+    drawFaces(ctx, faces);
+    renderBars($("live-faces"), faces);
+    checkCapture(frame, faces);
+  } catch (err) {
+    status(`Live analysis failed: ${err.message}`, true);
+  } finally {
+    camera.busy = false;
+  }
+}
+
+// ---------------------------------------------------------------- capture mode
+function startCapture() {
+  const targets = $("capture-targets").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
+  const unknown = targets.filter((t) => !EMOTIONS.includes(t));
+  if (!targets.length || unknown.length) {
+    status(`Targets must be among: ${EMOTIONS.join(", ")}`, true);
+    return;
+  }
+  camera.capture = { targets, index: 0, threshold: Number($("capture-threshold").value) || 0.6 };
+  $("captures").replaceChildren();
+  $("capture-status").textContent = `Waiting for: ${targets[0]}`;
+  if (!camera.stream) startCamera();
+}
+
+function checkCapture(frame, faces) {
+  const capture = camera.capture;
+  if (!capture || capture.index >= capture.targets.length || !faces.length) return;
+  const target = capture.targets[capture.index];
+  const face = faces[0]; // the largest face
+  if ((face.probs[target] ?? 0) < capture.threshold) return;
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.dataset.label = target;
+  img.alt = `captured ${target} face`;
+  const caption = document.createElement("figcaption");
+  const link = document.createElement("a");
+  link.textContent = `${target} (${(face.probs[target] * 100).toFixed(0)} %) — download`;
+  link.download = `emovit-${target}.jpg`;
+  frame.toBlob((blob) => {
+    const url = URL.createObjectURL(blob);
+    img.src = url;
+    link.href = url;
+  }, "image/jpeg", 0.92);
+  caption.append(link);
+  figure.append(img, caption);
+  $("captures").append(figure);
+  capture.index += 1;
+  $("capture-status").textContent = capture.index < capture.targets.length
+    ? `Captured ${target}. Waiting for: ${capture.targets[capture.index]}`
+    : "All targets captured.";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const saved = sessionStorage.getItem("emovit-token");
+  if (saved) $("token").value = saved;
+  $("token").addEventListener("change", (e) => sessionStorage.setItem("emovit-token", e.target.value));
+  setUpPhoto();
+  $("start-camera").addEventListener("click", startCamera);
+  $("stop-camera").addEventListener("click", stopCamera);
+  $("start-capture").addEventListener("click", startCapture);
+  status("Ready.");
+});
