@@ -236,3 +236,36 @@ def test_faces_through_the_api(tiny_model_dir: Path) -> None:
             "/v1/predict?detector=none", files=[("files", ("a.jpg", photo, "image/jpeg"))]
         ).json()
         assert whole["results"][0]["faces"][0]["box"] == [0, 0, 512, 512]
+
+
+def test_openapi_conformance(recognizer: EmotionRecognizer) -> None:
+    """Schemathesis against the app's own OpenAPI, in-process, every operation: no server
+    errors, documented status codes, content types and response schemas. (Random bytes are
+    valid 'binary' in the schema but not images, so positive_data_acceptance is left out.)"""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    app = create_app(recognizer, ServeSettings(max_body_bytes=256 * 1024))
+    with TestClient(app) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.path for op in operations} >= {
+            "/v1/predict",
+            "/v1/models",
+            "/livez",
+            "/readyz",
+            "/metrics",
+        }
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def check(case: object) -> None:
+                case.call_and_validate(excluded_checks=[positive_data_acceptance])  # type: ignore[attr-defined]
+
+            check()

@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 
 from emovit.errors import EmovitError, ImageError
 from emovit.serve.batcher import MicroBatcher, QueueFullError
-from emovit.serve.schemas import ModelInfoResponse, PredictRequest, PredictResponse
+from emovit.serve.schemas import ErrorResponse, ModelInfoResponse, PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
@@ -185,6 +185,14 @@ def create_app(
     async def problem_handler(request: Request, problem: _ApiError) -> JSONResponse:
         return _error(problem)
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(_ApiError(422, "bad_request", f"{where}: {first.get('msg', 'invalid request')}"))
+
     async def read_body(request: Request) -> bytes:
         body = bytearray()
         async for chunk in request.stream():
@@ -236,7 +244,21 @@ def create_app(
             return _whole_image()
         raise _ApiError(422, "bad_detector", "detector must be 'default' or 'none'")
 
-    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_request_schema())
+    errors = {
+        status: {"model": ErrorResponse, "description": text}
+        for status, text in (
+            (401, "a bearer token is required and was missing or wrong"),
+            (413, "body, image count or image pixels over the limit"),
+            (415, "not an image, or not multipart/JSON"),
+            (422, "invalid request or corrupt image"),
+            (503, "loading, overloaded or shutting down; see Retry-After"),
+            (504, "not answered within the deadline"),
+        )
+    }
+
+    @app.post(
+        "/v1/predict", response_model=PredictResponse, openapi_extra=_request_schema(), responses=errors
+    )
     async def predict(
         request: Request,
         detector: Literal["default", "none"] = Query("default", description="default: the server's detector"),
@@ -285,7 +307,7 @@ def create_app(
         metrics.latency.observe(time.perf_counter() - start)
         return {"model": rec.model.name, "results": results}
 
-    @app.get("/v1/models", response_model=ModelInfoResponse)
+    @app.get("/v1/models", response_model=ModelInfoResponse, responses={k: errors[k] for k in (401, 503)})
     async def models() -> Any:
         """The loaded model: architecture table, labels and preprocessing."""
         if not state["ready"]:

@@ -6,7 +6,23 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["FaceModel", "ImageResultModel", "ModelInfoResponse", "PredictRequest", "PredictResponse"]
+__all__ = [
+    "ErrorResponse",
+    "FaceModel",
+    "ImageResultModel",
+    "ModelInfoResponse",
+    "PredictRequest",
+    "PredictResponse",
+]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. body_too_large, image_not_image")
+    message: str = Field(description="what went wrong, naming the image when one is at fault")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
 
 
 class Base64Image(BaseModel):
