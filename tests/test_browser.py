@@ -1,0 +1,157 @@
+"""The web page in a real browser: Playwright driving Debian's Chromium against `emovit serve`.
+
+Needs /usr/bin/chromium (Debian package `chromium`; never `playwright install`) and the
+`playwright` package; skipped with the reason otherwise. Screenshots go to
+test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import REPO, SHARED, require_shared
+
+CHROMIUM = Path(os.environ.get("EMOVIT_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path) -> Iterator[str]:
+    yunet = require_shared(SHARED / "models" / "face_detection_yunet_2023mar.onnx")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "emovit.cli", "serve", "--model", str(tiny_model_dir), "--port", str(port),
+           "--detector", "yunet", "--detector-model", str(yunet)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(
+                f"server did not become ready: {proc.stderr.read() if proc.poll() is not None else ''}"
+            )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _y4m(path: Path, face: Path, frames: int = 12) -> Path:
+    """A 640x480 Y4M video (the format Chromium's fake camera reads) showing `face`."""
+    canvas = Image.new("RGB", (640, 480), (120, 130, 140))
+    photo = Image.open(face).convert("RGB")
+    photo.thumbnail((420, 420))
+    canvas.paste(photo, ((640 - photo.width) // 2, (480 - photo.height) // 2))
+    y, cb, cr = (np.asarray(c) for c in canvas.convert("YCbCr").split())
+    u = np.asarray(Image.fromarray(cb).resize((320, 240), Image.BILINEAR))
+    v = np.asarray(Image.fromarray(cr).resize((320, 240), Image.BILINEAR))
+    with path.open("wb") as out:
+        out.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for _ in range(frames):
+            out.write(b"FRAME\n" + y.tobytes() + u.tobytes() + v.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    video = _y4m(tmp_path_factory.mktemp("camera") / "face.y4m", REPO / "examples" / "astronaut.jpg")
+    args = [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}",
+    ]  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        yield instance
+        instance.close()
+
+
+def test_upload_shows_boxes_and_labels(browser: object, server: str) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server)
+    page.set_input_files("#file-input", str(REPO / "examples" / "astronaut.jpg"))
+    page.wait_for_selector("#faces-list .face-label", timeout=30_000)
+    labels = page.locator("#faces-list .face-label").all_text_contents()
+    assert len(labels) == 1 and labels[0].startswith("face 0: ")
+    assert page.locator("#faces-list .bar").count() == 7
+    assert page.locator("#photo-canvas").is_visible()
+    # the box was drawn: the canvas differs from the plain photo around the detected face
+    drawn = page.evaluate(
+        "() => { const c = document.getElementById('photo-canvas');"
+        " const d = c.getContext('2d').getImageData(150, 40, 140, 160).data;"
+        " let coloured = 0; for (let i = 0; i < d.length; i += 4) {"
+        " if (Math.abs(d[i] - d[i+1]) > 60 || Math.abs(d[i+1] - d[i+2]) > 60) coloured++; } return coloured; }"
+    )
+    assert drawn > 50
+    assert "face(s) found" in page.locator("#status").text_content()
+    page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+    assert errors == []
+
+
+def test_webcam_and_capture_mode(browser: object, server: str) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server)
+    page.fill("#capture-targets", "neutral, happy")
+    page.fill("#capture-threshold", "0.1")  # the test model is untrained: any label clears 0.1
+    page.click("#start-capture")
+    page.wait_for_selector("#live-faces .face-label", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#captures img').length === 2", timeout=30_000)
+    captured = page.locator("#captures img").evaluate_all("els => els.map(e => e.dataset.label)")
+    assert captured == ["neutral", "happy"]
+    page.wait_for_function(
+        "[...document.querySelectorAll('#captures a')].every(a => a.href.startsWith('blob:'))",
+        timeout=10_000,
+    )
+    assert page.locator("#captures a").first.get_attribute("download") == "emovit-neutral.jpg"
+    assert "All targets captured" in page.locator("#capture-status").text_content()
+    overlay_has_box = page.evaluate(
+        "() => { const c = document.getElementById('overlay'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; for (let i = 3; i < d.length; i += 4)"
+        " { if (d[i] > 0) return true; } return false; }"
+    )
+    assert overlay_has_box
+    page.screenshot(path=str(ARTIFACTS / "webcam-capture.png"), full_page=True)
+    page.click("#stop-camera")
+
+
+def test_denied_camera_message(browser: object, server: str) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(server)
+    page.evaluate(
+        "() => { navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
+    )
+    page.click("#start-camera")
+    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=10_000)
+    assert "denied" in page.locator("#status").text_content()
+    page.screenshot(path=str(ARTIFACTS / "camera-denied.png"))
+    context.close()
