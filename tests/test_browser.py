@@ -81,8 +81,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     video = _y4m(tmp_path_factory.mktemp("camera") / "face.y4m", REPO / "examples" / "astronaut.jpg")
     args = [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}",
     ]  # fmt: skip
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,8 @@ def test_upload_shows_boxes_and_labels(browser: object, server: str) -> None:
         "() => { const c = document.getElementById('photo-canvas');"
         " const d = c.getContext('2d').getImageData(150, 40, 140, 160).data;"
         " let coloured = 0; for (let i = 0; i < d.length; i += 4) {"
-        " if (Math.abs(d[i] - d[i+1]) > 60 || Math.abs(d[i+1] - d[i+2]) > 60) coloured++; } return coloured; }"
+        " if (Math.abs(d[i] - d[i+1]) > 60 || Math.abs(d[i+1] - d[i+2]) > 60) coloured++; }"
+        " return coloured; }"
     )
     assert drawn > 50
     assert "face(s) found" in page.locator("#status").text_content()
