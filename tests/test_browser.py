@@ -8,11 +8,6 @@ test-artifacts/browser/.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,37 +16,18 @@ import pytest
 from PIL import Image
 
 from .conftest import REPO, SHARED, require_shared
+from .servers import start_server
 
 CHROMIUM = Path(os.environ.get("EMOVIT_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path) -> Iterator[str]:
     yunet = require_shared(SHARED / "models" / "face_detection_yunet_2023mar.onnx")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "emovit.cli", "serve", "--model", str(tiny_model_dir), "--port", str(port),
-           "--detector", "yunet", "--detector-model", str(yunet)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(tiny_model_dir, "--detector", "yunet", "--detector-model", str(yunet))
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(
-                f"server did not become ready: {proc.stderr.read() if proc.poll() is not None else ''}"
-            )
         yield url
     finally:
         proc.terminate()
@@ -93,6 +69,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         instance.close()
 
 
+def _until(condition: object, timeout: float = 10.0) -> None:
+    """Poll `condition` from Python (the page's CSP forbids Playwright's in-page eval polling)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def test_upload_shows_boxes_and_labels(browser: object, server: str) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     errors: list[str] = []
@@ -125,12 +111,13 @@ def test_webcam_and_capture_mode(browser: object, server: str) -> None:
     page.fill("#capture-threshold", "0.1")  # the test model is untrained: any label clears 0.1
     page.click("#start-capture")
     page.wait_for_selector("#live-faces .face-label", timeout=30_000)
-    page.wait_for_function("document.querySelectorAll('#captures img').length === 2", timeout=30_000)
+    page.locator("#captures img").nth(1).wait_for(timeout=30_000)
     captured = page.locator("#captures img").evaluate_all("els => els.map(e => e.dataset.label)")
     assert captured == ["neutral", "happy"]
-    page.wait_for_function(
-        "[...document.querySelectorAll('#captures a')].every(a => a.href.startsWith('blob:'))",
-        timeout=10_000,
+    _until(
+        lambda: all(
+            (a.get_attribute("href") or "").startswith("blob:") for a in page.locator("#captures a").all()
+        )
     )
     assert page.locator("#captures a").first.get_attribute("download") == "emovit-neutral.jpg"
     assert "All targets captured" in page.locator("#capture-status").text_content()
@@ -153,7 +140,7 @@ def test_denied_camera_message(browser: object, server: str) -> None:
         " Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
     )
     page.click("#start-camera")
-    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=10_000)
+    page.wait_for_selector("#status.error", timeout=10_000)
     assert "denied" in page.locator("#status").text_content()
     page.screenshot(path=str(ARTIFACTS / "camera-denied.png"))
     context.close()

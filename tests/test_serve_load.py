@@ -5,18 +5,17 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from .servers import start_server
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -26,26 +25,8 @@ CLIENTS = 16
 SECONDS = float(os.environ.get("EMOVIT_LOAD_SECONDS", "10"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "emovit.cli", "serve", "--model", str(model), "--port", str(port),
-           "--detector", "none", *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"server did not start: {proc.stderr.read()}")
+    return start_server(model, "--detector", "none", *extra)
 
 
 def _jpeg() -> bytes:

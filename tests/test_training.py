@@ -12,6 +12,7 @@ from emovit import EmotionRecognizer
 from emovit.training import AugmentConfig, TrainConfig, TrainError, decode_samples, read_samples, train
 from emovit.training.datasets import DatasetError, list_splits
 
+from .servers import free_port
 from .training_data import CLASSES, write_dataset
 
 pytest.importorskip("accelerate")
@@ -134,14 +135,6 @@ def test_grad_accumulation_matches_one_big_batch(dataset: Path, tmp_path: Path) 
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=key)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _cli_train(dataset: Path, out: Path, nproc: int) -> subprocess.CompletedProcess:
     args = ["train", str(dataset), "-o", str(out), "--arch", "vit-test", "--epochs", "2"]
     args += ["--batch-size", "8", "--lr", "3e-3", "--warmup-epochs", "0.5", "--threads", "1"]
@@ -149,7 +142,7 @@ def _cli_train(dataset: Path, out: Path, nproc: int) -> subprocess.CompletedProc
         cmd = [sys.executable, "-m", "emovit.cli", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-        cmd += ["--master_port", str(_free_port()), "-m", "emovit.cli", *args]
+        cmd += ["--master_port", str(free_port()), "-m", "emovit.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
 
