@@ -10,9 +10,11 @@ TEST_EXTRAS := dev,train,onnx,faces,serve
 
 # The embedded default model: a CNN teacher, then the plain-ViT student distilled from it.
 # Both runs resume where they stopped (run the target again after an interruption or a
-# --time-limit pause); when the student is done its best checkpoint is copied into the package.
+# --time-limit pause; a finished run is skipped); when the student is done, its best model is
+# evaluated and copied into the package. runs/default is tracked in git so that a run longer
+# than one working session continues in the next one.
 TRAIN_DATA ?= ../shared/data/fer2013
-TRAIN_DIR  ?= .cache/train
+TRAIN_DIR  ?= runs/default
 TIME_LIMIT ?= 170
 resume = $(if $(wildcard $(1)/checkpoint/state.json),--resume,)
 

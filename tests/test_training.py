@@ -103,10 +103,13 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     first = train(_config(dataset, tmp_path / "split", epochs=3, time_limit_min=1e-9), progress=False)
     assert first.epochs_run == 1
     assert "time limit" in first.stopped
+    assert not json.loads((first.output / "run_state.json").read_text())["complete"]
     with pytest.raises(TrainError, match="--resume"):
         train(_config(dataset, tmp_path / "split", epochs=3), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
     assert rest.epochs_run == 3
+    state = json.loads((rest.output / "run_state.json").read_text())
+    assert state["complete"] and state["epochs_run"] == 3
     a = load_file(str(whole.output / "checkpoint" / "model.safetensors"))
     b = load_file(str(rest.output / "checkpoint" / "model.safetensors"))
     for key in a:
@@ -114,6 +117,12 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     assert [h["val_macro_f1"] for h in whole.history] == pytest.approx(
         [h["val_macro_f1"] for h in rest.history]
     )
+    # A finished run resumes as a no-op, even without its optimizer checkpoint.
+    import shutil
+
+    shutil.rmtree(tmp_path / "whole" / "checkpoint")
+    again = train(_config(dataset, tmp_path / "whole", epochs=3), resume=True, progress=False)
+    assert again.epochs_run == 3 and again.best_epoch == whole.best_epoch
 
 
 def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:

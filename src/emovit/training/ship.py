@@ -164,6 +164,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
     args = parser.parse_args()
+    state_path = args.run / "run_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if not state.get("complete"):
+        print(
+            f"{args.run}: training is not finished ({state.get('epochs_run', 0)} of {state.get('epochs', '?')} "
+            "epochs); run `make train-default` again to continue, then it ships"
+        )
+        return
     metrics = ship(args.run, args.dest, args.data, args.speed)
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "images")} for k, v in metrics.items()}))
 

@@ -50,6 +50,7 @@ __all__ = ["TrainConfig", "TrainError", "TrainResult", "train"]
 Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHECKPOINT = "checkpoint"
+RUN_STATE = "run_state.json"  # how the last session of a run ended; "complete" when it is done
 
 
 class TrainError(EmovitError):
@@ -304,6 +305,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
 
     out = Path(cfg.output)
     ckpt = out / CHECKPOINT
+    finished = _finished_run(out, cfg.epochs) if resume else None
+    if finished is not None:
+        return finished
     if resume:
         if not ckpt.is_dir() and (out / f".{CHECKPOINT}.old").is_dir():
             ckpt = out / f".{CHECKPOINT}.old"
@@ -512,6 +516,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         from emovit.training.card import write_model_card
 
         write_model_card(out, cfg, result, classes, class_counts(train_samples), class_counts(val_samples))
+        complete = not result.stopped.startswith("time limit")
+        run_state = {
+            "epochs": cfg.epochs,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "stopped": result.stopped,
+            "complete": complete,
+            "wall_time_s": result.wall_time_s,
+        }
+        (out / RUN_STATE).write_text(json.dumps(run_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
     _log(accelerator, f"{stopped}: best epoch {result.best_epoch}, model in {out}")
     return result
@@ -559,6 +573,27 @@ def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     log_p = F.log_softmax(student.float() / t, dim=-1)
     q = F.softmax(teacher / t, dim=-1)
     return (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=-1) * t * t
+
+
+def _finished_run(out: Path, epochs: int) -> TrainResult | None:
+    """The result of a completed run in `out` (same number of epochs), else None: resuming a
+    finished run is a no-op and needs no optimizer checkpoint."""
+    path = out / RUN_STATE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if not state.get("complete") or state.get("epochs") != epochs:
+        return None
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return TrainResult(
+        output=out,
+        best_epoch=int(state["best_epoch"]),
+        best_metrics=next((h for h in history if h["epoch"] == state["best_epoch"]), {}),
+        epochs_run=int(state["epochs_run"]),
+        stopped=str(state["stopped"]),
+        wall_time_s=float(state["wall_time_s"]),
+        history=history,
+    )
 
 
 class _NoBar:
