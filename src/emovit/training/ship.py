@@ -167,9 +167,9 @@ def main() -> None:
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if not state.get("complete"):
+        done, total = state.get("epochs_run", 0), state.get("epochs", "?")
         print(
-            f"{args.run}: training is not finished ({state.get('epochs_run', 0)} of {state.get('epochs', '?')} "
-            "epochs); run `make train-default` again to continue, then it ships"
+            f"{args.run}: training is not finished ({done} of {total} epochs); run `make train-default` again"
         )
         return
     metrics = ship(args.run, args.dest, args.data, args.speed)
