@@ -61,6 +61,12 @@ def _load(model: str, device: str, batch_size: int, threads: int | None, **optio
 @click.version_option(__version__, "--version", prog_name="emovit")
 def main() -> None:
     """Tell which emotion each face in a photo, video or camera stream shows."""
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one plain line on stderr (no source line), for people at a terminal."""
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command()
