@@ -60,7 +60,7 @@ def _load(model: str, device: str, batch_size: int, threads: int | None, **optio
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="emovit")
 def main() -> None:
-    """Tell which emotion each face in a photo, video or camera stream shows."""
+    """Tell which emotion each face in a photo or camera stream shows."""
     warnings.showwarning = _show_warning
 
 
