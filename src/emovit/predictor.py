@@ -372,23 +372,10 @@ class EmotionRecognizer:
         probs = self.probabilities(prepared.pixel_values)
         return self.attach(prepared, probs, (time.perf_counter() - start) * 1e3)
 
-    def _classify(self, images: Sequence[np.ndarray], results: Sequence[ImageResult]) -> np.ndarray:
-        start = time.perf_counter()
-        pixel_values = self.model.preprocessor(images)
-        mid = time.perf_counter()
-        logits = self.backend(pixel_values)
-        end = time.perf_counter()
-        probs = _softmax(logits.astype(np.float64))[:, self._order]
-        share = 1e3 / len(images)
-        for result in results:
-            result.timings["preprocess"] = result.timings.get("preprocess", 0.0) + (mid - start) * share
-            result.timings["inference"] = result.timings.get("inference", 0.0) + (end - mid) * share
-        return probs
-
     def classify_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities (``N x len(labels)``, in `labels` order) for RGB uint8 face crops
         (no detection: each array is one face)."""
-        return self._classify(list(images), [ImageResult(source="") for _ in images])
+        return self.probabilities(self.model.preprocessor(list(images)))
 
     def __repr__(self) -> str:
         model, device = self.model.name, self.model.device
