@@ -59,11 +59,6 @@ def _check_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([pre([im]) for im in images])
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def export_onnx(
     model: str,
     output: str | Path,
@@ -79,6 +74,7 @@ def export_onnx(
     from transformers import AutoModelForImageClassification
 
     from emovit.models import resolve_model
+    from emovit.predictor import _softmax
 
     source = resolve_model(model)
     try:
