@@ -63,3 +63,33 @@ def test_backend_selection(exported: dict[str, Path], tiny_model_dir: Path, tmp_
 def test_export_fails_loudly_beyond_tolerance(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="differs from torch"):
         export_onnx(str(tiny_model_dir), tmp_path / "strict", tolerance=1e-12)
+
+
+def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    images = tmp_path / "images"
+    for label, image in zip(["happy", "sad"] * 3, make_image_zoo(6), strict=True):
+        (images / label).mkdir(parents=True, exist_ok=True)
+        image.convert("RGB").save(images / label / f"{len(list((images / label).iterdir()))}.png")
+    report_path = tmp_path / "bench.json"
+    args = ["bench", str(tiny_model_dir), "--images", str(images), "--count", "4", "--agreement", "6"]
+    args += ["--repeats", "2", "--batch-size", "2", "--crops-batch-size", "4", "-o", str(report_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert set(report["backends"]) == {"torch", "onnx-fp32", "onnx-int8", "hf-pipeline"}
+    for name, row in report["backends"].items():
+        assert len(row["throughput_runs"]) == 2 and row["images_per_s"] > 0
+        assert row["latency_ms_p50"] <= row["latency_ms_p95"]
+        # faces/s on in-memory crops is measured for emovit's backends, not the pipeline
+        assert ("faces_per_s" in row) == (name != "hf-pipeline")
+    assert report["backends"]["hf-pipeline"]["throughput_vs_pipeline"] == pytest.approx(1.0)
+    fp32 = report["agreement"]["onnx-fp32"]
+    assert fp32["images"] == 6 and fp32["top1_agreement_vs_torch"] == 1.0
+    assert fp32["max_abs_prob_diff_vs_torch"] < 1e-4
+    assert report["agreement"]["torch"]["accuracy_change_vs_torch"] == 0.0
+    for name in report["backends"]:
+        assert name in result.output  # the table

@@ -200,7 +200,7 @@ def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Pa
         _config(dataset, tmp_path / "student", epochs=2, teacher=str(teacher.output)), progress=False
     )
     dest = tmp_path / "default"
-    metrics = ship(student.output, dest, dataset)
+    metrics = ship(student.output, dest, dataset, compare=[teacher.output])
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
         "config.json",
@@ -214,7 +214,53 @@ def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Pa
     card = (dest / "README.md").read_text()
     for section in ("## Data and splits", "## Architecture", "leak-free", "## Intended use", "wall time"):
         assert section in card
+    # the comparison table names both runs, with the accuracy each reached in equal time
+    assert "Runs compared" in card and "`teacher`" in card and "`student`" in card
+    assert "val accuracy within" in card
     assert "emovit_random_weights" not in (dest / "config.json").read_text()
     from transformers import AutoModelForImageClassification
 
     assert AutoModelForImageClassification.from_pretrained(dest).config.num_labels == len(CLASSES)
+
+
+def test_architecture_rows_describe_each_family() -> None:
+    from emovit.models._presets import arch_preset
+    from emovit.training.card import architecture_rows
+
+    for name, expected in (
+        ("vit-student-48", {"patch_size": 6, "hidden_size": 160, "num_hidden_layers": 6}),
+        ("mobilevit-xxs-64", {"hidden_sizes": [64, 80, 96], "image_size": 64}),
+        ("resnet-teacher-64", {"depths": [2, 2, 2, 2], "layer_type": "basic"}),
+    ):
+        rows = dict(architecture_rows(arch_preset(name).build_config().to_dict()))
+        assert rows["model_type"] == name.split("-")[0]
+        for key, value in expected.items():
+            assert rows[key] == value, (name, key)
+
+
+def test_from_scratch_models_start_with_identity_norms_and_a_live_signal() -> None:
+    """transformers 5 initialises MobileViT's BatchNorm scales near 0: its output is then a
+    constant and it never learns. `build_model` starts every norm layer as the identity."""
+    import torch
+
+    from emovit.models._presets import arch_preset
+
+    torch.manual_seed(0)
+    model = arch_preset("mobilevit-xxs-64").build_model().train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(bool((m.weight == 1).all()) for m in norms)
+    x = torch.rand(8, 3, 64, 64)
+    logits = model(pixel_values=x).logits
+    # different faces give different outputs (a silenced network answers the same for all)
+    assert float(logits.std(dim=0).mean()) > 1e-2
+    # and a few optimizer steps on one batch reduce its loss
+    labels = torch.arange(8) % 7
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, labels)
+        first = float(loss) if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss) < 0.7 * first

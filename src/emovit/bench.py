@@ -3,7 +3,8 @@
 For one model, in one run: torch fp32, onnxruntime fp32 and onnxruntime int8 (exported on
 the fly) against ``transformers.pipeline("image-classification")`` on the same images,
 interleaved (A B C D, A B C D, …) so that machine noise hits all alike; the median of the
-repetitions is reported, as images/s batched and as single-image latency p50/p95. Then the
+repetitions is reported, as images/s batched and as single-image latency p50/p95 (and, when
+asked, faces/s on decoded face crops in memory at a large batch). Then the
 answers of each backend are compared with torch fp32 (top-1 agreement, max |Δprob|), and
 accuracy when the images are labelled.
 """
@@ -36,6 +37,10 @@ class BenchConfig:
     backends: Sequence[str] = ("torch", "onnx-fp32", "onnx-int8")
     pipeline: bool = True
     threads: int | None = None
+    #: > 0: also time classification of decoded face crops held in memory (faces/s at this
+    #: batch size), the classifier's share of a detector-fed pipeline
+    crops_batch_size: int = 0
+    crops: int = 2048
 
 
 def _pipeline_runner(
@@ -101,6 +106,23 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
                     single_run(path)
                     latency[name].append((time.perf_counter() - start) * 1e3)
 
+        faces_per_s: dict[str, list[float]] = {name: [] for name in recognizers}
+        if cfg.crops_batch_size > 0:
+            from emovit.imageio import load_image
+
+            pool = cfg.agreement_images or cfg.images
+            crops = [load_image(pool[i % len(pool)]) for i in range(cfg.crops)]
+            step = cfg.crops_batch_size
+            for rec in recognizers.values():  # warm-up at the timed batch size
+                rec.classify_arrays(crops[:step])
+            for rep in range(cfg.repeats):
+                progress(f"face crops, repetition {rep + 1}/{cfg.repeats}")
+                for name, rec in recognizers.items():
+                    start = time.perf_counter()
+                    for i in range(0, len(crops), step):
+                        rec.classify_arrays(crops[i : i + step])
+                    faces_per_s[name].append(len(crops) / (time.perf_counter() - start))
+
         agreement: dict[str, Any] = {}
         if cfg.agreement_images:
             progress(f"agreement on {len(cfg.agreement_images)} images")
@@ -139,10 +161,15 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
             "latency_p50_vs_pipeline": float(np.percentile(lat, 50)) / base_lat if base_lat else None,
             "throughput_runs": throughput[name],
         }
+        if faces_per_s.get(name):
+            rows[name]["faces_per_s"] = statistics.median(faces_per_s[name])
+            rows[name]["faces_per_s_runs"] = faces_per_s[name]
     return {
         "model": cfg.model,
         "images": len(cfg.images),
         "batch_size": cfg.batch_size,
+        "crops": cfg.crops if cfg.crops_batch_size > 0 else 0,
+        "crops_batch_size": cfg.crops_batch_size,
         "repeats": cfg.repeats,
         "threads": threads,
         "backends": rows,
@@ -156,7 +183,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"model {report['model']}: {report['images']} images, batch {report['batch_size']}, "
         f"median of {report['repeats']}, {report['threads']} threads",
         f"{'backend':12s} {'img/s':>8s} {'x pipe':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'p50/pipe':>9s} "
-        f"{'agree':>6s} {'max|dp|':>8s} {'acc':>6s}",
+        f"{'agree':>6s} {'max|dp|':>8s} {'acc':>6s} {'faces/s':>8s}",
     ]
     for name, row in report["backends"].items():
         agree = report["agreement"].get(name, {})
@@ -174,6 +201,7 @@ def format_table(report: dict[str, Any]) -> str:
             fmt(agree.get("top1_agreement_vs_torch"), "6.3f"),
             fmt(agree.get("max_abs_prob_diff_vs_torch"), "8.4f"),
             fmt(agree.get("accuracy"), "6.3f"),
+            fmt(row.get("faces_per_s"), "8.0f"),
         ]
         lines.append(" ".join(cells))
     return "\n".join(lines)

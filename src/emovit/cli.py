@@ -670,6 +670,12 @@ def export_cmd(
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--backends", default="torch,onnx-fp32,onnx-int8", show_default=True)
 @click.option("--no-pipeline", is_flag=True, help="Skip the transformers pipeline baseline.")
+@click.option(
+    "--crops-batch-size",
+    type=click.IntRange(0),
+    default=0,
+    help="Also time faces/s on decoded face crops in memory at this batch (0: skip).",
+)
 @click.option("--output", "-o", default=None, help="Write the JSON report here.")
 def bench_cmd(
     model: str,
@@ -680,6 +686,7 @@ def bench_cmd(
     repeats: int,
     backends: str,
     no_pipeline: bool,
+    crops_batch_size: int,
     output: str | None,
 ) -> None:
     """Compare emovit's backends with the transformers pipeline on the same images."""
@@ -716,6 +723,7 @@ def bench_cmd(
             repeats=repeats,
             backends=tuple(backends.split(",")),
             pipeline=not no_pipeline,
+            crops_batch_size=crops_batch_size,
         ),
         progress=lambda msg: click.echo(msg, err=True),
     )

@@ -379,16 +379,14 @@ def build_random_model(
     output is meaningless. Used by tests and by `make demo` before a trained model exists.
     """
     import torch
-    from transformers import AutoModelForImageClassification
 
     from emovit.models._presets import REFERENCE_ID2LABEL, arch_preset
 
     spec = arch_preset(preset)
     labels = id2label if id2label is not None else REFERENCE_ID2LABEL
-    config = spec.build_config(labels, **overrides)
-    setattr(config, RANDOM_WEIGHTS_KEY, True)
     torch.manual_seed(seed)
-    model = AutoModelForImageClassification.from_config(config)
+    model = spec.build_model(labels, **overrides)
+    setattr(model.config, RANDOM_WEIGHTS_KEY, True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

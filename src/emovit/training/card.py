@@ -9,13 +9,35 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from emovit.training.trainer import TrainConfig, TrainResult
 
-__all__ = ["write_model_card"]
+__all__ = ["architecture_rows", "write_model_card"]
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+#: The config fields that describe each model family's shape, in table order.
+_ARCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "vit": (
+        *("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads"),
+        *("intermediate_size", "num_channels"),
+    ),
+    "mobilevit": (
+        *("image_size", "patch_size", "neck_hidden_sizes", "hidden_sizes", "num_attention_heads"),
+        *("mlp_ratio", "expand_ratio", "conv_kernel_size", "num_channels"),
+    ),
+    "resnet": ("image_size", "embedding_size", "hidden_sizes", "depths", "layer_type", "num_channels"),
+}
+
+
+def architecture_rows(config: dict[str, Any]) -> list[list[Any]]:
+    """``[field, value]`` rows describing a model config (known families; a generic set otherwise)."""
+    keys = _ARCH_FIELDS.get(config.get("model_type", ""), _ARCH_FIELDS["vit"])
+    rows = [["model_type", config.get("model_type")]]
+    rows += [["architecture", config["architectures"][0]]] if config.get("architectures") else []
+    return rows + [[k, config[k]] for k in keys if k in config]
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -33,20 +55,7 @@ def write_model_card(
     """Write ``README.md`` describing data, architecture, recipe and validation metrics."""
     config_path = out / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    arch_rows = [
-        [key, config.get(key)]
-        for key in (
-            "model_type",
-            "image_size",
-            "patch_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_channels",
-        )
-        if key in config
-    ]
+    arch_rows = architecture_rows(config)
     best = result.best_metrics
     history = [
         [

@@ -225,10 +225,9 @@ def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module,
             processor = _processor(int(getattr(config, "image_size", 224)))
         return model, order, processor
     preset = arch_preset(cfg.arch or "vit-tiny")
-    config = preset.build_config(dict(enumerate(classes)), **cfg.overrides)
-    size = int(getattr(config, "image_size", None) or preset.config["image_size"])
-    config.image_size = size
-    model = AutoModelForImageClassification.from_config(config)
+    model = preset.build_model(dict(enumerate(classes)), **cfg.overrides)
+    size = int(getattr(model.config, "image_size", None) or preset.config["image_size"])
+    model.config.image_size = size
     processor = {**preset.processor, "size": {"height": size, "width": size}}
     return model, classes, processor
 
