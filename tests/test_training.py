@@ -192,7 +192,9 @@ def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -
     assert resolved["config"]["teacher"] == str(teacher.output)
 
 
-def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Path) -> None:
+def test_ship_packages_a_model_with_card_and_metrics(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from emovit.training.ship import ship
 
     teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False)
@@ -200,12 +202,13 @@ def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Pa
         _config(dataset, tmp_path / "student", epochs=2, teacher=str(teacher.output)), progress=False
     )
     dest = tmp_path / "default"
-    metrics = ship(student.output, dest, dataset, compare=[teacher.output])
+    metrics = ship(student.output, dest, dataset, compare=[teacher.output], onnx=True)
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
         "config.json",
         "confusion_matrix.png",
         "metrics.json",
+        "model.onnx",
         "model.safetensors",
         "preprocessor_config.json",
     ]
@@ -221,6 +224,20 @@ def test_ship_packages_a_model_with_card_and_metrics(dataset: Path, tmp_path: Pa
     from transformers import AutoModelForImageClassification
 
     assert AutoModelForImageClassification.from_pretrained(dest).config.num_labels == len(CLASSES)
+    # both formats answer alike; `auto` takes onnxruntime when it is installed, torch otherwise
+    from emovit import EmotionRecognizer
+    from emovit.backends import OnnxBackend, TorchBackend
+
+    faces = sorted(str(f) for f in (dataset / "test").rglob("*.png"))[:6]
+    auto = EmotionRecognizer.from_pretrained(dest, detector="none")
+    assert isinstance(auto.backend, OnnxBackend)
+    torch_rec = EmotionRecognizer.from_pretrained(dest, detector="none", backend="torch")
+    assert isinstance(torch_rec.backend, TorchBackend)
+    for a, b in zip(auto.predict(faces), torch_rec.predict(faces), strict=True):
+        assert a.faces[0].label == b.faces[0].label
+        assert max(abs(a.faces[0].probs[k] - b.faces[0].probs[k]) for k in a.faces[0].probs) < 1e-4
+    monkeypatch.setattr("emovit.predictor._onnxruntime_installed", lambda: False)
+    assert isinstance(EmotionRecognizer.from_pretrained(dest, detector="none").backend, TorchBackend)
 
 
 def test_architecture_rows_describe_each_family() -> None:

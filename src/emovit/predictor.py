@@ -61,15 +61,23 @@ class PreparedBatch:
     pixel_values: np.ndarray | None
 
 
+def _onnxruntime_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def _create_backend(name: str, model: LoadedModel, threads: int | None) -> Backend:
-    """``auto``: onnxruntime when the folder has ``model.onnx`` (faster on CPU), else torch."""
+    """``auto``: onnxruntime when the folder has ``model.onnx`` and onnxruntime is installed
+    (faster on CPU), else torch."""
     from emovit.backends import ONNX_FILE, OnnxBackend, TorchBackend
     from emovit.errors import ModelLoadError
 
     if name not in ("auto", "torch", "onnx"):
         raise ValueError(f"backend must be auto, torch or onnx, got {name!r}")
     has_onnx = (model.path / ONNX_FILE).is_file()
-    if name == "onnx" or (name == "auto" and has_onnx and model.device == "cpu") or model.model is None:
+    auto_onnx = name == "auto" and has_onnx and model.device == "cpu" and _onnxruntime_installed()
+    if name == "onnx" or auto_onnx or model.model is None:
         if not has_onnx:
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
         return OnnxBackend(model.path, threads=threads)
@@ -190,7 +198,11 @@ class EmotionRecognizer:
         )
         backend = options.get("backend", "auto")
         on_cpu = resolve_device(device) == "cpu"
-        wants_onnx = backend == "onnx" or (backend == "auto" and on_cpu and (folder / ONNX_FILE).is_file())
+        has_onnx = (folder / ONNX_FILE).is_file()
+        # a folder with both formats falls back to torch when onnxruntime is not installed
+        has_torch = any(folder.glob("*.safetensors"))
+        auto_onnx = on_cpu and has_onnx and (_onnxruntime_installed() or not has_torch)
+        wants_onnx = backend == "onnx" or (backend == "auto" and auto_onnx)
         loaded = load_model(folder, device=device, load_weights=not wants_onnx)
         loaded.name = os.fspath(model)
         return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)

@@ -60,9 +60,15 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
 
 
 def ship(
-    run: Path, dest: Path, data: Path, speed: Path | None = None, compare: list[Path] | None = None
+    run: Path,
+    dest: Path,
+    data: Path,
+    speed: Path | None = None,
+    compare: list[Path] | None = None,
+    onnx: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate `run` on ``data``'s test split and write the default-model folder `dest`."""
+    """Evaluate `run` on ``data``'s test split and write the default-model folder `dest`
+    (with ``onnx``: also an fp32 ``model.onnx``, verified against torch, for the fast backend)."""
     from emovit.evaluation import evaluate
 
     train_dir = data / "train"
@@ -74,6 +80,17 @@ def ship(
     dest.mkdir(parents=True, exist_ok=True)
     for name in _FILES:
         shutil.copy(run / name, dest / name)
+    if onnx:
+        import tempfile
+
+        from emovit.backends import ONNX_FILE
+        from emovit.backends.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(str(run), Path(tmp), check_images=64)
+            shutil.copy(Path(tmp) / ONNX_FILE, dest / ONNX_FILE)
+    else:
+        (dest / "model.onnx").unlink(missing_ok=True)
     config = json.loads((dest / "config.json").read_text())
     config.pop("emovit_random_weights", None)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -92,7 +109,7 @@ def ship(
     processor = json.loads((dest / "preprocessor_config.json").read_text())
     others = [_run_summary(run)] + [_run_summary(c) for c in compare or [] if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(others) if len(others) > 1 else ""
-    card = _card(config, processor, training, state, teacher_s, metrics, speed_data, comparison)
+    card = _card(config, processor, training, state, teacher_s, metrics, speed_data, comparison, others[0])
     (dest / "README.md").write_text(card)
     return metrics
 
@@ -123,8 +140,11 @@ def _card(
     metrics: dict[str, dict[str, Any]],
     speed: dict[str, Any] | None,
     comparison: str = "",
+    summary: dict[str, Any] | None = None,
 ) -> str:
     cfg, resolved = training["config"], training["resolved"]
+    parameters = f"{summary['parameters'] / 1e6:.2f} M" if summary and summary.get("parameters") else "?"
+    labels = ", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))
     plain, tta, lf = metrics["plain"], metrics["tta"], metrics["leak_free"]
     arch = (config.get("architectures") or [config.get("model_type", "?")])[0]
     kind = config.get("model_type", "vit")
@@ -138,12 +158,15 @@ def _card(
     normalize = "no normalization"
     if processor.get("do_normalize"):
         normalize = f"normalize with mean {mean} and std {std}"
-    speed_line = (
-        f"{speed['faces_per_s']:.0f} faces/s batched on 2 CPU cores ({speed.get('backend', '?')}; "
-        "`benchmarks/`)"
-        if speed
-        else "see `benchmarks/` (`emovit bench`)"
-    )
+    speed_line = "see `benchmarks/` (`emovit bench`)"
+    if speed:
+        others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
+        speed_line = (
+            f"{speed['faces_per_s']:.0f} faces/s classifying decoded face crops in batches of "
+            f"{speed.get('batch_size', '?')} on 2 CPU cores with `{speed.get('backend', '?')}`, the backend "
+            f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
+            f"`{speed.get('command', 'emovit bench')}`"
+        )
     teacher_line = (
         f"A CNN teacher (`{Path(cfg['teacher']).name}`: a small transformers ResNet at 64x64) was trained "
         "first; the student then learned from the labels and, DeiT-style, from the teacher's soft "
@@ -189,7 +212,7 @@ Why this architecture: {why}
 {compare_block}
 {_table(architecture_rows(config), ["field", "value"])}
 
-Labels (id order): {", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))}.
+Parameters: {parameters}. Labels (id order): {labels}.
 
 ## Training recipe
 
@@ -241,6 +264,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other runs for the card")
+    parser.add_argument("--onnx", action="store_true", help="also ship an fp32 model.onnx")
     args = parser.parse_args()
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -250,7 +274,7 @@ def main() -> None:
             f"{args.run}: training is not finished ({done} of {total} epochs); run `make train-default` again"
         )
         return
-    metrics = ship(args.run, args.dest, args.data, args.speed, args.compare)
+    metrics = ship(args.run, args.dest, args.data, args.speed, args.compare, args.onnx)
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "images")} for k, v in metrics.items()}))
 
 
