@@ -61,7 +61,7 @@ train-default: train-teacher  ## train the embedded default model (hours on 2 CP
 	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.5 --distill-temperature 2 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit)
 	$(BIN)/python -m emovit.training.ship $(TRAIN_DIR)/mobilevit src/emovit/models/default \
-	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student
+	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student --onnx
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher --arch resnet-teacher-64 --epochs 15 \

@@ -20,6 +20,23 @@ __all__ = ["ship"]
 _FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 
+def _run_state(run: Path) -> dict[str, Any]:
+    """Epochs, best epoch and training seconds of a run: from its checkpoint, or from
+    ``run_state.json`` (all a finished run keeps in git)."""
+    checkpoint = run / "checkpoint" / "state.json"
+    if checkpoint.is_file():
+        return json.loads(checkpoint.read_text())
+    done = run / "run_state.json"
+    if not done.is_file():
+        return {}
+    state = json.loads(done.read_text())
+    return {
+        "epoch": state["epochs_run"],
+        "best_epoch": state["best_epoch"],
+        "elapsed_s": state["wall_time_s"],
+    }
+
+
 def _run_summary(run: Path) -> dict[str, Any]:
     """Architecture, size and validation progress of a training run (for comparisons)."""
     from emovit.models._loading import _count_parameters
@@ -99,12 +116,9 @@ def ship(
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(dest / "evaluation")
     training = json.loads((run / "training_config.json").read_text())
-    state = (
-        json.loads((run / "checkpoint" / "state.json").read_text()) if (run / "checkpoint").is_dir() else {}
-    )
+    state = _run_state(run)
     teacher_dir = Path(training["config"].get("teacher") or "")
-    teacher_state = teacher_dir / "checkpoint" / "state.json"
-    teacher_s = json.loads(teacher_state.read_text())["elapsed_s"] if teacher_state.is_file() else 0.0
+    teacher_s = float(_run_state(teacher_dir).get("elapsed_s", 0.0)) if teacher_dir.name else 0.0
     speed_data = json.loads(speed.read_text()) if speed and speed.is_file() else None
     processor = json.loads((dest / "preprocessor_config.json").read_text())
     others = [_run_summary(run)] + [_run_summary(c) for c in compare or [] if (c / "metrics.jsonl").is_file()]
