@@ -27,6 +27,8 @@ from emovit.imageio import DEFAULT_MAX_PIXELS, describe_source, load_image
 from emovit.results import FaceResult, ImageResult
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from emovit.backends import Backend
     from emovit.faces import BorderMode, Detection, DetectorName, FaceDetector
     from emovit.imageio import ImageSource
@@ -67,6 +69,16 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def _auto_picks_onnx(folder: Path, on_cpu: bool) -> bool:
+    """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has
+    ``model.onnx`` and onnxruntime is installed (or there are no torch weights), else torch."""
+    from emovit.backends import ONNX_FILE
+
+    if not (on_cpu and (folder / ONNX_FILE).is_file()):
+        return False
+    return _onnxruntime_installed() or not any(folder.glob("*.safetensors"))
+
+
 def _create_backend(name: str, model: LoadedModel, threads: int | None) -> Backend:
     """``auto``: onnxruntime when the folder has ``model.onnx`` and onnxruntime is installed
     (faster on CPU), else torch."""
@@ -75,10 +87,9 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None) -> Backe
 
     if name not in ("auto", "torch", "onnx"):
         raise ValueError(f"backend must be auto, torch or onnx, got {name!r}")
-    has_onnx = (model.path / ONNX_FILE).is_file()
-    auto_onnx = name == "auto" and has_onnx and model.device == "cpu" and _onnxruntime_installed()
+    auto_onnx = name == "auto" and _auto_picks_onnx(model.path, model.device == "cpu")
     if name == "onnx" or auto_onnx or model.model is None:
-        if not has_onnx:
+        if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
         return OnnxBackend(model.path, threads=threads)
     return TorchBackend(model)
@@ -190,7 +201,6 @@ class EmotionRecognizer:
     ) -> EmotionRecognizer:
         """Load `model` (Hub id, local folder or registry name) and build a recognizer;
         `options` are those of the constructor (``detector``, ``margin``, ``no_face``, …)."""
-        from emovit.backends import ONNX_FILE
         from emovit.models import load_model, resolve_device, resolve_model
 
         folder = resolve_model(
@@ -198,11 +208,7 @@ class EmotionRecognizer:
         )
         backend = options.get("backend", "auto")
         on_cpu = resolve_device(device) == "cpu"
-        has_onnx = (folder / ONNX_FILE).is_file()
-        # a folder with both formats falls back to torch when onnxruntime is not installed
-        has_torch = any(folder.glob("*.safetensors"))
-        auto_onnx = on_cpu and has_onnx and (_onnxruntime_installed() or not has_torch)
-        wants_onnx = backend == "onnx" or (backend == "auto" and auto_onnx)
+        wants_onnx = backend == "onnx" or (backend == "auto" and _auto_picks_onnx(folder, on_cpu))
         loaded = load_model(folder, device=device, load_weights=not wants_onnx)
         loaded.name = os.fspath(model)
         return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)

@@ -97,17 +97,18 @@ def ship(
     dest.mkdir(parents=True, exist_ok=True)
     for name in _FILES:
         shutil.copy(run / name, dest / name)
+    from emovit.backends import ONNX_FILE
+
     if onnx:
         import tempfile
 
-        from emovit.backends import ONNX_FILE
         from emovit.backends.export import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(str(run), Path(tmp), check_images=64)
             shutil.copy(Path(tmp) / ONNX_FILE, dest / ONNX_FILE)
     else:
-        (dest / "model.onnx").unlink(missing_ok=True)
+        (dest / ONNX_FILE).unlink(missing_ok=True)
     config = json.loads((dest / "config.json").read_text())
     config.pop("emovit_random_weights", None)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
