@@ -24,9 +24,23 @@ def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return {"fp32": root / "fp32", "int8": root / "int8"}
 
 
+def _layers(model_dir: Path) -> int:
+    return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
+
+
+def _op_count(folder: Path, op_type: str) -> int:
+    import onnx
+
+    return sum(node.op_type == op_type for node in onnx.load(str(folder / "model.onnx")).graph.node)
+
+
 def test_fp32_round_trip_equals_torch(exported: dict[str, Path], tiny_model_dir: Path) -> None:
     info = json.loads((exported["fp32"] / "export_info.json").read_text())
     assert info["max_abs_logit_diff"] <= 1e-3
+    # every layer but the last (computed for the [CLS] token only) runs as one fused op
+    assert info["fused_attention_ops"] == _layers(tiny_model_dir) - 1 and info["cls_only_last_layer"]
+    assert _op_count(exported["fp32"], "Attention") == _layers(tiny_model_dir) - 1
+    assert _op_count(exported["fp32"], "Softmax") == 1  # the last layer's, for one query
     assert sorted(p.name for p in exported["fp32"].iterdir()) == [
         "config.json",
         "export_info.json",
@@ -48,6 +62,7 @@ def test_int8_is_close(exported: dict[str, Path], tiny_model_dir: Path) -> None:
     assert np.abs(q - ref).max() < 0.05
     info = json.loads((exported["int8"] / "export_info.json").read_text())
     assert info["quantize"] == "int8" and info["top1_agreement"] >= 0.9
+    assert _op_count(exported["int8"], "QAttention") == _layers(tiny_model_dir) - 1  # in int8 too
 
 
 def test_backend_selection(exported: dict[str, Path], tiny_model_dir: Path, tmp_path: Path) -> None:

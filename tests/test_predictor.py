@@ -166,3 +166,55 @@ def test_bad_arguments(tiny_model_dir: Path) -> None:
         EmotionRecognizer(loaded, detector="none").predict([], errors="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no_face"):
         EmotionRecognizer(loaded, detector="none", no_face="ignore")  # type: ignore[arg-type]
+
+
+def test_torch_backend_fast_vit_path_gives_the_models_logits(tiny_model_dir: Path) -> None:
+    """The [CLS]-only last layer is an optimisation, not an approximation."""
+    from emovit.backends import TorchBackend
+
+    loaded = load_model(tiny_model_dir)
+    pixels = loaded.preprocessor([np.asarray(im.convert("RGB")) for im in make_image_zoo(6, seed=11)])
+    fast, plain = TorchBackend(loaded), TorchBackend(loaded, fast_vit=False)
+    assert fast._forward is not None and plain._forward is None
+    np.testing.assert_allclose(fast(pixels), plain(pixels), atol=1e-5)
+
+
+def test_bf16_is_opt_in_and_refused_on_cpus_without_native_bf16(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emovit.backends import torch_backend
+    from emovit.backends.torch_backend import TorchBackend, cpu_has_bf16
+
+    (tmp_path / "old").write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    (tmp_path / "new").write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert not cpu_has_bf16(tmp_path / "old") and cpu_has_bf16(tmp_path / "new")
+    assert not cpu_has_bf16(tmp_path / "missing")
+
+    loaded = load_model(tiny_model_dir)
+    assert TorchBackend(loaded).precision == "fp32"  # the default is exact
+    monkeypatch.setattr(torch_backend, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="AVX512_BF16"):
+        TorchBackend(loaded, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be"):
+        TorchBackend(loaded, precision="fp8")  # type: ignore[arg-type]
+    monkeypatch.setattr(torch_backend, "cpu_has_bf16", lambda: True)
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", precision="bf16")
+    assert rec.backend.precision == "bf16"  # type: ignore[attr-defined]
+    exact = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none")
+    images = [np.asarray(im.convert("RGB")) for im in make_image_zoo(6, seed=12)]
+    close = np.abs(rec.classify_arrays(images) - exact.classify_arrays(images)).max()
+    assert 0 < close < 0.05  # bf16 really ran (not fp32), and stays close
+
+
+def test_cli_refuses_bf16_clearly_where_it_would_be_slow(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from emovit.backends.torch_backend import cpu_has_bf16
+    from emovit.cli import main
+
+    if cpu_has_bf16():
+        pytest.skip("this CPU computes bf16 natively")
+    make_image_zoo(1, seed=13)[0].save(tmp_path / "a.png")
+    args = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model_dir), "--detector", "none"]
+    result = CliRunner().invoke(main, [*args, "--precision", "bf16"])
+    assert result.exit_code == 2 and "--precision" in result.output and "AVX512_BF16" in result.output

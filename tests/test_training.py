@@ -201,8 +201,12 @@ def test_ship_packages_a_model_with_card_and_metrics(
     student = train(
         _config(dataset, tmp_path / "student", epochs=2, teacher=str(teacher.output)), progress=False
     )
+    # a second stage continues the student (--init): the card tells both stages and sums their time
+    stage2 = train(
+        _config(dataset, tmp_path / "stage2", epochs=1, arch=None, init=str(student.output)), progress=False
+    )
     dest = tmp_path / "default"
-    metrics = ship(student.output, dest, dataset, compare=[teacher.output], onnx=True)
+    metrics = ship(stage2.output, dest, dataset, compare=[teacher.output], onnx=True)
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
         "config.json",
@@ -218,7 +222,11 @@ def test_ship_packages_a_model_with_card_and_metrics(
     for section in ("## Data and splits", "## Architecture", "leak-free", "## Intended use", "wall time"):
         assert section in card
     # the comparison table names both runs, with the accuracy each reached in equal time
-    assert "Runs compared" in card and "`teacher`" in card and "`student`" in card
+    assert (
+        "Stage 1: `student`, from scratch" in card and "Stage 2: `stage2`, continued from `student`" in card
+    )
+    assert "teacher `teacher`" in card and "stage 1 " in card and "stage 2 " in card
+    assert "Runs compared" in card and "`teacher`" in card and "`stage2`" in card
     assert "val accuracy within" in card
     assert "emovit_random_weights" not in (dest / "config.json").read_text()
     from transformers import AutoModelForImageClassification

@@ -79,6 +79,10 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
                 recognizers[name] = EmotionRecognizer.from_pretrained(
                     folder, detector="none", backend="torch"
                 )
+            elif name == "torch-bf16":  # opt-in: a GPU or a CPU with native bf16, else a clear error
+                recognizers[name] = EmotionRecognizer.from_pretrained(
+                    folder, detector="none", backend="torch", precision="bf16"
+                )
             elif name in ("onnx-fp32", "onnx-int8"):
                 progress(f"exporting {name}")
                 out = Path(tmp) / name

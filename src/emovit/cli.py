@@ -55,6 +55,9 @@ def _load(model: str, device: str, batch_size: int, threads: int | None, **optio
             "'--detector'" if "detector" in str(exc).lower() or "yunet" in str(exc).lower() else "'--model'"
         )
         raise click.BadParameter(str(exc), param_hint=hint) from None
+    except ValueError as exc:  # options that cannot work together, or not on this machine
+        hint = "'--precision'" if "precision" in str(exc) else None
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -103,6 +106,13 @@ def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> Non
     default="auto",
     show_default=True,
     help="auto: onnxruntime when the model folder has model.onnx, else torch.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: torch autocast, on a GPU or a CPU with native bf16 (AVX512_BF16/AMX) only.",
 )
 @click.option(
     "--threads", type=click.IntRange(1), default=None, help="Intra-op threads (default: physical cores)."
@@ -171,6 +181,7 @@ def predict(
     batch_size: int,
     device: str,
     backend: str,
+    precision: str,
     threads: int | None,
     recursive: bool,
     detector: str,
@@ -204,7 +215,7 @@ def predict(
     recognizer = _load(
         model, device, batch_size, threads, backend=backend, detector=detector, detector_model=detector_model,
         det_threshold=det_threshold, margin=margin, align=align, min_face=min_face,
-        max_faces=max_faces, no_face=no_face,
+        max_faces=max_faces, no_face=no_face, precision=precision,
     )  # fmt: skip
     if recognizer.model.random_weights:
         _random_weights_banner(model)
@@ -668,7 +679,12 @@ def export_cmd(
 )
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--backends", default="torch,onnx-fp32,onnx-int8", show_default=True)
+@click.option(
+    "--backends",
+    default="torch,onnx-fp32,onnx-int8",
+    show_default=True,
+    help="Comma-separated: torch, torch-bf16 (GPU or native-bf16 CPU), onnx-fp32, onnx-int8.",
+)
 @click.option("--no-pipeline", is_flag=True, help="Skip the transformers pipeline baseline.")
 @click.option(
     "--crops-batch-size",

@@ -79,20 +79,24 @@ def _auto_picks_onnx(folder: Path, on_cpu: bool) -> bool:
     return _onnxruntime_installed() or not any(folder.glob("*.safetensors"))
 
 
-def _create_backend(name: str, model: LoadedModel, threads: int | None) -> Backend:
+def _create_backend(name: str, model: LoadedModel, threads: int | None, precision: str = "fp32") -> Backend:
     """``auto``: onnxruntime when the folder has ``model.onnx`` and onnxruntime is installed
-    (faster on CPU), else torch."""
+    (faster on CPU), else torch; torch whenever ``precision`` is bf16."""
     from emovit.backends import ONNX_FILE, OnnxBackend, TorchBackend
     from emovit.errors import ModelLoadError
 
     if name not in ("auto", "torch", "onnx"):
         raise ValueError(f"backend must be auto, torch or onnx, got {name!r}")
-    auto_onnx = name == "auto" and _auto_picks_onnx(model.path, model.device == "cpu")
+    if name == "onnx" and precision != "fp32":
+        raise ValueError(
+            f"precision {precision} is for the torch backend; the onnx one runs the model file as is"
+        )
+    auto_onnx = name == "auto" and precision == "fp32" and _auto_picks_onnx(model.path, model.device == "cpu")
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
         return OnnxBackend(model.path, threads=threads)
-    return TorchBackend(model)
+    return TorchBackend(model, precision=precision)  # type: ignore[arg-type]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -122,6 +126,8 @@ class EmotionRecognizer:
         max_faces: keep at most this many faces per image (the largest).
         backend: ``auto`` (onnxruntime when the folder has ``model.onnx``, else torch),
             ``torch``, ``onnx``, or a backend object.
+        precision: ``fp32`` (default) or ``bf16`` (torch autocast, opt-in: on a GPU or a CPU
+            with native bf16 only; answers may differ slightly from fp32).
         prefetch: batches prepared ahead in a thread while the model runs (0: none).
         decode_threads: threads decoding the images of a batch.
         no_face: ``skip`` (default: the result has no faces, not an error) or ``whole``
@@ -152,6 +158,7 @@ class EmotionRecognizer:
         no_face: NoFacePolicy = "skip",
         prefetch: int = 1,
         decode_threads: int = 2,
+        precision: str = "fp32",
     ) -> None:
         if no_face not in ("skip", "whole"):
             raise ValueError(f"no_face must be 'skip' or 'whole', got {no_face!r}")
@@ -167,7 +174,7 @@ class EmotionRecognizer:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.backend: Backend = (
-            _create_backend(backend, model, threads) if isinstance(backend, str) else backend
+            _create_backend(backend, model, threads, precision) if isinstance(backend, str) else backend
         )
         self._order = np.asarray(model.label_map.order)
         self._labels = model.label_map.ordered_names
@@ -208,7 +215,8 @@ class EmotionRecognizer:
         )
         backend = options.get("backend", "auto")
         on_cpu = resolve_device(device) == "cpu"
-        wants_onnx = backend == "onnx" or (backend == "auto" and _auto_picks_onnx(folder, on_cpu))
+        auto_onnx = options.get("precision", "fp32") == "fp32" and _auto_picks_onnx(folder, on_cpu)
+        wants_onnx = backend == "onnx" or (backend == "auto" and auto_onnx)
         loaded = load_model(folder, device=device, load_weights=not wants_onnx)
         loaded.name = os.fspath(model)
         return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)

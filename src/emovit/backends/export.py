@@ -1,8 +1,12 @@
 """`emovit export`: write an ONNX model folder (fp32 or int8) and verify it against torch.
 
-Recipe: export with eager attention so that onnxruntime's transformer optimizer can fuse
-attention (``model_type="vit"``), then optionally ``quantize_dynamic`` (QInt8 weights,
-per channel, MatMul only). The folder holds ``model.onnx`` beside ``config.json`` and
+Recipe: export with an eager attention written the way onnxruntime's transformer optimizer
+recognises it (``model_type="vit"``: scores divided by sqrt(head size), the pattern of
+transformers 4; transformers 5's eager attention multiplies by the scale instead, which
+the optimizer does not match, so nothing would be fused), then optionally
+``quantize_dynamic`` (QInt8 weights, per channel, MatMul and the fused Attention ops). For a
+``ViTForImageClassification`` the last layer is exported for the [CLS] token alone (same
+logits, less work; see `emovit.backends._vit`). The folder holds ``model.onnx`` beside ``config.json`` and
 ``preprocessor_config.json``, so ``emovit predict --model DIR`` loads it like any other;
 ``export_info.json`` records the verification figures.
 """
@@ -19,11 +23,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
 from emovit.errors import EmovitError
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
+#: the attention implementation the export registers with transformers (see the module doc)
+EXPORT_ATTENTION = "emovit_onnx_export"
+
+_FUSABLE = ("vit", "deit")
 FP32_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.15  # max |Δprob| on the check images
 
@@ -40,6 +49,39 @@ class ExportResult:
     max_abs_prob_diff: float
     top1_agreement: float
     check_images: int
+    fused_attention: int = 0
+
+
+def _fusable_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """transformers' eager attention (same numbers), traced as MatMul -> Div -> Softmax ->
+    MatMul: the shape onnxruntime's optimizer fuses into one Attention op."""
+    import math
+
+    import torch
+
+    # a python number, not a traced one: the divisor becomes a constant of the graph
+    divisor = math.sqrt(int(query.shape[-1])) if scaling is None else 1.0 / float(scaling)
+    scores = torch.matmul(query, key.transpose(2, 3)) / divisor
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(EXPORT_ATTENTION, _fusable_attention)
 
 
 def _check_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
@@ -77,9 +119,12 @@ def export_onnx(
     from emovit.predictor import _softmax
 
     source = resolve_model(model)
+    _register_attention()
     try:
+        model_type = json.loads((source / "config.json").read_text()).get("model_type", "")
+        attention = EXPORT_ATTENTION if optimize and model_type in _FUSABLE else "eager"
         net = AutoModelForImageClassification.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
+            source, use_safetensors=True, trust_remote_code=False, attn_implementation=attention
         ).eval()
     except (OSError, ValueError) as exc:
         raise ExportError(f"{model}: cannot load for export ({exc})") from None
@@ -90,11 +135,12 @@ def export_onnx(
         raw = Path(tmp) / "raw.onnx"
         # The TorchScript exporter (deprecated in favour of torch.export) is used on purpose:
         # onnxruntime's transformer optimizer fuses attention in the graphs it writes.
+        pruned = cls_only_last_layer(net) if optimize else None
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
-                net,
+                pruned or net,
                 (torch.from_numpy(pixels[:2]),),
                 str(raw),
                 input_names=["pixel_values"],
@@ -104,7 +150,8 @@ def export_onnx(
                 dynamo=False,
             )
         current = raw
-        if optimize and getattr(net.config, "model_type", "") in ("vit", "deit"):
+        fused_attention = 0
+        if optimize and getattr(net.config, "model_type", "") in _FUSABLE:
             from onnxruntime.transformers import optimizer
 
             fused = optimizer.optimize_model(
@@ -115,6 +162,7 @@ def export_onnx(
             )
             current = Path(tmp) / "fused.onnx"
             fused.save_model_to_file(str(current))
+            fused_attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)
         if quantize == "int8":
             import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -125,7 +173,7 @@ def export_onnx(
                 str(quantized),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                op_types_to_quantize=["MatMul"],
+                op_types_to_quantize=["MatMul", "Attention"],
                 # fused attention ops live in onnxruntime's own domain, beyond shape inference
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
@@ -141,13 +189,14 @@ def export_onnx(
     logit_diff = float(np.abs(got - reference).max())
     prob_diff = float(np.abs(_softmax(got) - _softmax(reference)).max())
     agreement = float((got.argmax(1) == reference.argmax(1)).mean())
-    result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels))
+    result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention)
     info: dict[str, Any] = {
         "source": str(model),
         "format": "onnx",
         "quantize": quantize,
         "opset": opset,
-        "fused_attention": optimize,
+        "fused_attention_ops": fused_attention,
+        "cls_only_last_layer": pruned is not None,
         "check_images": len(pixels),
         "max_abs_logit_diff": logit_diff,
         "max_abs_prob_diff": prob_diff,

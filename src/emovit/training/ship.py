@@ -37,16 +37,33 @@ def _run_state(run: Path) -> dict[str, Any]:
     }
 
 
+def _stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The training stages that made `run`, first to last: `run` and, following ``--init``,
+    each earlier run it continued from (a run folder with its ``training_config.json``)."""
+    stages: list[tuple[Path, dict[str, Any]]] = []
+    current: Path | None = run
+    while current is not None and (current / "training_config.json").is_file() and len(stages) < 16:
+        training = json.loads((current / "training_config.json").read_text())
+        stages.insert(0, (current, training))
+        init = training["config"].get("init")
+        current = Path(init) if init else None
+    return stages
+
+
 def _run_summary(run: Path) -> dict[str, Any]:
     """Architecture, size and validation progress of a training run (for comparisons)."""
     from emovit.models._loading import _count_parameters
 
     config = json.loads((run / "config.json").read_text())
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    history: list[dict[str, Any]] = []
     elapsed = 0.0
-    for h in history:
-        elapsed += float(h["epoch_time_s"])
-        h["elapsed_s"] = elapsed
+    # a run continued from earlier ones (--init) is measured from the first stage's start
+    for stage, _ in _stages(run) or [(run, {})]:
+        lines = (stage / "metrics.jsonl").read_text().splitlines()
+        for line in filter(str.strip, lines):
+            h = json.loads(line)
+            elapsed += float(h["epoch_time_s"])
+            history.append({**h, "epoch": len(history) + 1, "elapsed_s": elapsed})
     return {
         "name": run.name,
         "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
@@ -116,15 +133,14 @@ def ship(
     metrics = {k: r.metrics for k, r in reports.items()}
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(dest / "evaluation")
-    training = json.loads((run / "training_config.json").read_text())
-    state = _run_state(run)
-    teacher_dir = Path(training["config"].get("teacher") or "")
-    teacher_s = float(_run_state(teacher_dir).get("elapsed_s", 0.0)) if teacher_dir.name else 0.0
+    stages = _stages(run)
+    teachers = {Path(t["config"]["teacher"]) for _, t in stages if t["config"].get("teacher")}
+    teacher_s = sum(float(_run_state(t).get("elapsed_s", 0.0)) for t in teachers)
     speed_data = json.loads(speed.read_text()) if speed and speed.is_file() else None
     processor = json.loads((dest / "preprocessor_config.json").read_text())
     others = [_run_summary(run)] + [_run_summary(c) for c in compare or [] if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(others) if len(others) > 1 else ""
-    card = _card(config, processor, training, state, teacher_s, metrics, speed_data, comparison, others[0])
+    card = _card(config, processor, stages, teacher_s, metrics, speed_data, comparison, others[0])
     (dest / "README.md").write_text(card)
     return metrics
 
@@ -146,18 +162,42 @@ _WHY = {
 }
 
 
+def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
+    """One training stage in words."""
+    cfg = training["config"]
+    if cfg.get("init"):
+        start = f"continued from `{Path(cfg['init']).name}` (`--init`)"
+    else:
+        start = f"from scratch (`--arch {cfg.get('arch')}`)"
+    teacher = (
+        f"from the labels and, DeiT-style, from the soft predictions of the CNN teacher "
+        f"`{Path(cfg['teacher']).name}` (a small transformers ResNet at 64x64, trained first and used only "
+        f"in training) on the same augmented batches (distillation weight {cfg['distill_alpha']}, "
+        f"temperature {cfg['distill_temperature']})"
+        if cfg.get("teacher")
+        else "from the labels alone"
+    )
+    return (
+        f"`{run.name}`, {start}, learned {teacher}: AdamW lr {cfg['lr']} (weight decay "
+        f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
+        f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}, flip/affine/photometric "
+        f"augmentation and random erasing, seed {cfg['seed']}; {state.get('epoch', '?')} epochs, best "
+        f"epoch {state.get('best_epoch', '?')} ({float(state.get('elapsed_s', 0.0)) / 3600:.1f} h)."
+    )
+
+
 def _card(
     config: dict[str, Any],
     processor: dict[str, Any],
-    training: dict[str, Any],
-    state: dict[str, Any],
+    stages: list[tuple[Path, dict[str, Any]]],
     teacher_s: float,
     metrics: dict[str, dict[str, Any]],
     speed: dict[str, Any] | None,
     comparison: str = "",
     summary: dict[str, Any] | None = None,
 ) -> str:
-    cfg, resolved = training["config"], training["resolved"]
+    resolved = stages[-1][1]["resolved"]
+    states = [_run_state(run) for run, _ in stages]
     parameters = f"{summary['parameters'] / 1e6:.2f} M" if summary and summary.get("parameters") else "?"
     labels = ", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))
     plain, tta, lf = metrics["plain"], metrics["tta"], metrics["leak_free"]
@@ -167,7 +207,19 @@ def _card(
         [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
         for label, c in plain["per_class"].items()
     ]
-    student_s = float(state.get("elapsed_s", 0.0))
+    stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
+    if len(stages) == 1:
+        recipe = _recipe(stages[0][0], stages[0][1], states[0])
+    else:
+        recipe = "\n".join(
+            f"{i}. Stage {i}: {_recipe(run, training, state)}"
+            for i, ((run, training), state) in enumerate(zip(stages, states, strict=True), start=1)
+        )
+    times = (["teacher " + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
+        (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
+        for i, t in enumerate(stage_s, start=1)
+    ]
+    total_s = teacher_s + sum(stage_s)
     size = processor.get("size", {})
     mean, std = processor.get("image_mean", [0.5])[0], processor.get("image_std", [0.5])[0]
     normalize = "no normalization"
@@ -182,14 +234,6 @@ def _card(
             f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
             f"`{speed.get('command', 'emovit bench')}`"
         )
-    teacher_line = (
-        f"A CNN teacher (`{Path(cfg['teacher']).name}`: a small transformers ResNet at 64x64) was trained "
-        "first; the student then learned from the labels and, DeiT-style, from the teacher's soft "
-        f"predictions on the same augmented batches (distillation weight {cfg['distill_alpha']}, "
-        f"temperature {cfg['distill_temperature']}); the teacher is used only in training."
-        if cfg.get("teacher")
-        else "The model learned from the labels alone."
-    )
     why = _WHY.get(kind, f"a `{arch}`.")
     compare_block = (
         f"\nRuns compared (validation split only; same data, seed and 2 cores):\n\n{comparison}\n"
@@ -231,14 +275,11 @@ Parameters: {parameters}. Labels (id order): {labels}.
 
 ## Training recipe
 
-{teacher_line} AdamW lr {cfg["lr"]} (weight decay {cfg["weight_decay"]}),
-{cfg["warmup_epochs"]} warm-up epochs, cosine decay, batch {cfg["batch_size"]}, label smoothing
-{cfg["label_smoothing"]}, flip/affine/photometric augmentation and random erasing, seed
-{cfg["seed"]}; {state.get("epoch", "?")} epochs, best epoch {state.get("best_epoch", "?")}.
-Resolved configuration: `training_config.json` of the run (`runs/default/`).
+{recipe}
 
-Training wall time on 2 CPU cores: teacher {teacher_s / 3600:.1f} h + model
-{student_s / 3600:.1f} h = {(teacher_s + student_s) / 3600:.1f} h.
+Resolved configurations: `training_config.json` of each run (`runs/default/`).
+
+Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
 
 ## Metrics on FER2013 test (PrivateTest)
 
