@@ -69,12 +69,13 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _auto_picks_onnx(folder: Path, on_cpu: bool) -> bool:
+def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> bool:
     """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has
-    ``model.onnx`` and onnxruntime is installed (or there are no torch weights), else torch."""
+    ``model.onnx`` and onnxruntime is installed (or there are no torch weights), else torch;
+    always torch for bf16 (onnxruntime runs the model file as it is)."""
     from emovit.backends import ONNX_FILE
 
-    if not (on_cpu and (folder / ONNX_FILE).is_file()):
+    if not (on_cpu and precision == "fp32" and (folder / ONNX_FILE).is_file()):
         return False
     return _onnxruntime_installed() or not any(folder.glob("*.safetensors"))
 
@@ -91,7 +92,7 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
         raise ValueError(
             f"precision {precision} is for the torch backend; the onnx one runs the model file as is"
         )
-    auto_onnx = name == "auto" and precision == "fp32" and _auto_picks_onnx(model.path, model.device == "cpu")
+    auto_onnx = name == "auto" and _auto_picks_onnx(model.path, model.device == "cpu", precision)
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
@@ -215,8 +216,8 @@ class EmotionRecognizer:
         )
         backend = options.get("backend", "auto")
         on_cpu = resolve_device(device) == "cpu"
-        auto_onnx = options.get("precision", "fp32") == "fp32" and _auto_picks_onnx(folder, on_cpu)
-        wants_onnx = backend == "onnx" or (backend == "auto" and auto_onnx)
+        precision = options.get("precision", "fp32")
+        wants_onnx = backend == "onnx" or (backend == "auto" and _auto_picks_onnx(folder, on_cpu, precision))
         loaded = load_model(folder, device=device, load_weights=not wants_onnx)
         loaded.name = os.fspath(model)
         return cls(loaded, batch_size=batch_size, threads=threads, max_pixels=max_pixels, **options)

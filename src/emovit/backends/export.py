@@ -122,9 +122,12 @@ def export_onnx(
     _register_attention()
     try:
         model_type = json.loads((source / "config.json").read_text()).get("model_type", "")
-        attention = EXPORT_ATTENTION if optimize and model_type in _FUSABLE else "eager"
+        fusable = optimize and model_type in _FUSABLE
         net = AutoModelForImageClassification.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=False, attn_implementation=attention
+            source,
+            use_safetensors=True,
+            trust_remote_code=False,
+            attn_implementation=EXPORT_ATTENTION if fusable else "eager",
         ).eval()
     except (OSError, ValueError) as exc:
         raise ExportError(f"{model}: cannot load for export ({exc})") from None
@@ -151,7 +154,7 @@ def export_onnx(
             )
         current = raw
         fused_attention = 0
-        if optimize and getattr(net.config, "model_type", "") in _FUSABLE:
+        if fusable:
             from onnxruntime.transformers import optimizer
 
             fused = optimizer.optimize_model(
