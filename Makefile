@@ -9,11 +9,12 @@ TEST_EXTRAS := dev,train,onnx,faces,serve
 .PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student
 
 # The embedded default model: a CNN teacher, then a MobileViT (convolutions + transformer
-# blocks) distilled from it, then a second stage that continues the MobileViT (--init) on the
-# labels alone with a fresh cosine schedule. All runs resume where they stopped (run the target again after an
-# interruption or a --time-limit pause; a finished run is skipped); when the model is done it is
-# evaluated on the test split and copied into the package with its card. runs/default is
-# tracked in git so that a run longer than one working session continues in the next one.
+# blocks) distilled from it, then two more stages that each continue the MobileViT (--init) on
+# the labels alone with a fresh cosine schedule (warm restarts). All runs resume where they
+# stopped (run the target again after an interruption or a --time-limit pause; a finished run
+# is skipped); when the model is done it is evaluated on the test split and copied into the
+# package with its card. runs/default is tracked in git so that a run longer than one working
+# session continues in the next one.
 # `train-vit-student` is the plain-ViT run the card compares against (why the default is a hybrid).
 TRAIN_DATA ?= ../shared/data/fer2013
 TRAIN_DIR  ?= runs/default
@@ -64,7 +65,10 @@ train-default: train-teacher  ## train the embedded default model (hours on 2 CP
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit-stage2 --init $(TRAIN_DIR)/mobilevit --epochs 48 \
 	  --batch-size 128 --lr 5e-4 --warmup-epochs 1 --balance none --patience 48 --seed 1 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit-stage2)
-	$(BIN)/python -m emovit.training.ship $(TRAIN_DIR)/mobilevit-stage2 src/emovit/models/default \
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit-stage3 --init $(TRAIN_DIR)/mobilevit-stage2 --epochs 50 \
+	  --batch-size 128 --lr 4e-4 --warmup-epochs 1 --balance none --patience 50 --seed 2 \
+	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit-stage3)
+	$(BIN)/python -m emovit.training.ship $(TRAIN_DIR)/mobilevit-stage3 src/emovit/models/default \
 	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student --onnx
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
