@@ -33,9 +33,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
+$(VENV)/.installed-faces: $(VENV)/.installed
+	$(PIP) -e '.[faces]'
+	@touch $@
+
 install: $(VENV)/.installed          ## emovit and its core dependencies
 install-dev: $(VENV)/.installed-dev  ## plus the extras the tests need
-demo: $(VENV)/.installed  ## classify the photos in examples/ with the embedded default model
+demo: $(VENV)/.installed-faces  ## classify the photos in examples/ with the embedded default model
 	@if $(BIN)/python -c "from emovit.models import resolve_model; resolve_model('default')" 2>/dev/null; then \
 	  $(BIN)/emovit predict examples/ --detector auto; \
 	else \

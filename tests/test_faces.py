@@ -18,12 +18,13 @@ from PIL import Image
 cv2 = pytest.importorskip("cv2")
 
 from emovit import EmotionRecognizer  # noqa: E402
-from emovit.errors import ModelLoadError  # noqa: E402
+from emovit.errors import DependencyError, ModelLoadError  # noqa: E402
 from emovit.faces import (  # noqa: E402
     YUNET,
     Detection,
     DownloadError,
     HaarDetector,
+    WholeImageDetector,
     YuNetDetector,
     create_detector,
     crop_face,
@@ -276,6 +277,30 @@ def test_no_network_falls_back_to_haar(monkeypatch: pytest.MonkeyPatch, tmp_path
         detector = create_detector("auto")
     assert isinstance(detector, HaarDetector)
     assert len(caught) == 1 and "Haar" in str(caught[0].message)
+
+
+def test_without_opencv_auto_classifies_whole_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if opencv-python-headless were not installed
+    for name in ("yunet", "haar"):  # asked for by name: a clear error
+        with pytest.raises(DependencyError, match=r"pip install 'emovit\[faces\]'"):
+            create_detector(name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector = create_detector("auto")
+    assert isinstance(detector, WholeImageDetector)
+    assert len(caught) == 1 and "emovit[faces]" in str(caught[0].message)
+
+
+def test_cli_without_opencv_names_the_detector_option(tiny_model_dir: Path) -> None:
+    code = "import sys; sys.modules['cv2'] = None; from emovit.cli import main; main()"
+    photo = Path(__file__).parents[1] / "examples" / "astronaut_face.jpg"
+    args = [sys.executable, "-c", code, "predict", str(photo), "--model", str(tiny_model_dir), "--format", "csv"]
+    failed = subprocess.run([*args, "--detector", "haar"], capture_output=True, text=True, timeout=300, check=False)
+    assert failed.returncode == 2
+    assert "'--detector'" in failed.stderr and "emovit[faces]" in failed.stderr
+    auto = subprocess.run([*args, "--detector", "auto"], capture_output=True, text=True, timeout=300, check=False)
+    assert auto.returncode == 0, auto.stderr
+    assert "emovit[faces]" in auto.stderr and len(auto.stdout.strip().splitlines()) == 2  # header + one face
 
 
 def test_cache_pointed_at_shared_models(yunet_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

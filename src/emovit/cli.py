@@ -51,9 +51,8 @@ def _load(model: str, device: str, batch_size: int, threads: int | None, **optio
                 model, device=device, batch_size=batch_size, threads=threads, **options
             )
     except EmovitError as exc:
-        hint = (
-            "'--detector'" if "detector" in str(exc).lower() or "yunet" in str(exc).lower() else "'--model'"
-        )
+        about_faces = any(word in str(exc).lower() for word in ("detector", "yunet", "face detection"))
+        hint = "'--detector'" if about_faces else "'--model'"
         raise click.BadParameter(str(exc), param_hint=hint) from None
     except ValueError as exc:  # options that cannot work together, or not on this machine
         hint = "'--precision'" if "precision" in str(exc) else None

@@ -150,6 +150,7 @@ def create_detector(
     * ``yunet``: `model_path`, else the cached model, else a verified download (error if that fails);
     * ``haar``: OpenCV's bundled cascade;
     * ``auto``: yunet when its model is cached or can be fetched, else haar with one warning;
+      without OpenCV installed, the whole image is one face, with one warning;
     * ``none``: the whole image is one face.
     """
     from emovit.faces._cache import YUNET, DownloadError, fetch
@@ -160,7 +161,13 @@ def create_detector(
         return HaarDetector()
     if name not in ("yunet", "auto"):
         raise ValueError(f"unknown detector {name!r}; use yunet, haar, auto or none")
-    _cv2()
+    try:
+        _cv2()
+    except DependencyError as exc:
+        if name == "yunet":
+            raise
+        warnings.warn(f"{exc}; without it each image is classified as one face", stacklevel=2)
+        return WholeImageDetector()
     if model_path is not None:
         return YuNetDetector(model_path, score_threshold=score_threshold)
     try:
