@@ -294,11 +294,15 @@ def test_without_opencv_auto_classifies_whole_images(monkeypatch: pytest.MonkeyP
 def test_cli_without_opencv_names_the_detector_option(tiny_model_dir: Path) -> None:
     code = "import sys; sys.modules['cv2'] = None; from emovit.cli import main; main()"
     photo = Path(__file__).parents[1] / "examples" / "astronaut_face.jpg"
-    args = [sys.executable, "-c", code, "predict", str(photo), "--model", str(tiny_model_dir), "--format", "csv"]
-    failed = subprocess.run([*args, "--detector", "haar"], capture_output=True, text=True, timeout=300, check=False)
+    args = [sys.executable, "-c", code, "predict", str(photo), "--model", str(tiny_model_dir), "--format=csv"]
+
+    def run(detector: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*args, f"--detector={detector}"], capture_output=True, text=True, timeout=300)
+
+    failed = run("haar")
     assert failed.returncode == 2
     assert "'--detector'" in failed.stderr and "emovit[faces]" in failed.stderr
-    auto = subprocess.run([*args, "--detector", "auto"], capture_output=True, text=True, timeout=300, check=False)
+    auto = run("auto")
     assert auto.returncode == 0, auto.stderr
     assert "emovit[faces]" in auto.stderr and len(auto.stdout.strip().splitlines()) == 2  # header + one face
 
