@@ -40,7 +40,7 @@ def _random_weights_banner(name: str) -> None:
 def _load(model: str, device: str, batch_size: int, threads: int | None, **options: Any) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from emovit.errors import EmovitError, RandomWeightsWarning
+    from emovit.errors import DependencyError, EmovitError, RandomWeightsWarning
     from emovit.predictor import EmotionRecognizer
 
     hf_logging.disable_progress_bar()
@@ -51,7 +51,8 @@ def _load(model: str, device: str, batch_size: int, threads: int | None, **optio
                 model, device=device, batch_size=batch_size, threads=threads, **options
             )
     except EmovitError as exc:
-        about_faces = any(word in str(exc).lower() for word in ("detector", "yunet", "face detection"))
+        missing_faces_extra = isinstance(exc, DependencyError) and exc.extra == "faces"
+        about_faces = missing_faces_extra or any(word in str(exc).lower() for word in ("detector", "yunet"))
         hint = "'--detector'" if about_faces else "'--model'"
         raise click.BadParameter(str(exc), param_hint=hint) from None
     except ValueError as exc:  # options that cannot work together, or not on this machine
