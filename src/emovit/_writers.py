@@ -11,31 +11,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from emovit.fileio import atomic_output
 from emovit.results import ImageResult
 
 __all__ = ["OutputFormat", "ResultWriter", "atomic_output"]
 
 OutputFormat = Literal["table", "json", "jsonl", "csv"]
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str] | None, stdout: TextIO) -> Iterator[TextIO]:
-    """Yield a text stream: `stdout`, or a temporary file renamed onto `path` only when the
-    block finishes, so a crash or Ctrl-C never leaves a half-written file behind."""
-    if path is None:
-        yield stdout
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class ResultWriter:

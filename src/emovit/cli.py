@@ -206,7 +206,7 @@ def predict(
       emovit predict photo.jpg faces/ --format json
       find . -name '*.jpg' | emovit predict - --format csv -o results.csv
     """
-    from emovit._sources import expand_sources
+    from emovit.sources import expand_sources
     from emovit._writers import ResultWriter, atomic_output
 
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
@@ -707,7 +707,7 @@ def bench_cmd(
 ) -> None:
     """Compare emovit's backends with the transformers pipeline on the same images."""
     _require("onnxruntime", "onnx", "emovit bench")
-    from emovit._sources import expand_sources
+    from emovit.sources import expand_sources
     from emovit.bench import BenchConfig, format_table, run_bench
     from emovit.training.datasets import read_samples
 

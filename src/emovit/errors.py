@@ -1,44 +1,128 @@
 """The exception hierarchy: every error emovit raises on purpose derives from `EmovitError`.
 
+```
+EmovitError                      base; `option` names the argument an error concerns, if any
+├── InputError (ValueError)      one input failed at one stage: `source`, `code`, `stage`
+│   └── ImageError               ... at the decode stage (missing, empty, corrupt, too large)
+├── ModelLoadError               a model cannot be found, downloaded or loaded
+│   └── DownloadError            a verified download (the YuNet model) failed
+├── OptionError (ValueError)     option values that cannot work (together, or on this machine)
+├── LabelError (ValueError)      a checkpoint's labels do not map onto the seven emotions
+├── NoFaceError                  no face found, with ``no_face="raise"``
+├── DependencyError (ImportError) an optional extra is missing: `package`, `extra`
+├── DatasetError (ValueError)    a dataset folder, CSV or label file is unusable
+├── TrainError                   training cannot start or continue
+└── ExportError                  an ONNX export failed or does not match torch
+RandomWeightsWarning (UserWarning) a model with random weights was loaded
+```
+
+Programs never read messages: `option`, `source`, `code` and `stage` say what an error is
+about (the CLI turns `option` into the flag to blame, the server `code` into a status).
+
 Examples:
     >>> from emovit.errors import EmovitError, ImageError
     >>> issubclass(ImageError, EmovitError)
     True
+    >>> ImageError("a.jpg", "no such file", "not_found").stage
+    'decode'
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "ERROR_CODES",
+    "DatasetError",
     "DependencyError",
+    "DownloadError",
     "EmovitError",
+    "ErrorStage",
+    "ExportError",
     "ImageError",
+    "InputError",
     "LabelError",
     "ModelLoadError",
     "NoFaceError",
+    "OptionError",
     "RandomWeightsWarning",
+    "TrainError",
 ]
+
+ErrorStage = Literal["decode", "detect", "crop", "preprocess", "model"]
+
+#: Every ``error_code`` a failed input can carry, with its stage and meaning (the README's table).
+ERROR_CODES: dict[str, tuple[str, str]] = {
+    "not_found": ("decode", "no such file, a folder, or a file that cannot be opened"),
+    "not_a_file": ("decode", "a FIFO, socket or device, not a regular file"),
+    "empty_file": ("decode", "a file or byte string with no bytes, or an image with no pixels"),
+    "unsupported_format": ("decode", "not an image format Pillow reads"),
+    "unsupported_input": ("decode", "an input of a kind emovit does not take (text-mode file, ...)"),
+    "corrupt_image": ("decode", "truncated or damaged image data"),
+    "too_many_pixels": ("decode", "more pixels than max_pixels (decompression bomb guard)"),
+    "bad_array": ("decode", "a numpy array of the wrong dtype or shape"),
+    "detector_failed": ("detect", "the face detector raised on this image"),
+    "crop_failed": ("crop", "cropping or aligning a face failed"),
+    "preprocess_failed": ("preprocess", "resizing or normalising a face failed"),
+    "model_failed": ("model", "the model raised on this input (its batch was retried alone)"),
+    "no_face": ("detect", "no face found, with no_face='raise'"),
+}
 
 
 class EmovitError(Exception):
-    """Base class of every error emovit raises deliberately (catch this to catch them all)."""
+    """Base class of every error emovit raises deliberately (catch this to catch them all).
+
+    `option` names the library argument (``model``, ``detector``, ``precision``, …) the
+    error concerns, or None."""
+
+    option: str | None = None
+
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        super().__init__(*args)
+        if option is not None:
+            self.option = option
 
 
-class ImageError(EmovitError, ValueError):
+class InputError(EmovitError, ValueError):
+    """One input failed at one stage of the pipeline; the others go on.
+
+    Attributes:
+        source: the input's name (a path, or ``<bytes #3>``).
+        problem: what went wrong, for people.
+        code: what went wrong, for programs (a key of `ERROR_CODES`).
+        stage: where: ``decode``, ``detect``, ``crop``, ``preprocess`` or ``model``.
+    """
+
+    def __init__(self, source: str, problem: str, code: str, stage: ErrorStage | None = None) -> None:
+        self.source = source
+        self.problem = problem
+        self.code = code
+        self.stage: ErrorStage = stage or ERROR_CODES.get(code, ("decode", ""))[0]  # type: ignore[assignment]
+        super().__init__(f"{source}: {problem}")
+
+
+class ImageError(InputError):
     """An input could not be turned into an RGB image: missing, empty, truncated, not an
     image, too many pixels, or an array of the wrong shape or dtype. The message names the input."""
 
-    #: Values of `kind`: what went wrong, for programs (the HTTP server maps them to status codes).
-    KINDS = ("missing", "empty", "not_image", "corrupt", "too_large", "bad_array", "unsupported_input")
-
-    def __init__(self, source: str, problem: str, kind: str = "corrupt") -> None:
-        self.source = source
-        self.problem = problem
-        self.kind = kind
-        super().__init__(f"{source}: {problem}")
+    def __init__(self, source: str, problem: str, code: str = "corrupt_image") -> None:
+        super().__init__(source, problem, code, "decode")
 
 
 class ModelLoadError(EmovitError):
     """A model could not be found, downloaded or loaded; the message says what to do."""
+
+    option = "model"
+
+
+class DownloadError(ModelLoadError):
+    """A file could not be downloaded or failed its checksum (the YuNet detector model)."""
+
+    option = "detector"
+
+
+class OptionError(EmovitError, ValueError):
+    """Option values that cannot work, together or on this machine (`option` names the one)."""
 
 
 class LabelError(EmovitError, ValueError):
@@ -46,16 +130,35 @@ class LabelError(EmovitError, ValueError):
 
 
 class NoFaceError(EmovitError):
-    """No face was found where one was required (only raised when the caller asks for it)."""
+    """No face was found in an image and the caller asked for an error (``no_face="raise"``)."""
+
+    option = "no_face"
 
 
 class DependencyError(EmovitError, ImportError):
     """An optional dependency is missing; the message gives the `pip install` that adds it."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
+    def __init__(self, package: str, extra: str, purpose: str, *, option: str | None = None) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(f"{purpose} needs the optional package {package!r}: pip install 'emovit[{extra}]'")
+        super().__init__(
+            f"{purpose} needs the optional package {package!r}: pip install 'emovit[{extra}]'",
+            option=option,
+        )
+
+
+class DatasetError(EmovitError, ValueError):
+    """A dataset folder, CSV or label file cannot be used (missing, empty, malformed)."""
+
+    option = "data"
+
+
+class TrainError(EmovitError):
+    """Training cannot start or continue (bad options, existing output, missing checkpoint)."""
+
+
+class ExportError(EmovitError):
+    """An ONNX export failed, or the exported model disagrees with torch."""
 
 
 class RandomWeightsWarning(UserWarning):

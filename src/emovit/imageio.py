@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
@@ -94,9 +95,9 @@ def load_image(
             try:
                 image = Image.open(stream)
             except Image.DecompressionBombError as exc:
-                raise ImageError(label, f"too many pixels ({exc})", "too_large") from None
+                raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
             except Image.UnidentifiedImageError:
-                raise ImageError(label, "not an image file (unrecognised format)", "not_image") from None
+                raise ImageError(label, "not an image file (unrecognised format)", "unsupported_format") from None
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise ImageError(label, f"corrupt or truncated image data ({exc})") from None
             with image:
@@ -118,21 +119,23 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         path = Path(source)
         try:
             if path.is_dir():
-                raise ImageError(label, "is a directory, not an image file", "missing")
-            size = path.stat().st_size
+                raise ImageError(label, "is a directory, not an image file", "not_found")
+            info = path.stat()
         except FileNotFoundError:
-            raise ImageError(label, "no such file", "missing") from None
+            raise ImageError(label, "no such file", "not_found") from None
         except OSError as exc:
-            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})", "missing") from None
-        if size == 0:
-            raise ImageError(label, "the file is empty", "empty")
+            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
+        if info.st_size == 0:
+            raise ImageError(label, "the file is empty", "empty_file")
         try:
             return open(path, "rb")
         except OSError as exc:
-            raise ImageError(label, f"cannot open the file ({exc.strerror or exc})", "missing") from None
+            raise ImageError(label, f"cannot open the file ({exc.strerror or exc})", "not_found") from None
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
-            raise ImageError(label, "no bytes (empty input)", "empty")
+            raise ImageError(label, "no bytes (empty input)", "empty_file")
         return io.BytesIO(bytes(source))
     if hasattr(source, "read"):
         try:
@@ -142,7 +145,7 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         if not isinstance(data, bytes | bytearray):
             raise ImageError(label, "file object must be opened in binary mode", "unsupported_input")
         if not data:
-            raise ImageError(label, "no bytes (empty input)", "empty")
+            raise ImageError(label, "no bytes (empty input)", "empty_file")
         return io.BytesIO(bytes(data))
     raise ImageError(
         label,
@@ -154,13 +157,13 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
 
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
-        raise ImageError(label, f"image has no pixels ({width}x{height})", "empty")
+        raise ImageError(label, f"image has no pixels ({width}x{height})", "empty_file")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
             label,
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (raise max_pixels if this is intended)",
-            "too_large",
+            "too_many_pixels",
         )
 
 

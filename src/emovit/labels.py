@@ -14,12 +14,12 @@ Examples:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from emovit.errors import LabelError
 
-__all__ = ["ALIASES", "EMOTIONS", "LabelMap", "canonical_label"]
+__all__ = ["ALIASES", "EMOTIONS", "LabelMap", "canonical_label", "order_labels"]
 
 #: The canonical emotions, in the fixed order in which results list them.
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -62,6 +62,18 @@ def canonical_label(name: str) -> str | None:
     return ALIASES.get(key)
 
 
+def order_labels(names: Iterable[str]) -> list[str]:
+    """The canonical emotions among `names` in `EMOTIONS` order, then the others as given
+    (the one order every result, dataset and report lists labels in).
+
+    Examples:
+        >>> order_labels(["sad", "contempt", "angry"])
+        ['angry', 'sad', 'contempt']
+    """
+    names = list(dict.fromkeys(names))
+    return [e for e in EMOTIONS if e in names] + [n for n in names if n not in EMOTIONS]
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """How a checkpoint's class ids map onto emotion names.
@@ -95,11 +107,8 @@ class LabelMap:
                     f"labels {by_id[first]!r} (id {first}) and {raw!r} (id {i}) both mean {name!r}"
                 )
             names.append(name)
-        canonical = sorted(
-            (i for i, n in enumerate(names) if n in EMOTIONS), key=lambda i: EMOTIONS.index(names[i])
-        )
-        extra = [i for i, n in enumerate(names) if n not in EMOTIONS]
-        return cls(names=tuple(names), order=tuple(canonical + extra))
+        ordered = order_labels(names)
+        return cls(names=tuple(names), order=tuple(names.index(n) for n in ordered))
 
     @property
     def ordered_names(self) -> tuple[str, ...]:

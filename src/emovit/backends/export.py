@@ -25,7 +25,7 @@ import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
-from emovit.errors import EmovitError
+from emovit.errors import EmovitError, ExportError
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
@@ -37,8 +37,6 @@ FP32_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.15  # max |Δprob| on the check images
 
 
-class ExportError(EmovitError):
-    """The exported model disagrees with torch beyond the tolerance, or export failed."""
 
 
 @dataclass

@@ -17,13 +17,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emovit.errors import ModelLoadError
+from emovit.errors import DownloadError
+from emovit.fileio import atomic_open
 
 __all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "sha256_of"]
 
 
-class DownloadError(ModelLoadError):
-    """A file could not be downloaded (network) or failed verification (hash)."""
 
 
 @dataclass(frozen=True)
@@ -84,22 +83,17 @@ def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = T
         raise DownloadError(f"{remote.filename} is not in the cache ({target.parent})")
     url = remote.resolved_url()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_open(target, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            digest = hashlib.sha256()
             while block := response.read(1 << 20):
+                digest.update(block)
                 out.write(block)
-        got = sha256_of(tmp)
-        if got != remote.sha256:
-            raise DownloadError(
-                f"downloaded {remote.filename} from {url} has sha256 {got}, expected {remote.sha256}; "
-                "the file was deleted"
-            )
-        os.replace(tmp, target)
+            if digest.hexdigest() != remote.sha256:
+                raise DownloadError(
+                    f"downloaded {remote.filename} from {url} has sha256 {digest.hexdigest()}, "
+                    f"expected {remote.sha256}; the file was deleted"
+                )
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DownloadError(f"cannot download {remote.filename} from {url}: {exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return target

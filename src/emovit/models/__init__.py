@@ -6,6 +6,7 @@ Examples:
     True
 """
 
+from emovit.models._framing import FRAMING_FILE, Framing, read_framing, write_framing
 from emovit.models._loading import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -22,6 +23,8 @@ from emovit.models._registry import REGISTRY, RegistryEntry, list_models
 __all__ = [
     "ARCH_PRESETS",
     "DEFAULT_MODEL",
+    "FRAMING_FILE",
+    "Framing",
     "REFERENCE_ID2LABEL",
     "REGISTRY",
     "ArchPreset",
@@ -32,7 +35,9 @@ __all__ = [
     "build_random_model",
     "describe_model",
     "list_models",
+    "read_framing",
     "load_model",
     "resolve_device",
     "resolve_model",
+    "write_framing",
 ]

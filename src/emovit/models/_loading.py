@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from emovit.errors import ModelLoadError, RandomWeightsWarning
 from emovit.labels import LabelMap
+from emovit.models._framing import Framing, read_framing
 from emovit.models._registry import EMBEDDED, REGISTRY
 
 if TYPE_CHECKING:
@@ -308,6 +309,17 @@ class LoadedModel:
     def random_weights(self) -> bool:
         """True for models emovit built with random weights (their output means nothing)."""
         return bool(getattr(self.config, RANDOM_WEIGHTS_KEY, False))
+
+    @cached_property
+    def recorded_framing(self) -> Framing | None:
+        """The face framing saved with the model (``emovit.json``), or None."""
+        return read_framing(self.path)
+
+    @property
+    def framing(self) -> Framing:
+        """The face framing the model was trained on, or the default for checkpoints that
+        record none (margin 0.2, alignment on)."""
+        return self.recorded_framing or Framing.default()
 
 
 def load_model(

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emovit._sources import IMAGE_EXTENSIONS
-from emovit.errors import EmovitError
+from emovit.sources import IMAGE_EXTENSIONS
+from emovit.errors import DatasetError, EmovitError
 from emovit.labels import EMOTIONS, canonical_label
 
 __all__ = [
@@ -48,8 +48,6 @@ _SPLIT_NAMES = {
 }
 
 
-class DatasetError(EmovitError, ValueError):
-    """A dataset folder or CSV is missing, empty or malformed."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emovit.errors import EmovitError
+from emovit.errors import EmovitError, TrainError
 from emovit.labels import EMOTIONS
 from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
 from emovit.training.datasets import (
@@ -53,8 +53,6 @@ CHECKPOINT = "checkpoint"
 RUN_STATE = "run_state.json"  # how the last session of a run ended; "complete" when it is done
 
 
-class TrainError(EmovitError):
-    """Training cannot start or continue (bad options, existing output, missing checkpoint)."""
 
 
 @dataclass

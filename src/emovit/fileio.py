@@ -1,0 +1,86 @@
+"""Files that are whole or absent: atomic writes of text, bytes and folders.
+
+Every output emovit writes (result files, model folders, checkpoints, downloads) goes
+through here: written under a temporary name beside the target and renamed onto it only
+when complete, so a crash, Ctrl-C or SIGTERM never leaves half a file behind.
+
+Examples:
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_open(target) as handle:
+    ...     _ = handle.write("done")
+    >>> target.read_text()
+    'done'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Literal, TextIO, overload
+
+__all__ = ["atomic_dir", "atomic_open", "atomic_output", "write_text_atomic"]
+
+
+@overload
+def atomic_open(path: str | os.PathLike[str], mode: Literal["w"] = "w") -> contextlib.AbstractContextManager[TextIO]: ...
+@overload
+def atomic_open(path: str | os.PathLike[str], mode: Literal["wb"]) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> contextlib.AbstractContextManager[Any]:
+    """Open `path` for writing through a temporary file that replaces it when the block ends
+    without an exception (text mode: UTF-8, no newline translation)."""
+    return _atomic_open(Path(path), mode)
+
+
+@contextlib.contextmanager
+def _atomic_open(target: Path, mode: str) -> Iterator[Any]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str] | None, stdout: TextIO) -> Iterator[TextIO]:
+    """Yield `stdout`, or an `atomic_open` stream on `path` when one is given."""
+    if path is None:
+        yield stdout
+        return
+    with atomic_open(path) as handle:
+        yield handle
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Fill a fresh folder through ``write(tmp)``, then swap it in for `target`: a crash
+    leaves the old folder (or none), never a half-written one."""
+    target = Path(target)
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
