@@ -27,9 +27,13 @@ __all__ = ["atomic_dir", "atomic_open", "atomic_output", "write_text_atomic"]
 
 
 @overload
-def atomic_open(path: str | os.PathLike[str], mode: Literal["w"] = "w") -> contextlib.AbstractContextManager[TextIO]: ...
+def atomic_open(
+    path: str | os.PathLike[str], mode: Literal["w"] = "w"
+) -> contextlib.AbstractContextManager[TextIO]: ...
 @overload
-def atomic_open(path: str | os.PathLike[str], mode: Literal["wb"]) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+def atomic_open(
+    path: str | os.PathLike[str], mode: Literal["wb"]
+) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> contextlib.AbstractContextManager[Any]:
     """Open `path` for writing through a temporary file that replaces it when the block ends
     without an exception (text mode: UTF-8, no newline translation)."""

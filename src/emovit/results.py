@@ -77,7 +77,11 @@ class ImageResult:
         source: the input's name (its path, or e.g. ``<bytes #3>``).
         faces: one entry per face, largest first (empty when the input failed or had no face).
         image_size: ``(width, height)`` of the decoded image.
-        error: why the input failed (None when it succeeded).
+        error: why the input failed, for people (None when it succeeded).
+        error_code: why, for programs (`emovit.errors.ERROR_CODES`: ``not_found``,
+            ``corrupt_image``, ``detector_failed``, ``model_failed``, …).
+        error_stage: the stage that failed: ``decode``, ``detect``, ``crop``, ``preprocess``
+            or ``model``.
         timings: milliseconds per stage (decode, detect, preprocess, inference) for this input.
         image: the decoded RGB image, kept only when predicting with ``keep_pixels=True``.
     """
@@ -86,6 +90,8 @@ class ImageResult:
     faces: list[FaceResult] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
     error: str | None = None
+    error_code: str | None = None
+    error_stage: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -93,6 +99,18 @@ class ImageResult:
     def ok(self) -> bool:
         """True when the input was decoded and classified."""
         return self.error is None
+
+    def fail(self, error: Exception) -> ImageResult:
+        """Mark this result failed by `error` (an `InputError` gives code and stage); its
+        faces are dropped. Returns self."""
+        from emovit.errors import InputError
+
+        self.faces = []
+        if isinstance(error, InputError):
+            self.error, self.error_code, self.error_stage = str(error), error.code, error.stage
+        else:
+            self.error, self.error_code, self.error_stage = f"{self.source}: {error}", "internal", None
+        return self
 
     @property
     def label(self) -> str | None:
@@ -119,6 +137,8 @@ class ImageResult:
             "source": self.source,
             "ok": self.ok,
             "error": self.error,
+            "error_code": self.error_code,
+            "error_stage": self.error_stage,
             "image_size": list(self.image_size) if self.image_size else None,
             "label": self.label,
             "score": self.score,

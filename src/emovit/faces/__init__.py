@@ -10,8 +10,9 @@ Examples:
     (0.0, 0.0, 20.0, 10.0)
 """
 
-from emovit.faces._cache import YUNET, DownloadError, emovit_home, fetch
-from emovit.faces._crop import BorderMode, crop_face, eye_angle
+from emovit.errors import DownloadError
+from emovit.faces._cache import YUNET, emovit_home, fetch
+from emovit.faces._crop import BorderMode, crop_face, eye_angle, to_grey
 from emovit.faces._detectors import (
     Detection,
     DetectorName,
@@ -21,15 +22,19 @@ from emovit.faces._detectors import (
     YuNetDetector,
     create_detector,
 )
+from emovit.faces._options import DEFAULT_DETECTOR, FaceOptions, NoFacePolicy
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "YUNET",
     "BorderMode",
     "Detection",
     "DetectorName",
     "DownloadError",
     "FaceDetector",
+    "FaceOptions",
     "HaarDetector",
+    "NoFacePolicy",
     "WholeImageDetector",
     "YuNetDetector",
     "create_detector",
@@ -37,4 +42,5 @@ __all__ = [
     "emovit_home",
     "eye_angle",
     "fetch",
+    "to_grey",
 ]

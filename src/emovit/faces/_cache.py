@@ -8,10 +8,8 @@ and reported.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,8 +19,6 @@ from emovit.errors import DownloadError
 from emovit.fileio import atomic_open
 
 __all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "sha256_of"]
-
-
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from emovit.faces._detectors import Detection, _cv2
 
-__all__ = ["BorderMode", "crop_face", "eye_angle"]
+__all__ = ["BorderMode", "crop_face", "eye_angle", "to_grey"]
 
 BorderMode = Literal["pad", "clip"]
 
@@ -63,3 +63,12 @@ def crop_face(
     matrix[:, 2] += (side_px / 2 - cx, side_px / 2 - cy)
     mode = cv2.BORDER_REPLICATE if border == "pad" else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=mode)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """An RGB ``uint8`` image as grey in three equal channels (Pillow's ``L`` luma, the
+    conversion grey datasets such as FER2013 were made with)."""
+    from PIL import Image
+
+    grey = np.asarray(Image.fromarray(np.ascontiguousarray(image)).convert("L"))
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))

@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from emovit.errors import DependencyError, ModelLoadError
+from emovit.errors import DependencyError, DownloadError, ModelLoadError, OptionError
 
 __all__ = [
     "Detection",
@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 DetectorName = Literal["yunet", "haar", "auto", "none"]
+# Images (after YuNet's downscaling) whose short side is under this hold no detectable face.
+_MIN_DETECT_SIDE = 10
 
 
 @dataclass
@@ -57,7 +59,9 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise DependencyError("opencv-python-headless", "faces", "face detection") from None
+        raise DependencyError(
+            "opencv-python-headless", "faces", "face detection", option="detector"
+        ) from None
     return cv2
 
 
@@ -89,13 +93,15 @@ class YuNetDetector:
         cv2 = _cv2()
         path = Path(model_path)
         if not path.is_file():
-            raise ModelLoadError(f"{path}: no such YuNet model file")
+            raise ModelLoadError(f"{path}: no such YuNet model file", option="detector_model")
         try:
             self._detector = cv2.FaceDetectorYN.create(
                 str(path), "", (320, 320), score_threshold, nms_threshold, 5000
             )
         except cv2.error as exc:
-            raise ModelLoadError(f"{path}: OpenCV cannot load it as a YuNet model ({exc})") from None
+            raise ModelLoadError(
+                f"{path}: OpenCV cannot load it as a YuNet model ({exc})", option="detector_model"
+            ) from None
         self.model_path = path
         self.max_side = max_side
 
@@ -103,9 +109,12 @@ class YuNetDetector:
         cv2 = _cv2()
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
+        if min(height, width) * scale < _MIN_DETECT_SIDE:
+            return []  # a strip too thin to hold a face (and too thin for YuNet's input)
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, faces = self._detector.detect(bgr)
         out = []
@@ -127,11 +136,13 @@ class HaarDetector:
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
-            raise ModelLoadError(f"{path}: OpenCV's Haar cascade could not be loaded")
+            raise ModelLoadError(f"{path}: OpenCV's Haar cascade could not be loaded", option="detector")
         self.min_neighbors, self.scale_factor, self.min_size = min_neighbors, scale_factor, min_size
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
+        if min(image.shape[:2]) < _MIN_DETECT_SIDE:
+            return []
         grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
         boxes = self._cascade.detectMultiScale(
             grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size,) * 2
@@ -140,7 +151,7 @@ class HaarDetector:
 
 
 def create_detector(
-    name: DetectorName | str = "yunet",
+    name: DetectorName | str = "auto",
     *,
     model_path: str | os.PathLike[str] | None = None,
     score_threshold: float = 0.5,
@@ -153,14 +164,14 @@ def create_detector(
       without OpenCV installed, the whole image is one face, with one warning;
     * ``none``: the whole image is one face.
     """
-    from emovit.faces._cache import YUNET, DownloadError, fetch
+    from emovit.faces._cache import YUNET, fetch
 
     if name == "none":
         return WholeImageDetector()
     if name == "haar":
         return HaarDetector()
     if name not in ("yunet", "auto"):
-        raise ValueError(f"unknown detector {name!r}; use yunet, haar, auto or none")
+        raise OptionError(f"unknown detector {name!r}; use yunet, haar, auto or none", option="detector")
     try:
         _cv2()
     except DependencyError as exc:
@@ -174,9 +185,10 @@ def create_detector(
         return YuNetDetector(fetch(YUNET), score_threshold=score_threshold)
     except DownloadError as exc:
         if name == "yunet":
-            raise ModelLoadError(
-                f"the YuNet face detector is not available: {exc}. Pass --detector-model PATH to a "
-                "local copy, or use --detector auto (falls back to haar) / haar / none"
+            raise DownloadError(
+                f"the YuNet face detector is not available: {exc}. Fetch it once with `emovit models "
+                "fetch yunet` (or --from PATH), pass --detector-model PATH to a local copy, or use "
+                "--detector auto (falls back to haar) / haar / none"
             ) from None
         warnings.warn(
             f"YuNet face detector unavailable ({exc}); using OpenCV's Haar cascade instead", stacklevel=2

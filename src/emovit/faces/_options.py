@@ -1,0 +1,87 @@
+"""`FaceOptions`: every setting of the face stage (detect, select, crop) in one typed object.
+
+The library, the CLI, the server and the video path all take this one object, so each
+option has one name and one default. ``margin``, ``align`` and ``grey`` default to None:
+the loaded model's recorded framing (``emovit.json``) decides, and a value given here
+overrides it.
+
+Examples:
+    >>> FaceOptions(detector="none").detector
+    'none'
+    >>> FaceOptions().replace(margin=0.0).margin
+    0.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from emovit.errors import OptionError
+
+if TYPE_CHECKING:
+    from emovit.faces._crop import BorderMode
+    from emovit.faces._detectors import DetectorName, FaceDetector
+
+__all__ = ["DEFAULT_DETECTOR", "FaceOptions", "NoFacePolicy"]
+
+NoFacePolicy = Literal["skip", "whole", "raise"]
+DEFAULT_DETECTOR: DetectorName = "auto"
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are found and cropped.
+
+    Attributes:
+        detector: ``auto`` (YuNet when cached or downloadable, else OpenCV's Haar cascade with
+            a warning), ``yunet``, ``haar``, ``none`` (each image is one face), or a detector.
+        detector_model: a local YuNet ONNX file (instead of the cached or downloaded one).
+        det_threshold: minimum detection score (yunet).
+        margin: context around each face box, as a fraction of its larger side (None: the
+            model's recorded framing, else 0.2).
+        align: level the eyes with the detector's landmarks (None: the model's framing, else on).
+        grey: convert crops to grey before the model (None: the model's framing, else off).
+        border: ``pad`` (replicate edge pixels) or ``clip`` crops at the image borders.
+        min_face: ignore faces smaller than this many pixels.
+        max_faces: keep at most this many faces per image (the largest).
+        no_face: images without a face: ``skip`` (a result with no faces), ``whole``
+            (classify the whole image) or ``raise`` (`NoFaceError`, an error row when collecting).
+    """
+
+    detector: DetectorName | FaceDetector = DEFAULT_DETECTOR
+    detector_model: str | os.PathLike[str] | None = None
+    det_threshold: float = 0.5
+    margin: float | None = None
+    align: bool | None = None
+    grey: bool | None = None
+    border: BorderMode = "pad"
+    min_face: int = 20
+    max_faces: int | None = None
+    no_face: NoFacePolicy = "skip"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.detector, str) and self.detector not in ("auto", "yunet", "haar", "none"):
+            raise OptionError(
+                f"unknown detector {self.detector!r}; use auto, yunet, haar or none", option="detector"
+            )
+        if not 0 <= self.det_threshold <= 1:
+            raise OptionError(
+                f"det_threshold must be in [0, 1], got {self.det_threshold}", option="det_threshold"
+            )
+        if self.margin is not None and self.margin < 0:
+            raise OptionError(f"margin must be 0 or more, got {self.margin}", option="margin")
+        if self.border not in ("pad", "clip"):
+            raise OptionError(f"border must be 'pad' or 'clip', got {self.border!r}", option="border")
+        if self.min_face < 1:
+            raise OptionError(f"min_face must be at least 1, got {self.min_face}", option="min_face")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise OptionError(f"max_faces must be at least 1, got {self.max_faces}", option="max_faces")
+        if self.no_face not in ("skip", "whole", "raise"):
+            raise OptionError(f"no_face must be skip, whole or raise, got {self.no_face!r}", option="no_face")
+
+    def replace(self, **changes: Any) -> FaceOptions:
+        """A copy with `changes` applied (None values are ignored: "not given")."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
