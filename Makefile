@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Extras the test suite exercises (kept in step with pyproject.toml).
-TEST_EXTRAS := dev,train,onnx,faces,serve
+TEST_EXTRAS := dev,train,onnx,faces,serve,video
 
 .PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student
 
@@ -19,6 +19,9 @@ TEST_EXTRAS := dev,train,onnx,faces,serve
 TRAIN_DATA ?= ../shared/data/fer2013
 TRAIN_DIR  ?= runs/default
 TIME_LIMIT ?= 170
+# The framing the default model records (emovit.json; later stages inherit it through --init):
+# FER2013's tight grey crops, margin measured by scripts/find_framing.py.
+DEFAULT_FRAMING ?= --face-margin 0.0 --face-align --grey
 resume = $(if $(wildcard $(1)/checkpoint/state.json),--resume,)
 
 $(BIN)/python:
@@ -50,21 +53,22 @@ demo: $(VENV)/.installed-faces  ## classify the photos in examples/ with the emb
 	  $(BIN)/emovit predict examples/ --detector auto --model .cache/random-reference; \
 	fi
 
-lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+lint: $(VENV)/.installed-dev  ## ruff (lint + format) and mypy over src/
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
-test: lint  ## ruff, then the test suite
+test: lint  ## ruff and mypy, then the test suite (the layering check is tests/test_layering.py)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 train-default: train-teacher  ## train the embedded default model (hours on 2 CPU cores; resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit --arch mobilevit-xxs-64 --epochs 32 \
 	  --batch-size 128 --lr 8e-4 --warmup-epochs 1 --balance none --patience 32 --seed 0 \
-	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.5 --distill-temperature 2 \
+	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.5 --distill-temperature 2 $(DEFAULT_FRAMING) \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit-stage2 --init $(TRAIN_DIR)/mobilevit --epochs 48 \
 	  --batch-size 128 --lr 5e-4 --warmup-epochs 1 --balance none --patience 48 --seed 1 \
@@ -72,7 +76,7 @@ train-default: train-teacher  ## train the embedded default model (hours on 2 CP
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit-stage3 --init $(TRAIN_DIR)/mobilevit-stage2 --epochs 50 \
 	  --batch-size 128 --lr 4e-4 --warmup-epochs 1 --balance none --patience 50 --seed 2 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit-stage3)
-	$(BIN)/python -m emovit.training.ship $(TRAIN_DIR)/mobilevit-stage3 src/emovit/models/default \
+	$(BIN)/python scripts/build_default_model.py $(TRAIN_DIR)/mobilevit-stage3 src/emovit/models/default \
 	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student --onnx
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model

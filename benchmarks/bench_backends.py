@@ -67,9 +67,9 @@ def main() -> None:
         sys.exit(f"skipped: {test_dir} is missing")
 
     from emovit.bench import BenchConfig, format_table, run_bench
+    from emovit.data import read_samples
     from emovit.errors import ModelLoadError
     from emovit.models import resolve_model
-    from emovit.training.datasets import read_samples
 
     samples = read_samples(test_dir)
     every = [str(s.source) for s in samples]

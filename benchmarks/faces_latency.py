@@ -60,8 +60,10 @@ def main() -> None:
         sys.exit(f"skipped: {SHARED} lacks the YuNet model or FER2013")
 
     from emovit import EmotionRecognizer
+    from emovit.faces import FaceOptions
 
-    rec = EmotionRecognizer.from_pretrained(args.model, device="cpu", detector_model=detector_model)
+    faces = FaceOptions(detector="yunet", detector_model=detector_model)
+    rec = EmotionRecognizer.from_pretrained(args.model, device="cpu", faces=faces)
     photos = scenes(args.photos)
     rec.predict([photos[0][0]])  # warm-up
     stages: dict[str, list[float]] = {

@@ -11,8 +11,7 @@ from PIL import Image
 
 pytest.importorskip("imagehash")
 
-from emovit.training.audit import audit, find_leaks
-from emovit.training.datasets import read_samples
+from emovit.data import audit, find_leaks, read_samples
 
 from .conftest import FER2013
 

@@ -13,12 +13,16 @@ import pytest
 from PIL import Image
 
 from emovit import EMOTIONS
+from emovit.errors import ERROR_CODES
 
 from .conftest import encode
 
 
-def emovit(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
+def emovit(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m emovit.cli ARGS`` (never the network: the YuNet URL is unreachable)."""
+    env = {**os.environ, "COLUMNS": "200", "EMOVIT_YUNET_URL": "http://127.0.0.1:9/offline", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "emovit.cli", *args],
         input=stdin,
@@ -65,6 +69,7 @@ def test_json_on_a_folder_with_errors(photo_dir: Path, tiny_model_dir: Path) -> 
     for name in BAD:
         assert not by_name[name]["ok"]
         assert name in by_name[name]["error"]
+        assert by_name[name]["error_code"] in ERROR_CODES and by_name[name]["error_stage"] == "decode"
     assert "3 of 6 images classified, 3 failed" in proc.stderr
     assert "RANDOM WEIGHTS" in proc.stderr
 
@@ -81,6 +86,9 @@ def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: 
     assert [k for k in rows[0] if k.startswith("prob_")] == [f"prob_{e}" for e in EMOTIONS]
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 2 and all(float(r["score"]) > 0 for r in ok)
+    assert all(r["error_code"] == r["error_stage"] == "" for r in ok)
+    failed = [r for r in rows if r["status"] == "error"]
+    assert all(r["error_code"] in ERROR_CODES and r["error_stage"] == "decode" for r in failed)
     assert proc.stdout == ""
     proc = emovit(
         "predict", str(photo_dir / "a face.png"), "--model", str(tiny_model_dir), "--detector", "none", "-q"
@@ -123,6 +131,7 @@ def test_unloadable_model_is_a_usage_error_and_writes_nothing(photo_dir: Path, t
 
 def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert emovit("predict", "--no-such-flag", "x.jpg").returncode == 2
+    assert emovit("predict", "x.jpg", "--detector", "retina").returncode == 2
     assert emovit("predict").returncode == 2
     proc = emovit(
         "predict", str(tmp_path), "--model", str(tiny_model_dir), "--detector", "none"
@@ -148,3 +157,4 @@ def test_table_output_lists_every_input(photo_dir: Path, tiny_model_dir: Path) -
     for name in GOOD | BAD:
         assert name in text
     assert text.count("error") >= 3
+    assert "empty_file at decode" in text

@@ -11,6 +11,7 @@ from PIL import Image
 pytest.importorskip("sklearn")
 
 from emovit.evaluation import classification_metrics, evaluate, expected_calibration_error
+from emovit.faces import FaceOptions
 
 from .training_data import face_like
 
@@ -57,7 +58,9 @@ def labelled(tmp_path: Path) -> Path:
 
 def test_evaluate_writes_a_report(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    report = evaluate(tiny_model_dir, labelled, out, tta=True, device="cpu")
+    report = evaluate(
+        tiny_model_dir, labelled, out, tta=True, device="cpu", faces=FaceOptions(detector="none")
+    )
     m = report.metrics
     assert m["split"] == "test"
     assert m["images_in_split"] == 21
@@ -80,13 +83,22 @@ def test_evaluate_writes_a_report(tiny_model_dir: Path, labelled: Path, tmp_path
 
 
 def test_exclude_leaks(tiny_model_dir: Path, labelled: Path) -> None:
-    report = evaluate(tiny_model_dir, labelled, exclude_leaks=labelled / "train", device="cpu")
+    report = evaluate(
+        tiny_model_dir,
+        labelled,
+        exclude_leaks=labelled / "train",
+        device="cpu",
+        faces=FaceOptions(detector="none"),
+    )
     assert report.metrics["leaks_excluded"] == 1
     assert report.metrics["images"] == 15
 
 
 def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
-    args = ["evaluate", str(labelled / "test"), "--model", str(tiny_model_dir), "-o", str(tmp_path / "r")]
+    args = [
+        "evaluate", str(labelled / "test"), "--model", str(tiny_model_dir), "-o", str(tmp_path / "r"),
+        "--detector", "none",
+    ]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "emovit.cli", *args, "--exclude-leaks", str(labelled / "train")],
         capture_output=True, text=True, timeout=300, check=False,
@@ -95,3 +107,33 @@ def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["images"] == 15 and summary["leaks_excluded"] == 1
     assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_evaluate_scores_fer_plus_majority_labels(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tests.training_data import write_dataset, write_votes
+
+    root = tmp_path / "tree"
+    write_dataset(root, {"train": 3, "validation": 3, "test": 3})
+    votes = write_votes(root, tmp_path / "votes.csv")
+    faces = FaceOptions(detector="none")
+    plain = evaluate(tiny_model_dir, root, split="validation", faces=faces)
+    voted = evaluate(tiny_model_dir, root, split="validation", faces=faces, labels=votes)
+    # per class: a tie and a contempt majority have no majority label and are left out
+    assert voted.metrics["images_without_majority"] == 2 * 4
+    assert voted.metrics["images"] == plain.metrics["images"] - 8
+    assert voted.metrics["labels"] == str(votes)
+
+
+def test_evaluate_goes_through_the_predictor(tiny_model_dir: Path, labelled: Path) -> None:
+    """Broken images are counted, not fatal; TTA is the predictor's; no face at all is a clear error."""
+    from emovit.errors import DatasetError
+    from emovit.predictor import EmotionRecognizer
+
+    (labelled / "test" / "anger" / "broken.png").write_bytes(b"\x89PNG broken")
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", tta="flip")
+    report = evaluate(rec, labelled)
+    assert report.metrics["failed"] == {"unsupported_format": 1}
+    assert report.metrics["tta"] == "flip"
+    assert report.metrics["accuracy_all"] <= report.accuracy
+    with pytest.raises(DatasetError, match="detector 'none'"):
+        evaluate(tiny_model_dir, labelled, faces=FaceOptions(detector="haar"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import http.server
 import json
@@ -23,6 +24,7 @@ from emovit.faces import (  # noqa: E402
     YUNET,
     Detection,
     DownloadError,
+    FaceOptions,
     HaarDetector,
     WholeImageDetector,
     YuNetDetector,
@@ -95,9 +97,8 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def test_yunet_finds_pasted_fer_faces(yunet_path: Path, tiny_model_dir: Path) -> None:
     images, truths = _composites(n_images=30)
-    rec = EmotionRecognizer.from_pretrained(
-        tiny_model_dir, device="cpu", detector_model=yunet_path, batch_size=4
-    )
+    faces = FaceOptions(detector="yunet", detector_model=yunet_path)
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", faces=faces, batch_size=4)
     results = rec.predict(images, keep_pixels=True)
     found = total = false_positives = 0
     for result, boxes in zip(results, truths, strict=True):
@@ -124,10 +125,12 @@ def test_no_detections_on_empty_backgrounds(yunet_path: Path) -> None:
 def test_photo_without_a_face_is_not_an_error(yunet_path: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     photo = tmp_path / "landscape.png"
     Image.fromarray(_background(1, np.random.default_rng(0))).save(photo)
-    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", detector_model=yunet_path)
+    faces = FaceOptions(detector="yunet", detector_model=yunet_path)
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", faces=faces)
     result = rec.predict(photo)[0]
     assert result.ok and result.faces == [] and result.label is None
-    whole = EmotionRecognizer(rec.model, detector=rec.detector, no_face="whole").predict(photo)[0]
+    whole_faces = FaceOptions(detector=rec.detector, no_face="whole")
+    whole = EmotionRecognizer(rec.model, faces=whole_faces).predict(photo)[0]
     assert len(whole.faces) == 1 and whole.faces[0].box == (0, 0, 640, 480)
     proc = subprocess.run(
         [sys.executable, "-m", "emovit.cli", "predict", str(photo), "--model", str(tiny_model_dir),
@@ -324,9 +327,9 @@ def test_cli_saves_annotated_images_and_crops(yunet_path: Path, tiny_model_dir: 
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    rows = proc.stdout.strip().splitlines()[1:]
+    rows = list(csv.DictReader(proc.stdout.splitlines()))
     assert len(rows) == len(list((tmp_path / "crops").iterdir())) >= 2
-    assert [r.split(",")[3] for r in rows] == [str(i) for i in range(len(rows))]  # face index column
+    assert [r["face"] for r in rows] == [str(i) for i in range(len(rows))]  # face index column
     annotated = np.asarray(Image.open(tmp_path / "ann" / "group photo.jpg"))
     assert annotated.shape == images[0].shape
     assert np.abs(annotated.astype(int) - images[0]).mean() > 0.5  # boxes were drawn

@@ -16,6 +16,7 @@ from emovit.models import (
     describe_model,
     list_models,
     load_model,
+    load_torch_model,
     resolve_model,
 )
 
@@ -122,12 +123,63 @@ def test_unavailable_device_is_refused(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("preset", sorted(set(ARCH_PRESETS) - {"vit-base-patch16-224"}))
-def test_presets_build_loadable_models(preset: str, tmp_path: Path) -> None:
+def test_presets_build_loadable_models_that_describe_themselves(preset: str, tmp_path: Path) -> None:
     folder = build_random_model(tmp_path / preset, preset, id2label=dict(enumerate(EMOTIONS)))
-    rec = EmotionRecognizer(load_model(folder, device="cpu"), detector="none")
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
     size = ARCH_PRESETS[preset].config["image_size"]
     probs = rec.classify_arrays([np.full((size, size, 3), 128, np.uint8)])
     assert probs.shape == (1, 7)
+    # `emovit info`: the family's own fields, no empty ones
+    info = describe_model(folder).to_dict()
+    assert [k for k, v in info.items() if v is None] == []
+    assert info["parameters"] == sum(p.numel() for p in rec.model.model.parameters())
+    family = ARCH_PRESETS[preset].model_type
+    expected = {
+        "vit": {"patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads"},
+        "mobilevit": {"hidden_sizes", "neck_hidden_sizes", "expand_ratio"},
+        "resnet": {"hidden_sizes", "depths", "embedding_size", "layer_type"},
+    }[family]
+    assert expected <= set(info), (family, sorted(info))
+    if family != "vit":
+        assert "hidden_size" not in info and "num_hidden_layers" not in info
+
+
+def test_describe_leaves_out_what_an_onnx_only_folder_lacks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    (folder / "model.safetensors").rename(folder / "model.onnx")  # only the file's presence matters here
+    info = describe_model(folder).to_dict()
+    assert "parameters" not in info and None not in info.values()
+
+
+def test_load_torch_model_keeps_or_renews_the_head(tiny_model_dir: Path) -> None:
+    """The same labels keep the checkpoint's head; other labels (or another order) get a head
+    drawn afresh, never the old one reused by position."""
+    import torch
+
+    torch.manual_seed(0)
+    base = load_torch_model(tiny_model_dir).model
+    same = load_torch_model(tiny_model_dir, id2label=REFERENCE_ID2LABEL).model
+    torch.testing.assert_close(same.classifier.weight, base.classifier.weight)
+    reordered = dict(enumerate(reversed(REFERENCE_ID2LABEL.values())))
+    renewed = load_torch_model(tiny_model_dir, id2label=reordered).model
+    assert not torch.allclose(renewed.classifier.weight, base.classifier.weight)
+    torch.testing.assert_close(renewed.vit.embeddings.cls_token, base.vit.embeddings.cls_token)
+    with pytest.raises(ModelLoadError, match="cannot load the model"):
+        load_torch_model(tiny_model_dir, id2label={0: "happy", 1: "sad"})  # 2 labels, a 7-way head
+    two = load_torch_model(tiny_model_dir, id2label={0: "happy", 1: "sad"}, ignore_mismatched_sizes=True)
+    assert two.model.classifier.out_features == 2 and two.label_map.names == ("happy", "sad")
+    assert not two.model.training and two.path == tiny_model_dir
+
+
+def test_one_loader_in_the_source() -> None:
+    """Every checkpoint becomes a torch module in `load_torch_model`, behind the safety checks."""
+    src = Path(__file__).resolve().parents[1] / "src" / "emovit"
+    loaders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if "AutoModelForImageClassification.from_pretrained" in path.read_text()
+    ]
+    assert loaders == ["models/_loading.py"]
 
 
 def test_hub_download_through_a_local_server_then_offline(

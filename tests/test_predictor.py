@@ -7,6 +7,7 @@ from PIL import Image
 
 from emovit import EMOTIONS, EmotionRecognizer, ImageError
 from emovit.errors import RandomWeightsWarning
+from emovit.faces import FaceOptions
 from emovit.models import load_model
 
 from .conftest import FER2013, encode, make_image_zoo, require_shared
@@ -103,7 +104,7 @@ def test_stream_is_lazy(tiny: EmotionRecognizer) -> None:
             consumed.append(i)
             yield np.full((30, 30, 3), i * 20, np.uint8)
 
-    serial = EmotionRecognizer(tiny.model, detector="none", prefetch=0)
+    serial = EmotionRecognizer(tiny.model, faces=FaceOptions(detector="none"), prefetch=0)
     stream = serial.stream(source(), batch_size=4)
     assert next(stream).ok
     assert len(consumed) == 4  # only the first batch was pulled
@@ -123,7 +124,7 @@ def test_prefetch_keeps_memory_bounded_and_order(tiny: EmotionRecognizer, tmp_pa
             pulled += 1
             yield broken if i % 37 == 5 else np.full((30, 30, 3), i % 256, np.uint8)
 
-    rec = EmotionRecognizer(tiny.model, detector="none", prefetch=2, batch_size=8)
+    rec = EmotionRecognizer(tiny.model, faces=FaceOptions(detector="none"), prefetch=2, batch_size=8)
     ahead = 0
     for n, result in enumerate(rec.stream(source()), start=1):
         ahead = max(ahead, pulled - n)
@@ -161,11 +162,11 @@ def test_random_weights_warn(tiny_model_dir: Path) -> None:
 def test_bad_arguments(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir)
     with pytest.raises(ValueError, match="batch_size"):
-        EmotionRecognizer(loaded, batch_size=0, detector="none")
+        EmotionRecognizer(loaded, batch_size=0, faces=FaceOptions(detector="none"))
     with pytest.raises(ValueError, match="errors must be"):
-        EmotionRecognizer(loaded, detector="none").predict([], errors="ignore")  # type: ignore[arg-type]
+        EmotionRecognizer(loaded, faces=FaceOptions(detector="none")).predict([], errors="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no_face"):
-        EmotionRecognizer(loaded, detector="none", no_face="ignore")  # type: ignore[arg-type]
+        FaceOptions(detector="none", no_face="ignore")  # type: ignore[arg-type]
 
 
 def test_torch_backend_fast_vit_path_gives_the_models_logits(tiny_model_dir: Path) -> None:

@@ -126,3 +126,46 @@ def test_unsupported_configs_fall_back_to_transformers(tmp_path: Path, image_zoo
 def test_missing_processor_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no preprocessor_config.json"):
         create_preprocessor(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["vit-48-bicubic-imagenet", "vit-64x32-nearest-no-normalize"])
+def test_a_training_batch_is_the_inference_input(name: str, tmp_path: Path) -> None:
+    """One definition of the model input: without augmentation, the trainer's batch (decoded by
+    `TrainingInput`, pixels on the device, augmentation off, the preprocessor's normalize in
+    torch) equals `Preprocessor(...)(images)` for images of other sizes and aspect ratios."""
+    import torch
+
+    from emovit.data import read_samples
+    from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
+    from emovit.training.inputs import TrainingInput
+
+    rng = np.random.default_rng(7)
+    for i, (height, width) in enumerate([(37, 23), (50, 81), (19, 44), (64, 32), (121, 97)]):
+        folder = tmp_path / "data" / ("happy" if i % 2 else "sad")
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    samples = read_samples(tmp_path / "data")
+    config = CONFIGS[name]
+    inputs = TrainingInput.from_config(config)
+    data = inputs.decode(samples, ["happy", "sad"])
+    off = AugmentConfig.off()
+    pixels = augment_batch(inputs.pixels(data.images), off, torch.Generator().manual_seed(0), 0, len(data))
+    pixels, _ = mix_batch(pixels, torch.from_numpy(data.targets), off, torch.Generator().manual_seed(1))
+    batch = inputs.model_input(pixels).numpy()
+    expected = Preprocessor.from_config(config)([load_image(s.source) for s in samples])
+    assert batch.shape == expected.shape == (5, 3, *inputs.size)
+    assert np.abs(batch - expected).max() <= 1e-5
+
+
+def test_normalize_has_one_implementation_for_numpy_and_torch() -> None:
+    import torch
+
+    pre = Preprocessor.from_config(CONFIGS["vit-48-bicubic-imagenet"])
+    batch = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    from_numpy = pre.normalize(batch)
+    np.testing.assert_array_equal(
+        pre.normalize_tensor(torch.from_numpy(batch), channels_last=True).numpy(), from_numpy
+    )
+    nchw = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    np.testing.assert_array_equal(pre.normalize_tensor(nchw).numpy(), from_numpy)

@@ -1,4 +1,4 @@
-"""A bounded load test on loopback against a real uvicorn process, and graceful shutdown."""
+"""A bounded load test on loopback against a real uvicorn process (`run_server`), and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .servers import start_server
+from .servers import server_log, start_app_server
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -25,8 +25,8 @@ CLIENTS = 16
 SECONDS = float(os.environ.get("EMOVIT_LOAD_SECONDS", "10"))
 
 
-def _start(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    return start_server(model, "--detector", "none", *extra)
+def _start(model: Path, **settings: object) -> tuple[subprocess.Popen, str]:
+    return start_app_server(model, faces={"detector": "none"}, **settings)
 
 
 def _jpeg() -> bytes:
@@ -49,12 +49,14 @@ def _hammer(url: str, seconds: float, statuses: Counter, lock: threading.Lock, f
                 continue
             with lock:
                 statuses[response.status_code] += 1
-            if response.status_code == 200 and len(response.json()["results"][0]["faces"]) != 1:
-                failures.append("a 200 without its face")
+            if response.status_code == 200:
+                (result,) = response.json()["results"]
+                if len(result["faces"]) != 1 or not result["timings_ms"].get("inference", 0) > 0:
+                    failures.append(f"a 200 without its face or inference time: {result}")
 
 
 def test_sixteen_clients(tiny_model_dir: Path) -> None:
-    proc, url = _start(tiny_model_dir, "--max-queue", "8")
+    proc, url = _start(tiny_model_dir, max_queue=8)
     statuses: Counter = Counter()
     failures: list[str] = []
     lock = threading.Lock()
@@ -78,7 +80,7 @@ def test_sixteen_clients(tiny_model_dir: Path) -> None:
 
 
 def test_sigterm_drains_in_flight_requests(tiny_model_dir: Path) -> None:
-    proc, url = _start(tiny_model_dir, "--drain-timeout", "10")
+    proc, url = _start(tiny_model_dir, drain_timeout_s=10)
     statuses: Counter = Counter()
     failures: list[str] = []
     lock = threading.Lock()
@@ -92,8 +94,10 @@ def test_sigterm_drains_in_flight_requests(tiny_model_dir: Path) -> None:
         thread.join()
     # uvicorn shuts down gracefully, then re-raises the signal: -15 is its normal exit here
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    log = proc.stderr.read()
+    log = server_log(proc)
     assert "Application shutdown complete" in log, log[-2000:]
+    assert "shutting down: new requests are refused" in log  # the signal reached the app at once
+    assert "Traceback" not in log, log[-3000:]
     assert statuses[200] > 0
     # Requests either completed or were refused cleanly once intake stopped (no half answers).
     assert set(statuses) <= {200, 503}, statuses

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from emovit import EmotionRecognizer
-from emovit.training import AugmentConfig, TrainConfig, TrainError, decode_samples, read_samples, train
-from emovit.training.datasets import DatasetError, list_splits
+from emovit import EMOTIONS, EmotionRecognizer
+from emovit.data import decode_samples, list_splits, read_samples
+from emovit.errors import DatasetError
+from emovit.models import Framing, arch_preset, build_random_model, load_model
+from emovit.training import AugmentConfig, TrainConfig, TrainError, train
 
 from .servers import free_port
-from .training_data import CLASSES, write_dataset
+from .training_data import CLASSES, write_dataset, write_votes
 
 pytest.importorskip("accelerate")
 
@@ -135,12 +137,45 @@ def test_batch_size_must_fit(dataset: Path, tmp_path: Path) -> None:
         train(_config(dataset, tmp_path / "x", batch_size=9, grad_accum=2), progress=False)
 
 
+def test_a_batch_larger_than_the_data_is_lowered_with_a_warning(dataset: Path, tmp_path: Path) -> None:
+    images = 12 * len(CLASSES)  # the training split
+    with pytest.warns(UserWarning, match=f"--batch-size 100 exceeds the {images} training images"):
+        result = train(
+            _config(dataset, tmp_path / "big", epochs=1, batch_size=100, grad_accum=5), progress=False
+        )
+    assert result.epochs_run == 1
+    saved = json.loads((tmp_path / "big" / "training_config.json").read_text())["config"]
+    assert saved["batch_size"] == 45  # the largest multiple of the 5 accumulation steps <= 48
+
+
+def test_a_trained_folder_records_its_framing(dataset: Path, tmp_path: Path) -> None:
+    """From scratch the record says what was given (defaults for the rest); from --init the
+    init model's record is inherited unless overridden."""
+    scratch = train(
+        _config(dataset, tmp_path / "scratch", epochs=1, face_margin=0.05, grey=True), progress=False
+    )
+    recorded = json.loads((scratch.output / "emovit.json").read_text())
+    assert recorded == {"face_margin": 0.05, "face_align": True, "grey": True}
+    assert load_model(scratch.output, device="cpu").framing == Framing(0.05, True, True)
+    assert load_model(scratch.output, device="cpu").recorded_framing is not None
+    again = train(
+        _config(dataset, tmp_path / "again", epochs=1, arch=None, init=str(scratch.output), face_align=False),
+        progress=False,
+    )
+    assert load_model(again.output, device="cpu").framing == Framing(0.05, False, True)
+    assert "face margin 0.05" in (again.output / "README.md").read_text()
+
+
 def test_grad_accumulation_matches_one_big_batch(dataset: Path, tmp_path: Path) -> None:
     one = train(_config(dataset, tmp_path / "one", epochs=1), progress=False)
     acc = train(_config(dataset, tmp_path / "acc", epochs=1, grad_accum=4), progress=False)
     a = load_file(str(one.output / "checkpoint" / "model.safetensors"))
     b = load_file(str(acc.output / "checkpoint" / "model.safetensors"))
     for key in a:
+        if key.endswith("k_proj.bias"):
+            # no gradient reaches the key bias (softmax ignores a shift): Adam turns the rounding
+            # noise of its zero gradient into steps, whichever way the batch is summed
+            continue
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-5, err_msg=key)
 
 
@@ -192,10 +227,10 @@ def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -
     assert resolved["config"]["teacher"] == str(teacher.output)
 
 
-def test_ship_packages_a_model_with_card_and_metrics(
+def test_release_packages_a_model_with_card_and_metrics(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from emovit.training.ship import ship
+    from emovit.training.release import release_model
 
     teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False)
     student = train(
@@ -206,11 +241,12 @@ def test_ship_packages_a_model_with_card_and_metrics(
         _config(dataset, tmp_path / "stage2", epochs=1, arch=None, init=str(student.output)), progress=False
     )
     dest = tmp_path / "default"
-    metrics = ship(stage2.output, dest, dataset, compare=[teacher.output], onnx=True)
+    metrics = release_model(stage2.output, dest, dataset, compare=[teacher.output], onnx=True)
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
         "config.json",
         "confusion_matrix.png",
+        "emovit.json",
         "metrics.json",
         "model.onnx",
         "model.safetensors",
@@ -249,7 +285,6 @@ def test_ship_packages_a_model_with_card_and_metrics(
 
 
 def test_architecture_rows_describe_each_family() -> None:
-    from emovit.models._presets import arch_preset
     from emovit.training.card import architecture_rows
 
     for name, expected in (
@@ -267,8 +302,6 @@ def test_from_scratch_models_start_with_identity_norms_and_a_live_signal() -> No
     """transformers 5 initialises MobileViT's BatchNorm scales near 0: its output is then a
     constant and it never learns. `build_model` starts every norm layer as the identity."""
     import torch
-
-    from emovit.models._presets import arch_preset
 
     torch.manual_seed(0)
     model = arch_preset("mobilevit-xxs-64").build_model().train()
@@ -291,13 +324,129 @@ def test_from_scratch_models_start_with_identity_norms_and_a_live_signal() -> No
     assert loss.item() < 0.7 * first
 
 
-def test_ship_reads_a_finished_runs_state_without_its_checkpoint(tmp_path: Path) -> None:
-    from emovit.training.ship import _run_state
+def test_the_card_reads_a_finished_runs_state_without_its_checkpoint(tmp_path: Path) -> None:
+    from emovit.training.card import run_state
 
-    assert _run_state(tmp_path) == {}
+    assert run_state(tmp_path) == {}
     state = {"epochs": 3, "epochs_run": 3, "best_epoch": 2, "complete": True, "wall_time_s": 12.5}
     (tmp_path / "run_state.json").write_text(json.dumps(state))
-    assert _run_state(tmp_path) == {"epoch": 3, "best_epoch": 2, "elapsed_s": 12.5}
+    assert run_state(tmp_path) == {"epoch": 3, "best_epoch": 2, "elapsed_s": 12.5}
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps({"epoch": 3, "elapsed_s": 13.0}))
-    assert _run_state(tmp_path)["elapsed_s"] == 13.0
+    assert run_state(tmp_path)["elapsed_s"] == 13.0
+
+
+def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_default_model.py"
+    state = {"epochs": 3, "epochs_run": 1, "complete": False}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run_state.json").write_text(json.dumps(state))
+    args = [
+        sys.executable,
+        str(script),
+        str(tmp_path / "run"),
+        str(tmp_path / "dest"),
+        "--data",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "not finished (1 of 3 epochs)" in proc.stdout
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_teacher_of_another_input_size_is_refused(dataset: Path, tmp_path: Path) -> None:
+    teacher = build_random_model(tmp_path / "teacher", "mobilevit-xxs-64", id2label=dict(enumerate(CLASSES)))
+    with pytest.raises(TrainError, match="takes 64x64 images and the student 30x30"):
+        train(_config(dataset, tmp_path / "student", teacher=str(teacher)), progress=False)
+
+
+# --------------------------------------------------------------------------- FER+ vote labels
+
+
+@pytest.fixture(scope="module")
+def votes(dataset: Path) -> Path:
+    return write_votes(dataset, dataset.parent / "votes.csv")
+
+
+def test_vote_rules() -> None:
+    from emovit.data import VOTE_CLASSES, majority_label, vote_distribution
+
+    def vote(**counts: int) -> np.ndarray:
+        return np.array([counts.get(c, 0) for c in VOTE_CLASSES], dtype=np.float32)
+
+    assert majority_label(vote(happy=6, sad=3, contempt=1)) == "happy"
+    assert majority_label(vote(happy=4, sad=4, fear=2)) is None  # a tie
+    assert majority_label(vote(contempt=5, happy=4, sad=1)) is None  # contempt's majority
+    assert majority_label(vote(unknown=6, happy=4)) is None
+    assert majority_label(vote(not_a_face=10)) is None
+    assert majority_label(vote(happy=3, contempt=3, sad=1)) is None  # a tie with contempt
+    np.testing.assert_allclose(
+        vote_distribution(vote(happy=6, sad=2, contempt=1, unknown=1)), [0, 0, 0, 0.75, 0, 0.25, 0]
+    )
+    assert vote_distribution(vote(not_a_face=10)) is None
+
+
+def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
+    from emovit.data import read_vote_labels, sample_votes
+
+    table = read_vote_labels(votes)
+    assert sample_votes(read_samples(dataset, "validation"), table).shape == (4 * len(CLASSES), 10)
+    with pytest.raises(DatasetError, match="need an ImageFolder tree"):
+        sample_votes(read_samples(dataset.with_suffix(".csv"), "validation"), table)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("split,file,neutral,happiness,surprise,sadness,anger,disgust,fear,hapiness\n")
+    with pytest.raises(DatasetError, match="'hapiness' is neither an emotion"):
+        read_vote_labels(bad)
+    bad.write_text("split,file,neutral,happiness\ntrain,a.png,1,2\n")
+    with pytest.raises(DatasetError, match="no vote column for"):
+        read_vote_labels(bad)
+    partial = tmp_path / "partial.csv"
+    lines = votes.read_text().splitlines()
+    partial.write_text("\n".join(line for line in lines if not line.startswith("test,angry/000")) + "\n")
+    with pytest.raises(DatasetError, match="1 of .* images have no vote row"):
+        sample_votes(read_samples(dataset, "test"), read_vote_labels(partial))
+
+
+def test_training_on_vote_distributions(dataset: Path, votes: Path, tmp_path: Path) -> None:
+    """Soft targets from the votes; the images whose votes are all not-a-face leave training, and
+    those without a clear majority leave validation; the model still learns the classes."""
+    kw = {"epochs": 6, "lr": 1e-2, "augment": AugmentConfig.off(), "label_smoothing": 0.1}
+    result = train(_config(dataset, tmp_path / "votes", labels=str(votes), **kw), progress=False)
+    resolved = json.loads((result.output / "training_config.json").read_text())["resolved"]
+    assert resolved["classes"] == list(EMOTIONS)  # the vote file's classes
+    assert resolved["train_images"] == 12 * len(CLASSES) - len(CLASSES)  # one NF-only image per class
+    assert resolved["val_images"] == 4 * len(CLASSES) - 2 * len(CLASSES)  # a tie and a contempt majority
+    assert result.best_metrics["val_accuracy"] >= 0.5  # chance is 0.25
+    assert "vote distributions" in (result.output / "README.md").read_text()
+    # the sampler balance and distillation take soft targets too
+    teacher = build_random_model(tmp_path / "teacher", "vit-test", id2label=dict(enumerate(EMOTIONS)))
+    other = train(
+        _config(
+            dataset, tmp_path / "votes2", labels=str(votes), epochs=1, balance="sampler", teacher=str(teacher)
+        ),
+        progress=False,
+    )
+    assert other.epochs_run == 1
+
+
+def test_robust_augmentation_degrades_like_photos_deterministically() -> None:
+    import torch
+
+    from emovit.training.augment import AugmentConfig, augment_batch
+
+    x = torch.rand(16, 3, 32, 32) * 255
+    cfg = AugmentConfig.robust()
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(3), 0, 16)
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(3), 0, 16)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
+    assert not torch.allclose(a, x)
+    # each degradation alone changes only the images it drew, and keeps the batch's shape
+    for name in ("downscale_p", "blur_p", "noise_p", "gamma_p", "jpeg_p"):
+        only = AugmentConfig.off()
+        setattr(only, name, 1.0)
+        out = augment_batch(x, only, torch.Generator().manual_seed(0), 0, 16)
+        assert out.shape == x.shape and not torch.allclose(out, x), name
+    assert torch.equal(augment_batch(x, AugmentConfig.off(), torch.Generator().manual_seed(0), 0, 16), x)
+    assert AugmentConfig.from_name("robust") == cfg

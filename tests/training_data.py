@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emovit.training.datasets import FER2013_CSV_LABELS
+from emovit.data import FER2013_CSV_LABELS
 
 CLASSES = ("angry", "happy", "sad", "surprise")
 USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
@@ -43,3 +43,44 @@ def write_dataset(root: Path, per_class: dict[str, int], size: int = 30, seed: i
                     )
                     rows[split].append((label, pixels))
     return rows
+
+
+#: FER+ vote columns, in FER+'s order and spelling.
+FERPLUS_COLUMNS = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
+_FERPLUS_NAME = {"angry": "anger", "happy": "happiness", "sad": "sadness", "surprise": "surprise"}
+
+
+def write_votes(root: Path, path: Path) -> Path:
+    """A FER+-style vote file for the tree `root` (``split,file,<10 vote counts>``): 7 votes for
+    the folder's class, 2 for the next class, 1 contempt; per class, the first training image
+    gets only not-a-face votes (no target), and in validation the first image a tie, the second
+    a contempt majority (no majority label)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "file", *FERPLUS_COLUMNS])
+        for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for ci, label in enumerate(CLASSES):
+                other = _FERPLUS_NAME[CLASSES[(ci + 1) % len(CLASSES)]]
+                for i, image in enumerate(sorted((split_dir / label).iterdir())):
+                    counts = dict.fromkeys(FERPLUS_COLUMNS, 0)
+                    counts.update({_FERPLUS_NAME[label]: 7, other: 2, "contempt": 1})
+                    if split_dir.name == "train" and i == 0:
+                        counts = {**dict.fromkeys(FERPLUS_COLUMNS, 0), "NF": 10}
+                    elif split_dir.name == "validation" and i == 0:
+                        counts.update({_FERPLUS_NAME[label]: 4, other: 4, "contempt": 2})
+                    elif split_dir.name == "validation" and i == 1:
+                        counts.update({_FERPLUS_NAME[label]: 3, other: 1, "contempt": 6})
+                    row = [counts[c] for c in FERPLUS_COLUMNS]
+                    writer.writerow([split_dir.name, f"{label}/{image.name}", *row])
+    return path

@@ -66,6 +66,9 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "preprocess_failed": ("preprocess", "resizing or normalising a face failed"),
     "model_failed": ("model", "the model raised on this input (its batch was retried alone)"),
     "no_face": ("detect", "no face found, with no_face='raise'"),
+    "no_video_stream": ("decode", "a media file without a video stream (audio only)"),
+    "corrupt_video": ("decode", "damaged video data: not one frame could be decoded"),
+    "no_frame_rate": ("decode", "a video whose frames carry no timestamps and that has no frame rate"),
 }
 
 

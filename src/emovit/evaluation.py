@@ -1,6 +1,7 @@
 """Honest evaluation: accuracy, macro-F1, per-class scores, confusion matrix, calibration.
 
-``evaluate`` classifies a labelled ImageFolder/CSV split and writes a report folder:
+``evaluate`` classifies a labelled ImageFolder/CSV split through the predictor (the same
+stages as `emovit predict`, face detection included) and writes a report folder:
 ``metrics.json``, ``confusion_matrix.json`` / ``.png``, ``reliability.png``,
 ``predictions.csv`` and ``report.md``. Metrics come from scikit-learn. Dataset labels are
 mapped onto the model's by name; classes the model lacks are reported and left out of the
@@ -14,18 +15,18 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emovit.imageio import load_image
+from emovit.data import Sample
 
 if TYPE_CHECKING:
+    from emovit.faces import FaceOptions
     from emovit.predictor import EmotionRecognizer
-    from emovit.training.datasets import Sample
+    from emovit.results import ImageResult
 
 __all__ = ["EvaluationReport", "classification_metrics", "expected_calibration_error", "evaluate"]
 
@@ -100,33 +101,27 @@ class EvaluationReport:
         return float(self.metrics["macro_f1"])
 
 
-def _decode_all(samples: Sequence[Sample], threads: int | None) -> list[np.ndarray]:
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda s: load_image(s.source, name=s.name), samples, chunksize=64))
+def _first_face_probs(result: ImageResult, width: int) -> np.ndarray | None:
+    """The probabilities of a result's first (largest) face, or None (failed, no face)."""
+    if not result.ok or not result.faces:
+        return None
+    return np.asarray(list(result.faces[0].probs.values()), dtype=np.float64).reshape(width)
 
 
-def _classify(
-    recognizer: EmotionRecognizer, images: list[np.ndarray], batch_size: int, tta: bool, progress: bool
-) -> np.ndarray:
-    out = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+def _with_votes(samples: list[Sample], labels: str | os.PathLike[str]) -> tuple[list[Sample], int]:
+    """`samples` relabelled with the majority of their votes in a FER+-style label file;
+    images without a clear majority among the seven emotions (ties, contempt, unknown,
+    not-a-face) or without votes are left out. Returns the kept samples and how many left."""
+    from emovit.data import majority_label, read_vote_labels
 
-        bar = tqdm(total=len(images), desc="evaluating", unit="img", leave=False)
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        probs = recognizer.classify_arrays(chunk)
-        if tta:
-            probs = (
-                probs + recognizer.classify_arrays([np.ascontiguousarray(im[:, ::-1]) for im in chunk])
-            ) / 2
-        out.append(probs)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return np.concatenate(out) if out else np.zeros((0, len(recognizer.labels)))
+    votes = read_vote_labels(labels)
+    kept: list[Sample] = []
+    for sample in samples:
+        row = votes.lookup(sample.name)
+        label = majority_label(row) if row is not None else None
+        if label is not None:
+            kept.append(Sample(sample.source, label, sample.name))
+    return kept, len(samples) - len(kept)
 
 
 def evaluate(
@@ -135,34 +130,49 @@ def evaluate(
     output: str | os.PathLike[str] | None = None,
     *,
     split: str | None = None,
+    faces: FaceOptions | None = None,
     tta: bool = False,
+    labels: str | os.PathLike[str] | None = None,
     exclude_leaks: str | os.PathLike[str] | None = None,
     max_distance: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    backend: str = "auto",
     threads: int | None = None,
     progress: bool = False,
 ) -> EvaluationReport:
     """Evaluate `model` on a labelled dataset split and (optionally) write a report folder.
+
+    Every image goes through the predictor, as `emovit predict` sees it: decoding, face
+    detection (`faces`; ``FaceOptions(detector="none")`` for pre-cropped faces), the model's
+    framing, preprocessing and the backend; images stream batch by batch, so memory stays
+    flat however large the split. An image that fails or in which no face is found is
+    counted (``failed``, ``no_face``) and scored as wrong in ``accuracy_all``; the other
+    metrics are over the images with a face. ``labels`` scores a FER+-style vote file's
+    majority label instead of the folder's.
 
     Examples:
         >>> report = evaluate("default", "fer2013/test", "reports/default")  # doctest: +SKIP
         >>> round(report.accuracy, 3)  # doctest: +SKIP
         0.68
     """
+    from emovit.data import DEFAULT_MAX_DISTANCE, find_leaks, list_splits, read_samples
     from emovit.predictor import EmotionRecognizer
-    from emovit.training.audit import DEFAULT_MAX_DISTANCE, find_leaks
-    from emovit.training.datasets import list_splits, read_samples
+    from emovit.progress import progress_bar
 
-    recognizer = (
-        model
-        if isinstance(model, EmotionRecognizer)
-        else EmotionRecognizer.from_pretrained(model, device=device, detector="none")
-    )
+    if isinstance(model, EmotionRecognizer):
+        recognizer = model
+    else:
+        recognizer = EmotionRecognizer.from_pretrained(
+            model, device=device, faces=faces, backend=backend, threads=threads, batch_size=batch_size
+        )
     if split is None and "test" in list_splits(data):
         split = "test"
     samples = read_samples(data, split)
     total = len(samples)
+    no_majority = None
+    if labels is not None:
+        samples, no_majority = _with_votes(samples, labels)
     leaks_excluded = 0
     if exclude_leaks is not None:
         train_split = "train" if "train" in list_splits(exclude_leaks) else None
@@ -172,8 +182,8 @@ def evaluate(
         )
         samples = [s for i, s in enumerate(samples) if i not in leaked]
         leaks_excluded = len(leaked)
-    labels = list(recognizer.labels)
-    index = {label: i for i, label in enumerate(labels)}
+    names = list(recognizer.labels)
+    index = {label: i for i, label in enumerate(names)}
     unscorable: dict[str, int] = {}
     kept = []
     for sample in samples:
@@ -181,18 +191,60 @@ def evaluate(
             kept.append(sample)
         else:
             unscorable[sample.label] = unscorable.get(sample.label, 0) + 1
-    images = _decode_all(kept, threads)
-    probs = _classify(recognizer, images, batch_size, tta, progress)
-    y_true = np.asarray([index[s.label] for s in kept], dtype=np.int64)
-    y_pred = probs.argmax(axis=1)
-    metrics = classification_metrics(y_true, y_pred, probs, labels)
+    scored: list[Sample] = []
+    rows: list[np.ndarray] = []
+    failed: dict[str, int] = {}
+    no_face = 0
+    previous_tta = recognizer.tta
+    recognizer.tta = "flip" if tta else previous_tta
+    try:
+        with progress_bar(len(kept), "evaluating", enabled=progress) as advance:
+            sources = (s.source for s in kept)
+            for sample, result in zip(kept, recognizer.stream(sources, batch_size=batch_size), strict=True):
+                probs = _first_face_probs(result, len(names))
+                if probs is not None:
+                    scored.append(sample)
+                    rows.append(probs)
+                elif not result.ok:
+                    code = result.error_code or "error"
+                    failed[code] = failed.get(code, 0) + 1
+                else:
+                    no_face += 1
+                advance()
+    finally:
+        recognizer.tta = previous_tta
+    if not rows:
+        from emovit.errors import DatasetError
+
+        raise DatasetError(
+            f"{data}: none of the {len(kept)} images could be scored ({no_face} without a face, "
+            f"{sum(failed.values())} failed: {failed}); pre-cropped faces need detector 'none' "
+            "(--detector none)"
+        )
+    probs_all = np.stack(rows)
+    y_true = np.asarray([index[s.label] for s in scored], dtype=np.int64)
+    y_pred = probs_all.argmax(axis=1)
+    metrics = classification_metrics(y_true, y_pred, probs_all, names)
+    detector = recognizer.detector.name if hasattr(recognizer.detector, "name") else "custom"
     metrics.update(
         {
             "model": recognizer.model.name,
             "data": str(data),
             "split": split,
-            "tta": "flip" if tta else None,
+            "labels": str(labels) if labels is not None else None,
+            "images_without_majority": no_majority,
+            "tta": "flip" if tta or previous_tta == "flip" else None,
+            "detector": detector,
+            "framing": {
+                "margin": recognizer.faces.margin,
+                "align": recognizer.faces.align,
+                "grey": recognizer.faces.grey,
+            },
             "images_in_split": total,
+            "images_evaluated": len(kept),
+            "failed": failed,
+            "no_face": no_face,
+            "accuracy_all": float((y_true == y_pred).sum() / len(kept)) if kept else 0.0,
             "leaks_excluded": leaks_excluded if exclude_leaks is not None else None,
             "leak_reference": str(exclude_leaks) if exclude_leaks is not None else None,
             "classes_missing_from_model": unscorable,
@@ -200,7 +252,7 @@ def evaluate(
     )
     out = Path(output) if output is not None else None
     if out is not None:
-        _write_report(out, metrics, kept, y_true, y_pred, probs, labels)
+        _write_report(out, metrics, scored, y_true, y_pred, probs_all, names)
     return EvaluationReport(metrics=metrics, output=out)
 
 
@@ -302,6 +354,17 @@ def _markdown(metrics: dict[str, Any], labels: list[str]) -> str:
             f"Leak-free: {metrics['leaks_excluded']} images that also appear in "
             f"`{metrics['leak_reference']}` (exact or near duplicates) were left out."
         )
+    if metrics.get("labels"):
+        lines.append(
+            f"Labels: the majority vote of `{metrics['labels']}`; "
+            f"{metrics['images_without_majority']} images without a majority among the seven "
+            "emotions (ties, contempt, unknown, not a face) were left out."
+        )
+    lines.append(
+        f"Faces: detector `{metrics.get('detector')}`, framing {metrics.get('framing')}; "
+        f"{metrics.get('no_face', 0)} images without a face, {sum(metrics.get('failed', {}).values())} "
+        f"failed (accuracy counting those as wrong: {metrics.get('accuracy_all', 0):.4f})."
+    )
     if metrics["classes_missing_from_model"]:
         lines.append(f"Not scored (the model lacks these classes): {metrics['classes_missing_from_model']}.")
     if metrics["tta"]:

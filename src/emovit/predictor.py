@@ -13,6 +13,10 @@ Two entry points serve every door:
 * `prepare` + `infer`: the same two halves, for doors that gather the model stage of
   several callers into one batch (the HTTP server's micro-batching).
 
+`predict_video` runs a video through the same stages: its frames (decoded in a thread by
+`emovit.video.VideoReader`) go through faces and preprocess like photos, the faces of several
+frames through the model in one batch, and then through the video stages (tracks, smoothing).
+
 Examples:
     >>> rec = EmotionRecognizer.from_pretrained("dima806/facial_emotions_image_detection")  # doctest: +SKIP
     >>> rec.predict(["a.jpg"])[0].label  # doctest: +SKIP
@@ -36,15 +40,17 @@ from emovit.errors import InputError, NoFaceError, OptionError
 from emovit.faces import FaceOptions
 from emovit.imageio import DEFAULT_MAX_PIXELS, describe_source, load_image
 from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilities
-from emovit.results import FaceResult, ImageResult
+from emovit.results import FaceResult, FrameResult, ImageResult
 
 if TYPE_CHECKING:
+    import threading
     from pathlib import Path
 
     from emovit.backends import Backend
     from emovit.faces import Detection, DetectorName, FaceDetector
     from emovit.imageio import ImageSource
     from emovit.models import LoadedModel
+    from emovit.video import DecodedFrame, VideoOptions, VideoPrediction, VideoSummary
 
 __all__ = ["BackendName", "EmotionRecognizer", "ErrorPolicy", "PreparedBatch", "Precision"]
 
@@ -130,6 +136,13 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
         raise OptionError(str(exc), option="precision") from None
 
 
+def _failed_video(label: str, error: InputError) -> FrameResult:
+    """The one result of a video that cannot be read (``frame`` None)."""
+    result = FrameResult(source=label)
+    result.fail(error)
+    return result
+
+
 class EmotionRecognizer:
     """Tells the emotion of every face in each image.
 
@@ -212,13 +225,14 @@ class EmotionRecognizer:
 
     @staticmethod
     def _create_detector(options: FaceOptions) -> FaceDetector:
-        if not isinstance(options.detector, str):
-            return options.detector
-        from emovit.faces import create_detector
+        from emovit.faces import ScaledDetector, create_detector
 
-        return create_detector(
+        if not isinstance(options.detector, str):
+            return ScaledDetector.wrap(options.detector, options.detect_max_side)
+        detector = create_detector(
             options.detector, model_path=options.detector_model, score_threshold=options.det_threshold
         )
+        return ScaledDetector.wrap(detector, options.detect_max_side)
 
     @classmethod
     def from_pretrained(
@@ -292,7 +306,7 @@ class EmotionRecognizer:
         """Like `predict`, but yields results batch by batch (for long inputs and video)."""
         _check_errors(errors)
         size = batch_size or self.batch_size
-        items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
+        items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs  # type: ignore[assignment]
         numbered = enumerate(items)
         chunks = iter(lambda: list(islice(numbered, size)), [])
         if self.prefetch == 0:
@@ -309,6 +323,173 @@ class EmotionRecognizer:
                     yield from self.infer([pending.popleft().result()], errors=errors)[0]
             while pending:
                 yield from self.infer([pending.popleft().result()], errors=errors)[0]
+
+    # ------------------------------------------------------------------ video
+
+    def predict_video(
+        self,
+        source: str | os.PathLike[str] | bytes | Any,
+        *,
+        fps: float | None = None,
+        every: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        smooth: float | None = None,
+        track_buffer: int | None = None,
+        options: VideoOptions | None = None,
+        faces: FaceOptions | None = None,
+        errors: ErrorPolicy = "collect",
+        keep_pixels: bool = False,
+        name: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> VideoPrediction:
+        """Analyse a video: an iterable of `FrameResult`, one per analysed frame, whose
+        ``summary()`` gives the video's summary (tracks, dominant emotions, shares).
+
+        Frames are decoded in a thread (a bounded queue: memory stays flat), searched for
+        faces on a scaled-down copy (`FaceOptions.detect_max_side`, default 320), and the faces
+        of ``batch_frames`` frames go through the model together. Each face gets a
+        ``track_id``; its ``probs`` (and ``label``, ``score``) are smoothed over the track's
+        recent frames, ``raw_probs`` are the frame's own.
+
+        Args:
+            source: a path, an http(s)/rtsp URL, the file's bytes or a binary file object.
+            fps, every, start, end, smooth, track_buffer: override `options`
+                (`emovit.video.VideoOptions`: sampling, tracking and smoothing).
+            faces: the face options for this video (default: the recognizer's).
+            errors: ``collect`` (default): a video that cannot be read gives one failed
+                `FrameResult` (``frame`` None) naming the problem, a frame that fails at a
+                stage a failed `FrameResult` and the others go on; ``raise`` raises.
+            keep_pixels: keep each frame's RGB image on its result (for annotated video).
+            name: how results and errors name the video (default: its path).
+            stop: when set, analysis stops after the current batch (a server deadline).
+
+        Examples:
+            >>> run = rec.predict_video("clip.mp4", fps=10, smooth=0.5)  # doctest: +SKIP
+            >>> frames = list(run)  # doctest: +SKIP
+            >>> run.summary()["tracks"]  # doctest: +SKIP
+        """
+        from emovit.video import VideoOptions, VideoPrediction, VideoSummary
+
+        raise_errors = _check_errors(errors)
+        video = (options or VideoOptions()).replace(
+            fps=fps, every=every, start=start, end=end, smooth=smooth, track_buffer=track_buffer
+        )
+        label = name or describe_source(source)
+        summary = VideoSummary(label, self.labels, options=video)
+        frames = self._video_frames(source, label, video, faces, raise_errors, keep_pixels, stop, summary)
+        return VideoPrediction(frames, summary)
+
+    def _video_detector(self, faces: FaceOptions | None) -> tuple[FaceOptions, FaceDetector]:
+        """The face options and detector for video frames: detection on a scaled-down copy."""
+        from emovit.faces import ScaledDetector
+        from emovit.video import VIDEO_DETECT_MAX_SIDE
+
+        if faces is None:
+            side = self.faces.detect_max_side or VIDEO_DETECT_MAX_SIDE
+            return self.faces, ScaledDetector.wrap(self.detector, side)
+        options = self._resolve_faces(faces)
+        options = options.replace(detect_max_side=options.detect_max_side or VIDEO_DETECT_MAX_SIDE)
+        return options, self._create_detector(options)
+
+    def _video_frames(
+        self,
+        source: Any,
+        label: str,
+        video: VideoOptions,
+        faces: FaceOptions | None,
+        raise_errors: bool,
+        keep_pixels: bool,
+        stop: threading.Event | None,
+        summary: VideoSummary,
+    ) -> Iterator[FrameResult]:
+        """Decode → faces → preprocess → model (batches of frames, the next one prepared in a
+        thread while this one is in the model) → tracks → smoothing, frame by frame."""
+        from emovit.video import ProbabilitySmoother, Tracker, VideoReader
+
+        errors: ErrorPolicy = "raise" if raise_errors else "collect"
+        try:
+            options, detector = self._video_detector(faces)
+            reader = VideoReader(source, options=video, name=label)
+        except InputError as exc:
+            if raise_errors:
+                raise
+            yield _failed_video(label, exc)
+            return
+        summary.attach(reader)
+        tracker, smoother = Tracker(video.track_buffer), ProbabilitySmoother(video.smooth)
+        frame_bytes = max(1, reader.info.width * reader.info.height * 3)
+        per_batch = max(1, min(video.batch_frames, (64 << 20) // frame_bytes))  # 4K: a few at a time
+        frames = iter(reader)
+        chunks = iter(lambda: list(islice(frames, per_batch)), [])
+
+        def finish(batch: PreparedBatch) -> list[FrameResult]:
+            done = self.infer([batch], errors=errors)[0]
+            return [self._follow(result, tracker, smoother) for result in done]  # type: ignore[arg-type]
+
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovit-video") as pool:
+                pending: deque[Future[PreparedBatch]] = deque()
+                try:
+                    for chunk in chunks:
+                        pending.append(pool.submit(self._prepare_frames, chunk, label, options, detector,
+                                                   raise_errors, keep_pixels))  # fmt: skip
+                        if len(pending) > max(1, self.prefetch):
+                            yield from finish(pending.popleft().result())
+                        if stop is not None and stop.is_set():
+                            break
+                except InputError as exc:  # the video could not be decoded at all
+                    if raise_errors:
+                        raise
+                    if summary.frames_analysed == 0 and not pending:
+                        yield _failed_video(label, exc)
+                        return
+                while pending:
+                    yield from finish(pending.popleft().result())
+        finally:
+            reader.close()
+
+    def _prepare_frames(
+        self,
+        chunk: Sequence[DecodedFrame],
+        label: str,
+        options: FaceOptions,
+        detector: FaceDetector,
+        raise_errors: bool,
+        keep_pixels: bool,
+    ) -> PreparedBatch:
+        """Faces and model input for a batch of decoded frames (the photo stages, per frame)."""
+        results: list[ImageResult] = []
+        faces: list[_Face] = []
+        for frame in chunk:
+            height, width = frame.image.shape[:2]
+            result = FrameResult(
+                source=label, image_size=(width, height), frame=frame.index, time_s=frame.time_s
+            )
+            result.timings["decode"] = frame.decode_ms
+            faces += self._faces_of(result, frame.image, options, detector, raise_errors)
+            if keep_pixels:
+                result.image = frame.image
+            results.append(result)
+        kept, pixels = self._preprocess(faces, raise_errors)
+        return PreparedBatch(results, kept, pixels, keep_pixels)
+
+    @staticmethod
+    def _follow(result: FrameResult, tracker: Any, smoother: Any) -> FrameResult:
+        """Track ids and smoothed probabilities for the faces of one frame (in frame order)."""
+        start = time.perf_counter()
+        time_s = result.time_s or 0.0
+        boxes = [face.box or (0, 0, *(result.image_size or (1, 1))) for face in result.faces]
+        ids = tracker.update(boxes, time_s)
+        smoother.forget(tracker.removed)
+        for face, track_id in zip(result.faces, ids, strict=True):
+            labels = list(face.probs)
+            raw = np.array([face.probs[label] for label in labels])
+            smoothed = smoother.update(track_id, raw, time_s)
+            face.track_id, face.raw_probs = track_id, face.probs
+            face.probs = dict(zip(labels, smoothed.tolist(), strict=True))
+        result.timings["track"] = (time.perf_counter() - start) * 1e3
+        return result
 
     # ------------------------------------------------------------------ the two halves
 
@@ -486,6 +667,7 @@ class EmotionRecognizer:
         if not faces:
             return faces, None
         start = time.perf_counter()
+        pixels: np.ndarray | None
         try:
             pixels = self.model.preprocessor([face.crop for face in faces])
             kept = faces

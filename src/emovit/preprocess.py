@@ -6,6 +6,10 @@ rescale, then normalize) so that a checkpoint sees exactly the input it was trai
 1e-5, while batching the arithmetic in one vectorised step. Grey input is already three
 channels here (`emovit.imageio` decodes everything to RGB).
 
+Training uses the same definition: images are resized with `Preprocessor.resize` when they are
+decoded, and batches (augmented or not) are rescaled and normalized on the training device by
+`Preprocessor.normalize_tensor`, which runs the very arithmetic of `Preprocessor.normalize`.
+
 Configurations this module does not cover (``longest_edge``, ``crop_pct``, padding, …) raise
 `UnsupportedProcessorError`; `create_preprocessor` then falls back to transformers' processor.
 
@@ -22,11 +26,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
 from emovit.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ImagePreprocessor",
@@ -40,6 +47,9 @@ __all__ = [
 _IMAGENET_STANDARD = (0.5, 0.5, 0.5)
 # Keys whose presence (with a non-default value) means the config needs transformers' processor.
 _UNSUPPORTED_TRUE = ("do_pad", "do_reduce_labels", "do_flip_channel_order")
+
+
+_Array = TypeVar("_Array", "np.ndarray", "torch.Tensor")
 
 
 class UnsupportedProcessorError(ValueError):
@@ -72,7 +82,7 @@ def _triple(value: Any, name: str) -> tuple[float, float, float]:
     values = tuple(float(v) for v in value)
     if len(values) != 3:
         raise UnsupportedProcessorError(f"{name} must have 3 values, got {len(values)}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass(frozen=True)
@@ -169,13 +179,34 @@ class Preprocessor:
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """Rescale and normalize an ``NxHxWx3`` ``uint8`` batch into float32 ``NCHW``."""
-        out = batch.astype(np.float32)
-        if self.rescale_factor is not None:
-            out *= np.float32(self.rescale_factor)
-        if self.mean is not None and self.std is not None:
-            out -= np.asarray(self.mean, dtype=np.float32)
-            out /= np.asarray(self.std, dtype=np.float32)
+        out = self._rescale_normalize(batch.astype(np.float32), channel_axis=3)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+    def normalize_tensor(self, pixels: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
+        """`normalize` in torch, on the tensor's device: pixel values (``uint8``, or floats on the
+        0..255 scale such as augmented pixels) as ``NCHW`` (``NHWC`` with `channels_last`) into
+        the float32 ``NCHW`` model input. The arithmetic is `normalize`'s, step for step.
+
+        Examples:
+            >>> import torch
+            >>> pre = Preprocessor(size=(2, 2))
+            >>> pre.normalize_tensor(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).flatten()[:2]
+            tensor([1., 1.])
+        """
+        x = pixels.float()
+        if channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self._rescale_normalize(x, channel_axis=1)
+
+    def _rescale_normalize(self, x: _Array, channel_axis: int) -> _Array:
+        """The one implementation of the arithmetic, for float32 numpy arrays and torch tensors:
+        ``x * rescale_factor``, then ``(x - mean) / std``, each step rounded to float32."""
+        if self.rescale_factor is not None:
+            x = x * _float32_constant(x, [self.rescale_factor], channel_axis)
+        if self.mean is not None and self.std is not None:
+            x = x - _float32_constant(x, self.mean, channel_axis)
+            x = x / _float32_constant(x, self.std, channel_axis)
+        return x
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocess RGB ``uint8`` images into one float32 ``NCHW`` batch."""
@@ -183,6 +214,18 @@ class Preprocessor:
         if len({r.shape for r in resized}) > 1:
             raise ValueError("images resize to different shapes; batch them one at a time")
         return self.normalize(np.stack(resized))
+
+
+def _float32_constant(like: _Array, values: Sequence[float], channel_axis: int) -> _Array:
+    """`values` as a float32 array or tensor (on `like`'s device) that broadcasts along
+    `channel_axis` of `like`."""
+    shape = [1] * like.ndim
+    shape[channel_axis] = len(values)
+    if isinstance(like, np.ndarray):
+        return np.asarray(values, dtype=np.float32).reshape(shape)
+    import torch
+
+    return torch.tensor(values, dtype=torch.float32, device=like.device).view(shape)
 
 
 def _center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Result objects: one `ImageResult` per input, holding one `FaceResult` per face.
+"""Result objects: one `ImageResult` per input, holding one `FaceResult` per face; one
+`FrameResult` (an `ImageResult` with ``frame`` and ``time_s``) per analysed video frame.
 
 Without face detection the whole image is one face. `ImageResult.label`, `.score` and
 `.probs` are those of its first face (faces are ordered largest first), so the common
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FaceResult", "ImageResult"]
+__all__ = ["EMOTION_COLOURS", "FRAME_ROW_FIELDS", "FaceResult", "FrameResult", "ImageResult"]
 
 
 @dataclass
@@ -32,12 +33,17 @@ class FaceResult:
         box: ``(x1, y1, x2, y2)`` in image pixels (None when the whole image was classified).
         landmarks: five ``(x, y)`` points (eyes, nose, mouth corners) when the detector gives them.
         detection_score: the face detector's confidence, when a detector ran.
+        track_id: in a video, the face's track (the same person from frame to frame, from 1).
+        raw_probs: in a video, this frame's own probabilities; `probs` are then the smoothed
+            ones (over the track's recent frames), and `label` and `score` follow them.
     """
 
     probs: dict[str, float]
     box: tuple[int, int, int, int] | None = None
     landmarks: list[tuple[float, float]] | None = None
     detection_score: float | None = None
+    track_id: int | None = None
+    raw_probs: dict[str, float] | None = None
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -64,6 +70,9 @@ class FaceResult:
             "landmarks": [list(p) for p in self.landmarks] if self.landmarks is not None else None,
             "detection_score": self.detection_score,
         }
+        if self.track_id is not None or self.raw_probs is not None:
+            out["track_id"] = self.track_id
+            out["raw_probs"] = dict(self.raw_probs) if self.raw_probs is not None else None
         if top_k:
             out["top_k"] = [{"label": lab, "score": s} for lab, s in self.top_k(top_k)]
         return out
@@ -171,9 +180,10 @@ class ImageResult:
         line = max(2, round(min(canvas.size) / 250))
         for index, face in enumerate(self.faces):
             box = face.box or (0, 0, canvas.width - 1, canvas.height - 1)
-            colour = _COLOURS.get(face.label, (255, 255, 255))
+            colour = EMOTION_COLOURS.get(face.label, (255, 255, 255))
             draw.rectangle(box, outline=colour, width=line)
-            text = f"{index}: {face.label} {face.score:.2f}"
+            name = f"#{face.track_id}" if face.track_id is not None else f"{index}:"
+            text = f"{name} {face.label} {face.score:.2f}"
             left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)
             top_y = box[1] - (bottom - top) - 2 * line if box[1] - (bottom - top) - 2 * line >= 0 else box[3]
             draw.rectangle(
@@ -195,7 +205,65 @@ class ImageResult:
         return target
 
 
-_COLOURS: dict[str, tuple[int, int, int]] = {
+#: The fields of a video row (`FrameResult.rows`), in order.
+FRAME_ROW_FIELDS = (
+    "source", "ok", "error", "error_code", "error_stage", "frame", "time_s", "track_id", "box",
+    "label", "score", "probs", "raw_probs", "detection_score",
+)  # fmt: skip
+
+
+@dataclass
+class FrameResult(ImageResult):
+    """One analysed frame of a video: an `ImageResult` (its faces, each with a ``track_id``;
+    ``probs``, ``label`` and ``score`` smoothed over time, ``raw_probs`` this frame's own) with
+    the frame's position and time.
+
+    A video that cannot be read at all gives one failed `FrameResult` (``frame`` None).
+
+    Attributes:
+        frame: the frame's index in the video stream (from 0).
+        time_s: its presentation time, in seconds from the start of the stream.
+    """
+
+    frame: int | None = None
+    time_s: float | None = None
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """`ImageResult.to_dict` with ``frame`` and ``time_s`` (faces carry ``track_id`` and
+        ``raw_probs``)."""
+        out = {"source": self.source, "frame": self.frame, "time_s": self.time_s}
+        out.update(super().to_dict(top_k))
+        return out
+
+    def rows(self, top_k: int | None = None) -> list[dict[str, Any]]:
+        """Flat rows, one per face (`FRAME_ROW_FIELDS`); a frame without faces (or a failed
+        one) gives one row with the face fields None, so that every analysed frame appears."""
+        head = {
+            "source": self.source,
+            "ok": self.ok,
+            "error": self.error,
+            "error_code": self.error_code,
+            "error_stage": self.error_stage,
+            "frame": self.frame,
+            "time_s": self.time_s,
+        }
+        if not self.faces:
+            return [{**head, **dict.fromkeys(FRAME_ROW_FIELDS[7:])}]
+        rows = []
+        for face in self.faces:
+            data = face.to_dict(top_k)
+            row = {**head, "track_id": face.track_id}
+            row.update({key: data[key] for key in ("box", "label", "score", "probs")})
+            row["raw_probs"] = data.get("raw_probs")
+            row["detection_score"] = face.detection_score
+            if top_k:
+                row["top_k"] = data["top_k"]
+            rows.append(row)
+        return rows
+
+
+#: The colour of each emotion in every picture emovit draws (boxes, timelines).
+EMOTION_COLOURS: dict[str, tuple[int, int, int]] = {
     "angry": (230, 57, 70),
     "disgust": (106, 153, 78),
     "fear": (155, 93, 229),

@@ -16,12 +16,12 @@ def cls_only_last_layer(net: Any) -> Any | None:
     models, or when transformers' ViT modules are not laid out as expected."""
     import torch
 
-    vit = getattr(net, "vit", None)
-    layers = getattr(vit, "layers", None)
+    vit: Any = getattr(net, "vit", None)
+    layers: Any = getattr(vit, "layers", None)
     if type(net).__name__ != "ViTForImageClassification" or vit is None or not layers:
         return None
     last = layers[-1]
-    att = getattr(last, "attention", None)
+    att: Any = getattr(last, "attention", None)
     needed = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")
     if att is None or not all(hasattr(att, n) for n in needed) or not hasattr(last, "mlp"):
         return None

@@ -25,7 +25,7 @@ import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
-from emovit.errors import EmovitError, ExportError
+from emovit.errors import ExportError
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
@@ -35,8 +35,6 @@ EXPORT_ATTENTION = "emovit_onnx_export"
 _FUSABLE = ("vit", "deit")
 FP32_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.15  # max |Δprob| on the check images
-
-
 
 
 @dataclass
@@ -111,24 +109,16 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model` (Hub id, folder, registry name) to an ONNX model folder and verify it."""
     import torch
-    from transformers import AutoModelForImageClassification
 
-    from emovit.models import resolve_model
-    from emovit.predictor import _softmax
+    from emovit.models import load_torch_model, read_model_config, resolve_model
+    from emovit.postprocess import softmax
 
     source = resolve_model(model)
+    fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
     _register_attention()
-    try:
-        model_type = json.loads((source / "config.json").read_text()).get("model_type", "")
-        fusable = optimize and model_type in _FUSABLE
-        net = AutoModelForImageClassification.from_pretrained(
-            source,
-            use_safetensors=True,
-            trust_remote_code=False,
-            attn_implementation=EXPORT_ATTENTION if fusable else "eager",
-        ).eval()
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{model}: cannot load for export ({exc})") from None
+    loaded = load_torch_model(source, attn_implementation=EXPORT_ATTENTION if fusable else "eager")
+    net = loaded.model
+    assert net is not None  # load_torch_model always loads the weights
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     pixels = _check_images(source, check_images)
@@ -158,8 +148,8 @@ def export_onnx(
             fused = optimizer.optimize_model(
                 str(raw),
                 model_type="vit",
-                num_heads=net.config.num_attention_heads,
-                hidden_size=net.config.hidden_size,
+                num_heads=loaded.config.num_attention_heads,
+                hidden_size=loaded.config.hidden_size,
             )
             current = Path(tmp) / "fused.onnx"
             fused.save_model_to_file(str(current))
@@ -188,7 +178,7 @@ def export_onnx(
         reference = net(pixel_values=torch.from_numpy(pixels)).logits.float().numpy()
     got = OnnxBackend(out)(pixels)
     logit_diff = float(np.abs(got - reference).max())
-    prob_diff = float(np.abs(_softmax(got) - _softmax(reference)).max())
+    prob_diff = float(np.abs(softmax(got) - softmax(reference)).max())
     agreement = float((got.argmax(1) == reference.argmax(1)).mean())
     result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention)
     info: dict[str, Any] = {

@@ -74,5 +74,6 @@ class TorchBackend:
             if self._forward is not None:
                 logits = self._forward(batch)
             else:
+                assert self.loaded.model is not None  # torch runs only models with loaded weights
                 logits = self.loaded.model(pixel_values=batch).logits
             return logits.float().cpu().numpy()

@@ -11,13 +11,14 @@ Examples:
 """
 
 from emovit.errors import DownloadError
-from emovit.faces._cache import YUNET, emovit_home, fetch
+from emovit.faces._cache import YUNET, emovit_home, fetch, install
 from emovit.faces._crop import BorderMode, crop_face, eye_angle, to_grey
 from emovit.faces._detectors import (
     Detection,
     DetectorName,
     FaceDetector,
     HaarDetector,
+    ScaledDetector,
     WholeImageDetector,
     YuNetDetector,
     create_detector,
@@ -35,6 +36,7 @@ __all__ = [
     "FaceOptions",
     "HaarDetector",
     "NoFacePolicy",
+    "ScaledDetector",
     "WholeImageDetector",
     "YuNetDetector",
     "create_detector",
@@ -42,5 +44,6 @@ __all__ = [
     "emovit_home",
     "eye_angle",
     "fetch",
+    "install",
     "to_grey",
 ]

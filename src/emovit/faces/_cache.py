@@ -3,7 +3,7 @@
 Files live in ``$EMOVIT_HOME/models/`` (default: the platform cache dir, e.g.
 ``~/.cache/emovit/models``). A download goes to a temporary file in that folder, is checked
 against its sha256, and only then renamed into place; a file with the wrong hash is deleted
-and reported.
+and reported. `install` puts a local copy in place offline, after the same check.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from emovit.errors import DownloadError
 from emovit.fileio import atomic_open
 
-__all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "sha256_of"]
+__all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "install", "sha256_of"]
 
 
 @dataclass(frozen=True)
@@ -92,4 +92,29 @@ def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = T
                 )
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DownloadError(f"cannot download {remote.filename} from {url}: {exc}") from None
+    return target
+
+
+def install(remote: RemoteFile, source: str | os.PathLike[str]) -> Path:
+    """Copy a local copy of `remote` (fetched on another machine) into the cache, checking its
+    sha256 on the way; for machines without network. Returns the cached file.
+
+    Raises:
+        DownloadError: `source` is missing or is not the expected file (nothing is installed).
+    """
+    path = Path(source)
+    if not path.is_file():
+        raise DownloadError(f"{path}: no such file", option="source")
+    target = cached_path(remote)
+    with atomic_open(target, "wb") as out, path.open("rb") as handle:
+        digest = hashlib.sha256()
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+        if digest.hexdigest() != remote.sha256:
+            raise DownloadError(
+                f"{path} is not {remote.filename}: its sha256 is {digest.hexdigest()}, expected "
+                f"{remote.sha256}; nothing was installed",
+                option="source",
+            )
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "DetectorName",
     "FaceDetector",
     "HaarDetector",
+    "ScaledDetector",
     "WholeImageDetector",
     "YuNetDetector",
     "create_detector",
@@ -48,7 +50,8 @@ class Detection:
 
 
 class FaceDetector(Protocol):
-    """Finds faces in an ``HxWx3`` ``uint8`` RGB image."""
+    """Finds faces in an ``HxWx3`` ``uint8`` RGB image. emovit's detectors are safe to call
+    from several threads at once (the OpenCV ones serialise their calls)."""
 
     name: str
 
@@ -104,8 +107,13 @@ class YuNetDetector:
             ) from None
         self.model_path = path
         self.max_side = max_side
+        self._lock = threading.Lock()  # setInputSize + detect must not interleave across threads
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        with self._lock:
+            return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
@@ -119,9 +127,59 @@ class YuNetDetector:
         _, faces = self._detector.detect(bgr)
         out = []
         for row in faces if faces is not None else []:
+            if not np.isfinite(row[:15]).all() or row[2] <= 0 or row[3] <= 0:
+                continue  # YuNet can emit non-finite or empty boxes on noise (found by fuzzing)
             x, y, w, h = (float(v) / scale for v in row[:4])
+            if x >= width or y >= height or x + w <= 0 or y + h <= 0 or max(w, h) > 2 * max(width, height):
+                continue  # a box outside the image or larger than it: not a face
             marks = row[4:14].reshape(5, 2).astype(np.float64) / scale
             out.append(Detection(box=(x, y, x + w, y + h), score=float(row[14]), landmarks=marks))
+        return out
+
+
+class ScaledDetector:
+    """Runs `detector` on a copy of each image scaled down to `max_side` (its longest side) and
+    maps the boxes and landmarks back to the image's pixels: detection costs about the square
+    of the scale (4x less at half size), and faces are still cropped from the full image.
+
+    Examples:
+        >>> inner = WholeImageDetector()
+        >>> ScaledDetector.wrap(inner, 320) is inner  # the whole image needs no search
+        True
+    """
+
+    def __init__(self, detector: FaceDetector, max_side: int) -> None:
+        self.detector, self.max_side = detector, max_side
+        self.name = detector.name
+
+    @classmethod
+    def wrap(cls, detector: FaceDetector, max_side: int | None) -> FaceDetector:
+        """`detector` scaled to `max_side` (None: as it is); never wraps twice."""
+        inner = detector.detector if isinstance(detector, ScaledDetector) else detector
+        if max_side is None or isinstance(inner, WholeImageDetector):
+            return inner
+        return cls(inner, max_side)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        height, width = image.shape[:2]
+        scale = self.max_side / max(height, width)
+        if scale >= 1.0:
+            return self.detector.detect(image)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        try:
+            cv2 = _cv2()
+            small = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+        except DependencyError:  # a custom detector without OpenCV around
+            from PIL import Image
+
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+        sx, sy = width / size[0], height / size[1]
+        out = []
+        for det in self.detector.detect(small):
+            x1, y1, x2, y2 = det.box
+            marks = det.landmarks * np.array([sx, sy]) if det.landmarks is not None else None
+            box = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+            out.append(Detection(box=box, score=det.score, landmarks=marks, whole_image=det.whole_image))
         return out
 
 
@@ -138,8 +196,13 @@ class HaarDetector:
         if self._cascade.empty():
             raise ModelLoadError(f"{path}: OpenCV's Haar cascade could not be loaded", option="detector")
         self.min_neighbors, self.scale_factor, self.min_size = min_neighbors, scale_factor, min_size
+        self._lock = threading.Lock()  # one cascade object is not safe to share across threads
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        with self._lock:
+            return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
         if min(image.shape[:2]) < _MIN_DETECT_SIDE:
             return []

@@ -49,6 +49,9 @@ class FaceOptions:
         max_faces: keep at most this many faces per image (the largest).
         no_face: images without a face: ``skip`` (a result with no faces), ``whole``
             (classify the whole image) or ``raise`` (`NoFaceError`, an error row when collecting).
+        detect_max_side: search faces on a copy scaled down to this longest side (boxes come
+            back in the image's pixels; crops are cut from the full image). None: YuNet's own
+            1280 for photos, `emovit.video.VIDEO_DETECT_MAX_SIDE` (320) for video frames.
     """
 
     detector: DetectorName | FaceDetector = DEFAULT_DETECTOR
@@ -61,6 +64,7 @@ class FaceOptions:
     min_face: int = 20
     max_faces: int | None = None
     no_face: NoFacePolicy = "skip"
+    detect_max_side: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.detector, str) and self.detector not in ("auto", "yunet", "haar", "none"):
@@ -81,6 +85,10 @@ class FaceOptions:
             raise OptionError(f"max_faces must be at least 1, got {self.max_faces}", option="max_faces")
         if self.no_face not in ("skip", "whole", "raise"):
             raise OptionError(f"no_face must be skip, whole or raise, got {self.no_face!r}", option="no_face")
+        if self.detect_max_side is not None and self.detect_max_side < 32:
+            raise OptionError(
+                f"detect_max_side must be at least 32, got {self.detect_max_side}", option="detect_max_side"
+            )
 
     def replace(self, **changes: Any) -> FaceOptions:
         """A copy with `changes` applied (None values are ignored: "not given")."""

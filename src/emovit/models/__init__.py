@@ -6,14 +6,15 @@ Examples:
     True
 """
 
+from emovit.models._describe import ModelInfo, architecture_fields, count_parameters, describe_model
 from emovit.models._framing import FRAMING_FILE, Framing, read_framing, write_framing
 from emovit.models._loading import (
     DEFAULT_MODEL,
     LoadedModel,
-    ModelInfo,
     build_random_model,
-    describe_model,
     load_model,
+    load_torch_model,
+    read_model_config,
     resolve_device,
     resolve_model,
 )
@@ -24,19 +25,23 @@ __all__ = [
     "ARCH_PRESETS",
     "DEFAULT_MODEL",
     "FRAMING_FILE",
-    "Framing",
     "REFERENCE_ID2LABEL",
     "REGISTRY",
     "ArchPreset",
+    "Framing",
     "LoadedModel",
     "ModelInfo",
     "RegistryEntry",
     "arch_preset",
+    "architecture_fields",
     "build_random_model",
+    "count_parameters",
     "describe_model",
     "list_models",
-    "read_framing",
     "load_model",
+    "load_torch_model",
+    "read_framing",
+    "read_model_config",
     "resolve_device",
     "resolve_model",
     "write_framing",

@@ -1,8 +1,10 @@
 """Find a model folder (local folder, registry name or Hub id) and load it safely.
 
-Only ``*.safetensors`` weights are ever read and custom model code (``auto_map``) is refused:
-emovit never passes ``trust_remote_code``. Hub ids go through the normal Hugging Face cache,
-so a checkpoint downloaded once works offline (``HF_HUB_OFFLINE=1``) afterwards.
+`load_torch_model` is the one place a checkpoint becomes a torch module: inference
+(`load_model`), training (``--init``, the distillation teacher) and the ONNX export all load
+through it. Only ``*.safetensors`` weights are ever read and custom model code (``auto_map``)
+is refused: emovit never passes ``trust_remote_code``. Hub ids go through the normal Hugging
+Face cache, so a checkpoint downloaded once works offline (``HF_HUB_OFFLINE=1``) afterwards.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from emovit.errors import ModelLoadError, RandomWeightsWarning
+from emovit.errors import LabelError, ModelLoadError, RandomWeightsWarning
 from emovit.labels import LabelMap
 from emovit.models._framing import Framing, read_framing
 from emovit.models._registry import EMBEDDED, REGISTRY
@@ -31,9 +34,9 @@ __all__ = [
     "DEFAULT_MODEL",
     "Device",
     "LoadedModel",
-    "ModelInfo",
-    "describe_model",
     "load_model",
+    "load_torch_model",
+    "read_model_config",
     "resolve_device",
     "resolve_model",
 ]
@@ -123,7 +126,7 @@ def _download(
         folder = snapshot_download(
             hub_id,
             revision=revision,
-            cache_dir=cache_dir,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
             local_files_only=offline,
             allow_patterns=_HUB_FILES,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
@@ -152,13 +155,22 @@ def _download(
     return Path(folder)
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_model_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a model folder's ``config.json`` after the safety checks (safetensors or ONNX
+    weights only, no custom code, a model type transformers ships); loads no weights.
+
+    Raises:
+        ModelLoadError: not a model folder, or a checkpoint emovit will not load.
+    """
+    folder = Path(folder)
     try:
-        return dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        config = dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ModelLoadError(f"{folder}: no config.json, so this is not a model folder") from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{folder / 'config.json'}: unreadable ({exc})") from None
+    _check_folder(folder, config)
+    return config
 
 
 def _check_folder(folder: Path, config: dict[str, Any]) -> None:
@@ -204,90 +216,6 @@ def resolve_device(device: str = "auto") -> str:
 
 
 @dataclass
-class ModelInfo:
-    """What `emovit info` shows: architecture, labels, parameter count and processor settings."""
-
-    name: str
-    path: Path
-    config: dict[str, Any]
-    processor: dict[str, Any]
-    parameters: int | None
-    label_map: LabelMap = field(repr=False)
-
-    @property
-    def random_weights(self) -> bool:
-        """True for models emovit built with random weights (their output means nothing)."""
-        return bool(self.config.get(RANDOM_WEIGHTS_KEY))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The architecture table as a JSON-ready dict."""
-        c = self.config
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "architecture": (c.get("architectures") or [c.get("model_type")])[0],
-            "model_type": c.get("model_type"),
-            "image_size": c.get("image_size"),
-            "patch_size": c.get("patch_size"),
-            "hidden_size": c.get("hidden_size"),
-            "num_hidden_layers": c.get("num_hidden_layers"),
-            "num_attention_heads": c.get("num_attention_heads"),
-            "intermediate_size": c.get("intermediate_size"),
-            "num_channels": c.get("num_channels"),
-            "labels": list(self.label_map.names),
-            "checkpoint_labels": [c.get("id2label", {}).get(str(i)) for i in range(len(self.label_map))],
-            "parameters": self.parameters,
-            "processor": {
-                k: self.processor.get(k)
-                for k in (
-                    "size",
-                    "resample",
-                    "do_rescale",
-                    "rescale_factor",
-                    "do_normalize",
-                    "image_mean",
-                    "image_std",
-                    "do_center_crop",
-                    "crop_size",
-                )
-                if k in self.processor
-            },
-            "random_weights": self.random_weights,
-        }
-
-
-def _count_parameters(folder: Path) -> int | None:
-    from safetensors import safe_open
-
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="numpy") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a Mapping
-                n = 1
-                for dim in f.get_slice(key).get_shape():
-                    n *= dim
-                total += n
-    return total or None
-
-
-def describe_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, **resolve_kw: Any) -> ModelInfo:
-    """Read a model's architecture table without loading its weights."""
-    from emovit.preprocess import read_processor_config
-
-    folder = resolve_model(name_or_path, **resolve_kw)
-    config = _read_config(folder)
-    _check_folder(folder, config)
-    return ModelInfo(
-        name=os.fspath(name_or_path),
-        path=folder,
-        config=config,
-        processor=read_processor_config(folder),
-        parameters=_count_parameters(folder),
-        label_map=LabelMap.from_id2label(config.get("id2label") or {}),
-    )
-
-
-@dataclass
 class LoadedModel:
     """A checkpoint ready for inference: the torch module, its labels and its preprocessing."""
 
@@ -322,6 +250,116 @@ class LoadedModel:
         return self.recorded_framing or Framing.default()
 
 
+def load_torch_model(
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    id2label: Mapping[int, str] | None = None,
+    ignore_mismatched_sizes: bool = False,
+    config_overrides: Mapping[str, Any] | None = None,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+) -> LoadedModel:
+    """Load a checkpoint's torch module (eval mode, on `device`) after the safety checks.
+
+    The one loader: inference, training (``--init`` and the distillation teacher) and the ONNX
+    export all come here, so every door refuses the same unsafe checkpoints.
+
+    Args:
+        name_or_path: a local folder, a registry name or a Hub id (`resolve_model`).
+        device: ``cpu``, ``cuda[:N]``, ``mps`` or ``auto``.
+        id2label: give the model these labels. When they differ from the checkpoint's (by
+            name or by position) the classification head is new: its weights are drawn afresh
+            (truncated normal, zero bias), never reused by position.
+        ignore_mismatched_sizes: allow weights whose shape changed (a head for another number
+            of labels, a ``config_overrides`` change); needed when `id2label` changes the count.
+        config_overrides: config fields to set before the weights are loaded.
+        attn_implementation: transformers' attention implementation (the export registers one).
+        revision, cache_dir, local_files_only: as in `resolve_model`.
+
+    Raises:
+        ModelLoadError: the checkpoint cannot be found, is unsafe, holds no ``*.safetensors``
+            weights, or its weights do not fit its config.
+
+    Examples:
+        >>> loaded = load_torch_model("default")  # doctest: +SKIP
+        >>> loaded.model.training  # doctest: +SKIP
+        False
+    """
+    folder = resolve_model(
+        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    raw = read_model_config(folder)
+    if not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"{folder}: no *.safetensors weights (an ONNX-only folder runs on the onnx backend "
+            "but cannot be trained or exported again)"
+        )
+    target = resolve_device(device)
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        for key, value in (config_overrides or {}).items():
+            setattr(config, key, value)
+        new_head = False
+        if id2label is not None:
+            labels = {int(k): str(v) for k, v in id2label.items()}
+            new_head = _label_names(labels) != _label_names(raw.get("id2label") or {})
+            config.num_labels = len(labels)
+            config.id2label = labels
+            config.label2id = {name: i for i, name in labels.items()}
+        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = AutoModelForImageClassification.from_pretrained(
+            folder,
+            config=config,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            use_safetensors=True,
+            trust_remote_code=False,
+            **kwargs,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
+    if new_head:
+        _reinit_head(model)
+    model.eval().to(target)
+    return LoadedModel(
+        name=os.fspath(name_or_path),
+        path=folder,
+        model=model,
+        config=model.config,
+        label_map=LabelMap.from_id2label(model.config.id2label),
+        device=target,
+    )
+
+
+def _label_names(id2label: Mapping[Any, str]) -> tuple[str, ...] | None:
+    """Canonical label names in id order (None when they do not map, e.g. ImageNet's two
+    "crane" classes)."""
+    try:
+        return LabelMap.from_id2label(id2label).names
+    except LabelError:
+        return None
+
+
+def _reinit_head(model: Any) -> None:
+    """Draw the classification head afresh: a new task never reuses a head by position."""
+    import torch
+
+    head = getattr(model, "classifier", None)
+    if head is None:
+        return
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        for module in head.modules() if isinstance(head, torch.nn.Module) else ():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+
+
 def load_model(
     name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
@@ -344,37 +382,34 @@ def load_model(
     folder = resolve_model(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
-    raw = _read_config(folder)
-    _check_folder(folder, raw)
+    raw = read_model_config(folder)
     label_map = LabelMap.from_id2label(raw.get("id2label") or {})
-    from transformers import AutoConfig, AutoModelForImageClassification
-
     target = resolve_device(device)
-    has_torch_weights = any(folder.glob("*.safetensors"))
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        model = None
-        if load_weights and has_torch_weights:
-            model = AutoModelForImageClassification.from_pretrained(
-                folder, config=config, use_safetensors=True, trust_remote_code=False
-            )
-            model.eval().to(target)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
+    if load_weights and any(folder.glob("*.safetensors")):
+        loaded = load_torch_model(folder, device=target)
+        loaded.name = os.fspath(name_or_path)
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
+        loaded = LoadedModel(
+            name=os.fspath(name_or_path),
+            path=folder,
+            model=None,
+            config=config,
+            label_map=label_map,
+            device=target,
+        )
     if raw.get(RANDOM_WEIGHTS_KEY):
         warnings.warn(
             f"{name_or_path}: this model has RANDOM weights; its predictions are meaningless",
             RandomWeightsWarning,
             stacklevel=2,
         )
-    return LoadedModel(
-        name=os.fspath(name_or_path),
-        path=folder,
-        model=model,
-        config=config,
-        label_map=label_map,
-        device=target,
-    )
+    return loaded
 
 
 def build_random_model(

@@ -1,52 +1,68 @@
-"""Micro-batching: one model worker groups the faces of concurrent requests.
+"""Micro-batching: one model worker runs the faces of concurrent requests together.
 
-Requests put their preprocessed faces (an ``N x C x H x W`` array) on a bounded queue and
-await a future; a single worker thread takes jobs until it holds `max_batch` faces or
-`max_wait_ms` has passed since the first one, runs the classifier once on all of them, and
-hands each request its rows.
+Each request prepares its images (decode, detect, crop, preprocess: `EmotionRecognizer.prepare`)
+in its own thread, puts the `PreparedBatch` on a bounded queue and awaits a future; a single
+worker thread takes batches until they hold `max_batch` faces or `max_wait_ms` has passed
+since the first one, finishes them all with one `EmotionRecognizer.infer` call (one model
+call, real per-image inference timings), and hands each request its results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    from emovit.predictor import PreparedBatch
+    from emovit.results import ImageResult
 
 __all__ = ["MicroBatcher", "QueueFullError"]
 
+Infer = Callable[[Sequence["PreparedBatch"]], list[list["ImageResult"]]]
+
 
 class QueueFullError(RuntimeError):
-    """The queue is at capacity: the caller should answer 503 with Retry-After."""
+    """The queue is at capacity (or the batcher is stopping): answer 503 with Retry-After."""
 
 
 @dataclass
 class _Job:
-    faces: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    batch: PreparedBatch
+    future: asyncio.Future[list[ImageResult]]
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
 
+    @property
+    def faces(self) -> int:
+        return len(self.batch.faces)
+
 
 class MicroBatcher:
-    """Runs `classify` (faces ``N x C x H x W`` → probabilities ``N x K``) on batches
-    gathered across requests."""
+    """Runs `infer` (prepared batches → each batch's results, e.g. `EmotionRecognizer.infer`)
+    on groups of batches gathered across requests.
+
+    Examples:
+        >>> batcher = MicroBatcher(rec.infer, max_batch=32, max_wait_ms=10)  # doctest: +SKIP
+        >>> batcher.start()  # doctest: +SKIP
+        >>> results = await batcher.submit(rec.prepare(images))  # doctest: +SKIP
+    """
 
     def __init__(
         self,
-        classify: Callable[[np.ndarray], np.ndarray],
+        infer: Infer,
         *,
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
         max_queue: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.classify = classify
+        self.infer = infer
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait_ms) / 1e3
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
@@ -67,10 +83,10 @@ class MicroBatcher:
     def idle(self) -> bool:
         return self._queue.empty() and self._busy == 0
 
-    async def submit(self, faces: np.ndarray) -> np.ndarray:
-        """Queue `faces` and wait for their probabilities; `QueueFullError` when full."""
+    async def submit(self, batch: PreparedBatch) -> list[ImageResult]:
+        """Queue `batch` and wait for its results; `QueueFullError` when full or stopping."""
         loop = asyncio.get_running_loop()
-        job = _Job(faces, loop.create_future(), loop)
+        job = _Job(batch, loop.create_future(), loop)
         if self._stopping:
             raise QueueFullError("shutting down")
         try:
@@ -92,7 +108,7 @@ class MicroBatcher:
         first = self._queue.get()
         if first is None:
             return None
-        jobs, faces = [first], len(first.faces)
+        jobs, faces = [first], first.faces
         deadline = time.perf_counter() + self.max_wait
         while faces < self.max_batch:
             remaining = deadline - time.perf_counter()
@@ -104,31 +120,29 @@ class MicroBatcher:
                 self._queue.put(None)
                 break
             jobs.append(job)
-            faces += len(job.faces)
+            faces += job.faces
         return jobs
 
     def _run(self) -> None:
         while (jobs := self._take()) is not None:
             self._busy = len(jobs)
-            faces = np.concatenate([job.faces for job in jobs])
             try:
-                probs = self.classify(faces)
+                results: list[list[ImageResult]] | None = self.infer([job.batch for job in jobs])
                 error: BaseException | None = None
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                probs, error = None, exc
-            self._on_batch(len(faces))
-            start = 0
-            for job in jobs:
-                rows = None if probs is None else probs[start : start + len(job.faces)]
-                start += len(job.faces)
-                job.loop.call_soon_threadsafe(_resolve, job.future, rows, error)
+                results, error = None, exc
+            self._on_batch(sum(job.faces for job in jobs))
+            for i, job in enumerate(jobs):
+                answer = None if results is None else results[i]
+                with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting
+                    job.loop.call_soon_threadsafe(_resolve, job.future, answer, error)
             self._busy = 0
 
 
-def _resolve(future: asyncio.Future[Any], rows: Any, error: BaseException | None) -> None:
+def _resolve(future: asyncio.Future[Any], results: Any, error: BaseException | None) -> None:
     if future.done():  # the request gave up (deadline)
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(rows)
+        future.set_result(results)

@@ -1,18 +1,16 @@
-"""Training, datasets and augmentation (extra ``[train]``: accelerate, scikit-learn, tqdm)."""
+"""Training: the train loop, its input pipeline, augmentation, distillation, model cards and
+releases (extra ``[train]``: accelerate, scikit-learn). Datasets live in `emovit.data`."""
 
+from emovit.errors import TrainError
 from emovit.training.augment import AugmentConfig
-from emovit.training.datasets import DatasetError, LabelledImages, Sample, decode_samples, read_samples
-from emovit.training.trainer import TrainConfig, TrainError, TrainResult, train
+from emovit.training.inputs import TrainingInput
+from emovit.training.trainer import TrainConfig, TrainResult, train
 
 __all__ = [
     "AugmentConfig",
-    "DatasetError",
-    "LabelledImages",
-    "Sample",
     "TrainConfig",
     "TrainError",
     "TrainResult",
-    "decode_samples",
-    "read_samples",
+    "TrainingInput",
     "train",
 ]

@@ -1,6 +1,10 @@
-"""Batch augmentation on float tensors: flip, affine, brightness/contrast, random erasing,
-mixup and cutmix.
+"""Batch augmentation on float tensors: flip, affine (crop jitter), brightness/contrast,
+random erasing, mixup and cutmix, and what real photos send through a face detector:
+resolution loss (down-then-up sampling), blur, sensor noise, gamma and JPEG artefacts.
 
+Augmentation works on pixel values (floats on the 0..255 scale, ``NCHW``), before the model's
+own rescale and normalize (`emovit.preprocess.Preprocessor.normalize_tensor`): with every
+strength at 0 a batch is left exactly as decoded, so training sees the inference input.
 Random draws are made for the *global* batch from a seeded generator and each process takes
 its slice, so a run on N processes sees exactly the augmentations of a 1-process run.
 """
@@ -8,18 +12,23 @@ its slice, so a run on N processes sees exactly the augmentations of a 1-process
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch", "mix_batch"]
+__all__ = ["PIXEL_MAX", "AugmentConfig", "augment_batch", "mix_batch"]
+
+#: The top of the pixel scale augmentation works on (``uint8`` values as floats).
+PIXEL_MAX = 255.0
 
 
 @dataclass
 class AugmentConfig:
-    """Augmentation strengths (0 switches one off)."""
+    """Augmentation strengths (0 switches one off); `brightness` is a fraction of the pixel
+    range, `translate` of the image size."""
 
     hflip: float = 0.5
     rotate_deg: float = 10.0
@@ -32,13 +41,49 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_p: float = 0.5
+    # Photo degradations (probability each, then the strength range).
+    downscale_p: float = 0.0
+    downscale_min: float = 0.25
+    blur_p: float = 0.0
+    blur_sigma: float = 1.2
+    noise_p: float = 0.0
+    noise_std: float = 8.0
+    gamma_p: float = 0.0
+    gamma_range: tuple[float, float] = (0.6, 1.6)
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 90)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
     def off(cls) -> AugmentConfig:
-        return cls(0, 0, 0, 0, 0, 0, 0, (0.0, 0.0), 0, 0, 0)
+        """No augmentation: a batch is left exactly as decoded."""
+        return cls(
+            hflip=0, rotate_deg=0, scale=0, translate=0, brightness=0, contrast=0,
+            erase_p=0, erase_area=(0.0, 0.0), mixup_alpha=0, cutmix_alpha=0, mix_p=0,
+        )  # fmt: skip
+
+    @classmethod
+    def robust(cls) -> AugmentConfig:
+        """Crop jitter around the recorded framing (position, scale, rotation up to 15°) plus
+        the degradations of real photos: for models meant for faces found by a detector."""
+        return cls(
+            rotate_deg=15.0, scale=0.15, translate=0.1, brightness=0.25, contrast=0.3, erase_p=0.3,
+            downscale_p=0.3, blur_p=0.2, noise_p=0.2, gamma_p=0.3, jpeg_p=0.25,
+        )  # fmt: skip
+
+    @classmethod
+    def from_name(cls, name: str) -> AugmentConfig:
+        """``standard`` (the default), ``robust`` or ``off``."""
+        presets: dict[str, Callable[[], AugmentConfig]] = {
+            "standard": cls,
+            "robust": cls.robust,
+            "off": cls.off,
+        }
+        if name not in presets:
+            raise ValueError(f"augmentation must be one of {sorted(presets)}, got {name!r}")
+        return presets[name]()
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
@@ -48,8 +93,8 @@ def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Ten
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, offset: int, total: int
 ) -> torch.Tensor:
-    """Augment ``x`` (``B x C x H x W`` in 0..1), which is rows ``offset..offset+B`` of a
-    global batch of `total` rows whose random draws come from `gen`."""
+    """Augment ``x`` (``B x C x H x W`` pixel values in 0..255), which is rows
+    ``offset..offset+B`` of a global batch of `total` rows whose random draws come from `gen`."""
     n = x.shape[0]
     rows = slice(offset, offset + n)
     flip = torch.rand(total, generator=gen)[rows] < cfg.hflip
@@ -80,7 +125,7 @@ def augment_batch(
     if cfg.brightness or cfg.contrast:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast.view(n, 1, 1, 1).to(device, x.dtype) + mean
-        x = x + bright.view(n, 1, 1, 1).to(device, x.dtype)
+        x = x + (bright * PIXEL_MAX).view(n, 1, 1, 1).to(device, x.dtype)
     if cfg.erase_p:
         height, width = x.shape[-2:]
         eh = (torch.sqrt(area * aspect) * height).clamp(max=height)
@@ -93,8 +138,82 @@ def augment_batch(
             & ((xs - cx.view(n, 1, 1)).abs() < ew.view(n, 1, 1) / 2)
             & erase.view(n, 1, 1)
         )
-        x = torch.where(inside.unsqueeze(1).to(device), fill.view(n, 1, 1, 1).to(device, x.dtype), x)
-    return x.clamp(0.0, 1.0)
+        fill_value = (fill * PIXEL_MAX).view(n, 1, 1, 1).to(device, x.dtype)
+        x = torch.where(inside.unsqueeze(1).to(device), fill_value, x)
+    x = _degrade(x.clamp(0.0, PIXEL_MAX), cfg, gen, rows, total)
+    return x.clamp(0.0, PIXEL_MAX)
+
+
+def _degrade(
+    x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, rows: slice, total: int
+) -> torch.Tensor:
+    """Resolution loss, blur, gamma, noise and JPEG, each on a random share of the batch."""
+    if not (cfg.downscale_p or cfg.blur_p or cfg.noise_p or cfg.gamma_p or cfg.jpeg_p):
+        return x
+    n, _, height, width = x.shape
+    draws = torch.rand(total, 5, generator=gen)[rows]
+    factor = _uniform(gen, total, cfg.downscale_min, 1.0)[rows]
+    sigma = _uniform(gen, total, 0.3, max(cfg.blur_sigma, 0.3))[rows]
+    gamma = torch.exp(_uniform(gen, total, *(math.log(g) for g in cfg.gamma_range)))[rows]
+    noise_std = _uniform(gen, total, 0.0, cfg.noise_std)[rows]
+    noise = torch.randn(total, *x.shape[1:], generator=gen)[rows]
+    quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (total,), generator=gen)[rows]
+    out = x.clone()
+    for i in torch.nonzero(draws[:, 0] < cfg.downscale_p).flatten().tolist():
+        small = (max(4, round(height * float(factor[i]))), max(4, round(width * float(factor[i]))))
+        down = F.interpolate(out[i : i + 1], size=small, mode="area")
+        out[i : i + 1] = F.interpolate(down, size=(height, width), mode="bilinear", align_corners=False)
+    blurred = torch.nonzero(draws[:, 1] < cfg.blur_p).flatten()
+    if len(blurred):
+        out[blurred] = _gaussian_blur(out[blurred], sigma[blurred])
+    chosen = draws[:, 2] < cfg.gamma_p
+    if chosen.any():
+        g = gamma.view(n, 1, 1, 1).to(x.device, x.dtype)
+        gammad = PIXEL_MAX * (out / PIXEL_MAX).clamp(0, 1) ** g
+        out = torch.where(chosen.view(n, 1, 1, 1).to(x.device), gammad, out)
+    chosen = draws[:, 3] < cfg.noise_p
+    if chosen.any():
+        scaled = noise.to(x.device, x.dtype) * noise_std.view(n, 1, 1, 1).to(x.device, x.dtype)
+        out = out + scaled * chosen.view(n, 1, 1, 1).to(x.device, x.dtype)
+    for i in torch.nonzero(draws[:, 4] < cfg.jpeg_p).flatten().tolist():
+        out[i] = _jpeg(out[i], int(quality[i]))
+    return out
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of ``x`` with its own Gaussian `sigma`, in one grouped convolution."""
+    n, channels, height, width = x.shape
+    radius = max(1, math.ceil(2.5 * float(sigma.max())))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(taps.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.device, x.dtype) ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
+    flat = x.reshape(1, n * channels, height, width)
+    flat = F.conv2d(
+        F.pad(flat, (radius, radius, 0, 0), mode="reflect"),
+        kernel.view(n * channels, 1, 1, -1),
+        groups=n * channels,
+    )
+    flat = F.conv2d(
+        F.pad(flat, (0, 0, radius, radius), mode="reflect"),
+        kernel.view(n * channels, 1, -1, 1),
+        groups=n * channels,
+    )
+    return flat.view(n, channels, height, width)
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """One ``CxHxW`` image through a JPEG encode and decode at `quality` (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    pixels = image.clamp(0, PIXEL_MAX).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    grey = pixels.shape[2] == 3 and bool((pixels[..., 0] == pixels[..., 1]).all())
+    pil = Image.fromarray(pixels[..., 0] if grey else pixels)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(image.device, image.dtype)
 
 
 def mix_batch(

@@ -1,47 +1,79 @@
-"""The generated model card (``README.md``) of a trained model folder."""
+"""Model cards (``README.md``): the card of every training run, and the card of a released
+model (the embedded default), which adds honest test figures, the training stages and speed.
+
+Both are written here, from the same parts (front matter, architecture table, limits), so
+that a released model describes itself the way its run did.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emovit.fileio import write_text_atomic
+
 if TYPE_CHECKING:
+    from emovit.models import Framing
     from emovit.training.trainer import TrainConfig, TrainResult
 
-__all__ = ["architecture_rows", "write_model_card"]
+__all__ = [
+    "architecture_rows",
+    "markdown_table",
+    "run_stages",
+    "run_state",
+    "run_summary",
+    "write_model_card",
+    "write_release_card",
+]
+
+_LIMITS_INTRO = (
+    "Facial expression is not emotion: a model like this reads the configuration of a face, not what a "
+    "person feels, and must not drive decisions about people (hiring, policing, grading, health"
+)
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A Markdown table of `rows` under `header`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-#: The config fields that describe each model family's shape, in table order.
-_ARCH_FIELDS: dict[str, tuple[str, ...]] = {
-    "vit": (
-        *("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads"),
-        *("intermediate_size", "num_channels"),
-    ),
-    "mobilevit": (
-        *("image_size", "patch_size", "neck_hidden_sizes", "hidden_sizes", "num_attention_heads"),
-        *("mlp_ratio", "expand_ratio", "conv_kernel_size", "num_channels"),
-    ),
-    "resnet": ("image_size", "embedding_size", "hidden_sizes", "depths", "layer_type", "num_channels"),
-}
-
-
 def architecture_rows(config: dict[str, Any]) -> list[list[Any]]:
-    """``[field, value]`` rows describing a model config (known families; a generic set otherwise)."""
-    keys = _ARCH_FIELDS.get(config.get("model_type", ""), _ARCH_FIELDS["vit"])
+    """``[field, value]`` rows describing a model config: its type, class and the shape fields
+    of its family (`emovit.models.architecture_fields`)."""
+    from emovit.models import architecture_fields
+
     rows = [["model_type", config.get("model_type")]]
     rows += [["architecture", config["architectures"][0]]] if config.get("architectures") else []
-    return rows + [[k, config[k]] for k in keys if k in config]
+    return rows + [[k, v] for k, v in architecture_fields(config).items()]
+
+
+def _front_matter(tags: Sequence[str]) -> str:
+    return (
+        "---\nlibrary_name: transformers\npipeline_tag: image-classification\n"
+        f"tags: [{', '.join(tags)}]\n---\n"
+    )
 
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _framing_line(framing: Framing | None) -> str:
+    if framing is None:
+        return ""
+    align = "on" if framing.face_align else "off"
+    colour = "grey" if framing.grey else "colour"
+    return (
+        f"\nFraming (`emovit.json`, used by every emovit door): face margin {framing.face_margin}, "
+        f"eye alignment {align}, {colour} crops.\n"
+    )
+
+
+# --------------------------------------------------------------------------- run card
 
 
 def write_model_card(
@@ -51,11 +83,12 @@ def write_model_card(
     classes: list[str],
     train_counts: dict[str, int],
     val_counts: dict[str, int],
+    *,
+    framing: Framing | None = None,
 ) -> Path:
-    """Write ``README.md`` describing data, architecture, recipe and validation metrics."""
+    """Write a run's ``README.md``: data, architecture, recipe, framing and validation metrics."""
     config_path = out / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    arch_rows = architecture_rows(config)
     best = result.best_metrics
     history = [
         [
@@ -68,18 +101,20 @@ def write_model_card(
         for h in result.history
     ]
     start = f"`--init {cfg.init}`" if cfg.init else f"from scratch (`--arch {cfg.arch or 'vit-tiny'}`)"
+    targets = (
+        f"Targets: the annotators' vote distributions of `{cfg.labels}` (soft labels; contempt, unknown "
+        "and not-a-face votes dropped); validation scored on the majority vote, images without one "
+        "left out. Counts per class below are of the most-voted class."
+        if cfg.labels
+        else "Targets: the folder labels."
+    )
     aug = cfg.augment
-    text = f"""---
-library_name: transformers
-pipeline_tag: image-classification
-tags: [emovit, facial-expression-recognition, vit]
----
-
+    text = f"""{_front_matter(["emovit", "facial-expression-recognition", config.get("model_type", "vit")])}
 # emovit model: {out.name}
 
 A `{(config.get("architectures") or ["?"])[0]}` emotion classifier trained with `emovit train`
 {start} on `{cfg.data}`. Labels (id order): {", ".join(classes)}.
-
+{_framing_line(framing)}
 ## Data
 
 | split | images | per class |
@@ -87,11 +122,11 @@ A `{(config.get("architectures") or ["?"])[0]}` emotion classifier trained with 
 | train (`{cfg.train_split}`) | {sum(train_counts.values())} | {_counts(train_counts)} |
 | validation (`{cfg.val_split}`) | {sum(val_counts.values())} | {_counts(val_counts)} |
 
-Model selection used validation macro-F1 only; no test data was seen in training.
+{targets} Model selection used validation macro-F1 only; no test data was seen in training.
 
 ## Architecture
 
-{_table(arch_rows, ["field", "value"])}
+{markdown_table(architecture_rows(config), ["field", "value"])}
 
 ## Training recipe
 
@@ -101,7 +136,8 @@ cosine decay to {cfg.min_lr}; global batch {cfg.batch_size} (gradient accumulati
 augmentation: flip {aug.hflip}, rotation ±{aug.rotate_deg}°, scale ±{aug.scale},
 translation ±{aug.translate}, brightness ±{aug.brightness}, contrast ±{aug.contrast},
 random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha}, cutmix alpha {aug.cutmix_alpha};
-seed {cfg.seed}; precision `{cfg.precision}`. The full resolved configuration is in
+seed {cfg.seed}; precision `{cfg.precision}`. The input is the model's own preprocessing
+(`preprocessor_config.json`), exactly as at inference. The full resolved configuration is in
 `training_config.json`, the per-epoch metrics in `metrics.jsonl`.
 
 Epochs run: {result.epochs_run} (stopped by: {result.stopped}); total training wall time
@@ -111,19 +147,281 @@ Epochs run: {result.epochs_run} (stopped by: {result.stopped}); total training w
 
 accuracy {best.get("val_accuracy", float("nan")):.4f}, macro-F1 {best.get("val_macro_f1", float("nan")):.4f}
 
-{_table(history, ["epoch", "train loss", "val accuracy", "val macro-F1", "seconds"])}
+{markdown_table(history, ["epoch", "train loss", "val accuracy", "val macro-F1", "seconds"])}
 
 Test-set figures belong in a separate `emovit evaluate` report: validation numbers were used
 for selection and are optimistic.
 
 ## Intended use and limits
 
-For research and for aggregate analysis of facial expressions. Facial expression is not
-emotion: a model like this reads the configuration of a face, not what a person feels, and
-must not drive decisions about people (hiring, policing, grading, health). Data such as
-FER2013 is noisy, mostly frontal, low-resolution and skewed towards happy and neutral faces;
-accuracy differs across classes (see above) and likely across demographic groups.
+For research and for aggregate analysis of facial expressions. {_LIMITS_INTRO}).
+Data such as FER2013 is noisy, mostly frontal, low-resolution and skewed towards happy and
+neutral faces; accuracy differs across classes (see above) and likely across demographic groups.
 """
     path = out / "README.md"
-    path.write_text(text)
+    write_text_atomic(path, text)
+    return path
+
+
+# --------------------------------------------------------------------------- run history
+
+
+def run_state(run: Path) -> dict[str, Any]:
+    """Epochs, best epoch and training seconds of a run: from its checkpoint, or from
+    ``run_state.json`` (all a finished run keeps in git)."""
+    checkpoint = run / "checkpoint" / "state.json"
+    if checkpoint.is_file():
+        return json.loads(checkpoint.read_text())
+    done = run / "run_state.json"
+    if not done.is_file():
+        return {}
+    state = json.loads(done.read_text())
+    return {
+        "epoch": state["epochs_run"],
+        "best_epoch": state["best_epoch"],
+        "elapsed_s": state["wall_time_s"],
+    }
+
+
+def run_stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The training stages that made `run`, first to last: `run` and, following ``--init``,
+    each earlier run it continued from (a run folder with its ``training_config.json``)."""
+    stages: list[tuple[Path, dict[str, Any]]] = []
+    current: Path | None = run
+    while current is not None and (current / "training_config.json").is_file() and len(stages) < 16:
+        training = json.loads((current / "training_config.json").read_text())
+        stages.insert(0, (current, training))
+        init = training["config"].get("init")
+        current = Path(init) if init else None
+    return stages
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """Architecture, size and validation progress of a training run (for comparisons); a run
+    continued from earlier ones (``--init``) is measured from the first stage's start."""
+    from emovit.models import count_parameters
+
+    config = json.loads((run / "config.json").read_text())
+    history: list[dict[str, Any]] = []
+    elapsed = 0.0
+    for stage, _ in run_stages(run) or [(run, {})]:
+        lines = (stage / "metrics.jsonl").read_text().splitlines()
+        for line in filter(str.strip, lines):
+            h = json.loads(line)
+            elapsed += float(h["epoch_time_s"])
+            history.append({**h, "epoch": len(history) + 1, "elapsed_s": elapsed})
+    return {
+        "name": run.name,
+        "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
+        "parameters": count_parameters(run),
+        "image_size": config.get("image_size"),
+        "history": history,
+    }
+
+
+def _comparison(runs: list[dict[str, Any]]) -> str:
+    """A table of validation accuracy reached after equal training time."""
+    horizon = min(r["history"][-1]["elapsed_s"] for r in runs)
+    rows = []
+    for r in runs:
+        within = [h for h in r["history"] if h["elapsed_s"] <= horizon * 1.05] or r["history"][:1]
+        best = max(r["history"], key=lambda h: h["val_accuracy"])
+        rows.append(
+            [
+                f"`{r['name']}` ({r['architecture']}, {r['image_size']} px)",
+                f"{(r['parameters'] or 0) / 1e6:.2f} M",
+                f"{sum(h['epoch_time_s'] for h in r['history']) / len(r['history']):.0f}",
+                f"{max(h['val_accuracy'] for h in within):.3f} (epoch {within[-1]['epoch']})",
+                f"{best['val_accuracy']:.3f} (epoch {best['epoch']} of {len(r['history'])})",
+            ]
+        )
+    header = ["run", "parameters", "s/epoch (2 cores)", f"val accuracy within {horizon / 60:.0f} min"]
+    return markdown_table(rows, [*header, "best val accuracy"])
+
+
+# --------------------------------------------------------------------------- release card
+
+_WHY = {
+    "vit": (
+        "a plain `ViTForImageClassification`, the reference model's family. Vision transformers "
+        "trained from scratch on 29k faces sit at chance level for many epochs on these CPUs, "
+        "while a CNN learns at once; distillation passes the CNN's inductive bias to the ViT."
+    ),
+    "mobilevit": (
+        "a `MobileViTForImageClassification`: a hybrid of MobileNet-style convolutions and "
+        "transformer blocks that attend across the whole face, built for small data and fast CPU "
+        "inference. It was chosen over a plain ViT because it clearly wins on accuracy per compute "
+        "on these CPUs: a plain ViT trained from scratch (with the same teacher) stays near chance "
+        "for many epochs, while the convolutions give the hybrid the locality prior that 29k "
+        "low-resolution faces cannot teach a pure transformer in a few CPU-hours (table below)."
+    ),
+}
+
+
+def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
+    """One training stage in words."""
+    cfg = training["config"]
+    if cfg.get("init"):
+        start = f"continued from `{Path(cfg['init']).name}` (`--init`)"
+    else:
+        start = f"from scratch (`--arch {cfg.get('arch')}`)"
+    teacher = (
+        f"from the labels and, DeiT-style, from the soft predictions of the CNN teacher "
+        f"`{Path(cfg['teacher']).name}` (a small transformers ResNet at 64x64, trained first and used only "
+        f"in training) on the same augmented batches (distillation weight {cfg['distill_alpha']}, "
+        f"temperature {cfg['distill_temperature']})"
+        if cfg.get("teacher")
+        else "from the labels alone"
+    )
+    targets = (
+        f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""
+    )
+    return (
+        f"`{run.name}`, {start}, learned {teacher}{targets}: AdamW lr {cfg['lr']} (weight decay "
+        f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
+        f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}, flip/affine/photometric "
+        f"augmentation and random erasing, seed {cfg['seed']}; {state.get('epoch', '?')} epochs, best "
+        f"epoch {state.get('best_epoch', '?')} ({float(state.get('elapsed_s', 0.0)) / 3600:.1f} h)."
+    )
+
+
+def write_release_card(
+    dest: Path,
+    run: Path,
+    metrics: dict[str, dict[str, Any]],
+    *,
+    speed: dict[str, Any] | None = None,
+    compare: Sequence[Path] = (),
+    framing: Framing | None = None,
+) -> Path:
+    """Write the ``README.md`` of a released model folder `dest` made from training run `run`.
+
+    Args:
+        dest: the released folder (its ``config.json`` and ``preprocessor_config.json``).
+        run: the last training stage; earlier stages are found through ``--init``.
+        metrics: test-split metrics by kind: ``plain``, ``tta`` and ``leak_free``.
+        speed: a benchmark record (``faces_per_s``, ``backend``, ``per_backend``, ``command``).
+        compare: other runs (other architectures) for the "why this architecture" table.
+        framing: the framing the folder records.
+    """
+    config = json.loads((dest / "config.json").read_text())
+    processor = json.loads((dest / "preprocessor_config.json").read_text())
+    stages = run_stages(run)
+    teachers = {Path(t["config"]["teacher"]) for _, t in stages if t["config"].get("teacher")}
+    teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in teachers)
+    summaries = [run_summary(run)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
+    comparison = _comparison(summaries) if len(summaries) > 1 else ""
+    summary = summaries[0]
+
+    resolved = stages[-1][1]["resolved"]
+    states = [run_state(stage) for stage, _ in stages]
+    parameters = f"{summary['parameters'] / 1e6:.2f} M" if summary.get("parameters") else "?"
+    labels = ", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))
+    plain, tta, lf = metrics["plain"], metrics["tta"], metrics["leak_free"]
+    arch = (config.get("architectures") or [config.get("model_type", "?")])[0]
+    kind = config.get("model_type", "vit")
+    per_class = [
+        [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+        for label, c in plain["per_class"].items()
+    ]
+    stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
+    if len(stages) == 1:
+        recipe = _recipe(stages[0][0], stages[0][1], states[0])
+    else:
+        recipe = "\n".join(
+            f"{i}. Stage {i}: {_recipe(stage, training, state)}"
+            for i, ((stage, training), state) in enumerate(zip(stages, states, strict=True), start=1)
+        )
+    times = (["teacher " + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
+        (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
+        for i, t in enumerate(stage_s, start=1)
+    ]
+    total_s = teacher_s + sum(stage_s)
+    size = processor.get("size", {})
+    mean, std = processor.get("image_mean", [0.5])[0], processor.get("image_std", [0.5])[0]
+    normalize = "no normalization"
+    if processor.get("do_normalize"):
+        normalize = f"normalize with mean {mean} and std {std}"
+    speed_line = "see `benchmarks/` (`emovit bench`)"
+    if speed:
+        others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
+        speed_line = (
+            f"{speed['faces_per_s']:.0f} faces/s classifying decoded face crops in batches of "
+            f"{speed.get('batch_size', '?')} on 2 CPU cores with `{speed.get('backend', '?')}`, the backend "
+            f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
+            f"`{speed.get('command', 'emovit bench')}`"
+        )
+    why = _WHY.get(kind, f"a `{arch}`.")
+    compare_block = (
+        f"\nRuns compared (validation split only; same data, seed and 2 cores):\n\n{comparison}\n"
+        if comparison
+        else ""
+    )
+    text = f"""{_front_matter(["emovit", "facial-expression-recognition", kind, "fer2013"])}
+# emovit default model
+
+The model `emovit predict` uses when no `--model` is given: a `{arch}` trained by
+emovit's own tools (`make train-default`) on FER2013, offline, on 2 CPU cores. It loads
+with `AutoModelForImageClassification` too.
+
+## Data and splits
+
+FER2013 (48x48 grey faces) in the standard splits: Training ({resolved["train_images"]} images) for
+training, PublicTest ({resolved["val_images"]}) for model selection (validation macro-F1) and early
+stopping, PrivateTest ({plain["images_in_split"]}) only for the figures below, never for any choice.
+
+## Preprocessing
+
+Grey input is replicated to 3 channels (emovit decodes everything to RGB); resize to
+{size.get("height", "?")}x{size.get("width", "?")} (bilinear), rescale 1/255, {normalize}
+(`preprocessor_config.json`, equal to what transformers' image processor does, and the same code
+made the training batches). Photos go through face detection first (YuNet), and each face crop
+is classified.
+{_framing_line(framing)}
+## Architecture
+
+Why this architecture: {why}
+{compare_block}
+{markdown_table(architecture_rows(config), ["field", "value"])}
+
+Parameters: {parameters}. Labels (id order): {labels}.
+
+## Training recipe
+
+{recipe}
+
+Resolved configurations: `training_config.json` of each run (`runs/default/`).
+
+Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
+
+## Metrics on FER2013 test (PrivateTest)
+
+| | accuracy | macro-F1 | images |
+|---|---|---|---|
+| plain inference | {plain["accuracy"]:.4f} | {plain["macro_f1"]:.4f} | {plain["images"]} |
+| flip test-time augmentation | {tta["accuracy"]:.4f} | {tta["macro_f1"]:.4f} | {tta["images"]} |
+| leak-free (no copy in train) | {lf["accuracy"]:.4f} | {lf["macro_f1"]:.4f} | {lf["images"]} |
+
+{markdown_table(per_class, ["class", "precision", "recall", "F1", "support"])}
+
+Calibration: ECE {plain["ece"]:.3f}. Confusion matrix:
+
+![confusion matrix](confusion_matrix.png)
+
+Reproduce: `emovit evaluate ../shared/data/fer2013/test --model default -o report
+[--exclude-leaks ../shared/data/fer2013/train] [--tta]`.
+
+## Speed
+
+{speed_line}.
+
+## Intended use, limits and biases
+
+For research, demos and aggregate analysis of facial expressions. {_LIMITS_INTRO}, security).
+FER2013 is noisy (duplicate images with conflicting labels), low-resolution, mostly
+frontal, and skewed towards happy and neutral faces with few disgust examples; accuracy
+differs by class (above) and, untested here, by age, skin tone and culture.
+"""
+    path = dest / "README.md"
+    write_text_atomic(path, text)
     return path

@@ -9,22 +9,30 @@ Design points:
   same global batch: each process takes its slice of every global batch and DDP averages.
 * ``--batch-size`` is the **global** batch per optimizer step, split over processes and
   gradient-accumulation steps.
-* Images are decoded once into memory (`decode_samples`, threads); augmentation runs
-  vectorised in torch on the training device.
+* One definition of the model input: images are decoded once into memory at the model's
+  input size by its own `emovit.preprocess.Preprocessor` (threads), and batches are normalised
+  by the same preprocessor on the device (`emovit.training.inputs.TrainingInput`); augmentation
+  runs vectorised in torch in between. Without augmentation the model sees exactly the tensors
+  inference gives it.
+* Targets are one-hot labels, or with ``labels`` (a FER+ vote file) the annotators' vote
+  distributions; validation then scores the majority label (`emovit.data.votes`).
 * Every epoch writes a resumable checkpoint (atomically) and a line of ``metrics.jsonl``; the
   model that is best on validation macro-F1 is saved as a normal Hugging Face folder with
-  ``preprocessor_config.json``, ``training_config.json`` and a generated model card.
+  ``preprocessor_config.json``, its framing (``emovit.json``), ``training_config.json`` and a
+  generated model card.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,17 +41,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emovit.errors import EmovitError, TrainError
-from emovit.labels import EMOTIONS
-from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
-from emovit.training.datasets import (
+from emovit.data import (
     LabelledImages,
     Sample,
-    class_counts,
-    decode_samples,
     list_splits,
+    majority_samples,
     read_samples,
+    read_vote_labels,
+    vote_targets,
 )
+from emovit.errors import LabelError, TrainError
+from emovit.fileio import atomic_dir, write_text_atomic
+from emovit.labels import EMOTIONS, order_labels
+from emovit.models import Framing
+from emovit.progress import progress_bar
+from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
+from emovit.training.inputs import TrainingInput
 
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "train"]
 
@@ -53,11 +66,16 @@ CHECKPOINT = "checkpoint"
 RUN_STATE = "run_state.json"  # how the last session of a run ended; "complete" when it is done
 
 
-
-
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; saved as ``training_config.json``."""
+    """Everything that defines a training run; saved as ``training_config.json``.
+
+    `labels` is a FER+-style vote file (`emovit.data.read_vote_labels`): the targets become the
+    vote distributions and validation scores the majority label. `face_margin`, `face_align` and
+    `grey` are the framing recorded with the model (``emovit.json``); None inherits the
+    ``--init`` model's record, or the default framing. With `grey` the images are converted to
+    grey as they are decoded.
+    """
 
     data: str
     output: str
@@ -88,6 +106,11 @@ class TrainConfig:
     teacher: str | None = None
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
+    labels: str | None = None
+    face_margin: float | None = None
+    face_align: bool | None = None
+    grey: bool | None = None
+    logit_adjust: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,8 +119,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
         aug = data.pop("augment", {}) or {}
-        if "erase_area" in aug:
-            aug["erase_area"] = tuple(aug["erase_area"])
+        for key in ("erase_area", "gamma_range", "jpeg_quality"):
+            if key in aug:
+                aug[key] = tuple(aug[key])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known}, augment=AugmentConfig(**aug))
 
@@ -125,10 +149,6 @@ def _seed(cfg: TrainConfig, *parts: int) -> int:
     return value
 
 
-def _ordered_classes(labels: set[str]) -> list[str]:
-    return [e for e in EMOTIONS if e in labels] + sorted(labels - set(EMOTIONS))
-
-
 def _split_off_validation(
     samples: list[Sample], fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
@@ -145,21 +165,9 @@ def _split_off_validation(
     return train, val
 
 
-def _atomic_dir(target: Path, write: Any) -> None:
-    """Write a folder through `write(tmp)` then swap it in, so a crash leaves the old one."""
-    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -185,79 +193,54 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
 # --------------------------------------------------------------------------- model
 
 
-def _build_model(cfg: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module, list[str], dict[str, Any]]:
-    """The model to train, the class order it uses, and its processor config."""
-    from transformers import AutoConfig, AutoModelForImageClassification
-
+def _build_model(
+    cfg: TrainConfig, classes: list[str]
+) -> tuple[torch.nn.Module, list[str], dict[str, Any], Framing | None]:
+    """The model to train, the class order it uses, its processor config, and the framing the
+    ``--init`` model records (None from scratch, or when it records none)."""
     from emovit.labels import LabelMap
-    from emovit.models import arch_preset, resolve_model
-    from emovit.models._presets import _processor
+    from emovit.models import arch_preset, load_torch_model, read_framing, read_model_config, resolve_model
+    from emovit.preprocess import read_processor_config
 
     torch.manual_seed(_seed(cfg, 999_999))
     if cfg.init:
         folder = resolve_model(cfg.init)
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         init_labels = None
-        if getattr(config, "id2label", None) and len(config.id2label) == len(classes):
-            with contextlib.suppress(EmovitError):
-                names = list(LabelMap.from_id2label(config.id2label).names)
+        id2label = read_model_config(folder).get("id2label") or {}
+        if len(id2label) == len(classes):
+            with contextlib.suppress(LabelError):  # labels that do not map: a new task
+                names = list(LabelMap.from_id2label(id2label).names)
                 init_labels = names if set(names) == set(classes) else None
+        # the same classes keep the checkpoint's order and head; others get a new head
         order = init_labels or classes
-        for key, value in cfg.overrides.items():
-            setattr(config, key, value)
-        config.num_labels = len(order)
-        config.id2label = dict(enumerate(order))
-        config.label2id = {name: i for i, name in enumerate(order)}
-        model = AutoModelForImageClassification.from_pretrained(
-            folder, config=config, ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=False
-        )
-        if init_labels is None and hasattr(model, "classifier"):
-            head = model.classifier
-            if isinstance(head, torch.nn.Linear):  # a new task: never reuse a head by position
-                torch.nn.init.trunc_normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
-                torch.nn.init.zeros_(head.bias)
-        processor_path = folder / "preprocessor_config.json"
-        if processor_path.is_file():
-            processor = json.loads(processor_path.read_text())
-        else:
-            processor = _processor(int(getattr(config, "image_size", 224)))
-        return model, order, processor
+        model = load_torch_model(
+            folder,
+            id2label=dict(enumerate(order)),
+            ignore_mismatched_sizes=True,
+            config_overrides=cfg.overrides,
+        ).model
+        assert model is not None  # load_torch_model always loads the weights
+        return model, order, read_processor_config(folder), read_framing(folder)
     preset = arch_preset(cfg.arch or "vit-tiny")
     model = preset.build_model(dict(enumerate(classes)), **cfg.overrides)
     size = int(getattr(model.config, "image_size", None) or preset.config["image_size"])
     model.config.image_size = size
-    processor = {**preset.processor, "size": {"height": size, "width": size}}
-    return model, classes, processor
+    return model, classes, preset.processor_config(size), None
 
 
-# --------------------------------------------------------------------------- batches
-
-
-class _Batcher:
-    """Turns rows of a `LabelledImages` into normalised model input on the device."""
-
-    def __init__(self, processor: dict[str, Any], image_size: int, device: torch.device) -> None:
-        mean = processor.get("image_mean", [0.5] * 3) if processor.get("do_normalize", True) else [0.0] * 3
-        std = processor.get("image_std", [0.5] * 3) if processor.get("do_normalize", True) else [1.0] * 3
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.scale = (
-            float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0
+def _framing(cfg: TrainConfig, inherited: Framing | None) -> Framing:
+    """The framing recorded with the model: the options given, else the ``--init`` model's."""
+    base = inherited or Framing.default()
+    try:
+        return Framing.from_dict(
+            {
+                "face_margin": base.face_margin if cfg.face_margin is None else cfg.face_margin,
+                "face_align": base.face_align if cfg.face_align is None else cfg.face_align,
+                "grey": base.grey if cfg.grey is None else cfg.grey,
+            }
         )
-        self.size = image_size
-        self.device = device
-
-    def pixels(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() * (self.scale)
-        return x
-
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            down = x.shape[-1] > self.size
-            x = F.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down
-            )
-        return (x - self.mean) / self.std
+    except ValueError as exc:
+        raise TrainError(str(exc), option="face_margin") from None
 
 
 def _soft_ce(
@@ -328,10 +311,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             f"--batch-size {cfg.batch_size} (global) must divide by processes x --grad-accum = "
             f"{world} x {cfg.grad_accum}"
         )
-    micro = cfg.batch_size // (world * cfg.grad_accum)
-    per_rank = cfg.batch_size // world
+    device = accelerator.device
 
     # ---- data
+    votes = read_vote_labels(cfg.labels) if cfg.labels else None
     train_samples = read_samples(cfg.data, cfg.train_split)
     if cfg.val_split in list_splits(cfg.data) and cfg.val_split != cfg.train_split:
         val_samples = read_samples(cfg.data, cfg.val_split)
@@ -341,36 +324,59 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
         train_samples = [train_samples[i] for i in sorted(keep)]
-    classes = _ordered_classes({s.label for s in train_samples} | {s.label for s in val_samples})
-    model, classes, processor = _build_model(cfg, classes)
-    image_size = int(getattr(model.config, "image_size", 0) or processor["size"]["height"])
+    if votes is not None:  # the vote file's classes: the seven emotions
+        classes = list(EMOTIONS)
+    else:
+        classes = order_labels(sorted({s.label for s in train_samples} | {s.label for s in val_samples}))
+    model, classes, processor, inherited = _build_model(cfg, classes)
+    framing = _framing(cfg, inherited)
+    inputs = TrainingInput.from_config(processor, device, grey=framing.grey, model=cfg.init or "the model")
+    train_targets = None
+    if votes is not None:
+        given = len(train_samples), len(val_samples)
+        train_samples, train_targets = vote_targets(train_samples, votes, classes)
+        val_samples = majority_samples(val_samples, votes)
+        _log(
+            accelerator,
+            f"vote labels {cfg.labels}: training on the vote distributions of {len(train_samples)} of "
+            f"{given[0]} images, validating on the majority label of {len(val_samples)} of {given[1]}",
+        )
+        if not train_samples or not val_samples:
+            raise TrainError(f"{cfg.labels}: no training or no validation image has a usable vote")
     start = time.perf_counter()
-    train_data = decode_samples(train_samples, classes, size=(image_size, image_size), threads=cfg.threads)
-    val_data = decode_samples(val_samples, classes, size=(image_size, image_size), threads=cfg.threads)
+    train_data = inputs.decode(train_samples, classes, targets=train_targets, threads=cfg.threads)
+    val_data = inputs.decode(val_samples, classes, threads=cfg.threads)
+    cfg = _fit_batch_size(cfg, len(train_data), world, accelerator.is_main_process)
+    micro = cfg.batch_size // (world * cfg.grad_accum)
+    per_rank = cfg.batch_size // world
     _log(
         accelerator,
         f"data: {len(train_data)} train / {len(val_data)} validation images, {len(classes)} classes, "
         f"decoded in {time.perf_counter() - start:.1f}s; {world} process(es), micro-batch {micro}",
     )
-    if len(train_data) < cfg.batch_size:
-        raise TrainError(f"--batch-size {cfg.batch_size} exceeds the {len(train_data)} training images")
 
-    counts = np.bincount(train_data.labels, minlength=len(classes)).astype(np.float64)
+    # class balance on the targets (one-hot or soft): expected images per class
+    assert train_data.targets is not None  # LabelledImages fills them in
+    counts = train_data.targets.sum(axis=0).astype(np.float64)
     class_weights = None
     if cfg.balance == "loss":
         w = counts.sum() / (len(classes) * np.maximum(counts, 1))
         class_weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
-    sample_weights = torch.tensor(1.0 / np.maximum(counts[train_data.labels], 1), dtype=torch.float64)
+    sample_weights = torch.tensor(
+        train_data.targets.astype(np.float64) @ (1.0 / np.maximum(counts, 1)), dtype=torch.float64
+    )
+    # Logit adjustment (Menon et al. 2021): the loss sees logits + tau * log(prior), so the
+    # model's own logits learn the class-balanced posterior (rare classes are not drowned).
+    log_prior = torch.tensor(np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32)
 
     steps_per_epoch = len(train_data) // cfg.batch_size
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
     if class_weights is not None:
         class_weights = class_weights.to(device)
-    batcher = _Batcher(processor, image_size, device)
-    teacher = _load_teacher(cfg, classes, device) if cfg.teacher else None
+    log_prior = log_prior.to(device)
+    teacher = _load_teacher(cfg, classes, inputs) if cfg.teacher else None
 
     # ---- state
     state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "elapsed_s": 0.0}
@@ -408,47 +414,47 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
-        bar = _bar(show, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for step in range(steps_per_epoch):
-            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            mine = batch[rank * per_rank : (rank + 1) * per_rank]
-            step_seed = _seed(cfg, epoch, step, 2)
-            for a in range(cfg.grad_accum):
-                rows = mine[a * micro : (a + 1) * micro].numpy()
-                offset = rank * per_rank + a * micro
-                x = batcher.pixels(train_data.images[rows])
-                x = augment_batch(
-                    x, cfg.augment, torch.Generator().manual_seed(step_seed), offset, cfg.batch_size
-                )
-                labels = torch.from_numpy(train_data.labels[rows]).to(device)
-                targets = F.one_hot(labels, len(classes)).float()
-                x, targets = mix_batch(
-                    x, targets, cfg.augment, torch.Generator().manual_seed(step_seed + a + 7)
-                )
-                sync = a == cfg.grad_accum - 1
-                context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                with context, accelerator.autocast():
-                    logits = model(pixel_values=batcher.finish(x)).logits
-                    losses = _soft_ce(logits, targets, cfg.label_smoothing, class_weights)
-                    if teacher is not None:
-                        kd = _distill_loss(logits, teacher(x), cfg.distill_temperature)
-                        losses = (1 - cfg.distill_alpha) * losses + cfg.distill_alpha * kd
-                    loss = losses.sum() / per_rank
-                    accelerator.backward(loss)
-                loss_sum += losses.detach().sum()
-                correct += (logits.detach().argmax(-1) == labels).sum()
-                seen += len(rows)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            bar.update(1)
-        bar.close()
+        with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=show) as advance:
+            for step in range(steps_per_epoch):
+                batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                mine = batch[rank * per_rank : (rank + 1) * per_rank]
+                step_seed = _seed(cfg, epoch, step, 2)
+                for a in range(cfg.grad_accum):
+                    rows = mine[a * micro : (a + 1) * micro].numpy()
+                    offset = rank * per_rank + a * micro
+                    x = inputs.pixels(train_data.images[rows])
+                    x = augment_batch(
+                        x, cfg.augment, torch.Generator().manual_seed(step_seed), offset, cfg.batch_size
+                    )
+                    labels = torch.from_numpy(train_data.labels[rows]).to(device)
+                    targets = torch.from_numpy(train_data.targets[rows]).to(device)
+                    x, targets = mix_batch(
+                        x, targets, cfg.augment, torch.Generator().manual_seed(step_seed + a + 7)
+                    )
+                    sync = a == cfg.grad_accum - 1
+                    context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+                    with context, accelerator.autocast():
+                        logits = model(pixel_values=inputs.model_input(x)).logits
+                        adjusted = logits + cfg.logit_adjust * log_prior if cfg.logit_adjust else logits
+                        losses = _soft_ce(adjusted, targets, cfg.label_smoothing, class_weights)
+                        if teacher is not None:
+                            kd = _distill_loss(logits, teacher(x), cfg.distill_temperature)
+                            losses = (1 - cfg.distill_alpha) * losses + cfg.distill_alpha * kd
+                        loss = losses.sum() / per_rank
+                        accelerator.backward(loss)
+                    loss_sum += losses.detach().sum()
+                    correct += (logits.detach().argmax(-1) == labels).sum()
+                    seen += len(rows)
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                advance()
         totals = accelerator.reduce(
             torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
         )
-        val_logits = _predict(model, accelerator, batcher, val_data, cfg.eval_batch_size)
+        val_logits = _predict(model, accelerator, inputs, val_data, cfg.eval_batch_size)
         val_pred = val_logits.argmax(-1)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_data.labels)))
         record = {
@@ -482,7 +488,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             if improved:
-                _save_best(out, unwrapped, processor)
+                _save_best(out, unwrapped, processor, framing)
             _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state)
             with (out / "metrics.jsonl").open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -512,7 +518,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if accelerator.is_main_process:
         from emovit.training.card import write_model_card
 
-        write_model_card(out, cfg, result, classes, class_counts(train_samples), class_counts(val_samples))
+        write_model_card(
+            out, cfg, result, classes, _label_counts(train_data), _label_counts(val_data), framing=framing
+        )
         complete = not result.stopped.startswith("time limit")
         run_state = {
             "epochs": cfg.epochs,
@@ -522,7 +530,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             "complete": complete,
             "wall_time_s": result.wall_time_s,
         }
-        (out / RUN_STATE).write_text(json.dumps(run_state, indent=2) + "\n")
+        write_text_atomic(out / RUN_STATE, json.dumps(run_state, indent=2) + "\n")
     accelerator.wait_for_everyone()
     _log(accelerator, f"{stopped}: best epoch {result.best_epoch}, model in {out}")
     return result
@@ -532,36 +540,40 @@ class _Teacher:
     """A trained classifier used only during training: its logits on the student's
     augmented batch, reordered into the student's class order (DeiT-style soft distillation)."""
 
-    def __init__(self, model: Any, batcher: _Batcher, order: list[int]) -> None:
-        self.model, self.batcher, self.order = model, batcher, order
+    def __init__(self, model: Any, inputs: TrainingInput, order: list[int]) -> None:
+        self.model, self.inputs, self.order = model, inputs, order
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=self.batcher.finish(x)).logits.float()[:, self.order]
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=self.inputs.model_input(pixels)).logits.float()[:, self.order]
 
 
-def _load_teacher(cfg: TrainConfig, classes: list[str], device: torch.device) -> _Teacher:
-    from transformers import AutoModelForImageClassification
-
-    from emovit.labels import LabelMap
-    from emovit.models import resolve_model
+def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) -> _Teacher:
+    """The ``--teacher`` model, on the student's device. It sees the student's augmented pixels
+    through its own normalisation, so its input size must be the student's."""
+    from emovit.models import load_torch_model
     from emovit.preprocess import read_processor_config
 
     assert cfg.teacher is not None
-    folder = resolve_model(cfg.teacher)
-    model = AutoModelForImageClassification.from_pretrained(
-        folder, use_safetensors=True, trust_remote_code=False
-    )
-    names = list(LabelMap.from_id2label(model.config.id2label).names)
+    loaded = load_torch_model(cfg.teacher, device=str(student.device))
+    names = list(loaded.label_map.names)
     missing = [c for c in classes if c not in names]
     if missing:
-        raise TrainError(f"teacher {cfg.teacher} lacks the classes {missing}")
-    processor = read_processor_config(folder)
-    size = int(processor.get("size", {}).get("height") or getattr(model.config, "image_size", 224))
-    model.eval().to(device)
-    for param in model.parameters():
+        raise TrainError(f"teacher {cfg.teacher} lacks the classes {missing}", option="teacher")
+    inputs = TrainingInput.from_config(
+        read_processor_config(loaded.path), student.device, model=f"teacher {cfg.teacher}"
+    )
+    if inputs.size != student.size:
+        raise TrainError(
+            f"teacher {cfg.teacher} takes {inputs.size[0]}x{inputs.size[1]} images and the student "
+            f"{student.size[0]}x{student.size[1]}: distillation shows both the same augmented batch, "
+            "so their input sizes must match (train the teacher at the student's size)",
+            option="teacher",
+        )
+    assert loaded.model is not None  # load_torch_model always loads the weights
+    for param in loaded.model.parameters():
         param.requires_grad_(False)
-    return _Teacher(model, _Batcher(processor, size, device), [names.index(c) for c in classes])
+    return _Teacher(loaded.model, inputs, [names.index(c) for c in classes])
 
 
 def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -593,25 +605,9 @@ def _finished_run(out: Path, epochs: int) -> TrainResult | None:
     )
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(show: bool, total: int, desc: str) -> Any:
-    if not show:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr)
-
-
 @torch.no_grad()
 def _predict(
-    model: Any, accelerator: Any, batcher: _Batcher, data: LabelledImages, batch_size: int
+    model: Any, accelerator: Any, inputs: TrainingInput, data: LabelledImages, batch_size: int
 ) -> np.ndarray:
     """Logits for every row of `data`, computed in shards across processes and gathered."""
     model.eval()
@@ -623,23 +619,22 @@ def _predict(
     for i in range(0, len(rows), batch_size):
         part = rows[i : i + batch_size]
         with accelerator.autocast():
-            chunks.append(
-                model(pixel_values=batcher.finish(batcher.pixels(data.images[part]))).logits.float()
-            )
+            chunks.append(model(pixel_values=inputs(data.images[part])).logits.float())
     logits = torch.cat(chunks) if chunks else torch.zeros(0, device=accelerator.device)
     gathered = accelerator.gather(logits.contiguous())
     return gathered[:n].cpu().numpy()
 
 
-def _save_best(out: Path, model: Any, processor: dict[str, Any]) -> None:
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+def _save_best(out: Path, model: Any, processor: dict[str, Any], framing: Framing) -> None:
+    """The model folder's files (weights, config, processor, framing), each replaced atomically."""
+    from emovit.models import write_framing
 
     tmp = out / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    write_text_atomic(tmp / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
+    write_framing(tmp, framing)
     for file in tmp.iterdir():
         os.replace(file, out / file.name)
     tmp.rmdir()
@@ -655,7 +650,7 @@ def _save_checkpoint(target: Path, model: Any, optimizer: Any, scheduler: Any, s
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
-    _atomic_dir(target, write)
+    atomic_dir(target, write)
 
 
 def _write_config(
@@ -690,4 +685,32 @@ def _write_config(
             },
         },
     }
-    (out / "training_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    write_text_atomic(out / "training_config.json", json.dumps(resolved, indent=2) + "\n")
+
+
+def _label_counts(data: LabelledImages) -> dict[str, int]:
+    """Images per class (for soft targets: per most-voted class), in class order."""
+    counts = np.bincount(data.labels, minlength=len(data.classes))
+    return {name: int(n) for name, n in zip(data.classes, counts, strict=True)}
+
+
+def _fit_batch_size(cfg: TrainConfig, images: int, world: int, warn: bool) -> TrainConfig:
+    """`cfg`, with the batch lowered to the largest usable size when the training set is
+    smaller than it (a multiple of processes x gradient-accumulation steps)."""
+    if images >= cfg.batch_size:
+        return cfg
+    unit = world * cfg.grad_accum
+    usable = images // unit * unit
+    if usable == 0:
+        raise TrainError(
+            f"{images} training images cannot fill one step of {world} process(es) x "
+            f"{cfg.grad_accum} gradient-accumulation step(s)",
+            option="batch_size",
+        )
+    if warn:
+        warnings.warn(
+            f"--batch-size {cfg.batch_size} exceeds the {images} training images: using a batch of {usable}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return dataclasses.replace(cfg, batch_size=usable)

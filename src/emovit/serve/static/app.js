@@ -1,4 +1,5 @@
-// emovit web page: photo upload, live camera with smoothing, expression capture. No build step.
+// emovit web page: photo upload, live camera with smoothing, expression capture, video timeline.
+// No build step.
 "use strict";
 
 const EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
@@ -258,6 +259,126 @@ function checkCapture(frame, faces) {
     : "All targets captured.";
 }
 
+// ---------------------------------------------------------------- video
+function authHeaders() {
+  const token = $("token").value.trim();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function videoStatus(message, isError = false) {
+  const el = $("video-status");
+  el.textContent = message;
+  el.classList.toggle("error", isError);
+}
+
+async function analyseVideo(file) {
+  if (!file) return;
+  const fps = Math.min(30, Math.max(1, Number($("video-fps").value) || 10));
+  const smooth = Math.min(5, Math.max(0, Number($("video-smooth").value) || 0));
+  const form = new FormData();
+  form.append("files", file, file.name);
+  videoStatus(`Analysing ${file.name} …`);
+  try {
+    const response = await fetch(`/v1/video?fps=${fps}&smooth=${smooth}`, {
+      method: "POST", body: form, headers: authHeaders(),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    drawTimeline($("video-timeline"), body.frames, body.summary);
+    renderSummary(body.summary);
+    const s = body.summary;
+    videoStatus(`${s.frames_analysed} frames analysed over ${s.duration_s.toFixed(1)} s: `
+      + `${s.tracks.length} face track(s), ${s.faces_per_frame.toFixed(2)} faces per frame.`
+      + (s.warnings.length ? ` Warning: ${s.warnings.join(" ")}` : ""));
+  } catch (err) {
+    videoStatus(`Could not analyse the video: ${err.message}`, true);
+  }
+}
+
+// One panel per track: each emotion's smoothed probability over time, drawn on the canvas.
+function drawTimeline(canvas, frames, summary) {
+  const tracks = summary.tracks.map((t) => t.track_id);
+  const series = new Map(tracks.map((id) => [id, []]));
+  for (const frame of frames) {
+    for (const face of frame.faces) {
+      if (series.has(face.track_id)) series.get(face.track_id).push([frame.time_s, face.probs]);
+    }
+  }
+  const panel = 110;
+  const top = 28;
+  const left = 70;
+  const width = canvas.width = Math.max(600, canvas.parentElement.clientWidth || 800);
+  canvas.height = top + Math.max(1, tracks.length) * (panel + 12) + 24;
+  canvas.hidden = false;
+  canvas.dataset.tracks = String(tracks.length);
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.font = "12px system-ui, sans-serif";
+  EMOTIONS.forEach((label, i) => {  // legend
+    ctx.fillStyle = COLOURS[label];
+    ctx.fillRect(left + i * 90, 8, 14, 10);
+    ctx.fillStyle = "#333";
+    ctx.fillText(label, left + i * 90 + 18, 17);
+  });
+  const end = Math.max(summary.duration_s, ...frames.map((f) => f.time_s || 0), 0.001);
+  const x = (t) => left + (t / end) * (width - left - 12);
+  if (!tracks.length) {
+    ctx.fillStyle = "#666";
+    ctx.fillText("no faces found in this video", left, top + panel / 2);
+    return;
+  }
+  tracks.forEach((id, row) => {
+    const y0 = top + row * (panel + 12);
+    const y = (p) => y0 + panel - p * panel;
+    ctx.strokeStyle = "#d0d0d8";
+    ctx.lineWidth = 1;
+    ctx.strokeRect(left, y0, width - left - 12, panel);
+    ctx.fillStyle = "#333";
+    ctx.fillText(`track ${id}`, 8, y0 + panel / 2);
+    const points = series.get(id);
+    for (const label of EMOTIONS) {
+      ctx.strokeStyle = COLOURS[label];
+      ctx.lineWidth = 1.6;
+      ctx.beginPath();
+      let previous = null;
+      for (const [t, probs] of points) {
+        const gap = previous !== null && t - previous > 0.5;  // the face was away: break the line
+        if (previous === null || gap) ctx.moveTo(x(t), y(probs[label] ?? 0));
+        else ctx.lineTo(x(t), y(probs[label] ?? 0));
+        previous = t;
+      }
+      ctx.stroke();
+    }
+  });
+  ctx.fillStyle = "#333";
+  const bottom = top + tracks.length * (panel + 12) + 14;
+  for (let i = 0; i <= 4; i += 1) {
+    const t = (end * i) / 4;
+    ctx.fillText(`${t.toFixed(1)} s`, x(t) - 12, bottom);
+  }
+}
+
+function renderSummary(summary) {
+  const table = $("video-summary");
+  const body = table.querySelector("tbody");
+  body.replaceChildren();
+  for (const track of summary.tracks) {
+    const row = document.createElement("tr");
+    row.dataset.track = String(track.track_id);
+    const shares = Object.entries(track.share).filter(([, v]) => v > 0)
+      .sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v * 100).toFixed(0)} %`).join(", ");
+    for (const text of [`#${track.track_id}`, `${track.first_s.toFixed(2)}–${track.last_s.toFixed(2)}`,
+      String(track.frames), track.dominant, shares]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    body.append(row);
+  }
+  table.hidden = false;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const saved = sessionStorage.getItem("emovit-token");
   if (saved) $("token").value = saved;
@@ -266,5 +387,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("start-camera").addEventListener("click", startCamera);
   $("stop-camera").addEventListener("click", stopCamera);
   $("start-capture").addEventListener("click", startCapture);
+  $("video-input").addEventListener("change", (e) => analyseVideo(e.target.files[0]));
   status("Ready.");
 });

@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from emovit.imageio import load_image
-from emovit.training.datasets import Sample, list_splits, read_samples
+from emovit.data.datasets import Sample, list_splits, read_samples
+from emovit.imageio import load_images
 
 __all__ = ["AuditReport", "DEFAULT_MAX_DISTANCE", "audit", "find_leaks", "hash_samples"]
 
@@ -38,20 +37,25 @@ class Hashes:
     phash: np.ndarray  # uint64
 
 
-def _hash_one(sample: Sample) -> tuple[bytes, int]:
+def _hash_image(image: np.ndarray) -> tuple[bytes, int]:
     import imagehash
     from PIL import Image
 
-    grey = load_image(sample.source, name=sample.name, max_pixels=None).mean(axis=2).round().astype(np.uint8)
+    grey = image.mean(axis=2).round().astype(np.uint8)
     digest = hashlib.blake2b(grey.tobytes() + str(grey.shape).encode(), digest_size=16).digest()
     bits = imagehash.phash(Image.fromarray(grey)).hash.flatten()
     return digest, int(np.packbits(bits).view(">u8")[0])
 
 
 def hash_samples(samples: Sequence[Sample], threads: int | None = None) -> Hashes:
-    """Exact and perceptual hashes of every sample (threads)."""
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-        pairs = list(pool.map(_hash_one, samples, chunksize=128))
+    """Exact and perceptual hashes of every sample (decoded and hashed on threads)."""
+    pairs = load_images(
+        [s.source for s in samples],
+        names=[s.name for s in samples],
+        threads=threads,
+        max_pixels=None,
+        then=_hash_image,
+    )
     return Hashes(exact=[p[0] for p in pairs], phash=np.asarray([p[1] for p in pairs], dtype=np.uint64))
 
 
@@ -121,9 +125,9 @@ def audit(
                 index_a.setdefault(digest, i)
             exact_pairs = set()
             for j, digest in enumerate(hb.exact):
-                i = index_a.get(digest)
-                if i is not None and (not same or i < j):
-                    exact_pairs.add((i, j))
+                first = index_a.get(digest)
+                if first is not None and (not same or first < j):
+                    exact_pairs.add((first, j))
             exact_b = {j for _, j in exact_pairs}  # for a == b: the later copies only
             near_only = {(int(i), int(j)) for i, j in near if (int(i), int(j)) not in exact_pairs}
             near_only = {(i, j) for i, j in near_only if ha.exact[i] != hb.exact[j]}

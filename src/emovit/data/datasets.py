@@ -9,7 +9,8 @@ Layouts:
   Training / PublicTest / PrivateTest = train / validation / test).
 
 Class names are mapped onto the canonical emotions by name (``anger`` → ``angry``); names
-that are not emotions are kept.
+that are not emotions are kept. Images of an ImageFolder tree carry their split and their path
+inside the split folder, the key that per-image label files (`emovit.data.read_vote_labels`) use.
 """
 
 from __future__ import annotations
@@ -17,24 +18,22 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from emovit.errors import DatasetError
+from emovit.labels import canonical_label, order_labels
 from emovit.sources import IMAGE_EXTENSIONS
-from emovit.errors import DatasetError, EmovitError
-from emovit.labels import EMOTIONS, canonical_label
 
 __all__ = [
     "FER2013_CSV_LABELS",
-    "DatasetError",
     "LabelledImages",
     "Sample",
-    "decode_samples",
     "class_counts",
+    "decode_samples",
     "list_splits",
     "read_samples",
 ]
@@ -48,15 +47,25 @@ _SPLIT_NAMES = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: a file path or (for CSV rows) a ``uint8`` array, and its label."""
+    """One labelled image: a file path or (for CSV rows) a ``uint8`` array, and its label.
+
+    Attributes:
+        source: the file path, or the pixels of a CSV row.
+        label: the class (canonical emotion name where the folder name maps onto one).
+        name: how reports and errors name the image (its path, or ``file.csv:LINE``).
+        split: ``train``, ``validation`` or ``test`` for images of a tree with splits (or a
+            split folder given on its own), else None.
+        key: for ImageFolder images, the POSIX path inside the split folder
+            (``happy/Training_1.jpg``), else None.
+    """
 
     source: str | np.ndarray
     label: str
     name: str
+    split: str | None = None
+    key: str | None = None
 
 
 def _split_key(name: str) -> str | None:
@@ -91,6 +100,7 @@ def _split_dir(root: Path, split: str) -> Path | None:
 
 
 def _read_folder(root: Path) -> list[Sample]:
+    split = _split_key(root.name)
     samples: list[Sample] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for dirpath, dirs, files in os.walk(class_dir):
@@ -98,7 +108,8 @@ def _read_folder(root: Path) -> list[Sample]:
             for name in sorted(files):
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                     path = os.path.join(dirpath, name)
-                    samples.append(Sample(path, _label(class_dir.name), path))
+                    key = Path(os.path.relpath(path, root)).as_posix()
+                    samples.append(Sample(path, _label(class_dir.name), path, split=split, key=key))
     return samples
 
 
@@ -120,7 +131,10 @@ def _read_csv(path: Path, split: str | None) -> list[Sample]:
                     raise ValueError(f"{len(pixels)} pixels is not a square image")
             except (ValueError, IndexError) as exc:
                 raise DatasetError(f"{path}, line {row_number}: bad row ({exc})") from None
-            samples.append(Sample(pixels.reshape(side, side), label, f"{path.name}:{row_number}"))
+            sample_split = _split_key(row.get("Usage", ""))
+            samples.append(
+                Sample(pixels.reshape(side, side), label, f"{path.name}:{row_number}", split=sample_split)
+            )
     return samples
 
 
@@ -151,19 +165,31 @@ def read_samples(data: str | os.PathLike[str], split: str | None = None) -> list
 def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
     """Images per label, canonical emotions first."""
     counts = Counter(s.label for s in samples)
-    order = [e for e in EMOTIONS if e in counts] + sorted(set(counts) - set(EMOTIONS))
-    return {label: counts[label] for label in order}
+    return {label: counts[label] for label in order_labels(counts)}
 
 
 @dataclass
 class LabelledImages:
-    """Decoded images of one split: ``images`` is ``N x H x W x 3`` ``uint8``, ``labels`` ``N``
-    class indices into ``classes``."""
+    """Decoded images of one split.
+
+    Attributes:
+        images: ``N x H x W x 3`` ``uint8``.
+        labels: ``N`` class indices into `classes` (for soft targets: their most likely class).
+        classes: the class names, in the model's id order.
+        names: the images' names, for reports.
+        targets: ``N x K`` float32 training targets: one-hot `labels` unless soft targets
+            (e.g. FER+ vote distributions) were given.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     names: list[str]
+    targets: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = np.eye(len(self.classes), dtype=np.float32)[self.labels]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -173,31 +199,55 @@ def decode_samples(
     samples: Sequence[Sample],
     classes: Sequence[str],
     *,
-    size: tuple[int, int] | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    targets: np.ndarray | None = None,
     threads: int | None = None,
 ) -> LabelledImages:
-    """Decode every sample once (threads) into one array; resize to `size` when the images
-    do not all share one size (or when `size` is smaller than theirs)."""
-    from emovit.imageio import load_image
-    from emovit.preprocess import Preprocessor
+    """Decode every sample once (threads) into one array.
+
+    Args:
+        samples: the images and their labels.
+        classes: the class order of `LabelledImages.labels` (every label must be one of them,
+            unless `targets` are given).
+        transform: applied to each decoded image in its worker thread; training passes the
+            model's `emovit.preprocess.Preprocessor.resize` so that images reach the model's
+            input size exactly as at inference. Without it all images must share one size.
+        targets: ``N x len(classes)`` soft targets (rows summing to 1) instead of the samples'
+            labels.
+        threads: decoding threads (default: up to 8).
+
+    Raises:
+        DatasetError: a label is not among `classes`, or the images differ in size.
+    """
+    from emovit.imageio import load_images
 
     index = {label: i for i, label in enumerate(classes)}
-    unknown = sorted({s.label for s in samples} - set(index))
-    if unknown:
-        raise DatasetError(f"labels {unknown} are not among the model's classes {list(classes)}")
-
-    def decode(sample: Sample) -> np.ndarray:
-        return load_image(sample.source, name=sample.name)
-
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(decode, samples, chunksize=256))
-    shapes = {image.shape for image in decoded}
-    if size is not None and (len(shapes) > 1 or any(s[0] > size[0] or s[1] > size[1] for s in shapes)):
-        resizer = Preprocessor(size=size)
-        decoded = [resizer.resize(image) for image in decoded]
+    if targets is not None:
+        targets = np.asarray(targets, dtype=np.float32)
+        if targets.shape != (len(samples), len(classes)):
+            raise DatasetError(
+                f"targets must be {len(samples)} x {len(classes)} (samples x classes), got {targets.shape}"
+            )
+        labels = targets.argmax(axis=1).astype(np.int64)
+    else:
+        unknown = sorted({s.label for s in samples} - set(index))
+        if unknown:
+            raise DatasetError(f"labels {unknown} are not among the model's classes {list(classes)}")
+        labels = np.asarray([index[s.label] for s in samples], dtype=np.int64)
+    decoded = load_images(
+        [s.source for s in samples], names=[s.name for s in samples], threads=threads, then=transform
+    )
+    shapes = sorted({image.shape for image in decoded})
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"the images differ in size ({', '.join(str(s[:2]) for s in shapes[:4])}, ...); "
+            "resize them while decoding (transform=Preprocessor.resize)"
+        )
+    channels = shapes[0][2] if shapes else 3
     return LabelledImages(
-        images=np.stack(decoded),
-        labels=np.asarray([index[s.label] for s in samples], dtype=np.int64),
+        images=np.stack(decoded) if decoded else np.zeros((0, 1, 1, channels), np.uint8),
+        labels=labels,
         classes=tuple(classes),
         names=[s.name for s in samples],
+        targets=targets,
     )

@@ -1,0 +1,83 @@
+"""Helpers the commands share: loading a recognizer from the options, the random-weights
+banner, optional extras, and the data modules wherever they live."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from emovit.errors import DependencyError
+
+if TYPE_CHECKING:
+    from emovit.cli._options import RecognizerOptions
+    from emovit.faces import FaceOptions
+    from emovit.predictor import EmotionRecognizer
+
+__all__ = [
+    "echo_warning",
+    "load_recognizer",
+    "random_weights_banner",
+    "require",
+    "stderr_console",
+]
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def random_weights_banner(name: str) -> None:
+    line = "!" * 78
+    stderr_console().print(
+        f"[bold red]{line}\n!! MODEL {name!r} HAS RANDOM WEIGHTS: ITS PREDICTIONS ARE MEANINGLESS.\n"
+        f"!! It only exercises the pipeline; use a trained model for real answers.\n{line}[/bold red]",
+        markup=True,
+        highlight=False,
+    )
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Fail with the `pip install` that adds `module` when it is missing (exit 2)."""
+    if importlib.util.find_spec(module) is None:
+        raise DependencyError(module, extra, purpose)
+
+
+def load_recognizer(
+    options: RecognizerOptions, faces: FaceOptions, *, banner: bool = True
+) -> EmotionRecognizer:
+    """Build the recognizer the options describe. Errors propagate as `EmovitError`s naming
+    the argument at fault (the command maps it to its flag); a random-weights model gets a
+    banner on stderr instead of a warning."""
+    from transformers.utils import logging as hf_logging
+
+    from emovit.errors import RandomWeightsWarning
+    from emovit.predictor import EmotionRecognizer
+
+    hf_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        recognizer = EmotionRecognizer.from_pretrained(
+            options.model,
+            faces=faces,
+            device=options.device,
+            backend=options.backend,
+            precision=options.precision,
+            threads=options.threads,
+            batch_size=options.batch_size,
+            max_pixels=options.max_pixels,
+            tta=options.tta,
+        )
+    if banner and recognizer.model.random_weights:
+        random_weights_banner(options.model)
+    return recognizer
+
+
+def echo_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Warnings as one plain line on stderr (no source line), for people at a terminal."""
+    click.echo(f"warning: {message}", err=True)

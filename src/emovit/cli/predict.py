@@ -1,0 +1,188 @@
+"""`emovit predict`: classify the faces in images, one result row per input, and in videos,
+one row per analysed frame and face (see `emovit.cli._video`)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
+
+import click
+
+from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
+from emovit.cli._options import (
+    RecognizerOptions,
+    face_options,
+    plot_option,
+    recognizer_options,
+    summary_option,
+    video_options,
+)
+from emovit.writers import OutputFormat
+
+if TYPE_CHECKING:
+    from emovit.faces import FaceOptions
+    from emovit.results import ImageResult
+    from emovit.video import VideoOptions
+
+__all__ = ["predict"]
+
+
+@click.command(cls=EmovitCommand)
+@click.argument("sources", nargs=-1, required=True)
+@recognizer_options()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(get_args(OutputFormat)),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write results to FILE (atomically) instead of stdout.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="How many top labels to list per face.",
+)
+@click.option(
+    "--recursive/--no-recursive",
+    default=True,
+    show_default=True,
+    help="Descend into sub-folders of folder sources.",
+)
+@face_options
+@click.option(
+    "--save-annotated",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each image with boxes, labels and scores drawn on it into DIR (videos: "
+    "DIR/<stem>.annotated.mp4, with track ids and smoothed labels).",
+)
+@click.option(
+    "--save-crops", type=click.Path(file_okay=False), default=None, help="Write each face crop into DIR."
+)
+@video_options
+@summary_option
+@plot_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@click.pass_context
+def predict(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    recognizer: RecognizerOptions,
+    faces: FaceOptions,
+    fmt: OutputFormat,
+    output: str | None,
+    top_k: int,
+    recursive: bool,
+    save_annotated: str | None,
+    save_crops: str | None,
+    video: VideoOptions,
+    summary: str | None,
+    plot: str | None,
+    quiet: bool,
+) -> None:
+    """Classify the emotion of every face in images and videos.
+
+    SOURCES are image or video files, folders (searched recursively), globs ('faces/*.png'),
+    http(s)/rtsp URLs of videos, or '-' to read one path per line from stdin. A broken input
+    becomes an error row; the run goes on. Videos give one row per analysed frame and face,
+    with the face's track id and its probabilities smoothed over time.
+
+    \b
+    Examples:
+      emovit predict photo.jpg faces/ --format json
+      find . -name '*.jpg' | emovit predict - --format csv -o results.csv
+      emovit predict clip.mp4 --summary s.json --save-annotated out/ --plot out/
+    """
+    from emovit.cli._common import load_recognizer
+    from emovit.progress import progress_bar
+    from emovit.sources import expand_sources
+    from emovit.writers import ResultWriter, atomic_output
+
+    paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
+    if not paths:
+        raise click.UsageError("no input images found in the given sources", ctx)
+    from emovit.cli._video import VideoJob, interruptible, video_flags
+
+    flags = video_flags(paths)
+    rec = load_recognizer(recognizer, faces)
+    keep = bool(save_annotated or save_crops)
+    names = _OutputNames()
+    failed = 0
+    videos = VideoJob(rec, video, annotated=save_annotated, plot=plot) if any(flags) else None
+    with atomic_output(output, sys.stdout) as stream:
+        writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)
+        with (
+            progress_bar(len(paths), "classifying", enabled=False if quiet else None) as advance,
+            interruptible(videos is not None) as stopped,
+        ):
+            for is_video, group in itertools.groupby(zip(paths, flags, strict=True), key=lambda x: x[1]):
+                batch = [path for path, _ in group]
+                if is_video and videos is not None:
+                    for path in batch:
+                        failed += videos.run(path, names.next(path), writer)
+                        advance()
+                    continue
+                for result in rec.stream(batch, keep_pixels=keep):
+                    failed += not result.ok
+                    writer.write(result)
+                    if keep and result.ok:
+                        _save_pixels(result, names.next(result.source), save_annotated, save_crops)
+                    advance()
+        writer.close()
+    if summary:
+        (videos or VideoJob(rec, video)).write_summary(summary)
+    if stopped.interrupted:
+        raise KeyboardInterrupt
+    if not quiet:
+        kind = "images classified" if videos is None else "inputs analysed"
+        report = f"{len(paths) - failed} of {len(paths)} {kind}"
+        if videos is not None:
+            report += f" ({sum(flags)} video(s), {videos.frames} frames)"
+        if failed:
+            report += f", {failed} failed (see the error rows)"
+        if output:
+            report += f"; results in {output}"
+        click.echo(report, err=True)
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+class _OutputNames:
+    """File stems for saved images: the source's stem, printable, unique within one run."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def next(self, source: str) -> str:
+        from emovit.writers import display_name
+
+        stem = display_name(Path(source).stem, controls=True) if not source.startswith("<") else "image"
+        count = self.seen.get(stem, 0)
+        self.seen[stem] = count + 1
+        return stem if count == 0 else f"{stem}_{count}"
+
+
+def _save_pixels(result: ImageResult, stem: str, annotated: str | None, crops: str | None) -> None:
+    from PIL import Image
+
+    if annotated:
+        result.save(Path(annotated) / f"{stem}.jpg")
+    if crops:
+        Path(crops).mkdir(parents=True, exist_ok=True)
+        for index, face in enumerate(result.faces):
+            if face.crop is not None:
+                Image.fromarray(face.crop).save(Path(crops) / f"{stem}_face{index}_{face.label}.png")
+    result.image = None
+    for face in result.faces:
+        face.crop = None

@@ -1,0 +1,130 @@
+"""`emovit serve`: the HTTP API and the web page."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from emovit.cli._errors import EmovitCommand
+from emovit.cli._options import RecognizerOptions, face_options, recognizer_options
+
+if TYPE_CHECKING:
+    from emovit.faces import FaceOptions
+
+__all__ = ["serve"]
+
+
+@click.command(cls=EmovitCommand)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@recognizer_options(batch_size=False)
+@face_options
+@click.option(
+    "--token", envvar="EMOVIT_TOKEN", default=None, help="Require this bearer token (or EMOVIT_TOKEN)."
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Faces per model batch (micro-batching across requests).",
+)
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="How long the worker waits to fill a batch.",
+)
+@click.option(
+    "--max-queue", type=click.IntRange(1), default=64, show_default=True, help="Waiting requests before 503."
+)
+@click.option("--max-body-mb", type=click.FloatRange(0.01), default=10.0, show_default=True)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds before a request is answered 504.",
+)
+@click.option(
+    "--cors-origin", "cors_origins", multiple=True, help="Allow this browser origin (CORS is off otherwise)."
+)
+@click.option(
+    "--max-video-mb",
+    type=click.FloatRange(0.01),
+    default=100.0,
+    show_default=True,
+    help="Largest video upload (POST /v1/video), in MiB.",
+)
+@click.option(
+    "--max-video-seconds",
+    type=click.FloatRange(0.1),
+    default=60.0,
+    show_default=True,
+    help="Longest video analysed by POST /v1/video (longer ones answer 413).",
+)
+@click.option(
+    "--video-deadline",
+    type=click.FloatRange(0.1),
+    default=120.0,
+    show_default=True,
+    help="Seconds before a video request is answered 504.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, seconds to finish queued work.",
+)
+def serve(
+    host: str,
+    port: int,
+    recognizer: RecognizerOptions,
+    faces: FaceOptions,
+    token: str | None,
+    max_batch: int,
+    max_wait_ms: float,
+    max_queue: int,
+    max_body_mb: float,
+    deadline: float,
+    cors_origins: tuple[str, ...],
+    max_video_mb: float,
+    max_video_seconds: float,
+    video_deadline: float,
+    drain_timeout: float,
+) -> None:
+    """Serve the HTTP API and the web page (upload, live camera, expression capture, video).
+
+    The model loads in the background: /healthz answers at once, /readyz once it is ready.
+    """
+    from emovit.cli._common import load_recognizer, require
+
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, "serve", "emovit serve")
+    from emovit.serve import ServeSettings, create_app, run_server
+
+    options = recognizer.replace(batch_size=max_batch)
+
+    def factory() -> Any:
+        return load_recognizer(options, faces)
+
+    settings = ServeSettings(
+        token=token,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=recognizer.max_pixels,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        deadline_s=deadline,
+        cors_origins=list(cors_origins),
+        drain_timeout_s=drain_timeout,
+        max_video_bytes=int(max_video_mb * 1024 * 1024),
+        max_video_seconds=max_video_seconds,
+        video_deadline_s=video_deadline,
+    )
+    run_server(create_app(factory, settings), host=host, port=port, settings=settings)

@@ -1,0 +1,302 @@
+"""`emovit train`, `emovit audit` (duplicates and leaks in a dataset), `emovit export` (ONNX)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from emovit.cli._errors import EmovitCommand
+from emovit.cli._options import collect, threads_option
+
+__all__ = ["audit", "export", "train"]
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="'--set'")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+# Options named after `TrainConfig` fields: they arrive in the command as one dict, `fields`.
+_CONFIG_OPTIONS = (
+    click.option("--init", default=None, help="Start from this checkpoint (Hub id, folder, registry name)."),
+    click.option(
+        "--arch", default=None, help="Train from scratch with this preset (vit-tiny, vit-small-48, ...)."
+    ),
+    click.option("--epochs", type=click.IntRange(1), default=30, show_default=True),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(1),
+        default=128,
+        show_default=True,
+        help="Global batch per optimizer step (split over processes and --grad-accum).",
+    ),
+    click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True),
+    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--min-lr", type=float, default=1e-5, show_default=True),
+    click.option("--weight-decay", type=float, default=0.05, show_default=True),
+    click.option("--warmup-epochs", type=float, default=2.0, show_default=True),
+    click.option("--label-smoothing", type=float, default=0.1, show_default=True),
+    click.option(
+        "--balance",
+        type=click.Choice(["none", "loss", "sampler"]),
+        default="loss",
+        show_default=True,
+        help="Class-imbalance handling: loss weights or weighted sampling.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto: bf16/fp16 autocast on GPU, fp32 on CPU.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option(
+        "--patience",
+        type=click.IntRange(1),
+        default=10,
+        show_default=True,
+        help="Early stopping: epochs without a better validation macro-F1.",
+    ),
+    click.option("--train-split", default="train", show_default=True),
+    click.option("--val-split", default="validation", show_default=True),
+    click.option("--max-train-samples", type=click.IntRange(1), default=None),
+    click.option(
+        "--time-limit",
+        "time_limit_min",
+        type=float,
+        default=None,
+        help="Stop after the epoch that passes this many minutes.",
+    ),
+    threads_option,
+    click.option("--teacher", default=None, help="Distil from this trained model (training-time only)."),
+    click.option(
+        "--distill-alpha",
+        type=click.FloatRange(0, 1),
+        default=0.5,
+        show_default=True,
+        help="Weight of the distillation loss (1 - alpha goes to the labels).",
+    ),
+    click.option("--distill-temperature", type=click.FloatRange(0.1), default=2.0, show_default=True),
+    click.option(
+        "--logit-adjust",
+        type=click.FloatRange(0),
+        default=0.0,
+        show_default=True,
+        help="Logit-adjusted loss (tau x log class prior): favours rare classes; 0 = off.",
+    ),
+)
+
+# Labels and framing: passed only when given (framing not given is inherited from --init).
+_LABEL_AND_FRAMING_OPTIONS = (
+    click.option(
+        "--labels",
+        type=click.Path(dir_okay=False, exists=True),
+        default=None,
+        help="FER+ vote file: train on the votes' distribution instead of the folder labels.",
+    ),
+    click.option(
+        "--face-margin",
+        type=click.FloatRange(0),
+        default=None,
+        help="Context around each face in the training crops (recorded as the model's framing).",
+    ),
+    click.option(
+        "--face-align/--no-face-align",
+        default=None,
+        help="Level the eyes in the training crops (recorded as the model's framing).",
+    ),
+    click.option(
+        "--grey/--no-grey",
+        default=None,
+        help="Train on grey crops (recorded as the model's framing).",
+    ),
+)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@click.command(cls=EmovitCommand)
+@click.argument("data")
+@click.option("--output", "-o", required=True, help="Folder for the model, checkpoints and metrics.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a model config field.")
+@collect("fields", dict, *_CONFIG_OPTIONS)
+@collect("newer", _given, *_LABEL_AND_FRAMING_OPTIONS)
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--cutmix", type=float, default=0.0, show_default=True, help="CutMix alpha (0 = off).")
+@click.option(
+    "--augment",
+    "augment_name",
+    type=click.Choice(["standard", "robust", "off"]),
+    default="standard",
+    show_default=True,
+    help="robust: crop jitter plus real-photo degradations (downscale, blur, noise, gamma, JPEG).",
+)
+@click.option("--no-augment", is_flag=True, help="Switch augmentation off (same as --augment off).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    data: str,
+    output: str,
+    overrides: tuple[str, ...],
+    fields: dict[str, Any],
+    newer: dict[str, Any],
+    mixup: float,
+    cutmix: float,
+    augment_name: str,
+    no_augment: bool,
+    resume: bool,
+) -> None:
+    """Train an emotion classifier on an ImageFolder tree or a FER2013 CSV.
+
+    \b
+    Examples:
+      emovit train ../shared/data/fer2013 -o runs/tiny --arch vit-tiny --epochs 40
+      emovit train data/ -o runs/ft --init google/vit-base-patch16-224-in21k --batch-size 64
+      torchrun --nproc_per_node 4 -m emovit.cli train data/ -o runs/ddp --arch vit-small-48
+    """
+    from emovit.cli._common import require
+
+    require("accelerate", "train", "emovit train")
+    require("sklearn", "train", "emovit train")
+    from transformers.utils import logging as hf_logging
+
+    from emovit.training import AugmentConfig, TrainConfig
+    from emovit.training import train as run_training
+
+    hf_logging.disable_progress_bar()
+    augment = AugmentConfig.from_name("off" if no_augment else augment_name)
+    augment.mixup_alpha, augment.cutmix_alpha = mixup, cutmix
+    config = TrainConfig(
+        data=data,
+        output=output,
+        overrides=_parse_overrides(overrides),
+        augment=augment,
+        **fields,
+        **newer,
+    )
+    result = run_training(config, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    best = result.best_metrics
+    report = {
+        "output": str(result.output),
+        "best_epoch": result.best_epoch,
+        "val_accuracy": best.get("val_accuracy"),
+        "val_macro_f1": best.get("val_macro_f1"),
+        "epochs_run": result.epochs_run,
+        "stopped": result.stopped,
+        "wall_time_s": round(result.wall_time_s, 1),
+    }
+    click.echo(json.dumps(report))
+
+
+@click.command(cls=EmovitCommand)
+@click.argument("data")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--max-distance",
+    type=click.IntRange(0, 64),
+    default=4,
+    show_default=True,
+    help="Perceptual-hash bits (of 64) within which two images are near duplicates.",
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Example pairs listed per split pair.",
+)
+def audit(data: str, fmt: str, max_distance: int, examples: int) -> None:
+    """Find exact and near-duplicate images within and across the splits of DATA."""
+    from emovit.cli._common import require
+    from emovit.data import audit as run_audit
+
+    require("imagehash", "train", "emovit audit")
+    report = run_audit(data, max_distance=max_distance, examples_per_pair=examples)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print("images: " + ", ".join(f"{k} {v}" for k, v in report.images.items()))
+    table = Table(title=f"duplicates (near = perceptual hash within {max_distance} bits)")
+    for column in ("a", "b", "exact", "near"):
+        table.add_column(column, justify="right" if column in ("exact", "near") else "left")
+    for pair in report.pairs:
+        table.add_row(pair["a"], pair["b"], str(pair["exact"]), str(pair["near"]))
+    console.print(table)
+    console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
+    for ex in report.examples:
+        console.print(f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} {ex['labels']}")
+
+
+@click.command(cls=EmovitCommand)
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option(
+    "--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantization of MatMuls."
+)
+@click.option("--output", "-o", required=True, help="The model folder to write.")
+@click.option("--opset", type=click.IntRange(13), default=17, show_default=True)
+@click.option("--no-optimize", is_flag=True, help="Skip onnxruntime's transformer fusions.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=None,
+    help="Fail beyond this difference to torch (fp32: max |logit diff| 1e-3; int8: max |prob diff| 0.15).",
+)
+def export(
+    model: str,
+    fmt: str,
+    quantize: str | None,
+    output: str,
+    opset: int,
+    no_optimize: bool,
+    tolerance: float | None,
+) -> None:
+    """Export MODEL to ONNX (optionally int8) as a model folder that `predict --model` loads.
+
+    After exporting, onnxruntime is checked against torch on sample inputs; the command
+    fails loudly (exit 1) beyond the tolerance.
+    """
+    from emovit.cli._common import require
+
+    require("onnxruntime", "onnx", "emovit export")
+    require("onnx", "onnx", "emovit export")
+    from emovit.backends.export import export_onnx
+
+    result = export_onnx(
+        model,
+        output,
+        quantize=quantize,  # type: ignore[arg-type]
+        opset=opset,
+        optimize=not no_optimize,
+        tolerance=tolerance,
+    )
+    report = {
+        "output": str(result.output),
+        "quantize": result.quantize,
+        "max_abs_logit_diff": result.max_abs_logit_diff,
+        "max_abs_prob_diff": result.max_abs_prob_diff,
+        "top1_agreement": result.top1_agreement,
+        "check_images": result.check_images,
+    }
+    click.echo(json.dumps(report))

@@ -1,0 +1,342 @@
+"""The endpoints: ``/v1/predict``, ``/v1/video``, ``/v1/models``, ``/livez``, ``/readyz``,
+``/metrics`` and the page.
+
+``/v1/predict`` reads the uploaded images, prepares them in a thread
+(`EmotionRecognizer.prepare`: decode, detect, crop, preprocess), hands the prepared batch to
+the micro-batcher (one `EmotionRecognizer.infer` over the faces of concurrent requests), and
+answers every image's result: an image that failed at any stage is reported with ``ok:
+false`` and its ``error_code`` beside the others. Only when every image fails does the whole
+request fail (413/415/422, naming the first file).
+
+``/v1/video`` runs one uploaded clip through `EmotionRecognizer.predict_video` in a thread
+(its own deadline; the model calls are the video's own batches of faces, not the micro-batcher's)
+and answers every analysed frame and the video's summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import re
+import threading
+import time
+from importlib import resources
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+
+from emovit.errors import EmovitError
+from emovit.serve.batcher import QueueFullError
+from emovit.serve.errors import ApiError, status_for_input_error
+from emovit.serve.schemas import (
+    ErrorResponse,
+    ModelInfoResponse,
+    PredictRequest,
+    PredictResponse,
+    VideoResponse,
+)
+from emovit.serve.state import get_state
+
+if TYPE_CHECKING:
+    from emovit.faces import FaceOptions
+    from emovit.results import ImageResult
+    from emovit.serve.state import ServeState
+
+__all__ = ["router"]
+
+router = APIRouter()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_STATIC = resources.files("emovit.serve").joinpath("static")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (401, "a bearer token is required and was missing or wrong"),
+        (408, "the request body did not arrive in time"),
+        (413, "body, image count or (every image's) pixels over the limit"),
+        (415, "not multipart/JSON, or every image in an unsupported format"),
+        (422, "invalid request, or every image unreadable"),
+        (500, "an unexpected server error (quote the request_id)"),
+        (503, "loading, overloaded or shutting down; see Retry-After"),
+        (504, "not answered within the deadline"),
+    )
+}
+
+
+def safe_name(name: str | None, index: int) -> str:
+    """An uploaded file's name without folders or control characters (``image i`` if none)."""
+    base = re.split(r"[\\/]", name)[-1] if name else ""
+    base = _CONTROL.sub("", base).strip()[:200]
+    return base or f"image {index}"
+
+
+def _request_schema() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        },
+                        "required": ["files"],
+                    }
+                },
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            },
+        }
+    }
+
+
+async def _images_from(request: Request, state: ServeState) -> list[tuple[str, bytes]]:
+    """The request's images as (sanitised name, bytes); `ApiError` for a malformed request."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        from emovit.serve._multipart import MultipartError, parse_multipart
+
+        body = await request.body()
+        try:
+            parts = parse_multipart(body, content_type)
+        except MultipartError as exc:
+            raise ApiError(422, "bad_request", str(exc)) from None
+        images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
+    elif content_type.startswith("application/json"):
+        body = await request.body()
+        try:
+            payload = PredictRequest.model_validate_json(body)
+        except ValueError as exc:
+            raise ApiError(422, "bad_request", f"invalid JSON body: {str(exc)[:300]}") from None
+        images = []
+        for i, item in enumerate(payload.images):
+            try:
+                images.append((safe_name(item.name, i), base64.b64decode(item.data, validate=True)))
+            except (binascii.Error, ValueError):
+                raise ApiError(422, "bad_base64", f"{safe_name(item.name, i)}: invalid base64") from None
+    else:
+        hint = "send multipart/form-data with field 'files', or JSON with base64 images"
+        raise ApiError(415, "unsupported_media_type", hint)
+    if not images:
+        raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
+    if len(images) > state.settings.max_images:
+        state.metrics.rejections.labels("too_many_images").inc()
+        raise ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
+    return images
+
+
+def _request_faces(faces: FaceOptions, detector: str, no_face: str | None) -> FaceOptions:
+    """The server's face options with this request's overrides."""
+    if detector == "none":
+        return faces.replace(detector="none")
+    return faces.replace(no_face=no_face)
+
+
+def _all_failed(results: list[ImageResult]) -> ApiError:
+    first = results[0]
+    others = f" ({len(results) - 1} more image(s) failed too)" if len(results) > 1 else ""
+    code = first.error_code or "internal"
+    return ApiError(status_for_input_error(code), code, f"{first.error}{others}")
+
+
+@router.post("/v1/predict", response_model=PredictResponse, openapi_extra=_request_schema(), responses=ERRORS)
+async def predict(
+    request: Request,
+    detector: Literal["default", "none"] = Query("default", description="default: the server's detector"),
+    top_k: int = Query(3, ge=1, le=20),
+    no_face: Literal["skip", "whole"] | None = Query(None, description="images without a face"),
+) -> Any:
+    """Classify the faces in one or more images (multipart field ``files``, or JSON base64).
+
+    Answers 200 with one result per image when at least one image succeeds; the others carry
+    ``ok: false``, ``error``, ``error_code`` and ``error_stage``."""
+    state = get_state(request.app)
+    rec, batcher, server_faces = state.require_ready()
+    settings, metrics = state.settings, state.metrics
+    start = time.perf_counter()
+    images = await _images_from(request, state)
+    faces = _request_faces(server_faces, detector, no_face)
+
+    async def run() -> list[ImageResult]:
+        prepared = await asyncio.to_thread(
+            rec.prepare, [data for _, data in images], errors="collect", faces=faces,
+            max_pixels=settings.max_pixels, names=[name for name, _ in images],
+        )  # fmt: skip
+        if not prepared.faces:  # nothing for the model: every image failed or had no face
+            return prepared.results
+        try:
+            return await batcher.submit(prepared)
+        except QueueFullError:
+            metrics.rejections.labels("queue_full").inc()
+            raise ApiError(503, "overloaded", "the server is busy, retry shortly",
+                           {"Retry-After": str(settings.retry_after_s)}) from None  # fmt: skip
+
+    try:
+        results = await asyncio.wait_for(run(), timeout=settings.deadline_s)
+    except TimeoutError:
+        metrics.rejections.labels("deadline").inc()
+        raise ApiError(504, "deadline", f"not answered within {settings.deadline_s:g} s") from None
+    except EmovitError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    for result in results:
+        if not result.ok:
+            metrics.image_errors.labels(result.error_code or "internal").inc()
+    if all(not result.ok for result in results):
+        problem = _all_failed(results)
+        metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
+        raise problem
+    metrics.latency.observe(time.perf_counter() - start)
+    return {"model": rec.model.name, "results": [result.to_dict(top_k) for result in results]}
+
+
+def _video_request_schema() -> dict[str, Any]:
+    part = {"files": {"type": "string", "format": "binary", "description": "the video file (one clip)"}}
+    schema = {"type": "object", "properties": part, "required": ["files"]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+VIDEO_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    **{
+        status: {"model": ErrorResponse, "description": text}
+        for status, text in (
+            (413, "body over --max-video-mb, or a video over --max-video-seconds"),
+            (415, "not multipart, or not a video or image format FFmpeg reads"),
+            (422, "not one clip, bad parameters, or an unreadable video (empty, damaged, no video stream)"),
+        )
+    },
+}
+
+
+async def _video_from(request: Request) -> tuple[str, bytes]:
+    """The one uploaded clip as (sanitised name, bytes)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", "send the clip as multipart/form-data, field 'files'")
+    from emovit.serve._multipart import MultipartError, parse_multipart
+
+    body = await request.body()
+    try:
+        parts = [part for part in parse_multipart(body, content_type) if part.name == "files"]
+    except MultipartError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    if len(parts) != 1:
+        raise ApiError(422, "one_video", f"send exactly one clip in the field 'files' (got {len(parts)})")
+    return safe_name(parts[0].filename, 0), bytes(parts[0].data)
+
+
+@router.post(
+    "/v1/video", response_model=VideoResponse, openapi_extra=_video_request_schema(), responses=VIDEO_ERRORS
+)
+async def video(
+    request: Request,
+    fps: float | None = Query(None, gt=0, le=120, description="frames analysed per second (default: all)"),
+    every: int | None = Query(None, ge=1, le=1000, description="analyse every N-th frame (not with fps)"),
+    smooth: float | None = Query(None, ge=0, le=30, description="smoothing time constant, s (0: off)"),
+    top_k: int = Query(3, ge=1, le=20),
+) -> Any:
+    """Analyse one video clip (multipart field ``files``): every analysed frame with its faces
+    (each with a ``track_id``, probabilities smoothed over time and ``raw_probs``), and the
+    video's summary (per track: time span, dominant emotion, shares). Videos over the size or
+    duration limit answer 413; what is not a readable video 415 or 422."""
+    from emovit.errors import InputError
+    from emovit.video import VideoOptions, probe_video
+
+    state = get_state(request.app)
+    rec, _, server_faces = state.require_ready()
+    settings, metrics = state.settings, state.metrics
+    start = time.perf_counter()
+    name, data = await _video_from(request)
+    limit = settings.max_video_seconds
+    try:
+        options = VideoOptions(fps=fps, every=every, end=limit).replace(smooth=smooth)
+    except EmovitError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    if state.video_jobs >= settings.max_video_jobs:
+        metrics.rejections.labels("queue_full").inc()
+        raise ApiError(503, "overloaded", "another video is being analysed, retry shortly",
+                       {"Retry-After": str(settings.retry_after_s)})  # fmt: skip
+    stop = threading.Event()
+
+    def analyse() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        try:
+            info = probe_video(data, name=name)
+        except InputError as exc:
+            raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
+        if info.duration_s is not None and info.duration_s > limit + 0.5:
+            too_long = f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
+            raise ApiError(413, "video_too_long", too_long)
+        run = rec.predict_video(data, options=options, faces=server_faces, name=name, stop=stop)
+        frames = [frame.to_dict(top_k) for frame in run]
+        if len(frames) == 1 and frames[0]["frame"] is None:  # the whole video failed
+            code = frames[0]["error_code"] or "internal"
+            raise ApiError(status_for_input_error(code), code, frames[0]["error"] or "unreadable video")
+        return frames, run.summary()
+
+    state.video_jobs += 1
+    try:
+        work = asyncio.to_thread(analyse)
+        frames, summary = await asyncio.wait_for(work, timeout=settings.video_deadline_s)
+    except TimeoutError:
+        stop.set()
+        metrics.rejections.labels("deadline").inc()
+        raise ApiError(504, "deadline", f"not answered within {settings.video_deadline_s:g} s") from None
+    except ApiError as problem:
+        metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
+        raise
+    except EmovitError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    finally:
+        state.video_jobs -= 1
+    metrics.latency.observe(time.perf_counter() - start)
+    return {"model": rec.model.name, "frames": frames, "summary": summary}
+
+
+@router.get("/v1/models", response_model=ModelInfoResponse, responses={k: ERRORS[k] for k in (401, 503)})
+async def models(request: Request) -> Any:
+    """The loaded model: architecture table, labels and preprocessing."""
+    from emovit.models import describe_model
+
+    rec, _, _ = get_state(request.app).require_ready()
+    info = describe_model(rec.model.path).to_dict()
+    info.pop("path", None)
+    info["name"] = rec.model.name if not os.path.isabs(rec.model.name) else PurePath(rec.model.name).name
+    info["result_labels"] = list(rec.labels)
+    info["detector"] = rec.detector.name
+    info["backend"] = rec.backend.name
+    return info
+
+
+@router.get("/livez", response_class=PlainTextResponse)
+async def livez() -> str:
+    """The process is up."""
+    return "ok"
+
+
+@router.get("/readyz", response_class=PlainTextResponse)
+async def readyz(request: Request) -> Response:
+    """200 once the model has loaded and run a warm-up inference; 503 before and while shutting down."""
+    state = get_state(request.app)
+    if state.shutting_down:
+        return PlainTextResponse("shutting down", status_code=503)
+    if state.error:
+        return PlainTextResponse("model failed to load", status_code=503)
+    return PlainTextResponse("ready" if state.ready else "loading", status_code=200 if state.ready else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus(request: Request) -> Response:
+    """Prometheus metrics."""
+    state = get_state(request.app)
+    if state.batcher is not None:
+        state.metrics.queue.set(state.batcher.depth)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(str(_STATIC.joinpath("index.html")), media_type="text/html")

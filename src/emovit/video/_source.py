@@ -1,0 +1,441 @@
+"""Video decoding: PyAV (FFmpeg) in its own thread, a bounded queue, upright RGB frames with
+their presentation times, and the frame sampling of `VideoOptions`.
+
+Times come from each frame's presentation timestamp (PTS) relative to the stream's start, so
+they are exact on variable-frame-rate files; frames without one (raw streams) take the
+previous time plus one frame interval. Rotation metadata (phone videos) is applied. The
+decoding thread stays at most ``queue_frames`` frames ahead (fewer for large frames), so
+memory does not grow with the length of the video.
+
+Needs the ``[video]`` extra (``av``: PyAV, which ships its own FFmpeg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import stat
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from emovit.errors import DependencyError, InputError
+from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIDEO_URL_SCHEMES, is_url
+from emovit.video._options import VideoOptions
+
+__all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "is_video", "probe_video"]
+
+VideoInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+# Stills that FFmpeg also opens (as one-frame "videos"): they always take the photo path.
+_IMAGE_FORMATS = ("image2", "gif", "apng", "webp", "tiff", "bmp")
+# Decoded frames waiting in the queue take at most this many bytes (4K frames are 25 MB each).
+_QUEUE_BYTES = 128 * 1024 * 1024
+_NETWORK_TIMEOUT_S = 15.0
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise DependencyError("av", "video", "video analysis", option="source") from None
+    return av
+
+
+@dataclass
+class VideoInfo:
+    """What the container says about a video (before decoding it).
+
+    Attributes:
+        width, height: frame size in pixels, upright (rotation applied).
+        fps: the stream's average frame rate (None when the file gives none).
+        duration_s: the video stream's duration (None when unknown: live streams, some files).
+        rotation: degrees the frames are turned counter-clockwise to stand upright.
+        codec: the video codec's name.
+        frames: the frame count the container declares (None when it declares none).
+    """
+
+    width: int
+    height: int
+    fps: float | None
+    duration_s: float | None
+    rotation: int = 0
+    codec: str = ""
+    frames: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "duration_s": self.duration_s,
+            "rotation": self.rotation,
+            "codec": self.codec,
+            "frames": self.frames,
+        }
+
+
+@dataclass
+class DecodedFrame:
+    """One frame chosen for analysis: its position in the stream, its time, its pixels."""
+
+    index: int
+    time_s: float
+    image: np.ndarray = field(repr=False)
+    decode_ms: float = 0.0
+
+
+@dataclass
+class _End:
+    error: Exception | None = None
+
+
+def _check_path(path: Path, label: str) -> None:
+    try:
+        if path.is_dir():
+            raise InputError(label, "is a directory, not a video file", "not_found")
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(label, "no such file", "not_found") from None
+    except OSError as exc:
+        raise InputError(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
+    if info.st_size == 0:
+        raise InputError(label, "the file is empty", "empty_file")
+
+
+def _open_container(source: VideoInput, label: str) -> Any:
+    """The opened PyAV container, or an `InputError` naming what is wrong with `source`."""
+    av = _av()
+    options: dict[str, str] = {}
+    target: Any
+    if isinstance(source, str | os.PathLike) and is_url(os.fspath(source)):
+        target = os.fspath(source)
+        if urlsplit(target).scheme.lower() in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = "tcp"
+    elif isinstance(source, str | os.PathLike):
+        _check_path(Path(source), label)
+        target = os.fspath(source)
+    elif isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise InputError(label, "no bytes (empty input)", "empty_file")
+        target = io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        target = source
+    else:
+        raise InputError(
+            label, f"unsupported video input {type(source).__name__}; expected a path, URL, bytes or a "
+            "binary file object", "unsupported_input",
+        )  # fmt: skip
+    try:
+        return av.open(target, mode="r", options=options, timeout=_NETWORK_TIMEOUT_S)
+    except av.error.InvalidDataError:
+        raise InputError(label, "not a video or image format FFmpeg reads", "unsupported_format") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(label, f"cannot open the video ({exc})", "not_found") from None
+
+
+def _video_stream(container: Any, label: str) -> Any:
+    if not container.streams.video:
+        kinds = sorted({stream.type for stream in container.streams}) or ["no streams at all"]
+        raise InputError(label, f"no video stream (it holds {', '.join(kinds)})", "no_video_stream")
+    return container.streams.video[0]
+
+
+def _is_still(container: Any) -> bool:
+    names = set((container.format.name or "").split(","))
+    return any(n in _IMAGE_FORMATS or n.endswith("_pipe") for n in names)
+
+
+def _seconds(value: Any, base: Any) -> float | None:
+    return float(value * base) if value is not None and base is not None else None
+
+
+def _info(container: Any, stream: Any) -> VideoInfo:
+    rate = stream.guessed_rate or stream.average_rate
+    fps = float(rate) if rate else None
+    duration = _seconds(stream.duration, stream.time_base)
+    if duration is None and container.duration is not None and len(container.streams) == 1:
+        duration = container.duration / 1_000_000  # the container's: only the video's when alone
+    context = stream.codec_context
+    return VideoInfo(
+        width=int(context.width),
+        height=int(context.height),
+        fps=fps if fps and fps > 0 else None,
+        duration_s=duration,
+        codec=context.name or "",
+        frames=int(stream.frames) or None,
+    )
+
+
+def probe_video(source: VideoInput, *, name: str | None = None) -> VideoInfo:
+    """Open `source` (path, URL, bytes or binary file object) and describe its video stream.
+
+    Raises:
+        InputError: not readable as a video (``not_found``, ``empty_file``,
+            ``unsupported_format``, ``no_video_stream``).
+        DependencyError: PyAV is not installed (``pip install 'emovit[video]'``).
+    """
+    label = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
+    container = _open_container(source, label)
+    try:
+        return _info(container, _video_stream(container, label))
+    finally:
+        container.close()
+
+
+def is_video(source: str | os.PathLike[str]) -> bool:
+    """Whether the CLI treats `source` as a video rather than a photo.
+
+    A URL (http, https, rtsp, …) or a known video extension (mp4, mov, mkv, webm, avi, m4v, …)
+    is a video; a still-image extension (JPEG, PNG, GIF, WebP, …) never is. Any other file is a
+    video when no image decoder reads it and FFmpeg finds a video stream in it (the probe needs
+    PyAV; without it such files take the photo path)."""
+    text = os.fspath(source)
+    if is_url(text):
+        return urlsplit(text).scheme.lower() in VIDEO_URL_SCHEMES
+    suffix = Path(text).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return True
+    if suffix in IMAGE_EXTENSIONS or not Path(text).is_file():
+        return False
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(text):
+            return False  # an image decoder reads it: a photo
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    try:
+        av = _av()
+    except DependencyError:
+        return False
+    try:
+        with av.open(text) as container:
+            return bool(container.streams.video) and not _is_still(container)
+    except (av.error.FFmpegError, OSError):
+        return False
+
+
+class VideoReader:
+    """Decodes one video in a background thread and yields the frames `options` selects.
+
+    Opening happens at construction (an `InputError` names the problem: missing, empty, not a
+    video, no video stream); decoding starts on iteration. A decoding error after some frames
+    ends the video there with a warning (in `warnings` and through `warnings.warn`): the frames
+    before the damage are kept. An error before the first frame raises ``corrupt_video``.
+
+    Examples:
+        >>> with VideoReader("clip.mp4", options=VideoOptions(fps=5)) as reader:  # doctest: +SKIP
+        ...     for frame in reader:
+        ...         frame.index, frame.time_s, frame.image.shape
+    """
+
+    def __init__(
+        self, source: VideoInput, *, options: VideoOptions | None = None, name: str | None = None
+    ) -> None:
+        self.options = options or VideoOptions()
+        self.name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
+        self.warnings: list[str] = []
+        self.frames_decoded = 0
+        self.last_time_s: float | None = None
+        self._container = _open_container(source, self.name)
+        try:
+            self._stream = _video_stream(self._container, self.name)
+            self.info = _info(self._container, self._stream)
+        except BaseException:
+            self._container.close()
+            raise
+        self._stream.thread_type = "AUTO"
+        frame_bytes = max(1, self.info.width * self.info.height * 3)
+        self._queue: queue.Queue[DecodedFrame | _End] = queue.Queue(
+            max(2, min(self.options.queue_frames, _QUEUE_BYTES // frame_bytes))
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._notes: list[str] = []  # warnings found by the decoding thread, raised by the consumer
+        self._notes_raised = 0
+
+    # ------------------------------------------------------------------ consumer side
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        if self._started:
+            raise RuntimeError("a VideoReader can be iterated once")
+        self._started = True
+        self._thread = threading.Thread(target=self._decode, name="emovit-video-decode", daemon=True)
+        self._thread.start()
+        yielded = 0
+        try:
+            while True:
+                item = self._queue.get()
+                while self._notes_raised < len(self._notes):
+                    self._warn(self._notes[self._notes_raised])
+                    self._notes_raised += 1
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        if isinstance(item.error, InputError) or yielded == 0:
+                            raise self._as_input_error(item.error)
+                        self._warn(
+                            f"decoding stopped at {self.last_time_s or 0:.2f} s ({item.error}); the "
+                            f"{yielded} analysed frame(s) before the damage are kept"
+                        )
+                    else:
+                        self._check_complete()
+                    return
+                yielded += 1
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the decoding thread and close the file (safe to call twice)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            while self._thread.is_alive():
+                try:  # unblock a producer waiting on a full queue
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    self._thread.join(0.05)
+        with contextlib.suppress(Exception):  # closing a damaged file must not hide the real outcome
+            self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(f"{self.name}: {message}", stacklevel=3)
+
+    def _as_input_error(self, error: Exception) -> InputError:
+        if isinstance(error, InputError):
+            return error
+        return InputError(
+            self.name, f"damaged video data, no frame could be decoded ({error})", "corrupt_video"
+        )
+
+    def _check_complete(self) -> None:
+        """Warn when the frames end well before the duration the container declares (a
+        truncated file FFmpeg does not complain about)."""
+        duration, last, fps = self.info.duration_s, self.last_time_s, self.info.fps
+        if duration is None or last is None or self._stop.is_set():
+            return
+        if self.options.end is not None and self.options.end <= duration:
+            return
+        slack = max(0.25, 3.0 / fps) if fps else 0.5
+        if last + slack < duration:
+            self._warn(
+                f"the frames stop at {last:.2f} s of its {duration:.2f} s (truncated or damaged file); "
+                "the frames before are kept"
+            )
+
+    # ------------------------------------------------------------------ decoding thread
+
+    def _put(self, item: DecodedFrame | _End) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode(self) -> None:
+        try:
+            self._decode_frames()
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
+            self._put(_End(exc))
+        else:
+            self._put(_End())
+
+    def _origin(self) -> float:
+        """The time of the stream's first frame (MPEG-TS streams start at 1.4 s, say)."""
+        start = _seconds(self._stream.start_time, self._stream.time_base)
+        if start is None and self._container.start_time is not None:
+            start = self._container.start_time / 1_000_000
+        return start or 0.0
+
+    def _seek(self, start: float, origin: float) -> bool:
+        """Jump to the key frame before `start`; False when the source cannot seek."""
+        try:
+            target = round((start + origin) / self._stream.time_base)
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+            return True
+        except Exception:  # noqa: BLE001 - pipes and some streams cannot seek: decode from the start
+            return False
+
+    def _decode_frames(self) -> None:
+        av = _av()
+        opts = self.options
+        fps = self.info.fps
+        origin = self._origin()
+        seeked = opts.start > 0 and self._seek(opts.start, origin)
+        tolerance = 0.5 / fps if fps else 1e-3
+        index, previous = -1, None
+        next_time = opts.start
+        since_start = 0
+        warned_times = False
+        try:
+            frames = self._container.decode(self._stream)
+            for frame in frames:
+                if self._stop.is_set():
+                    return
+                begin = time.perf_counter()
+                index += 1
+                t = None if frame.pts is None else float(frame.time) - origin
+                if t is None or (previous is not None and t <= previous):
+                    if not fps:
+                        raise InputError(
+                            self.name, "its frames carry no timestamps and it has no frame rate",
+                            "no_frame_rate",
+                        )  # fmt: skip
+                    if not warned_times and t is not None:
+                        warned_times = True
+                        self._notes.append(
+                            f"its timestamps do not increase; times follow its frame rate ({fps:g}/s)"
+                        )
+                    t = previous + 1.0 / fps if previous is not None else 0.0
+                if seeked and index == 0 and fps:
+                    index = round(t * fps)  # after a seek: the position estimated from the time
+                previous = t
+                self.frames_decoded += 1
+                if t < opts.start - 1e-9:
+                    continue
+                if opts.end is not None and t >= opts.end - 1e-9:
+                    return
+                take = True
+                if opts.every is not None:
+                    take = since_start % opts.every == 0
+                elif opts.fps is not None:
+                    take = t + tolerance >= next_time
+                    if take:
+                        next_time += 1.0 / opts.fps
+                        while next_time <= t:
+                            next_time += 1.0 / opts.fps
+                since_start += 1
+                if not take:
+                    continue
+                image = frame.to_ndarray(format="rgb24")
+                turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+                if turns:
+                    image = np.ascontiguousarray(np.rot90(image, turns))
+                    self.info.rotation = turns * 90
+                    self.info.width, self.info.height = image.shape[1], image.shape[0]
+                self.last_time_s = t
+                decoded = DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3)
+                if not self._put(decoded):
+                    return
+        except av.error.EOFError:
+            return

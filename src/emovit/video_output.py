@@ -1,0 +1,214 @@
+"""Files made from a video's results: the annotated video and the emotion timeline.
+
+* `AnnotatedVideoWriter`: the analysed frames re-encoded with boxes, track ids and smoothed
+  labels drawn on them (H.264 when the bundled FFmpeg has an encoder for it, else MPEG-4), each
+  frame at its own presentation time, so the video keeps the source's frame rate and timing.
+* `TimelineRecorder`: each track's smoothed probabilities over time, drawn as a PNG with one
+  panel per track (matplotlib, no display needed).
+
+Both write under a temporary name and rename onto the target when closed, and both can be
+closed after an interruption: the files then hold everything up to the last analysed frame
+(the video stays playable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from array import array
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emovit.errors import DependencyError
+from emovit.fileio import atomic_open
+from emovit.results import EMOTION_COLOURS, FrameResult
+
+__all__ = ["AnnotatedVideoWriter", "TimelineRecorder", "video_encoder"]
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise DependencyError("av", "video", "writing annotated video") from None
+    return av
+
+
+def video_encoder() -> str:
+    """The encoder annotated videos use: ``libx264`` (H.264) when this FFmpeg has it, else ``mpeg4``."""
+    av = _av()
+    for name in ("libx264", "h264", "mpeg4"):
+        try:
+            av.codec.Codec(name, "w")
+        except Exception:  # noqa: BLE001 - not built into this FFmpeg: try the next
+            continue
+        return name
+    raise DependencyError("av", "video", "an H.264 or MPEG-4 encoder in PyAV's FFmpeg")
+
+
+class AnnotatedVideoWriter:
+    """Writes `FrameResult`s, drawn on their frames, into an MP4 file.
+
+    Args:
+        path: the target (``DIR/<stem>.annotated.mp4``); written as a hidden temporary file
+            beside it and renamed onto it by `close`.
+        fps: the source's frame rate (the output's nominal rate; None: 30).
+
+    Examples:
+        >>> with AnnotatedVideoWriter("out/clip.annotated.mp4", fps=30) as writer:  # doctest: +SKIP
+        ...     for frame in rec.predict_video("clip.mp4", keep_pixels=True):
+        ...         writer.write(frame)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.fps = fps or 30.0
+        self.frames = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self._container: Any = None
+        self._stream: Any = None
+        self._size: tuple[int, int] = (0, 0)
+        self._origin: float | None = None
+        self._last_pts = -1
+
+    def _open(self, width: int, height: int) -> None:
+        av = _av()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        codec = video_encoder()
+        rate = Fraction(self.fps).limit_denominator(1001)
+        stream = self._container.add_stream(codec, rate=rate)
+        self._size = (width - width % 2, height - height % 2)  # yuv420p needs even sides
+        stream.width, stream.height = self._size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 90_000)
+        stream.codec_context.time_base = Fraction(1, 90_000)
+        if codec != "mpeg4":
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        else:
+            stream.bit_rate = 4_000_000
+        self._stream = stream
+
+    def write(self, frame: FrameResult, image: np.ndarray | None = None) -> None:
+        """Draw `frame`'s faces on `image` (default: the frame's kept pixels) and encode it."""
+        pixels = image if image is not None else frame.image
+        if pixels is None:
+            raise ValueError(f"{frame.source}: no pixels for frame {frame.frame} (use keep_pixels=True)")
+        av = _av()
+        if self._container is None:
+            self._open(pixels.shape[1], pixels.shape[0])
+        width, height = self._size
+        drawn = frame.plot(pixels)[:height, :width]
+        time_s = frame.time_s or 0.0
+        if self._origin is None:
+            self._origin = time_s
+        pts = max(round((time_s - self._origin) * 90_000), self._last_pts + 1)
+        self._last_pts = pts
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
+        video_frame.pts, video_frame.time_base = pts, Fraction(1, 90_000)
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Flush the encoder and put the file in place (None when no frame was written)."""
+        if self._container is None:
+            return None
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode():
+                container.mux(packet)
+            container.close()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+            raise
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def __enter__(self) -> AnnotatedVideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TimelineRecorder:
+    """Keeps each track's smoothed probabilities over time (a few floats per face and frame,
+    never pixels) and draws them: one panel per track, one line per emotion.
+
+    Examples:
+        >>> timeline = TimelineRecorder(["happy", "sad"])
+        >>> timeline.tracks
+        0
+    """
+
+    def __init__(self, labels: Sequence[str], *, max_panels: int = 12) -> None:
+        self.labels = tuple(labels)
+        self.max_panels = max_panels
+        self._times: dict[int, array[float]] = {}
+        self._probs: dict[int, array[float]] = {}
+
+    @property
+    def tracks(self) -> int:
+        return len(self._times)
+
+    def add(self, frame: FrameResult) -> None:
+        if frame.time_s is None:
+            return
+        for face in frame.faces:
+            if face.track_id is None:
+                continue
+            self._times.setdefault(face.track_id, array("f")).append(frame.time_s)
+            self._probs.setdefault(face.track_id, array("f")).extend(
+                face.probs.get(label, 0.0) for label in self.labels
+            )
+
+    def save(self, path: str | os.PathLike[str], *, title: str = "") -> Path:
+        """Draw the timeline into `path` (PNG), atomically."""
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise DependencyError("matplotlib", "video", "the timeline plot (--plot)") from None
+        ranked = sorted(self._times, key=lambda t: len(self._times[t]), reverse=True)[: self.max_panels]
+        shown = sorted(ranked)
+        panels = max(1, len(shown))
+        figure = Figure(figsize=(10, 1.2 + 1.9 * panels), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+        for ax, track_id in zip(axes, shown, strict=False):
+            times = np.frombuffer(self._times[track_id], dtype=np.float32)
+            probs = np.frombuffer(self._probs[track_id], dtype=np.float32).reshape(-1, len(self.labels))
+            gaps = np.flatnonzero(np.diff(times) > 0.5) + 1  # the face was away: break the lines there
+            times = np.insert(times, gaps, np.nan)
+            probs = np.insert(probs, gaps, np.nan, axis=0)
+            for column, label in enumerate(self.labels):
+                colour = np.array(EMOTION_COLOURS.get(label, (90, 90, 90))) / 255
+                ax.plot(times, probs[:, column], color=colour, linewidth=1.4, label=label)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(f"track {track_id}")
+            ax.grid(alpha=0.3)
+        if not shown:
+            axes[0].text(0.5, 0.5, "no faces found", ha="center", va="center", transform=axes[0].transAxes)
+            axes[0].set_yticks([])
+        axes[-1].set_xlabel("time (s)")
+        if shown:
+            axes[0].legend(
+                loc="upper center", bbox_to_anchor=(0.5, 1.32), ncol=len(self.labels), frameon=False
+            )
+        hidden = len(self._times) - len(shown)
+        heading = title + (f" ({hidden} shorter tracks not shown)" if hidden else "")
+        if heading:
+            figure.suptitle(heading, y=0.995)
+        figure.tight_layout()
+        target = Path(path)
+        with atomic_open(target, "wb") as handle:
+            figure.savefig(handle, format="png")
+        return target

@@ -1,0 +1,200 @@
+"""Result writers for the CLI (table, json, jsonl, csv) and atomic output files.
+
+Photos give one row per image (its faces nested, or one CSV line per face); video frames
+(`FrameResult`) give one row per (frame, face) with ``frame``, ``time_s``, ``track_id`` and
+``raw_probs``, and one row with empty face fields for a frame without faces. A CSV that holds
+videos has one header with the columns of both.
+
+Every format carries a failed input's ``error``, ``error_code`` and ``error_stage``, and none
+crashes on a file name: any name the OS allows is written, through `display_name`, the way
+each format escapes text (CSV quoting, JSON string escapes, a terminal table with control
+characters shown as ``\\n``, ``\\x1b``, …).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import textwrap
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, TextIO
+
+from emovit.fileio import atomic_output
+from emovit.results import FaceResult, FrameResult, ImageResult
+
+__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name"]
+
+OutputFormat = Literal["table", "json", "jsonl", "csv"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_name(source: str, *, controls: bool = False) -> str:
+    r"""`source` as text that every output can hold.
+
+    Bytes that are not UTF-8 (a file name from ``os.listdir`` holds them as surrogate escapes)
+    become backslash escapes, so ``bad_\xff.jpg`` reads as the bytes it names; all else is
+    kept. With `controls`, control characters are escaped too (``\n``, ``\x1b``): for terminal
+    tables and file names, where they would break lines or drive the terminal.
+
+    Examples:
+        >>> display_name(b"bad_\xff.jpg".decode("utf-8", "surrogateescape"))
+        'bad_\\xff.jpg'
+        >>> display_name("two\nlines.jpg", controls=True)
+        'two\\nlines.jpg'
+    """
+    try:
+        text = source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no byte produced
+        text = source.encode("utf-8", "backslashreplace").decode("utf-8")
+    if controls:
+        text = _CONTROL.sub(lambda m: _NAMED_CONTROLS.get(m[0], f"\\x{ord(m[0]):02x}"), text)
+    return text
+
+
+class ResultWriter:
+    """Writes results in one format; jsonl and csv stream row by row, json and table at the end.
+
+    `video` adds the video columns to the CSV header from the start (a run that mixes photos
+    and videos); without it they appear when the first result is a video frame."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        fmt: OutputFormat,
+        labels: Sequence[str],
+        top_k: int | None = None,
+        *,
+        video: bool = False,
+    ) -> None:
+        self.stream, self.fmt, self.labels, self.top_k = stream, fmt, tuple(labels), top_k
+        self.video = video
+        self._pending: list[ImageResult] = []
+        self._json_rows = 0
+        self._csv: Any = None
+        self._csv_quoted: Any = None
+
+    @staticmethod
+    def _clean(row: dict[str, Any]) -> dict[str, Any]:
+        row["source"] = display_name(row["source"])
+        if row["error"] is not None:
+            row["error"] = display_name(row["error"])
+        return row
+
+    def _dict(self, result: ImageResult) -> dict[str, Any]:
+        return self._clean(result.to_dict(self.top_k))
+
+    def _dicts(self, result: ImageResult) -> list[dict[str, Any]]:
+        """The rows of `result`: one for a photo, one per face (or one) for a video frame."""
+        if isinstance(result, FrameResult):
+            return [self._clean(row) for row in result.rows(self.top_k)]
+        return [self._dict(result)]
+
+    def _csv_rows(self, result: ImageResult) -> Iterator[list[Any]]:
+        faces: list[FaceResult | None] = [*result.faces] or [None]
+        for index, face in enumerate(faces):
+            box = list(face.box) if face is not None and face.box is not None else [""] * 4
+            row: list[Any] = [
+                display_name(result.source),
+                "ok" if result.ok else "error",
+                display_name(result.error or ""),
+                result.error_code or "",
+                result.error_stage or "",
+                index if face is not None else "",
+                *box,
+                face.label if face is not None else "",
+                f"{face.score:.6f}" if face is not None else "",
+            ]
+            row += [f"{face.probs.get(lab, 0.0):.6f}" if face is not None else "" for lab in self.labels]
+            if self.video:
+                row += self._video_cells(result, face)
+            yield row
+
+    def _video_cells(self, result: ImageResult, face: FaceResult | None) -> list[Any]:
+        """frame, time_s, track_id, detection_score and raw_prob_* (blank for a photo)."""
+        blank = [""] * (4 + len(self.labels))
+        if not isinstance(result, FrameResult):
+            return blank
+        cells: list[Any] = [
+            "" if result.frame is None else result.frame,
+            "" if result.time_s is None else f"{result.time_s:.6f}",
+        ]
+        if face is None:
+            return cells + blank[2:]
+        cells += ["" if face.track_id is None else face.track_id]
+        cells += ["" if face.detection_score is None else f"{face.detection_score:.6f}"]
+        raw = face.raw_probs or {}
+        return cells + [f"{raw[lab]:.6f}" if lab in raw else "" for lab in self.labels]
+
+    def _write_csv(self, result: ImageResult) -> None:
+        if self._csv is None:
+            self._csv = csv.writer(self.stream, lineterminator="\n")
+            # csv quotes a field holding "\n" but not one holding a lone "\r" when lines end in
+            # "\n"; rows with one are written fully quoted, so that every reader splits them right.
+            self._csv_quoted = csv.writer(self.stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            header = ["source", "status", "error", "error_code", "error_stage", "face"]
+            header += ["x1", "y1", "x2", "y2", "label", "score"]
+            header += [f"prob_{lab}" for lab in self.labels]
+            self.video = self.video or isinstance(result, FrameResult)
+            if self.video:
+                header += ["frame", "time_s", "track_id", "detection_score"]
+                header += [f"raw_prob_{lab}" for lab in self.labels]
+            self._csv.writerow(header)
+        for row in self._csv_rows(result):
+            carriage = any(isinstance(field, str) and "\r" in field for field in row)
+            (self._csv_quoted if carriage else self._csv).writerow(row)
+
+    def write(self, result: ImageResult) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write("".join(json.dumps(row) + "\n" for row in self._dicts(result)))
+        elif self.fmt == "csv":
+            self._write_csv(result)
+        elif self.fmt == "json":  # streamed too: a long video never piles up in memory
+            for row in self._dicts(result):
+                self.stream.write(",\n" if self._json_rows else "[\n")
+                self.stream.write(textwrap.indent(json.dumps(row, indent=2), "  "))
+                self._json_rows += 1
+        else:
+            self._pending.append(result)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if self._json_rows else "[]\n")
+        elif self.fmt == "table":
+            self._write_table()
+        self.stream.flush()
+
+    def _write_table(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        def cell(text: str, style: str = "") -> Text:  # Text: names are never read as markup
+            return Text(display_name(text, controls=True), style=style)
+
+        k = self.top_k or 3
+        table = Table(show_lines=False, header_style="bold")
+        table.add_column("source", overflow="fold")
+        table.add_column("label")
+        table.add_column("score", justify="right")
+        table.add_column(f"top {k}", overflow="fold")
+        for result in self._pending:
+            source = cell(result.source)
+            if isinstance(result, FrameResult) and result.time_s is not None:
+                source = cell(f"{result.source} @ {result.time_s:.2f} s (frame {result.frame})")
+            if not result.ok:
+                where = f"{result.error_code or 'error'} at {result.error_stage or '?'}"
+                table.add_row(source, cell("error", "red"), "", cell(f"{where}: {result.error}", "red"))
+                continue
+            if not result.faces:
+                table.add_row(source, cell("no face", "yellow"), "", "")
+            for face in result.faces:
+                tops = ", ".join(f"{lab} {s:.2f}" for lab, s in face.top_k(k))
+                label = face.label if face.track_id is None else f"#{face.track_id} {face.label}"
+                table.add_row(source, label, f"{face.score:.3f}", tops)
+        is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        console = Console(file=self.stream, no_color=not is_tty, width=None if is_tty else 140)
+        console.print(table)

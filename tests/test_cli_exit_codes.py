@@ -1,0 +1,123 @@
+"""The CLI's exit codes: 0 all inputs succeeded, 1 some failed, 2 usage error, 3 internal
+error, 130 Ctrl-C (after the outputs were closed), 141 stdout closed by its reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from emovit.cli import main
+from emovit.predictor import EmotionRecognizer
+from emovit.writers import ResultWriter
+
+from .conftest import make_image_zoo
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "in put"
+    folder.mkdir()
+    for index, image in enumerate(make_image_zoo(3, seed=5)):
+        image.convert("RGB").save(folder / f"img {index}.png")
+    return folder
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def predict(folder: Path, model: Path, *args: str) -> Result:
+    return run("predict", str(folder), "--model", str(model), "--detector", "none", "-q", *args)
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_0_when_every_input_succeeds(images: Path, tiny_model_dir: Path) -> None:
+    result = predict(images, tiny_model_dir, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 3
+
+
+def test_1_when_some_inputs_fail(images: Path, tiny_model_dir: Path) -> None:
+    (images / "broken.png").write_bytes(b"not a png")
+    result = predict(images, tiny_model_dir, "--format", "jsonl")
+    assert result.exit_code == 1, result.output
+    assert len(result.stdout.splitlines()) == 4  # the others are still written
+
+
+def test_2_on_usage_errors(images: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert run("predict", str(images), "--no-such-flag").exit_code == 2
+    assert run("predict", str(images), "--no-face", "maybe").exit_code == 2
+    unloadable = predict(images, tmp_path / "no model")
+    assert unloadable.exit_code == 2 and "'--model'" in unloadable.stderr
+    assert "Traceback" not in unloadable.output
+    bad_face_model = predict(images, tiny_model_dir, "--detector", "yunet", "--detector-model", str(images))
+    assert bad_face_model.exit_code == 2  # a folder is no YuNet file: click refuses it
+
+
+def test_3_on_an_internal_error_one_line(
+    images: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(EmotionRecognizer, "stream", broken)
+    result = predict(images, tiny_model_dir)
+    assert result.exit_code == 3
+    assert error_lines(result) == [
+        "error: internal error: RuntimeError: boom second line (run with --debug for the traceback)"
+    ]
+    assert "Traceback" not in result.stderr
+    debug = run("--debug", "predict", str(images), "--model", str(tiny_model_dir), "--detector", "none")
+    assert debug.exit_code == 3
+    assert "Traceback (most recent call last)" in debug.stderr and "RuntimeError: boom" in debug.stderr
+
+
+def test_130_on_ctrl_c_leaves_no_half_written_file(
+    images: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    out.write_text("the previous results\n")
+    write = ResultWriter.write
+    calls = []
+
+    def interrupted(self: ResultWriter, result: object) -> None:
+        calls.append(result)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write(self, result)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ResultWriter, "write", interrupted)
+    result = predict(images, tiny_model_dir, "--format", "csv", "-o", str(out))
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr
+    assert out.read_text() == "the previous results\n"  # untouched: whole or nothing
+    assert [p.name for p in out.parent.iterdir()] == ["results.csv"]  # no temporary file left
+
+
+def test_141_when_the_reader_of_stdout_goes_away(
+    images: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def closed(self: ResultWriter, result: object) -> None:
+        raise BrokenPipeError
+
+    monkeypatch.setattr(ResultWriter, "write", closed)
+    result = predict(images, tiny_model_dir, "--format", "jsonl")
+    assert result.exit_code == 141
+    assert error_lines(result) == []
+
+
+def test_a_missing_image_is_an_error_row_not_a_crash(tiny_model_dir: Path, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    result = run(
+        "predict", str(tmp_path / "ok.png"), str(tmp_path / "gone.png"), "--model", str(tiny_model_dir),
+        "--detector", "none", "--format", "csv",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert ",error," in result.stdout and "not_found,decode" in result.stdout

@@ -1,0 +1,109 @@
+"""Video clips made inside the tests with PyAV: FER2013 faces moving over backgrounds along known
+trajectories, variable frame rates, rotation metadata, damaged and odd files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import FER2013, require_shared
+
+
+def fer_faces(label: str, count: int, side: int, *, start: int = 0) -> list[np.ndarray]:
+    """`count` FER2013 test faces of `label` as RGB arrays scaled to `side` pixels."""
+    folder = require_shared(FER2013 / "test" / label)
+    files = sorted(folder.glob("*.jpg"))[start : start + count]
+    return [np.asarray(Image.open(f).convert("RGB").resize((side, side), Image.BICUBIC)) for f in files]
+
+
+def background(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth coloured gradient (no face-like texture)."""
+    y, x = np.mgrid[0:height, 0:width]
+    shade = 60 + 40 * (seed % 3)
+    rgb = [x / max(width, 1) * 200 + 30, y / max(height, 1) * 200 + 30, np.full_like(x, shade)]
+    return np.stack(rgb, -1).astype(np.uint8)
+
+
+def paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int) -> None:
+    """Draw `face` with its top-left corner at (x, y), clipped at the canvas borders."""
+    height, width = canvas.shape[:2]
+    side_y, side_x = face.shape[:2]
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + side_x, width), min(y + side_y, height)
+    if x1 < x2 and y1 < y2:
+        canvas[y1:y2, x1:x2] = face[y1 - y : y2 - y, x1 - x : x2 - x]
+
+
+def write_clip(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int = 30,
+    pts_ms: Sequence[int] | None = None,
+    codec: str = "libx264",
+    container: str | None = None,
+    rotation: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
+    variable frame rate; `rotation`: display-matrix degrees, counter-clockwise)."""
+    av = pytest.importorskip("av")
+    out = av.open(str(path), "w", format=container, options=options or {})
+    frames = list(frames)
+    height, width = frames[0].shape[:2]
+    stream = out.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+        stream.options = {"preset": "ultrafast"}
+    if pts_ms is not None:
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
+    for index, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if pts_ms is not None:
+            frame.pts, frame.time_base = pts_ms[index], Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def write_audio_only(path: Path) -> Path:
+    av = pytest.importorskip("av")
+    out = av.open(str(path), "w")
+    stream = out.add_stream("aac", rate=44100)
+    for index in range(20):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, index * 1024
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def noise_frames(count: int, width: int = 96, height: int = 64, seed: int = 0) -> list[np.ndarray]:
+    """Frames of noise: every frame costs about the same bytes (for truncation tests)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def zero_timestamps(mp4: Path, out: Path) -> Path:
+    """A copy of a fast-start MP4 whose sample durations are all 0: every frame at time 0 (a
+    broken muxer's "zero frame rate")."""
+    data = bytearray(mp4.read_bytes())
+    at = data.find(b"stts")
+    entries = int.from_bytes(data[at + 8 : at + 12], "big")
+    for k in range(entries):
+        offset = at + 12 + 8 * k + 4
+        data[offset : offset + 4] = (0).to_bytes(4, "big")
+    out.write_bytes(bytes(data))
+    return out
