@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Extras the test suite exercises (kept in step with pyproject.toml).
-TEST_EXTRAS := dev,train,onnx,faces,serve,video
+TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 
 .PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student
 

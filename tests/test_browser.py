@@ -144,3 +144,41 @@ def test_denied_camera_message(browser: object, server: str) -> None:
     assert "denied" in page.locator("#status").text_content()
     page.screenshot(path=str(ARTIFACTS / "camera-denied.png"))
     context.close()
+
+
+def test_video_panel_draws_the_timeline_and_summary(
+    browser: object, server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pytest.importorskip("av")
+    from .video_clips import background, paste, write_clip
+
+    face = np.asarray(Image.open(REPO / "examples" / "astronaut_face.jpg").convert("RGB").resize((120, 140)))
+    frames = []
+    for i in range(30):  # 1 s: one face drifting right
+        canvas = background(320, 240)
+        paste(canvas, face, 60 + 3 * i, 50)
+        frames.append(canvas)
+    clip = write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4", frames)
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server)
+    page.fill("#video-fps", "10")
+    page.set_input_files("#video-input", str(clip))
+    page.wait_for_selector("#video-summary tbody tr", timeout=60_000)
+    rows = page.locator("#video-summary tbody tr")
+    assert rows.count() == 1 and rows.first.get_attribute("data-track") == "1"
+    assert "10 frames analysed" in page.locator("#video-status").text_content()
+    assert page.locator("#video-timeline").get_attribute("data-tracks") == "1"
+    coloured = page.evaluate(
+        "() => { const c = document.getElementById('video-timeline');"
+        " const d = c.getContext('2d').getImageData(0, 30, c.width, c.height - 30).data;"
+        " let n = 0; for (let i = 0; i < d.length; i += 4) {"
+        " if (Math.abs(d[i] - d[i+1]) > 60 || Math.abs(d[i+1] - d[i+2]) > 60) n++; } return n; }"
+    )
+    assert coloured > 200  # the emotion lines were drawn in the track's panel
+    page.screenshot(path=str(ARTIFACTS / "video-panel.png"), full_page=True)
+    page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video
+    page.wait_for_selector("#video-status.error", timeout=30_000)
+    assert "Could not analyse the video" in page.locator("#video-status").text_content()
+    assert errors == []

@@ -30,13 +30,14 @@ LAYERS: dict[str, int] = {
     "results": 2,
     "data": 2,
     "video": 2,
+    "explain": 2,
     # 3 the pipeline
     "predictor": 3,
     # 4 doors
     "evaluation": 4,
     "training": 4,
     "video_output": 4,
-    "explain": 4,
+    "explain_output": 4,
     "ray": 4,
     "bench": 4,
     "serve": 4,

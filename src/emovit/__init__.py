@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from emovit.imageio import load_image
     from emovit.models import list_models, load_model
     from emovit.predictor import EmotionRecognizer
-    from emovit.results import FaceResult, ImageResult
+    from emovit.results import FaceResult, FrameResult, ImageResult
 
 try:
     __version__ = version("emovit")
@@ -43,6 +43,7 @@ __all__ = [
     "EmotionRecognizer",
     "EmovitError",
     "FaceResult",
+    "FrameResult",
     "ImageError",
     "ImageResult",
     "LabelError",
@@ -57,6 +58,7 @@ __all__ = [
 _LAZY = {
     "EmotionRecognizer": "emovit.predictor",
     "FaceResult": "emovit.results",
+    "FrameResult": "emovit.results",
     "ImageResult": "emovit.results",
     "list_models": "emovit.models",
     "load_image": "emovit.imageio",

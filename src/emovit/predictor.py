@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,10 +44,10 @@ from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilit
 from emovit.results import FaceResult, FrameResult, ImageResult
 
 if TYPE_CHECKING:
-    import threading
     from pathlib import Path
 
     from emovit.backends import Backend
+    from emovit.explain import Explainer, ExplainMethod
     from emovit.faces import Detection, DetectorName, FaceDetector
     from emovit.imageio import ImageSource
     from emovit.models import LoadedModel
@@ -77,11 +78,13 @@ def _check_errors(errors: str) -> bool:
 
 @dataclass
 class _Face:
-    """One face on its way through the pipeline: whose it is, where it is, its crop."""
+    """One face on its way through the pipeline: whose it is, where it is, its crop (and the
+    face options it was cut with, which place the crop in the image)."""
 
     result: ImageResult
     detection: Detection
     crop: np.ndarray
+    options: FaceOptions | None = None
 
 
 @dataclass
@@ -213,6 +216,9 @@ class EmotionRecognizer:
         self._decode_pool = (
             ThreadPoolExecutor(decode_threads, "emovit-decode") if decode_threads > 1 else None
         )
+        self._explainers: dict[str, Explainer] = {}
+        self._explain_lock = threading.Lock()
+        self._torch_module: Any = None  # an onnx recognizer's torch weights, for explanations
 
     def _resolve_faces(self, options: FaceOptions) -> FaceOptions:
         """Fill margin, align and grey from the model's recorded framing where not given."""
@@ -305,13 +311,20 @@ class EmotionRecognizer:
     ) -> Iterator[ImageResult]:
         """Like `predict`, but yields results batch by batch (for long inputs and video)."""
         _check_errors(errors)
+        for batch in self._prepared(inputs, batch_size, errors, keep_pixels):
+            yield from self.infer([batch], errors=errors)[0]
+
+    def _prepared(
+        self, inputs: Any, batch_size: int | None, errors: ErrorPolicy, keep_pixels: bool
+    ) -> Iterator[PreparedBatch]:
+        """The inputs decoded, detected, cropped and preprocessed, batch by batch."""
         size = batch_size or self.batch_size
-        items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs  # type: ignore[assignment]
+        items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
         chunks = iter(lambda: list(islice(numbered, size)), [])
         if self.prefetch == 0:
             for chunk in chunks:
-                yield from self.infer([self._prepare(chunk, errors, keep_pixels)], errors=errors)[0]
+                yield self._prepare(chunk, errors, keep_pixels)
             return
         # Batch N+1 is decoded and preprocessed in a thread while batch N is in the model;
         # at most `prefetch` batches wait, so memory stays flat however long the input is.
@@ -320,9 +333,9 @@ class EmotionRecognizer:
             for chunk in chunks:
                 pending.append(pool.submit(self._prepare, chunk, errors, keep_pixels))
                 if len(pending) > self.prefetch:
-                    yield from self.infer([pending.popleft().result()], errors=errors)[0]
+                    yield pending.popleft().result()
             while pending:
-                yield from self.infer([pending.popleft().result()], errors=errors)[0]
+                yield pending.popleft().result()
 
     # ------------------------------------------------------------------ video
 
@@ -553,6 +566,215 @@ class EmotionRecognizer:
         (no detection: each array is one face, used as it is)."""
         return self.probabilities(self.model.preprocessor(list(images)))
 
+    # ------------------------------------------------------------------ explanations
+
+    def explain(
+        self,
+        inputs: ImageSource | Iterable[ImageSource],
+        *,
+        method: ExplainMethod = "auto",
+        target: str | None = None,
+        batch_size: int | None = None,
+        errors: ErrorPolicy = "collect",
+        keep_pixels: bool = False,
+    ) -> list[ImageResult]:
+        """Classify like `predict`, and say where on each face the model looked.
+
+        Every face gets an `emovit.results.Explanation` (``FaceResult.explanation``): the map
+        at the face crop's size (``crop_map``, 0..1) and in the image (``image_map()``);
+        `ImageResult.plot` draws it over the photo, `FaceResult.plot_explanation` over the
+        crop (the crops are kept on the faces for it). Probabilities and labels are the same as
+        `predict`'s. The maps come from the torch model, also when the recognizer runs
+        onnxruntime (its torch weights are then loaded on first use). A face that is not found
+        gets no map and no error.
+
+        Args:
+            method: ``auto`` (grad-rollout for a ViT, gradcam for a model with a spatial
+                feature map), ``rollout`` (class-agnostic attention rollout), ``grad-rollout``
+                or ``gradcam`` (see `emovit.explain`).
+            target: explain this label on every face (default: each face's own label).
+            batch_size, errors, keep_pixels: as in `predict`.
+
+        Raises:
+            OptionError: an unknown method or target, a method that does not fit the model, or
+                a model folder without torch weights (``option`` ``method`` or ``target``).
+
+        Examples:
+            >>> result = rec.explain("photo.jpg", target="happy")[0]  # doctest: +SKIP
+            >>> result.faces[0].explanation.crop_map.shape  # doctest: +SKIP
+            (212, 212)
+        """
+        return list(
+            self.explain_stream(
+                inputs, method=method, target=target, batch_size=batch_size, errors=errors,
+                keep_pixels=keep_pixels,
+            )
+        )  # fmt: skip
+
+    def explain_stream(
+        self,
+        inputs: ImageSource | Iterable[ImageSource],
+        *,
+        method: ExplainMethod = "auto",
+        target: str | None = None,
+        batch_size: int | None = None,
+        errors: ErrorPolicy = "collect",
+        keep_pixels: bool = False,
+    ) -> Iterator[ImageResult]:
+        """Like `explain`, but yields results batch by batch. The method and target are checked
+        (and the torch model loaded) before the first input is read."""
+        _check_errors(errors)
+        explainer = self.explainer(method)
+        self._target_id(target, explainer)
+        for batch in self._prepared(inputs, batch_size, errors, keep_pixels):
+            self.infer([batch], errors=errors)
+            yield from self._explain_batch(batch, explainer, target, errors == "raise")
+
+    def explain_prepared(
+        self,
+        batch: PreparedBatch,
+        *,
+        method: ExplainMethod = "auto",
+        target: str | None = None,
+        errors: ErrorPolicy = "collect",
+    ) -> list[ImageResult]:
+        """The explanation step for doors that run `prepare` and `infer` themselves (the
+        server): maps for the faces of `batch` once `infer` has classified them; returns the
+        batch's results."""
+        raise_errors = _check_errors(errors)
+        explainer = self.explainer(method)
+        self._target_id(target, explainer)
+        return self._explain_batch(batch, explainer, target, raise_errors)
+
+    def explainer(self, method: ExplainMethod = "auto") -> Explainer:
+        """The `emovit.explain.Explainer` of `method` on this recognizer's torch model (made
+        once per method; the torch weights are loaded here when the recognizer runs onnx)."""
+        from emovit.explain import Explainer
+
+        with self._explain_lock:
+            if method not in self._explainers:
+                self._explainers[method] = Explainer(self._torch_net(), method)
+            return self._explainers[method]
+
+    def _torch_net(self) -> Any:
+        """The torch module: the recognizer's own, or its folder's weights loaded on first use."""
+        if self.model.model is not None:
+            return self.model.model
+        if self._torch_module is None:
+            from emovit.backends import ONNX_FILE
+            from emovit.models import load_torch_model
+
+            if not any(self.model.path.glob("*.safetensors")):
+                raise OptionError(
+                    f"{self.model.path}: explanations need the model's torch weights (*.safetensors); "
+                    f"this folder has only {ONNX_FILE}, which runs on the onnx backend but is not explained",
+                    option="method",
+                )
+            self._torch_module = load_torch_model(self.model.path, device=self.model.device).model
+        return self._torch_module
+
+    def _target_id(self, target: str | None, explainer: Explainer) -> int | None:
+        """The model's class id of the label `target` (canonical names and aliases allowed)."""
+        if target is None:
+            return None
+        if not explainer.class_specific:
+            raise OptionError(
+                f"{explainer.method} is class-agnostic: a target needs grad-rollout or gradcam",
+                option="target",
+            )
+        from emovit.labels import canonical_label
+
+        name = target if target in self._labels else canonical_label(target)
+        if name not in self._labels:
+            raise OptionError(
+                f"target must be one of the model's labels ({', '.join(self._labels)}), got {target!r}",
+                option="target",
+            )
+        return self._order[self._labels.index(name)]
+
+    def _explain_batch(
+        self, batch: PreparedBatch, explainer: Explainer, target: str | None, raise_errors: bool
+    ) -> list[ImageResult]:
+        """Attach an `Explanation` to every classified face of `batch`; an image whose maps
+        cannot be computed gets an error row (``model_failed``)."""
+        from emovit.results import Explanation
+
+        pixels = batch.pixel_values
+        target_id = self._target_id(target, explainer)
+        groups: dict[int, list[int]] = {}
+        for row, face in enumerate(batch.faces):
+            groups.setdefault(id(face.result), []).append(row)
+        # `infer` appended one FaceResult per face, in the batch's order, to each image it classified
+        pairs: list[tuple[int, FaceResult]] = []
+        for rows in groups.values():
+            result = batch.faces[rows[0]].result
+            if result.ok and len(result.faces) >= len(rows):
+                pairs += zip(rows, result.faces[-len(rows) :], strict=True)
+        if not pairs or pixels is None:
+            return batch.results
+        start = time.perf_counter()
+        own = [self._order[self._labels.index(face_result.label)] for _, face_result in pairs]
+        ids = [target_id] * len(pairs) if target_id is not None else own
+        maps = self._explanation_maps(explainer, batch, [row for row, _ in pairs], ids, raise_errors)
+        share = (time.perf_counter() - start) * 1e3 / len(pairs)
+        for (row, face_result), grid, class_id in zip(pairs, maps, ids, strict=True):
+            face, result = batch.faces[row], batch.faces[row].result
+            result.timings["explain"] = result.timings.get("explain", 0.0) + share
+            if grid is None or not result.ok:
+                continue
+            from emovit.explain import resize_map
+
+            face_result.crop = face.crop
+            face_result.explanation = Explanation(
+                crop_map=resize_map(grid, face.crop.shape[:2]),
+                method=explainer.method,
+                target=self._labels[self._order.index(class_id)] if explainer.class_specific else None,
+                layer=explainer.layer,
+                matrix=self._crop_matrix(face),
+                image_size=result.image_size,
+            )
+        return batch.results
+
+    def _explanation_maps(
+        self, explainer: Explainer, batch: PreparedBatch, rows: list[int], ids: list[int], raise_errors: bool
+    ) -> list[np.ndarray | None]:
+        """Maps for the faces in `rows`, all at once; when that fails, image by image (an
+        image that still fails is marked failed and its faces get None)."""
+        assert batch.pixel_values is not None
+        pixels = batch.pixel_values
+        try:
+            return list(explainer(pixels[rows], ids))
+        except Exception:  # noqa: BLE001 - retried image by image below
+            pass
+        maps: list[np.ndarray | None] = [None] * len(rows)
+        groups: dict[int, list[int]] = {}
+        for position, row in enumerate(rows):
+            groups.setdefault(id(batch.faces[row].result), []).append(position)
+        for positions in groups.values():
+            result = batch.faces[rows[positions[0]]].result
+            try:
+                found = explainer(pixels[[rows[p] for p in positions]], [ids[p] for p in positions])
+            except Exception as exc:
+                error = InputError(result.source, f"explaining the model failed ({exc})", "model_failed")
+                if raise_errors:
+                    raise error from exc
+                result.fail(error)
+                continue
+            for position, grid in zip(positions, found, strict=True):
+                maps[position] = grid
+        return maps
+
+    @staticmethod
+    def _crop_matrix(face: _Face) -> np.ndarray | None:
+        """Image pixels → crop pixels for `face` (None: the crop is the whole image)."""
+        from emovit.faces import crop_matrix
+
+        if face.detection.whole_image or face.options is None:
+            return None
+        options = face.options
+        return crop_matrix(face.detection, margin=options.margin or 0.0, align=bool(options.align),
+                           border=options.border)  # fmt: skip
+
     # ------------------------------------------------------------------ stages
 
     def _retry_by_image(self, faces: list[_Face], pixels: np.ndarray, raise_errors: bool) -> np.ndarray:
@@ -644,7 +866,7 @@ class EmotionRecognizer:
             if not detections and options.no_face == "raise":
                 raise NoFaceError(f"{result.source}: no face found")
             stage, code = "crop", "crop_failed"
-            faces = [_Face(result, det, self._crop(image, det, options)) for det in detections]
+            faces = [_Face(result, det, self._crop(image, det, options), options) for det in detections]
         except NoFaceError as exc:
             if raise_errors:
                 raise

@@ -21,7 +21,125 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EMOTION_COLOURS", "FRAME_ROW_FIELDS", "FaceResult", "FrameResult", "ImageResult"]
+__all__ = [
+    "EMOTION_COLOURS",
+    "FRAME_ROW_FIELDS",
+    "Explanation",
+    "FaceResult",
+    "FrameResult",
+    "ImageResult",
+    "heat_colours",
+]
+
+
+#: The heat ramp of explanation maps, from 0 (dark blue) to 1 (dark red).
+_HEAT = np.array(
+    [[0, 0, 130], [0, 70, 255], [0, 220, 255], [150, 255, 100], [255, 220, 0], [255, 70, 0], [150, 0, 0]],
+    dtype=np.float32,
+)
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """RGB ``uint8`` heat colours for values in 0..1 (shape ``values.shape + (3,)``): the
+    colours of every explanation map emovit draws."""
+    scaled = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0) * (len(_HEAT) - 1)
+    low = np.minimum(np.floor(scaled).astype(np.int64), len(_HEAT) - 2)
+    frac = (scaled - low)[..., None]
+    return np.rint(_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).astype(np.uint8)
+
+
+def _blend(
+    pixels: np.ndarray, values: np.ndarray, alpha: float, where: np.ndarray | None = None
+) -> np.ndarray:
+    """`pixels` (RGB uint8) with the heat colours of `values` laid over them at `alpha`."""
+    weight = np.full(values.shape, alpha, dtype=np.float32) if where is None else alpha * where
+    mixed = pixels[..., :3] * (1 - weight[..., None]) + heat_colours(values) * weight[..., None]
+    return np.rint(mixed).astype(np.uint8)
+
+
+@dataclass
+class Explanation:
+    """Where on one face the model looked (`emovit.EmotionRecognizer.explain`).
+
+    Attributes:
+        crop_map: float32 ``H x W`` in 0..1 at the face crop's pixel size: how much each pixel
+            of the crop counted (1: most).
+        method: ``rollout``, ``grad-rollout`` or ``gradcam``.
+        target: the label explained (None for the class-agnostic rollout).
+        layer: the layer Grad-CAM read (None for the attention methods).
+        matrix: the 2x3 affine map from image pixels to crop pixels (None: the crop is the
+            image); `image_map` uses it.
+        image_size: ``(width, height)`` of the image the crop was cut from.
+    """
+
+    crop_map: np.ndarray = field(repr=False)
+    method: str
+    target: str | None = None
+    layer: str | None = None
+    matrix: np.ndarray | None = field(default=None, repr=False)
+    image_size: tuple[int, int] | None = None
+
+    def crop_to_image(self) -> np.ndarray:
+        """The 2x3 affine map from crop pixels to image pixels."""
+        if self.matrix is None:
+            return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        linear = np.linalg.inv(self.matrix[:, :2])
+        return np.hstack([linear, -linear @ self.matrix[:, 2:]])
+
+    def image_map(self, image_size: tuple[int, int] | None = None, *, outside: float = 0.0) -> np.ndarray:
+        """The map in image coordinates: float32 ``height x width`` (of `image_size`, default
+        the image's), `outside` where the crop does not reach (``nan`` gives a mask)."""
+        size = image_size or self.image_size
+        if size is None:
+            raise ValueError("image_map needs the image's size (width, height)")
+        width, height = size
+        out = np.full((height, width), outside, dtype=np.float32)
+        crop_h, crop_w = self.crop_map.shape
+        forward = self.matrix if self.matrix is not None else self.crop_to_image()
+        corners = np.array([[-0.5, -0.5, 1], [crop_w - 0.5, -0.5, 1], [-0.5, crop_h - 0.5, 1],
+                            [crop_w - 0.5, crop_h - 0.5, 1]]) @ self.crop_to_image().T  # fmt: skip
+        x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
+        x1 = min(int(np.ceil(corners[:, 0].max())) + 1, width)
+        y1 = min(int(np.ceil(corners[:, 1].max())) + 1, height)
+        if x0 >= x1 or y0 >= y1:
+            return out
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+        u = forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2]
+        v = forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2]
+        inside = (u >= -0.5) & (u <= crop_w - 0.5) & (v >= -0.5) & (v <= crop_h - 0.5)
+        u, v = np.clip(u, 0, crop_w - 1), np.clip(v, 0, crop_h - 1)
+        left = np.minimum(np.floor(u).astype(int), max(crop_w - 2, 0))
+        top = np.minimum(np.floor(v).astype(int), max(crop_h - 2, 0))
+        right, bottom = np.minimum(left + 1, crop_w - 1), np.minimum(top + 1, crop_h - 1)
+        fu, fv = u - left, v - top
+        m = self.crop_map
+        sample = (m[top, left] * (1 - fu) + m[top, right] * fu) * (1 - fv) + (
+            m[bottom, left] * (1 - fu) + m[bottom, right] * fu
+        ) * fv
+        out[y0:y1, x0:x1] = np.where(inside, sample, outside)
+        return out
+
+    def png(self) -> bytes:
+        """The crop map as an 8-bit grey PNG at the crop's size (0: black, 1: white)."""
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        grey = np.rint(np.clip(self.crop_map, 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-ready description (not the map: see `crop_map` and `png`)."""
+        height, width = self.crop_map.shape
+        return {
+            "method": self.method,
+            "target": self.target,
+            "layer": self.layer,
+            "size": [width, height],
+            "crop_to_image": [[round(float(v), 6) for v in row] for row in self.crop_to_image()],
+        }
 
 
 @dataclass
@@ -36,6 +154,8 @@ class FaceResult:
         track_id: in a video, the face's track (the same person from frame to frame, from 1).
         raw_probs: in a video, this frame's own probabilities; `probs` are then the smoothed
             ones (over the track's recent frames), and `label` and `score` follow them.
+        explanation: where the model looked (`Explanation`), from
+            `emovit.EmotionRecognizer.explain`; None otherwise.
     """
 
     probs: dict[str, float]
@@ -45,6 +165,7 @@ class FaceResult:
     track_id: int | None = None
     raw_probs: dict[str, float] | None = None
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+    explanation: Explanation | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -75,7 +196,42 @@ class FaceResult:
             out["raw_probs"] = dict(self.raw_probs) if self.raw_probs is not None else None
         if top_k:
             out["top_k"] = [{"label": lab, "score": s} for lab, s in self.top_k(top_k)]
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
         return out
+
+    def plot_explanation(self, crop: np.ndarray | None = None, *, min_side: int = 224) -> np.ndarray:
+        """The face crop with its explanation's heat map laid over it and the label above it
+        (an RGB array, scaled up to at least `min_side` pixels on its shorter side).
+
+        Args:
+            crop: the face crop (default: the kept one, `crop`).
+
+        Examples:
+            >>> rec.explain("photo.jpg")[0].faces[0].plot_explanation().shape  # doctest: +SKIP
+            (248, 224, 3)
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        pixels = crop if crop is not None else self.crop
+        if self.explanation is None or pixels is None:
+            raise ValueError("plot_explanation needs an explanation and the face crop (from explain)")
+        values = self.explanation.crop_map
+        if pixels.shape[:2] != values.shape:
+            raise ValueError(f"the crop is {pixels.shape[:2]}, the map {values.shape}: not this face's crop")
+        scale = max(1.0, min_side / min(values.shape))
+        size = (round(values.shape[1] * scale), round(values.shape[0] * scale))
+        big = np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).resize(size, Image.Resampling.BILINEAR))
+        heat = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+        font = ImageFont.load_default(size=max(12, size[0] // 14))
+        explained = self.explanation.target or self.label
+        text = f"{self.label} {self.score:.2f}"
+        text += f" - why {explained}" if explained != self.label else ""
+        bar = max(16, size[0] // 14) + 8
+        canvas = Image.new("RGB", (size[0], size[1] + bar), EMOTION_COLOURS.get(self.label, (255, 255, 255)))
+        canvas.paste(Image.fromarray(_blend(big, heat, 0.45)), (0, bar))
+        ImageDraw.Draw(canvas).text((4, 3), text, fill=(0, 0, 0), font=font)
+        return np.asarray(canvas)
 
 
 @dataclass
@@ -160,11 +316,15 @@ class ImageResult:
         """`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(top_k), **json_kw)
 
-    def plot(self, image: Any = None, *, font_size: int | None = None) -> np.ndarray:
+    def plot(
+        self, image: Any = None, *, font_size: int | None = None, explanations: bool = True
+    ) -> np.ndarray:
         """The image with each face's box, label and score drawn on it (an RGB array).
 
         Args:
             image: the pixels to draw on; default: the kept image, else the source re-read.
+            explanations: lay each face's explanation map (`FaceResult.explanation`, from
+                `emovit.EmotionRecognizer.explain`) over its crop's place in the image.
         """
         from PIL import Image, ImageDraw, ImageFont
 
@@ -173,7 +333,12 @@ class ImageResult:
         if image is None:
             image = self.image if self.image is not None else self.source
         pixels = load_image(image, max_pixels=None) if not isinstance(image, np.ndarray) else image
-        canvas = Image.fromarray(np.ascontiguousarray(pixels[..., :3]))
+        pixels = np.ascontiguousarray(pixels[..., :3])
+        for face in self.faces if explanations else []:
+            if face.explanation is not None:
+                heat = face.explanation.image_map((pixels.shape[1], pixels.shape[0]), outside=np.nan)
+                pixels = _blend(pixels, np.nan_to_num(heat), 0.45, ~np.isnan(heat))
+        canvas = Image.fromarray(pixels)
         draw = ImageDraw.Draw(canvas)
         size = font_size or max(12, round(min(canvas.size) / 30))
         font = ImageFont.load_default(size=size)

@@ -23,7 +23,7 @@ from typing import Any, Literal, TextIO
 from emovit.fileio import atomic_output
 from emovit.results import FaceResult, FrameResult, ImageResult
 
-__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name"]
+__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name", "result_rows"]
 
 OutputFormat = Literal["table", "json", "jsonl", "csv"]
 
@@ -54,6 +54,28 @@ def display_name(source: str, *, controls: bool = False) -> str:
     return text
 
 
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    row["source"] = display_name(row["source"])
+    if row["error"] is not None:
+        row["error"] = display_name(row["error"])
+    return row
+
+
+def result_rows(result: ImageResult, top_k: int | None = None) -> list[dict[str, Any]]:
+    """The JSON rows of one result, as ``--format json``/``jsonl`` write them: one for a photo
+    (its faces nested), one per face for a video frame (one with empty face fields for a
+    frame without faces), names made printable (`display_name`). Every door that writes rows
+    (the CLI, `emovit.ray`) builds them here.
+
+    Examples:
+        >>> result_rows(ImageResult(source="a.jpg"))[0]["ok"]
+        True
+    """
+    if isinstance(result, FrameResult):
+        return [_clean(row) for row in result.rows(top_k)]
+    return [_clean(result.to_dict(top_k))]
+
+
 class ResultWriter:
     """Writes results in one format; jsonl and csv stream row by row, json and table at the end.
 
@@ -76,21 +98,8 @@ class ResultWriter:
         self._csv: Any = None
         self._csv_quoted: Any = None
 
-    @staticmethod
-    def _clean(row: dict[str, Any]) -> dict[str, Any]:
-        row["source"] = display_name(row["source"])
-        if row["error"] is not None:
-            row["error"] = display_name(row["error"])
-        return row
-
-    def _dict(self, result: ImageResult) -> dict[str, Any]:
-        return self._clean(result.to_dict(self.top_k))
-
     def _dicts(self, result: ImageResult) -> list[dict[str, Any]]:
-        """The rows of `result`: one for a photo, one per face (or one) for a video frame."""
-        if isinstance(result, FrameResult):
-            return [self._clean(row) for row in result.rows(self.top_k)]
-        return [self._dict(result)]
+        return result_rows(result, self.top_k)
 
     def _csv_rows(self, result: ImageResult) -> Iterator[list[Any]]:
         faces: list[FaceResult | None] = [*result.faces] or [None]

@@ -1,6 +1,6 @@
 """The ``emovit`` command line: one grammar, ``emovit COMMAND SOURCE --model ... [options]``.
 
-One module per command group (`predict`, `evaluate`, `models`: info / models / models fetch,
+One module per command group (`predict`, `explain`, `evaluate`, `models`: info / models / models fetch,
 `train`: train / audit / export, `bench`, `serve`); the options they share are declared once
 in `_options`, and `_errors` turns exceptions into exit codes.
 
@@ -31,6 +31,7 @@ from emovit.cli._common import echo_warning
 from emovit.cli._errors import EmovitGroup
 from emovit.cli.bench import bench
 from emovit.cli.evaluate import evaluate
+from emovit.cli.explain import explain
 from emovit.cli.models import info, models
 from emovit.cli.predict import predict
 from emovit.cli.serve import serve
@@ -52,5 +53,5 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
 
 
-for _command in (predict, evaluate, info, models, train, audit, export, bench, serve):
+for _command in (predict, explain, evaluate, info, models, train, audit, export, bench, serve):
     main.add_command(_command)

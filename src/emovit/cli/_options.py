@@ -15,10 +15,11 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import click
 
+from emovit.explain import METHODS
 from emovit.faces import DetectorName, FaceOptions, NoFacePolicy
 from emovit.imageio import DEFAULT_MAX_PIXELS
 from emovit.models import DEFAULT_MODEL
@@ -27,9 +28,12 @@ from emovit.predictor import BackendName, Precision
 from emovit.video import VideoOptions
 
 __all__ = [
+    "ENGINE_OPTIONS",
     "FACE_OPTIONS",
     "VIDEO_OPTIONS",
+    "EngineOptions",
     "RecognizerOptions",
+    "address_option",
     "align_option",
     "backend_option",
     "batch_size_option",
@@ -40,7 +44,11 @@ __all__ = [
     "detector_option",
     "device_option",
     "end_option",
+    "engine_option",
+    "engine_options",
     "every_option",
+    "explain_method_option",
+    "explain_target_option",
     "face_options",
     "face_options_from",
     "fps_option",
@@ -54,6 +62,7 @@ __all__ = [
     "plot_option",
     "precision_option",
     "recognizer_options",
+    "resume_option",
     "smooth_option",
     "start_option",
     "summary_option",
@@ -61,6 +70,7 @@ __all__ = [
     "track_buffer_option",
     "tta_option",
     "video_options",
+    "workers_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -164,6 +174,24 @@ tta_option = click.option(
     show_default=True,
     help="Test-time augmentation: flip averages each face with its mirror image (twice the "
     "model work); a bare --tta means flip.",
+)
+
+# ---------------------------------------------------------------------- explanations
+
+explain_method_option = click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="auto",
+    show_default=True,
+    help="Explanation map: rollout (a ViT's attention, class-agnostic), grad-rollout (gradient-weighted "
+    "attention of the explained class), gradcam (models with a spatial feature map); auto picks "
+    "grad-rollout for ViTs, gradcam otherwise.",
+)
+explain_target_option = click.option(
+    "--target",
+    default=None,
+    metavar="LABEL",
+    help="Explain this label on every face (e.g. happy) [default: each face's own label].",
 )
 
 # ---------------------------------------------------------------------- faces
@@ -287,6 +315,54 @@ plot_option = click.option(
     help="Videos: draw each video's emotion timeline (one panel per track) into DIR/<stem>.timeline.png.",
 )
 
+# ---------------------------------------------------------------------- engine (scale-out)
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where the pipeline runs: in this process (``local``) or on Ray Data actors (``ray``:
+    a local Ray, or the cluster at `address`), with `workers` actors; `resume` skips inputs
+    already in the output folder."""
+
+    engine: Engine = "local"
+    address: str | None = None
+    workers: int | None = None
+    resume: bool = False
+
+
+_ENGINE = EngineOptions()
+
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(get_args(Engine)),
+    default=_ENGINE.engine,
+    show_default=True,
+    help="local: this process; ray: Ray Data actors, each with its own copy of the model, writing "
+    "Parquet or JSONL files into the --output folder (pip install 'emovit[ray]').",
+)
+address_option = click.option(
+    "--address",
+    default=_ENGINE.address,
+    help="--engine ray: join this Ray cluster ('auto', or ray://HOST:PORT) [default: start a local Ray "
+    "on this machine].",
+)
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=_ENGINE.workers,
+    help="--engine ray: actors, one model each [default: one per CPU (per GPU with --device cuda) of "
+    "the cluster].",
+)
+resume_option = click.option(
+    "--resume",
+    is_flag=True,
+    default=_ENGINE.resume,
+    help="--engine ray: skip the inputs whose rows the --output folder already holds (a stopped run "
+    "goes on).",
+)
+
 
 # ---------------------------------------------------------------------- grouping
 
@@ -369,3 +445,8 @@ VIDEO_OPTIONS: tuple[Decorator, ...] = (
 
 #: --fps --every --start --end --smooth --track-buffer, as ``video: VideoOptions``.
 video_options: Decorator = collect("video", _video_options_from, *VIDEO_OPTIONS)
+
+ENGINE_OPTIONS: tuple[Decorator, ...] = (engine_option, address_option, workers_option, resume_option)
+
+#: --engine --address --workers --resume, as ``runner: EngineOptions``.
+engine_options: Decorator = collect("runner", EngineOptions, *ENGINE_OPTIONS)

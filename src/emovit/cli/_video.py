@@ -2,9 +2,9 @@
 `EmotionRecognizer.predict_video` into the rows, the annotated video, the timeline and the
 summary, and stopping cleanly on Ctrl-C or SIGTERM.
 
-A run with videos that is interrupted stops after the frame being analysed; every output is
-then closed as a complete file holding everything up to that frame (the annotated video stays
-playable), and the command exits 130.
+A run with videos that is interrupted (Ctrl-C or SIGTERM) stops after the frame being
+analysed; every output is then closed as a complete file holding everything up to that frame
+(the annotated video stays playable), and the command exits 130. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -40,34 +40,37 @@ def video_flags(paths: Sequence[str]) -> list[bool]:
 
 @dataclass
 class Interrupt:
-    """Whether the run was interrupted (Ctrl-C or SIGTERM)."""
+    """A request to stop (Ctrl-C or SIGTERM): the loops check `requested` after each frame."""
 
+    requested: bool = False
     interrupted: bool = False
 
 
 @contextlib.contextmanager
 def interruptible(enabled: bool) -> Iterator[Interrupt]:
-    """When `enabled`, turn SIGTERM into Ctrl-C and end the block quietly on either, so that
-    the outputs around it are closed as complete files (the caller exits 130 afterwards)."""
+    """When `enabled`, the first Ctrl-C or SIGTERM only sets `Interrupt.requested` (the loops
+    stop at the next frame boundary, so no frame is half written); a second one raises at
+    once. Either way the block ends quietly with `Interrupt.interrupted` set, so that the
+    outputs around it are closed as complete files (the caller exits 130 afterwards)."""
     state = Interrupt()
-    if not enabled:
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield state
         return
-    previous: Any = None
-    main = threading.current_thread() is threading.main_thread()
-    if main:
 
-        def terminate(signum: int, frame: Any) -> None:
+    def request(signum: int, frame: Any) -> None:
+        if state.requested:
             raise KeyboardInterrupt
+        state.requested = True
 
-        previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield state
     except KeyboardInterrupt:
-        state.interrupted = True
+        state.requested = True
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        state.interrupted = state.requested
 
 
 @dataclass
@@ -85,9 +88,10 @@ class VideoJob:
         if self.plot:
             require("matplotlib", "video", "--plot")
 
-    def run(self, path: str, stem: str, writer: ResultWriter) -> bool:
+    def run(self, path: str, stem: str, writer: ResultWriter, stop: Interrupt | None = None) -> bool:
         """Analyse one video into `writer` (and the annotated video and timeline); True when
-        it or one of its frames failed. The files are closed even when interrupted."""
+        it or one of its frames failed. Stops after the frame at hand when `stop` is requested;
+        the files are closed even when interrupted."""
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
         run = self.rec.predict_video(path, options=self.options, keep_pixels=bool(self.annotated))
@@ -109,6 +113,8 @@ class VideoJob:
                 if timeline is not None:
                     timeline.add(frame)
                 frame.image = None
+                if stop is not None and stop.requested:
+                    break
         finally:
             run.close()
             if video is not None:

@@ -12,7 +12,11 @@ import click
 
 from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
 from emovit.cli._options import (
+    EngineOptions,
     RecognizerOptions,
+    engine_options,
+    explain_method_option,
+    explain_target_option,
     face_options,
     plot_option,
     recognizer_options,
@@ -22,6 +26,7 @@ from emovit.cli._options import (
 from emovit.writers import OutputFormat
 
 if TYPE_CHECKING:
+    from emovit.explain import ExplainMethod
     from emovit.faces import FaceOptions
     from emovit.results import ImageResult
     from emovit.video import VideoOptions
@@ -35,17 +40,17 @@ __all__ = ["predict"]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(get_args(OutputFormat)),
-    default="table",
-    show_default=True,
-    help="Output format.",
+    type=click.Choice([*get_args(OutputFormat), "parquet"]),
+    default=None,
+    help="Output format [default: table; parquet with --engine ray, which writes parquet or jsonl].",
 )
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Write results to FILE (atomically) instead of stdout.",
+    help="Write results to FILE (atomically) instead of stdout; with --engine ray, the folder "
+    "(a path, s3:// or gs://) that receives the result files.",
 )
 @click.option(
     "--top-k",
@@ -71,9 +76,20 @@ __all__ = ["predict"]
 @click.option(
     "--save-crops", type=click.Path(file_okay=False), default=None, help="Write each face crop into DIR."
 )
+@click.option(
+    "--explain",
+    "explain_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Photos: also write where on each face the model looked into DIR, as `emovit explain` does "
+    "(<stem>.face<i>.png and .npy per face); the rows then carry each map's method and target.",
+)
+@explain_method_option
+@explain_target_option
 @video_options
 @summary_option
 @plot_option
+@engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
 @click.pass_context
 def predict(
@@ -81,15 +97,19 @@ def predict(
     sources: tuple[str, ...],
     recognizer: RecognizerOptions,
     faces: FaceOptions,
-    fmt: OutputFormat,
+    fmt: OutputFormat | None,
     output: str | None,
     top_k: int,
     recursive: bool,
     save_annotated: str | None,
     save_crops: str | None,
+    explain_dir: str | None,
+    method: ExplainMethod,
+    target: str | None,
     video: VideoOptions,
     summary: str | None,
     plot: str | None,
+    runner: EngineOptions,
     quiet: bool,
 ) -> None:
     """Classify the emotion of every face in images and videos.
@@ -104,8 +124,10 @@ def predict(
       emovit predict photo.jpg faces/ --format json
       find . -name '*.jpg' | emovit predict - --format csv -o results.csv
       emovit predict clip.mp4 --summary s.json --save-annotated out/ --plot out/
+      emovit predict photos/ s3://bucket/clips/ --engine ray --workers 8 --output results/
     """
     from emovit.cli._common import load_recognizer
+    from emovit.explain_output import write_explanations
     from emovit.progress import progress_bar
     from emovit.sources import expand_sources
     from emovit.writers import ResultWriter, atomic_output
@@ -113,6 +135,20 @@ def predict(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
+    if runner.engine == "ray":
+        if save_annotated or save_crops or plot or explain_dir:
+            raise click.UsageError(
+                "--save-annotated, --save-crops, --plot and --explain are local-engine options", ctx
+            )
+        from emovit.cli._ray import run_ray
+
+        code = run_ray(ctx, paths, recognizer=recognizer, faces=faces, video=video, runner=runner, fmt=fmt,
+                       output=output, top_k=top_k, summary=summary, quiet=quiet)  # fmt: skip
+        ctx.exit(code)
+    _check_local(ctx, runner, fmt, output)
+    if not explain_dir and (target is not None or method != "auto"):
+        raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
+    fmt = fmt or "table"
     from emovit.cli._video import VideoJob, interruptible, video_flags
 
     flags = video_flags(paths)
@@ -129,17 +165,31 @@ def predict(
         ):
             for is_video, group in itertools.groupby(zip(paths, flags, strict=True), key=lambda x: x[1]):
                 batch = [path for path, _ in group]
+                if stopped.requested:
+                    break
                 if is_video and videos is not None:
                     for path in batch:
-                        failed += videos.run(path, names.next(path), writer)
+                        failed += videos.run(path, names.next(path), writer, stopped)
                         advance()
+                        if stopped.requested:
+                            break
                     continue
-                for result in rec.stream(batch, keep_pixels=keep):
+                results = (
+                    rec.explain_stream(batch, method=method, target=target, keep_pixels=keep)
+                    if explain_dir
+                    else rec.stream(batch, keep_pixels=keep)
+                )
+                for result in results:
                     failed += not result.ok
                     writer.write(result)
-                    if keep and result.ok:
-                        _save_pixels(result, names.next(result.source), save_annotated, save_crops)
+                    stem = names.next(result.source) if (keep or explain_dir) and result.ok else ""
+                    if explain_dir and result.ok:
+                        write_explanations(result, explain_dir, stem)
+                    if (keep or explain_dir) and result.ok:
+                        _save_pixels(result, stem, save_annotated, save_crops)
                     advance()
+                    if stopped.requested:
+                        break
         writer.close()
     if summary:
         (videos or VideoJob(rec, video)).write_summary(summary)
@@ -156,6 +206,18 @@ def predict(
             report += f"; results in {output}"
         click.echo(report, err=True)
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, output: str | None) -> None:
+    """The ray engine's flags and formats are usage errors with the local engine."""
+    given = [flag for flag, value in [("--address", runner.address), ("--workers", runner.workers)] if value]
+    given += ["--resume"] if runner.resume else []
+    if given or fmt == "parquet":
+        what = ", ".join(given) or "--format parquet"
+        raise click.UsageError(f"{what}: only with --engine ray", ctx)
+    if output and Path(output).is_dir():
+        raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
+                                 ctx, param_hint="'--output'")  # fmt: skip
 
 
 class _OutputNames:

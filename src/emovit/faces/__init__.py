@@ -12,7 +12,7 @@ Examples:
 
 from emovit.errors import DownloadError
 from emovit.faces._cache import YUNET, emovit_home, fetch, install
-from emovit.faces._crop import BorderMode, crop_face, eye_angle, to_grey
+from emovit.faces._crop import BorderMode, crop_face, crop_matrix, eye_angle, to_grey
 from emovit.faces._detectors import (
     Detection,
     DetectorName,
@@ -41,6 +41,7 @@ __all__ = [
     "YuNetDetector",
     "create_detector",
     "crop_face",
+    "crop_matrix",
     "emovit_home",
     "eye_angle",
     "fetch",

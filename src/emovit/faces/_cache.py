@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from emovit.errors import DownloadError
 from emovit.fileio import atomic_open
@@ -80,16 +81,14 @@ def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = T
     url = remote.resolved_url()
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_open(target, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            digest = hashlib.sha256()
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-            if digest.hexdigest() != remote.sha256:
-                raise DownloadError(
-                    f"downloaded {remote.filename} from {url} has sha256 {digest.hexdigest()}, "
-                    f"expected {remote.sha256}; the file was deleted"
-                )
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            _copy_verified(
+                response,
+                target,
+                remote.sha256,
+                f"downloaded {remote.filename} from {url}:",
+                "the file was deleted",
+            )
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DownloadError(f"cannot download {remote.filename} from {url}: {exc}") from None
     return target
@@ -106,15 +105,22 @@ def install(remote: RemoteFile, source: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise DownloadError(f"{path}: no such file", option="source")
     target = cached_path(remote)
-    with atomic_open(target, "wb") as out, path.open("rb") as handle:
+    with path.open("rb") as handle:
+        what = f"{path} is not {remote.filename}:"
+        _copy_verified(handle, target, remote.sha256, what, "nothing was installed", option="source")
+    return target
+
+
+def _copy_verified(
+    stream: BinaryIO, target: Path, sha256: str, what: str, outcome: str, option: str | None = None
+) -> None:
+    """Copy `stream` into `target` atomically; the file appears only if its sha256 matches."""
+    with atomic_open(target, "wb") as out:
         digest = hashlib.sha256()
-        while block := handle.read(1 << 20):
+        while block := stream.read(1 << 20):
             digest.update(block)
             out.write(block)
-        if digest.hexdigest() != remote.sha256:
+        if digest.hexdigest() != sha256:
             raise DownloadError(
-                f"{path} is not {remote.filename}: its sha256 is {digest.hexdigest()}, expected "
-                f"{remote.sha256}; nothing was installed",
-                option="source",
+                f"{what} its sha256 is {digest.hexdigest()}, expected {sha256}; {outcome}", option=option
             )
-    return target

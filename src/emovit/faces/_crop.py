@@ -10,7 +10,7 @@ import numpy as np
 
 from emovit.faces._detectors import Detection, _cv2
 
-__all__ = ["BorderMode", "crop_face", "eye_angle", "to_grey"]
+__all__ = ["BorderMode", "crop_face", "crop_matrix", "eye_angle", "to_grey"]
 
 BorderMode = Literal["pad", "clip"]
 
@@ -19,6 +19,35 @@ def eye_angle(landmarks: np.ndarray) -> float:
     """Angle in degrees of the line from the image-left eye to the image-right eye."""
     (x0, y0), (x1, y1) = landmarks[0], landmarks[1]
     return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+def _square(detection: Detection, margin: float, align: bool) -> tuple[float, float, int, float]:
+    """The crop's centre, side (pixels) and rotation (degrees) for a detection."""
+    x1, y1, x2, y2 = detection.box
+    side = max(x2 - x1, y2 - y1) * (1 + margin)
+    angle = eye_angle(detection.landmarks) if align and detection.landmarks is not None else 0.0
+    return (x1 + x2) / 2, (y1 + y2) / 2, max(1, round(side)), angle
+
+
+def crop_matrix(
+    detection: Detection, *, margin: float = 0.2, align: bool = False, border: BorderMode = "pad"
+) -> np.ndarray:
+    """The 2x3 affine map from image pixels to the pixels of `crop_face`'s crop (same
+    arguments): where each crop pixel came from, e.g. to lay a map of the crop over the image."""
+    cx, cy, side_px, angle = _square(detection, margin, align)
+    if abs(angle) < 1e-3:
+        left, top = round(cx - side_px / 2), round(cy - side_px / 2)
+        if border == "clip":
+            left, top = max(left, 0), max(top, 0)
+        return np.array([[1.0, 0.0, -left], [0.0, 1.0, -top]])
+    # cv2.getRotationMatrix2D((cx, cy), angle, 1.0), then the crop's centre moved to its middle
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    return np.array(
+        [
+            [cos, sin, (1 - cos) * cx - sin * cy + side_px / 2 - cx],
+            [-sin, cos, sin * cx + (1 - cos) * cy + side_px / 2 - cy],
+        ]
+    )
 
 
 def crop_face(
@@ -37,12 +66,8 @@ def crop_face(
         border: ``pad`` replicates edge pixels where the square leaves the image; ``clip``
             cuts the square at the borders (the crop may then be non-square).
     """
-    x1, y1, x2, y2 = detection.box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * (1 + margin)
-    side_px = max(1, round(side))
+    cx, cy, side_px, angle = _square(detection, margin, align)
     height, width = image.shape[:2]
-    angle = eye_angle(detection.landmarks) if align and detection.landmarks is not None else 0.0
     if abs(angle) < 1e-3:
         left, top = round(cx - side_px / 2), round(cy - side_px / 2)
         if border == "clip":
@@ -59,8 +84,7 @@ def crop_face(
         top, left = top + pad[0][0], left + pad[1][0]
         return np.ascontiguousarray(padded[top : top + side_px, left : left + side_px])
     cv2 = _cv2()
-    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
-    matrix[:, 2] += (side_px / 2 - cx, side_px / 2 - cy)
+    matrix = crop_matrix(detection, margin=margin, align=align, border=border)
     mode = cv2.BORDER_REPLICATE if border == "pad" else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=mode)
 

@@ -159,6 +159,21 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
             _processor(48),
         ),
         ArchPreset(
+            "vit-mini-48",
+            "a small ViT for 48x48 faces (the explanation tests' model): patch 6, hidden 96, 4 layers, "
+            "0.46M parameters",
+            _vit(
+                image_size=48,
+                patch_size=6,
+                hidden_size=96,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                intermediate_size=384,
+                encoder_stride=6,
+            ),
+            _processor(48),
+        ),
+        ArchPreset(
             "mobilevit-xxs-64",
             "MobileViT-XXS (convolutions + transformer blocks) at 64x64, 1.0M parameters",
             {

@@ -149,11 +149,23 @@ async def predict(
     detector: Literal["default", "none"] = Query("default", description="default: the server's detector"),
     top_k: int = Query(3, ge=1, le=20),
     no_face: Literal["skip", "whole"] | None = Query(None, description="images without a face"),
+    explain: bool = Query(
+        False,
+        description="also say where on each face the model looked: each face gets `explanation` and "
+        "`explanation_png` (the map as an 8-bit grey PNG at the face crop's size, base64)",
+    ),
+    explain_method: Literal["auto", "rollout", "grad-rollout", "gradcam"] = Query(
+        "auto", description="with explain: the map's method (auto: grad-rollout for ViTs, else gradcam)"
+    ),
+    explain_target: str | None = Query(
+        None, max_length=40, description="with explain: the label to explain (default: each face's own)"
+    ),
 ) -> Any:
     """Classify the faces in one or more images (multipart field ``files``, or JSON base64).
 
     Answers 200 with one result per image when at least one image succeeds; the others carry
-    ``ok: false``, ``error``, ``error_code`` and ``error_stage``."""
+    ``ok: false``, ``error``, ``error_code`` and ``error_stage``. With ``explain=true`` each face
+    also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
     rec, batcher, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
@@ -169,11 +181,16 @@ async def predict(
         if not prepared.faces:  # nothing for the model: every image failed or had no face
             return prepared.results
         try:
-            return await batcher.submit(prepared)
+            results = await batcher.submit(prepared)
         except QueueFullError:
             metrics.rejections.labels("queue_full").inc()
             raise ApiError(503, "overloaded", "the server is busy, retry shortly",
                            {"Retry-After": str(settings.retry_after_s)}) from None  # fmt: skip
+        if explain:
+            return await asyncio.to_thread(
+                rec.explain_prepared, prepared, method=explain_method, target=explain_target
+            )
+        return results
 
     try:
         results = await asyncio.wait_for(run(), timeout=settings.deadline_s)
@@ -190,7 +207,16 @@ async def predict(
         metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
         raise problem
     metrics.latency.observe(time.perf_counter() - start)
-    return {"model": rec.model.name, "results": [result.to_dict(top_k) for result in results]}
+    return {"model": rec.model.name, "results": [_result_dict(result, top_k) for result in results]}
+
+
+def _result_dict(result: ImageResult, top_k: int) -> dict[str, Any]:
+    """`ImageResult.to_dict`, with each explained face's map as ``explanation_png`` (base64)."""
+    out = result.to_dict(top_k)
+    for face, row in zip(result.faces, out["faces"], strict=True):
+        if face.explanation is not None:
+            row["explanation_png"] = base64.b64encode(face.explanation.png()).decode("ascii")
+    return out
 
 
 def _video_request_schema() -> dict[str, Any]:
@@ -267,7 +293,7 @@ async def video(
             info = probe_video(data, name=name)
         except InputError as exc:
             raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
-        if info.duration_s is not None and info.duration_s > limit + 0.5:
+        if info.duration_s is not None and info.duration_s > limit + 0.05:
             too_long = f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
             raise ApiError(413, "video_too_long", too_long)
         run = rec.predict_video(data, options=options, faces=server_faces, name=name, stop=stop)

@@ -10,6 +10,7 @@ from emovit.errors import ERROR_CODES
 
 __all__ = [
     "ErrorResponse",
+    "ExplanationModel",
     "FaceModel",
     "ImageResultModel",
     "ModelInfoResponse",
@@ -76,6 +77,17 @@ class TopK(BaseModel):
     score: float
 
 
+class ExplanationModel(BaseModel):
+    method: str = Field(description="rollout, grad-rollout or gradcam")
+    target: str | None = Field(description="the label explained (null: rollout, which is class-agnostic)")
+    layer: str | None = Field(description="the layer gradcam read (null for the attention methods)")
+    size: list[int] = Field(description="[width, height] of the face crop, and of `explanation_png`")
+    crop_to_image: list[list[float]] = Field(
+        description="2x3 affine matrix from crop pixels to image pixels: [[a, b, c], [d, e, f]] maps "
+        "(x, y) to (a x + b y + c, d x + e y + f); the crop may be rotated (eye alignment)"
+    )
+
+
 class FaceModel(BaseModel):
     label: str
     score: float
@@ -88,6 +100,12 @@ class FaceModel(BaseModel):
         None, description="videos: this frame's own probabilities (`probs`, `label`, `score` are smoothed)"
     )
     top_k: list[TopK] | None = None
+    explanation: ExplanationModel | None = Field(None, description="with explain=true: how the map was made")
+    explanation_png: str | None = Field(
+        None,
+        description="with explain=true: where on the face the model looked, as an 8-bit grey PNG (base64) "
+        "at the face crop's size: 255 where the model looked most, 0 least",
+    )
 
 
 class ImageResultModel(BaseModel):

@@ -145,6 +145,8 @@ def _open_container(source: VideoInput, label: str) -> Any:
 
 
 def _video_stream(container: Any, label: str) -> Any:
+    if _is_still(container):
+        raise InputError(label, "a still image, not a video (send photos as photos)", "unsupported_format")
     if not container.streams.video:
         kinds = sorted({stream.type for stream in container.streams}) or ["no streams at all"]
         raise InputError(label, f"no video stream (it holds {', '.join(kinds)})", "no_video_stream")
@@ -247,7 +249,8 @@ class VideoReader:
         self.name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
         self.warnings: list[str] = []
         self.frames_decoded = 0
-        self.last_time_s: float | None = None
+        self.last_time_s: float | None = None  # of the last frame chosen for analysis
+        self._last_decoded_s: float | None = None  # of the last frame decoded at all
         self._container = _open_container(source, self.name)
         try:
             self._stream = _video_stream(self._container, self.name)
@@ -283,7 +286,7 @@ class VideoReader:
                     self._notes_raised += 1
                 if isinstance(item, _End):
                     if item.error is not None:
-                        if isinstance(item.error, InputError) or yielded == 0:
+                        if yielded == 0:
                             raise self._as_input_error(item.error)
                         self._warn(
                             f"decoding stopped at {self.last_time_s or 0:.2f} s ({item.error}); the "
@@ -329,7 +332,7 @@ class VideoReader:
     def _check_complete(self) -> None:
         """Warn when the frames end well before the duration the container declares (a
         truncated file FFmpeg does not complain about)."""
-        duration, last, fps = self.info.duration_s, self.last_time_s, self.info.fps
+        duration, last, fps = self.info.duration_s, self._last_decoded_s, self.info.fps
         if duration is None or last is None or self._stop.is_set():
             return
         if self.options.end is not None and self.options.end <= duration:
@@ -409,7 +412,7 @@ class VideoReader:
                     t = previous + 1.0 / fps if previous is not None else 0.0
                 if seeked and index == 0 and fps:
                     index = round(t * fps)  # after a seek: the position estimated from the time
-                previous = t
+                previous = self._last_decoded_s = t
                 self.frames_decoded += 1
                 if t < opts.start - 1e-9:
                     continue

@@ -19,7 +19,8 @@ async function predict(blob, name) {
   const headers = {};
   const token = $("token").value.trim();
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch("/v1/predict?top_k=3", { method: "POST", body: form, headers });
+  const why = $("why").checked ? "&explain=true" : "";
+  const response = await fetch(`/v1/predict?top_k=3${why}`, { method: "POST", body: form, headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const message = body.error ? body.error.message : `HTTP ${response.status}`;
@@ -47,6 +48,57 @@ function drawFaces(ctx, faces, scaleX = 1, scaleY = 1) {
     ctx.fillStyle = "#000";
     ctx.fillText(text, x1 * scaleX + line, top + height - 2 * line);
   });
+}
+
+// ---------------------------------------------------------------- "why?": explanation maps
+// The heat ramp of the maps, 0 (dark blue) to 1 (dark red): the library's own colours.
+const HEAT = [[0, 0, 130], [0, 70, 255], [0, 220, 255], [150, 255, 100], [255, 220, 0], [255, 70, 0], [150, 0, 0]];
+
+function heatColour(value) {
+  const scaled = Math.min(1, Math.max(0, value)) * (HEAT.length - 1);
+  const low = Math.min(Math.floor(scaled), HEAT.length - 2);
+  const frac = scaled - low;
+  return HEAT[low].map((c, i) => Math.round(c * (1 - frac) + HEAT[low + 1][i] * frac));
+}
+
+// A face's map (an 8-bit grey PNG, base64, at the crop's size) as a translucent heat image.
+async function heatImage(png64) {
+  const bytes = Uint8Array.from(atob(png64), (c) => c.charCodeAt(0));
+  const grey = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+  const canvas = document.createElement("canvas");
+  canvas.width = grey.width;
+  canvas.height = grey.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(grey, 0, 0);
+  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  const px = image.data;
+  for (let i = 0; i < px.length; i += 4) {
+    const [r, g, b] = heatColour(px[i] / 255);
+    px[i] = r;
+    px[i + 1] = g;
+    px[i + 2] = b;
+    px[i + 3] = 115; // 45 % over the photo
+  }
+  ctx.putImageData(image, 0, 0);
+  return canvas;
+}
+
+function heatImages(faces) {
+  return Promise.all(faces.map((f) => (f.explanation_png ? heatImage(f.explanation_png) : null)));
+}
+
+// Lay each face's map (from heatImages) over its crop's place in the image (crop_to_image:
+// the crop's affine placement, rotated when the eyes were levelled).
+function drawExplanations(ctx, faces, heats) {
+  faces.forEach((face, i) => {
+    if (!heats[i] || !face.explanation) return;
+    const [[a, b, c], [d, e, f]] = face.explanation.crop_to_image;
+    ctx.save();
+    ctx.transform(a, d, b, e, c, f);
+    ctx.drawImage(heats[i], -0.5, -0.5); // crop pixel centres sit on whole coordinates
+    ctx.restore();
+  });
+  ctx.canvas.dataset.explained = String(heats.filter(Boolean).length);
 }
 
 function renderBars(list, faces) {
@@ -80,11 +132,14 @@ function renderBars(list, faces) {
 }
 
 // ---------------------------------------------------------------- photo
+let lastPhoto = null;
+
 async function handleFile(file) {
   if (!file || !file.type.startsWith("image/")) {
     status("Please choose an image file.", true);
     return;
   }
+  lastPhoto = file;
   status(`Analysing ${file.name} …`);
   try {
     const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file)]);
@@ -94,6 +149,7 @@ async function handleFile(file) {
     canvas.hidden = false;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(bitmap, 0, 0);
+    drawExplanations(ctx, result.faces, await heatImages(result.faces));
     drawFaces(ctx, result.faces);
     renderBars($("faces-list"), result.faces);
     status(result.faces.length ? `${result.faces.length} face(s) found.` : "No face found in this photo.");
@@ -105,6 +161,7 @@ async function handleFile(file) {
 function setUpPhoto() {
   const zone = $("drop-zone");
   $("file-input").addEventListener("change", (e) => handleFile(e.target.files[0]));
+  $("why").addEventListener("change", () => { if (lastPhoto) handleFile(lastPhoto); }); // redraw with(out) maps
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", (e) => {
@@ -202,11 +259,13 @@ async function sendFrame() {
     const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
     const result = await predict(blob, "frame.jpg");
     const faces = smooth(result.faces);
+    const heats = await heatImages(result.faces);
     const overlay = $("overlay");
     overlay.width = frame.width;
     overlay.height = frame.height;
     const ctx = overlay.getContext("2d");
     ctx.clearRect(0, 0, overlay.width, overlay.height);
+    drawExplanations(ctx, result.faces, heats);
     drawFaces(ctx, faces);
     renderBars($("live-faces"), faces);
     checkCapture(frame, faces);
@@ -315,11 +374,12 @@ function drawTimeline(canvas, frames, summary) {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   ctx.font = "12px system-ui, sans-serif";
+  const step = (width - left) / EMOTIONS.length;
   EMOTIONS.forEach((label, i) => {  // legend
     ctx.fillStyle = COLOURS[label];
-    ctx.fillRect(left + i * 90, 8, 14, 10);
+    ctx.fillRect(left + i * step, 8, 14, 10);
     ctx.fillStyle = "#333";
-    ctx.fillText(label, left + i * 90 + 18, 17);
+    ctx.fillText(label, left + i * step + 18, 17);
   });
   const end = Math.max(summary.duration_s, ...frames.map((f) => f.time_s || 0), 0.001);
   const x = (t) => left + (t / end) * (width - left - 12);
@@ -355,8 +415,10 @@ function drawTimeline(canvas, frames, summary) {
   const bottom = top + tracks.length * (panel + 12) + 14;
   for (let i = 0; i <= 4; i += 1) {
     const t = (end * i) / 4;
-    ctx.fillText(`${t.toFixed(1)} s`, x(t) - 12, bottom);
+    ctx.textAlign = i === 0 ? "left" : i === 4 ? "right" : "center";
+    ctx.fillText(`${t.toFixed(1)} s`, x(t), bottom);
   }
+  ctx.textAlign = "left";
 }
 
 function renderSummary(summary) {

@@ -1,0 +1,198 @@
+"""Robustness report: accuracy under the degradations real photos bring, on FER+ and FER2013.
+
+For each model, every FER2013 test face is scored clean and under each perturbation
+(downscale x0.5 / x0.25 and back, Gaussian blur, JPEG quality 30, rotation +-15 degrees, crop
+shift +-10 %, brightness +-40 %), against FER2013's labels and FER+'s majority labels; and on
+composites: the same faces pasted into larger scenes (plain, noise and gradient backgrounds),
+found by YuNet and cropped the way `emovit predict` crops them (the model's own framing).
+Everything goes through the predictor. The test split is only reported here, never used to
+choose anything.
+
+Usage:
+    python scripts/robustness_report.py --model default --model runs/default/ferplus \\
+        --data ../shared/data/fer2013 --labels ../shared/data/ferplus/labels.csv \\
+        --yunet ../shared/models/face_detection_yunet_2023mar.onnx -o docs/reports/robustness
+
+Writes ``robustness.json`` and ``robustness.md`` (one table: rows are conditions, columns are
+models x label sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from emovit.data import majority_label, read_samples, read_vote_labels
+from emovit.faces import FaceOptions
+from emovit.fileio import write_text_atomic
+from emovit.imageio import load_images
+from emovit.predictor import EmotionRecognizer
+
+Perturb = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image)
+
+
+def _downscale(factor: float) -> Perturb:
+    def apply(image: np.ndarray, _: int) -> np.ndarray:
+        height, width = image.shape[:2]
+        small = _pil(image).resize(
+            (max(1, round(width * factor)), max(1, round(height * factor))), Image.BILINEAR
+        )
+        return np.asarray(small.resize((width, height), Image.BILINEAR))
+
+    return apply
+
+
+def _blur(image: np.ndarray, _: int) -> np.ndarray:
+    return np.asarray(_pil(image).filter(ImageFilter.GaussianBlur(1.5)))
+
+
+def _jpeg(image: np.ndarray, _: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    _pil(image).save(buffer, format="JPEG", quality=30)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def _rotate(image: np.ndarray, index: int) -> np.ndarray:
+    angle = 15 if index % 2 else -15
+    fill = tuple(int(v) for v in image.reshape(-1, 3).mean(axis=0))
+    return np.asarray(_pil(image).rotate(angle, resample=Image.BILINEAR, fillcolor=fill))
+
+
+def _shift(image: np.ndarray, index: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    dy, dx = [(0, 1), (0, -1), (1, 0), (-1, 0)][index % 4]
+    sy, sx = round(0.1 * height) * dy, round(0.1 * width) * dx
+    pad = max(abs(sy), abs(sx))
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    return np.ascontiguousarray(padded[pad + sy : pad + sy + height, pad + sx : pad + sx + width])
+
+
+def _brightness(image: np.ndarray, index: int) -> np.ndarray:
+    factor = 1.4 if index % 2 else 0.6
+    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+PERTURBATIONS: dict[str, Perturb | None] = {
+    "clean": None,
+    "downscale x0.5": _downscale(0.5),
+    "downscale x0.25": _downscale(0.25),
+    "blur (sigma 1.5)": _blur,
+    "JPEG q=30": _jpeg,
+    "rotation +-15 deg": _rotate,
+    "crop shift +-10 %": _shift,
+    "brightness +-40 %": _brightness,
+}
+
+
+def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
+    height, width = 480, 640
+    kind = index % 3
+    if kind == 0:
+        canvas = np.full((height, width, 3), rng.integers(0, 256), np.uint8)
+    elif kind == 1:
+        canvas = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    else:
+        ramp = np.linspace(rng.integers(0, 128), rng.integers(128, 256), width)
+        canvas = np.repeat(np.repeat(ramp[None, :, None], height, 0), 3, 2).astype(np.uint8)
+    side = int(rng.integers(96, 240))
+    big = np.asarray(_pil(face).resize((side, side), Image.BILINEAR))
+    top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+    canvas[top : top + side, left : left + side] = big
+    return canvas
+
+
+def _scores(predicted: list[str | None], truth: list[str | None]) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    pairs = [(t, p) for t, p in zip(truth, predicted, strict=True) if t is not None]
+    y_true = [t for t, _ in pairs]
+    y_pred = [p if p is not None else "none" for _, p in pairs]
+    labels = sorted(set(y_true))
+    return {
+        "images": len(pairs),
+        "accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }
+
+
+def measure(model: str, data: Path, labels: Path, yunet: Path | None, limit: int | None) -> dict[str, object]:
+    samples = read_samples(data, "test")
+    if limit:
+        samples = samples[:limit]
+    votes = read_vote_labels(labels)
+    fer = [s.label for s in samples]
+    ferplus = [majority_label(row) if (row := votes.lookup(s)) is not None else None for s in samples]
+    images = load_images([s.source for s in samples])
+    rec = EmotionRecognizer.from_pretrained(model, detector="none", batch_size=256)
+    out: dict[str, object] = {"model": model, "framing": rec.model.framing.to_dict(), "conditions": {}}
+    conditions: dict[str, object] = {}
+    for name, perturb in PERTURBATIONS.items():
+        batch = images if perturb is None else [perturb(image, i) for i, image in enumerate(images)]
+        predicted = [r.label for r in rec.predict(batch)]
+        conditions[name] = {"fer2013": _scores(predicted, fer), "ferplus": _scores(predicted, ferplus)}
+        print(f"{model}: {name}: {conditions[name]}", file=sys.stderr)
+    if yunet is not None:
+        detect = EmotionRecognizer.from_pretrained(
+            model, faces=FaceOptions(detector="yunet", detector_model=yunet), batch_size=32
+        )
+        rng = np.random.default_rng(0)
+        scenes = (_composite(image, i, rng) for i, image in enumerate(images))
+        predicted = [r.label for r in detect.stream(scenes)]
+        found = sum(p is not None for p in predicted)
+        conditions["composite (YuNet, model framing)"] = {
+            "fer2013": _scores(predicted, fer),
+            "ferplus": _scores(predicted, ferplus),
+            "detected": found / len(predicted),
+        }
+        print(f"{model}: composite: {conditions['composite (YuNet, model framing)']}", file=sys.stderr)
+    out["conditions"] = conditions
+    return out
+
+
+def markdown(reports: list[dict[str, object]]) -> str:
+    names = [str(r["model"]) for r in reports]
+    head = "| condition | " + " | ".join(f"{n} FER+ acc / F1 | {n} FER2013 acc" for n in names) + " |"
+    lines = [head, "|---|" + "---|---|" * len(names)]
+    first = reports[0]["conditions"]
+    assert isinstance(first, dict)
+    for condition in first:
+        cells = []
+        for report in reports:
+            conditions = report["conditions"]
+            assert isinstance(conditions, dict)
+            plus, fer = conditions[condition]["ferplus"], conditions[condition]["fer2013"]
+            cells.append(f"{plus['accuracy']:.3f} / {plus['macro_f1']:.3f} | {fer['accuracy']:.3f}")
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="a model (repeat to compare)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
+    parser.add_argument("--labels", type=Path, default=Path("../shared/data/ferplus/labels.csv"))
+    parser.add_argument("--yunet", type=Path, default=None, help="YuNet ONNX file: adds the composites")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick look)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/robustness"))
+    args = parser.parse_args(argv)
+    reports = [measure(m, args.data, args.labels, args.yunet, args.limit) for m in args.model]
+    args.output.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.output / "robustness.json", json.dumps(reports, indent=2) + "\n")
+    write_text_atomic(args.output / "robustness.md", markdown(reports))
+    print(markdown(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`emovit predict --engine ray`: the same sources and rows as the local engine, analysed by Ray
+Data actors (`emovit.ray.predict_to_folder`) into an output folder of Parquet or JSONL files.
+
+Without ``--address`` a local Ray starts on this machine (and stops at the end); with one, the
+run joins that cluster. Ray's progress goes to the terminal; the last line says the rows, the
+errors, rows/s and the workers. A stopped run goes on with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import click
+
+from emovit.cli._common import require
+from emovit.cli._errors import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from emovit.cli._options import EngineOptions, RecognizerOptions
+    from emovit.faces import FaceOptions
+    from emovit.video import VideoOptions
+
+__all__ = ["RAY_FORMATS", "run_ray"]
+
+#: The output formats of the ray engine (the first is the default).
+RAY_FORMATS = ("parquet", "jsonl")
+
+
+def _check_videos(paths: Sequence[str]) -> None:
+    """Fail (exit 2) when the inputs hold videos and the [video] extra is missing (the workers
+    run this environment)."""
+    from emovit.cli._video import video_flags
+    from emovit.sources import VIDEO_EXTENSIONS, VIDEO_URL_SCHEMES, is_url
+
+    def remote(path: str) -> bool:
+        return is_url(path) and urlsplit(path).scheme.lower() not in VIDEO_URL_SCHEMES
+
+    video_flags([path for path in paths if not remote(path)])
+    if any(PurePosixPath(urlsplit(p).path).suffix.lower() in VIDEO_EXTENSIONS for p in paths if remote(p)):
+        for module in ("av", "scipy", "cv2"):
+            require(module, "video", "video analysis")
+
+
+def run_ray(
+    ctx: click.Context,
+    paths: Sequence[str],
+    *,
+    recognizer: RecognizerOptions,
+    faces: FaceOptions,
+    video: VideoOptions,
+    runner: EngineOptions,
+    fmt: str | None,
+    output: str | None,
+    top_k: int,
+    summary: str | None,
+    quiet: bool,
+) -> int:
+    """Run `paths` on Ray into the `output` folder; the exit code (1 when some rows are errors)."""
+    require("ray", "ray", "--engine ray")
+    require("pyarrow", "ray", "--engine ray")
+    fmt = fmt or RAY_FORMATS[0]
+    if fmt not in RAY_FORMATS:
+        raise click.UsageError(f"--engine ray writes parquet or jsonl files, not --format {fmt}", ctx)
+    if not output:
+        raise click.UsageError("--engine ray writes into a folder: give it with --output DIR", ctx)
+    import ray
+    from ray.data import DataContext
+
+    from emovit.cli._common import load_recognizer
+    from emovit.ray import expand_remote, predict_to_folder
+
+    paths = expand_remote(paths)
+    if not paths:
+        raise click.UsageError("no input images found in the given sources", ctx)
+    _check_videos(paths)
+    load_recognizer(recognizer, faces)  # fails early, on the flag at fault; the random-weights banner
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address=runner.address,
+            include_dashboard=False if runner.address is None else None,
+            logging_level=logging.WARNING if quiet else logging.INFO,
+            log_to_driver=not quiet,
+        )
+    DataContext.get_current().enable_progress_bars = not quiet
+    try:
+        report = predict_to_folder(
+            paths,
+            output,
+            recognizer.model,
+            fmt=fmt,  # type: ignore[arg-type]
+            resume=runner.resume,
+            faces=faces,
+            video=video,
+            workers=runner.workers,
+            num_gpus=1 if recognizer.device.startswith("cuda") else 0,
+            batch_size=recognizer.batch_size,
+            top_k=top_k,
+            device=recognizer.device,
+            backend=recognizer.backend,
+            precision=recognizer.precision,
+            threads=recognizer.threads,
+            max_pixels=recognizer.max_pixels,
+            tta=recognizer.tta,
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    if summary:
+        from emovit.fileio import write_text_atomic
+
+        write_text_atomic(summary, json.dumps({"videos": report.summaries}, indent=2) + "\n")
+    if not quiet:
+        click.echo(report.line(), err=True)
+    return EXIT_FAILED if report.errors else EXIT_OK

@@ -1,0 +1,103 @@
+"""`emovit explain`: where on each face the model looked, as a heat map per face."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
+from emovit.cli._options import (
+    RecognizerOptions,
+    explain_method_option,
+    explain_target_option,
+    face_options,
+    recognizer_options,
+)
+
+if TYPE_CHECKING:
+    from emovit.explain import ExplainMethod
+    from emovit.faces import FaceOptions
+
+__all__ = ["explain"]
+
+
+@click.command(cls=EmovitCommand)
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Folder for the maps: <image stem>.face<i>.png and .npy per face.",
+)
+@explain_method_option
+@explain_target_option
+@recognizer_options()
+@click.option(
+    "--recursive/--no-recursive",
+    default=True,
+    show_default=True,
+    help="Descend into sub-folders of folder sources.",
+)
+@face_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@click.pass_context
+def explain(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    output: str,
+    method: ExplainMethod,
+    target: str | None,
+    recognizer: RecognizerOptions,
+    recursive: bool,
+    faces: FaceOptions,
+    quiet: bool,
+) -> None:
+    """Show where on each face the model looked.
+
+    Writes, per face, OUTPUT/<image stem>.face<i>.png (the face crop with the heat map and the
+    label) and OUTPUT/<image stem>.face<i>.npy (the raw map: float32, 0 to 1, at the crop's
+    pixel size). SOURCES are as in `emovit predict` (photos only). The maps come from the
+    model's torch weights, so --backend auto means torch here. A photo that fails is reported
+    on stderr and the others go on (exit 1).
+
+    \b
+    Examples:
+      emovit explain examples/astronaut.jpg -o why/
+      emovit explain faces/ -o why/ --method gradcam --target happy --detector none
+    """
+    from emovit.cli._common import load_recognizer
+    from emovit.cli.predict import _OutputNames
+    from emovit.explain_output import write_explanations
+    from emovit.progress import progress_bar
+    from emovit.sources import expand_sources
+    from emovit.video import is_video
+    from emovit.writers import display_name
+
+    paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
+    if not paths:
+        raise click.UsageError("no input images found in the given sources", ctx)
+    videos = [path for path in paths if is_video(path)]
+    if videos:
+        raise click.UsageError(f"emovit explain takes photos; {display_name(videos[0])!r} is a video", ctx)
+    if recognizer.backend == "auto":
+        recognizer = recognizer.replace(backend="torch")
+    rec = load_recognizer(recognizer, faces)
+    names = _OutputNames()
+    failed = explained = 0
+    with progress_bar(len(paths), "explaining", enabled=False if quiet else None) as advance:
+        for result in rec.explain_stream(paths, method=method, target=target):
+            if result.ok:
+                explained += len(write_explanations(result, output, names.next(result.source))) // 2
+            else:
+                failed += 1
+                click.echo(f"error: {display_name(result.error or result.source, controls=True)}", err=True)
+            for face in result.faces:  # written: free the pixels
+                face.crop = None
+            advance()
+    if not quiet:
+        report = f"{explained} face(s) explained in {len(paths) - failed} of {len(paths)} images"
+        click.echo(report + (f", {failed} failed" if failed else "") + f"; maps in {output}", err=True)
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,0 +1,41 @@
+"""The files of `emovit explain` and `emovit predict --explain DIR`: per explained face,
+``<stem>.face<i>.png`` (the face crop with its heat map and label, `FaceResult.plot_explanation`)
+and ``<stem>.face<i>.npy`` (the raw map: float32, 0..1, at the crop's pixel size), each
+written atomically (whole or not at all).
+
+Examples:
+    >>> results = rec.explain(["a.jpg"])  # doctest: +SKIP
+    >>> write_explanations(results[0], "why", "a")  # doctest: +SKIP
+    [PosixPath('why/a.face0.png'), PosixPath('why/a.face0.npy')]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from emovit.fileio import atomic_open
+from emovit.results import ImageResult
+
+__all__ = ["write_explanations"]
+
+
+def write_explanations(result: ImageResult, folder: str | os.PathLike[str], stem: str) -> list[Path]:
+    """Write the PNG and the NPY of every face of `result` that has an explanation and its
+    crop (`emovit.EmotionRecognizer.explain` keeps both) into `folder`; returns the paths."""
+    from PIL import Image
+
+    written: list[Path] = []
+    for index, face in enumerate(result.faces):
+        if face.explanation is None or face.crop is None:
+            continue
+        base = Path(folder) / f"{stem}.face{index}"
+        png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
+        with atomic_open(png, "wb") as handle:
+            Image.fromarray(face.plot_explanation()).save(handle, format="PNG")
+        with atomic_open(npy, "wb") as handle:
+            np.save(handle, face.explanation.crop_map.astype(np.float32, copy=False))
+        written += [png, npy]
+    return written

@@ -1,0 +1,812 @@
+"""Scale-out batch inference on Ray Data: the predictor, one copy per actor, over a cluster.
+
+Ray only distributes the work; every row comes from `EmotionRecognizer` (decode, faces,
+preprocess, model, postprocess, as locally) and is built by `emovit.writers.result_rows`, the
+function the local ``--format jsonl`` writer uses, so both engines give the same rows.
+
+Two entry points:
+
+* `predict_dataset`: a Ray Dataset of paths or bytes in, a Dataset of result rows out
+  (`result_schema`), through ``map_batches`` with `BatchPredictor`, a callable class that loads
+  the model once per actor (an actor pool: ``workers`` actors, ``num_cpus`` / ``num_gpus`` each).
+* `predict_to_folder`: a list of inputs (paths, ``s3://`` / ``gs://`` / ``file://`` URLs,
+  videos) into an output folder of Parquet or JSONL files, exactly once, resumable (what
+  ``emovit predict --engine ray`` runs).
+
+Exactly once: the driver cuts the inputs into parts (``part_size`` photos, or one video);
+an actor writes each part's rows to ``part-<hash of its inputs>.parquet`` through a hidden
+temporary name and a rename, so a part retried by Ray (its actor died, or the write failed)
+replaces its file instead of adding a second one. The driver commits a part by writing
+``_manifest/<part>.json`` (its inputs, rows, errors and video summaries) once Ray hands back the
+part's result; a part file without a manifest entry (from an attempt Ray gave up on, or a
+driver stopped between the two writes) is deleted before a resumed run, whose inputs are
+then analysed again. ``resume=True`` skips the inputs listed in the manifest.
+
+Examples:
+    >>> import ray  # doctest: +SKIP
+    >>> paths = ray.data.from_items([{"path": p} for p in ["a.jpg", "b.png"]])  # doctest: +SKIP
+    >>> rows = predict_dataset(paths, "default", faces=FaceOptions(detector="none"))  # doctest: +SKIP
+    >>> rows.take(1)[0]["label"]  # doctest: +SKIP
+    'happy'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from emovit.errors import ImageError, OptionError
+from emovit.results import FrameResult, ImageResult
+from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_url
+from emovit.writers import result_rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import ray.data
+
+    from emovit.faces import FaceOptions
+    from emovit.predictor import EmotionRecognizer
+    from emovit.video import VideoOptions
+
+__all__ = [
+    "BatchPredictor",
+    "JobReport",
+    "PART_SIZE",
+    "REMOTE_SCHEMES",
+    "RowFormat",
+    "done_inputs",
+    "expand_remote",
+    "predict_dataset",
+    "predict_to_folder",
+    "read_results",
+    "result_schema",
+]
+
+RowFormat = Literal["parquet", "jsonl"]
+#: Photos per output file (and per unit of work that Ray retries as a whole).
+PART_SIZE = 256
+#: URL schemes read through pyarrow's filesystems (on the workers, into emovit's decoder).
+REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file"})
+_MANIFEST = "_manifest"  # readers (pyarrow, Spark, DuckDB globs on part-*) skip names starting with _
+_EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl"}
+
+
+# ---------------------------------------------------------------------------- the schema
+
+
+def result_schema() -> pa.Schema:
+    """The one Arrow schema of every result row (Parquet files and `predict_dataset`).
+
+    A row is what ``emovit predict --format jsonl`` writes, plus ``kind``: ``image`` rows (one
+    per photo) fill ``image_size``, ``faces`` and ``timings_ms``; ``frame`` rows (one per
+    analysed video frame and face, as locally) fill ``frame``, ``time_s``, ``track_id``, ``box``,
+    ``raw_probs`` and ``detection_score``. Probabilities are ``map<string, double>`` (label to
+    probability), so one schema serves every model's labels."""
+    import pyarrow as pa
+
+    probs = pa.map_(pa.string(), pa.float64())
+    top_k = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
+    box = pa.list_(pa.int64())
+    face = pa.struct(
+        [
+            ("label", pa.string()),
+            ("score", pa.float64()),
+            ("probs", probs),
+            ("box", box),
+            ("landmarks", pa.list_(pa.list_(pa.float64()))),
+            ("detection_score", pa.float64()),
+            ("track_id", pa.int64()),
+            ("raw_probs", probs),
+            ("top_k", top_k),
+        ]
+    )
+    return pa.schema(
+        [
+            ("kind", pa.string()),
+            ("source", pa.string()),
+            ("ok", pa.bool_()),
+            ("error", pa.string()),
+            ("error_code", pa.string()),
+            ("error_stage", pa.string()),
+            ("image_size", pa.list_(pa.int64())),
+            ("frame", pa.int64()),
+            ("time_s", pa.float64()),
+            ("track_id", pa.int64()),
+            ("box", box),
+            ("label", pa.string()),
+            ("score", pa.float64()),
+            ("probs", probs),
+            ("raw_probs", probs),
+            ("detection_score", pa.float64()),
+            ("top_k", top_k),
+            ("faces", pa.list_(face)),
+            ("timings_ms", pa.map_(pa.string(), pa.float64())),
+        ]
+    )
+
+
+_IMAGE_FIELDS: tuple[str, ...] = (
+    "source",
+    "ok",
+    "error",
+    "error_code",
+    "error_stage",
+    "image_size",
+    "label",
+    "score",
+)
+_IMAGE_FIELDS += ("probs", "faces", "timings_ms")
+_FRAME_FIELDS: tuple[str, ...] = (
+    "source",
+    "ok",
+    "error",
+    "error_code",
+    "error_stage",
+    "frame",
+    "time_s",
+    "track_id",
+)
+_FRAME_FIELDS += ("box", "label", "score", "probs", "raw_probs", "detection_score")
+_MAPS = ("probs", "raw_probs", "timings_ms")
+
+
+def _to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(list(rows), schema=result_schema())
+
+
+def _kind(row: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {"kind": kind, **row}
+
+
+def _from_arrow(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read from Parquet as the local jsonl writer writes it (maps back to dicts, only
+    the fields of its kind)."""
+
+    def maps(item: dict[str, Any]) -> dict[str, Any]:
+        for key in _MAPS:
+            if isinstance(item.get(key), list):
+                item[key] = dict(item[key])
+        return item
+
+    if row["kind"] == "frame":
+        out = maps({key: row[key] for key in _FRAME_FIELDS})
+        if row.get("top_k") is not None:
+            out["top_k"] = row["top_k"]
+        return out
+    out = maps({key: row[key] for key in _IMAGE_FIELDS})
+    faces = []
+    for face in out["faces"] or []:
+        face = maps(dict(face))
+        if face["track_id"] is None and face["raw_probs"] is None:
+            del face["track_id"], face["raw_probs"]
+        if face["top_k"] is None:
+            del face["top_k"]
+        faces.append(face)
+    out["faces"] = faces
+    return out
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def _remote(source: str) -> bool:
+    return is_url(source) and urlsplit(source).scheme.lower() in REMOTE_SCHEMES
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and path of a local path or a URL it reads (s3, gs, file, …)."""
+    import pyarrow.fs as pafs
+
+    if is_url(uri):
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _is_video(source: str) -> bool:
+    from emovit.video import is_video
+
+    if _remote(source):
+        return PurePosixPath(urlsplit(source).path).suffix.lower() in VIDEO_EXTENSIONS
+    return is_video(source)
+
+
+def expand_remote(sources: Iterable[str], *, videos: bool = True) -> list[str]:
+    """Expand the folders among `sources` that are URLs of pyarrow filesystems (``s3://``,
+    ``gs://``, ``file://``, …) into their photos and videos (sorted, recursive); every other
+    source is kept as it is (`emovit.sources.expand_sources` expands local ones).
+
+    Examples:
+        >>> expand_remote(["a.jpg"])
+        ['a.jpg']
+    """
+    import pyarrow.fs as pafs
+
+    extensions = IMAGE_EXTENSIONS | (VIDEO_EXTENSIONS if videos else frozenset())
+    out: list[str] = []
+    for source in sources:
+        if not _remote(source):
+            out.append(source)
+            continue
+        fs, path = pafs.FileSystem.from_uri(source)
+        if fs.get_file_info(path).type != pafs.FileType.Directory:
+            out.append(source)
+            continue
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        names = sorted(
+            info.path
+            for info in found
+            if info.type == pafs.FileType.File
+            and PurePosixPath(info.path).suffix.lower() in extensions
+            and not PurePosixPath(info.path).name.startswith(".")
+        )
+        out.extend(_url_of(source, path, name) for name in names)
+    return out
+
+
+def _url_of(root_url: str, root_path: str, path: str) -> str:
+    """The URL of `path`, listed by the filesystem of `root_url` (whose path is `root_path`)."""
+    scheme, netloc = urlsplit(root_url)[:2]
+    if scheme == "file" or not netloc or root_path.startswith(netloc):  # s3, gs: the bucket is in the path
+        return f"{scheme}://{path}" if path.startswith("/") or scheme != "file" else f"file:///{path}"
+    return f"{scheme}://{netloc}/{path.lstrip('/')}"
+
+
+class _Reader:
+    """Reads remote inputs into named in-memory files, a few at a time, caching filesystems."""
+
+    def __init__(self) -> None:
+        self._filesystems: dict[str, Any] = {}
+
+    def filesystem(self, url: str) -> tuple[Any, str]:
+        """The (cached) pyarrow filesystem of `url` and the path of `url` on it."""
+        import pyarrow.fs as pafs
+
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        if key not in self._filesystems:
+            self._filesystems[key] = pafs.FileSystem.from_uri(url)[0]
+        fs = self._filesystems[key]
+        if parts.scheme in ("s3", "gs", "gcs"):  # pyarrow's paths there start with the bucket
+            return fs, f"{parts.netloc}{parts.path}"
+        return fs, parts.path
+
+    def read(self, url: str) -> io.BytesIO | ImageResult:
+        """The file as a `BytesIO` named `url` (emovit's decoder reads it), or the error row of
+        a file that cannot be read."""
+        try:
+            fs, path = self.filesystem(url)
+            with fs.open_input_file(path) as handle:
+                data = handle.readall()
+        except FileNotFoundError:
+            return ImageResult(source=url).fail(ImageError(url, "no such file", "not_found"))
+        except (OSError, ValueError) as exc:
+            error = ImageError(url, f"cannot read the file ({exc})", "not_found")
+            return ImageResult(source=url).fail(error)
+        buffer = io.BytesIO(data)
+        buffer.name = url  # describe_source names the result by it
+        return buffer
+
+
+# ---------------------------------------------------------------------------- the actor
+
+
+class BatchPredictor:
+    """The callable class that Ray Data runs in each actor: one `EmotionRecognizer` per actor
+    (loaded once, in ``__init__``), called on batches of inputs.
+
+    A batch is an Arrow table (or a dict of columns) with ``path`` (local paths or URLs of
+    pyarrow filesystems; bytes for names that are not UTF-8) and/or ``bytes`` (the files'
+    bytes; ``path`` then names them); a column ``item`` (`ray.data.from_items` of strings) is
+    read as ``path``. It returns an Arrow table of result rows (`result_schema`): one per
+    photo, one per analysed frame and face of a video (``path`` with a video extension).
+
+    Args:
+        model: Hub id, local folder or registry name (as `EmotionRecognizer.from_pretrained`).
+        faces: the face options (`FaceOptions`).
+        video: the video options (`emovit.video.VideoOptions`).
+        top_k: add each face's top `top_k` labels to its row.
+        num_cpus: the actor's CPUs: its torch / onnxruntime threads unless ``threads`` is given.
+        recognizer: more `EmotionRecognizer` options (``batch_size``, ``device``, ``backend``,
+            ``precision``, ``threads``, ``max_pixels``, ``tta``).
+
+    Examples:
+        >>> ds.map_batches(BatchPredictor, fn_constructor_kwargs={"model": "default"},  # doctest: +SKIP
+        ...                batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=4))
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        faces: FaceOptions | None = None,
+        video: VideoOptions | None = None,
+        top_k: int | None = None,
+        num_cpus: float = 1,
+        recognizer: dict[str, Any] | None = None,
+    ) -> None:
+        from transformers.utils import logging as hf_logging
+
+        from emovit.errors import RandomWeightsWarning
+        from emovit.predictor import EmotionRecognizer
+
+        hf_logging.disable_progress_bar()
+        options = dict(recognizer or {})
+        if options.get("threads") is None:
+            options["threads"] = max(1, int(num_cpus))
+        with warnings.catch_warnings():  # the driver tells the user, once
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            self.rec: EmotionRecognizer = EmotionRecognizer.from_pretrained(model, faces=faces, **options)
+        self.video = video
+        self.top_k = top_k
+        self.reader = _Reader()
+        self._fetch = ThreadPoolExecutor(4, thread_name_prefix="emovit-fetch")
+
+    def __call__(self, batch: Any) -> pa.Table:
+        columns = _columns(batch)
+        paths: list[str | None] = [
+            os.fsdecode(p) if isinstance(p, bytes) else p
+            for p in columns.get("path") or columns.get("item") or []
+        ]
+        blobs: list[bytes | None] = list(columns.get("bytes") or [])
+        count = max(len(paths), len(blobs))
+        paths = paths or [None] * count
+        blobs = blobs or [None] * count
+        rows: list[dict[str, Any]] = []
+        images: list[Any] = []
+        for path, blob in zip(paths, blobs, strict=True):
+            if path is not None and _is_video(path):
+                rows += self._photo_rows(images)
+                images = []
+                rows += self.video_rows(path if blob is None else io.BytesIO(blob), path)[0]
+            elif blob is not None:
+                images.append(_named(blob, path))
+            else:
+                images.append(path)
+        rows += self._photo_rows(images)
+        return _to_table(rows)
+
+    def _photo_rows(self, sources: Sequence[Any]) -> list[dict[str, Any]]:
+        return [_kind(row, "image") for result in self.photos(sources) for row in self.rows(result)]
+
+    def rows(self, result: ImageResult) -> list[dict[str, Any]]:
+        """The result's rows, by the local jsonl writer's function."""
+        return result_rows(result, self.top_k)
+
+    def photos(self, sources: Sequence[Any]) -> Iterator[ImageResult]:
+        """One result per photo, in order: local paths and in-memory files go to the predictor
+        as they are; remote URLs are read first (a few at a time) and decoded by emovit."""
+        remote = {i: s for i, s in enumerate(sources) if isinstance(s, str) and _remote(s)}
+        fetched = dict(zip(remote, self._fetch.map(self.reader.read, remote.values()), strict=True))
+        ready = [fetched.get(i, s) for i, s in enumerate(sources)]
+        results = self.rec.stream([s for s in ready if not isinstance(s, ImageResult)])
+        for item in ready:
+            yield item if isinstance(item, ImageResult) else next(results)
+
+    def video_rows(self, source: Any, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The rows of every analysed frame of one video, and its summary (as locally)."""
+        if isinstance(source, str) and _remote(source):
+            try:
+                fs, path = self.reader.filesystem(source)
+                source = fs.open_input_file(path)
+            except (OSError, ValueError) as exc:
+                error = ImageError(name, f"cannot read the file ({exc})", "not_found")
+                failed = FrameResult(source=name).fail(error)
+                summary = {"source": name, "frames_analysed": 0, "error": failed.error}
+                return [_kind(row, "frame") for row in self.rows(failed)], summary
+        run = self.rec.predict_video(source, options=self.video, name=name)
+        try:
+            rows = [_kind(row, "frame") for frame in run for row in self.rows(frame)]
+        finally:
+            run.close()
+            if hasattr(source, "close") and not isinstance(source, str):
+                source.close()
+        return rows, run.summary()
+
+
+def _named(blob: bytes, name: str | None) -> Any:
+    if name is None:
+        return blob
+    buffer = io.BytesIO(blob)
+    buffer.name = name
+    return buffer
+
+
+def _columns(batch: Any) -> dict[str, list[Any]]:
+    """A batch (Arrow table, pandas frame or dict of numpy columns) as lists of Python values."""
+    if hasattr(batch, "column_names") and hasattr(batch, "to_pydict"):
+        return dict(batch.to_pydict())
+    if hasattr(batch, "to_dict") and hasattr(batch, "columns"):
+        return {str(key): list(values) for key, values in batch.to_dict("list").items()}
+    return {str(key): [getattr(v, "item", lambda v=v: v)() if getattr(v, "ndim", None) == 0 else v
+                       for v in values] for key, values in batch.items()}  # fmt: skip
+
+
+class _PartWriter(BatchPredictor):
+    """A `BatchPredictor` that writes each part (a row ``part``, ``inputs``, ``video``) to its
+    file in the output folder, through a temporary name and a rename, and returns one
+    summary row per part for the driver to commit."""
+
+    def __init__(self, output: str, fmt: RowFormat, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fs, self.base = _filesystem(output)
+        self.fmt = fmt
+
+    def __call__(self, batch: Any) -> pa.Table:
+        import pyarrow as pa
+
+        columns = _columns(batch)
+        out: list[dict[str, Any]] = []
+        for part, encoded, video in zip(columns["part"], columns["inputs"], columns["video"], strict=True):
+            inputs = [os.fsdecode(name) for name in encoded]
+            start = time.perf_counter()
+            summaries: list[dict[str, Any]] = []
+            if video:
+                rows, summary = self.video_rows(inputs[0], inputs[0])
+                summaries.append(summary)
+            else:
+                rows = [_kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)]
+            _write_part(self.fs, self.base, part, rows, self.fmt)
+            out.append(
+                {
+                    "part": part,
+                    "rows": len(rows),
+                    "errors": sum(not row["ok"] for row in rows),
+                    "summaries": json.dumps(summaries),
+                    "seconds": time.perf_counter() - start,
+                    "worker": f"{os.uname().nodename}:{os.getpid()}",
+                }
+            )
+        schema = pa.schema(
+            [
+                ("part", pa.string()),
+                ("rows", pa.int64()),
+                ("errors", pa.int64()),
+                ("summaries", pa.string()),
+                ("seconds", pa.float64()),
+                ("worker", pa.string()),
+            ]
+        )
+        return pa.Table.from_pylist(out, schema=schema)
+
+
+def _write_part(fs: Any, base: str, name: str, rows: list[dict[str, Any]], fmt: RowFormat) -> None:
+    """Write `rows` to ``base/name`` through a hidden temporary file and a rename: a reader
+    never sees half a file, and a part written again (Ray retried it) replaces its file. A
+    failed write is tried twice more (storage hiccups) before it fails the run."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(_to_table(rows), buffer)
+        data = buffer.getvalue()
+    else:
+        data = "".join(
+            json.dumps({k: v for k, v in row.items() if k != "kind"}) + "\n" for row in rows
+        ).encode()
+    for attempt in range(3):
+        temporary = f"{base}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            fs.move(temporary, f"{base}/{name}")
+            return
+        except OSError:
+            with contextlib.suppress(OSError):
+                fs.delete_file(temporary)
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * 4**attempt)
+
+
+# ---------------------------------------------------------------------------- the datasets
+
+
+def _compute(
+    workers: int | tuple[int, int] | None, num_cpus: float, num_gpus: float, tasks: int | None = None
+) -> Any:
+    """The actor pool: `workers` actors, or one per `num_cpus` CPUs (`num_gpus` GPUs) of the
+    cluster; never more than `tasks` (an actor with nothing to do only costs its start)."""
+    import ray
+    import ray.data
+
+    if workers is None:
+        resource, per_actor = ("GPU", num_gpus) if num_gpus else ("CPU", num_cpus)
+        available = ray.cluster_resources().get(resource, 1) if ray.is_initialized() else os.cpu_count() or 1
+        workers = max(1, int(available // max(per_actor, 1e-9)))
+    if isinstance(workers, tuple):
+        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1])
+    return ray.data.ActorPoolStrategy(size=max(1, min(workers, tasks or workers)))
+
+
+def predict_dataset(
+    dataset: ray.data.Dataset,
+    model: str = "default",
+    *,
+    faces: FaceOptions | None = None,
+    video: VideoOptions | None = None,
+    workers: int | tuple[int, int] | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    batch_size: int = 16,
+    top_k: int | None = None,
+    **recognizer: Any,
+) -> ray.data.Dataset:
+    """Result rows (`result_schema`) for a Dataset of inputs: a column ``path`` (local paths,
+    ``s3://`` / ``gs://`` URLs; videos by extension) or ``bytes`` (with ``path`` naming them,
+    as `ray.data.read_binary_files(..., include_paths=True)` gives), or ``item`` (strings).
+
+    Each actor of the pool (`workers` of them: a number, a ``(min, max)`` range to autoscale,
+    default one per `num_cpus` CPUs of the cluster, or per `num_gpus` GPUs) loads the model
+    once and classifies `batch_size` inputs per call; a broken input becomes its error row, as
+    locally. `recognizer` takes `EmotionRecognizer`'s other options (``device``,
+    ``backend``, ``precision``, ``threads``, ``max_pixels``, ``tta``).
+
+    Examples:
+        >>> files = ray.data.read_binary_files("s3://b/faces/", include_paths=True)  # doctest: +SKIP
+        >>> rows = predict_dataset(files, faces=FaceOptions(detector="none"), workers=8)  # doctest: +SKIP
+        >>> rows.write_parquet("s3://b/results/")  # doctest: +SKIP
+    """
+    if batch_size < 1:
+        raise OptionError(f"batch_size must be at least 1, got {batch_size}", option="batch_size")
+    kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
+    kwargs["num_cpus"] = num_cpus
+    kwargs["recognizer"] = {"batch_size": batch_size, **recognizer}
+    return dataset.map_batches(
+        BatchPredictor,
+        fn_constructor_kwargs=kwargs,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=_compute(workers, num_cpus, num_gpus),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus or None,
+    )
+
+
+# ---------------------------------------------------------------------------- the folder job
+
+
+@dataclass
+class JobReport:
+    """What a `predict_to_folder` run did: this run's rows and errors, the inputs it skipped
+    (already in the output), its time and its workers."""
+
+    inputs: int
+    skipped: int = 0
+    duplicates: int = 0
+    rows: int = 0
+    errors: int = 0
+    parts: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+    output: str = ""
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """The final line: rows, errors, rows/s, workers."""
+        text = (
+            f"ray: {self.rows:,} rows ({self.errors:,} errors) from {self.inputs - self.skipped:,} inputs "
+            f"in {self.seconds:.1f} s: {self.rows_per_s:,.1f} rows/s on {self.workers} workers"
+        )
+        if self.skipped:
+            text += f"; {self.skipped:,} inputs skipped (already in {self.output})"
+        if self.duplicates:
+            text += f"; {self.duplicates:,} repeated inputs analysed once"
+        return text
+
+
+def _part_name(inputs: Sequence[str], fmt: RowFormat) -> str:
+    digest = hashlib.sha256("\0".join(inputs).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"part-{digest[:24]}{_EXTENSIONS[fmt]}"
+
+
+def _encode(names: Sequence[str]) -> list[bytes]:
+    """Names as bytes for Arrow (a file name that is not UTF-8 holds surrogate escapes)."""
+    return [os.fsencode(name) for name in names]
+
+
+def _units(inputs: Sequence[str], part_size: int, fmt: RowFormat) -> list[dict[str, Any]]:
+    """The parts of a run: each video alone, the photos `part_size` at a time, in order."""
+    units: list[dict[str, Any]] = []
+    photos: list[str] = []
+
+    def flush() -> None:
+        if photos:
+            units.append({"part": _part_name(photos, fmt), "inputs": _encode(photos), "video": False})
+            photos.clear()
+
+    for source in inputs:
+        if _is_video(source):
+            units.append({"part": _part_name([source], fmt), "inputs": _encode([source]), "video": True})
+            continue
+        photos.append(source)
+        if len(photos) == part_size:
+            flush()
+    flush()
+    return units
+
+
+def _manifest(fs: Any, base: str) -> list[dict[str, Any]]:
+    """The committed parts of an output folder."""
+    import pyarrow.fs as pafs
+
+    folder = f"{base}/{_MANIFEST}"
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        return []
+    entries = []
+    for info in fs.get_file_info(pafs.FileSelector(folder)):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
+            continue
+        with fs.open_input_stream(info.path) as handle:
+            entries.append(json.loads(handle.read().decode()))
+    return entries
+
+
+def done_inputs(output: str) -> set[str]:
+    """The inputs whose rows an output folder already holds (those of committed parts)."""
+    fs, base = _filesystem(output)
+    return {source for entry in _manifest(fs, base) for source in entry["inputs"]}
+
+
+def _commit(fs: Any, base: str, entry: dict[str, Any]) -> None:
+    name = entry["part"].rsplit(".", 1)[0] + ".json"
+    temporary = f"{base}/{_MANIFEST}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(temporary) as stream:
+        stream.write(json.dumps(entry).encode())
+    fs.move(temporary, f"{base}/{_MANIFEST}/{name}")
+
+
+def _sweep(fs: Any, base: str, committed: set[str]) -> int:
+    """Delete part files no manifest entry commits, and temporary files; how many."""
+    import pyarrow.fs as pafs
+
+    removed = 0
+    for info in fs.get_file_info(pafs.FileSelector(base)):
+        name = info.base_name
+        stray = name.startswith("part-") and name not in committed
+        temporary = name.startswith(".part-") and name.endswith(".tmp")
+        if info.type == pafs.FileType.File and (stray or temporary):
+            fs.delete_file(info.path)
+            removed += 1
+    return removed
+
+
+def predict_to_folder(
+    inputs: Sequence[str],
+    output: str,
+    model: str = "default",
+    *,
+    fmt: RowFormat = "parquet",
+    resume: bool = False,
+    faces: FaceOptions | None = None,
+    video: VideoOptions | None = None,
+    workers: int | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    batch_size: int = 16,
+    part_size: int = PART_SIZE,
+    top_k: int | None = None,
+    **recognizer: Any,
+) -> JobReport:
+    """Analyse `inputs` (paths and URLs, photos and videos) on Ray into the folder `output`
+    (a path, or an ``s3://`` / ``gs://`` URL): files of rows (`result_schema`; JSONL rows as
+    the local ``--format jsonl``), every input's rows exactly once, even when Ray retries a part.
+
+    Args:
+        inputs: what to analyse; a repeated input is analysed once.
+        output: the folder; it must be empty (or missing) unless `resume`.
+        fmt: ``parquet`` (default) or ``jsonl``.
+        resume: skip the inputs whose rows the folder already holds (a stopped run goes on).
+        workers: actors (default: one per `num_cpus` CPUs, or `num_gpus` GPUs, of the cluster).
+        part_size: photos per output file (a video is always a file of its own).
+        batch_size, top_k, faces, video, recognizer: as `predict_dataset`.
+
+    Examples:
+        >>> report = predict_to_folder(["a.jpg", "s3://b/clips/a.mp4"], "s3://b/out/")  # doctest: +SKIP
+        >>> report.line()  # doctest: +SKIP
+        'ray: 1,200 rows (3 errors) from 1,001 inputs in 12.0 s: 100.0 rows/s on 8 workers'
+    """
+    import pyarrow.fs as pafs
+    import ray
+    import ray.data
+
+    if fmt not in _EXTENSIONS:
+        raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
+    if part_size < 1:
+        raise OptionError(f"part_size must be at least 1, got {part_size}", option="part_size")
+    start = time.perf_counter()
+    fs, base = _filesystem(output)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.File:
+        raise OptionError(f"{output} is a file; the ray engine writes into a folder", option="output")
+    fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
+    entries = _manifest(fs, base)
+    if entries and not resume:
+        raise OptionError(
+            f"{output} already holds results ({len(entries)} parts): --resume to go on, or an empty folder",
+            option="output",
+        )
+    committed = {entry["part"] for entry in entries}
+    other = {part for part in committed if not part.endswith(_EXTENSIONS[fmt])}
+    if other:
+        raise OptionError(f"{output} holds {sorted(other)[0]}: resume it with the same format", option="fmt")
+    _sweep(fs, base, committed)
+    done = {source for entry in entries for source in entry["inputs"]}
+    unique = list(dict.fromkeys(inputs))
+    todo = [source for source in unique if source not in done]
+    report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
+    report.duplicates = len(inputs) - len(unique)
+    units = _units(todo, part_size, fmt)
+    if units:
+        kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
+        kwargs |= {"num_cpus": num_cpus}
+        kwargs |= {"output": output, "fmt": fmt, "recognizer": {"batch_size": batch_size, **recognizer}}
+        compute = _compute(workers, num_cpus, num_gpus, tasks=len(units))
+        report.workers = int(compute.max_size or compute.min_size or 1)
+        inputs_of = {unit["part"]: unit["inputs"] for unit in units}
+        dataset = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
+        parts = dataset.map_batches(
+            _PartWriter,
+            fn_constructor_kwargs=kwargs,
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=compute,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
+        )
+        for entry in parts.iter_rows():
+            entry = dict(entry)
+            entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
+            entry["summaries"] = json.loads(entry["summaries"])
+            _commit(fs, base, entry)
+            committed.add(entry["part"])
+            report.parts += 1
+            report.rows += entry["rows"]
+            report.errors += entry["errors"]
+        _sweep(fs, base, committed)  # files of attempts Ray gave up on
+    report.seconds = time.perf_counter() - start
+    by_source = {s["source"]: s for entry in _manifest(fs, base) for s in entry.get("summaries") or []}
+    report.summaries = [by_source[s] for s in unique if s in by_source]
+    return report
+
+
+def read_results(output: str) -> Iterator[dict[str, Any]]:
+    """The rows of an output folder, as the local ``--format jsonl`` writes them (Parquet maps
+    back to dicts), committed parts only, part by part.
+
+    Examples:
+        >>> sum(not row["ok"] for row in read_results("results/"))  # doctest: +SKIP
+        3
+    """
+    fs, base = _filesystem(output)
+    for entry in sorted(_manifest(fs, base), key=lambda e: e["part"]):
+        path = f"{base}/{entry['part']}"
+        if entry["part"].endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            with fs.open_input_file(path) as handle:
+                for row in pq.read_table(handle).to_pylist():
+                    yield _from_arrow(row)
+        else:
+            with fs.open_input_stream(path) as handle:
+                for line in handle.read().decode().splitlines():
+                    if line:
+                        yield json.loads(line)

@@ -1,0 +1,27 @@
+"""Faults for the Ray tests, importable by Ray's worker processes (the tests put the repository
+on their PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from emovit.faces import Detection, WholeImageDetector
+
+
+class DieOnce:
+    """A whole-image face detector that kills its process at its `after`-th image, once per
+    test: the first process to get there writes `marker` and dies; every later one (the actor
+    Ray restarts) sees the marker and goes on."""
+
+    def __init__(self, marker: str, after: int) -> None:
+        self.marker, self.after, self.seen = marker, after, 0
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        self.seen += 1
+        if self.seen == self.after and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return WholeImageDetector().detect(image)

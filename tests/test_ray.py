@@ -1,0 +1,376 @@
+"""The Ray engine (`emovit.ray`, ``emovit predict --engine ray``): the same rows as the local
+engine on 1,000+ FER2013 images and broken files, nothing lost or written twice when an actor
+dies, resume, the CLI's Parquet, and videos as per-video tasks.
+
+One local Ray for the session (2 CPUs, a small object store), the tiny random model and
+``detector="none"``: the Ray tests take about a minute together on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("pyarrow")
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+from PIL import Image
+
+from emovit import EmotionRecognizer
+from emovit import ray as emovit_ray
+from emovit.cli import main
+from emovit.errors import OptionError
+from emovit.faces import FaceOptions
+from emovit.results import FaceResult, FrameResult, ImageResult
+from emovit.writers import result_rows
+
+from .conftest import FER2013, REPO, require_shared
+from .ray_faults import DieOnce
+
+NONE = FaceOptions(detector="none")
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """One local Ray for every test here: 2 CPUs, a 300 MB object store, no dashboard;
+    workers import this repository's tests (the fault injector) through PYTHONPATH."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=300 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}},
+    )
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fer_images() -> list[str]:
+    """1,197 FER2013 test images, every class (every third file, sorted)."""
+    folder = require_shared(FER2013 / "test")
+    return [str(p) for p in sorted(folder.glob("*/*.jpg"))[::3]]
+
+
+@pytest.fixture(scope="session")
+def broken(tmp_path_factory: pytest.TempPathFactory, fer_images: list[str]) -> list[str]:
+    """Broken inputs, named with spaces: empty, truncated, not an image, missing, a folder,
+    and a good image whose file name is not UTF-8."""
+    folder = tmp_path_factory.mktemp("broken inputs")
+    good = Path(fer_images[0]).read_bytes()
+    (folder / "empty file.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "a folder.jpg").mkdir()
+    odd = os.fsdecode(os.fsencode(folder) + b"/odd_\xff name.jpg")
+    Path(odd).write_bytes(good)
+    names = ["empty file.jpg", "truncated.jpg", "text.jpg", "missing.jpg", "a folder.jpg"]
+    return [str(folder / name) for name in names] + [odd]
+
+
+def local_rows(model: Path, paths: list[str], top_k: int | None = None) -> list[dict[str, Any]]:
+    """The local engine's jsonl rows."""
+    rec = EmotionRecognizer.from_pretrained(model, faces=NONE, device="cpu")
+    return [row for result in rec.stream(paths) for row in result_rows(result, top_k)]
+
+
+def _close(got: Any, want: Any, where: str = "row") -> None:
+    """Equal, with floats (probabilities, scores) within 1e-6."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert abs(got - want) <= 1e-6, (where, got, want)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (where, got, want)
+        for key in want:
+            _close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (where, got, want)
+        for index, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{where}[{index}]")
+    else:
+        assert got == want, (where, got, want)
+
+
+def assert_same_rows(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """One row per photo in both, equal but for timings (probabilities within 1e-6)."""
+    by_source = {row["source"]: row for row in got}
+    assert len(by_source) == len(got) == len(want), "a photo lost or written twice"
+    for row in want:
+        mine = dict(by_source[row["source"]])
+        assert mine["label"] == row["label"], row["source"]
+        mine.pop("timings_ms"), (row := dict(row)).pop("timings_ms")
+        _close(mine, row, row["source"])
+
+
+# ---------------------------------------------------------------------------- no cluster
+
+
+def test_rows_survive_parquet_round_trip(tmp_path: Path) -> None:
+    """Photo rows (faces, landmarks, top-k), error rows and video rows (track ids, raw
+    probabilities, a frame without faces) come back from Parquet as the jsonl writer wrote them."""
+    probs = {"happy": 0.75, "sad": 0.25}
+    face = FaceResult(probs=probs, box=(1, 2, 30, 40), landmarks=[(1.5, 2.5)] * 5, detection_score=0.9)
+    photo = ImageResult(source="a b.jpg", faces=[face, FaceResult(probs=probs)], image_size=(48, 48))
+    photo.timings = {"decode": 1.25}
+    failed = ImageResult(source="bad\udcff.jpg").fail(OptionError("broken"))
+    tracked = FaceResult(probs=probs, box=(0, 0, 9, 9), track_id=3, raw_probs={"happy": 0.5, "sad": 0.5})
+    frame = FrameResult(source="v.mp4", faces=[tracked], image_size=(9, 9), frame=4, time_s=0.16)
+    empty = FrameResult(source="v.mp4", image_size=(9, 9), frame=5, time_s=0.2)
+    for top_k in (None, 2):
+        rows = [row for result in (photo, failed, frame, empty) for row in result_rows(result, top_k)]
+        kinds = ["image", "image", "frame", "frame"]
+        table = pa.Table.from_pylist(
+            [{"kind": kind, **row} for kind, row in zip(kinds, rows, strict=True)],
+            schema=emovit_ray.result_schema(),
+        )
+        pq.write_table(table, tmp_path / "rows.parquet")
+        back = pq.read_table(tmp_path / "rows.parquet")
+        assert back.schema.equals(emovit_ray.result_schema())
+        assert [emovit_ray._from_arrow(row) for row in back.to_pylist()] == json.loads(json.dumps(rows))
+
+
+def test_parts_are_named_by_their_inputs() -> None:
+    """Photos go part_size at a time, each video alone; a part's name is a hash of its inputs,
+    so a retried part rewrites the same file."""
+    inputs = ["a.jpg", "b.png", "clip.mp4", "c.jpg", "s3://bucket/d.mov", "e.jpg"]
+    units = emovit_ray._units(inputs, 2, "parquet")
+    assert [[os.fsdecode(x) for x in u["inputs"]] for u in units] == [
+        ["a.jpg", "b.png"],
+        ["clip.mp4"],
+        ["s3://bucket/d.mov"],
+        ["c.jpg", "e.jpg"],
+    ]
+    assert [u["video"] for u in units] == [False, True, True, False]
+    assert units == emovit_ray._units(inputs, 2, "parquet")
+    assert len({u["part"] for u in units}) == 4 and all(u["part"].endswith(".parquet") for u in units)
+    assert emovit_ray._units(["a.jpg", "c.jpg"], 2, "parquet")[0]["part"] != units[0]["part"]
+
+
+def test_a_folder_with_results_needs_resume(tmp_path: Path) -> None:
+    (tmp_path / "_manifest").mkdir()
+    (tmp_path / "_manifest" / "part-x.json").write_text(
+        json.dumps({"part": "part-x.parquet", "inputs": ["a"]})
+    )
+    with pytest.raises(OptionError, match="--resume") as caught:
+        emovit_ray.predict_to_folder(["a.jpg"], str(tmp_path))
+    assert caught.value.option == "output"
+    with pytest.raises(OptionError, match="same format"):
+        emovit_ray.predict_to_folder(["a.jpg"], str(tmp_path), fmt="jsonl", resume=True)
+    assert emovit_ray.done_inputs(str(tmp_path)) == {"a"}
+
+
+def test_file_urls_are_listed_like_remote_folders(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("sub/b.jpg", "a.png", "notes.txt", "clip.mp4", ".hidden.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    listed = emovit_ray.expand_remote([f"file://{tmp_path}", "plain.jpg"])
+    assert listed == [f"file://{tmp_path}/{n}" for n in ("a.png", "clip.mp4", "sub/b.jpg")] + ["plain.jpg"]
+    assert emovit_ray.expand_remote([f"file://{tmp_path}"], videos=False)[1].endswith("sub/b.jpg")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "parquet"], "only with --engine ray"),
+        (["--resume", "--format", "jsonl"], "--resume: only with --engine ray"),
+        (["--workers", "2"], "--workers: only with --engine ray"),
+        (["--engine", "ray"], "--output DIR"),
+        (["--engine", "ray", "--format", "csv", "-o", "out"], "parquet or jsonl"),
+        (["--engine", "ray", "--save-annotated", "x", "-o", "out"], "local-engine options"),
+    ],
+)
+def test_engine_flags_are_checked(args: list[str], message: str, face_jpeg: Path) -> None:
+    result = CliRunner().invoke(main, ["predict", str(face_jpeg), "--detector", "none", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+# ---------------------------------------------------------------------------- on Ray
+
+
+def test_rows_match_the_local_engine(
+    ray_session: Any, tiny_model_dir: Path, fer_images: list[str], broken: list[str]
+) -> None:
+    """1,197 FER2013 images and six broken inputs through `predict_dataset` (2 actors): the
+    local engine's rows, labels equal and probabilities within 1e-6; broken files are error
+    rows with the local codes."""
+    inputs = fer_images + broken
+    # Paths as bytes (a name that is not UTF-8); some inputs as their bytes, named by the path
+    # (as `read_binary_files(include_paths=True)` gives them).
+    as_bytes = set(fer_images[:50] + broken[1:3])
+    items = [
+        {"path": os.fsencode(path), "bytes": Path(path).read_bytes() if path in as_bytes else None}
+        for path in inputs
+    ]
+    rows = emovit_ray.predict_dataset(
+        ray_session.data.from_items(items), str(tiny_model_dir), faces=NONE, workers=2, batch_size=32
+    ).take_all()
+    got = [emovit_ray._from_arrow(row) for row in rows]
+    want = local_rows(tiny_model_dir, inputs)
+    assert_same_rows(got, want)
+    codes = {Path(row["source"]).name: row["error_code"] for row in got if not row["ok"]}
+    assert codes == {
+        "empty file.jpg": "empty_file",
+        "truncated.jpg": "corrupt_image",
+        "text.jpg": "unsupported_format",
+        "missing.jpg": "not_found",
+        "a folder.jpg": "not_found",
+    }
+    assert len(fer_images) >= 1000
+
+
+@pytest.fixture(scope="module")
+def killed_run(
+    ray_session: Any,
+    tiny_model_dir: Path,
+    fer_images: list[str],
+    broken: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[str], Path, emovit_ray.JobReport, Path]:
+    """A folder run (2 actors, parts of 32) during which one actor dies (os._exit) in the
+    middle of a part."""
+    inputs = fer_images[:288] + broken
+    folder = tmp_path_factory.mktemp("killed run")
+    marker = folder / "died"
+    faces = FaceOptions(detector=DieOnce(str(marker), after=100))
+    out = folder / "out put"
+    report = emovit_ray.predict_to_folder(
+        inputs, str(out), str(tiny_model_dir), faces=faces, workers=2, part_size=32, batch_size=16
+    )
+    return inputs, out, report, marker
+
+
+def _committed(out: Path) -> set[str]:
+    return {json.loads(p.read_text())["part"] for p in (out / "_manifest").glob("*.json")}
+
+
+def test_a_killed_actor_loses_and_duplicates_nothing(
+    killed_run: tuple[list[str], Path, emovit_ray.JobReport, Path], tiny_model_dir: Path
+) -> None:
+    """Ray restarts the dead actor and runs its part again, which rewrites the same file:
+    every input's row is there exactly once."""
+    inputs, out, report, marker = killed_run
+    assert marker.exists(), "no actor died: the test tested nothing"
+    assert report.rows == len(inputs) and report.errors == 5 and report.parts == 10
+    assert_same_rows(list(emovit_ray.read_results(str(out))), local_rows(tiny_model_dir, inputs))
+    assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # no stray, no temporary
+    assert "rows/s on 2 workers" in report.line()
+
+
+def test_resume_skips_done_inputs(
+    killed_run: tuple[list[str], Path, emovit_ray.JobReport, Path],
+    tiny_model_dir: Path,
+    fer_images: list[str],
+    tmp_path: Path,
+) -> None:
+    """A driver stopped mid-run leaves committed parts, a part written but not committed and a
+    temporary file; --resume deletes the last two and analyses only what is not committed."""
+    import shutil
+
+    inputs, done, _, _ = killed_run
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    entry = sorted((out / "_manifest").glob("*.json"))[0]
+    uncommitted = json.loads(entry.read_text())
+    entry.unlink()  # the driver stopped between the part's rename and its commit
+    (out / f".{uncommitted['part']}.1234.tmp").write_text("half a file")
+    assert emovit_ray.done_inputs(str(out)) == set(inputs) - set(uncommitted["inputs"])
+
+    everything = inputs + fer_images[288:352]
+    report = emovit_ray.predict_to_folder(
+        everything, str(out), str(tiny_model_dir), faces=NONE, workers=1, part_size=32, resume=True
+    )
+    assert report.skipped == len(inputs) - 32 and report.rows == 96
+    assert f"{len(inputs) - 32} inputs skipped" in report.line()
+    assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # swept
+    assert_same_rows(list(emovit_ray.read_results(str(out))), local_rows(tiny_model_dir, everything))
+    sources = pq.read_table(out, columns=["source"]).column("source").to_pylist()  # what any reader sees
+    assert len(sources) == len(set(sources)) == len(everything)
+
+
+def test_a_part_is_written_as_the_local_jsonl(
+    tiny_model_dir: Path, fer_images: list[str], tmp_path: Path
+) -> None:
+    """The actor's work for one part, run in-process: a JSONL file of the local rows."""
+    inputs = fer_images[:20]
+    writer = emovit_ray._PartWriter(str(tmp_path), "jsonl", model=str(tiny_model_dir), faces=NONE, top_k=3)
+    units = emovit_ray._units(inputs, 32, "jsonl")
+    summary = writer(pa.Table.from_pylist(units)).to_pylist()
+    assert [(s["part"], s["rows"], s["errors"]) for s in summary] == [(units[0]["part"], 20, 0)]
+    lines = (tmp_path / units[0]["part"]).read_text().splitlines()
+    assert_same_rows([json.loads(line) for line in lines], local_rows(tiny_model_dir, inputs, top_k=3))
+    assert [p.name for p in tmp_path.iterdir()] == [units[0]["part"]]
+
+
+def _clip(path: Path, frames: int = 12) -> Path:
+    av = pytest.importorskip("av")
+    face = np.asarray(Image.open(sorted((FER2013 / "test" / "happy").glob("*.jpg"))[0]).convert("RGB"))
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 96, 96, "yuv420p"
+    stream.options = {"preset": "ultrafast"}
+    for index in range(frames):
+        canvas = np.full((96, 96, 3), 40 + 10 * index, np.uint8)
+        canvas[20:68, 10 + index : 58 + index] = face
+        for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_cli_writes_readable_parquet_and_videos(
+    ray_session: Any, tiny_model_dir: Path, broken: list[str], tmp_path: Path
+) -> None:
+    """`emovit predict FOLDER FILES VIDEO --engine ray` (on the session's Ray): Parquet files
+    of the documented schema that pyarrow reads as one table; the video as one task whose
+    rows and summary are the local ones; the final line; --resume then has nothing to do."""
+    disgust = require_shared(FER2013 / "test" / "disgust")
+    clip = _clip(tmp_path / "a clip.mp4")
+    out, summary = tmp_path / "results", tmp_path / "summary.json"
+    args = ["predict", str(disgust), broken[0], str(clip), "--engine", "ray", "--workers", "2"]
+    args += ["--model", str(tiny_model_dir), "--detector", "none", "--output", str(out), "--top-k", "2"]
+    result = CliRunner().invoke(main, [*args, "--summary", str(summary)])
+    assert result.exit_code == 1, result.output  # the broken input is an error row
+    assert "rows/s on 2 workers" in result.stderr
+
+    table = pq.read_table(out)  # the whole folder (_manifest and hidden files are skipped)
+    assert table.schema.equals(emovit_ray.result_schema())
+    rows = [emovit_ray._from_arrow(row) for row in table.to_pylist()]
+    photos = [*sorted(str(p) for p in disgust.glob("*.jpg")), broken[0]]
+    assert_same_rows(
+        [row for row in rows if row["source"] != str(clip)], local_rows(tiny_model_dir, photos, top_k=2)
+    )
+
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, faces=NONE, device="cpu")
+    run = rec.predict_video(clip)
+    want = [row for frame in run for row in result_rows(frame, 2)]
+    got = [row for row in rows if row["source"] == str(clip)]
+    assert len(got) == len(want) == 12
+    _close(sorted(got, key=lambda r: r["frame"]), want)
+    _close(json.loads(summary.read_text()), {"videos": [json.loads(json.dumps(run.summary()))]})
+
+    again = CliRunner().invoke(main, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert f"{len(photos) + 1} inputs skipped" in again.stderr and "ray: 0 rows" in again.stderr
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "--resume" in refused.output

@@ -1,0 +1,584 @@
+"""Video: decoding (PTS times, rotation, sampling, URLs), tracks, smoothing, summary, damaged
+and odd files, the outputs (rows, annotated video, timeline, summary) and the CLI.
+
+Clips are made here with PyAV from FER2013 faces moving over backgrounds along known
+trajectories (tests/video_clips.py). The tiny random model serves where labels do not matter,
+the embedded default model where they do.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("av")
+pytest.importorskip("scipy")
+pytest.importorskip("cv2")
+
+from emovit import EMOTIONS, EmotionRecognizer
+from emovit.errors import InputError, OptionError
+from emovit.faces import FaceOptions
+from emovit.results import FRAME_ROW_FIELDS, FaceResult, FrameResult, ImageResult
+from emovit.video import ProbabilitySmoother, Tracker, VideoOptions, VideoReader, is_video, probe_video
+from emovit.writers import ResultWriter
+
+from .conftest import SHARED, require_shared
+from .video_clips import (
+    background,
+    fer_faces,
+    noise_frames,
+    paste,
+    write_audio_only,
+    write_clip,
+    zero_timestamps,
+)
+
+YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+
+
+@pytest.fixture(scope="module")
+def yunet() -> Path:
+    return require_shared(YUNET)
+
+
+@pytest.fixture(scope="module")
+def tiny_yunet(tiny_model_dir: Path, yunet: Path) -> EmotionRecognizer:
+    faces = FaceOptions(detector="yunet", detector_model=yunet)
+    return EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", faces=faces)
+
+
+@pytest.fixture(scope="module")
+def tiny_whole(tiny_model_dir: Path) -> EmotionRecognizer:
+    return EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", detector="none")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="module")
+def crossing(clips: Path) -> Path:
+    """Two faces crossing: A (top) moves right, B (lower, drawn over A) moves left."""
+    a = fer_faces("happy", 1, 96, start=4)[0]
+    b = fer_faces("surprise", 1, 96, start=3)[0]
+    frames = []
+    for i in range(40):
+        canvas = background(320, 240)
+        paste(canvas, a, round(8 + 208 * i / 39), 40)
+        paste(canvas, b, round(216 - 208 * i / 39), 100)
+        frames.append(canvas)
+    return write_clip(clips / "crossing.mp4", frames)
+
+
+@pytest.fixture(scope="module")
+def walking(clips: Path) -> Path:
+    """One face that walks out of the right edge, stays out for 6 frames and comes back."""
+    face = fer_faces("happy", 1, 96, start=4)[0]
+    xs = [100 + 10 * i for i in range(15)] + [None] * 6 + [240 - 10 * i for i in range(15)]
+    frames = []
+    for x in xs:
+        canvas = background(320, 240, seed=1)
+        if x is not None:
+            paste(canvas, face, x, 70)
+        frames.append(canvas)
+    return write_clip(clips / "walking.mp4", frames)
+
+
+@pytest.fixture(scope="module")
+def plain(clips: Path) -> Path:
+    """60 frames (2 s at 30 fps) of one face, 160x120."""
+    face = fer_faces("happy", 1, 64, start=4)[0]
+    frames = []
+    for i in range(60):
+        canvas = background(160, 120)
+        paste(canvas, face, 20 + i, 28)
+        frames.append(canvas)
+    return write_clip(clips / "plain.mp4", frames)
+
+
+def _ids(frames: list[FrameResult]) -> set[int]:
+    return {face.track_id for frame in frames for face in frame.faces if face.track_id is not None}
+
+
+# ---------------------------------------------------------------------- tracks
+
+
+def test_ids_stay_when_two_faces_cross(tiny_yunet: EmotionRecognizer, crossing: Path) -> None:
+    frames = list(tiny_yunet.predict_video(crossing))
+    assert [f.frame for f in frames] == list(range(40))
+    assert _ids(frames) == {1, 2}
+
+    def id_of_face_at(frame: FrameResult, left: bool, top: bool) -> int:
+        faces = [f for f in frame.faces if (f.box[1] < 80) == top]  # type: ignore[index]
+        assert len(faces) == 1, frame
+        return faces[0].track_id  # type: ignore[return-value]
+
+    a_start = id_of_face_at(frames[0], left=True, top=True)
+    b_start = id_of_face_at(frames[0], left=False, top=False)
+    assert a_start != b_start
+    for frame in frames:
+        for face in frame.faces:
+            assert face.track_id == (a_start if face.box[1] < 80 else b_start)  # type: ignore[index]
+    assert frames[-1].faces[0].box[0] > 150 or frames[-1].faces[1].box[0] > 150  # type: ignore[index]
+
+
+def test_id_survives_leaving_the_frame_briefly(tiny_yunet: EmotionRecognizer, walking: Path) -> None:
+    frames = list(tiny_yunet.predict_video(walking))
+    assert len(frames) == 36  # every analysed frame appears, the empty ones too
+    assert any(not f.faces for f in frames[15:21])
+    assert _ids(frames) == {1}
+    assert sum(bool(f.faces) for f in frames) >= 28
+    # with no buffer the face comes back as a new track
+    again = list(tiny_yunet.predict_video(walking, track_buffer=0))
+    assert len(_ids(again)) >= 2
+
+
+def test_tracker_crossing_with_full_overlap_and_misses() -> None:
+    tracker = Tracker(track_buffer=3)
+    out = []
+    for i in range(21):  # two 20 px boxes crossing on the same line, one hidden at the crossing
+        t = i / 30
+        a = (5 * i, 0, 5 * i + 20, 20)
+        b = (100 - 5 * i, 0, 120 - 5 * i, 20)
+        boxes = [a] if 9 <= i <= 11 else [a, b]
+        out.append(tracker.update(boxes, t))
+    assert out[0] == [1, 2]
+    assert all(ids == [1, 2] for ids in out if len(ids) == 2)
+    assert tracker.update([], 1.0) == [] and tracker.removed == []
+    for k in range(3):
+        tracker.update([], 1.0 + (k + 1) / 30)
+    assert sorted(tracker.removed + [t.id for t in tracker.tracks]) == [1, 2]
+    assert tracker.update([(0, 0, 20, 20)], 2.0) == [3]  # after the buffer: a new id
+
+
+def test_tracker_motion_is_in_seconds() -> None:
+    """The same motion sampled at 30 and at 5 frames/s predicts the same place."""
+    for rate in (30, 5):
+        tracker = Tracker()
+        for i in range(rate):  # one second moving 60 px/s
+            tracker.update([(60 * i / rate, 0, 60 * i / rate + 20, 20)], i / rate)
+        assert tracker.tracks[0].velocity[0] == pytest.approx(60, rel=0.01)
+
+
+# ---------------------------------------------------------------------- smoothing
+
+
+def test_smoother_is_time_based() -> None:
+    ends = []
+    for rate in (30, 10):
+        smoother = ProbabilitySmoother(0.3)
+        smoother.update(1, np.array([1.0, 0.0]), 0.0)
+        for i in range(1, rate + 1):
+            value = smoother.update(1, np.array([0.0, 1.0]), i / rate)
+        ends.append(value[1])
+    assert ends[0] == pytest.approx(ends[1], abs=1e-9)
+    assert ends[0] == pytest.approx(1 - np.exp(-1 / 0.3))
+    off = ProbabilitySmoother(0)
+    off.update(1, np.array([1.0, 0.0]), 0.0)
+    assert off.update(1, np.array([0.0, 1.0]), 0.01).tolist() == [0.0, 1.0]
+
+
+def test_smoothing_reduces_label_flips(clips: Path) -> None:
+    """A clip alternating two expressions every 3 frames: the frame-by-frame labels flip
+    every 3 frames, the smoothed ones (default 0.3 s) hardly at all. Default model."""
+    rec = EmotionRecognizer.from_pretrained("default", device="cpu", detector="none")
+    candidates = fer_faces("happy", 12, 96) + fer_faces("surprise", 12, 96)
+    probs = rec.classify_arrays(candidates)
+    labels = [rec.labels[i] for i in probs.argmax(1)]
+    happy = next(
+        c for c, lab, p in zip(candidates, labels, probs, strict=True) if lab == "happy" and p.max() > 0.6
+    )
+    other = next(
+        c for c, lab, p in zip(candidates, labels, probs, strict=True) if lab != "happy" and p.max() > 0.6
+    )
+    frames = [happy if (i // 3) % 2 == 0 else other for i in range(60)]
+    clip = write_clip(clips / "alternating.mp4", frames, options={"crf": "10"})
+
+    def flips(sequence: list[str]) -> int:
+        return sum(a != b for a, b in itertools.pairwise(sequence))
+
+    results = list(rec.predict_video(clip))
+    raw = [max(r.faces[0].raw_probs, key=r.faces[0].raw_probs.get) for r in results]  # type: ignore[arg-type]
+    smoothed = [r.faces[0].label for r in results]
+    assert flips(raw) >= 15
+    assert flips(smoothed) <= flips(raw) // 4
+    off = [r.faces[0].label for r in rec.predict_video(clip, smooth=0)]
+    assert off == raw
+    assert all(r.faces[0].raw_probs is not None and r.faces[0].track_id == 1 for r in results)
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    pts = [0, 33, 50, 120, 400, 433, 466, 1000, 1017, 1500]
+    for suffix in ("mp4", "mkv"):
+        clip = write_clip(clips / f"vfr.{suffix}", noise_frames(len(pts)), pts_ms=pts)
+        frames = list(tiny_whole.predict_video(clip))
+        assert [f.frame for f in frames] == list(range(len(pts)))
+        assert [f.time_s for f in frames] == pytest.approx([p / 1000 for p in pts], abs=1e-9)
+    # --fps samples by time, not by frame count: one frame per 0.25 s window
+    sampled = list(tiny_whole.predict_video(clips / "vfr.mp4", fps=4))
+    assert [f.time_s for f in sampled] == pytest.approx([0.0, 0.4, 1.0, 1.5])
+
+
+def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path) -> None:
+    assert [f.frame for f in tiny_whole.predict_video(plain, every=7)] == list(range(0, 60, 7))
+    tenth = list(tiny_whole.predict_video(plain, fps=10))
+    assert [f.frame for f in tenth] == list(range(0, 60, 3))
+    cut = list(tiny_whole.predict_video(plain, start=0.5, end=1.0))
+    assert [f.frame for f in cut] == list(range(15, 30))
+    assert cut[0].time_s == pytest.approx(0.5)
+    with pytest.raises(OptionError):
+        tiny_whole.predict_video(plain, fps=5, every=2)
+
+
+def test_rotation_metadata_is_applied(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:12, :16] = 255  # a white block at the top left of the stored frame
+    clip = write_clip(clips / "phone.mp4", [image] * 3, rotation=-90)  # shown turned 90 deg clockwise
+    with VideoReader(clip) as reader:
+        frame = next(iter(reader))
+    assert frame.image.shape == (64, 48, 3)
+    assert frame.image[2:10, -14:-2].mean() > 200 and frame.image[-12:, :16].mean() < 50
+    result = next(iter(tiny_whole.predict_video(clip)))
+    assert result.image_size == (48, 64) and result.faces[0].box == (0, 0, 48, 64)
+
+
+def test_decoding_stays_a_bounded_queue_ahead(plain: Path) -> None:
+    with VideoReader(plain, options=VideoOptions(queue_frames=4)) as reader:
+        for consumed, _ in enumerate(reader, start=1):
+            time.sleep(0.005)
+            assert reader.frames_decoded - consumed <= 4 + 2
+
+
+def test_http_url(tiny_whole: EmotionRecognizer, plain: Path) -> None:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(plain.parent))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{plain.name}"
+        assert is_video(url)
+        frames = list(tiny_whole.predict_video(url, every=10))
+        assert [f.frame for f in frames] == [0, 10, 20, 30, 40, 50] and frames[0].source == url
+    finally:
+        server.shutdown()
+
+
+def test_is_video(clips: Path, plain: Path, tmp_path: Path) -> None:
+    assert is_video("clip.MOV") and is_video("rtsp://camera/stream") and not is_video("a.jpg")
+    odd = tmp_path / "recording.bin"
+    odd.write_bytes(plain.read_bytes())
+    assert is_video(odd)  # no known extension: the container is probed
+    jpeg = tmp_path / "photo.data"
+    Image.new("RGB", (20, 20)).save(jpeg, "JPEG")
+    assert not is_video(jpeg)  # an image decoder reads it: a photo
+    assert probe_video(plain).frames == 60
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_bad_videos_are_error_rows(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    (clips / "empty.mp4").write_bytes(b"")
+    (clips / "text.mp4").write_text("not a video at all\n" * 20)
+    audio = write_audio_only(clips / "audio.m4a")
+    expected = {
+        "empty.mp4": "empty_file",
+        "text.mp4": "unsupported_format",
+        "audio.m4a": "no_video_stream",
+        "missing.mp4": "not_found",
+    }
+    for name, code in expected.items():
+        run = tiny_whole.predict_video(clips / name if name != "audio.m4a" else audio)
+        (row,) = list(run)
+        assert (row.ok, row.error_code, row.error_stage, row.frame) == (False, code, "decode", None)
+        assert name in (row.error or "")
+        assert run.summary()["error_code"] == code and run.summary()["frames_analysed"] == 0
+    with pytest.raises(InputError):
+        list(tiny_whole.predict_video(clips / "text.mp4", errors="raise"))
+
+
+def test_truncated_file_keeps_the_frames_before_the_damage(
+    tiny_whole: EmotionRecognizer, clips: Path
+) -> None:
+    frames = noise_frames(60)
+    for suffix, options in (("mp4", {"movflags": "faststart"}), ("mkv", None)):
+        whole = write_clip(clips / f"whole.{suffix}", frames, options=options)
+        cut = clips / f"cut.{suffix}"
+        data = whole.read_bytes()
+        cut.write_bytes(data[: int(len(data) * 0.6)])
+        run = tiny_whole.predict_video(cut)
+        with pytest.warns(UserWarning, match="kept"):
+            results = list(run)
+        assert 10 < len(results) < 60 and all(r.ok for r in results)
+        assert [r.frame for r in results] == list(range(len(results)))
+        summary = run.summary()
+        assert summary["frames_analysed"] == len(results) and not summary["complete"]
+        assert summary["warnings"] and cut.name in str(summary["source"])
+
+
+def test_zero_timestamps_and_raw_streams_take_times_from_the_frame_rate(
+    tiny_whole: EmotionRecognizer, clips: Path
+) -> None:
+    fast = write_clip(clips / "fast.mp4", noise_frames(12), options={"movflags": "faststart"})
+    zero = zero_timestamps(fast, clips / "zero.mp4")
+    with pytest.warns(UserWarning, match="timestamps do not increase"):
+        frames = list(tiny_whole.predict_video(zero))
+    assert [f.time_s for f in frames] == pytest.approx([i / 30 for i in range(12)])
+    raw = write_clip(clips / "raw.h264", noise_frames(12), container="h264")
+    frames = list(tiny_whole.predict_video(raw))
+    assert len(frames) == 12 and frames[-1].time_s == pytest.approx(11 / 30)
+
+
+def test_video_without_faces_has_zero_tracks(tiny_yunet: EmotionRecognizer, clips: Path) -> None:
+    clip = write_clip(clips / "nobody.mp4", [background(160, 120, seed=i) for i in range(10)])
+    run = tiny_yunet.predict_video(clip)
+    frames = list(run)
+    assert len(frames) == 10 and all(f.ok and not f.faces for f in frames)
+    summary = run.summary()
+    assert summary["tracks"] == [] and summary["frames_analysed"] == 10 and "error" not in summary
+    assert all(row["track_id"] is None and row["label"] is None for f in frames for row in f.rows())
+
+
+def test_4k_frames_detect_on_a_small_copy_boxes_in_full_size(
+    tiny_yunet: EmotionRecognizer, clips: Path
+) -> None:
+    face = fer_faces("happy", 1, 640, start=4)[0]
+    canvas = background(3840, 2160)
+    paste(canvas, face, 2400, 900)
+    clip = write_clip(clips / "uhd.mp4", [canvas] * 2)
+    frames = list(tiny_yunet.predict_video(clip))
+    assert len(frames) == 2 and frames[0].image_size == (3840, 2160)
+    (found,) = frames[0].faces
+    x1, y1, x2, y2 = found.box  # type: ignore[misc]
+    assert 1300 < y2 < 1600
+    assert 2350 < x1 < 2550 and 850 < y1 < 1100 and 2900 < x2 < 3100 and 450 < x2 - x1 < 700
+
+
+# ---------------------------------------------------------------------- rows and summary
+
+
+def test_rows_summary_and_shares(tiny_yunet: EmotionRecognizer, crossing: Path) -> None:
+    run = tiny_yunet.predict_video(crossing, keep_pixels=True)
+    frames = list(run)
+    assert frames[0].image is not None
+    rows = [row for frame in frames for row in frame.rows()]
+    assert len(rows) == sum(max(1, len(f.faces)) for f in frames)
+    assert all(tuple(row) == FRAME_ROW_FIELDS for row in rows)
+    face_row = next(row for row in rows if row["track_id"] is not None)
+    assert face_row["label"] in EMOTIONS and set(face_row["raw_probs"]) == set(EMOTIONS)
+    summary = run.summary()
+    assert summary["frames_analysed"] == 40 and summary["duration_s"] == pytest.approx(40 / 30)
+    assert summary["fps_analysed"] == pytest.approx(30) and summary["complete"]
+    assert summary["faces_per_frame"] == pytest.approx(sum(len(f.faces) for f in frames) / 40)
+    assert [t["track_id"] for t in summary["tracks"]] == [1, 2]
+    for track in summary["tracks"]:
+        assert sum(track["share"].values()) == pytest.approx(1.0)
+        assert sum(track["mean_probs"].values()) == pytest.approx(1.0)
+        assert track["dominant"] == max(track["share"], key=track["share"].get)
+        assert track["first_s"] == 0 and track["last_s"] == pytest.approx(39 / 30)
+
+
+def test_csv_has_one_header_for_photos_and_videos() -> None:
+    photo = ImageResult("a.jpg", faces=[FaceResult({"happy": 0.9, "sad": 0.1}, box=(1, 2, 3, 4))])
+    face = FaceResult(
+        {"happy": 0.2, "sad": 0.8}, box=(0, 0, 5, 5), track_id=3, raw_probs={"happy": 0.4, "sad": 0.6}
+    )
+    frames = [
+        FrameResult("v.mp4", faces=[face], frame=0, time_s=0.0),
+        FrameResult("v.mp4", frame=1, time_s=0.04),
+    ]
+    buffer = io.StringIO()
+    writer = ResultWriter(buffer, "csv", ["happy", "sad"], video=True)
+    for result in [photo, *frames]:
+        writer.write(result)
+    writer.close()
+    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    assert len(rows) == 3 and rows[0]["frame"] == "" and rows[0]["label"] == "happy"
+    assert (rows[1]["track_id"], rows[1]["label"], rows[1]["raw_prob_sad"]) == ("3", "sad", "0.600000")
+    assert (rows[2]["frame"], rows[2]["time_s"], rows[2]["label"]) == ("1", "0.040000", "")
+    for fmt in ("json", "jsonl"):
+        buffer = io.StringIO()
+        writer = ResultWriter(buffer, fmt, ["happy", "sad"])  # type: ignore[arg-type]
+        for result in [photo, *frames]:
+            writer.write(result)
+        writer.close()
+        text = buffer.getvalue()
+        parsed = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+        assert [row.get("frame") for row in parsed] == [None, 0, 1] and parsed[1]["track_id"] == 3
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def emovit(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EMOVIT_YUNET_URL": "http://127.0.0.1:9/offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "emovit.cli", *args], capture_output=True, text=True, env=env, timeout=300,
+        check=False, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_cli_video_outputs(tiny_model_dir: Path, yunet: Path, crossing: Path, tmp_path: Path) -> None:
+    """emovit predict clip.mp4 photo.png --summary --save-annotated --plot, on paths with spaces."""
+    root = tmp_path / "my clips"
+    root.mkdir()
+    clip = root / "two faces.mp4"
+    clip.write_bytes(crossing.read_bytes())
+    Image.fromarray(fer_faces("happy", 1, 96)[0]).save(root / "a photo.png")
+    (root / "broken.mp4").write_text("not a video")
+    out = tmp_path / "out dir"
+    proc = emovit(
+        "predict", str(root), "--model", str(tiny_model_dir), "--detector", "yunet", "--detector-model",
+        str(yunet), "--format", "csv", "-o", str(out / "rows.csv"), "--summary", str(out / "s.json"),
+        "--save-annotated", str(out), "--plot", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the broken clip is an error row; the rest goes on
+    rows = list(csv.DictReader((out / "rows.csv").open()))
+    by_source = {Path(r["source"]).name for r in rows}
+    assert by_source == {"two faces.mp4", "a photo.png", "broken.mp4"}
+    broken = [r for r in rows if r["source"].endswith("broken.mp4")]
+    assert len(broken) == 1 and broken[0]["error_code"] == "unsupported_format"
+    video_rows = [r for r in rows if r["source"].endswith("two faces.mp4")]
+    assert {int(r["frame"]) for r in video_rows} == set(range(40))
+    assert {r["track_id"] for r in video_rows} == {"1", "2"}
+    summary = json.loads((out / "s.json").read_text())
+    (good, bad) = sorted(summary["videos"], key=lambda v: "error" in v)
+    assert (
+        good["frames_analysed"] == 40
+        and len(good["tracks"]) == 2
+        and bad["error_code"] == "unsupported_format"
+    )
+    av = pytest.importorskip("av")
+    with av.open(str(out / "two faces.annotated.mp4")) as container:
+        decoded = list(container.decode(video=0))
+        assert len(decoded) == 40 and container.streams.video[0].codec_context.name in ("h264", "mpeg4")
+        assert float(container.streams.video[0].guessed_rate) == pytest.approx(30)
+    assert (out / "two faces.timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "3 inputs analysed" in proc.stderr or "of 3 inputs analysed" in proc.stderr
+
+
+def test_cli_jsonl_rows_and_video_options(tiny_model_dir: Path, plain: Path) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    runner = CliRunner()
+    args = ["predict", str(plain), "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl"]
+    result = runner.invoke(main, [*args, "--fps", "5", "--smooth", "0", "--start", "0.2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["frame"] for r in rows] == [6, 12, 18, 24, 30, 36, 42, 48, 54]
+    assert all(set(FRAME_ROW_FIELDS) <= set(r) and r["probs"] == r["raw_probs"] for r in rows)
+    both = runner.invoke(main, [*args, "--fps", "5", "--every", "2"])
+    assert both.exit_code == 2 and "--every" in both.output
+
+
+def test_cli_sigterm_leaves_complete_files(tiny_model_dir: Path, clips: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-video: exit 130; rows, summary and a playable annotated video up to the last
+    analysed frame."""
+    clip = write_clip(clips / "long.mp4", [background(160, 120, seed=i % 3) for i in range(400)])
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "emovit.cli", "predict", str(clip), "--model", str(tiny_model_dir),
+        "--detector", "none", "--format", "jsonl", "-o", str(out / "rows.jsonl"),
+        "--summary", str(out / "s.json"), "--save-annotated", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    part = out / ".long.annotated.mp4.part"
+    deadline = time.monotonic() + 60
+    while not part.exists() and proc.poll() is None:  # the first annotated frame is on its way
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert 0 < len(rows) < 400 and [r["frame"] for r in rows] == list(range(len(rows)))
+    summary = json.loads((out / "s.json").read_text())["videos"][0]
+    assert summary["frames_analysed"] == len(rows) and not summary["complete"]
+    av = pytest.importorskip("av")
+    with av.open(str(out / "long.annotated.mp4")) as container:
+        assert len(list(container.decode(video=0))) == len(rows)
+    assert not part.exists()
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+def test_http_video_endpoint(tiny_whole: EmotionRecognizer, plain: Path, clips: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("prometheus_client")
+    from fastapi.testclient import TestClient
+
+    from emovit.serve import ServeSettings, create_app
+
+    settings = ServeSettings(max_video_seconds=1.5, max_video_bytes=2_000_000, max_body_bytes=1000)
+    with TestClient(create_app(tiny_whole, settings)) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+
+        def post(name: str, data: bytes, query: str = "") -> object:
+            return client.post(f"/v1/video{query}", files=[("files", (name, data, "video/mp4"))])
+
+        short = write_clip(clips / "short.mp4", noise_frames(30))  # 1 s
+        response = post("short.mp4", short.read_bytes(), "?fps=10&smooth=0.5&top_k=2")
+        assert response.status_code == 200, response.text[:300]  # type: ignore[attr-defined]
+        body = response.json()  # type: ignore[attr-defined]
+        assert [f["frame"] for f in body["frames"]] == list(range(0, 30, 3))
+        assert all(
+            f["faces"][0]["track_id"] == 1 and len(f["faces"][0]["top_k"]) == 2 for f in body["frames"]
+        )
+        summary = body["summary"]
+        assert summary["source"] == "short.mp4" and summary["frames_analysed"] == 10
+        assert sum(summary["tracks"][0]["share"].values()) == pytest.approx(1.0)
+
+        def error(response: object, status: int, code: str) -> None:
+            assert response.status_code == status, response.text[:300]  # type: ignore[attr-defined]
+            assert response.json()["error"]["code"] == code  # type: ignore[attr-defined]
+
+        error(post("notes.mp4", b"plain text, not a video " * 10), 415, "unsupported_format")
+        error(post("empty.mp4", b""), 422, "empty_file")
+        error(post("audio.m4a", write_audio_only(clips / "sound.m4a").read_bytes()), 422, "no_video_stream")
+        error(post("long.mp4", plain.read_bytes()), 413, "video_too_long")  # 2 s > 1.5 s
+        error(post("big.mp4", b"\0" * 2_100_000), 413, "body_too_large")
+        error(post("short.mp4", short.read_bytes(), "?fps=5&every=2"), 422, "bad_request")
+        two = [("files", ("a.mp4", short.read_bytes(), "video/mp4"))] * 2
+        error(client.post("/v1/video", files=two), 422, "one_video")
+        error(client.post("/v1/video", content=b"{}", headers={"content-type": "application/json"}), 415,
+              "unsupported_media_type")  # fmt: skip
+        assert '"/v1/video"' in client.get("/metrics").text
+
+
+def test_a_missing_extra_names_it(plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emovit.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails
+    with pytest.raises(DependencyError) as caught:
+        VideoReader(plain)
+    assert caught.value.extra == "video" and "pip install 'emovit[video]'" in str(caught.value)
+    odd = tmp_path / "clip.bin"
+    odd.write_bytes(plain.read_bytes())
+    assert not is_video(odd)  # without PyAV, files of unknown kinds take the photo path
