@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Extras the test suite exercises (kept in step with pyproject.toml).
 TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 
-.PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student
+.PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student train-ferplus
 
 # The embedded default model: a CNN teacher, then a MobileViT (convolutions + transformer
 # blocks) distilled from it, then two more stages that each continue the MobileViT (--init) on
@@ -78,6 +78,15 @@ train-default: train-teacher  ## train the embedded default model (hours on 2 CP
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit-stage3)
 	$(BIN)/python scripts/build_default_model.py $(TRAIN_DIR)/mobilevit-stage3 src/emovit/models/default \
 	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student --onnx
+
+# The second generation (FER+ vote distributions, photo-like augmentation, logit adjustment),
+# in progress: it continues stage 3 and resumes across sessions; it is not shipped yet.
+FERPLUS_LABELS ?= ../shared/data/ferplus/labels.csv
+train-ferplus: $(VENV)/.installed-dev  ## the FER+ stage of the next default model (resumable)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/ferplus --init $(TRAIN_DIR)/mobilevit-stage3 \
+	  --labels $(FERPLUS_LABELS) --epochs 30 --batch-size 128 --lr 3e-4 --warmup-epochs 1 \
+	  --label-smoothing 0.05 --balance none --logit-adjust 0.5 --augment robust --patience 30 --seed 4 \
+	  $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/ferplus)
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher --arch resnet-teacher-64 --epochs 15 \

@@ -182,3 +182,38 @@ def test_video_panel_draws_the_timeline_and_summary(
     page.wait_for_selector("#video-status.error", timeout=30_000)
     assert "Could not analyse the video" in page.locator("#video-status").text_content()
     assert errors == []
+
+
+def _canvas_sum(page: object, selector: str) -> list[int]:
+    """Per-channel pixel sums of a canvas (what was drawn on it)."""
+    return page.evaluate(  # type: ignore[attr-defined]
+        f"() => {{ const c = document.querySelector('{selector}'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; const s = [0, 0, 0, 0];"
+        " for (let i = 0; i < d.length; i += 4) {"
+        " s[0] += d[i]; s[1] += d[i+1]; s[2] += d[i+2]; s[3] += d[i+3]; } return s; }"
+    )
+
+
+def test_why_toggle_lays_the_maps_over_the_photo_and_the_camera(browser: object, server: str) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    asked: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(server)
+    page.set_input_files("#file-input", str(REPO / "examples" / "astronaut.jpg"))
+    page.wait_for_selector("#faces-list .face-label", timeout=30_000)
+    _until(lambda: page.locator("#photo-canvas").get_attribute("data-explained") == "0", 30)
+    plain = _canvas_sum(page, "#photo-canvas")
+    page.check("#why")  # the photo is analysed again, with the maps
+    _until(lambda: page.locator("#photo-canvas").get_attribute("data-explained") == "1", 30)
+    assert any("explain=true" in url for url in asked)
+    explained = _canvas_sum(page, "#photo-canvas")
+    assert sum(abs(a - b) for a, b in zip(plain[:3], explained[:3], strict=True)) > 100_000
+    page.screenshot(path=str(ARTIFACTS / "why-photo.png"), full_page=True)
+    page.click("#start-camera")
+    _until(lambda: page.locator("#overlay").get_attribute("data-explained") == "1", 30)
+    assert _canvas_sum(page, "#overlay")[3] > 0  # the live view's overlay holds the map
+    page.screenshot(path=str(ARTIFACTS / "why-camera.png"), full_page=True)
+    page.click("#stop-camera")
+    assert errors == []

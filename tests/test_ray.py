@@ -253,7 +253,14 @@ def killed_run(
     faces = FaceOptions(detector=DieOnce(str(marker), after=100))
     out = folder / "out put"
     report = emovit_ray.predict_to_folder(
-        inputs, str(out), str(tiny_model_dir), faces=faces, workers=2, part_size=32, batch_size=16
+        inputs,
+        str(out),
+        str(tiny_model_dir),
+        faces=faces,
+        workers=2,
+        part_size=32,
+        batch_size=16,
+        expand=False,
     )
     return inputs, out, report, marker
 
@@ -296,7 +303,14 @@ def test_resume_skips_done_inputs(
 
     everything = inputs + fer_images[288:352]
     report = emovit_ray.predict_to_folder(
-        everything, str(out), str(tiny_model_dir), faces=NONE, workers=1, part_size=32, resume=True
+        everything,
+        str(out),
+        str(tiny_model_dir),
+        faces=NONE,
+        workers=1,
+        part_size=32,
+        resume=True,
+        expand=False,
     )
     assert report.skipped == len(inputs) - 32 and report.rows == 96
     assert f"{len(inputs) - 32} inputs skipped" in report.line()

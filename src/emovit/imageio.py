@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias, TypeVar, overload
 
 import numpy as np
 
-from emovit.errors import ImageError
+from emovit.errors import ImageError, InputError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "describe_source", "load_image", "load_images"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "check_file", "describe_source", "load_image", "load_images"]
 
 #: Default pixel limit (width x height) above which an image is refused undecoded.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -171,21 +171,29 @@ def load_images(
         return list(pool.map(one, zip(sources, labels, strict=True)))
 
 
+def check_file(
+    path: Path, label: str, what: str = "an image file", error: type[InputError] = ImageError
+) -> None:
+    """Raise `error` (code ``not_found``, ``not_a_file`` or ``empty_file``) unless `path` is a
+    readable, non-empty regular file (a FIFO would block, a folder is not a file)."""
+    try:
+        if path.is_dir():
+            raise error(label, f"is a directory, not {what}", "not_found")
+        info = path.stat()
+    except FileNotFoundError:
+        raise error(label, "no such file", "not_found") from None
+    except OSError as exc:
+        raise error(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
+    if info.st_size == 0:
+        raise error(label, "the file is empty", "empty_file")
+
+
 def _open_stream(source: Any, label: str) -> BinaryIO:
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        try:
-            if path.is_dir():
-                raise ImageError(label, "is a directory, not an image file", "not_found")
-            info = path.stat()
-        except FileNotFoundError:
-            raise ImageError(label, "no such file", "not_found") from None
-        except OSError as exc:
-            raise ImageError(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
-        if info.st_size == 0:
-            raise ImageError(label, "the file is empty", "empty_file")
+        check_file(path, label)
         try:
             return open(path, "rb")
         except OSError as exc:

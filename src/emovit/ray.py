@@ -704,6 +704,7 @@ def predict_to_folder(
     batch_size: int = 16,
     part_size: int = PART_SIZE,
     top_k: int | None = None,
+    expand: bool = True,
     **recognizer: Any,
 ) -> JobReport:
     """Analyse `inputs` (paths and URLs, photos and videos) on Ray into the folder `output`
@@ -711,12 +712,15 @@ def predict_to_folder(
     the local ``--format jsonl``), every input's rows exactly once, even when Ray retries a part.
 
     Args:
-        inputs: what to analyse; a repeated input is analysed once.
+        inputs: what to analyse: files, folders, globs and URLs, as ``emovit predict`` takes them
+            (folders of ``s3://``, ``gs://``, ``file://`` URLs are listed too); a repeated input is
+            analysed once.
         output: the folder; it must be empty (or missing) unless `resume`.
         fmt: ``parquet`` (default) or ``jsonl``.
         resume: skip the inputs whose rows the folder already holds (a stopped run goes on).
         workers: actors (default: one per `num_cpus` CPUs, or `num_gpus` GPUs, of the cluster).
         part_size: photos per output file (a video is always a file of its own).
+        expand: False when `inputs` are already single files and URLs (no folder or glob).
         batch_size, top_k, faces, video, recognizer: as `predict_dataset`.
 
     Examples:
@@ -750,6 +754,10 @@ def predict_to_folder(
         raise OptionError(f"{output} holds {sorted(other)[0]}: resume it with the same format", option="fmt")
     _sweep(fs, base, committed)
     done = {source for entry in entries for source in entry["inputs"]}
+    if expand:
+        from emovit.sources import expand_sources
+
+        inputs = expand_remote(expand_sources(inputs))
     unique = list(dict.fromkeys(inputs))
     todo = [source for source in unique if source not in done]
     report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)

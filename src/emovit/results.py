@@ -221,8 +221,9 @@ class FaceResult:
             raise ValueError(f"the crop is {pixels.shape[:2]}, the map {values.shape}: not this face's crop")
         scale = max(1.0, min_side / min(values.shape))
         size = (round(values.shape[1] * scale), round(values.shape[0] * scale))
-        big = np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).resize(size, Image.Resampling.BILINEAR))
-        heat = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+        bilinear = Image.Resampling.BILINEAR
+        big = np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).resize(size, bilinear))
+        heat = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, bilinear))
         font = ImageFont.load_default(size=max(12, size[0] // 14))
         explained = self.explanation.target or self.label
         text = f"{self.label} {self.score:.2f}"

@@ -87,7 +87,8 @@ def run_ray(
             logging_level=logging.WARNING if quiet else logging.INFO,
             log_to_driver=not quiet,
         )
-    DataContext.get_current().enable_progress_bars = not quiet
+    context = DataContext.get_current()
+    progress, context.enable_progress_bars = context.enable_progress_bars, not quiet
     try:
         report = predict_to_folder(
             paths,
@@ -107,8 +108,10 @@ def run_ray(
             threads=recognizer.threads,
             max_pixels=recognizer.max_pixels,
             tta=recognizer.tta,
+            expand=False,
         )
     finally:
+        context.enable_progress_bars = progress
         if started:
             ray.shutdown()
     if summary:

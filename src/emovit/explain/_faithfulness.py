@@ -39,6 +39,7 @@ class DeletionResult:
     fractions: np.ndarray
     explained: np.ndarray
     random: np.ndarray
+    least_first: np.ndarray | None = None
 
     @staticmethod
     def _auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
@@ -61,12 +62,19 @@ class DeletionResult:
         return 1.0 - self.auc_explained / self.auc_random
 
     @property
+    def auc_least_first(self) -> float | None:
+        """Mean area in the map's reverse order (least-attributed pixels first), when measured:
+        above `auc_explained` when the map ranks pixels better than chance."""
+        return None if self.least_first is None else float(self._auc(self.least_first, self.fractions).mean())
+
+    @property
     def faces_better(self) -> float:
         """The share of faces whose own area is below their random area."""
         own, rand = self._auc(self.explained, self.fractions), self._auc(self.random, self.fractions)
         return float((own < rand).mean())
 
     def to_dict(self) -> dict[str, Any]:
+        least_first = self.auc_least_first
         return {
             "faces": len(self.explained),
             "steps": int(len(self.fractions) - 1),
@@ -76,6 +84,7 @@ class DeletionResult:
             "faces_better_than_random": round(self.faces_better, 4),
             "mean_curve_explained": [round(float(v), 4) for v in self.explained.mean(axis=0)],
             "mean_curve_random": [round(float(v), 4) for v in self.random.mean(axis=0)],
+            **({"auc_least_first": round(least_first, 4)} if least_first is not None else {}),
         }
 
 
@@ -99,6 +108,7 @@ def deletion_test(
     steps: int = 10,
     batch_size: int = 100,
     seed: int = 0,
+    least_first: bool = False,
 ) -> DeletionResult:
     """Deletion curves for `explainer`'s maps on preprocessed faces.
 
@@ -108,6 +118,8 @@ def deletion_test(
         steps: the curve's points after the first: ``1/steps, 2/steps, …, 1`` of the pixels.
         batch_size: faces per model call.
         seed: the random order (and the tie-breaking among equal map values).
+        least_first: also measure the map's reverse order (a map that ranks pixels better
+            than chance keeps the probability up longer that way).
     """
     probabilities = _softmax_probs(explainer.net)
     pixels = np.asarray(pixel_values, dtype=np.float32)
@@ -144,7 +156,8 @@ def deletion_test(
                 out[i : i + batch_size, step] = probs[np.arange(len(probs)), targets[i : i + batch_size]]
         return out
 
-    return DeletionResult(fractions, curves(by_map), curves(at_random))
+    reverse = curves(np.lexsort((ties, maps), axis=1)) if least_first else None
+    return DeletionResult(fractions, curves(by_map), curves(at_random), reverse)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

@@ -159,19 +159,19 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
             _processor(48),
         ),
         ArchPreset(
-            "vit-mini-48",
-            "a small ViT for 48x48 faces (the explanation tests' model): patch 6, hidden 96, 4 layers, "
-            "0.46M parameters",
+            "vit-mini-64",
+            "a small ViT for 64x64 faces (the explanation tests' model): patch 8 (64 tokens), hidden 96, "
+            "4 layers, 0.47M parameters",
             _vit(
-                image_size=48,
-                patch_size=6,
+                image_size=64,
+                patch_size=8,
                 hidden_size=96,
                 num_hidden_layers=4,
                 num_attention_heads=4,
                 intermediate_size=384,
-                encoder_stride=6,
+                encoder_stride=8,
             ),
-            _processor(48),
+            _processor(64),
         ),
         ArchPreset(
             "mobilevit-xxs-64",

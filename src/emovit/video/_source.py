@@ -16,7 +16,6 @@ import contextlib
 import io
 import os
 import queue
-import stat
 import threading
 import time
 import warnings
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from emovit.errors import DependencyError, InputError
+from emovit.imageio import check_file
 from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIDEO_URL_SCHEMES, is_url
 from emovit.video._options import VideoOptions
 
@@ -99,18 +99,7 @@ class _End:
 
 
 def _check_path(path: Path, label: str) -> None:
-    try:
-        if path.is_dir():
-            raise InputError(label, "is a directory, not a video file", "not_found")
-        info = path.stat()
-    except FileNotFoundError:
-        raise InputError(label, "no such file", "not_found") from None
-    except OSError as exc:
-        raise InputError(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
-    if info.st_size == 0:
-        raise InputError(label, "the file is empty", "empty_file")
+    check_file(path, label, "a video file", InputError)
 
 
 def _open_container(source: VideoInput, label: str) -> Any:
