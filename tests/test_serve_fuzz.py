@@ -7,7 +7,6 @@ Bounded like tests/test_fuzz.py (``EMOVIT_FUZZ_EXAMPLES`` per property, derandom
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +18,15 @@ pytest.importorskip("python_multipart")
 hypothesis = pytest.importorskip("hypothesis", reason="fuzzing needs hypothesis (the dev extra)")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from emovit import EmotionRecognizer  # noqa: E402
 from emovit.serve import ServeSettings, create_app  # noqa: E402
 from emovit.serve._multipart import MultipartError, parse_multipart  # noqa: E402
 
-from .test_fuzz import encoded  # noqa: E402
+from .test_fuzz import FUZZ, encoded  # noqa: E402
 
-EXAMPLES = int(os.environ.get("EMOVIT_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=bool(os.environ.get("CI")),
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
 BOUNDARY = "emovitfuzzboundary"
 
 
