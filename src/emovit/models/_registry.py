@@ -25,7 +25,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(
             "default",
             EMBEDDED,
-            "the small ViT shipped inside emovit (works offline)",
+            "the small MobileViT shipped inside emovit (works offline)",
         ),
         RegistryEntry(
             "dima806",
