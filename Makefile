@@ -6,11 +6,14 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Extras the test suite exercises (kept in step with pyproject.toml).
 TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 
-.PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student train-ferplus
+.PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student \
+  train-fer2013 train-ferplus
 
 # The embedded default model: a CNN teacher, then a MobileViT (convolutions + transformer
 # blocks) distilled from it, then two more stages that each continue the MobileViT (--init) on
-# the labels alone with a fresh cosine schedule (warm restarts). All runs resume where they
+# the labels alone with a fresh cosine schedule (warm restarts), then a fourth stage on the FER+
+# vote distributions with photo-like augmentation (train-ferplus), measured under perturbations
+# (scripts/robustness_report.py, beside the FER2013-only stage 3). All runs resume where they
 # stopped (run the target again after an interruption or a --time-limit pause; a finished run
 # is skipped); when the model is done it is evaluated on the test split and copied into the
 # package with its card. runs/default is tracked in git so that a run longer than one working
@@ -22,7 +25,8 @@ TIME_LIMIT ?= 170
 # The framing the default model records (emovit.json; later stages inherit it through --init):
 # FER2013's tight grey crops, margin measured by scripts/find_framing.py.
 DEFAULT_FRAMING ?= --face-margin 0.0 --face-align --grey
-resume = $(if $(wildcard $(1)/checkpoint/state.json),--resume,)
+# --resume for a run that has started (it continues) or finished (it is skipped)
+resume = $(if $(wildcard $(1)/checkpoint/state.json $(1)/run_state.json),--resume,)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,7 +69,20 @@ format: $(VENV)/.installed-dev
 test: lint  ## ruff and mypy, then the test suite (the layering check is tests/test_layering.py)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-train-default: train-teacher  ## train the embedded default model (hours on 2 CPU cores; resumable)
+ROBUSTNESS_DIR ?= docs/reports/robustness
+YUNET_MODEL ?= ../shared/models/face_detection_yunet_2023mar.onnx
+train-default: train-ferplus  ## train the embedded default model (hours on 2 CPU cores; resumable)
+	$(BIN)/python scripts/build_default_model.py $(TRAIN_DIR)/ferplus-stage2 src/emovit/models/default \
+	  --data $(TRAIN_DATA) --labels $(FERPLUS_LABELS) --adjust-prior --compare $(TRAIN_DIR)/vit-student --onnx
+	$(BIN)/python scripts/robustness_report.py --reuse --data $(TRAIN_DATA) --labels $(FERPLUS_LABELS) \
+	  --model $(TRAIN_DIR)/mobilevit-stage3 --name "before: FER2013 stage 3" \
+	  --model src/emovit/models/default --name "after: FER+ stage, released" \
+	  --yunet $(YUNET_MODEL) -o $(ROBUSTNESS_DIR)
+	$(BIN)/python benchmarks/bench_backends.py --only default
+	$(BIN)/python scripts/build_default_model.py $(TRAIN_DIR)/ferplus-stage2 src/emovit/models/default --card-only \
+	  --data $(TRAIN_DATA) --labels $(FERPLUS_LABELS) --robustness $(ROBUSTNESS_DIR) --compare $(TRAIN_DIR)/vit-student
+
+train-fer2013: train-teacher  ## the FER2013 stages (1-3) of the default model (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit --arch mobilevit-xxs-64 --epochs 32 \
 	  --batch-size 128 --lr 8e-4 --warmup-epochs 1 --balance none --patience 32 --seed 0 \
 	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.5 --distill-temperature 2 $(DEFAULT_FRAMING) \
@@ -76,17 +93,20 @@ train-default: train-teacher  ## train the embedded default model (hours on 2 CP
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/mobilevit-stage3 --init $(TRAIN_DIR)/mobilevit-stage2 --epochs 50 \
 	  --batch-size 128 --lr 4e-4 --warmup-epochs 1 --balance none --patience 50 --seed 2 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/mobilevit-stage3)
-	$(BIN)/python scripts/build_default_model.py $(TRAIN_DIR)/mobilevit-stage3 src/emovit/models/default \
-	  --data $(TRAIN_DATA) --compare $(TRAIN_DIR)/vit-student --onnx
 
-# The second generation (FER+ vote distributions, photo-like augmentation, logit adjustment),
-# in progress: it continues stage 3 and resumes across sessions; it is not shipped yet.
+# Stages 4 and 5: the FER+ vote distributions (contempt/unknown/not-a-face votes dropped),
+# photo-like augmentation (--augment robust) and a logit-adjusted loss, continuing stage 3; stage 5
+# is a warm restart of stage 4 at half the learning rate.
 FERPLUS_LABELS ?= ../shared/data/ferplus/labels.csv
-train-ferplus: $(VENV)/.installed-dev  ## the FER+ stage of the next default model (resumable)
+train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/ferplus --init $(TRAIN_DIR)/mobilevit-stage3 \
-	  --labels $(FERPLUS_LABELS) --epochs 30 --batch-size 128 --lr 3e-4 --warmup-epochs 1 \
+	  --labels $(FERPLUS_LABELS) --epochs 12 --batch-size 128 --lr 3e-4 --warmup-epochs 1 \
 	  --label-smoothing 0.05 --balance none --logit-adjust 0.5 --augment robust --patience 30 --seed 4 \
 	  $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/ferplus)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/ferplus-stage2 --init $(TRAIN_DIR)/ferplus \
+	  --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 1.5e-4 --warmup-epochs 1 \
+	  --label-smoothing 0.05 --balance none --logit-adjust 0.5 --augment robust --patience 10 --seed 5 \
+	  $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/ferplus-stage2)
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher --arch resnet-teacher-64 --epochs 15 \

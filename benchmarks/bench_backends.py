@@ -50,6 +50,7 @@ def write_default_speed(report: dict) -> None:
         "threads": report["threads"],
         "per_backend": {k: v["faces_per_s"] for k, v in report["backends"].items() if "faces_per_s" in v},
         "command": "python benchmarks/bench_backends.py --only default",
+        "machine": report.get("machine"),
     }
     (RESULTS / "default_speed.json").write_text(json.dumps(speed, indent=2) + "\n")
 

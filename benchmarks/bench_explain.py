@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,24 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from emovit.bench import machine_info
+from emovit.explain import SMOOTHGRAD_SAMPLES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
-
-
-def cpu() -> dict[str, object]:
-    """The CPU's model name and the flags that matter for inference speed."""
-    info: dict[str, object] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {**info, "model": platform.processor() or platform.machine()}
-    lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(lines.get("flags\t\t", "").split())
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "fma")
-    info["model"] = lines.get("model name\t", "").strip()
-    info["flags"] = [flag for flag in wanted if flag in flags]
-    return info
 
 
 def run(cmd: list[str]) -> float:
@@ -54,7 +41,9 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def compare(name: str, inputs: list[str], common: list[str], repeats: int, out: Path) -> dict[str, object]:
+def compare(
+    name: str, inputs: list[str], common: list[str], repeats: int, out: Path, method: str = "auto"
+) -> dict[str, object]:
     """Median wall time of predict (torch) and explain over the same inputs, alternating."""
     base = [sys.executable, "-m", "emovit.cli"]
     predict = [
@@ -68,7 +57,7 @@ def compare(name: str, inputs: list[str], common: list[str], repeats: int, out: 
         "-o",
         str(out / "rows.jsonl"),
     ]
-    explain = [*base, "explain", *inputs, "-o", str(out / "maps")]
+    explain = [*base, "explain", *inputs, "-o", str(out / "maps"), "--method", method]
     times: dict[str, list[float]] = {"predict": [], "explain": []}
     for _ in range(repeats):
         times["predict"].append(run([*predict, *common, "--quiet"]))
@@ -85,6 +74,7 @@ def compare(name: str, inputs: list[str], common: list[str], repeats: int, out: 
         "ratio": round(medians["explain"] / medians["predict"], 2),
         "runs_s": {key: [round(v, 2) for v in value] for key, value in times.items()},
         "options": " ".join(common),
+        "method": method,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -98,6 +88,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--method", default="auto", help="the default model's method (auto: smoothgrad)")
     parser.add_argument("--reference", action="store_true", help="also the ViT-B/16 reference architecture")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_explain.json")
     args = parser.parse_args()
@@ -114,8 +105,10 @@ def main() -> None:
             photos.append(str(shutil.copy(REPO / "examples" / "astronaut.jpg", work / f"photo{i}.jpg")))
         if YUNET.is_file() and photos:
             detector = ["--detector", "yunet", "--detector-model", str(YUNET)]
-            rows.append(compare("photos", photos, [*detector, *threads], args.repeats, work))
-        rows.append(compare("faces", faces, ["--detector", "none", *threads], args.repeats, work))
+            rows.append(compare("photos", photos, [*detector, *threads], args.repeats, work, args.method))
+        rows.append(
+            compare("faces", faces, ["--detector", "none", *threads], args.repeats, work, args.method)
+        )
         if args.reference:
             import torch
             from transformers import ViTConfig, ViTForImageClassification
@@ -130,12 +123,12 @@ def main() -> None:
     report = {
         "benchmark": "bench_explain",
         "what": "emovit explain vs emovit predict --backend torch, end to end, median wall time",
-        "model": "default (MobileViT-XXS, 64 px; explain: Grad-CAM on mobilevit.encoder.layer.2); "
-        "reference: ViT-B/16-224 with random weights (explain: grad-rollout)",
+        "model": f"default (MobileViT-XXS, 64 px; explain --method {args.method}: auto means smoothgrad, "
+        f"{SMOOTHGRAD_SAMPLES} samples); reference: ViT-B/16-224 with random weights (explain: grad-rollout)",
         "repeats": args.repeats,
         "results": rows,
         "worst_ratio": max(row["ratio"] for row in rows),  # type: ignore[type-var]
-        "machine": cpu(),
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

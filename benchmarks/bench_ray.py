@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emovit.bench import machine_info
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 TEST = SHARED / "data" / "fer2013" / "test"
@@ -43,20 +44,6 @@ LINE = re.compile(
     r"ray: ([\d,]+) rows \(([\d,]+) errors\) from ([\d,]+) inputs in ([\d.]+) s: "
     r"([\d,.]+) rows/s on (\d+) workers"
 )
-FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "f16c")
-
-
-def cpu() -> dict[str, Any]:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.+)", info)
-    found = re.search(r"flags\s*:\s*(.+)", info)
-    flags = set(found.group(1).split()) if found else set()
-    return {
-        "model": model.group(1).strip() if model else platform.processor(),
-        "cores": os.cpu_count(),
-        "flags": [flag for flag in FLAGS if flag in flags],
-        "python": platform.python_version(),
-    }
 
 
 def load() -> float:
@@ -240,7 +227,7 @@ def main() -> None:
         "images": sum(1 for _ in TEST.glob("*/*.jpg")),
         "model": "default (the embedded MobileViT, 64x64 input, onnxruntime on CPU); --detector none, "
         "--batch-size 16",
-        "machine": cpu() | {"ray": ray.__version__, "niceness": os.nice(0)},
+        "machine": machine_info() | {"ray": ray.__version__, "niceness": os.nice(0)},
         "contention": "2 cores shared with a long training run and other engineers' test runs while "
         "this ran: figures are lower than on an idle machine; load_avg_* record it",
     }

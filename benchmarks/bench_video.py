@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,27 +35,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from emovit.bench import machine_info
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 FER = SHARED / "data" / "fer2013" / "test"
 WIDTH, HEIGHT, FPS = 640, 480, 30
-
-
-def cpu() -> dict[str, object]:
-    """The CPU's model name and flags (from /proc/cpuinfo) and the cores this process may use."""
-    info: dict[str, object] = {"cores": len(os.sched_getaffinity(0)), "machine": platform.machine()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and "model_name" not in info:
-            info["model_name"] = value.strip()
-        if key.strip() == "flags" and "flags" not in info:
-            info["flags"] = value.split()
-    return info
 
 
 def detectable_faces(count: int) -> list[np.ndarray]:
@@ -224,7 +209,7 @@ def main() -> None:
     report: dict[str, object] = {
         "benchmark": "bench_video",
         "command": " ".join(["python benchmarks/bench_video.py", *sys.argv[1:]]),
-        "cpu": cpu(),
+        "cpu": machine_info(),
         "clip": {"size": [WIDTH, HEIGHT], "fps": FPS, "faces": "1-3", "seconds_timed": args.seconds},
         "model": "default",
         "backend": rec.backend.name,

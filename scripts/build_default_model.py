@@ -4,10 +4,18 @@ write its model card (`emovit.training.release.release_model`). Run by ``make tr
 
 Usage:
     python scripts/build_default_model.py RUN_DIR DEST_DIR --data DATA [--speed SPEED.json]
-        [--compare OTHER_RUN ...] [--onnx]
+        [--compare OTHER_RUN ...] [--onnx] [--labels VOTES.csv] [--robustness REPORT_DIR]
+        [--adjust-prior] [--card-only]
 
-``--compare`` names runs of other architectures, for the card's "why this architecture" table.
-A run that has not finished (``run_state.json`` not complete) is left alone, with a message.
+``--compare`` names runs of other architectures, for the card's "why this architecture" table;
+``--labels`` also scores the test split on a FER+ vote file's majority labels; ``--robustness``
+puts the table of ``scripts/robustness_report.py`` into the card; ``--adjust-prior`` folds a
+post-hoc logit adjustment chosen on the validation split into the released weights
+(`emovit.training.adjust`); ``--card-only`` rewrites the card of an already built folder from its
+``metrics.json`` (after the robustness report or the speed benchmark of the released model).
+A run that has not finished (``run_state.json`` not complete) is left alone, with a message and
+exit status 75 (EX_TEMPFAIL: run ``make train-default`` again later), so that ``make`` stops
+before the steps that measure the released model.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+NOT_FINISHED = 75
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other runs for the card")
     parser.add_argument("--onnx", action="store_true", help="also ship an fp32 model.onnx")
+    parser.add_argument("--labels", type=Path, default=None, help="a FER+ vote file: also score its labels")
+    parser.add_argument("--robustness", type=Path, default=None, help="the robustness report folder")
+    parser.add_argument("--adjust-prior", action="store_true", help="tune a logit adjustment on validation")
+    parser.add_argument("--card-only", action="store_true", help="only rewrite the card of DEST")
     args = parser.parse_args(argv)
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -36,13 +50,30 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{args.run}: training is not finished ({done} of {total} epochs); run `make train-default` again"
         )
-        return 0
-    from emovit.training.release import release_model
+        return NOT_FINISHED
+    from emovit.training.release import refresh_card, release_model
 
+    shared = {
+        "speed": args.speed,
+        "compare": args.compare,
+        "labels": args.labels,
+        "robustness": args.robustness,
+    }
+    if args.card_only:
+        print(f"wrote {refresh_card(args.run, args.dest, **shared)}")
+        return 0
     metrics = release_model(
-        args.run, args.dest, args.data, speed=args.speed, compare=args.compare, onnx=args.onnx
+        args.run, args.dest, args.data, onnx=args.onnx, adjust_prior=args.adjust_prior, **shared
     )
-    print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "images")} for k, v in metrics.items()}))
+    print(
+        json.dumps(
+            {
+                k: {m: v[m] for m in ("accuracy", "macro_f1", "images")}
+                for k, v in metrics.items()
+                if isinstance(v, dict) and "accuracy" in v
+            }
+        )
+    )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Robustness report: accuracy under the degradations real photos bring, on FER+ and FER2013.
 
-For each model, every FER2013 test face is scored clean and under each perturbation
+For each model, every FER2013 test face (`--split`) is scored clean and under each perturbation
 (downscale x0.5 / x0.25 and back, Gaussian blur, JPEG quality 30, rotation +-15 degrees, crop
 shift +-10 %, brightness +-40 %), against FER2013's labels and FER+'s majority labels; and on
 composites: the same faces pasted into larger scenes (plain, noise and gradient backgrounds),
@@ -12,6 +12,11 @@ Usage:
     python scripts/robustness_report.py --model default --model runs/default/ferplus \\
         --data ../shared/data/fer2013 --labels ../shared/data/ferplus/labels.csv \\
         --yunet ../shared/models/face_detection_yunet_2023mar.onnx -o docs/reports/robustness
+
+``--name`` gives each model its column's name (in order; default: the model as given), e.g.
+``--name before --name after``; with ``--reuse``, a model whose name and weights (sha256) the
+output folder's ``robustness.json`` already holds, measured with the same settings (data, split,
+labels, composites, limit) and framing, is taken from there instead of measured again.
 
 Writes ``robustness.json`` and ``robustness.md`` (one table: rows are conditions, columns are
 models x label sets).
@@ -126,8 +131,16 @@ def _scores(predicted: list[str | None], truth: list[str | None]) -> dict[str, f
     }
 
 
-def measure(model: str, data: Path, labels: Path, yunet: Path | None, limit: int | None) -> dict[str, object]:
-    samples = read_samples(data, "test")
+def measure(
+    model: str,
+    data: Path,
+    labels: Path,
+    yunet: Path | None,
+    limit: int | None,
+    name: str | None = None,
+    split: str = "test",
+) -> dict[str, object]:
+    samples = read_samples(data, split)
     if limit:
         samples = samples[:limit]
     votes = read_vote_labels(labels)
@@ -135,7 +148,14 @@ def measure(model: str, data: Path, labels: Path, yunet: Path | None, limit: int
     ferplus = [majority_label(row) if (row := votes.lookup(s)) is not None else None for s in samples]
     images = load_images([s.source for s in samples])
     rec = EmotionRecognizer.from_pretrained(model, detector="none", batch_size=256)
-    out: dict[str, object] = {"model": model, "framing": rec.model.framing.to_dict(), "conditions": {}}
+    out: dict[str, object] = {
+        "model": name or model,
+        "path": model,
+        "settings": _settings(data, labels, yunet, limit, split),
+        "weights_sha256": _sha256(rec.model.path),
+        "framing": rec.model.framing.to_dict(),
+        "conditions": {},
+    }
     conditions: dict[str, object] = {}
     for name, perturb in PERTURBATIONS.items():
         batch = images if perturb is None else [perturb(image, i) for i, image in enumerate(images)]
@@ -160,6 +180,26 @@ def measure(model: str, data: Path, labels: Path, yunet: Path | None, limit: int
     return out
 
 
+def _settings(
+    data: Path, labels: Path, yunet: Path | None, limit: int | None, split: str
+) -> dict[str, object]:
+    """What a measurement depends on besides the model (a reused one must match all of it)."""
+    return {
+        "data": Path(data).name,
+        "split": split,
+        "labels": Path(labels).name,
+        "composites": yunet is not None,
+        "limit": limit,
+    }
+
+
+def _sha256(folder: object) -> str | None:
+    import hashlib
+
+    weights = Path(str(folder)) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
 def markdown(reports: list[dict[str, object]]) -> str:
     names = [str(r["model"]) for r in reports]
     head = "| condition | " + " | ".join(f"{n} FER+ acc / F1 | {n} FER2013 acc" for n in names) + " |"
@@ -171,6 +211,9 @@ def markdown(reports: list[dict[str, object]]) -> str:
         for report in reports:
             conditions = report["conditions"]
             assert isinstance(conditions, dict)
+            if condition not in conditions:
+                cells.append("- | -")
+                continue
             plus, fer = conditions[condition]["ferplus"], conditions[condition]["fer2013"]
             cells.append(f"{plus['accuracy']:.3f} / {plus['macro_f1']:.3f} | {fer['accuracy']:.3f}")
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
@@ -180,13 +223,41 @@ def markdown(reports: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, help="a model (repeat to compare)")
+    parser.add_argument("--name", action="append", default=[], help="a column name per --model, in order")
+    parser.add_argument("--reuse", action="store_true", help="take already measured names from -o's JSON")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
     parser.add_argument("--labels", type=Path, default=Path("../shared/data/ferplus/labels.csv"))
     parser.add_argument("--yunet", type=Path, default=None, help="YuNet ONNX file: adds the composites")
+    parser.add_argument(
+        "--split", default="test", help="the split to score (validation: the one to choose augmentations on)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick look)")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/robustness"))
     args = parser.parse_args(argv)
-    reports = [measure(m, args.data, args.labels, args.yunet, args.limit) for m in args.model]
+    if args.name and len(args.name) != len(args.model):
+        parser.error("give one --name per --model")
+    names = args.name or args.model
+    previous: dict[str, dict[str, object]] = {}
+    saved = args.output / "robustness.json"
+    if args.reuse and saved.is_file():
+        previous = {str(r["model"]): r for r in json.loads(saved.read_text())}
+    from emovit.models import Framing, read_framing, resolve_model
+
+    settings = _settings(args.data, args.labels, args.yunet, args.limit, args.split)
+    reports = []
+    for model, name in zip(args.model, names, strict=True):
+        old, folder = previous.get(name), resolve_model(model)
+        same = (
+            old is not None
+            and old.get("settings") == settings
+            and old.get("weights_sha256") == _sha256(folder)
+            and old.get("framing") == (read_framing(folder) or Framing()).to_dict()
+        )
+        if same and old is not None:
+            print(f"{name}: reusing {saved} (same weights)", file=sys.stderr)
+            reports.append(old)
+        else:
+            reports.append(measure(model, args.data, args.labels, args.yunet, args.limit, name, args.split))
     args.output.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.output / "robustness.json", json.dumps(reports, indent=2) + "\n")
     write_text_atomic(args.output / "robustness.md", markdown(reports))

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,6 +109,8 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     assert not json.loads((first.output / "run_state.json").read_text())["complete"]
     with pytest.raises(TrainError, match="--resume"):
         train(_config(dataset, tmp_path / "split", epochs=3), progress=False)
+    with pytest.raises(TrainError, match="has not finished"):  # no stage on a paused one
+        train(_config(dataset, tmp_path / "next", arch=None, init=str(first.output)), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
     assert rest.epochs_run == 3
     state = json.loads((rest.output / "run_state.json").read_text())
@@ -125,6 +128,9 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     shutil.rmtree(tmp_path / "whole" / "checkpoint")
     again = train(_config(dataset, tmp_path / "whole", epochs=3), resume=True, progress=False)
     assert again.epochs_run == 3 and again.best_epoch == whole.best_epoch
+    # ... and without --resume a finished run is refused, not trained over
+    with pytest.raises(TrainError, match="already holds a training run"):
+        train(_config(dataset, tmp_path / "whole", epochs=3), progress=False)
 
 
 def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
@@ -230,6 +236,8 @@ def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -
 def test_release_packages_a_model_with_card_and_metrics(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from emovit.evaluation import evaluate
+    from emovit.faces import FaceOptions
     from emovit.training.release import release_model
 
     teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False)
@@ -241,11 +249,37 @@ def test_release_packages_a_model_with_card_and_metrics(
         _config(dataset, tmp_path / "stage2", epochs=1, arch=None, init=str(student.output)), progress=False
     )
     dest = tmp_path / "default"
-    metrics = release_model(stage2.output, dest, dataset, compare=[teacher.output], onnx=True)
+    votes = write_votes(dataset, tmp_path / "votes.csv")
+    from emovit.training import adjust
+
+    tune = adjust.tune_prior_adjustment
+
+    def strong(*args: Any, **kwargs: Any) -> adjust.PriorAdjustment:
+        found = tune(*args, **kwargs)
+        skewed = {c: (i + 1) / 10 for i, c in enumerate(CLASSES)}
+        return adjust.PriorAdjustment(1.0, skewed, found.table)
+
+    monkeypatch.setattr(adjust, "tune_prior_adjustment", strong)
+    robustness = tmp_path / "robustness"
+    robustness.mkdir()
+    (robustness / "robustness.md").write_text(
+        "| condition | before | after |\n|---|---|---|\n| blur | 0.1 | 0.2 |\n"
+    )
+    metrics = release_model(
+        stage2.output,
+        dest,
+        dataset,
+        compare=[teacher.output],
+        onnx=True,
+        labels=votes,
+        robustness=robustness,
+        adjust_prior=True,
+    )
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
         "config.json",
         "confusion_matrix.png",
+        "confusion_matrix_ferplus.png",
         "emovit.json",
         "metrics.json",
         "model.onnx",
@@ -254,9 +288,32 @@ def test_release_packages_a_model_with_card_and_metrics(
     ]
     assert metrics["plain"]["images"] == 3 * len(CLASSES)
     assert metrics["leak_free"]["leaks_excluded"] == 0
+    assert {"ferplus_plain", "ferplus_tta", "ferplus_leak_free"} <= metrics.keys()
+    assert 0 < metrics["ferplus_plain"]["images"] <= metrics["plain"]["images"]  # ties etc. left out
     card = (dest / "README.md").read_text()
     for section in ("## Data and splits", "## Architecture", "leak-free", "## Intended use", "wall time"):
         assert section in card
+    # both label sets, the vote rule and the robustness table
+    assert "## Metrics on FER+ test" in card and "## Metrics on FER2013 test" in card
+    # scored on the votes, but trained on the folder labels: the card says so
+    assert "votes.csv" in card and "The last stage learns from FER+" not in card
+    assert "## Robustness" in card and "| blur | 0.1 | 0.2 |" in card
+    # the logit adjustment was chosen on validation; the figures are the released folder's
+    # the logit adjustment (forced strong here) is in the released weights, and every figure
+    # is the released folder's, not the run's
+    assert metrics["prior_adjustment"]["tau"] == 1.0 and "Post-hoc logit adjustment" in card
+    assert "logits - 1 * log(prior)" in card
+    cropped = FaceOptions(detector="none")
+    released = evaluate(dest, dataset, split="test", faces=cropped)
+    assert released.metrics["log_loss"] == pytest.approx(metrics["plain"]["log_loss"])
+    as_trained = evaluate(stage2.output, dataset, split="test", faces=cropped)
+    assert abs(as_trained.metrics["log_loss"] - metrics["plain"]["log_loss"]) > 1e-3
+    # the card can be rewritten from metrics.json alone (after a robustness report)
+    from emovit.training.release import refresh_card
+
+    (robustness / "robustness.md").write_text("| condition | after |\n|---|---|\n| jpeg | 0.3 |\n")
+    refresh_card(stage2.output, dest, labels=votes, robustness=robustness)
+    assert "| jpeg | 0.3 |" in (dest / "README.md").read_text()
     # the comparison table names both runs, with the accuracy each reached in equal time
     assert (
         "Stage 1: `student`, from scratch" in card and "Stage 2: `stage2`, continued from `student`" in card
@@ -350,7 +407,7 @@ def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None
         str(tmp_path),
     ]
     proc = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 75, proc.stderr  # make stops before measuring the old model
     assert "not finished (1 of 3 epochs)" in proc.stdout
     assert not (tmp_path / "dest").exists()
 
@@ -450,3 +507,88 @@ def test_robust_augmentation_degrades_like_photos_deterministically() -> None:
         assert out.shape == x.shape and not torch.allclose(out, x), name
     assert torch.equal(augment_batch(x, AugmentConfig.off(), torch.Generator().manual_seed(0), 0, 16), x)
     assert AugmentConfig.from_name("robust") == cfg
+
+
+def test_robustness_report_scores_every_condition_and_reuses_same_weights(
+    dataset: Path, votes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "robustness_report.py"
+    spec = importlib.util.spec_from_file_location("robustness_report", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
+    out = tmp_path / "report"
+    args = ["--model", str(model), "--name", "before", "--data", str(dataset), "--labels", str(votes)]
+    assert script.main([*args, "-o", str(out)]) == 0
+    [report] = json.loads((out / "robustness.json").read_text())
+    assert report["model"] == "before" and report["settings"]["split"] == "test" and report["weights_sha256"]
+    assert list(report["conditions"]) == list(script.PERTURBATIONS)
+    for scores in report["conditions"].values():
+        assert scores["fer2013"]["images"] == 3 * len(CLASSES) == scores["ferplus"]["images"]
+        assert 0 <= scores["ferplus"]["accuracy"] <= 1
+    table = (out / "robustness.md").read_text()
+    assert "| downscale x0.25 |" in table and "before FER+ acc / F1" in table
+
+    def no_measuring(*a: object, **k: object) -> None:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(script, "measure", no_measuring)
+    assert script.main([*args, "-o", str(out), "--reuse"]) == 0  # same name, same weights
+    other = build_random_model(tmp_path / "other", "vit-test", id2label=dict(enumerate(CLASSES)), seed=1)
+    with pytest.raises(AssertionError, match="measured again"):  # same name, other weights
+        script.main(["--model", str(other), "--name", "before", *args[4:], "-o", str(out), "--reuse"])
+    with pytest.raises(AssertionError, match="measured again"):  # same weights, a quick look only
+        script.main([*args, "-o", str(out), "--reuse", "--limit", "5"])
+
+
+def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(
+    dataset: Path, votes: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from emovit.training.adjust import PriorAdjustment, apply_prior_adjustment, tune_prior_adjustment
+
+    model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
+    seven = build_random_model(tmp_path / "seven", "vit-test", id2label=dict(enumerate(EMOTIONS)))
+    for folder, labels, classes in ((model, None, CLASSES), (seven, votes, EMOTIONS)):
+        found = tune_prior_adjustment(folder, dataset, labels=labels, prior_labels=labels)
+        best = max(r["macro_f1"] for r in found.table)
+        assert (
+            found.row(found.tau)["macro_f1"] == best
+            and found.row(found.tau)["macro_f1"] >= found.row(0.0)["macro_f1"]
+        )
+        assert sorted(found.prior) == sorted(classes) and abs(sum(found.prior.values()) - 1) < 1e-4
+        assert len(found.table) == 17 and found.row(0.0)["tau"] == 0.0
+        # tau 0 is the model as it is: its accuracy is emovit evaluate's on the same labels
+        from emovit.evaluation import evaluate
+        from emovit.faces import FaceOptions
+
+        plain = evaluate(
+            folder, dataset, split="validation", faces=FaceOptions(detector="none"), labels=labels
+        )
+        assert found.row(0.0)["accuracy"] == pytest.approx(plain.accuracy, abs=1e-4)
+    # folding tau into the bias shifts every logit by -tau * log(prior), nothing else
+    skewed = {c: (i + 1) / 28 for i, c in enumerate(CLASSES)}
+    adjusted = tmp_path / "adjusted"
+    shutil.copytree(model, adjusted)
+    apply_prior_adjustment(adjusted, PriorAdjustment(0.5, skewed))
+    faces = sorted(str(f) for f in (dataset / "test").rglob("*.png"))[:5]
+    before = [
+        r.faces[0].probs for r in EmotionRecognizer.from_pretrained(model, detector="none").predict(faces)
+    ]
+    after = [
+        r.faces[0].probs for r in EmotionRecognizer.from_pretrained(adjusted, detector="none").predict(faces)
+    ]
+    for p, q in zip(before, after, strict=True):
+        expected = {c: np.log(p[c]) - 0.5 * np.log(skewed[c]) for c in CLASSES}
+        norm = np.log(sum(np.exp(v) for v in expected.values()))
+        assert all(abs(q[c] - np.exp(expected[c] - norm)) < 1e-4 for c in CLASSES)
+    config = json.loads((adjusted / "config.json").read_text())
+    assert config["emovit_prior_adjustment"]["tau"] == 0.5
+    with pytest.raises(TrainError, match="already adjusted"):  # never shifted twice
+        apply_prior_adjustment(adjusted, PriorAdjustment(0.5, skewed))
+    with pytest.raises(TrainError, match="labels"):
+        apply_prior_adjustment(model, PriorAdjustment(0.5, {"happy": 1.0}))

@@ -21,7 +21,43 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "machine_info", "run_bench"]
+
+#: The CPU flags that decide inference speed (AVX2-only EPYCs vs Xeons with AVX-512/AMX).
+SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a benchmark ran on: CPU model name, the speed-relevant flags it has, the
+    cores this process may use, Python and torch versions (every benchmark result records it)."""
+    import os
+    import platform
+
+    info: dict[str, Any] = {
+        "model": platform.processor() or platform.machine(),
+        "flags": [],
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["model"] = value.strip()
+        elif key.strip() == "flags":
+            present = set(value.split())
+            info["flags"] = [flag for flag in SPEED_FLAGS if flag in present]
+            break
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
 
 
 @dataclass
@@ -178,6 +214,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
         "threads": threads,
         "backends": rows,
         "agreement": agreement,
+        "machine": machine_info(),
     }
 
 

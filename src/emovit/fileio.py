@@ -40,10 +40,30 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> contextlib.Abs
     return _atomic_open(Path(path), mode)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import: new files get the permissions a plain ``open``
+#: would give them (mkstemp's are private, 0600).
+_UMASK = _umask()
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a replaced file keeps, or a new file's (0666 less the umask)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def _atomic_open(target: Path, mode: str) -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.chmod(tmp, _file_mode(target))
     try:
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as handle:

@@ -589,9 +589,9 @@ class EmotionRecognizer:
         gets no map and no error.
 
         Args:
-            method: ``auto`` (grad-rollout for a ViT, gradcam for a model with a spatial
-                feature map), ``rollout`` (class-agnostic attention rollout), ``grad-rollout``
-                or ``gradcam`` (see `emovit.explain`).
+            method: ``auto`` (grad-rollout for a ViT, smoothgrad for any other model),
+                ``rollout`` (class-agnostic attention rollout), ``grad-rollout``, ``gradcam``
+                or ``smoothgrad`` (see `emovit.explain`).
             target: explain this label on every face (default: each face's own label).
             batch_size, errors, keep_pixels: as in `predict`.
 
@@ -679,7 +679,7 @@ class EmotionRecognizer:
             return None
         if not explainer.class_specific:
             raise OptionError(
-                f"{explainer.method} is class-agnostic: a target needs grad-rollout or gradcam",
+                f"{explainer.method} is class-agnostic: a target needs grad-rollout, gradcam or smoothgrad",
                 option="target",
             )
         from emovit.labels import canonical_label

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class Explanation:
     Attributes:
         crop_map: float32 ``H x W`` in 0..1 at the face crop's pixel size: how much each pixel
             of the crop counted (1: most).
-        method: ``rollout``, ``grad-rollout`` or ``gradcam``.
+        method: ``rollout``, ``grad-rollout``, ``gradcam`` or ``smoothgrad``.
         target: the label explained (None for the class-agnostic rollout).
         layer: the layer Grad-CAM read (None for the attention methods).
         matrix: the 2x3 affine map from image pixels to crop pixels (None: the crop is the
@@ -78,6 +78,21 @@ class Explanation:
     layer: str | None = None
     matrix: np.ndarray | None = field(default=None, repr=False)
     image_size: tuple[int, int] | None = None
+
+    def display_map(self) -> np.ndarray:
+        """The map as the plots draw it: per-pixel maps (``smoothgrad``) blurred a little
+        (Gaussian, sigma 2.5 % of the crop's shorter side) and scaled to 0..1 again, so that the
+        regions that count show rather than single pixels; other maps as they are. `crop_map`
+        (and the ``.npy`` files) keep the raw map."""
+        if self.method != "smoothgrad" or self.crop_map.size == 0:
+            return self.crop_map
+        from PIL import Image, ImageFilter
+
+        radius = max(1.0, 0.025 * min(self.crop_map.shape))
+        grey = Image.fromarray(np.clip(self.crop_map * 255 + 0.5, 0, 255).astype(np.uint8))
+        blurred = np.asarray(grey.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+        top = float(blurred.max())
+        return blurred / top if top > 0 else blurred
 
     def crop_to_image(self) -> np.ndarray:
         """The 2x3 affine map from crop pixels to image pixels."""
@@ -216,7 +231,7 @@ class FaceResult:
         pixels = crop if crop is not None else self.crop
         if self.explanation is None or pixels is None:
             raise ValueError("plot_explanation needs an explanation and the face crop (from explain)")
-        values = self.explanation.crop_map
+        values = self.explanation.display_map()
         if pixels.shape[:2] != values.shape:
             raise ValueError(f"the crop is {pixels.shape[:2]}, the map {values.shape}: not this face's crop")
         scale = max(1.0, min_side / min(values.shape))
@@ -337,7 +352,8 @@ class ImageResult:
         pixels = np.ascontiguousarray(pixels[..., :3])
         for face in self.faces if explanations else []:
             if face.explanation is not None:
-                heat = face.explanation.image_map((pixels.shape[1], pixels.shape[0]), outside=np.nan)
+                shown = replace(face.explanation, crop_map=face.explanation.display_map())
+                heat = shown.image_map((pixels.shape[1], pixels.shape[0]), outside=np.nan)
                 pixels = _blend(pixels, np.nan_to_num(heat), 0.45, ~np.isnan(heat))
         canvas = Image.fromarray(pixels)
         draw = ImageDraw.Draw(canvas)

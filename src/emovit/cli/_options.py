@@ -184,8 +184,9 @@ explain_method_option = click.option(
     default="auto",
     show_default=True,
     help="Explanation map: rollout (a ViT's attention, class-agnostic), grad-rollout (gradient-weighted "
-    "attention of the explained class), gradcam (models with a spatial feature map); auto picks "
-    "grad-rollout for ViTs, gradcam otherwise.",
+    "attention of the explained class), gradcam (models with a spatial feature map), smoothgrad "
+    "(per-pixel gradient x input, any model); auto picks grad-rollout for ViTs, smoothgrad "
+    "otherwise (it passes the deletion test where Grad-CAM does not: see the README).",
 )
 explain_target_option = click.option(
     "--target",

@@ -1,14 +1,15 @@
 """Explanations: where on the face the model looked.
 
 The methods (attention rollout and its gradient-weighted variant for ViTs, Grad-CAM for
-networks with a spatial feature map, ``auto`` to pick per architecture) run on the torch
+networks with a spatial feature map, SmoothGrad for any network, ``auto`` to pick per
+architecture) run on the torch
 model; `emovit.EmotionRecognizer.explain` runs them over the pipeline's face crops, and the
 faithfulness checks (deletion, model randomisation) say whether a map shows what the model used.
 
 Examples:
     >>> from emovit.explain import METHODS
     >>> METHODS
-    ('auto', 'rollout', 'grad-rollout', 'gradcam')
+    ('auto', 'rollout', 'grad-rollout', 'gradcam', 'smoothgrad')
 """
 
 from emovit.explain._faithfulness import (
@@ -23,6 +24,8 @@ from emovit.explain._methods import (
     CLASS_SPECIFIC,
     GRADCAM_MIN_SIDE,
     METHODS,
+    SMOOTHGRAD_SAMPLES,
+    SMOOTHGRAD_SIGMA,
     Explainer,
     ExplainMethod,
     gradcam_layer,
@@ -35,6 +38,8 @@ __all__ = [
     "CLASS_SPECIFIC",
     "GRADCAM_MIN_SIDE",
     "METHODS",
+    "SMOOTHGRAD_SAMPLES",
+    "SMOOTHGRAD_SIGMA",
     "DeletionResult",
     "ExplainMethod",
     "Explainer",

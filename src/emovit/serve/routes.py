@@ -154,8 +154,8 @@ async def predict(
         description="also say where on each face the model looked: each face gets `explanation` and "
         "`explanation_png` (the map as an 8-bit grey PNG at the face crop's size, base64)",
     ),
-    explain_method: Literal["auto", "rollout", "grad-rollout", "gradcam"] = Query(
-        "auto", description="with explain: the map's method (auto: grad-rollout for ViTs, else gradcam)"
+    explain_method: Literal["auto", "rollout", "grad-rollout", "gradcam", "smoothgrad"] = Query(
+        "auto", description="with explain: the map's method (auto: grad-rollout for ViTs, else smoothgrad)"
     ),
     explain_target: str | None = Query(
         None, max_length=40, description="with explain: the label to explain (default: each face's own)"

@@ -78,7 +78,7 @@ class TopK(BaseModel):
 
 
 class ExplanationModel(BaseModel):
-    method: str = Field(description="rollout, grad-rollout or gradcam")
+    method: str = Field(description="rollout, grad-rollout, gradcam or smoothgrad")
     target: str | None = Field(description="the label explained (null: rollout, which is class-agnostic)")
     layer: str | None = Field(description="the layer gradcam read (null for the attention methods)")
     size: list[int] = Field(description="[width, height] of the face crop, and of `explanation_png`")

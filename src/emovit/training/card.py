@@ -241,6 +241,68 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------- release card
 
+
+def _adjustment_block(adjustment: dict[str, Any] | None) -> str:
+    """The post-hoc logit adjustment, with what it changed on validation (or nothing)."""
+    if not adjustment:
+        return ""
+    tau = float(adjustment["tau"])
+    rows = {float(r["tau"]): r for r in adjustment["validation"]}
+    plain, chosen = rows.get(0.0), rows.get(tau)
+    if plain is None or chosen is None:
+        return ""
+    classes = list(plain["recall"])
+    table = markdown_table(
+        [
+            [
+                f"{t:+.3f}" + (" (none)" if t == 0 else " (chosen)"),
+                f"{r['accuracy']:.4f}",
+                f"{r['macro_f1']:.4f}",
+            ]
+            + [f"{r['recall'][c]:.2f}" if r["recall"][c] is not None else "-" for c in classes]
+            for t, r in ((0.0, plain), (tau, chosen))[: 2 if tau else 1]
+        ],
+        ["tau", "val accuracy", "val macro-F1", *(f"{c} recall" for c in classes)],
+    )
+    shift = f"- {tau:g}" if tau > 0 else f"+ {-tau:g}"
+    what = (
+        f"the logits become `logits {shift} * log(prior)` (folded into the classifier's bias)"
+        if tau
+        else "no shift beat the model as trained"
+    )
+    return (
+        "Post-hoc logit adjustment (Menon et al., 2021; `emovit.training.adjust`): tau chosen on the "
+        f"validation split alone, for macro-F1, among {len(rows)} values from -1 to 1: {what}; the "
+        "prior is the training split's class mass.\n\n" + table + "\n\n"
+    )
+
+
+def _test_block(title: str, metrics: dict[str, dict[str, Any]], prefix: str, image: str, command: str) -> str:
+    """One label set's test figures: plain, flip-TTA and leak-free, per class, calibration."""
+    plain, tta, lf = (metrics[f"{prefix}{k}"] for k in ("plain", "tta", "leak_free"))
+    per_class = [
+        [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+        for label, c in plain["per_class"].items()
+    ]
+    return f"""## Metrics on {title}
+
+| | accuracy | macro-F1 | images |
+|---|---|---|---|
+| plain inference | {plain["accuracy"]:.4f} | {plain["macro_f1"]:.4f} | {plain["images"]} |
+| flip test-time augmentation | {tta["accuracy"]:.4f} | {tta["macro_f1"]:.4f} | {tta["images"]} |
+| leak-free (no copy in train) | {lf["accuracy"]:.4f} | {lf["macro_f1"]:.4f} | {lf["images"]} |
+
+{markdown_table(per_class, ["class", "precision", "recall", "F1", "support"])}
+
+Calibration: ECE {plain["ece"]:.3f}. Confusion matrix:
+
+![confusion matrix]({image})
+
+Reproduce: `{command}`.
+
+"""
+
+
 _WHY = {
     "vit": (
         "a plain `ViTForImageClassification`, the reference model's family. Vision transformers "
@@ -276,12 +338,27 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     targets = (
         f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""
     )
+    augment = cfg.get("augment") or {}
+    photo = (
+        f", and the degradations of real photos: down-then-up sampling (p {augment['downscale_p']}, "
+        f"to x{augment.get('downscale_min', '?')}), blur (p {augment.get('blur_p', 0)}), JPEG quality "
+        f"{augment.get('jpeg_quality', '?')} (p {augment.get('jpeg_p', 0)}), "
+        f"noise (p {augment.get('noise_p', 0)}), "
+        f"gamma {augment.get('gamma_range', '?')} (p {augment.get('gamma_p', 0)}) (`--augment robust`)"
+        if augment.get("downscale_p")
+        else ""
+    )
+    adjust = (
+        f", logit-adjusted loss (tau {cfg['logit_adjust']}, Menon et al. 2021)"
+        if cfg.get("logit_adjust")
+        else ""
+    )
     return (
         f"`{run.name}`, {start}, learned {teacher}{targets}: AdamW lr {cfg['lr']} (weight decay "
         f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
-        f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}, flip/affine/photometric "
-        f"augmentation and random erasing, seed {cfg['seed']}; {state.get('epoch', '?')} epochs, best "
-        f"epoch {state.get('best_epoch', '?')} ({float(state.get('elapsed_s', 0.0)) / 3600:.1f} h)."
+        f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}{adjust}, flip/affine/photometric "
+        f"augmentation and random erasing{photo}, seed {cfg['seed']}; {state.get('epoch', '?')} epochs, "
+        f"best epoch {state.get('best_epoch', '?')} ({float(state.get('elapsed_s', 0.0)) / 3600:.1f} h)."
     )
 
 
@@ -293,6 +370,8 @@ def write_release_card(
     speed: dict[str, Any] | None = None,
     compare: Sequence[Path] = (),
     framing: Framing | None = None,
+    labels: Path | None = None,
+    robustness: str | None = None,
 ) -> Path:
     """Write the ``README.md`` of a released model folder `dest` made from training run `run`.
 
@@ -303,6 +382,9 @@ def write_release_card(
         speed: a benchmark record (``faces_per_s``, ``backend``, ``per_backend``, ``command``).
         compare: other runs (other architectures) for the "why this architecture" table.
         framing: the framing the folder records.
+        labels: the FER+-style vote file the test split was also scored with (``metrics`` then
+            holds ``ferplus_plain``, ``ferplus_tta``, ``ferplus_leak_free``).
+        robustness: the robustness table (markdown, ``scripts/robustness_report.py``).
     """
     config = json.loads((dest / "config.json").read_text())
     processor = json.loads((dest / "preprocessor_config.json").read_text())
@@ -316,14 +398,46 @@ def write_release_card(
     resolved = stages[-1][1]["resolved"]
     states = [run_state(stage) for stage, _ in stages]
     parameters = f"{summary['parameters'] / 1e6:.2f} M" if summary.get("parameters") else "?"
-    labels = ", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))
-    plain, tta, lf = metrics["plain"], metrics["tta"], metrics["leak_free"]
+    class_names = ", ".join(config["id2label"][str(i)] for i in range(len(config["id2label"])))
+    plain = metrics["plain"]
     arch = (config.get("architectures") or [config.get("model_type", "?")])[0]
     kind = config.get("model_type", "vit")
-    per_class = [
-        [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
-        for label, c in plain["per_class"].items()
-    ]
+    fer_block = _test_block(
+        "FER2013 test (PrivateTest), original labels",
+        metrics,
+        "",
+        "confusion_matrix.png",
+        "emovit evaluate ../shared/data/fer2013/test --model default -o report "
+        "[--exclude-leaks ../shared/data/fer2013/train] [--tta]",
+    )
+    if labels is None and metrics.get("labels_file"):
+        labels = Path(str(metrics["labels_file"]))
+    trained_votes = stages[-1][1]["config"].get("labels")  # what the last stage learned from
+    plus_block = ""
+    if labels is not None and "ferplus_plain" in metrics:
+        plus_block = _test_block(
+            "FER+ test (majority label of the 10 annotators)",
+            metrics,
+            "ferplus_",
+            "confusion_matrix_ferplus.png",
+            f"emovit evaluate ../shared/data/fer2013/test --model default --labels {labels} -o report "
+            "[--exclude-leaks ../shared/data/fer2013/train] [--tta]",
+        )
+        plus_block += (
+            "\nThe two label sets disagree on about a third of the test images (mostly FER2013 "
+            '"fear" and "sad" faces the annotators call neutral), so a model that follows the '
+            "annotators loses points on FER2013's original labels by design: FER+ is the target, "
+            "FER2013 is reported beside it.\n\n"
+        )
+    robust_block = (
+        "## Robustness\n\nAccuracy on the test split under the degradations real photos bring, "
+        "and on composites (test faces pasted into larger scenes, found by YuNet and cropped with "
+        "this model's framing); FER+ accuracy / macro-F1 and FER2013 accuracy per model (the model "
+        "before this one beside it). Reproduce with `scripts/robustness_report.py` "
+        "(`docs/reports/robustness`).\n\n" + robustness.strip() + "\n\n"
+        if robustness
+        else ""
+    )
     stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
     if len(stages) == 1:
         recipe = _recipe(stages[0][0], stages[0][1], states[0])
@@ -345,9 +459,16 @@ def write_release_card(
     speed_line = "see `benchmarks/` (`emovit bench`)"
     if speed:
         others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
+        machine = speed.get("machine") or {}
+        cpu = (
+            f" ({machine.get('model', '?')}; {', '.join(machine.get('flags', [])) or 'no AVX flags'})"
+            if machine
+            else ""
+        )
         speed_line = (
             f"{speed['faces_per_s']:.0f} faces/s classifying decoded face crops in batches of "
-            f"{speed.get('batch_size', '?')} on 2 CPU cores with `{speed.get('backend', '?')}`, the backend "
+            f"{speed.get('batch_size', '?')} on {machine.get('cores', 2)} CPU cores{cpu} with "
+            f"`{speed.get('backend', '?')}`, the backend "
             f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
             f"`{speed.get('command', 'emovit bench')}`"
         )
@@ -357,11 +478,35 @@ def write_release_card(
         if comparison
         else ""
     )
-    text = f"""{_front_matter(["emovit", "facial-expression-recognition", kind, "fer2013"])}
+    adjustment_block = _adjustment_block(metrics.get("prior_adjustment"))
+    tags = [
+        "emovit",
+        "facial-expression-recognition",
+        kind,
+        "fer2013",
+        *(["ferplus"] if trained_votes else []),
+    ]
+    trained_on = (
+        "FER2013 faces, last with the FER+ annotators' vote distributions as targets"
+        if trained_votes
+        else "FER2013"
+    )
+    votes_line = (
+        f"\nThe last stage learns from FER+ (`{Path(trained_votes or '').name}`: 10 annotators per "
+        "image): each "
+        "training image's votes over the seven emotions, normalised, are its soft target; votes for "
+        "contempt, unknown and not-a-face are dropped (contempt is not one of the seven classes; the "
+        "other two say nothing about the expression), and images with no emotion vote are left out. "
+        "Validation and test score the majority label; ties and images whose majority is contempt, "
+        "unknown or not-a-face are left out.\n"
+        if trained_votes
+        else ""
+    )
+    text = f"""{_front_matter(tags)}
 # emovit default model
 
 The model `emovit predict` uses when no `--model` is given: a `{arch}` trained by
-emovit's own tools (`make train-default`) on FER2013, offline, on 2 CPU cores. It loads
+emovit's own tools (`make train-default`) on {trained_on}, offline, on 2 CPU cores. It loads
 with `AutoModelForImageClassification` too.
 
 ## Data and splits
@@ -369,7 +514,7 @@ with `AutoModelForImageClassification` too.
 FER2013 (48x48 grey faces) in the standard splits: Training ({resolved["train_images"]} images) for
 training, PublicTest ({resolved["val_images"]}) for model selection (validation macro-F1) and early
 stopping, PrivateTest ({plain["images_in_split"]}) only for the figures below, never for any choice.
-
+{votes_line}
 ## Preprocessing
 
 Grey input is replicated to 3 channels (emovit decodes everything to RGB); resize to
@@ -384,34 +529,17 @@ Why this architecture: {why}
 {compare_block}
 {markdown_table(architecture_rows(config), ["field", "value"])}
 
-Parameters: {parameters}. Labels (id order): {labels}.
+Parameters: {parameters}. Labels (id order): {class_names}.
 
 ## Training recipe
 
 {recipe}
 
-Resolved configurations: `training_config.json` of each run (`runs/default/`).
+{adjustment_block}Resolved configurations: `training_config.json` of each run (`runs/default/`).
 
 Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
 
-## Metrics on FER2013 test (PrivateTest)
-
-| | accuracy | macro-F1 | images |
-|---|---|---|---|
-| plain inference | {plain["accuracy"]:.4f} | {plain["macro_f1"]:.4f} | {plain["images"]} |
-| flip test-time augmentation | {tta["accuracy"]:.4f} | {tta["macro_f1"]:.4f} | {tta["images"]} |
-| leak-free (no copy in train) | {lf["accuracy"]:.4f} | {lf["macro_f1"]:.4f} | {lf["images"]} |
-
-{markdown_table(per_class, ["class", "precision", "recall", "F1", "support"])}
-
-Calibration: ECE {plain["ece"]:.3f}. Confusion matrix:
-
-![confusion matrix](confusion_matrix.png)
-
-Reproduce: `emovit evaluate ../shared/data/fer2013/test --model default -o report
-[--exclude-leaks ../shared/data/fer2013/train] [--tta]`.
-
-## Speed
+{plus_block}{fer_block}{robust_block}## Speed
 
 {speed_line}.
 

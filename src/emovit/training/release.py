@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from emovit.errors import TrainError
 from emovit.fileio import write_text_atomic
 from emovit.training.card import write_release_card
 
-__all__ = ["release_model"]
+__all__ = ["refresh_card", "release_model"]
 
 _FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
@@ -30,45 +31,114 @@ def release_model(
     speed: Path | None = None,
     compare: Sequence[Path] = (),
     onnx: bool = False,
+    labels: Path | None = None,
+    robustness: Path | None = None,
+    adjust_prior: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `run` on ``data``'s test split (face crops: no detection) and write the released
-    folder `dest`; returns the metrics (``plain``, ``tta``, ``leak_free``).
+    folder `dest`; returns the metrics (``plain``, ``tta``, ``leak_free``; with `labels`, the
+    same three scored on the vote file's majority labels as ``ferplus_plain``, ``ferplus_tta``,
+    ``ferplus_leak_free``).
 
     With `onnx`, an fp32 ``model.onnx`` verified against torch is added for the fast backend.
     `compare` names runs of other architectures for the card's comparison table; `speed` a
-    benchmark record (JSON) for its speed line.
+    benchmark record (JSON) for its speed line; `robustness` the folder of
+    ``scripts/robustness_report.py`` (its ``robustness.md`` becomes a section of the card).
+    With `adjust_prior`, a post-hoc logit adjustment chosen on the validation split
+    (`emovit.training.adjust`) is folded into the released weights first (``metrics`` then holds
+    ``prior_adjustment``); every figure is measured on the released folder.
     """
     from emovit.backends import ONNX_FILE
     from emovit.evaluation import evaluate
     from emovit.faces import FaceOptions
-    from emovit.models import FRAMING_FILE, read_framing
+    from emovit.models import FRAMING_FILE
 
-    train_dir = data / "train"
-    cropped = FaceOptions(detector="none")  # the test split holds face crops
-    reports = {
-        "plain": evaluate(run, data, dest / "evaluation", split="test", faces=cropped),
-        "tta": evaluate(run, data, None, split="test", faces=cropped, tta=True),
-        "leak_free": evaluate(run, data, None, split="test", faces=cropped, exclude_leaks=train_dir),
-    }
     dest.mkdir(parents=True, exist_ok=True)
     for name in (*_FILES, FRAMING_FILE):
         if name in _FILES or (run / name).is_file():
             shutil.copy(run / name, dest / name)
+    config = json.loads((dest / "config.json").read_text())
+    config.pop("emovit_random_weights", None)
+    write_text_atomic(dest / "config.json", json.dumps(config, indent=2) + "\n")
+    adjustment = None
+    if adjust_prior:
+        from emovit.training.adjust import apply_prior_adjustment, tune_prior_adjustment
+
+        trained_on = json.loads((run / "training_config.json").read_text())["config"].get("labels")
+        prior_labels = None
+        if trained_on:  # the prior is the mass of what the model learned from: the votes
+            prior_labels = Path(trained_on) if Path(trained_on).is_file() else labels
+            if prior_labels is None:
+                raise TrainError(f"{run} was trained on the votes of {trained_on}: pass that file as labels")
+        adjustment = tune_prior_adjustment(run, data, labels=labels, prior_labels=prior_labels)
+        if adjustment.tau != 0:
+            apply_prior_adjustment(dest, adjustment)
+    (dest / ONNX_FILE).unlink(missing_ok=True)  # never evaluate a stale export
     if onnx:
         from emovit.backends.export import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
-            export_onnx(str(run), Path(tmp), check_images=64)
+            export_onnx(str(dest), Path(tmp), check_images=64)
             shutil.copy(Path(tmp) / ONNX_FILE, dest / ONNX_FILE)
-    else:
-        (dest / ONNX_FILE).unlink(missing_ok=True)
-    config = json.loads((dest / "config.json").read_text())
-    config.pop("emovit_random_weights", None)
-    write_text_atomic(dest / "config.json", json.dumps(config, indent=2) + "\n")
+    # the released folder itself is scored, with the backend `auto` gives users
+    train_dir = data / "train"
+    cropped = FaceOptions(detector="none")  # the test split holds face crops
+    reports = {
+        "plain": evaluate(dest, data, dest / "evaluation", split="test", faces=cropped),
+        "tta": evaluate(dest, data, None, split="test", faces=cropped, tta=True),
+        "leak_free": evaluate(dest, data, None, split="test", faces=cropped, exclude_leaks=train_dir),
+    }
+    if labels is not None:
+        reports["ferplus_plain"] = evaluate(
+            dest, data, dest / "evaluation-ferplus", split="test", faces=cropped, labels=labels
+        )
+        reports["ferplus_tta"] = evaluate(
+            dest, data, None, split="test", faces=cropped, tta=True, labels=labels
+        )
+        reports["ferplus_leak_free"] = evaluate(
+            dest, data, None, split="test", faces=cropped, exclude_leaks=train_dir, labels=labels
+        )
     shutil.move(str(dest / "evaluation" / "confusion_matrix.png"), dest / "confusion_matrix.png")
-    metrics = {k: r.metrics for k, r in reports.items()}
+    (dest / "confusion_matrix_ferplus.png").unlink(missing_ok=True)
+    if labels is not None:
+        shutil.move(
+            str(dest / "evaluation-ferplus" / "confusion_matrix.png"), dest / "confusion_matrix_ferplus.png"
+        )
+        shutil.rmtree(dest / "evaluation-ferplus")
+    metrics: dict[str, Any] = {k: r.metrics for k, r in reports.items()}
+    if adjustment is not None:
+        metrics["prior_adjustment"] = adjustment.to_dict()
+    if labels is not None:
+        metrics["labels_file"] = str(labels)
     write_text_atomic(dest / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(dest / "evaluation")
-    speed_record = json.loads(speed.read_text()) if speed and speed.is_file() else None
-    write_release_card(dest, run, metrics, speed=speed_record, compare=compare, framing=read_framing(dest))
+    refresh_card(run, dest, speed=speed, compare=compare, labels=labels, robustness=robustness)
     return metrics
+
+
+def refresh_card(
+    run: Path,
+    dest: Path,
+    *,
+    speed: Path | None = None,
+    compare: Sequence[Path] = (),
+    labels: Path | None = None,
+    robustness: Path | None = None,
+) -> Path:
+    """(Re)write the card of the released folder `dest` from its ``metrics.json``: after a
+    robustness report or a speed benchmark of the released model, without evaluating again."""
+    from emovit.models import read_framing
+
+    metrics = json.loads((dest / "metrics.json").read_text())
+    speed_record = json.loads(speed.read_text()) if speed and speed.is_file() else None
+    table = robustness / "robustness.md" if robustness is not None else None
+    return write_release_card(
+        dest,
+        run,
+        metrics,
+        speed=speed_record,
+        compare=compare,
+        framing=read_framing(dest),
+        labels=labels,
+        robustness=table.read_text() if table is not None and table.is_file() else None,
+    )

@@ -297,10 +297,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         saved.epochs, saved.time_limit_min = cfg.epochs, cfg.time_limit_min
         saved.output = cfg.output
         cfg = saved
-    elif ckpt.exists():
+    elif ckpt.exists() or (out / "run_state.json").is_file():  # unfinished, or finished
         raise TrainError(f"{out} already holds a training run: pass --resume, or choose another -o folder")
     if cfg.init and cfg.arch:
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
+    init_state = Path(cfg.init) / RUN_STATE if cfg.init else None
+    if (
+        init_state is not None
+        and init_state.is_file()
+        and not json.loads(init_state.read_text()).get("complete")
+    ):
+        raise TrainError(f"--init {cfg.init}: that run has not finished (resume it first with --resume)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 

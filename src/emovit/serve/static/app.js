@@ -62,18 +62,27 @@ function heatColour(value) {
 }
 
 // A face's map (an 8-bit grey PNG, base64, at the crop's size) as a translucent heat image.
-async function heatImage(png64) {
+// Per-pixel maps (smoothgrad) are blurred a little and rescaled, as the Python plots draw
+// them (Explanation.display_map), so that regions show rather than single pixels.
+async function heatImage(png64, smooth) {
   const bytes = Uint8Array.from(atob(png64), (c) => c.charCodeAt(0));
   const grey = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
   const canvas = document.createElement("canvas");
   canvas.width = grey.width;
   canvas.height = grey.height;
   const ctx = canvas.getContext("2d");
+  if (smooth) ctx.filter = `blur(${Math.max(1, 0.025 * Math.min(grey.width, grey.height))}px)`;
   ctx.drawImage(grey, 0, 0);
+  ctx.filter = "none";
   const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
   const px = image.data;
+  let top = 255;
+  if (smooth) {
+    top = 1;
+    for (let i = 0; i < px.length; i += 4) top = Math.max(top, px[i]);
+  }
   for (let i = 0; i < px.length; i += 4) {
-    const [r, g, b] = heatColour(px[i] / 255);
+    const [r, g, b] = heatColour(px[i] / top);
     px[i] = r;
     px[i + 1] = g;
     px[i + 2] = b;
@@ -84,7 +93,11 @@ async function heatImage(png64) {
 }
 
 function heatImages(faces) {
-  return Promise.all(faces.map((f) => (f.explanation_png ? heatImage(f.explanation_png) : null)));
+  return Promise.all(
+    faces.map((f) =>
+      f.explanation_png ? heatImage(f.explanation_png, f.explanation && f.explanation.method === "smoothgrad") : null,
+    ),
+  );
 }
 
 // Lay each face's map (from heatImages) over its crop's place in the image (crop_to_image:

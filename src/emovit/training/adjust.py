@@ -1,0 +1,191 @@
+"""Post-hoc logit adjustment (Menon et al., 2021), chosen on the validation split.
+
+A model trained with the loss-side adjustment (``--logit-adjust``) or without it can still
+lean too far towards (or away from) the frequent classes. Subtracting ``tau * log(prior)``
+from its logits moves that balance; `tune_prior_adjustment` picks ``tau`` on the validation
+split alone (the macro-F1 of the predictions, through the predictor, as `emovit evaluate`
+scores them) and `apply_prior_adjustment` folds it into the classifier's bias, so every door
+(CLI, server, ONNX export, video) sees the adjusted model without any code of its own.
+
+The prior is the training split's class mass (as the trainer's ``--logit-adjust`` counts it):
+the folder labels, or with a FER+-style vote file the summed vote distributions the model was
+trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emovit.errors import TrainError
+
+__all__ = ["PriorAdjustment", "apply_prior_adjustment", "tune_prior_adjustment"]
+
+#: The values of tau tried: 0 (no change) and steps of 1/8 on both sides.
+TAUS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(-1.0, 1.0001, 0.125), 3))
+
+
+@dataclass
+class PriorAdjustment:
+    """The chosen ``tau``, the prior it scales (label -> share) and what each ``tau`` scored on
+    validation (``tau``, accuracy, macro-F1 and per-class recall)."""
+
+    tau: float
+    prior: dict[str, float]
+    table: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    def row(self, tau: float) -> dict[str, Any]:
+        """The validation row of `tau`."""
+        return next(r for r in self.table if abs(r["tau"] - tau) < 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tau": self.tau, "prior": self.prior, "validation": self.table}
+
+
+def _prior(data: Path, classes: Sequence[str], labels: str | os.PathLike[str] | None) -> np.ndarray:
+    from emovit.data import read_samples, read_vote_labels, vote_targets
+
+    samples = read_samples(data, "train")
+    if labels is not None:
+        from emovit.labels import EMOTIONS
+
+        _, targets = vote_targets(samples, read_vote_labels(labels), list(EMOTIONS))
+        by_emotion = dict(zip(EMOTIONS, targets.sum(axis=0).astype(np.float64), strict=True))
+        mass = np.array([by_emotion.get(c, 0.0) for c in classes])
+    else:
+        mass = np.array([sum(s.label == c for s in samples) for c in classes], dtype=np.float64)
+    mass = np.maximum(mass, 1.0)  # as the trainer's --logit-adjust: an absent class counts one image
+    return mass / mass.sum()
+
+
+def tune_prior_adjustment(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    prior_labels: str | os.PathLike[str] | None = None,
+    taus: Sequence[float] = TAUS,
+    batch_size: int = 256,
+) -> PriorAdjustment:
+    """Pick ``tau`` for `model` on `data`'s validation split (face crops: no detection).
+
+    Every validation image goes through the predictor once; each ``tau`` then re-ranks the
+    same probabilities (``log p - tau * log prior``). The choice is the highest validation
+    macro-F1 (ties: the smallest ``|tau|``). With `labels`, validation scores the vote file's
+    majority label. The prior is the training split's class mass on the labels the model was
+    trained on: the vote mass of `prior_labels` (a vote file), else the folder labels. Images
+    that fail are left out.
+    """
+    from sklearn.metrics import f1_score
+
+    from emovit.data import majority_samples, read_samples, read_vote_labels
+    from emovit.imageio import load_images
+    from emovit.predictor import EmotionRecognizer
+
+    data = Path(data)
+    rec = EmotionRecognizer.from_pretrained(model, detector="none", batch_size=batch_size)
+    classes = list(rec.model.label_map.names)
+    prior = _prior(data, classes, prior_labels)
+    samples = read_samples(data, "validation")
+    if labels is not None:
+        samples = majority_samples(samples, read_vote_labels(labels))
+    truth = [s.label for s in samples]
+    kept = [i for i, t in enumerate(truth) if t in classes]
+    if not kept:
+        raise TrainError(f"{data}: no validation image with a label among {', '.join(classes)}")
+    rows: list[list[float]] = []
+    scored: list[int] = []
+    for start in range(0, len(kept), batch_size):
+        chunk = kept[start : start + batch_size]
+        for index, result in zip(
+            chunk, rec.predict(load_images([samples[i].source for i in chunk])), strict=True
+        ):
+            if result.ok and result.faces:
+                face = result.faces[0].probs
+                rows.append([face[c] for c in classes])
+                scored.append(index)
+    if not scored:
+        raise TrainError(f"{data}: no validation image could be scored")
+    probs = np.asarray(rows, dtype=np.float64)
+    y_true = np.array([classes.index(str(truth[i])) for i in scored])
+    log_p, log_prior = np.log(np.maximum(probs, 1e-12)), np.log(prior)
+    table: list[dict[str, Any]] = []
+    for tau in taus:
+        y_pred = (log_p - tau * log_prior).argmax(axis=1)
+        table.append(
+            {
+                "tau": float(tau),
+                "accuracy": round(float((y_pred == y_true).mean()), 4),
+                "macro_f1": round(
+                    float(
+                        f1_score(y_true, y_pred, labels=range(len(classes)), average="macro", zero_division=0)
+                    ),
+                    4,
+                ),
+                "recall": {
+                    c: round(float((y_pred[y_true == k] == k).mean()), 3) if (y_true == k).any() else None
+                    for k, c in enumerate(classes)
+                },
+            }
+        )
+    best = max(table, key=lambda r: (r["macro_f1"], -abs(r["tau"])))
+    return PriorAdjustment(
+        float(best["tau"]), dict(zip(classes, prior.round(6).tolist(), strict=True)), table
+    )
+
+
+def _classifier_bias(model: Any, num_labels: int) -> str:
+    """The state-dict key of the bias of the layer that produces the logits."""
+    import torch
+
+    linear = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and module.out_features == num_labels
+        and module.bias is not None
+    ]
+    if not linear:
+        raise TrainError(f"{type(model).__name__}: no linear classifier with a bias to adjust")
+    return f"{linear[-1][0]}.bias"
+
+
+def apply_prior_adjustment(folder: str | os.PathLike[str], adjustment: PriorAdjustment) -> Path:
+    """Fold ``-tau * log(prior)`` into the classifier bias of the model in `folder` (its
+    ``model.safetensors`` is rewritten atomically) and record the adjustment in its
+    ``config.json`` (``emovit_prior_adjustment``). Returns the weights file."""
+    from safetensors.torch import load_file, save
+
+    from emovit.fileio import atomic_open, write_text_atomic
+    from emovit.models import load_torch_model
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if "emovit_prior_adjustment" in json.loads(config_path.read_text()):
+        raise TrainError(f"{folder}: already adjusted (config.json has emovit_prior_adjustment)")
+    loaded = load_torch_model(folder)
+    classes = list(loaded.label_map.names)
+    if set(classes) != set(adjustment.prior):
+        raise TrainError(f"{folder}: its labels {classes} are not the adjustment's {list(adjustment.prior)}")
+    key = _classifier_bias(loaded.model, len(classes))
+    weights_path = folder / "model.safetensors"
+    weights = load_file(str(weights_path))
+    if key not in weights:
+        raise TrainError(f"{weights_path}: no tensor {key!r}")
+    shift = -adjustment.tau * np.log([adjustment.prior[c] for c in classes])
+    import torch
+
+    bias = weights[key]
+    weights[key] = (bias.double() + torch.from_numpy(shift)).to(bias.dtype).contiguous()
+    with atomic_open(weights_path, "wb") as handle:
+        handle.write(save(weights, metadata={"format": "pt"}))
+    config = json.loads(config_path.read_text())
+    config["emovit_prior_adjustment"] = {"tau": adjustment.tau, "prior": adjustment.prior}
+    write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
+    return weights_path
