@@ -196,3 +196,25 @@ def test_real_timings_and_flip_tta(tiny_model_dir: Path) -> None:
     mirrored = rec.predict([np.ascontiguousarray(image[:, ::-1])])[0]
     expected = {k: (result.probs[k] + mirrored.probs[k]) / 2 for k in result.probs}
     assert flip.predict([image])[0].probs == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_tiff_whose_strip_offset_is_a_rational_is_an_image_error() -> None:
+    """Found by fuzzing: Pillow raises TypeError (not OSError) when a TIFF's StripOffsets tag
+    holds a RATIONAL; it must come out as the usual corrupt-image error, not a crash."""
+    import io
+    import struct
+
+    from emovit.errors import ImageError
+    from emovit.imageio import load_image
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4), 7).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets: LONG -> RATIONAL
+            struct.pack_into("<HHII", data, entry, 273, 5, 1, 8)
+    with pytest.raises(ImageError, match="corrupt or truncated") as caught:
+        load_image(bytes(data), name="odd.tif")
+    assert caught.value.code == "corrupt_image" and caught.value.source == "odd.tif"

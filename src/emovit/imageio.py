@@ -27,6 +27,7 @@ import contextlib
 import io
 import os
 import stat
+import struct
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -101,14 +102,15 @@ def load_image(
                 raise ImageError(
                     label, "not an image file (unrecognised format)", "unsupported_format"
                 ) from None
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
-                raise ImageError(label, f"corrupt or truncated image data ({exc})") from None
+            except _DECODE_ERRORS as exc:
+                reason = str(exc) or type(exc).__name__
+                raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
             with image:
                 _check_pixels(image.width, image.height, label, max_pixels)
                 try:
                     image.seek(0)
                     image.load()
-                except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+                except _DECODE_ERRORS as exc:
                     reason = str(exc) or type(exc).__name__
                     raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
                 return _pil_to_rgb(image, label)
@@ -116,6 +118,22 @@ def load_image(
         if not isinstance(source, io.IOBase) and hasattr(stream, "close"):
             stream.close()
 
+
+#: What Pillow's decoders raise on malformed files: besides the documented OSError and
+#: SyntaxError, fuzzing found TypeError (a TIFF offset tag holding a rational), IndexError and
+#: struct.error from broken headers.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
 
 _T = TypeVar("_T")
 

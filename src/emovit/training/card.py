@@ -407,8 +407,8 @@ def write_release_card(
         metrics,
         "",
         "confusion_matrix.png",
-        "emovit evaluate ../shared/data/fer2013/test --model default -o report "
-        "[--exclude-leaks ../shared/data/fer2013/train] [--tta]",
+        "emovit evaluate ../shared/data/fer2013/test --model default --detector none -o report "
+        "[--exclude-leaks ../shared/data/fer2013/train] [--tta flip]",
     )
     if labels is None and metrics.get("labels_file"):
         labels = Path(str(metrics["labels_file"]))
@@ -420,8 +420,8 @@ def write_release_card(
             metrics,
             "ferplus_",
             "confusion_matrix_ferplus.png",
-            f"emovit evaluate ../shared/data/fer2013/test --model default --labels {labels} -o report "
-            "[--exclude-leaks ../shared/data/fer2013/train] [--tta]",
+            f"emovit evaluate ../shared/data/fer2013/test --model default --detector none --labels {labels} "
+            "-o report [--exclude-leaks ../shared/data/fer2013/train] [--tta flip]",
         )
         plus_block += (
             "\nThe two label sets disagree on about a third of the test images (mostly FER2013 "
