@@ -312,8 +312,9 @@ def test_resume_skips_done_inputs(
         resume=True,
         expand=False,
     )
-    assert report.skipped == len(inputs) - 32 and report.rows == 96
-    assert f"{len(inputs) - 32} inputs skipped" in report.line()
+    redo = len(uncommitted["inputs"])  # a full part or the last, shorter one: whichever sorts first
+    assert report.skipped == len(inputs) - redo and report.rows == redo + 64
+    assert f"{len(inputs) - redo} inputs skipped" in report.line()
     assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # swept
     assert_same_rows(list(emovit_ray.read_results(str(out))), local_rows(tiny_model_dir, everything))
     sources = pq.read_table(out, columns=["source"]).column("source").to_pylist()  # what any reader sees
