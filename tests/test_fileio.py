@@ -13,22 +13,16 @@ from emovit.fileio import atomic_open, write_text_atomic
 def test_a_new_file_gets_the_umask_permissions_and_a_replaced_one_keeps_its_own(tmp_path: Path) -> None:
     mask = os.umask(0o027)
     try:
-        import importlib
-
-        import emovit.fileio
-
-        fileio = importlib.reload(emovit.fileio)  # reads the umask at import
         fresh = tmp_path / "new.json"
-        fileio.write_text_atomic(fresh, "{}")
+        write_text_atomic(fresh, "{}")
         assert fresh.stat().st_mode & 0o777 == 0o640  # not mkstemp's private 0600
         shared = tmp_path / "shared.txt"
         shared.write_text("old")
         shared.chmod(0o664)
-        fileio.write_text_atomic(shared, "new")
+        write_text_atomic(shared, "new")
         assert shared.read_text() == "new" and shared.stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(mask)
-        importlib.reload(emovit.fileio)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

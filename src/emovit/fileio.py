@@ -41,22 +41,26 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> contextlib.Abs
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (setting it, the
+    only portable way to read it, would race with files other threads create meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-#: The process's umask, read once at import: new files get the permissions a plain ``open``
-#: would give them (mkstemp's are private, 0600).
-_UMASK = _umask()
-
-
 def _file_mode(target: Path) -> int:
-    """The mode a replaced file keeps, or a new file's (0666 less the umask)."""
+    """The mode a replaced file keeps, or a new file's (0666 less the umask): the permissions a
+    plain ``open`` would give (mkstemp's are private, 0600)."""
     try:
         return target.stat().st_mode & 0o777
     except OSError:
-        return 0o666 & ~_UMASK
+        return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager

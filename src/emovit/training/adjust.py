@@ -85,7 +85,6 @@ def tune_prior_adjustment(
     from sklearn.metrics import f1_score
 
     from emovit.data import majority_samples, read_samples, read_vote_labels
-    from emovit.imageio import load_images
     from emovit.predictor import EmotionRecognizer
 
     data = Path(data)
@@ -103,9 +102,7 @@ def tune_prior_adjustment(
     scored: list[int] = []
     for start in range(0, len(kept), batch_size):
         chunk = kept[start : start + batch_size]
-        for index, result in zip(
-            chunk, rec.predict(load_images([samples[i].source for i in chunk])), strict=True
-        ):
+        for index, result in zip(chunk, rec.predict([samples[i].source for i in chunk]), strict=True):
             if result.ok and result.faces:
                 face = result.faces[0].probs
                 rows.append([face[c] for c in classes])
