@@ -5,13 +5,15 @@ write its model card (`emovit.training.release.release_model`). Run by ``make tr
 Usage:
     python scripts/build_default_model.py RUN_DIR DEST_DIR --data DATA [--speed SPEED.json]
         [--compare OTHER_RUN ...] [--onnx] [--labels VOTES.csv] [--robustness REPORT_DIR]
-        [--adjust-prior] [--card-only]
+        [--adjust-prior] [--augment-choice CHOICE_DIR] [--card-only]
 
 ``--compare`` names runs of other architectures, for the card's "why this architecture" table;
 ``--labels`` also scores the test split on a FER+ vote file's majority labels; ``--robustness``
 puts the table of ``scripts/robustness_report.py`` into the card; ``--adjust-prior`` folds a
 post-hoc logit adjustment chosen on the validation split into the released weights
-(`emovit.training.adjust`); ``--card-only`` rewrites the card of an already built folder from its
+(`emovit.training.adjust`); ``--augment-choice`` puts the table of
+``scripts/choose_augmentation.py`` into the card. RUN_DIR may be that script's ``choice.json``:
+the run it chose is released. ``--card-only`` rewrites the card of an already built folder from its
 ``metrics.json`` (after the robustness report or the speed benchmark of the released model).
 A run that has not finished (``run_state.json`` not complete) is left alone, with a message and
 exit status 75 (EX_TEMPFAIL: run ``make train-default`` again later), so that ``make`` stops
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", type=Path, help="the last training stage's output folder")
+    parser.add_argument(
+        "run", type=Path, help="the last training stage's output folder, or a choice.json naming it"
+    )
     parser.add_argument("dest", type=Path, help="the folder to write (src/emovit/models/default)")
     parser.add_argument("--data", type=Path, required=True, help="the dataset with a test split")
     parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
@@ -41,8 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, default=None, help="a FER+ vote file: also score its labels")
     parser.add_argument("--robustness", type=Path, default=None, help="the robustness report folder")
     parser.add_argument("--adjust-prior", action="store_true", help="tune a logit adjustment on validation")
+    parser.add_argument("--augment-choice", type=Path, default=None, help="the augmentation choice folder")
     parser.add_argument("--card-only", action="store_true", help="only rewrite the card of DEST")
     args = parser.parse_args(argv)
+    if args.run.is_file():  # scripts/choose_augmentation.py's choice.json
+        try:
+            choice = json.loads(args.run.read_text())
+        except ValueError as error:
+            print(f"{args.run}: not a choice.json ({error})", file=sys.stderr)
+            return 2
+        if not isinstance(choice, dict) or not choice.get("chosen_path"):
+            print(f"{args.run}: not a choice.json (no chosen_path)", file=sys.stderr)
+            return 2
+        print(f"releasing {choice['chosen_path']} (chosen in {args.run})")
+        args.run = Path(choice["chosen_path"])
+        if (args.run / "soup.json").is_file():
+            print(
+                f"{args.run}: a weight average won the choice; the release and its card follow one "
+                "training run's stages and cannot describe a soup yet",
+                file=sys.stderr,
+            )
+            return 2
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if not state.get("complete"):
@@ -58,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": args.compare,
         "labels": args.labels,
         "robustness": args.robustness,
+        "augment_choice": args.augment_choice,
     }
     if args.card_only:
         print(f"wrote {refresh_card(args.run, args.dest, **shared)}")

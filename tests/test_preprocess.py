@@ -169,3 +169,50 @@ def test_normalize_has_one_implementation_for_numpy_and_torch() -> None:
     )
     nchw = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
     np.testing.assert_array_equal(pre.normalize_tensor(nchw).numpy(), from_numpy)
+
+
+@pytest.mark.parametrize("resample", range(6))
+def test_a_grey_face_resizes_as_its_rgb_image_does(resample: int) -> None:
+    """The one-band fast path for grey faces gives Pillow's RGB resize bit for bit, for every
+    filter, up and down, square or not; a colour image takes the RGB path."""
+    rng = np.random.default_rng(resample)
+    for height, width, size in (
+        (48, 48, (64, 64)),
+        (48, 48, (224, 224)),
+        (300, 170, (64, 64)),
+        (5, 9, (7, 3)),
+    ):
+        band = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        grey = np.repeat(band[..., None], 3, axis=2)
+        pre = Preprocessor(size=size, resample=resample)
+        expected = np.asarray(Image.fromarray(grey).resize(size[::-1], resample=resample))
+        np.testing.assert_array_equal(pre.resize(grey), expected)
+        np.testing.assert_array_equal(pre(grey[None])[0], pre.normalize(expected[None])[0])
+    colour = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        Preprocessor(size=(64, 64), resample=resample).resize(colour),
+        np.asarray(Image.fromarray(colour).resize((64, 64), resample=resample)),
+    )
+
+
+def test_preprocessing_never_writes_its_input_and_names_a_bad_image() -> None:
+    import torch
+
+    pre = Preprocessor(size=(1, 1))
+    one_pixel = np.full((2, 1, 1, 3), 255.0, dtype=np.float32)  # its NCHW view needs no copy
+    out = pre.normalize(one_pixel)
+    assert np.all(one_pixel == 255.0) and out.dtype == np.float32
+    pixels = torch.full((2, 3, 1, 1), 255.0)
+    pre.normalize_tensor(pixels)
+    assert bool((pixels == 255.0).all())
+    with pytest.raises(ValueError, match="no images"):
+        pre([])
+    rgba = np.zeros((1, 1, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"image 1: expected HxWx3 RGB, got shape \(1, 1, 4\)"):
+        pre([np.zeros((1, 1, 3), dtype=np.uint8), rgba])
+    with pytest.raises(ValueError, match="different shapes"):
+        Preprocessor(size=None)([np.zeros((2, 2, 3), np.uint8), np.zeros((3, 3, 3), np.uint8)])
+    # a grey image that is not uint8 takes the RGB path (Pillow decides what it accepts)
+    grey_float = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    with pytest.raises(TypeError):
+        Preprocessor(size=(2, 2))([grey_float])

@@ -509,16 +509,57 @@ def test_robust_augmentation_degrades_like_photos_deterministically() -> None:
     assert AugmentConfig.from_name("robust") == cfg
 
 
+def test_augment_set_changes_one_strength_of_a_preset_and_refuses_nonsense(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+    from emovit.training.augment import AugmentConfig
+
+    robust = AugmentConfig.robust()
+    changed = robust.with_overrides(["blur_p=0.4", "jpeg_quality=20,90", " downscale_min = 0.2"])
+    assert (changed.blur_p, changed.jpeg_quality, changed.downscale_min) == (0.4, (20, 90), 0.2)
+    assert changed.noise_p == robust.noise_p and robust.blur_p == 0.2  # a copy; the rest as before
+    assert robust.with_overrides([]) == robust
+    for bad, says in (
+        ("blur", "KEY=VALUE"),
+        ("blurp=0.4", "KEY=VALUE"),
+        ("blur_p=1.5", "at most 1"),
+        ("rotate_deg=-3", ">= 0"),
+        ("noise_std=nan", ">= 0"),
+        ("jpeg_quality=90", "two comma-separated"),
+        ("jpeg_quality=90,30", "above its high end"),
+        ("gamma_range=0,2", "above 0"),
+        ("gamma_range=0.5,inf", "finite"),
+        ("jpeg_quality=20.5,90", "whole numbers"),
+        ("jpeg_quality=0,90", "1..100"),
+        ("erase_area=0.1,2", "at most 1"),
+        ("scale=big", "big"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            robust.with_overrides([bad])
+    # a run's card gives the flags that reproduce its strengths
+    from emovit.training.card import _augment_flags
+
+    assert _augment_flags(json.loads(json.dumps(robust.to_dict()))) == "`--augment robust`"
+    assert _augment_flags(AugmentConfig().to_dict()) == "`--augment standard`"
+    flags = _augment_flags(changed.with_overrides(["mix_p=0.9", "mixup_alpha=0.2"]).to_dict())
+    assert flags == (
+        "`--augment robust` `--augment-set mix_p=0.9` `--augment-set downscale_min=0.2` "
+        "`--augment-set blur_p=0.4` `--augment-set jpeg_quality=20,90`"
+    )  # in the fields' order; mixup is its own flag, --mixup
+    # the CLI names the option and the setting, before any data is read
+    result = CliRunner().invoke(
+        main, ["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out"), "--augment-set", "blur_p=3"]
+    )
+    assert result.exit_code == 2
+    assert "--augment-set" in result.output and "blur_p=3" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_robustness_report_scores_every_condition_and_reuses_same_weights(
     dataset: Path, votes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "robustness_report.py"
-    spec = importlib.util.spec_from_file_location("robustness_report", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _load_script("robustness_report")
     model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
     out = tmp_path / "report"
     args = ["--model", str(model), "--name", "before", "--data", str(dataset), "--labels", str(votes)]
@@ -592,3 +633,65 @@ def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(
         apply_prior_adjustment(adjusted, PriorAdjustment(0.5, skewed))
     with pytest.raises(TrainError, match="labels"):
         apply_prior_adjustment(model, PriorAdjustment(0.5, {"happy": 1.0}))
+
+
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(model: str, split: str, clean: tuple[float, float], perturbed: tuple[float, float]) -> dict:
+    def cond(acc: float, f1: float) -> dict:
+        return {"ferplus": {"images": 10, "accuracy": acc, "macro_f1": f1}, "fer2013": {"images": 10}}
+
+    conditions = {
+        "clean": cond(*clean),
+        "blur": cond(*perturbed),
+        "downscale": cond(perturbed[0], perturbed[1] - 0.1),
+    }
+    return {"model": model, "path": model, "settings": {"split": split}, "conditions": conditions}
+
+
+def test_augmentation_is_chosen_on_perturbed_validation_by_the_fixed_rule(
+    dataset: Path, votes: Path, tmp_path: Path
+) -> None:
+    chooser = _load_script("choose_augmentation")
+    reports = [
+        _report("flips only", "validation", (0.82, 0.72), (0.60, 0.50)),
+        _report("photo", "validation", (0.815, 0.71), (0.75, 0.65)),
+        # the most robust, but it pays 2 points on clean faces: not eligible
+        _report("very strong", "validation", (0.80, 0.70), (0.78, 0.69)),
+    ]
+    result = chooser.choose(reports)
+    assert result["chosen"] == "photo" and result["chosen_path"] == "photo"
+    assert "macro-F1" in result["rule"] and "clean" in result["rule"]
+    assert [row["eligible"] for row in result["rows"]] == [True, True, False]
+    photo = result["rows"][1]
+    assert photo["mean_macro_f1"] == pytest.approx((0.71 + 0.65 + 0.55) / 3)
+    assert photo["worst_condition"] == "downscale"
+    assert chooser.choose(reports, max_clean_loss=0.05)["chosen"] == "very strong"
+    with pytest.raises(ValueError, match="validation split only"):
+        chooser.choose([*reports, _report("peeked", "test", (0.9, 0.9), (0.9, 0.9))])
+
+    # end to end on a report the robustness script measured on validation; a test report is refused
+    report_script = _load_script("robustness_report")
+    models = [
+        build_random_model(tmp_path / name, "vit-test", id2label=dict(enumerate(CLASSES)), seed=seed)
+        for seed, name in enumerate(("a", "b"))
+    ]
+    args = ["--data", str(dataset), "--labels", str(votes)]
+    for split in ("validation", "test"):
+        pairs = [arg for model in models for arg in ("--model", str(model), "--name", model.name)]
+        assert report_script.main([*pairs, *args, "--split", split, "-o", str(tmp_path / split)]) == 0
+    assert chooser.main([str(tmp_path / "validation" / "robustness.json")]) == 0
+    choice = json.loads((tmp_path / "validation" / "choice.json").read_text())
+    assert choice["chosen"] in {"a", "b"} and len(choice["rows"]) == 2
+    assert "| a |" in (tmp_path / "validation" / "choice.md").read_text()
+    assert chooser.main([str(tmp_path / "test" / "robustness.json")]) == 2
+    assert not (tmp_path / "test" / "choice.json").exists()

@@ -166,8 +166,17 @@ class Preprocessor:
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """Resize (and centre-crop) one ``HxWx3`` ``uint8`` image; returns ``uint8``."""
+        out = self._resize(image)
+        return np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 else out
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        """`resize`, except that a grey image comes back as its one band (``HxW``)."""
         from PIL import Image
 
+        if image.dtype == np.uint8 and _is_grey(image):
+            # Pillow resizes every band alike: one band, resized, is each band of the RGB result
+            # bit for bit (tests/test_preprocess.py), at a third of the work
+            image = np.ascontiguousarray(image[..., 0])
         if self.size is not None or self.shortest_edge is not None:
             height, width = self._resize_target(image.shape[0], image.shape[1])
             if (height, width) != image.shape[:2]:
@@ -179,8 +188,13 @@ class Preprocessor:
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """Rescale and normalize an ``NxHxWx3`` ``uint8`` batch into float32 ``NCHW``."""
-        out = self._rescale_normalize(batch.astype(np.float32), channel_axis=3)
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return self._normalize_planar(batch.transpose(0, 3, 1, 2))
+
+    def _normalize_planar(self, batch: np.ndarray) -> np.ndarray:
+        # one float32 copy of the ``NCHW`` batch (always a copy: the caller's array is never
+        # written), then the arithmetic in place on it: the same values as step by step
+        planar = np.array(batch, dtype=np.float32, order="C", copy=True)
+        return self._rescale_normalize(planar, channel_axis=1, in_place=True)
 
     def normalize_tensor(self, pixels: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
         """`normalize` in torch, on the tensor's device: pixel values (``uint8``, or floats on the
@@ -198,22 +212,49 @@ class Preprocessor:
             x = x.permute(0, 3, 1, 2)
         return self._rescale_normalize(x, channel_axis=1)
 
-    def _rescale_normalize(self, x: _Array, channel_axis: int) -> _Array:
+    def _rescale_normalize(self, x: _Array, channel_axis: int, *, in_place: bool = False) -> _Array:
         """The one implementation of the arithmetic, for float32 numpy arrays and torch tensors:
-        ``x * rescale_factor``, then ``(x - mean) / std``, each step rounded to float32."""
+        ``x * rescale_factor``, then ``(x - mean) / std``, each step rounded to float32
+        (`in_place`: overwriting `x`, which the caller owns)."""
+        if not in_place:
+            x = x.copy() if isinstance(x, np.ndarray) else x.clone()
         if self.rescale_factor is not None:
-            x = x * _float32_constant(x, [self.rescale_factor], channel_axis)
+            x *= _float32_constant(x, [self.rescale_factor], channel_axis)
         if self.mean is not None and self.std is not None:
-            x = x - _float32_constant(x, self.mean, channel_axis)
-            x = x / _float32_constant(x, self.std, channel_axis)
+            x -= _float32_constant(x, self.mean, channel_axis)
+            x /= _float32_constant(x, self.std, channel_axis)
         return x
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocess RGB ``uint8`` images into one float32 ``NCHW`` batch."""
-        resized = [self.resize(image) for image in images]
-        if len({r.shape for r in resized}) > 1:
-            raise ValueError("images resize to different shapes; batch them one at a time")
-        return self.normalize(np.stack(resized))
+        if not len(images):
+            raise ValueError("no images to preprocess")
+        resized = [self._resize(image) for image in images]
+        shapes = {r.shape[:2] for r in resized}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images resize to different shapes ({sorted(shapes)}); batch them one at a time"
+            )
+        height, width = resized[0].shape[:2]
+        batch = np.empty((len(resized), 3, height, width), dtype=np.result_type(*resized))
+        for index, (row, image) in enumerate(zip(batch, resized, strict=True)):
+            if image.ndim == 2:  # a grey face's one band
+                row[...] = image
+            elif image.ndim == 3 and image.shape[2] == 3:
+                row[...] = image.transpose(2, 0, 1)
+            else:
+                raise ValueError(f"image {index}: expected HxWx3 RGB, got shape {images[index].shape}")
+        return self._normalize_planar(batch)
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """An ``HxWx3`` image whose three channels are equal (a grey face in RGB)."""
+    return (
+        image.ndim == 3
+        and image.shape[2] == 3
+        and bool(np.array_equal(image[..., 0], image[..., 1]))
+        and bool(np.array_equal(image[..., 0], image[..., 2]))
+    )
 
 
 def _float32_constant(like: _Array, values: Sequence[float], channel_axis: int) -> _Array:
@@ -235,7 +276,7 @@ def _center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if top >= 0 and left >= 0:
         return image[top : top + crop_h, left : left + crop_w]
     # Smaller than the crop: pad with zeros around the centred image, as transformers does.
-    out = np.zeros((max(crop_h, height), max(crop_w, width), 3), dtype=image.dtype)
+    out = np.zeros((max(crop_h, height), max(crop_w, width), *image.shape[2:]), dtype=image.dtype)
     pad_top, pad_left = (out.shape[0] - height) // 2, (out.shape[1] - width) // 2
     out[pad_top : pad_top + height, pad_left : pad_left + width] = image
     top, left = (out.shape[0] - crop_h) // 2, (out.shape[1] - crop_w) // 2

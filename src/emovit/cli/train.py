@@ -145,6 +145,13 @@ def _given(**values: Any) -> dict[str, Any]:
     show_default=True,
     help="robust: crop jitter plus real-photo degradations (downscale, blur, noise, gamma, JPEG).",
 )
+@click.option(
+    "--augment-set",
+    "augment_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one strength of the --augment preset, e.g. blur_p=0.4 or jpeg_quality=20,90 (repeatable).",
+)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off (same as --augment off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.pass_context
@@ -158,6 +165,7 @@ def train(
     mixup: float,
     cutmix: float,
     augment_name: str,
+    augment_overrides: tuple[str, ...],
     no_augment: bool,
     resume: bool,
 ) -> None:
@@ -181,6 +189,10 @@ def train(
     hf_logging.disable_progress_bar()
     augment = AugmentConfig.from_name("off" if no_augment else augment_name)
     augment.mixup_alpha, augment.cutmix_alpha = mixup, cutmix
+    try:
+        augment = augment.with_overrides(augment_overrides)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--augment-set") from None
     config = TrainConfig(
         data=data,
         output=output,

@@ -12,8 +12,8 @@ its slice, so a run on N processes sees exactly the augmentations of a 1-process
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -72,6 +72,51 @@ class AugmentConfig:
             rotate_deg=15.0, scale=0.15, translate=0.1, brightness=0.25, contrast=0.3, erase_p=0.3,
             downscale_p=0.3, blur_p=0.2, noise_p=0.2, gamma_p=0.3, jpeg_p=0.25,
         )  # fmt: skip
+
+    def with_overrides(self, pairs: Iterable[str]) -> AugmentConfig:
+        """A copy with ``KEY=VALUE`` strengths replaced, e.g. ``blur_p=0.4`` or
+        ``jpeg_quality=20,90`` (a range is two comma-separated numbers)."""
+        fields = self.to_dict()
+        changed: dict[str, object] = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep or key not in fields:
+                raise ValueError(
+                    f"augmentation setting {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}"
+                )
+            current = fields[key]
+            try:
+                if isinstance(current, tuple):
+                    parts = [part.strip() for part in text.split(",")]
+                    kind = type(current[0])
+                    if len(parts) != 2:
+                        raise ValueError("a range needs two comma-separated numbers")
+                    numbers = [float(part) for part in parts]
+                    if not all(math.isfinite(n) and n >= 0 for n in numbers):
+                        raise ValueError("a range holds finite numbers >= 0")
+                    if kind is int and not all(n.is_integer() for n in numbers):
+                        raise ValueError("a range of whole numbers")
+                    low, high = (kind(n) for n in numbers)
+                    if low > high:
+                        raise ValueError(f"the range's low end {low} is above its high end {high}")
+                    if key == "gamma_range" and low <= 0:
+                        raise ValueError("a gamma is above 0")
+                    if key == "jpeg_quality" and not 1 <= low <= high <= 100:
+                        raise ValueError("JPEG quality is 1..100")
+                    if key == "erase_area" and high > 1:
+                        raise ValueError("an area is a share of the image, at most 1")
+                    changed[key] = (low, high)
+                else:
+                    value = float(text)
+                    if not math.isfinite(value) or value < 0:
+                        raise ValueError("a strength is a finite number >= 0")
+                    if (key.endswith("_p") or key in ("hflip", "downscale_min")) and value > 1:
+                        raise ValueError(f"{key} is at most 1")
+                    changed[key] = value
+            except ValueError as error:
+                raise ValueError(f"augmentation setting {pair!r}: {error}") from None
+        return replace(self, **changed)  # type: ignore[arg-type]
 
     @classmethod
     def from_name(cls, name: str) -> AugmentConfig:

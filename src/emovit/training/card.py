@@ -204,12 +204,14 @@ def run_summary(run: Path) -> dict[str, Any]:
     config = json.loads((run / "config.json").read_text())
     history: list[dict[str, Any]] = []
     elapsed = 0.0
-    for stage, _ in run_stages(run) or [(run, {})]:
+    for stage, training in run_stages(run) or [(run, {})]:
+        # validation scores the labels the stage trained on: a vote file's majority or the folders
+        labels = "votes" if training.get("config", {}).get("labels") else "folders"
         lines = (stage / "metrics.jsonl").read_text().splitlines()
         for line in filter(str.strip, lines):
             h = json.loads(line)
             elapsed += float(h["epoch_time_s"])
-            history.append({**h, "epoch": len(history) + 1, "elapsed_s": elapsed})
+            history.append({**h, "epoch": len(history) + 1, "elapsed_s": elapsed, "labels": labels})
     return {
         "name": run.name,
         "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
@@ -220,23 +222,36 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 
 def _comparison(runs: list[dict[str, Any]]) -> str:
-    """A table of validation accuracy reached after equal training time."""
+    """A table of validation accuracy reached after equal training time, and the best, each on
+    the labels it was measured on (the folders' labels, or a vote file's majority for stages
+    trained on votes: the two label sets disagree, so their accuracies are not compared)."""
     horizon = min(r["history"][-1]["elapsed_s"] for r in runs)
+    kinds = [k for k in ("folders", "votes") if any(h.get("labels") == k for r in runs for h in r["history"])]
+
+    def best(r: dict[str, Any], kind: str) -> str:
+        scored = [h for h in r["history"] if h.get("labels", "folders") == kind]
+        if not scored:
+            return "-"
+        top = max(scored, key=lambda h: h["val_accuracy"])
+        return f"{top['val_accuracy']:.3f} (epoch {top['epoch']} of {len(r['history'])})"
+
     rows = []
     for r in runs:
         within = [h for h in r["history"] if h["elapsed_s"] <= horizon * 1.05] or r["history"][:1]
-        best = max(r["history"], key=lambda h: h["val_accuracy"])
+        kind = within[-1].get("labels", "folders")
         rows.append(
             [
                 f"`{r['name']}` ({r['architecture']}, {r['image_size']} px)",
                 f"{(r['parameters'] or 0) / 1e6:.2f} M",
                 f"{sum(h['epoch_time_s'] for h in r['history']) / len(r['history']):.0f}",
-                f"{max(h['val_accuracy'] for h in within):.3f} (epoch {within[-1]['epoch']})",
-                f"{best['val_accuracy']:.3f} (epoch {best['epoch']} of {len(r['history'])})",
+                f"{max(h['val_accuracy'] for h in within if h.get('labels', 'folders') == kind):.3f} "
+                f"(epoch {within[-1]['epoch']}{', vote majority' if kind == 'votes' else ''})",
+                *(best(r, k) for k in kinds or ["folders"]),
             ]
         )
+    names = {"folders": "best val accuracy, folder labels", "votes": "best val accuracy, vote majority"}
     header = ["run", "parameters", "s/epoch (2 cores)", f"val accuracy within {horizon / 60:.0f} min"]
-    return markdown_table(rows, [*header, "best val accuracy"])
+    return markdown_table(rows, [*header, *(names[k] for k in kinds or ["folders"])])
 
 
 # --------------------------------------------------------------------------- release card
@@ -344,7 +359,7 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         f"to x{augment.get('downscale_min', '?')}), blur (p {augment.get('blur_p', 0)}), JPEG quality "
         f"{augment.get('jpeg_quality', '?')} (p {augment.get('jpeg_p', 0)}), "
         f"noise (p {augment.get('noise_p', 0)}), "
-        f"gamma {augment.get('gamma_range', '?')} (p {augment.get('gamma_p', 0)}) (`--augment robust`)"
+        f"gamma {augment.get('gamma_range', '?')} (p {augment.get('gamma_p', 0)}) ({_augment_flags(augment)})"
         if augment.get("downscale_p")
         else ""
     )
@@ -362,6 +377,28 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     )
 
 
+def _augment_flags(augment: dict[str, Any]) -> str:
+    """The ``--augment`` preset (and any ``--augment-set`` changes) that give these strengths."""
+    from emovit.training.augment import AugmentConfig
+
+    def same(a: Any, b: Any) -> bool:
+        return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
+
+    best, changes = "", list(augment)
+    for name in ("standard", "robust"):
+        preset = AugmentConfig.from_name(name).to_dict()
+        differ = [key for key in preset if key in augment and not same(preset[key], augment[key])]
+        if not best or len(differ) < len(changes):
+            best, changes = name, differ
+    flags = f"`--augment {best}`"
+    return flags + "".join(
+        f" `--augment-set {key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}`"
+        for key, value in (
+            (key, augment[key]) for key in changes if key not in ("mixup_alpha", "cutmix_alpha")
+        )
+    )
+
+
 def write_release_card(
     dest: Path,
     run: Path,
@@ -372,6 +409,7 @@ def write_release_card(
     framing: Framing | None = None,
     labels: Path | None = None,
     robustness: str | None = None,
+    augment_choice: str | None = None,
 ) -> Path:
     """Write the ``README.md`` of a released model folder `dest` made from training run `run`.
 
@@ -385,6 +423,8 @@ def write_release_card(
         labels: the FER+-style vote file the test split was also scored with (``metrics`` then
             holds ``ferplus_plain``, ``ferplus_tta``, ``ferplus_leak_free``).
         robustness: the robustness table (markdown, ``scripts/robustness_report.py``).
+        augment_choice: how the augmentation was chosen on validation (markdown,
+            ``scripts/choose_augmentation.py``).
     """
     config = json.loads((dest / "config.json").read_text())
     processor = json.loads((dest / "preprocessor_config.json").read_text())
@@ -438,6 +478,19 @@ def write_release_card(
         if robustness
         else ""
     )
+    if augment_choice:
+        # the report's own heading becomes a sub-heading of the robustness section
+        body = (
+            augment_choice.strip().split("\n", 1)[-1].strip()
+            if augment_choice.startswith("#")
+            else augment_choice
+        )
+        robust_block += (
+            "## How the augmentation was chosen\n\nThe last stage was trained with each alternative "
+            "(same recipe, seed and schedule) and the alternatives were measured under the same "
+            "perturbations on the **validation** split (`scripts/robustness_report.py --split validation`, "
+            "`scripts/choose_augmentation.py`, `docs/reports/augment-choice`).\n\n" + body.strip() + "\n\n"
+        )
     stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
     if len(stages) == 1:
         recipe = _recipe(stages[0][0], stages[0][1], states[0])

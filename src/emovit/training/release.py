@@ -34,6 +34,7 @@ def release_model(
     labels: Path | None = None,
     robustness: Path | None = None,
     adjust_prior: bool = False,
+    augment_choice: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate `run` on ``data``'s test split (face crops: no detection) and write the released
     folder `dest`; returns the metrics (``plain``, ``tta``, ``leak_free``; with `labels`, the
@@ -43,7 +44,8 @@ def release_model(
     With `onnx`, an fp32 ``model.onnx`` verified against torch is added for the fast backend.
     `compare` names runs of other architectures for the card's comparison table; `speed` a
     benchmark record (JSON) for its speed line; `robustness` the folder of
-    ``scripts/robustness_report.py`` (its ``robustness.md`` becomes a section of the card).
+    ``scripts/robustness_report.py`` (its ``robustness.md`` becomes a section of the card);
+    `augment_choice` the folder of ``scripts/choose_augmentation.py`` (its ``choice.md`` too).
     With `adjust_prior`, a post-hoc logit adjustment chosen on the validation split
     (`emovit.training.adjust`) is folded into the released weights first (``metrics`` then holds
     ``prior_adjustment``); every figure is measured on the released folder.
@@ -112,7 +114,15 @@ def release_model(
         metrics["labels_file"] = str(labels)
     write_text_atomic(dest / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(dest / "evaluation")
-    refresh_card(run, dest, speed=speed, compare=compare, labels=labels, robustness=robustness)
+    refresh_card(
+        run,
+        dest,
+        speed=speed,
+        compare=compare,
+        labels=labels,
+        robustness=robustness,
+        augment_choice=augment_choice,
+    )
     return metrics
 
 
@@ -124,6 +134,7 @@ def refresh_card(
     compare: Sequence[Path] = (),
     labels: Path | None = None,
     robustness: Path | None = None,
+    augment_choice: Path | None = None,
 ) -> Path:
     """(Re)write the card of the released folder `dest` from its ``metrics.json``: after a
     robustness report or a speed benchmark of the released model, without evaluating again."""
@@ -132,6 +143,7 @@ def refresh_card(
     metrics = json.loads((dest / "metrics.json").read_text())
     speed_record = json.loads(speed.read_text()) if speed and speed.is_file() else None
     table = robustness / "robustness.md" if robustness is not None else None
+    choice = augment_choice / "choice.md" if augment_choice is not None else None
     return write_release_card(
         dest,
         run,
@@ -141,4 +153,5 @@ def refresh_card(
         framing=read_framing(dest),
         labels=labels,
         robustness=table.read_text() if table is not None and table.is_file() else None,
+        augment_choice=choice.read_text() if choice is not None and choice.is_file() else None,
     )
