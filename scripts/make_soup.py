@@ -1,8 +1,8 @@
 """Average the weights of finished runs fine-tuned from one model ("model soup",
-`emovit.training.soup`), with BatchNorm statistics measured again on the training split.
+`emovit.training.soup`); ``--data`` measures BatchNorm statistics again on the training split.
 
 Usage:
-    python scripts/make_soup.py RUN RUN [RUN ...] -o DEST --data ../shared/data/fer2013
+    python scripts/make_soup.py RUN RUN [RUN ...] -o DEST [--data ../shared/data/fer2013]
 
 Whether the soup is better than its ingredients is decided on the validation split
 (`scripts/robustness_report.py --split validation`, `scripts/choose_augmentation.py`).
@@ -23,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished runs (or model folders) to average")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the model folder to write")
-    parser.add_argument("--data", type=Path, help="a dataset with a train split: measure BatchNorm again")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a dataset with a train split: measure BatchNorm again on its clean images (default: "
+        "average the runs' statistics, better for runs trained on degraded batches)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     import json

@@ -3,10 +3,16 @@
 Runs fine-tuned from the same model (``--init``) with different settings (augmentation, seed)
 usually stay in one basin of the loss, and the average of their weights is one model, as fast
 as each, that is often more accurate and more robust than any of them. `make_soup` averages
-the weights of such runs into a model folder; BatchNorm statistics, which do not average
-linearly, are measured again on the training split (a forward pass in training mode, no
-gradient, nothing else changes). Whether a soup is better is decided like everything else: on
-the validation split.
+the weights of such runs into a model folder, BatchNorm running statistics included; with
+`data`, those statistics are measured again on the training split instead (a forward pass in
+training mode on the decoded, *unaugmented* images, no gradient, nothing else changes).
+
+Measured on the default model's stage 5 (docs/reports/augment-choice and the session notes):
+re-measuring on clean images *hurts* models trained with photo degradations (their statistics
+were gathered on degraded batches): the soup of the `robust` and `strong` runs scored a mean
+validation macro-F1 over the perturbations of 0.632 re-measured and 0.652 averaged, the best of
+all candidates (clean 0.819 / 0.730). Whether a soup is better is decided like everything else:
+on the validation split.
 """
 
 from __future__ import annotations
