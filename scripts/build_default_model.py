@@ -59,16 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"releasing {choice['chosen_path']} (chosen in {args.run})")
         args.run = Path(choice["chosen_path"])
-        if (args.run / "soup.json").is_file():
-            print(
-                f"{args.run}: a weight average won the choice; the release and its card follow one "
-                "training run's stages and cannot describe a soup yet",
-                file=sys.stderr,
-            )
-            return 2
+
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if not state.get("complete"):
+    # a weight average (soup.json) is made only from finished runs (emovit.training.soup)
+    if not state.get("complete") and not (args.run / "soup.json").is_file():
         done, total = state.get("epochs_run", 0), state.get("epochs", "?")
         print(
             f"{args.run}: training is not finished ({done} of {total} epochs); run `make train-default` again"

@@ -217,6 +217,32 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2
 
 
+def test_a_soup_is_released_with_the_stages_of_its_ingredients(dataset: Path, tmp_path: Path) -> None:
+    """A weight average of two runs continued from one model: the release takes it like a run
+    and the card tells the shared stages, each ingredient's own stage and the average."""
+    from emovit.training.release import release_model
+    from emovit.training.soup import make_soup
+
+    first = train(_config(dataset, tmp_path / "first", epochs=1), progress=False)
+    kw = {"epochs": 1, "arch": None, "init": str(first.output)}
+    a = train(_config(dataset, tmp_path / "a", seed=1, **kw), progress=False)
+    b = train(_config(dataset, tmp_path / "b", seed=2, augment=AugmentConfig.robust(), **kw), progress=False)
+    soup = make_soup([a.output, b.output], tmp_path / "soup")
+    dest = tmp_path / "released"
+    metrics = release_model(soup, dest, dataset)
+    assert metrics["plain"]["images"] == 3 * len(CLASSES)
+    assert (dest / "soup.json").is_file() and (dest / "model.safetensors").read_bytes() == (
+        soup / "model.safetensors"
+    ).read_bytes()
+    card = (dest / "README.md").read_text()
+    assert "1. Stage 1: `first`, from scratch" in card
+    assert "2. Stage 2: `a`, continued from `first`" in card
+    assert "3. Stage 2b, beside stage 2: `b`, continued from `first`" in card and "--augment robust" in card
+    assert "4. The released weights: the uniform average of `a`, `b` (a model soup" in card
+    assert "BatchNorm statistics averaged too" in card
+    assert "stage 2b " in card  # its wall time counts
+
+
 def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -> None:
     """With alpha=1 the labels are ignored: whatever the student learns comes from the teacher."""
     teacher = train(

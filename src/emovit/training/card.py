@@ -196,6 +196,18 @@ def run_stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
     return stages
 
 
+def soup_record(folder: Path) -> dict[str, Any] | None:
+    """The ``soup.json`` of a weight average (`emovit.training.soup`), or None."""
+    path = folder / "soup.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recipe_run(run: Path) -> Path:
+    """The training run whose stages describe `run`: `run` itself, or a soup's first ingredient."""
+    soup = soup_record(run)
+    return Path(soup["ingredients"][0]["path"]) if soup else run
+
+
 def run_summary(run: Path) -> dict[str, Any]:
     """Architecture, size and validation progress of a training run (for comparisons); a run
     continued from earlier ones (``--init``) is measured from the first stage's start."""
@@ -399,6 +411,34 @@ def _augment_flags(augment: dict[str, Any]) -> str:
     )
 
 
+def _soup_recipe(soup: dict[str, Any], stages: int) -> tuple[str, float, list[str]]:
+    """The recipe lines of a weight average whose first ingredient made ``stages`` stages: each
+    other ingredient's own last stage, then the average; their seconds and time labels."""
+    lines: list[str] = []
+    seconds = 0.0
+    times: list[str] = []
+    names = [f"`{Path(i['path']).name}`" for i in soup["ingredients"]]
+    for n, ingredient in enumerate(soup["ingredients"][1:], start=1):
+        other = Path(ingredient["path"])
+        training = json.loads((other / "training_config.json").read_text())
+        state = run_state(other)
+        label = f"{stages}{'bcdefgh'[n - 1]}"
+        lines.append(f"{stages + n}. Stage {label}, beside stage {stages}: {_recipe(other, training, state)}")
+        seconds += float(state.get("elapsed_s", 0.0))
+        times.append(f"stage {label} {float(state.get('elapsed_s', 0.0)) / 3600:.1f} h")
+    measured = soup.get("batchnorm_recomputed_on")
+    norms = (
+        f"BatchNorm statistics measured again on the {measured['split']} split ({measured['images']} images)"
+        if measured
+        else "BatchNorm statistics averaged too"
+    )
+    lines.append(
+        f"{stages + len(soup['ingredients'])}. The released weights: the uniform average of "
+        f"{', '.join(names)} (a model soup, Wortsman et al. 2022; `scripts/make_soup.py`), {norms}."
+    )
+    return "\n".join(lines), seconds, times
+
+
 def write_release_card(
     dest: Path,
     run: Path,
@@ -428,10 +468,12 @@ def write_release_card(
     """
     config = json.loads((dest / "config.json").read_text())
     processor = json.loads((dest / "preprocessor_config.json").read_text())
-    stages = run_stages(run)
+    soup = soup_record(run)
+    base = recipe_run(run)  # a soup is described by its first ingredient's stages, then the average
+    stages = run_stages(base)
     teachers = {Path(t["config"]["teacher"]) for _, t in stages if t["config"].get("teacher")}
     teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in teachers)
-    summaries = [run_summary(run)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
+    summaries = [run_summary(base)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(summaries) if len(summaries) > 1 else ""
     summary = summaries[0]
 
@@ -504,6 +546,11 @@ def write_release_card(
         for i, t in enumerate(stage_s, start=1)
     ]
     total_s = teacher_s + sum(stage_s)
+    if soup:
+        lines, more_s, more_times = _soup_recipe(soup, len(stages))
+        recipe = (f"1. Stage 1: {recipe}" if len(stages) == 1 else recipe) + "\n" + lines
+        times += more_times
+        total_s += more_s
     size = processor.get("size", {})
     mean, std = processor.get("image_mean", [0.5])[0], processor.get("image_std", [0.5])[0]
     normalize = "no normalization"

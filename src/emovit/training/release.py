@@ -16,7 +16,7 @@ from typing import Any
 
 from emovit.errors import TrainError
 from emovit.fileio import write_text_atomic
-from emovit.training.card import write_release_card
+from emovit.training.card import recipe_run, write_release_card
 
 __all__ = ["refresh_card", "release_model"]
 
@@ -54,9 +54,11 @@ def release_model(
     from emovit.evaluation import evaluate
     from emovit.faces import FaceOptions
     from emovit.models import FRAMING_FILE
+    from emovit.training.soup import SOUP_FILE
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (*_FILES, FRAMING_FILE):
+    (dest / SOUP_FILE).unlink(missing_ok=True)
+    for name in (*_FILES, FRAMING_FILE, SOUP_FILE):
         if name in _FILES or (run / name).is_file():
             shutil.copy(run / name, dest / name)
     config = json.loads((dest / "config.json").read_text())
@@ -66,7 +68,9 @@ def release_model(
     if adjust_prior:
         from emovit.training.adjust import apply_prior_adjustment, tune_prior_adjustment
 
-        trained_on = json.loads((run / "training_config.json").read_text())["config"].get("labels")
+        trained_on = json.loads((recipe_run(run) / "training_config.json").read_text())["config"].get(
+            "labels"
+        )
         prior_labels = None
         if trained_on:  # the prior is the mass of what the model learned from: the votes
             prior_labels = Path(trained_on) if Path(trained_on).is_file() else labels
