@@ -31,13 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    import json
+    from emovit.training.trainer import unfinished_run
 
     for run in args.runs:  # an unfinished run: try again later (make stops here, like the release)
-        state = run / "run_state.json"
-        if (run / "training_config.json").is_file() and not (
-            state.is_file() and json.loads(state.read_text()).get("complete")
-        ):
+        if unfinished_run(run):
             print(f"{run}: training is not finished; run `make train-default` again")
             return NOT_FINISHED
     from emovit.training.soup import SOUP_FILE, make_soup, soup_is_current

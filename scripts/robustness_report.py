@@ -36,7 +36,7 @@ from PIL import Image, ImageFilter
 
 from emovit.data import majority_label, read_samples, read_vote_labels
 from emovit.faces import FaceOptions
-from emovit.fileio import write_text_atomic
+from emovit.fileio import sha256_of, write_text_atomic
 from emovit.imageio import load_images
 from emovit.predictor import EmotionRecognizer
 
@@ -194,10 +194,8 @@ def _settings(
 
 
 def _sha256(folder: object) -> str | None:
-    import hashlib
-
     weights = Path(str(folder)) / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    return sha256_of(weights) if weights.is_file() else None
 
 
 def markdown(reports: list[dict[str, object]]) -> str:

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO, overload
 
-__all__ = ["atomic_dir", "atomic_open", "atomic_output", "write_text_atomic"]
+__all__ = ["atomic_dir", "atomic_open", "atomic_output", "sha256_of", "write_text_atomic"]
 
 
 @overload
@@ -112,3 +113,12 @@ def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) ->
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

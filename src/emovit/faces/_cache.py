@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from emovit.errors import DownloadError
-from emovit.fileio import atomic_open
+from emovit.fileio import atomic_open, sha256_of
 
 __all__ = ["YUNET", "DownloadError", "RemoteFile", "emovit_home", "fetch", "install", "sha256_of"]
 
@@ -51,14 +51,6 @@ def emovit_home() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("emovit"))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_path(remote: RemoteFile) -> Path:

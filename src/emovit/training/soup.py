@@ -17,7 +17,6 @@ on the validation split.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emovit.errors import TrainError
+from emovit.fileio import sha256_of
 
 __all__ = ["make_soup", "soup_is_current"]
 
@@ -34,10 +34,6 @@ SOUP_FILE = "soup.json"
 
 # config.json fields that may differ between ingredients (bookkeeping, not the architecture)
 _FREE_FIELDS = {"emovit_random_weights", "emovit_prior_adjustment", "_name_or_path", "transformers_version"}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _architecture(folder: Path) -> dict[str, Any]:
@@ -71,6 +67,7 @@ def make_soup(
 
     from emovit.fileio import atomic_open, write_text_atomic
     from emovit.models import FRAMING_FILE
+    from emovit.training.trainer import unfinished_run
 
     folders = [Path(r) for r in runs]
     if len(folders) < 2:
@@ -78,10 +75,7 @@ def make_soup(
     for folder in folders:
         if not (folder / "model.safetensors").is_file():
             raise TrainError(f"{folder}: no model.safetensors")
-        state_path = folder / "run_state.json"
-        if (folder / "training_config.json").is_file() and not (
-            state_path.is_file() and json.loads(state_path.read_text()).get("complete")
-        ):
+        if unfinished_run(folder):
             raise TrainError(f"{folder}: training is not finished")
         if "emovit_prior_adjustment" in json.loads((folder / "config.json").read_text()):
             raise TrainError(f"{folder}: its weights carry a prior adjustment; average the runs, then adjust")
@@ -126,7 +120,7 @@ def make_soup(
                 handle.write(save(averaged, metadata={"format": "pt"}))
     record = {
         "ingredients": [
-            {"path": str(folder), "weights_sha256": _sha256(folder / "model.safetensors")}
+            {"path": str(folder), "weights_sha256": sha256_of(folder / "model.safetensors")}
             for folder in folders
         ],
         "average": "uniform",
@@ -145,7 +139,7 @@ def soup_is_current(runs: Sequence[str | os.PathLike[str]], dest: str | os.PathL
     try:
         recorded = json.loads(record_path.read_text())["ingredients"]
         current = [
-            {"path": str(Path(r)), "weights_sha256": _sha256(Path(r) / "model.safetensors")} for r in runs
+            {"path": str(Path(r)), "weights_sha256": sha256_of(Path(r) / "model.safetensors")} for r in runs
         ]
     except (OSError, ValueError, KeyError, TypeError):
         return False

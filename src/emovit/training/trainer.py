@@ -58,7 +58,7 @@ from emovit.progress import progress_bar
 from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
 from emovit.training.inputs import TrainingInput
 
-__all__ = ["TrainConfig", "TrainError", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"]
 
 Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -273,6 +273,16 @@ def _log(accelerator: Any, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def unfinished_run(folder: str | os.PathLike[str]) -> bool:
+    """Whether `folder` holds a training run (its ``training_config.json`` or ``run_state.json``)
+    that has not finished: a model folder that is not a run, or a finished run, is not."""
+    folder = Path(folder)
+    state = folder / RUN_STATE
+    if state.is_file():
+        return not json.loads(state.read_text()).get("complete")
+    return (folder / "training_config.json").is_file()
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Run (or resume) training as configured; returns the best epoch and where the model is.
 
@@ -301,12 +311,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         raise TrainError(f"{out} already holds a training run: pass --resume, or choose another -o folder")
     if cfg.init and cfg.arch:
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
-    init_state = Path(cfg.init) / RUN_STATE if cfg.init else None
-    if (
-        init_state is not None
-        and init_state.is_file()
-        and not json.loads(init_state.read_text()).get("complete")
-    ):
+    if cfg.init and unfinished_run(cfg.init):
         raise TrainError(f"--init {cfg.init}: that run has not finished (resume it first with --resume)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
