@@ -118,7 +118,9 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # report on *validation*; scripts/choose_augmentation.py applies its fixed rule and the chosen run
 # is released. The test split plays no part. Round 2 added one candidate after round 1: the soup
 # of the two photo-augmented runs with their BatchNorm statistics averaged (round 1's soup had
-# them re-measured on clean images, which hurt).
+# them re-measured on clean images, which hurt). Round 3 added two after round 2 (issue 15, item
+# 2, on CPU): "distilled", stage 5 "strong" again with round 2's soup as its teacher, answering
+# with flip-TTA (`--teacher-tta flip`), and the soup of robust, strong and distilled.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 1.5e-4 \
@@ -134,13 +136,20 @@ augment-choice: train-ferplus  ## stage 5 under other augmentations, and the cho
 	$(BIN)/python scripts/make_soup.py $(TRAIN_DIR)/ferplus-stage2 \
 	  $(AUGMENT_DIR)/standard $(AUGMENT_DIR)/strong -o $(AUGMENT_DIR)/soup --data $(TRAIN_DATA)
 	$(BIN)/python scripts/make_soup.py $(TRAIN_DIR)/ferplus-stage2 $(AUGMENT_DIR)/strong -o $(AUGMENT_DIR)/soup-photo
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/distilled $(STAGE5) --augment robust $(STRONG) \
+	  --teacher $(AUGMENT_DIR)/soup-photo --teacher-tta flip --distill-alpha 0.5 --distill-temperature 2 \
+	  $(call resume,$(AUGMENT_DIR)/distilled)
+	$(BIN)/python scripts/make_soup.py $(TRAIN_DIR)/ferplus-stage2 $(AUGMENT_DIR)/strong $(AUGMENT_DIR)/distilled \
+	  -o $(AUGMENT_DIR)/soup-distilled
 	$(BIN)/python scripts/robustness_report.py --reuse --split validation --data $(TRAIN_DATA) \
 	  --labels $(FERPLUS_LABELS) --yunet $(YUNET_MODEL) -o $(CHOICE_DIR) \
 	  --model $(TRAIN_DIR)/ferplus-stage2 --name "robust: --augment robust" \
 	  --model $(AUGMENT_DIR)/standard --name "standard: --augment standard (no photo degradations)" \
 	  --model $(AUGMENT_DIR)/strong --name "strong: robust with stronger degradations" \
 	  --model $(AUGMENT_DIR)/soup --name "soup: weight average of the three" \
-	  --model $(AUGMENT_DIR)/soup-photo --name "soup-photo: robust + strong, BatchNorm averaged (added after round 1)"
+	  --model $(AUGMENT_DIR)/soup-photo --name "soup-photo: robust + strong, BatchNorm averaged (added after round 1)" \
+	  --model $(AUGMENT_DIR)/distilled --name "distilled: strong, taught by soup-photo with flip-TTA (added after round 2)" \
+	  --model $(AUGMENT_DIR)/soup-distilled --name "soup-distilled: robust + strong + distilled (added after round 2)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model

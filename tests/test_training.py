@@ -438,6 +438,107 @@ def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None
     assert not (tmp_path / "dest").exists()
 
 
+def test_teacher_flip_tta_and_ensembles_answer_the_mean_log_probabilities() -> None:
+    import torch
+
+    from emovit.training.inputs import TrainingInput
+    from emovit.training.trainer import _Teacher
+
+    gen = torch.Generator().manual_seed(1)
+
+    def linear() -> Any:  # a linear classifier: not mirror-symmetric
+        from types import SimpleNamespace
+
+        weights = torch.randn(3 * 30 * 30, 4, generator=gen)
+        return lambda pixel_values: SimpleNamespace(logits=pixel_values.flatten(1) @ weights / 30)
+
+    a, b = linear(), linear()
+    inputs = TrainingInput.from_config(arch_preset("vit-test").processor, torch.device("cpu"))
+    pixels = torch.rand(4, 3, 30, 30, generator=gen)
+    mirrored = torch.flip(pixels, dims=[-1])
+    order = [0, 1, 2, 3]
+    plain = _Teacher([(a, inputs, order)])
+    flip = _Teacher([(a, inputs, order)], tta="flip")
+    assert not torch.allclose(plain(pixels), plain(mirrored), atol=1e-3)
+    torch.testing.assert_close(flip(pixels), flip(mirrored))  # the mirror of a face: the same answer
+    logp = torch.log_softmax
+    torch.testing.assert_close(flip(pixels), (logp(plain(pixels), -1) + logp(plain(mirrored), -1)) / 2)
+    torch.testing.assert_close(
+        _Teacher([(a, inputs, [3, 2, 1, 0])], "flip")(pixels), flip(pixels)[:, [3, 2, 1, 0]]
+    )
+    other = _Teacher([(b, inputs, order)])
+    both = _Teacher([(a, inputs, order), (b, inputs, order)])
+    torch.testing.assert_close(both(pixels), (logp(plain(pixels), -1) + logp(other(pixels), -1)) / 2)
+
+
+def test_an_ensemble_of_teachers_teaches_the_student(dataset: Path, tmp_path: Path) -> None:
+    """Two teachers (two seeds), each with flip-TTA, and alpha=1: what the student learns comes
+    from their ensemble; the card names both and how they are combined."""
+    kw = {"epochs": 6, "lr": 1e-2, "augment": AugmentConfig.off()}
+    one = train(_config(dataset, tmp_path / "t1", **kw), progress=False)
+    two = train(_config(dataset, tmp_path / "t2", seed=3, **kw), progress=False)
+    teachers = [str(one.output), str(two.output)]
+    student = train(
+        _config(
+            dataset, tmp_path / "s", teacher=teachers, teacher_tta="flip", distill_alpha=1.0, seed=1, **kw
+        ),
+        progress=False,
+    )
+    assert student.best_metrics["val_accuracy"] >= 0.5  # chance is 0.25
+    resolved = json.loads((student.output / "training_config.json").read_text())
+    assert resolved["config"]["teacher"] == teachers and resolved["config"]["teacher_tta"] == "flip"
+    card = (student.output / "README.md").read_text()
+    assert (
+        "DeiT-style, from the soft predictions of the ensemble of 2 teachers `t1` (a ViT at 30x30); `t2`"
+        in card
+    )
+    assert "mean of its members' log-probabilities over the faces and mirror images" in card
+    assert "from the labels and" not in card  # alpha=1: the labels played no part
+
+
+def test_teacher_options_map_to_the_config_and_old_configs_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import emovit.training
+    from emovit.cli import main
+
+    seen: list[TrainConfig] = []
+
+    def capture(config: TrainConfig, resume: bool = False) -> None:
+        seen.append(config)
+        raise TrainError("captured")
+
+    monkeypatch.setattr(emovit.training, "train", capture)
+    base = ["train", str(tmp_path / "data"), "-o", str(tmp_path / "out")]
+    for extra, teacher, tta in (
+        ([], None, "none"),
+        (["--teacher", "a"], "a", "none"),
+        (["--teacher", "a", "--teacher", "b", "--teacher-tta", "flip"], ["a", "b"], "flip"),
+    ):
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert "captured" in result.output, result.output
+        assert (seen[-1].teacher, seen[-1].teacher_tta) == (teacher, tta)
+    result = CliRunner().invoke(main, [*base, "--teacher-tta", "mirror"])
+    assert result.exit_code == 2 and "--teacher-tta" in result.output
+    # a run saved before ensembles and teacher TTA existed resumes with what it had
+    old = TrainConfig.from_dict({"data": "d", "output": "o", "teacher": "runs/teacher", "distill_alpha": 0.5})
+    assert (old.teacher, old.teacher_tta) == ("runs/teacher", "none")
+    from emovit.training.card import teacher_paths
+
+    assert teacher_paths(old.teacher) == ["runs/teacher"] and teacher_paths(None) == []
+    assert teacher_paths(["a", "b"]) == ["a", "b"]
+
+
+def test_teacher_tta_is_checked(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="--teacher-tta needs a --teacher"):
+        train(_config(dataset, tmp_path / "a", teacher_tta="flip"), progress=False)
+    with pytest.raises(TrainError, match="teacher_tta must be one of"):
+        train(_config(dataset, tmp_path / "b", teacher_tta="mirror", teacher=str(tmp_path)), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_a_teacher_of_another_input_size_is_refused(dataset: Path, tmp_path: Path) -> None:
     teacher = build_random_model(tmp_path / "teacher", "mobilevit-xxs-64", id2label=dict(enumerate(CLASSES)))
     with pytest.raises(TrainError, match="takes 64x64 images and the student 30x30"):

@@ -80,7 +80,18 @@ _CONFIG_OPTIONS = (
         help="Stop after the epoch that passes this many minutes.",
     ),
     threads_option,
-    click.option("--teacher", default=None, help="Distil from this trained model (training-time only)."),
+    click.option(
+        "--teacher",
+        multiple=True,
+        help="Distil from this trained model (training-time only); repeat for an ensemble of teachers.",
+    ),
+    click.option(
+        "--teacher-tta",
+        type=click.Choice(["none", "flip"]),
+        default="none",
+        show_default=True,
+        help="flip: each teacher also sees the mirror image (mean of the log-probabilities).",
+    ),
     click.option(
         "--distill-alpha",
         type=click.FloatRange(0, 1),
@@ -193,6 +204,8 @@ def train(
         augment = augment.with_overrides(augment_overrides)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--augment-set") from None
+    teachers = fields.pop("teacher")
+    fields["teacher"] = None if not teachers else teachers[0] if len(teachers) == 1 else list(teachers)
     config = TrainConfig(
         data=data,
         output=output,

@@ -109,6 +109,7 @@ def write_model_card(
         else "Targets: the folder labels."
     )
     aug = cfg.augment
+    distill = f" Learned {distillation_words(cfg.to_dict())}." if cfg.teacher else ""
     text = f"""{_front_matter(["emovit", "facial-expression-recognition", config.get("model_type", "vit")])}
 # emovit model: {out.name}
 
@@ -136,7 +137,7 @@ cosine decay to {cfg.min_lr}; global batch {cfg.batch_size} (gradient accumulati
 augmentation: flip {aug.hflip}, rotation ±{aug.rotate_deg}°, scale ±{aug.scale},
 translation ±{aug.translate}, brightness ±{aug.brightness}, contrast ±{aug.contrast},
 random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha}, cutmix alpha {aug.cutmix_alpha};
-seed {cfg.seed}; precision `{cfg.precision}`. The input is the model's own preprocessing
+seed {cfg.seed}; precision `{cfg.precision}`.{distill} The input is the model's own preprocessing
 (`preprocessor_config.json`), exactly as at inference. The full resolved configuration is in
 `training_config.json`, the per-epoch metrics in `metrics.jsonl`.
 
@@ -200,6 +201,12 @@ def soup_record(folder: Path) -> dict[str, Any] | None:
     """The ``soup.json`` of a weight average (`emovit.training.soup`), or None."""
     path = folder / "soup.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _soup_ingredients(folder: Path) -> list[Path]:
+    """The runs a soup averages ([] for a run that is not a soup)."""
+    soup = soup_record(folder)
+    return [Path(i["path"]) for i in soup["ingredients"]] if soup else []
 
 
 def recipe_run(run: Path) -> Path:
@@ -347,6 +354,60 @@ _WHY = {
 }
 
 
+def teacher_paths(teacher: str | Sequence[str] | None) -> list[str]:
+    """The ``teacher`` of a `TrainConfig` (or of a saved training config) as a list of folders."""
+    if not teacher:
+        return []
+    return [teacher] if isinstance(teacher, str) else list(teacher)
+
+
+_FAMILY_WORDS = {"resnet": "a CNN, a transformers ResNet", "mobilevit": "a MobileViT", "vit": "a ViT"}
+
+
+def distillation_words(cfg: dict[str, Any]) -> str:
+    """How a training config learned, in words: from the labels, its teacher(s), or both."""
+    teachers = [Path(t) for t in teacher_paths(cfg.get("teacher"))]
+    if not teachers:
+        return "from the labels alone"
+    who = "; ".join(f"`{t.name}` ({_teacher_words(t)})" for t in teachers)
+    flip = cfg.get("teacher_tta", "none") == "flip"
+    views = (
+        (" and mirror images" if flip else "")
+        if len(teachers) > 1
+        else (" and its mirror image" if flip else "")
+    )
+    combined = (
+        f", which answers the mean of its members' log-probabilities over the faces{views} (a geometric-mean "
+        "ensemble)"
+        if len(teachers) > 1
+        else f", which answers the mean of its log-probabilities over the face{views} (`--teacher-tta flip`)"
+        if flip
+        else ""
+    )
+    alpha = float(cfg["distill_alpha"])
+    source = "" if alpha >= 1 else "from the labels and, "
+    return (
+        f"{source}DeiT-style, from the soft predictions of the "
+        f"{'teacher' if len(teachers) == 1 else f'ensemble of {len(teachers)} teachers'} {who}, trained "
+        f"first and used only in training{combined}, on the same augmented batches (distillation weight "
+        f"{alpha}, temperature {cfg['distill_temperature']})"
+    )
+
+
+def _teacher_words(teacher: Path) -> str:
+    """What the teacher is, read from its folder: family, input size, and whether it is a soup."""
+    try:
+        config = json.loads((teacher / "config.json").read_text())
+    except (OSError, ValueError):
+        return "a registry name or Hub id, or a folder no longer there"
+    family = _FAMILY_WORDS.get(config.get("model_type", ""), f"a {config.get('model_type', 'model')}")
+    size = config.get("image_size")
+    words = f"{family} at {size}x{size}" if size else family
+    if soup_record(teacher):
+        words += ", itself a weight average of runs"
+    return words
+
+
 def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     """One training stage in words."""
     cfg = training["config"]
@@ -354,14 +415,7 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         start = f"continued from `{Path(cfg['init']).name}` (`--init`)"
     else:
         start = f"from scratch (`--arch {cfg.get('arch')}`)"
-    teacher = (
-        f"from the labels and, DeiT-style, from the soft predictions of the CNN teacher "
-        f"`{Path(cfg['teacher']).name}` (a small transformers ResNet at 64x64, trained first and used only "
-        f"in training) on the same augmented batches (distillation weight {cfg['distill_alpha']}, "
-        f"temperature {cfg['distill_temperature']})"
-        if cfg.get("teacher")
-        else "from the labels alone"
-    )
+    teacher = distillation_words(cfg)
     targets = (
         f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""
     )
@@ -471,7 +525,10 @@ def write_release_card(
     soup = soup_record(run)
     base = recipe_run(run)  # a soup is described by its first ingredient's stages, then the average
     stages = run_stages(base)
-    teachers = {Path(t["config"]["teacher"]) for _, t in stages if t["config"].get("teacher")}
+    teachers = {Path(p) for _, t in stages for p in teacher_paths(t["config"].get("teacher"))}
+    # a teacher that is a soup took its ingredients' time (those not already counted as stages)
+    counted = {stage for stage, _ in stages} | set(_soup_ingredients(run))
+    teachers = {p for t in teachers for p in _soup_ingredients(t) or [t]} - counted
     teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in teachers)
     summaries = [run_summary(base)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(summaries) if len(summaries) > 1 else ""
@@ -541,7 +598,8 @@ def write_release_card(
             f"{i}. Stage {i}: {_recipe(stage, training, state)}"
             for i, ((stage, training), state) in enumerate(zip(stages, states, strict=True), start=1)
         )
-    times = (["teacher " + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
+    named = "teacher " if len(teachers) == 1 else f"teachers ({', '.join(sorted(t.name for t in teachers))}) "
+    times = ([named + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
         (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
         for i, t in enumerate(stage_s, start=1)
     ]

@@ -54,8 +54,10 @@ from emovit.errors import LabelError, TrainError
 from emovit.fileio import atomic_dir, write_text_atomic
 from emovit.labels import EMOTIONS, order_labels
 from emovit.models import Framing
+from emovit.postprocess import TTA_MODES, TtaMode
 from emovit.progress import progress_bar
 from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
+from emovit.training.card import teacher_paths
 from emovit.training.inputs import TrainingInput
 
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"]
@@ -103,7 +105,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     time_limit_min: float | None = None
     threads: int | None = None
-    teacher: str | None = None
+    teacher: str | list[str] | None = None  # one folder, or several (an ensemble)
+    teacher_tta: TtaMode = "none"
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     labels: str | None = None
@@ -309,6 +312,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         cfg = saved
     elif ckpt.exists() or (out / "run_state.json").is_file():  # unfinished, or finished
         raise TrainError(f"{out} already holds a training run: pass --resume, or choose another -o folder")
+    if cfg.teacher_tta not in TTA_MODES:
+        raise TrainError(
+            f"teacher_tta must be one of {TTA_MODES}, got {cfg.teacher_tta!r}", option="teacher_tta"
+        )
+    if cfg.teacher_tta != "none" and not cfg.teacher:
+        raise TrainError("--teacher-tta needs a --teacher", option="teacher_tta")
     if cfg.init and cfg.arch:
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
     if cfg.init and unfinished_run(cfg.init):
@@ -549,43 +558,57 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
 
 
 class _Teacher:
-    """A trained classifier used only during training: its logits on the student's
-    augmented batch, reordered into the student's class order (DeiT-style soft distillation)."""
+    """Trained classifiers used only during training: their answer on the student's augmented
+    batch, in the student's class order (DeiT-style soft distillation). One model answers its
+    logits; an ensemble (several ``--teacher``), or ``tta="flip"`` (each model also sees the
+    mirrored batch), answers the mean of the log-probabilities of every model and view: a
+    geometric-mean ensemble (equivalently the mean logits), sharper where the members agree
+    than the arithmetic mean of probabilities that flip-TTA answers at inference."""
 
-    def __init__(self, model: Any, inputs: TrainingInput, order: list[int]) -> None:
-        self.model, self.inputs, self.order = model, inputs, order
+    def __init__(self, members: list[tuple[Any, TrainingInput, list[int]]], tta: TtaMode = "none") -> None:
+        self.members, self.tta = members, tta
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=self.inputs.model_input(pixels)).logits.float()[:, self.order]
+        views = [pixels] if self.tta == "none" else [pixels, torch.flip(pixels, dims=[-1])]
+        answers = [
+            model(pixel_values=inputs.model_input(view)).logits.float()[:, order]
+            for model, inputs, order in self.members
+            for view in views
+        ]
+        if len(answers) == 1:
+            return answers[0]
+        return torch.stack([F.log_softmax(a, dim=-1) for a in answers]).mean(dim=0)
 
 
 def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) -> _Teacher:
-    """The ``--teacher`` model, on the student's device. It sees the student's augmented pixels
-    through its own normalisation, so its input size must be the student's."""
+    """The ``--teacher`` model(s), on the student's device. Each sees the student's augmented
+    pixels through its own normalisation, so its input size must be the student's."""
     from emovit.models import load_torch_model
     from emovit.preprocess import read_processor_config
 
-    assert cfg.teacher is not None
-    loaded = load_torch_model(cfg.teacher, device=str(student.device))
-    names = list(loaded.label_map.names)
-    missing = [c for c in classes if c not in names]
-    if missing:
-        raise TrainError(f"teacher {cfg.teacher} lacks the classes {missing}", option="teacher")
-    inputs = TrainingInput.from_config(
-        read_processor_config(loaded.path), student.device, model=f"teacher {cfg.teacher}"
-    )
-    if inputs.size != student.size:
-        raise TrainError(
-            f"teacher {cfg.teacher} takes {inputs.size[0]}x{inputs.size[1]} images and the student "
-            f"{student.size[0]}x{student.size[1]}: distillation shows both the same augmented batch, "
-            "so their input sizes must match (train the teacher at the student's size)",
-            option="teacher",
+    members = []
+    for path in teacher_paths(cfg.teacher):
+        loaded = load_torch_model(path, device=str(student.device))
+        names = list(loaded.label_map.names)
+        missing = [c for c in classes if c not in names]
+        if missing:
+            raise TrainError(f"teacher {path} lacks the classes {missing}", option="teacher")
+        inputs = TrainingInput.from_config(
+            read_processor_config(loaded.path), student.device, model=f"teacher {path}"
         )
-    assert loaded.model is not None  # load_torch_model always loads the weights
-    for param in loaded.model.parameters():
-        param.requires_grad_(False)
-    return _Teacher(loaded.model, inputs, [names.index(c) for c in classes])
+        if inputs.size != student.size:
+            raise TrainError(
+                f"teacher {path} takes {inputs.size[0]}x{inputs.size[1]} images and the student "
+                f"{student.size[0]}x{student.size[1]}: distillation shows both the same augmented batch, "
+                "so their input sizes must match (train the teacher at the student's size)",
+                option="teacher",
+            )
+        assert loaded.model is not None  # load_torch_model always loads the weights
+        for param in loaded.model.parameters():
+            param.requires_grad_(False)
+        members.append((loaded.model, inputs, [names.index(c) for c in classes]))
+    return _Teacher(members, cfg.teacher_tta)
 
 
 def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
