@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 
 .PHONY: demo test lint format install install-dev clean train-default train-teacher train-vit-student \
-  train-fer2013 train-ferplus augment-choice
+  train-fer2013 train-ferplus augment-choice train-teacher-ferplus
 
 # The embedded default model: a CNN teacher, then a MobileViT (convolutions + transformer
 # blocks) distilled from it, then two more stages that each continue the MobileViT (--init) on
@@ -156,6 +156,15 @@ train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher --arch resnet-teacher-64 --epochs 15 \
 	  --batch-size 128 --lr 2e-3 --warmup-epochs 1 --balance none --patience 15 --seed 0 \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher)
+
+# Issue 15, item 2 on CPU: the ResNet teacher continued on the FER+ votes, with the photo-like
+# augmentation and logit-adjusted loss of the student's FER+ stages: a teacher of another family
+# (convolutions only) for the ensemble that teaches the next student.
+train-teacher-ferplus: train-teacher  ## the CNN teacher on the FER+ votes (resumable)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-ferplus --init $(TRAIN_DIR)/teacher \
+	  --labels $(FERPLUS_LABELS) --epochs 22 --batch-size 128 --lr 1e-3 --warmup-epochs 1 --label-smoothing 0.05 \
+	  --balance none --logit-adjust 0.5 --augment robust --patience 22 --seed 6 $(DEFAULT_FRAMING) \
+	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-ferplus)
 
 train-vit-student: train-teacher  ## the plain-ViT comparison run (the same teacher; resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/vit-student --arch vit-student-48 --epochs 40 \
