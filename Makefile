@@ -120,7 +120,9 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # of the two photo-augmented runs with their BatchNorm statistics averaged (round 1's soup had
 # them re-measured on clean images, which hurt). Round 3 added two after round 2 (issue 15, item
 # 2, on CPU): "distilled", stage 5 "strong" again with round 2's soup as its teacher, answering
-# with flip-TTA (`--teacher-tta flip`), and the soup of robust, strong and distilled.
+# with flip-TTA (`--teacher-tta flip`), and the soup of robust, strong and distilled. Round 4 (in
+# progress) adds "distilled-ensemble": the same stage taught by the ensemble of the FER+ CNN
+# teacher (train-teacher-ferplus) and "distilled", each with flip-TTA (0.831 on validation together).
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 1.5e-4 \
@@ -128,7 +130,7 @@ STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --ba
   $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT)
 STRONG = --augment-set downscale_p=0.5 --augment-set downscale_min=0.2 --augment-set blur_p=0.4 \
   --augment-set blur_sigma=2.0 --augment-set jpeg_p=0.4 --augment-set jpeg_quality=20,90 --augment-set noise_p=0.3
-augment-choice: train-ferplus  ## stage 5 under other augmentations, and the choice on validation (resumable)
+augment-choice: train-ferplus train-teacher-ferplus  ## stage 5 under other augmentations, and the choice on validation (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/standard $(STAGE5) --augment standard \
 	  $(call resume,$(AUGMENT_DIR)/standard)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/strong $(STAGE5) --augment robust $(STRONG) \
@@ -141,6 +143,9 @@ augment-choice: train-ferplus  ## stage 5 under other augmentations, and the cho
 	  $(call resume,$(AUGMENT_DIR)/distilled)
 	$(BIN)/python scripts/make_soup.py $(TRAIN_DIR)/ferplus-stage2 $(AUGMENT_DIR)/strong $(AUGMENT_DIR)/distilled \
 	  -o $(AUGMENT_DIR)/soup-distilled
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/distilled-ensemble $(STAGE5) --augment robust $(STRONG) \
+	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(AUGMENT_DIR)/distilled --teacher-tta flip \
+	  --distill-alpha 0.5 --distill-temperature 2 $(call resume,$(AUGMENT_DIR)/distilled-ensemble)
 	$(BIN)/python scripts/robustness_report.py --reuse --split validation --data $(TRAIN_DATA) \
 	  --labels $(FERPLUS_LABELS) --yunet $(YUNET_MODEL) -o $(CHOICE_DIR) \
 	  --model $(TRAIN_DIR)/ferplus-stage2 --name "robust: --augment robust" \
@@ -149,7 +154,8 @@ augment-choice: train-ferplus  ## stage 5 under other augmentations, and the cho
 	  --model $(AUGMENT_DIR)/soup --name "soup: weight average of the three" \
 	  --model $(AUGMENT_DIR)/soup-photo --name "soup-photo: robust + strong, BatchNorm averaged (added after round 1)" \
 	  --model $(AUGMENT_DIR)/distilled --name "distilled: strong, taught by soup-photo with flip-TTA (added after round 2)" \
-	  --model $(AUGMENT_DIR)/soup-distilled --name "soup-distilled: robust + strong + distilled (added after round 2)"
+	  --model $(AUGMENT_DIR)/soup-distilled --name "soup-distilled: robust + strong + distilled (added after round 2)" \
+	  --model $(AUGMENT_DIR)/distilled-ensemble --name "distilled-ensemble: strong, taught by the FER+ CNN teacher + distilled, flip-TTA (added after round 3)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
