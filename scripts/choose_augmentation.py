@@ -30,14 +30,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emovit.errors import EmovitError
 from emovit.fileio import write_text_atomic
 
 LABELS = "ferplus"
+NOT_FINISHED = 75  # EX_TEMPFAIL: a candidate is still training; run again once it has finished
+
+
+class UnfinishedCandidateError(ValueError):
+    """A candidate of the report is a training run that has not finished."""
 
 
 def score(report: dict[str, Any]) -> dict[str, Any]:
     """The figures the rule uses for one model of a robustness report."""
     conditions = report["conditions"]
+    if any(LABELS not in cond for cond in conditions.values()):
+        raise ValueError(f"{report['model']} was measured without the FER+ labels (--labels) the rule scores")
     f1 = {name: float(cond[LABELS]["macro_f1"]) for name, cond in conditions.items()}
     acc = {name: float(cond[LABELS]["accuracy"]) for name, cond in conditions.items()}
     perturbed = [name for name in conditions if name != "clean"]
@@ -56,8 +64,18 @@ def score(report: dict[str, Any]) -> dict[str, Any]:
 
 def choose(reports: list[dict[str, Any]], max_clean_loss: float = 0.01) -> dict[str, Any]:
     """Apply the rule of this module's docstring; returns every row and the chosen model."""
+    from emovit.training.trainer import unfinished_run
+
+    if not isinstance(reports, list) or not all(isinstance(r, dict) for r in reports):
+        raise ValueError("not a robustness report (expected a list of models)")
     if not reports:
         raise ValueError("the report holds no models")
+    unfinished = [r["model"] for r in reports if r.get("path") and unfinished_run(r["path"])]
+    if unfinished:
+        raise UnfinishedCandidateError(
+            f"{', '.join(unfinished)}: training has not finished (measured part-way); "
+            "resume it, measure again, then choose"
+        )
     splits = {report.get("settings", {}).get("split") for report in reports}
     if splits != {"validation"}:
         raise ValueError(
@@ -123,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reports = json.loads(args.report.read_text())
         result = choose(reports, args.max_clean_loss)
-    except (OSError, ValueError) as error:
+    except UnfinishedCandidateError as error:
+        print(f"choose_augmentation: {args.report}: {error}", file=sys.stderr)
+        return NOT_FINISHED
+    except (OSError, ValueError, EmovitError) as error:
         print(f"choose_augmentation: {args.report}: {error}", file=sys.stderr)
         return 2
     except (KeyError, TypeError) as error:

@@ -33,14 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from emovit.training.trainer import unfinished_run
 
-    for run in args.runs:  # an unfinished run: try again later (make stops here, like the release)
-        if unfinished_run(run):
-            print(f"{run}: training is not finished; run `make train-default` again")
-            return NOT_FINISHED
+    try:
+        for run in args.runs:  # an unfinished run: try again later (make stops here, like the release)
+            if unfinished_run(run):
+                print(
+                    f"{run}: training is not finished; resume it (make runs it again) and make the soup then"
+                )
+                return NOT_FINISHED
+    except EmovitError as error:
+        print(f"make_soup: {error}", file=sys.stderr)
+        return 2
     from emovit.training.soup import SOUP_FILE, make_soup, soup_is_current
 
-    if soup_is_current(args.runs, args.output):
-        print(f"{args.output / SOUP_FILE}: up to date (the same ingredients and weights)")
+    if soup_is_current(args.runs, args.output, args.data):
+        print(f"{args.output / SOUP_FILE}: up to date (the same ingredients, weights and --data)")
         return 0
 
     try:

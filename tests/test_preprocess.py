@@ -210,6 +210,8 @@ def test_preprocessing_never_writes_its_input_and_names_a_bad_image() -> None:
     rgba = np.zeros((1, 1, 4), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"image 1: expected HxWx3 RGB, got shape \(1, 1, 4\)"):
         pre([np.zeros((1, 1, 3), dtype=np.uint8), rgba])
+    with pytest.raises(ValueError, match=r"image 0: expected HxWx3 RGB, got shape \(5, 5\)"):
+        pre([np.zeros((5, 5), dtype=np.uint8)])  # one band is the inside of the grey path, not an input
     with pytest.raises(ValueError, match="different shapes"):
         Preprocessor(size=None)([np.zeros((2, 2, 3), np.uint8), np.zeros((3, 3, 3), np.uint8)])
     # a grey image that is not uint8 takes the RGB path (Pillow decides what it accepts)

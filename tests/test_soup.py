@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from emovit.errors import DatasetError
 from emovit.models import build_random_model, load_model, load_torch_model
 from emovit.training import TrainError
 
-from .training_data import CLASSES, write_dataset
+from .training_data import CLASSES, dataset_fixture
 
 pytest.importorskip("accelerate")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("soup") / "faces"
-    write_dataset(root, {"train": 5, "validation": 2, "test": 1})
-    return root
+dataset = dataset_fixture("soup", {"train": 5, "validation": 2, "test": 1})
 
 
 def _runs(tmp_path: Path, preset: str = "resnet-teacher-64") -> list[Path]:
@@ -89,7 +86,7 @@ def test_an_unfinished_run_is_not_an_ingredient(tmp_path: Path) -> None:
     from emovit.training.soup import make_soup
 
     runs = _runs(tmp_path)
-    (runs[2] / "training_config.json").write_text("{}")  # a training run without run_state.json
+    (runs[2] / "training_config.json").write_text('{"config": {}}')  # a run without run_state.json
     with pytest.raises(TrainError, match="not finished"):
         make_soup(runs, tmp_path / "soup")
     (runs[2] / "run_state.json").write_text(json.dumps({"complete": True}))
@@ -107,3 +104,34 @@ def test_a_soup_is_current_until_an_ingredient_changes(tmp_path: Path) -> None:
     assert not soup_is_current(runs[:2], tmp_path / "soup")  # other ingredients
     build_random_model(runs[1], "vit-test", id2label=dict(enumerate(CLASSES)), seed=7)  # retrained
     assert not soup_is_current(runs, tmp_path / "soup")
+
+
+def test_a_soup_made_without_data_is_not_current_for_data(dataset: Path, tmp_path: Path) -> None:
+    """BatchNorm measured again or averaged are two different soups: asking for the other one
+    makes it again."""
+    from emovit.training.soup import make_soup, soup_is_current
+
+    runs = _runs(tmp_path)
+    make_soup(runs, tmp_path / "soup")
+    assert soup_is_current(runs, tmp_path / "soup") and not soup_is_current(runs, tmp_path / "soup", dataset)
+    make_soup(runs, tmp_path / "soup", data=dataset, batch_size=1000)
+    assert soup_is_current(runs, tmp_path / "soup", dataset) and not soup_is_current(runs, tmp_path / "soup")
+
+
+def test_a_soup_that_fails_part_way_leaves_the_old_folder(tmp_path: Path) -> None:
+    """Measuring BatchNorm on a dataset without a train split fails after the average is made:
+    the folder keeps the previous soup, whole, and no half-made one appears."""
+    from emovit.training.soup import make_soup
+
+    runs = _runs(tmp_path)
+    make_soup(runs, tmp_path / "soup")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "soup").iterdir()}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="train split"):
+        make_soup(runs, tmp_path / "soup", data=empty)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "soup").iterdir()} == before
+    with pytest.raises(DatasetError, match="train split"):
+        make_soup(runs, tmp_path / "new", data=empty)
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

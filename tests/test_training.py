@@ -16,16 +16,12 @@ from emovit.models import Framing, arch_preset, build_random_model, load_model
 from emovit.training import AugmentConfig, TrainConfig, TrainError, train
 
 from .servers import free_port
-from .training_data import CLASSES, write_dataset, write_votes
+from .training_data import CLASSES, dataset_fixture, write_votes
 
 pytest.importorskip("accelerate")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "faces"
-    write_dataset(root, {"train": 12, "validation": 4, "test": 3})
-    return root
+dataset = dataset_fixture("data", {"train": 12, "validation": 4, "test": 3})
 
 
 def _config(dataset: Path, out: Path, **kw: object) -> TrainConfig:
@@ -111,6 +107,8 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
         train(_config(dataset, tmp_path / "split", epochs=3), progress=False)
     with pytest.raises(TrainError, match="has not finished"):  # no stage on a paused one
         train(_config(dataset, tmp_path / "next", arch=None, init=str(first.output)), progress=False)
+    with pytest.raises(TrainError, match="--teacher .* has not finished"):  # nor a paused teacher
+        train(_config(dataset, tmp_path / "taught", teacher=str(first.output)), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
     assert rest.epochs_run == 3
     state = json.loads((rest.output / "run_state.json").read_text())
@@ -172,6 +170,28 @@ def test_a_trained_folder_records_its_framing(dataset: Path, tmp_path: Path) -> 
     assert "face margin 0.05" in (again.output / "README.md").read_text()
 
 
+def test_notes_on_the_framing_follow_it_while_it_is_kept(dataset: Path, tmp_path: Path) -> None:
+    """How a framing was chosen (``chosen_by``) stays with the model while later stages keep the
+    framing, even when they restate it; a stage that changes the framing drops the note."""
+    first = train(_config(dataset, tmp_path / "first", epochs=1, face_margin=0.05, grey=True), progress=False)
+    record = json.loads((first.output / "emovit.json").read_text())
+    (first.output / "emovit.json").write_text(json.dumps({**record, "chosen_by": "a measurement"}))
+    kept = train(
+        _config(dataset, tmp_path / "kept", epochs=1, arch=None, init=str(first.output), face_margin=0.05),
+        progress=False,
+    )
+    assert json.loads((kept.output / "emovit.json").read_text())["chosen_by"] == "a measurement"
+    changed = train(
+        _config(dataset, tmp_path / "changed", epochs=1, arch=None, init=str(kept.output), grey=False),
+        progress=False,
+    )
+    assert json.loads((changed.output / "emovit.json").read_text()) == {
+        "face_margin": 0.05,
+        "face_align": True,
+        "grey": False,
+    }
+
+
 def test_grad_accumulation_matches_one_big_batch(dataset: Path, tmp_path: Path) -> None:
     one = train(_config(dataset, tmp_path / "one", epochs=1), progress=False)
     acc = train(_config(dataset, tmp_path / "acc", epochs=1, grad_accum=4), progress=False)
@@ -226,8 +246,18 @@ def test_a_soup_is_released_with_the_stages_of_its_ingredients(dataset: Path, tm
     first = train(_config(dataset, tmp_path / "first", epochs=1), progress=False)
     kw = {"epochs": 1, "arch": None, "init": str(first.output)}
     a = train(_config(dataset, tmp_path / "a", seed=1, **kw), progress=False)
-    b = train(_config(dataset, tmp_path / "b", seed=2, augment=AugmentConfig.robust(), **kw), progress=False)
+    # b learns from a teacher that learned from another: both took time that went into the soup
+    t0 = train(_config(dataset, tmp_path / "t0", epochs=1, seed=3), progress=False)
+    t1 = train(_config(dataset, tmp_path / "t1", epochs=1, seed=4, teacher=str(t0.output)), progress=False)
+    b = train(
+        _config(
+            dataset, tmp_path / "b", seed=2, augment=AugmentConfig.robust(), teacher=str(t1.output), **kw
+        ),
+        progress=False,
+    )
     soup = make_soup([a.output, b.output], tmp_path / "soup")
+    with pytest.raises(TrainError, match="continued from the same model"):  # t1 started from scratch
+        make_soup([a.output, t1.output], tmp_path / "mixed")
     dest = tmp_path / "released"
     metrics = release_model(soup, dest, dataset)
     assert metrics["plain"]["images"] == 3 * len(CLASSES)
@@ -241,6 +271,7 @@ def test_a_soup_is_released_with_the_stages_of_its_ingredients(dataset: Path, tm
     assert "4. The released weights: the uniform average of `a`, `b` (a model soup" in card
     assert "BatchNorm statistics averaged too" in card
     assert "stage 2b " in card  # its wall time counts
+    assert "teacher runs (t0, t1) " in card  # and so does the time of b's teacher and of its teacher
 
 
 def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -> None:
@@ -660,7 +691,9 @@ def test_augment_set_changes_one_strength_of_a_preset_and_refuses_nonsense(tmp_p
         ("jpeg_quality=20.5,90", "whole numbers"),
         ("jpeg_quality=0,90", "1..100"),
         ("erase_area=0.1,2", "at most 1"),
-        ("scale=big", "big"),
+        ("scale=big", "could not convert"),
+        ("scale=1", "below 1"),
+        ("blur_sigma=0.1", "at least 0.3"),
     ):
         with pytest.raises(ValueError, match=says):
             robust.with_overrides([bad])
@@ -822,3 +855,14 @@ def test_augmentation_is_chosen_on_perturbed_validation_by_the_fixed_rule(
     assert "| a |" in (tmp_path / "validation" / "choice.md").read_text()
     assert chooser.main([str(tmp_path / "test" / "robustness.json")]) == 2
     assert not (tmp_path / "test" / "choice.json").exists()
+    # a candidate measured while it was still training: no choice until it has finished
+    (models[0] / "run_state.json").write_text(json.dumps({"complete": False}))
+    with pytest.raises(ValueError, match="has not finished"):
+        chooser.choose(json.loads((tmp_path / "validation" / "robustness.json").read_text()))
+    assert chooser.main([str(tmp_path / "validation" / "robustness.json")]) == chooser.NOT_FINISHED
+    (models[0] / "run_state.json").write_text("{not json")
+    assert chooser.main([str(tmp_path / "validation" / "robustness.json")]) == 2
+    with pytest.raises(ValueError, match="without the FER\\+ labels"):
+        chooser.choose([{"model": "x", "settings": {"split": "validation"}, "conditions": {"clean": {}}}])
+    with pytest.raises(ValueError, match="expected a list"):
+        chooser.choose({"model": "x"})  # type: ignore[arg-type]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from emovit.data import FER2013_CSV_LABELS
@@ -20,6 +22,18 @@ def face_like(label_index: int, rng: np.random.Generator, size: int = 30) -> np.
     pattern = [np.sin(6 * x), np.sin(6 * y), np.sin(6 * (x + y)), np.cos(9 * x * y)][label_index % 4]
     image = 128 + 80 * pattern + rng.normal(0, 20, (size, size))
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def dataset_fixture(name: str, per_class: dict[str, int]) -> Any:
+    """A module-scoped fixture answering the root of a dataset written once by `write_dataset`."""
+
+    @pytest.fixture(scope="module")
+    def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp(name) / "faces"
+        write_dataset(root, per_class)
+        return root
+
+    return dataset
 
 
 def write_dataset(root: Path, per_class: dict[str, int], size: int = 30, seed: int = 0) -> dict[str, list]:

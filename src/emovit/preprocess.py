@@ -229,6 +229,9 @@ class Preprocessor:
         """Preprocess RGB ``uint8`` images into one float32 ``NCHW`` batch."""
         if not len(images):
             raise ValueError("no images to preprocess")
+        for index, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"image {index}: expected HxWx3 RGB, got shape {image.shape}")
         resized = [self._resize(image) for image in images]
         shapes = {r.shape[:2] for r in resized}
         if len(shapes) > 1:
@@ -237,13 +240,8 @@ class Preprocessor:
             )
         height, width = resized[0].shape[:2]
         batch = np.empty((len(resized), 3, height, width), dtype=np.result_type(*resized))
-        for index, (row, image) in enumerate(zip(batch, resized, strict=True)):
-            if image.ndim == 2:  # a grey face's one band
-                row[...] = image
-            elif image.ndim == 3 and image.shape[2] == 3:
-                row[...] = image.transpose(2, 0, 1)
-            else:
-                raise ValueError(f"image {index}: expected HxWx3 RGB, got shape {images[index].shape}")
+        for row, image in zip(batch, resized, strict=True):
+            row[...] = image if image.ndim == 2 else image.transpose(2, 0, 1)  # a grey face: one band
         return self._normalize_planar(batch)
 
 

@@ -7,7 +7,7 @@ Examples:
 """
 
 from emovit.models._describe import ModelInfo, architecture_fields, count_parameters, describe_model
-from emovit.models._framing import FRAMING_FILE, Framing, read_framing, write_framing
+from emovit.models._framing import FRAMING_FILE, Framing, read_framing, read_framing_notes, write_framing
 from emovit.models._loading import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -41,6 +41,7 @@ __all__ = [
     "load_model",
     "load_torch_model",
     "read_framing",
+    "read_framing_notes",
     "read_model_config",
     "resolve_device",
     "resolve_model",

@@ -28,7 +28,7 @@ from typing import Any
 
 from emovit.errors import ModelLoadError
 
-__all__ = ["FRAMING_FILE", "Framing", "read_framing", "write_framing"]
+__all__ = ["FRAMING_FILE", "Framing", "read_framing", "read_framing_notes", "write_framing"]
 
 FRAMING_FILE = "emovit.json"
 
@@ -75,6 +75,20 @@ def read_framing(folder: str | os.PathLike[str]) -> Framing | None:
         return Framing.from_dict(data)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: unreadable framing record ({exc})") from None
+
+
+def read_framing_notes(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keys of `folder`'s ``emovit.json`` other than the framing itself (e.g. ``chosen_by``,
+    how the margin was chosen); empty when it records none or cannot be read."""
+    path = Path(folder) / FRAMING_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    known = Framing.default().to_dict()
+    return {k: v for k, v in data.items() if k not in known}
 
 
 def write_framing(folder: str | os.PathLike[str], framing: Framing, **extra: Any) -> Path:

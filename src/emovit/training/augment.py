@@ -28,7 +28,8 @@ PIXEL_MAX = 255.0
 @dataclass
 class AugmentConfig:
     """Augmentation strengths (0 switches one off); `brightness` is a fraction of the pixel
-    range, `translate` of the image size."""
+    range, `translate` of the image size. The degradations are switched by their probabilities
+    (``*_p``): a blur draws its sigma from 0.3 to `blur_sigma`."""
 
     hflip: float = 0.5
     rotate_deg: float = 10.0
@@ -113,6 +114,14 @@ class AugmentConfig:
                         raise ValueError("a strength is a finite number >= 0")
                     if (key.endswith("_p") or key in ("hflip", "downscale_min")) and value > 1:
                         raise ValueError(f"{key} is at most 1")
+                    if key == "scale" and value >= 1:
+                        raise ValueError(
+                            "scale is below 1 (the zoom factor is drawn from 1 - scale .. 1 + scale)"
+                        )
+                    if key == "blur_sigma" and value < 0.3:
+                        raise ValueError(
+                            "blur_sigma is at least 0.3, the weakest blur drawn (blur_p=0 turns it off)"
+                        )
                     changed[key] = value
             except ValueError as error:
                 raise ValueError(f"augmentation setting {pair!r}: {error}") from None

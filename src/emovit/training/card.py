@@ -209,6 +209,28 @@ def _soup_ingredients(folder: Path) -> list[Path]:
     return [Path(i["path"]) for i in soup["ingredients"]] if soup else []
 
 
+def _cost_runs(run: Path) -> set[Path]:
+    """Every training run whose time went into `run`: its stages (following ``--init``), a
+    soup's ingredients, and every teacher of any of them, transitively (a soup stands for its
+    ingredients; it took no training time itself)."""
+    runs: set[Path] = set()
+    visited: set[Path] = set()
+    todo = [run]
+    while todo:
+        folder = todo.pop()
+        if folder in visited:
+            continue
+        visited.add(folder)
+        ingredients = _soup_ingredients(folder)
+        if ingredients:
+            todo.extend(ingredients)
+            continue
+        for stage, training in run_stages(folder):
+            runs.add(stage)
+            todo.extend(Path(p) for p in teacher_paths(training["config"].get("teacher")))
+    return runs
+
+
 def recipe_run(run: Path) -> Path:
     """The training run whose stages describe `run`: `run` itself, or a soup's first ingredient."""
     soup = soup_record(run)
@@ -465,6 +487,16 @@ def _augment_flags(augment: dict[str, Any]) -> str:
     )
 
 
+def _letters(n: int) -> str:
+    """The suffix of the n-th ingredient beside a stage: b, c, ..., z, ba, bb, ... (a is the stage)."""
+    out = ""
+    while True:
+        n, digit = divmod(n, 26)
+        out = "abcdefghijklmnopqrstuvwxyz"[digit] + out
+        if n == 0:
+            return out
+
+
 def _soup_recipe(soup: dict[str, Any], stages: int) -> tuple[str, float, list[str]]:
     """The recipe lines of a weight average whose first ingredient made ``stages`` stages: each
     other ingredient's own last stage, then the average; their seconds and time labels."""
@@ -476,7 +508,7 @@ def _soup_recipe(soup: dict[str, Any], stages: int) -> tuple[str, float, list[st
         other = Path(ingredient["path"])
         training = json.loads((other / "training_config.json").read_text())
         state = run_state(other)
-        label = f"{stages}{'bcdefgh'[n - 1]}"
+        label = f"{stages}{_letters(n)}"
         lines.append(f"{stages + n}. Stage {label}, beside stage {stages}: {_recipe(other, training, state)}")
         seconds += float(state.get("elapsed_s", 0.0))
         times.append(f"stage {label} {float(state.get('elapsed_s', 0.0)) / 3600:.1f} h")
@@ -525,10 +557,10 @@ def write_release_card(
     soup = soup_record(run)
     base = recipe_run(run)  # a soup is described by its first ingredient's stages, then the average
     stages = run_stages(base)
-    teachers = {Path(p) for _, t in stages for p in teacher_paths(t["config"].get("teacher"))}
-    # a teacher that is a soup took its ingredients' time (those not already counted as stages)
+    # every other run whose time went into this one: teachers, their own stages and teachers, a
+    # soup teacher's ingredients (the recipe's stages and a soup's ingredients are counted there)
     counted = {stage for stage, _ in stages} | set(_soup_ingredients(run))
-    teachers = {p for t in teachers for p in _soup_ingredients(t) or [t]} - counted
+    teachers = _cost_runs(run) - counted
     teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in teachers)
     summaries = [run_summary(base)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(summaries) if len(summaries) > 1 else ""
@@ -598,7 +630,9 @@ def write_release_card(
             f"{i}. Stage {i}: {_recipe(stage, training, state)}"
             for i, ((stage, training), state) in enumerate(zip(stages, states, strict=True), start=1)
         )
-    named = "teacher " if len(teachers) == 1 else f"teachers ({', '.join(sorted(t.name for t in teachers))}) "
+    named = (
+        "teacher " if len(teachers) == 1 else f"teacher runs ({', '.join(sorted(t.name for t in teachers))}) "
+    )
     times = ([named + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
         (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
         for i, t in enumerate(stage_s, start=1)

@@ -246,6 +246,16 @@ def _framing(cfg: TrainConfig, inherited: Framing | None) -> Framing:
         raise TrainError(str(exc), option="face_margin") from None
 
 
+def _inherited_notes(cfg: TrainConfig, framing: Framing, inherited: Framing | None) -> dict[str, Any]:
+    """The ``--init`` model's framing notes (e.g. ``chosen_by``) when the framing is kept as it
+    was; a changed framing drops them (they describe the old one)."""
+    from emovit.models import read_framing_notes, resolve_model
+
+    if not cfg.init or inherited is None or framing != inherited:
+        return {}
+    return read_framing_notes(resolve_model(cfg.init))
+
+
 def _soft_ce(
     logits: torch.Tensor, targets: torch.Tensor, smoothing: float, class_weights: torch.Tensor | None
 ) -> torch.Tensor:
@@ -282,7 +292,11 @@ def unfinished_run(folder: str | os.PathLike[str]) -> bool:
     folder = Path(folder)
     state = folder / RUN_STATE
     if state.is_file():
-        return not json.loads(state.read_text()).get("complete")
+        try:
+            record = json.loads(state.read_text())
+            return not record.get("complete")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise TrainError(f"{state}: unreadable run state ({exc})") from None
     return (folder / "training_config.json").is_file()
 
 
@@ -322,6 +336,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
     if cfg.init and unfinished_run(cfg.init):
         raise TrainError(f"--init {cfg.init}: that run has not finished (resume it first with --resume)")
+    for path in teacher_paths(cfg.teacher):  # a paused teacher would teach half of what it will
+        if unfinished_run(path):
+            raise TrainError(
+                f"--teacher {path}: that run has not finished (resume it first with --resume)",
+                option="teacher",
+            )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
@@ -351,6 +371,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         classes = order_labels(sorted({s.label for s in train_samples} | {s.label for s in val_samples}))
     model, classes, processor, inherited = _build_model(cfg, classes)
     framing = _framing(cfg, inherited)
+    framing_notes = _inherited_notes(cfg, framing, inherited)
     inputs = TrainingInput.from_config(processor, device, grey=framing.grey, model=cfg.init or "the model")
     train_targets = None
     if votes is not None:
@@ -509,7 +530,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             if improved:
-                _save_best(out, unwrapped, processor, framing)
+                _save_best(out, unwrapped, processor, framing, framing_notes)
             _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state)
             with (out / "metrics.jsonl").open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -660,8 +681,11 @@ def _predict(
     return gathered[:n].cpu().numpy()
 
 
-def _save_best(out: Path, model: Any, processor: dict[str, Any], framing: Framing) -> None:
-    """The model folder's files (weights, config, processor, framing), each replaced atomically."""
+def _save_best(
+    out: Path, model: Any, processor: dict[str, Any], framing: Framing, notes: dict[str, Any]
+) -> None:
+    """The model folder's files (weights, config, processor, framing with its `notes`), each
+    replaced atomically."""
     from emovit.models import write_framing
 
     tmp = out / ".best.tmp"
@@ -669,7 +693,7 @@ def _save_best(out: Path, model: Any, processor: dict[str, Any], framing: Framin
     tmp.mkdir()
     model.save_pretrained(tmp, safe_serialization=True)
     write_text_atomic(tmp / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
-    write_framing(tmp, framing)
+    write_framing(tmp, framing, **notes)
     for file in tmp.iterdir():
         os.replace(file, out / file.name)
     tmp.rmdir()
