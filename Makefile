@@ -120,9 +120,11 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # of the two photo-augmented runs with their BatchNorm statistics averaged (round 1's soup had
 # them re-measured on clean images, which hurt). Round 3 added two after round 2 (issue 15, item
 # 2, on CPU): "distilled", stage 5 "strong" again with round 2's soup as its teacher, answering
-# with flip-TTA (`--teacher-tta flip`), and the soup of robust, strong and distilled. Round 4 (in
-# progress) adds "distilled-ensemble": the same stage taught by the ensemble of the FER+ CNN
-# teacher (train-teacher-ferplus) and "distilled", each with flip-TTA (0.831 on validation together).
+# with flip-TTA (`--teacher-tta flip`), and the soup of robust, strong and distilled. Round 4 added
+# "distilled-ensemble": the same stage taught by the ensemble of the FER+ CNN teacher
+# (train-teacher-ferplus) and "distilled", each with flip-TTA (0.831 on validation together); its
+# best epoch was the first, so round 5 adds "distilled-continued": "distilled" trained 3 more
+# epochs at a tenth of the learning rate with that ensemble teacher.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 1.5e-4 \
@@ -146,6 +148,11 @@ augment-choice: train-ferplus train-teacher-ferplus  ## stage 5 under other augm
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/distilled-ensemble $(STAGE5) --augment robust $(STRONG) \
 	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(AUGMENT_DIR)/distilled --teacher-tta flip \
 	  --distill-alpha 0.5 --distill-temperature 2 $(call resume,$(AUGMENT_DIR)/distilled-ensemble)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/distilled-continued --init $(AUGMENT_DIR)/distilled \
+	  --labels $(FERPLUS_LABELS) --epochs 3 --batch-size 128 --lr 3e-5 --warmup-epochs 0.25 --label-smoothing 0.05 \
+	  --balance none --logit-adjust 0.5 --patience 3 --seed 6 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) \
+	  --augment robust $(STRONG) --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(AUGMENT_DIR)/distilled \
+	  --teacher-tta flip --distill-alpha 0.5 --distill-temperature 2 $(call resume,$(AUGMENT_DIR)/distilled-continued)
 	$(BIN)/python scripts/robustness_report.py --reuse --split validation --data $(TRAIN_DATA) \
 	  --labels $(FERPLUS_LABELS) --yunet $(YUNET_MODEL) -o $(CHOICE_DIR) \
 	  --model $(TRAIN_DIR)/ferplus-stage2 --name "robust: --augment robust" \
@@ -155,7 +162,8 @@ augment-choice: train-ferplus train-teacher-ferplus  ## stage 5 under other augm
 	  --model $(AUGMENT_DIR)/soup-photo --name "soup-photo: robust + strong, BatchNorm averaged (added after round 1)" \
 	  --model $(AUGMENT_DIR)/distilled --name "distilled: strong, taught by soup-photo with flip-TTA (added after round 2)" \
 	  --model $(AUGMENT_DIR)/soup-distilled --name "soup-distilled: robust + strong + distilled (added after round 2)" \
-	  --model $(AUGMENT_DIR)/distilled-ensemble --name "distilled-ensemble: strong, taught by the FER+ CNN teacher + distilled, flip-TTA (added after round 3)"
+	  --model $(AUGMENT_DIR)/distilled-ensemble --name "distilled-ensemble: strong, taught by the FER+ CNN teacher + distilled, flip-TTA (added after round 3)" \
+	  --model $(AUGMENT_DIR)/distilled-continued --name "distilled-continued: distilled, 3 more epochs at lr 3e-5 with that ensemble teacher (added after round 4)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
