@@ -623,6 +623,11 @@ def write_release_card(
             "`scripts/choose_augmentation.py`, `docs/reports/augment-choice`).\n\n" + body.strip() + "\n\n"
         )
     stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
+    run_folders = ", ".join(
+        sorted(
+            {f"`{folder.parent.as_posix()}/`" for folder in [s for s, _ in stages] + _soup_ingredients(run)}
+        )
+    )
     if len(stages) == 1:
         recipe = _recipe(stages[0][0], stages[0][1], states[0])
     else:
@@ -727,7 +732,7 @@ Parameters: {parameters}. Labels (id order): {class_names}.
 
 {recipe}
 
-{adjustment_block}Resolved configurations: `training_config.json` of each run (`runs/default/`).
+{adjustment_block}Resolved configurations: `training_config.json` of each run ({run_folders}).
 
 Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
 
