@@ -393,19 +393,18 @@ def distillation_words(cfg: dict[str, Any]) -> str:
         return "from the labels alone"
     who = "; ".join(f"`{t.name}` ({_teacher_words(t)})" for t in teachers)
     flip = cfg.get("teacher_tta", "none") == "flip"
-    views = (
-        (" and mirror images" if flip else "")
-        if len(teachers) > 1
-        else (" and its mirror image" if flip else "")
-    )
-    combined = (
-        f", which answers the mean of its members' log-probabilities over the faces{views} (a geometric-mean "
-        "ensemble)"
-        if len(teachers) > 1
-        else f", which answers the mean of its log-probabilities over the face{views} (`--teacher-tta flip`)"
-        if flip
-        else ""
-    )
+    if len(teachers) > 1:
+        combined = (
+            f", which answers the mean of its members' log-probabilities over the faces"
+            f"{' and mirror images' if flip else ''} (a geometric-mean ensemble)"
+        )
+    elif flip:
+        combined = (
+            ", which answers the mean of its log-probabilities over the face and its mirror image "
+            "(`--teacher-tta flip`)"
+        )
+    else:
+        combined = ""
     alpha = float(cfg["distill_alpha"])
     source = "" if alpha >= 1 else "from the labels and, "
     return (

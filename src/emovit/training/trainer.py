@@ -198,11 +198,19 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
 
 def _build_model(
     cfg: TrainConfig, classes: list[str]
-) -> tuple[torch.nn.Module, list[str], dict[str, Any], Framing | None]:
-    """The model to train, the class order it uses, its processor config, and the framing the
-    ``--init`` model records (None from scratch, or when it records none)."""
+) -> tuple[torch.nn.Module, list[str], dict[str, Any], Framing | None, dict[str, Any]]:
+    """The model to train, the class order it uses, its processor config, the framing the
+    ``--init`` model records (None from scratch, or when it records none) and that record's
+    notes (e.g. ``chosen_by``; empty from scratch)."""
     from emovit.labels import LabelMap
-    from emovit.models import arch_preset, load_torch_model, read_framing, read_model_config, resolve_model
+    from emovit.models import (
+        arch_preset,
+        load_torch_model,
+        read_framing,
+        read_framing_notes,
+        read_model_config,
+        resolve_model,
+    )
     from emovit.preprocess import read_processor_config
 
     torch.manual_seed(_seed(cfg, 999_999))
@@ -223,12 +231,12 @@ def _build_model(
             config_overrides=cfg.overrides,
         ).model
         assert model is not None  # load_torch_model always loads the weights
-        return model, order, read_processor_config(folder), read_framing(folder)
+        return model, order, read_processor_config(folder), read_framing(folder), read_framing_notes(folder)
     preset = arch_preset(cfg.arch or "vit-tiny")
     model = preset.build_model(dict(enumerate(classes)), **cfg.overrides)
     size = int(getattr(model.config, "image_size", None) or preset.config["image_size"])
     model.config.image_size = size
-    return model, classes, preset.processor_config(size), None
+    return model, classes, preset.processor_config(size), None, {}
 
 
 def _framing(cfg: TrainConfig, inherited: Framing | None) -> Framing:
@@ -244,16 +252,6 @@ def _framing(cfg: TrainConfig, inherited: Framing | None) -> Framing:
         )
     except ValueError as exc:
         raise TrainError(str(exc), option="face_margin") from None
-
-
-def _inherited_notes(cfg: TrainConfig, framing: Framing, inherited: Framing | None) -> dict[str, Any]:
-    """The ``--init`` model's framing notes (e.g. ``chosen_by``) when the framing is kept as it
-    was; a changed framing drops them (they describe the old one)."""
-    from emovit.models import read_framing_notes, resolve_model
-
-    if not cfg.init or inherited is None or framing != inherited:
-        return {}
-    return read_framing_notes(resolve_model(cfg.init))
 
 
 def _soft_ce(
@@ -369,9 +367,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         classes = list(EMOTIONS)
     else:
         classes = order_labels(sorted({s.label for s in train_samples} | {s.label for s in val_samples}))
-    model, classes, processor, inherited = _build_model(cfg, classes)
+    model, classes, processor, inherited, notes = _build_model(cfg, classes)
     framing = _framing(cfg, inherited)
-    framing_notes = _inherited_notes(cfg, framing, inherited)
+    # how the inherited framing was chosen stays with it; a changed framing drops the note
+    framing_notes = notes if framing == inherited else {}
     inputs = TrainingInput.from_config(processor, device, grey=framing.grey, model=cfg.init or "the model")
     train_targets = None
     if votes is not None:
@@ -591,11 +590,12 @@ class _Teacher:
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        views = [pixels] if self.tta == "none" else [pixels, torch.flip(pixels, dims=[-1])]
+        views = 1 if self.tta == "none" else 2  # the batch and its mirror, in one forward pass
+        batch = pixels if views == 1 else torch.cat([pixels, torch.flip(pixels, dims=[-1])])
         answers = [
-            model(pixel_values=inputs.model_input(view)).logits.float()[:, order]
+            answer
             for model, inputs, order in self.members
-            for view in views
+            for answer in model(pixel_values=inputs.model_input(batch)).logits.float()[:, order].chunk(views)
         ]
         if len(answers) == 1:
             return answers[0]
