@@ -105,6 +105,10 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     assert not json.loads((first.output / "run_state.json").read_text())["complete"]
     with pytest.raises(TrainError, match="--resume"):
         train(_config(dataset, tmp_path / "split", epochs=3), progress=False)
+    # the last epoch ending past the limit finishes the run: nothing is left to resume
+    timely = train(_config(dataset, tmp_path / "last", epochs=1, time_limit_min=1e-9), progress=False)
+    assert timely.stopped == "epochs"
+    assert json.loads((timely.output / "run_state.json").read_text())["complete"]
     with pytest.raises(TrainError, match="has not finished"):  # no stage on a paused one
         train(_config(dataset, tmp_path / "next", arch=None, init=str(first.output)), progress=False)
     with pytest.raises(TrainError, match="--teacher .* has not finished"):  # nor a paused teacher
@@ -436,6 +440,70 @@ def test_from_scratch_models_start_with_identity_norms_and_a_live_signal() -> No
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.7 * first
+
+
+def test_a_widened_init_keeps_its_norms_and_starts_the_new_ones_as_identities(tmp_path: Path) -> None:
+    """``--init RUN --set hidden_sizes=…`` draws the layers whose shape changed afresh; their
+    norms must start as identities like a model built from scratch (transformers' N(0, 0.02)
+    BatchNorm scales silence the new stage), while the layers the checkpoint still fits keep
+    its trained values."""
+    import torch
+
+    from emovit.models import load_torch_model
+    from emovit.models._loading import _drawn_afresh
+
+    torch.manual_seed(0)
+    base = arch_preset("mobilevit-xxs-64").build_model()
+    with torch.no_grad():  # "trained" norms: not identities, so a reset would show
+        for module in base.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+    base.save_pretrained(tmp_path)
+    wide = {"neck_hidden_sizes": [16, 16, 24, 48, 64, 128, 512], "hidden_sizes": [64, 80, 192]}
+    model = load_torch_model(tmp_path, ignore_mismatched_sizes=True, config_overrides=wide).model
+    fresh = _drawn_afresh(model, tmp_path)
+    assert "mobilevit.encoder.layer.4.conv_kxk.normalization" in fresh
+    assert not any(name.startswith("mobilevit.encoder.layer.3.") for name in fresh)
+    before, after = dict(base.named_modules()), dict(model.named_modules())
+    for name, module in after.items():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            expected = torch.ones_like(module.weight) if name in fresh else before[name].weight
+            torch.testing.assert_close(module.weight, expected, msg=name)
+    logits = model.train()(pixel_values=torch.rand(8, 3, 64, 64)).logits
+    assert float(logits.detach().std(dim=0).mean()) > 1e-3  # a live signal through the new stage
+    # the same checkpoint loaded as it is: nothing drawn afresh, nothing reset
+    same = load_torch_model(tmp_path, ignore_mismatched_sizes=True).model
+    assert not _drawn_afresh(same, tmp_path)
+    torch.testing.assert_close(same.state_dict(), base.state_dict())
+
+
+def test_the_card_names_the_config_changes_of_a_stage() -> None:
+    """A stage that widened its ``--init`` model (``--set``) says so, with the options to repeat."""
+    from emovit.training.card import _recipe
+
+    cfg = {
+        "init": "runs/x/distilled",
+        "overrides": {"hidden_sizes": [64, 80, 192]},
+        "lr": 4e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 1,
+        "batch_size": 128,
+        "label_smoothing": 0.05,
+        "seed": 7,
+    }
+    state = {"epoch": 12, "best_epoch": 11, "elapsed_s": 3600}
+    widened = _recipe(Path("runs/x/wide"), {"config": cfg}, state)
+    assert "continued from `distilled` (`--init`) `--set hidden_sizes=[64, 80, 192]`" in widened
+    assert "the layers whose shape changed start afresh" in widened
+    plain = _recipe(Path("runs/x/wide"), {"config": {**cfg, "overrides": {}}}, state)
+    assert "--set" not in plain and "afresh" not in plain
+    scratch = _recipe(Path("runs/x/s"), {"config": {**cfg, "init": None, "arch": "mobilevit-xxs-64"}}, state)
+    assert "from scratch (`--arch mobilevit-xxs-64` `--set hidden_sizes=[64, 80, 192]`)" in scratch
+    # the comparison table gives both sizes of a run that was widened on the way
+    from emovit.training.card import _parameter_words
+
+    assert _parameter_words({"parameters": 1_970_000, "first_parameters": 950_000}) == "0.95 M, then 1.97 M"
+    assert _parameter_words({"parameters": 1_970_000, "first_parameters": 1_970_000}) == "1.97 M"
 
 
 def test_the_card_reads_a_finished_runs_state_without_its_checkpoint(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ Any `ViTConfig` field can be overridden.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,18 +73,35 @@ class ArchPreset:
         MobileViT's BatchNorm scales from N(0, 0.02), which shrinks the signal ~50x per layer,
         so that the network's output is constant and it never starts to learn.
         """
-        import torch
         from transformers import AutoModelForImageClassification
 
         model = AutoModelForImageClassification.from_config(self.build_config(id2label, **overrides))
-        norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, norms) and getattr(module, "weight", None) is not None:
-                    module.weight.fill_(1.0)
-                    if module.bias is not None:
-                        module.bias.zero_()
+        identity_norms(model)
         return model
+
+
+def identity_norms(model: Any, names: Collection[str] | None = None) -> list[str]:
+    """Set normalisation layers (batch, group, layer norms) to identities: scale 1, shift 0.
+
+    All of them, or only the modules named in `names`. transformers 5 draws MobileViT's
+    BatchNorm scales from N(0, 0.02), which shrinks the signal ~50x per layer: a model built
+    from scratch, and the layers drawn afresh when ``--init`` widens a checkpoint
+    (``--set``), start as identities instead. Returns the names of the layers set.
+    """
+    import torch
+
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    done: list[str] = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if names is not None and name not in names:
+                continue
+            if isinstance(module, norms) and getattr(module, "weight", None) is not None:
+                module.weight.fill_(1.0)
+                if module.bias is not None:
+                    module.bias.zero_()
+                done.append(name)
+    return done
 
 
 def _vit(**kw: Any) -> dict[str, Any]:

@@ -101,6 +101,8 @@ def write_model_card(
         for h in result.history
     ]
     start = f"`--init {cfg.init}`" if cfg.init else f"from scratch (`--arch {cfg.arch or 'vit-tiny'}`)"
+    if cfg.overrides:
+        start += f" {override_words(cfg.overrides)}"
     targets = (
         f"Targets: the annotators' vote distributions of `{cfg.labels}` (soft labels; contempt, unknown "
         "and not-a-face votes dropped); validation scored on the majority vote, images without one "
@@ -245,7 +247,8 @@ def run_summary(run: Path) -> dict[str, Any]:
     config = json.loads((run / "config.json").read_text())
     history: list[dict[str, Any]] = []
     elapsed = 0.0
-    for stage, training in run_stages(run) or [(run, {})]:
+    stages = run_stages(run) or [(run, {})]
+    for stage, training in stages:
         # validation scores the labels the stage trained on: a vote file's majority or the folders
         labels = "votes" if training.get("config", {}).get("labels") else "folders"
         lines = (stage / "metrics.jsonl").read_text().splitlines()
@@ -257,9 +260,17 @@ def run_summary(run: Path) -> dict[str, Any]:
         "name": run.name,
         "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
         "parameters": count_parameters(run),
+        # a stage that widened the model (``--set``) changes the count: the first stage's too
+        "first_parameters": count_parameters(stages[0][0]),
         "image_size": config.get("image_size"),
         "history": history,
     }
+
+
+def _parameter_words(run: dict[str, Any]) -> str:
+    """The run's parameter count, from its first stage's when a stage changed it."""
+    last, first = run["parameters"] or 0, run.get("first_parameters") or run["parameters"] or 0
+    return f"{last / 1e6:.2f} M" if first == last else f"{first / 1e6:.2f} M, then {last / 1e6:.2f} M"
 
 
 def _comparison(runs: list[dict[str, Any]]) -> str:
@@ -283,7 +294,7 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 f"`{r['name']}` ({r['architecture']}, {r['image_size']} px)",
-                f"{(r['parameters'] or 0) / 1e6:.2f} M",
+                _parameter_words(r),
                 f"{sum(h['epoch_time_s'] for h in r['history']) / len(r['history']):.0f}",
                 f"{max(h['val_accuracy'] for h in within if h.get('labels', 'folders') == kind):.3f} "
                 f"(epoch {within[-1]['epoch']}{', vote majority' if kind == 'votes' else ''})",
@@ -429,13 +440,22 @@ def _teacher_words(teacher: Path) -> str:
     return words
 
 
+def override_words(overrides: dict[str, Any]) -> str:
+    """The ``--set`` options of a run, as the command gave them."""
+    return " ".join(f"`--set {key}={json.dumps(value)}`" for key, value in overrides.items())
+
+
 def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     """One training stage in words."""
     cfg = training["config"]
     if cfg.get("init"):
         start = f"continued from `{Path(cfg['init']).name}` (`--init`)"
+        if cfg.get("overrides"):
+            start += f" {override_words(cfg['overrides'])} (the layers whose shape changed start afresh)"
     else:
-        start = f"from scratch (`--arch {cfg.get('arch')}`)"
+        start = f"from scratch (`--arch {cfg.get('arch')}`" + (
+            f" {override_words(cfg['overrides'])})" if cfg.get("overrides") else ")"
+        )
     teacher = distillation_words(cfg)
     targets = (
         f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""

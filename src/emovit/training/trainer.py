@@ -543,7 +543,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if state["bad_epochs"] >= cfg.patience:
             stopped = "early stopping"
             break
-        if cfg.time_limit_min and (time.perf_counter() - session_start) / 60 >= cfg.time_limit_min:
+        last = epoch + 1 == cfg.epochs  # the last epoch done in time is a finished run, not a pause
+        if (
+            cfg.time_limit_min
+            and not last
+            and (time.perf_counter() - session_start) / 60 >= cfg.time_limit_min
+        ):
             stopped = "time limit (resume with --resume)"
             break
 
