@@ -91,6 +91,8 @@ def main() -> None:
         sources = {name: (what, None) for name, (what, _) in VARIANTS.items()}
         for pair in args.model:
             name, _, folder = pair.partition("=")
+            if name in VARIANTS or not folder:
+                sys.exit(f"--model {pair}: give NAME=FOLDER with a NAME other than {', '.join(VARIANTS)}")
             sources[name] = (f"trained folder {folder}", Path(folder))
         for name, (what, folder) in sources.items():
             if folder is None:

@@ -448,37 +448,51 @@ def test_a_widened_init_keeps_its_norms_and_starts_the_new_ones_as_identities(tm
     BatchNorm scales silence the new stage), while the layers the checkpoint still fits keep
     its trained values."""
     import torch
+    from transformers import MobileViTModel
 
     from emovit.models import load_torch_model
-    from emovit.models._loading import _drawn_afresh
 
     torch.manual_seed(0)
     base = arch_preset("mobilevit-xxs-64").build_model()
     with torch.no_grad():  # "trained" norms: not identities, so a reset would show
         for module in base.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
                 module.weight.uniform_(0.5, 1.5)
-    base.save_pretrained(tmp_path)
+    base.save_pretrained(tmp_path / "run")
+    before = dict(base.named_modules())
+
+    def norms(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        kinds = (torch.nn.BatchNorm2d, torch.nn.LayerNorm)
+        return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+
     wide = {"neck_hidden_sizes": [16, 16, 24, 48, 64, 128, 512], "hidden_sizes": [64, 80, 192]}
-    model = load_torch_model(tmp_path, ignore_mismatched_sizes=True, config_overrides=wide).model
-    fresh = _drawn_afresh(model, tmp_path)
-    assert "mobilevit.encoder.layer.4.conv_kxk.normalization" in fresh
-    assert not any(name.startswith("mobilevit.encoder.layer.3.") for name in fresh)
-    before, after = dict(base.named_modules()), dict(model.named_modules())
-    for name, module in after.items():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            expected = torch.ones_like(module.weight) if name in fresh else before[name].weight
-            torch.testing.assert_close(module.weight, expected, msg=name)
+    model = load_torch_model(tmp_path / "run", ignore_mismatched_sizes=True, config_overrides=wide).model
+    widened = {n for n, m in norms(model).items() if m.weight.shape != before[n].weight.shape}
+    assert (
+        "mobilevit.encoder.layer.4.conv_kxk.normalization" in widened
+        and "mobilevit.conv_1x1_exp.normalization" in widened
+    )
+    assert not any(name.startswith("mobilevit.encoder.layer.3.") for name in widened)
+    for name, module in norms(model).items():
+        expected = torch.ones_like(module.weight) if name in widened else before[name].weight
+        torch.testing.assert_close(module.weight, expected, msg=name)
     logits = model.train()(pixel_values=torch.rand(8, 3, 64, 64)).logits
     assert float(logits.detach().std(dim=0).mean()) > 1e-3  # a live signal through the new stage
-    # the same checkpoint loaded as it is: nothing drawn afresh, nothing reset
-    same = load_torch_model(tmp_path, ignore_mismatched_sizes=True).model
-    assert not _drawn_afresh(same, tmp_path)
+    # the same checkpoint loaded as it is: nothing reset
+    same = load_torch_model(tmp_path / "run", ignore_mismatched_sizes=True).model
     torch.testing.assert_close(same.state_dict(), base.state_dict())
+    # a base-model checkpoint (no "mobilevit." prefix, no head), as Hub backbones are saved:
+    # transformers maps its keys; only the new head is drawn afresh, every norm keeps its value
+    backbone = MobileViTModel(base.config)
+    backbone.load_state_dict(base.mobilevit.state_dict())
+    backbone.save_pretrained(tmp_path / "backbone")
+    headed = load_torch_model(tmp_path / "backbone", ignore_mismatched_sizes=True).model
+    for name, module in norms(headed).items():
+        torch.testing.assert_close(module.weight, before[name].weight, msg=name)
 
 
 def test_the_card_names_the_config_changes_of_a_stage() -> None:
-    """A stage that widened its ``--init`` model (``--set``) says so, with the options to repeat."""
+    """A stage that widened its ``--init`` model (``--set``) says so, with the options to paste."""
     from emovit.training.card import _recipe
 
     cfg = {
@@ -493,12 +507,12 @@ def test_the_card_names_the_config_changes_of_a_stage() -> None:
     }
     state = {"epoch": 12, "best_epoch": 11, "elapsed_s": 3600}
     widened = _recipe(Path("runs/x/wide"), {"config": cfg}, state)
-    assert "continued from `distilled` (`--init`) `--set hidden_sizes=[64, 80, 192]`" in widened
+    assert "continued from `distilled` (`--init`) `--set 'hidden_sizes=[64,80,192]'`" in widened
     assert "the layers whose shape changed start afresh" in widened
     plain = _recipe(Path("runs/x/wide"), {"config": {**cfg, "overrides": {}}}, state)
     assert "--set" not in plain and "afresh" not in plain
     scratch = _recipe(Path("runs/x/s"), {"config": {**cfg, "init": None, "arch": "mobilevit-xxs-64"}}, state)
-    assert "from scratch (`--arch mobilevit-xxs-64` `--set hidden_sizes=[64, 80, 192]`)" in scratch
+    assert "from scratch (`--arch mobilevit-xxs-64` `--set 'hidden_sizes=[64,80,192]'`)" in scratch
     # the comparison table gives both sizes of a run that was widened on the way
     from emovit.training.card import _parameter_words
 

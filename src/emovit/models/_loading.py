@@ -312,22 +312,26 @@ def load_torch_model(
             config.id2label = labels
             config.label2id = {name: i for i, name in labels.items()}
         kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = AutoModelForImageClassification.from_pretrained(
+        model, loading = AutoModelForImageClassification.from_pretrained(
             folder,
             config=config,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             use_safetensors=True,
             trust_remote_code=False,
+            output_loading_info=True,
             **kwargs,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
     if new_head:
         _reinit_head(model)
-    if ignore_mismatched_sizes:
+    # layers the checkpoint did not give (a widened stage, a new head) were drawn afresh: their
+    # norms start as identities, as in a model built from scratch (keys in the model's naming)
+    fresh = {*loading["missing_keys"], *(key for key, *_ in loading["mismatched_keys"])}
+    if fresh:
         from emovit.models._presets import identity_norms
 
-        identity_norms(model, _drawn_afresh(model, folder))
+        identity_norms(model, {key.rpartition(".")[0] for key in fresh})
     model.eval().to(target)
     return LoadedModel(
         name=os.fspath(name_or_path),
@@ -346,23 +350,6 @@ def _label_names(id2label: Mapping[Any, str]) -> tuple[str, ...] | None:
         return LabelMap.from_id2label(id2label).names
     except LabelError:
         return None
-
-
-def _drawn_afresh(model: Any, folder: Path) -> set[str]:
-    """Names of `model`'s modules with a parameter the checkpoint in `folder` did not give
-    (absent there, or of another shape: ``ignore_mismatched_sizes`` drew it afresh)."""
-    from safetensors import safe_open
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for path in folder.glob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-    return {
-        key.rpartition(".")[0]
-        for key, tensor in model.state_dict().items()
-        if shapes.get(key) != tuple(tensor.shape)
-    }
 
 
 def _reinit_head(model: Any) -> None:

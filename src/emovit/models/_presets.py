@@ -80,18 +80,17 @@ class ArchPreset:
         return model
 
 
-def identity_norms(model: Any, names: Collection[str] | None = None) -> list[str]:
+def identity_norms(model: Any, names: Collection[str] | None = None) -> None:
     """Set normalisation layers (batch, group, layer norms) to identities: scale 1, shift 0.
 
     All of them, or only the modules named in `names`. transformers 5 draws MobileViT's
     BatchNorm scales from N(0, 0.02), which shrinks the signal ~50x per layer: a model built
     from scratch, and the layers drawn afresh when ``--init`` widens a checkpoint
-    (``--set``), start as identities instead. Returns the names of the layers set.
+    (``--set``), start as identities instead.
     """
     import torch
 
     norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
-    done: list[str] = []
     with torch.no_grad():
         for name, module in model.named_modules():
             if names is not None and name not in names:
@@ -100,8 +99,6 @@ def identity_norms(model: Any, names: Collection[str] | None = None) -> list[str
                 module.weight.fill_(1.0)
                 if module.bias is not None:
                     module.bias.zero_()
-                done.append(name)
-    return done
 
 
 def _vit(**kw: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ that a released model describes itself the way its run did.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -441,8 +442,9 @@ def _teacher_words(teacher: Path) -> str:
 
 
 def override_words(overrides: dict[str, Any]) -> str:
-    """The ``--set`` options of a run, as the command gave them."""
-    return " ".join(f"`--set {key}={json.dumps(value)}`" for key, value in overrides.items())
+    """The ``--set`` options of a run, ready to paste into a shell."""
+    compact = {key: json.dumps(value, separators=(",", ":")) for key, value in overrides.items()}
+    return " ".join(f"`--set {shlex.quote(f'{key}={value}')}`" for key, value in compact.items())
 
 
 def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:

@@ -543,7 +543,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if state["bad_epochs"] >= cfg.patience:
             stopped = "early stopping"
             break
-        last = epoch + 1 == cfg.epochs  # the last epoch done in time is a finished run, not a pause
+        last = epoch + 1 == cfg.epochs  # the last epoch finishes the run, even one ending past the limit
         if (
             cfg.time_limit_min
             and not last
