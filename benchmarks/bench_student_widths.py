@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +76,7 @@ def main() -> None:
 
     from emovit.backends import physical_cores
     from emovit.backends.export import export_onnx
-    from emovit.bench import machine_info
+    from emovit.bench import machine_info, time_face_crops
     from emovit.data import read_samples
     from emovit.imageio import load_image
     from emovit.models import count_parameters
@@ -110,16 +109,13 @@ def main() -> None:
             recognizers[name] = EmotionRecognizer.from_pretrained(out, detector="none", backend="onnx")
             print(f"exported {name}", file=sys.stderr, flush=True)
         step = 256
-        runs: dict[str, list[float]] = {name: [] for name in recognizers}
-        for rec in recognizers.values():
-            rec.classify_arrays(crops[:step])
-        for rep in range(args.repeats):
-            print(f"repetition {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
-            for name, rec in recognizers.items():
-                start = time.perf_counter()
-                for i in range(0, len(crops), step):
-                    rec.classify_arrays(crops[i : i + step])
-                runs[name].append(len(crops) / (time.perf_counter() - start))
+        runs = time_face_crops(
+            recognizers,
+            crops,
+            step,
+            args.repeats,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     base = statistics.median(runs["xxs"])
     for name, row in rows.items():
         row["faces_per_s"] = round(statistics.median(runs[name]), 1)

@@ -96,6 +96,30 @@ def _emovit_runner(rec: Any, batch_size: int) -> tuple[Callable[[list[str]], Any
     )
 
 
+def time_face_crops(
+    recognizers: dict[str, Any],
+    crops: list[np.ndarray],
+    batch_size: int,
+    repeats: int,
+    *,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, list[float]]:
+    """Faces/s of each recognizer classifying decoded `crops` in batches (no detection): a
+    warm-up at the timed batch size, then `repeats` rounds with the recognizers interleaved, so
+    that a slower moment of the machine falls on all of them alike."""
+    for rec in recognizers.values():
+        rec.classify_arrays(crops[:batch_size])
+    runs: dict[str, list[float]] = {name: [] for name in recognizers}
+    for rep in range(repeats):
+        progress(f"face crops, repetition {rep + 1}/{repeats}")
+        for name, rec in recognizers.items():
+            start = time.perf_counter()
+            for i in range(0, len(crops), batch_size):
+                rec.classify_arrays(crops[i : i + batch_size])
+            runs[name].append(len(crops) / (time.perf_counter() - start))
+    return runs
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-ready report."""
     from emovit.backends import physical_cores
@@ -152,16 +176,9 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
 
             pool = cfg.agreement_images or cfg.images
             crops = [load_image(pool[i % len(pool)]) for i in range(cfg.crops)]
-            step = cfg.crops_batch_size
-            for rec in recognizers.values():  # warm-up at the timed batch size
-                rec.classify_arrays(crops[:step])
-            for rep in range(cfg.repeats):
-                progress(f"face crops, repetition {rep + 1}/{cfg.repeats}")
-                for name, rec in recognizers.items():
-                    start = time.perf_counter()
-                    for i in range(0, len(crops), step):
-                        rec.classify_arrays(crops[i : i + step])
-                    faces_per_s[name].append(len(crops) / (time.perf_counter() - start))
+            faces_per_s = time_face_crops(
+                recognizers, crops, cfg.crops_batch_size, cfg.repeats, progress=progress
+            )
 
         agreement: dict[str, Any] = {}
         if cfg.agreement_images:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from emovit.errors import LabelError, ModelLoadError, RandomWeightsWarning
 from emovit.labels import LabelMap
 from emovit.models._framing import Framing, read_framing
+from emovit.models._presets import identity_norms
 from emovit.models._registry import EMBEDDED, REGISTRY
 
 if TYPE_CHECKING:
@@ -329,8 +330,6 @@ def load_torch_model(
     # norms start as identities, as in a model built from scratch (keys in the model's naming)
     fresh = {*loading["missing_keys"], *(key for key, *_ in loading["mismatched_keys"])}
     if fresh:
-        from emovit.models._presets import identity_norms
-
         identity_norms(model, {key.rpartition(".")[0] for key in fresh})
     model.eval().to(target)
     return LoadedModel(

@@ -450,14 +450,12 @@ def override_words(overrides: dict[str, Any]) -> str:
 def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     """One training stage in words."""
     cfg = training["config"]
+    sets = f" {override_words(cfg['overrides'])}" if cfg.get("overrides") else ""
     if cfg.get("init"):
-        start = f"continued from `{Path(cfg['init']).name}` (`--init`)"
-        if cfg.get("overrides"):
-            start += f" {override_words(cfg['overrides'])} (the layers whose shape changed start afresh)"
+        afresh = " (the layers whose shape changed start afresh)" if sets else ""
+        start = f"continued from `{Path(cfg['init']).name}` (`--init`){sets}{afresh}"
     else:
-        start = f"from scratch (`--arch {cfg.get('arch')}`" + (
-            f" {override_words(cfg['overrides'])})" if cfg.get("overrides") else ")"
-        )
+        start = f"from scratch (`--arch {cfg.get('arch')}`{sets})"
     teacher = distillation_words(cfg)
     targets = (
         f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""
