@@ -129,7 +129,7 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # within noise; clean accuracy 0.809, inside the 0.01 allowance below soup-photo's 0.819).
 # Round 6 added "wide" (issue 15: the student fits clean train images no better than validation,
 # 0.83 against 0.81, so it lacks capacity): distilled-continued with its last stage (2x2 map)
-# and final expansion widened, 2.1x the parameters for 0.98x the speed
+# and final expansion widened, 2.1x the parameters for 0.9-0.98x the speed
 # (benchmarks/bench_student_widths.py); the layers whose shape changed start afresh.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
