@@ -67,6 +67,26 @@ def test_find_leaks_marks_the_test_copies(planted: Path) -> None:
     assert leaked == {"leak_exact.png", "leak_conflict.png", "leak_near.jpg"}
 
 
+def test_unreadable_images_are_listed_and_pair_with_nothing(planted: Path) -> None:
+    """Two broken files (the same bytes, in both splits) match neither each other nor anything:
+    the audit and the leak search go on over the readable images."""
+    good = (planted / "test" / "happy" / "s0.png").read_bytes()
+    for split in ("train", "test"):
+        (planted / split / "happy" / "broken.png").write_bytes(good[: len(good) // 3])
+    report = audit(planted).to_dict()
+    assert report["images"] == {"train": 14, "test": 10}
+    assert sorted((u["split"], Path(u["name"]).name) for u in report["unreadable"]) == [
+        ("test", "broken.png"),
+        ("train", "broken.png"),
+    ]
+    assert all("broken.png" in u["error"] for u in report["unreadable"])
+    pairs = {(p["a"], p["b"]): (p["exact"], p["near"]) for p in report["pairs"]}
+    assert pairs[("train", "test")] == (2, 1) and pairs[("train", "train")] == (1, 0)
+    test = read_samples(planted, "test")
+    leaked = {Path(test[i].name).name for i in find_leaks(test, read_samples(planted, "train"))}
+    assert leaked == {"leak_exact.png", "leak_conflict.png", "leak_near.jpg"}
+
+
 def test_cli_json_shape(planted: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "emovit.cli", "audit", str(planted), "--format", "json"],

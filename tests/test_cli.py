@@ -97,6 +97,29 @@ def test_all_good_inputs_exit_zero_csv_to_file(photo_dir: Path, tiny_model_dir: 
     assert "a face.png" in proc.stdout
 
 
+def test_sources_globs_of_folders_and_paths_that_cannot_be_looked_at(photo_dir: Path, tmp_path: Path) -> None:
+    from emovit.sources import expand_sources
+
+    by_glob = expand_sources([str(photo_dir / "*")])  # "sub dir" matches: its files, as a folder gives
+    assert {Path(p).name for p in by_glob} == GOOD | BAD | {"readme.txt"}  # a matched file is asked for
+    assert set(by_glob) == set(expand_sources([str(photo_dir)])) | {str(photo_dir / "readme.txt")}
+    (tmp_path / ".hidden.png").write_bytes(b"x")
+    (tmp_path / "shown.png").write_bytes(b"x")
+    for recursive in (True, False):  # hidden files are skipped either way
+        assert [Path(p).name for p in expand_sources([str(tmp_path)], recursive=recursive)] == ["shown.png"]
+    too_long = str(tmp_path / ("n" * 300 + ".jpg"))  # OSError: File name too long, when looked at
+    assert expand_sources([too_long, str(tmp_path / ("n" * 300 + "*"))]) == [too_long, too_long[:-4] + "*"]
+
+
+def test_a_name_too_long_is_an_error_row(photo_dir: Path, tiny_model_dir: Path) -> None:
+    listing = f"{photo_dir / ('n' * 300 + '.jpg')}\n{photo_dir / 'b.jpg'}\n"
+    proc = emovit("predict", "-", "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl",
+                  stdin=listing)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["ok"] for r in rows] == [False, True] and "n" * 20 in rows[0]["source"]
+
+
 def test_stdin_list_and_jsonl(photo_dir: Path, tiny_model_dir: Path) -> None:
     listing = f"{photo_dir / 'b.jpg'}\n\n{photo_dir / 'sub dir' / 'c.bmp'}\n{photo_dir / 'gone.jpg'}\n"
     proc = emovit(
@@ -129,7 +152,7 @@ def test_unloadable_model_is_a_usage_error_and_writes_nothing(photo_dir: Path, t
     assert list(tmp_path.iterdir()) == []  # no half-written temporary file either
 
 
-def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path, photo_dir: Path) -> None:
     assert emovit("predict", "--no-such-flag", "x.jpg").returncode == 2
     assert emovit("predict", "x.jpg", "--detector", "retina").returncode == 2
     assert emovit("predict").returncode == 2
@@ -137,6 +160,13 @@ def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path) -> None:
         "predict", str(tmp_path), "--model", str(tiny_model_dir), "--detector", "none"
     )  # an empty folder
     assert proc.returncode == 2 and "no input images" in proc.stderr
+    # an output that cannot be written is named before any input is analysed
+    (tmp_path / "a file").write_text("")
+    blocked = tmp_path / "a file" / "sub"
+    for command in ("predict", "evaluate"):
+        proc = emovit(command, str(photo_dir), "--model", str(tiny_model_dir), "-o", str(blocked / "out"))
+        assert proc.returncode == 2, proc.stderr
+        assert "'--output'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_info_and_version(tiny_model_dir: Path) -> None:

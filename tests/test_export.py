@@ -76,8 +76,27 @@ def test_backend_selection(exported: dict[str, Path], tiny_model_dir: Path, tmp_
 
 
 def test_export_fails_loudly_beyond_tolerance(tiny_model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="differs from torch"):
+    with pytest.raises(ExportError, match="differs from torch.*nothing was written"):
         export_onnx(str(tiny_model_dir), tmp_path / "strict", tolerance=1e-12)
+    assert list(tmp_path.iterdir()) == []  # no folder `--backend auto` would pick up, no leftovers
+
+
+def test_export_keeps_the_models_framing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A model trained on tight grey crops is exported with its framing: the ONNX folder crops
+    faces the way the torch folder does."""
+    import shutil
+
+    from emovit.models import Framing, read_framing, write_framing
+
+    source = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, source)
+    framing = Framing(face_margin=0.0, face_align=True, grey=True)
+    write_framing(source, framing)
+    export_onnx(str(source), tmp_path / "onnx", check_images=2)
+    assert read_framing(tmp_path / "onnx") == framing
+    torch_rec = EmotionRecognizer.from_pretrained(source, detector="none")
+    onnx_rec = EmotionRecognizer.from_pretrained(tmp_path / "onnx", detector="none")
+    assert onnx_rec.model.framing == torch_rec.model.framing
 
 
 def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -280,6 +280,11 @@ def test_no_network_falls_back_to_haar(monkeypatch: pytest.MonkeyPatch, tmp_path
         detector = create_detector("auto")
     assert isinstance(detector, HaarDetector)
     assert len(caught) == 1 and "Haar" in str(caught[0].message)
+    # a cache that cannot even be created (its path runs through a file) falls back the same way
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("EMOVIT_HOME", str(tmp_path / "a file" / "home"))
+    with pytest.warns(UserWarning, match="Haar"):
+        assert isinstance(create_detector("auto"), HaarDetector)
 
 
 def test_without_opencv_auto_classifies_whole_images(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,6 +319,39 @@ def test_cache_pointed_at_shared_models(yunet_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("EMOVIT_HOME", str(yunet_path.parents[1]))
     monkeypatch.setenv("EMOVIT_YUNET_URL", "http://127.0.0.1:9/unreachable")
     assert create_detector("auto").name == "yunet"
+
+
+def test_saved_image_names_never_collide_and_fit_the_file_system() -> None:
+    from emovit.cli.predict import _OutputNames
+
+    names = _OutputNames()
+    stems = [names.next(source) for source in ("x/a_1.jpg", "y/a.jpg", "z/a.jpg", "w/a.png", "<bytes 0>")]
+    assert stems == ["a_1", "a", "a_2", "a_3", "image"]
+    assert len(names.next("k" * 240 + ".jpg")) == _OutputNames.MAX_STEM
+
+
+def test_cli_keeps_every_row_when_images_cannot_be_saved(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A long file name saves under a shortened stem; a folder that cannot be written loses
+    those images, with a warning and exit 1, never the results file."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("k" * 240 + ".png", "b.png"):
+        Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(photos / name)
+    out = tmp_path / "rows.jsonl"
+    base = ["predict", str(photos), "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl"]
+    result = CliRunner().invoke(main, [*base, "-o", str(out), "--save-crops", str(tmp_path / "crops")])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 2 and len(list((tmp_path / "crops").iterdir())) == 2
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    result = CliRunner().invoke(main, [*base, "-o", str(out), "--save-annotated", str(blocked / "sub")])
+    assert result.exit_code == 1
+    assert len(out.read_text().splitlines()) == 2  # both rows, whatever failed after them
+    assert "b.png: its images could not be saved" in result.output
 
 
 def test_cli_saves_annotated_images_and_crops(yunet_path: Path, tiny_model_dir: Path, tmp_path: Path) -> None:

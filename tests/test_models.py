@@ -108,6 +108,30 @@ def test_remote_code_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
         load_model(folder)
 
 
+def test_remote_code_in_the_processor_config_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A processor config naming its own class (auto_map) is refused before transformers could
+    import the folder's Python file, even where emovit would fall back to transformers' processor."""
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    config.update(crop_pct=0.9, auto_map={"AutoImageProcessor": "proc.EvilProcessor"})
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    (folder / "proc.py").write_text("raise SystemExit('the folder code ran')\n")
+    for load_weights in (True, False):
+        with pytest.raises(ModelLoadError, match="trust_remote_code"):
+            load_model(folder, load_weights=load_weights)
+
+
+def test_a_broken_processor_config_fails_the_load(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Not every image: the model cannot prepare any input, so loading it fails (exit 2)."""
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelLoadError, match="no preprocessor_config.json"):
+        load_model(folder)
+    (folder / "preprocessor_config.json").write_text("[1, 2")
+    with pytest.raises(ModelLoadError, match="cannot read the processor config"):
+        EmotionRecognizer.from_pretrained(folder, detector="none")
+
+
 def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(tmp_path)
@@ -118,8 +142,19 @@ def test_unavailable_device_is_refused(tiny_model_dir: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+    with pytest.raises(ModelLoadError, match="CUDA is not available") as caught:
         load_model(tiny_model_dir, device="cuda")
+    assert caught.value.option == "device"
+    for bad in ("gpu", "cpu:x", "xpu", ""):  # named as the device, never a traceback
+        with pytest.raises(ModelLoadError, match="unknown device") as caught:
+            load_model(tiny_model_dir, device=bad)
+        assert caught.value.option == "device"
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    result = CliRunner().invoke(main, ["predict", "x.jpg", "--model", str(tiny_model_dir), "--device", "gpu"])
+    assert result.exit_code == 2 and "'--device'" in result.output and "unknown device" in result.output
 
 
 @pytest.mark.parametrize("preset", sorted(set(ARCH_PRESETS) - {"vit-base-patch16-224"}))

@@ -177,6 +177,27 @@ def test_a_folder_with_results_needs_resume(tmp_path: Path) -> None:
     assert emovit_ray.done_inputs(str(tmp_path)) == {"a"}
 
 
+def test_a_new_run_refuses_a_folder_of_other_files_and_the_sweep_spares_them(tmp_path: Path) -> None:
+    """`--output clips/` beside `clips/part-01.mp4`: refused, nothing deleted or created; a
+    resumed run's sweep removes only the part and temporary names emovit itself writes."""
+    import pyarrow.fs as pafs
+
+    mine = tmp_path / "clips" / "part-01.mp4"
+    mine.parent.mkdir()
+    mine.write_bytes(b"the user's video")
+    with pytest.raises(OptionError, match="did not write \\(part-01.mp4\\)") as caught:
+        emovit_ray.predict_to_folder([str(mine)], str(mine.parent))
+    assert caught.value.option == "output"
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["part-01.mp4"]
+    stray = emovit_ray._part_name(["x.jpg"], "parquet")
+    kept = emovit_ray._part_name(["y.jpg"], "parquet")
+    temporary = f".{stray}.{'0' * 32}.tmp"
+    for name in (stray, kept, temporary, "part-notes.txt"):
+        (mine.parent / name).write_bytes(b"")
+    assert emovit_ray._sweep(pafs.LocalFileSystem(), str(mine.parent), {kept}) == 2
+    assert sorted(p.name for p in mine.parent.iterdir()) == sorted([kept, "part-01.mp4", "part-notes.txt"])
+
+
 def test_file_urls_are_listed_like_remote_folders(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     for name in ("sub/b.jpg", "a.png", "notes.txt", "clip.mp4", ".hidden.jpg"):

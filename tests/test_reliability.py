@@ -110,6 +110,24 @@ def test_preprocess_failure_is_isolated(tiny_model_dir: Path) -> None:
     assert (results[1].error_code, results[1].error_stage) == ("preprocess_failed", "preprocess")
 
 
+def test_a_processor_without_a_fixed_size_fails_only_the_odd_images(tiny_model_dir: Path) -> None:
+    """Inputs of different sizes cannot share a batch: the most common size goes on, each other
+    image gets an error row (not one exception for the whole stream)."""
+    rec = _rec(tiny_model_dir, detector="none")
+    real = rec.model.preprocessor
+
+    def preprocess(images: list[np.ndarray]) -> np.ndarray:
+        out = real(images)
+        if len(images) > 1:
+            raise ValueError("all the input array dimensions must match")
+        return out[..., :-2, :-2] if images[0].shape[1] == 33 else out
+
+    rec.model.__dict__["preprocessor"] = preprocess
+    results = rec.predict(_arrays(40, 33, 50))
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].error_code == "preprocess_failed" and "fixed size" in (results[1].error or "")
+
+
 def test_a_failing_model_batch_is_retried_image_by_image(tiny_model_dir: Path) -> None:
     rec = _rec(tiny_model_dir, detector="none")
     real = rec.backend

@@ -59,9 +59,22 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
     with pytest.raises(DatasetError, match="has no 'bogus' split"):
         read_samples(dataset, "bogus")
     bad = tmp_path / "bad.csv"
-    bad.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
-    with pytest.raises(DatasetError, match="line 2"):
-        read_samples(bad)
+    for row, says in (
+        ("3,1 2 3", "not a square"),
+        ("3,1 300 3 4", "outside 0-255"),
+        ("-1,1 2 3 4", "not an id 0-6"),  # not Python's last label
+        ("7,1 2 3 4", "not an id 0-6"),
+        ("happy,1 2 3 4", "bad row"),
+        ("3", "bad row"),
+    ):
+        bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n")
+        with pytest.raises(DatasetError, match=f"line 3: bad row.*{says}" if says != "bad row" else "line 3"):
+            read_samples(bad)
+    photo = tmp_path / "photo.csv"  # not text at all
+    photo.write_bytes(b"\xff\xd8\xff\xe0 JFIF \x00\x81")
+    for read in (read_samples, list_splits):
+        with pytest.raises(DatasetError, match="not a FER2013 CSV"):
+            read(photo)
 
 
 def test_tiny_run_gives_a_loadable_model_that_learned(dataset: Path, tmp_path: Path) -> None:
@@ -825,6 +838,43 @@ def test_robustness_report_scores_every_condition_and_reuses_same_weights(
         script.main(["--model", str(other), "--name", "before", *args[4:], "-o", str(out), "--reuse"])
     with pytest.raises(AssertionError, match="measured again"):  # same weights, a quick look only
         script.main([*args, "-o", str(out), "--reuse", "--limit", "5"])
+
+
+def test_teacher_ensembles_scores_every_subset_as_a_flip_teacher_answers(
+    dataset: Path, votes: Path, tmp_path: Path
+) -> None:
+    script = _load_script("teacher_ensembles")
+    first = build_random_model(tmp_path / "a", "vit-test", id2label=dict(enumerate(EMOTIONS)))
+    second = build_random_model(tmp_path / "b", "vit-test", id2label=dict(enumerate(EMOTIONS)), seed=1)
+    out = tmp_path / "ensembles"
+    args = ["--data", str(dataset), "--labels", str(votes), "-o", str(out)]
+    assert script.main([str(first), str(second), *args]) == 0
+    report = json.loads((out / "ensembles.json").read_text())
+    assert report["settings"]["split"] == "validation"
+    assert [r["members"] for r in report["ensembles"]] == [
+        [str(first)],
+        [str(second)],
+        [str(first), str(second)],
+    ]
+    # one model alone, plain, is what `emovit evaluate` scores on the same labels
+    from emovit.evaluation import evaluate
+    from emovit.faces import FaceOptions
+
+    plain = evaluate(first, dataset, split="validation", faces=FaceOptions(detector="none"), labels=votes)
+    assert report["models"][str(first)]["plain"]["accuracy"] == pytest.approx(plain.accuracy, abs=1e-4)
+    assert report["settings"]["faces"] == plain.metrics["images"]
+    assert "Best ensemble of each size" in (out / "ensembles.md").read_text()
+    # members and views combine by the mean log-probability (a geometric mean), as the teacher does
+    a, b = np.log([[0.8, 0.2, 1e-6]]), np.log([[0.01, 0.3, 0.69]])
+    answers = {"a": np.stack([a, a]), "b": np.stack([b, b])}
+    rows = script.ensembles(answers, np.array([1]), max_size=2)
+    assert [r["accuracy"] for r in rows] == [0.0, 0.0, 1.0]  # the mean probability would say 0
+    # teachers are chosen on validation only, and a class missing from a member is refused
+    with pytest.raises(SystemExit):
+        script.main([str(first), *args, "--split", "test"])
+    four = build_random_model(tmp_path / "four", "vit-test", id2label=dict(enumerate(CLASSES)))
+    with pytest.raises(SystemExit, match="lacks the classes"):
+        script.main([str(four), *args])
 
 
 def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +336,22 @@ def test_truncated_file_keeps_the_frames_before_the_damage(
         summary = run.summary()
         assert summary["frames_analysed"] == len(results) and not summary["complete"]
         assert summary["warnings"] and cut.name in str(summary["source"])
+        # quiet (a server's uploads): the same warnings, in the summary only
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            quiet = tiny_whole.predict_video(cut.read_bytes(), name="upload", quiet=True)
+            assert len(list(quiet)) == len(results)
+        assert quiet.summary()["warnings"] == summary["warnings"]
+
+
+def test_frames_over_max_pixels_fail_the_video(tiny_whole: EmotionRecognizer, plain: Path) -> None:
+    side = probe_video(plain)
+    with pytest.raises(InputError, match="over the limit") as caught:
+        VideoReader(plain, max_pixels=side.width * side.height - 1)
+    assert caught.value.code == "too_many_pixels"
+    (row,) = list(tiny_whole.predict_video(plain, max_pixels=side.width * side.height - 1))
+    assert row.error_code == "too_many_pixels" and row.frame is None
+    assert len(list(tiny_whole.predict_video(plain, max_pixels=side.width * side.height, every=20))) == 3
 
 
 def test_zero_timestamps_and_raw_streams_take_times_from_the_frame_rate(
@@ -527,12 +544,15 @@ def test_cli_sigterm_leaves_complete_files(tiny_model_dir: Path, clips: Path, tm
 # ---------------------------------------------------------------------- HTTP
 
 
-def test_http_video_endpoint(tiny_whole: EmotionRecognizer, plain: Path, clips: Path) -> None:
+def test_http_video_endpoint(
+    tiny_whole: EmotionRecognizer, plain: Path, clips: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("fastapi")
     pytest.importorskip("prometheus_client")
     from fastapi.testclient import TestClient
 
     from emovit.serve import ServeSettings, create_app
+    from emovit.serve.state import get_state
 
     settings = ServeSettings(max_video_seconds=1.5, max_video_bytes=2_000_000, max_body_bytes=1000)
     with TestClient(create_app(tiny_whole, settings)) as client:
@@ -570,7 +590,37 @@ def test_http_video_endpoint(tiny_whole: EmotionRecognizer, plain: Path, clips: 
         error(client.post("/v1/video", files=two), 422, "one_video")
         error(client.post("/v1/video", content=b"{}", headers={"content-type": "application/json"}), 415,
               "unsupported_media_type")  # fmt: skip
+        # a playlist naming a file on the server's disk is refused, not read
+        monkeypatch.chdir(plain.parent)
+        playlist = f"ffconcat version 1.0\nfile {plain.name}\n".encode()
+        error(post("list.mp4", playlist), 415, "unsupported_format")
         assert '"/v1/video"' in client.get("/metrics").text
+        assert get_state(client.app).video_jobs == 0  # every slot given back, whatever failed
+    # frames over the server's pixel limit are refused before they are decoded
+    with TestClient(create_app(tiny_whole, ServeSettings(max_pixels=96 * 64 - 1))) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        response = client.post("/v1/video", files=[("files", ("s.mp4", short.read_bytes(), "video/mp4"))])
+        error(response, 413, "too_many_pixels")
+
+
+def test_bytes_open_only_video_containers(plain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes and file objects (uploads) open as video containers only: a concatenation list or a
+    playlist would make FFmpeg read the files it names."""
+    monkeypatch.chdir(plain.parent)
+    assert probe_video(plain.name).frames == 60  # a local file the playlist could name
+    playlist = f"ffconcat version 1.0\nfile {plain.name}\n".encode()
+    for source in (playlist, io.BytesIO(playlist)):
+        with pytest.raises(InputError, match="does not open from bytes") as caught:
+            probe_video(source, name="upload")
+        assert caught.value.code == "unsupported_format"
+    assert probe_video(plain.read_bytes()).frames == 60  # a real container still opens from bytes
+    still = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(still, "JPEG")
+    with pytest.raises(InputError, match="a still image"):
+        VideoReader(still.getvalue(), name="photo")
 
 
 def test_a_missing_extra_names_it(plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emovit.data import Sample
+from emovit.errors import OptionError
+from emovit.fileio import atomic_open, write_text_atomic
 
 if TYPE_CHECKING:
     from emovit.faces import FaceOptions
@@ -158,6 +160,12 @@ def evaluate(
     """
     from emovit.data import DEFAULT_MAX_DISTANCE, find_leaks, list_splits, read_samples
     from emovit.predictor import EmotionRecognizer
+
+    if output is not None:  # a report that cannot be written fails now, not after the scoring
+        try:
+            Path(output).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(f"{output}: cannot create the report folder ({exc})", option="output") from None
     from emovit.progress import progress_bar
 
     if isinstance(model, EmotionRecognizer):
@@ -266,9 +274,10 @@ def _write_report(
     labels: list[str],
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "confusion_matrix.json").write_text(json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
-    with (out / "predictions.csv").open("w", newline="") as handle:
+    # every file through a temporary name: a crash or Ctrl-C never leaves half a report file
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "confusion_matrix.json", json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
+    with atomic_open(out / "predictions.csv") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "true", "predicted", "score", "correct", *[f"prob_{lab}" for lab in labels]]
@@ -285,7 +294,7 @@ def _write_report(
     _plot_reliability(
         out / "reliability.png", probs.max(axis=1), (y_true == y_pred).astype(float), metrics["ece"]
     )
-    (out / "report.md").write_text(_markdown(metrics, labels))
+    write_text_atomic(out / "report.md", _markdown(metrics, labels))
 
 
 def _plot_confusion(path: Path, matrix: np.ndarray, labels: list[str]) -> None:
@@ -311,7 +320,8 @@ def _plot_confusion(path: Path, matrix: np.ndarray, labels: list[str]) -> None:
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
     ax.set_title("Confusion matrix (counts, row share)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
 
 
@@ -338,7 +348,8 @@ def _plot_reliability(
     bottom.set_xlabel("confidence (max probability)")
     bottom.set_ylabel("images")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO, overload
 
-__all__ = ["atomic_dir", "atomic_open", "atomic_output", "sha256_of", "write_text_atomic"]
+__all__ = ["atomic_dir", "atomic_open", "atomic_output", "sha256_of", "temporary_prefix", "write_text_atomic"]
 
 
 @overload
@@ -64,14 +64,24 @@ def _file_mode(target: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def temporary_prefix(target: Path) -> str:
+    """The start of a hidden temporary file's name beside `target`: a dot and the target's name,
+    shortened so that what follows (a random part, ``.part``) still fits the 255-byte limit of
+    file names whatever the target's length."""
+    name = os.fsencode(target.name)
+    if len(name) > 200:
+        name = name[:200].decode("utf-8", "ignore").encode()  # never half a character
+    return f".{os.fsdecode(name)}."
+
+
 @contextlib.contextmanager
 def _atomic_open(target: Path, mode: str) -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.chmod(tmp, _file_mode(target))
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".part", dir=target.parent)
     try:
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kwargs) as handle:
+        with os.fdopen(fd, mode, **kwargs) as handle:  # closes the descriptor whatever follows
+            os.chmod(tmp, _file_mode(target))
             yield handle
         os.replace(tmp, target)
     except BaseException:

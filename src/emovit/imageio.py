@@ -31,7 +31,7 @@ import struct
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeAlias, TypeVar, overload
 
 import numpy as np
 
@@ -146,6 +146,7 @@ def load_images(
     threads: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     then: None = None,
+    errors: Literal["raise"] = "raise",
 ) -> list[np.ndarray]: ...
 @overload
 def load_images(
@@ -155,7 +156,18 @@ def load_images(
     threads: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     then: Callable[[np.ndarray], _T],
+    errors: Literal["raise"] = "raise",
 ) -> list[_T]: ...
+@overload
+def load_images(
+    sources: Sequence[ImageSource],
+    *,
+    names: Sequence[str | None] | None = None,
+    threads: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    then: Callable[[np.ndarray], _T] | None = None,
+    errors: Literal["collect"],
+) -> list[Any]: ...
 def load_images(
     sources: Sequence[ImageSource],
     *,
@@ -163,10 +175,12 @@ def load_images(
     threads: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     then: Callable[[np.ndarray], Any] | None = None,
+    errors: Literal["raise", "collect"] = "raise",
 ) -> list[Any]:
     """`load_image` over many inputs on a thread pool (Pillow decodes without the GIL), in
     input order. `then` runs on each decoded image in its worker thread (a resize, a hash), so
-    that only its result is kept in memory. The first failure raises its `ImageError`.
+    that only its result is kept in memory. The first failure raises its `ImageError`; with
+    ``errors="collect"`` each failed input's `ImageError` takes its place and the others go on.
 
     Examples:
         >>> [im.shape for im in load_images([np.zeros((2, 3), np.uint8)] * 2, threads=2)]
@@ -176,8 +190,16 @@ def load_images(
     if len(labels) != len(sources):
         raise ValueError(f"{len(sources)} sources but {len(labels)} names")
 
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}")
+
     def one(item: tuple[ImageSource, str | None]) -> Any:
-        image = load_image(item[0], name=item[1], max_pixels=max_pixels)
+        try:
+            image = load_image(item[0], name=item[1], max_pixels=max_pixels)
+        except ImageError as exc:
+            if errors == "raise":
+                raise
+            return exc
         return then(image) if then is not None else image
 
     workers = max(1, min(threads or min(8, os.cpu_count() or 1), len(sources)))

@@ -355,6 +355,8 @@ class EmotionRecognizer:
         keep_pixels: bool = False,
         name: str | None = None,
         stop: threading.Event | None = None,
+        max_pixels: int | None = None,
+        quiet: bool = False,
     ) -> VideoPrediction:
         """Analyse a video: an iterable of `FrameResult`, one per analysed frame, whose
         ``summary()`` gives the video's summary (tracks, dominant emotions, shares).
@@ -376,6 +378,10 @@ class EmotionRecognizer:
             keep_pixels: keep each frame's RGB image on its result (for annotated video).
             name: how results and errors name the video (default: its path).
             stop: when set, analysis stops after the current batch (a server deadline).
+            max_pixels: frames with more pixels fail the video (``too_many_pixels``; default:
+                the recognizer's ``max_pixels``).
+            quiet: the video's warnings (damage, odd timestamps) go only into its summary,
+                never through `warnings.warn` (a server does not log what clients upload).
 
         Examples:
             >>> run = rec.predict_video("clip.mp4", fps=10, smooth=0.5)  # doctest: +SKIP
@@ -390,7 +396,10 @@ class EmotionRecognizer:
         )
         label = name or describe_source(source)
         summary = VideoSummary(label, self.labels, options=video)
-        frames = self._video_frames(source, label, video, faces, raise_errors, keep_pixels, stop, summary)
+        limit = max_pixels or self.max_pixels
+        frames = self._video_frames(
+            source, label, video, faces, raise_errors, keep_pixels, stop, summary, limit, quiet
+        )
         return VideoPrediction(frames, summary)
 
     def _video_detector(self, faces: FaceOptions | None) -> tuple[FaceOptions, FaceDetector]:
@@ -415,6 +424,8 @@ class EmotionRecognizer:
         keep_pixels: bool,
         stop: threading.Event | None,
         summary: VideoSummary,
+        max_pixels: int | None = None,
+        quiet: bool = False,
     ) -> Iterator[FrameResult]:
         """Decode → faces → preprocess → model (batches of frames, the next one prepared in a
         thread while this one is in the model) → tracks → smoothing, frame by frame."""
@@ -423,7 +434,7 @@ class EmotionRecognizer:
         errors: ErrorPolicy = "raise" if raise_errors else "collect"
         try:
             options, detector = self._video_detector(faces)
-            reader = VideoReader(source, options=video, name=label)
+            reader = VideoReader(source, options=video, name=label, max_pixels=max_pixels, quiet=quiet)
         except InputError as exc:
             if raise_errors:
                 raise
@@ -894,28 +905,46 @@ class EmotionRecognizer:
             pixels = self.model.preprocessor([face.crop for face in faces])
             kept = faces
         except Exception:  # noqa: BLE001 - find the culprit below
-            kept, parts = [], []
+            done: list[tuple[list[_Face], np.ndarray]] = []
             groups: dict[int, list[_Face]] = {}
             for face in faces:
                 groups.setdefault(id(face.result), []).append(face)
             for group in groups.values():
                 try:
-                    parts.append(self.model.preprocessor([face.crop for face in group]))
+                    done.append((group, self.model.preprocessor([face.crop for face in group])))
+                except Exception as exc:  # noqa: BLE001 - this image's error row (or raised there)
+                    self._fail_preprocess(group, f"preprocessing failed ({exc})", raise_errors, exc)
+            # A processor without a fixed output size (shortest_edge, no centre crop) sizes each
+            # image its own way: the most common size goes on, the others get error rows.
+            shapes = [part.shape[1:] for _, part in done]
+            common = max(set(shapes), key=shapes.count) if shapes else None
+            kept, parts = [], []
+            for group, part in done:
+                if part.shape[1:] == common:
                     kept += group
-                except Exception as exc:
-                    source = group[0].result.source
-                    error = InputError(
-                        source, f"preprocessing failed ({exc})", "preprocess_failed", "preprocess"
-                    )
-                    if raise_errors:
-                        raise error from exc
-                    group[0].result.fail(error)
+                    parts.append(part)
+                    continue
+                size = "x".join(map(str, part.shape[-2:]))
+                self._fail_preprocess(
+                    group, f"preprocessing gave a {size} input, unlike the rest of the batch; this "
+                    "model's processor does not resize to a fixed size", raise_errors, None,
+                )  # fmt: skip
             pixels = np.concatenate(parts) if parts else None
         if kept:
             share = (time.perf_counter() - start) * 1e3 / len(kept)
             for face in kept:  # an image with k faces gets k shares of the batch's time
                 face.result.timings["preprocess"] = face.result.timings.get("preprocess", 0.0) + share
         return kept, pixels
+
+    @staticmethod
+    def _fail_preprocess(
+        group: list[_Face], problem: str, raise_errors: bool, cause: Exception | None
+    ) -> None:
+        """The error row of an image whose faces could not be preprocessed (or the raise)."""
+        error = InputError(group[0].result.source, problem, "preprocess_failed", "preprocess")
+        if raise_errors:
+            raise error from cause
+        group[0].result.fail(error)
 
     def _prepare(
         self,

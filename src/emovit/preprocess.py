@@ -66,14 +66,20 @@ def read_processor_config(folder: str | Path) -> dict[str, Any]:
     """Read ``preprocessor_config.json`` from a model folder (`ModelLoadError` when absent)."""
     path = Path(folder) / "preprocessor_config.json"
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        config = dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ModelLoadError(
             f"{folder}: no preprocessor_config.json; emovit needs the checkpoint's image "
             "processor settings (size, resample, mean, std) to prepare its input"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{path}: cannot read the processor config ({exc})") from None
+    if "auto_map" in config:
+        raise ModelLoadError(
+            f"{path}: the image processor needs its own Python code (auto_map); emovit never runs "
+            "remote code (trust_remote_code), use a processor transformers ships"
+        )
+    return config
 
 
 def _triple(value: Any, name: str) -> tuple[float, float, float]:
@@ -288,7 +294,12 @@ class TransformersPreprocessor:
     def __init__(self, folder: str | Path) -> None:
         from transformers import AutoImageProcessor
 
-        self._processor = AutoImageProcessor.from_pretrained(str(folder), backend="pil")
+        try:
+            self._processor = AutoImageProcessor.from_pretrained(
+                str(folder), backend="pil", trust_remote_code=False
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{folder}: transformers cannot build its image processor ({exc})") from None
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         out = self._processor(images=list(images), return_tensors="np")["pixel_values"]

@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import uuid
 import warnings
@@ -674,15 +675,32 @@ def _commit(fs: Any, base: str, entry: dict[str, Any]) -> None:
     fs.move(temporary, f"{base}/{_MANIFEST}/{name}")
 
 
+# The names emovit writes into an output folder: parts (`_part_name`) and their temporaries.
+_PART = re.compile(r"part-[0-9a-f]{24}\.(parquet|jsonl)")
+_PART_TEMPORARY = re.compile(r"\.part-[0-9a-f]{24}\.(parquet|jsonl)\.[0-9a-zA-Z]+\.tmp")
+
+
+def _foreign(fs: Any, base: str) -> list[str]:
+    """What in the output folder emovit did not write (sorted names)."""
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        return []
+    names = (info.base_name for info in fs.get_file_info(pafs.FileSelector(base)))
+    ours = (_PART, _PART_TEMPORARY)
+    return sorted(n for n in names if n != _MANIFEST and not any(p.fullmatch(n) for p in ours))
+
+
 def _sweep(fs: Any, base: str, committed: set[str]) -> int:
-    """Delete part files no manifest entry commits, and temporary files; how many."""
+    """Delete the part files no manifest entry commits, and temporaries (an interrupted run's);
+    only names emovit writes, never another file. How many."""
     import pyarrow.fs as pafs
 
     removed = 0
     for info in fs.get_file_info(pafs.FileSelector(base)):
         name = info.base_name
-        stray = name.startswith("part-") and name not in committed
-        temporary = name.startswith(".part-") and name.endswith(".tmp")
+        stray = _PART.fullmatch(name) is not None and name not in committed
+        temporary = _PART_TEMPORARY.fullmatch(name) is not None
         if info.type == pafs.FileType.File and (stray or temporary):
             fs.delete_file(info.path)
             removed += 1
@@ -741,8 +759,16 @@ def predict_to_folder(
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.File:
         raise OptionError(f"{output} is a file; the ray engine writes into a folder", option="output")
-    fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
     entries = _manifest(fs, base)
+    foreign = [] if entries else _foreign(fs, base)
+    if foreign:  # a new run never mixes its parts (and its sweep) with someone else's files
+        raise OptionError(
+            f"{output} holds files emovit did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): the ray engine writes into an empty folder "
+            "(or one of its own runs, with --resume)",
+            option="output",
+        )
+    fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
     if entries and not resume:
         raise OptionError(
             f"{output} already holds results ({len(entries)} parts): --resume to go on, or an empty folder",

@@ -381,9 +381,14 @@ class ImageResult:
         """Write `plot` to `path` (format from the extension)."""
         from PIL import Image
 
+        from emovit.fileio import atomic_open
+
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.plot(image)).save(target)
+        fmt = Image.registered_extensions().get(target.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{target}: not an image file extension Pillow writes (use .jpg or .png)")
+        with atomic_open(target, "wb") as handle:  # never half an image (a crash, Ctrl-C)
+            Image.fromarray(self.plot(image)).save(handle, format=fmt)
         return target
 
 

@@ -35,8 +35,18 @@ def _walk(folder: Path, recursive: bool, videos: bool) -> Iterator[str]:
                     yield os.path.join(root, name)
     else:
         for entry in sorted(folder.iterdir()):
-            if entry.is_file() and entry.suffix.lower() in extensions:
+            if entry.is_file() and entry.suffix.lower() in extensions and not entry.name.startswith("."):
                 yield str(entry)
+
+
+def _is_dir(path: Path) -> bool | None:
+    """Whether `path` is a folder; None when it does not exist or cannot be looked at (a name
+    too long, a folder without permission): such a source stays as it is and becomes an error
+    row naming the problem, instead of stopping the run."""
+    try:
+        return path.is_dir() if path.exists() else None
+    except OSError:
+        return None
 
 
 def is_url(source: str) -> bool:
@@ -49,9 +59,10 @@ def expand_sources(
     sources: Iterable[str], *, recursive: bool = True, stdin: TextIO | None = None, videos: bool = True
 ) -> list[str]:
     """Expand sources in order: a folder gives its image and video files (sorted, recursive by
-    default), a glob its matches, ``-`` the lines of `stdin`; a URL and any other string stay
-    as they are (a missing file becomes an error row later, never a silent skip). `videos`
-    False leaves video files out of folders."""
+    default), a glob its matches (a matched folder its files), ``-`` the lines of `stdin`; a
+    URL and any other string stay as they are (a missing file, or a path that cannot be looked
+    at, becomes an error row later, never a silent skip). `videos` False leaves video files
+    out of folders."""
     out: list[str] = []
     for source in sources:
         if source == "-":
@@ -61,13 +72,13 @@ def expand_sources(
             out.extend(expand_sources(lines, recursive=recursive, videos=videos))
             continue
         path = Path(source)
-        if is_url(source):
-            out.append(source)
-        elif path.is_dir():
+        kind = None if is_url(source) else _is_dir(path)
+        if kind:
             out.extend(_walk(path, recursive, videos))
-        elif not path.exists() and _GLOB_CHARS & set(source):
+        elif kind is None and not is_url(source) and _GLOB_CHARS & set(source):
             matches = sorted(glob.glob(source, recursive=True))
-            out.extend(m for m in matches if not Path(m).is_dir())
+            for match in matches:  # a matched folder gives its files, like a folder source
+                out.extend(_walk(Path(match), recursive, videos) if _is_dir(Path(match)) else [match])
             if not matches:
                 out.append(source)
         else:

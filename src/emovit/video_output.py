@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from emovit.errors import DependencyError
-from emovit.fileio import atomic_open
+from emovit.fileio import atomic_open, temporary_prefix
 from emovit.results import EMOTION_COLOURS, FrameResult
 
 __all__ = ["AnnotatedVideoWriter", "TimelineRecorder", "video_encoder"]
@@ -68,7 +68,7 @@ class AnnotatedVideoWriter:
         self.path = Path(path)
         self.fps = fps or 30.0
         self.frames = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self._tmp = self.path.with_name(f"{temporary_prefix(self.path)}part")
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] = (0, 0)
@@ -78,10 +78,16 @@ class AnnotatedVideoWriter:
     def _open(self, width: int, height: int) -> None:
         av = _av()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
-        codec = video_encoder()
-        rate = Fraction(self.fps).limit_denominator(1001)
-        stream = self._container.add_stream(codec, rate=rate)
+        container = av.open(str(self._tmp), mode="w", format="mp4")
+        try:
+            codec = video_encoder()
+            stream = container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
+        except BaseException:  # no encoder: the real error, and no temporary file left behind
+            with contextlib.suppress(Exception):
+                container.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._container = container
         self._size = (width - width % 2, height - height % 2)  # yuv420p needs even sides
         stream.width, stream.height = self._size
         stream.pix_fmt = "yuv420p"

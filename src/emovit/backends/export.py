@@ -6,14 +6,17 @@ transformers 4; transformers 5's eager attention multiplies by the scale instead
 the optimizer does not match, so nothing would be fused), then optionally
 ``quantize_dynamic`` (QInt8 weights, per channel, MatMul and the fused Attention ops). For a
 ``ViTForImageClassification`` the last layer is exported for the [CLS] token alone (same
-logits, less work; see `emovit.backends._vit`). The folder holds ``model.onnx`` beside ``config.json`` and
-``preprocessor_config.json``, so ``emovit predict --model DIR`` loads it like any other;
-``export_info.json`` records the verification figures.
+logits, less work; see `emovit.backends._vit`). The folder holds ``model.onnx`` beside
+``config.json``, ``preprocessor_config.json`` and the model's framing (``emovit.json``, when it
+has one), so ``emovit predict --model DIR`` loads it like any other and crops faces the same
+way; ``export_info.json`` records the verification figures. The folder appears only once the
+check has passed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -110,7 +113,7 @@ def export_onnx(
     """Export `model` (Hub id, folder, registry name) to an ONNX model folder and verify it."""
     import torch
 
-    from emovit.models import load_torch_model, read_model_config, resolve_model
+    from emovit.models import FRAMING_FILE, load_torch_model, read_model_config, resolve_model
     from emovit.postprocess import softmax
 
     source = resolve_model(model)
@@ -120,88 +123,101 @@ def export_onnx(
     net = loaded.model
     assert net is not None  # load_torch_model always loads the weights
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    pixels = _check_images(source, check_images)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        # The TorchScript exporter (deprecated in favour of torch.export) is used on purpose:
-        # onnxruntime's transformer optimizer fuses attention in the graphs it writes.
-        pruned = cls_only_last_layer(net) if optimize else None
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                pruned or net,
-                (torch.from_numpy(pixels[:2]),),
-                str(raw),
-                input_names=["pixel_values"],
-                output_names=["logits"],
-                dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-        current = raw
-        fused_attention = 0
-        if fusable:
-            from onnxruntime.transformers import optimizer
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written and checked beside `out` first, then moved in: a failed check or a
+    # crash leaves no model folder that `--backend auto` would pick up.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as staged:
+        staging = Path(staged)
+        pixels = _check_images(source, check_images)
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw.onnx"
+            # The TorchScript exporter (deprecated in favour of torch.export) is used on purpose:
+            # onnxruntime's transformer optimizer fuses attention in the graphs it writes.
+            pruned = cls_only_last_layer(net) if optimize else None
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                torch.onnx.export(
+                    pruned or net,
+                    (torch.from_numpy(pixels[:2]),),
+                    str(raw),
+                    input_names=["pixel_values"],
+                    output_names=["logits"],
+                    dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            current = raw
+            fused_attention = 0
+            if fusable:
+                from onnxruntime.transformers import optimizer
 
-            fused = optimizer.optimize_model(
-                str(raw),
-                model_type="vit",
-                num_heads=loaded.config.num_attention_heads,
-                hidden_size=loaded.config.hidden_size,
-            )
-            current = Path(tmp) / "fused.onnx"
-            fused.save_model_to_file(str(current))
-            fused_attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)
-        if quantize == "int8":
-            import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+                fused = optimizer.optimize_model(
+                    str(raw),
+                    model_type="vit",
+                    num_heads=loaded.config.num_attention_heads,
+                    hidden_size=loaded.config.hidden_size,
+                )
+                current = Path(tmp) / "fused.onnx"
+                fused.save_model_to_file(str(current))
+                fused_attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)
+            if quantize == "int8":
+                import onnx
+                from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantized = Path(tmp) / "int8.onnx"
-            quantize_dynamic(
-                str(current),
-                str(quantized),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul", "Attention"],
-                # fused attention ops live in onnxruntime's own domain, beyond shape inference
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                quantized = Path(tmp) / "int8.onnx"
+                quantize_dynamic(
+                    str(current),
+                    str(quantized),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=["MatMul", "Attention"],
+                    # fused attention ops live in onnxruntime's own domain, beyond shape inference
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+                current = quantized
+            elif quantize is not None:
+                raise ExportError(f"unknown quantization {quantize!r}; use int8")
+            shutil.copy(current, staging / ONNX_FILE)
+        for name in ("config.json", "preprocessor_config.json"):
+            shutil.copy(source / name, staging / name)
+        if (source / FRAMING_FILE).is_file():  # the crop the model was trained on
+            shutil.copy(source / FRAMING_FILE, staging / FRAMING_FILE)
+        with torch.inference_mode():
+            reference = net(pixel_values=torch.from_numpy(pixels)).logits.float().numpy()
+        got = OnnxBackend(staging)(pixels)
+        logit_diff = float(np.abs(got - reference).max())
+        prob_diff = float(np.abs(softmax(got) - softmax(reference)).max())
+        agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+        result = ExportResult(
+            Path(output), quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention
+        )
+        info: dict[str, Any] = {
+            "source": str(model),
+            "format": "onnx",
+            "quantize": quantize,
+            "opset": opset,
+            "fused_attention_ops": fused_attention,
+            "cls_only_last_layer": pruned is not None,
+            "check_images": len(pixels),
+            "max_abs_logit_diff": logit_diff,
+            "max_abs_prob_diff": prob_diff,
+            "top1_agreement": agreement,
+        }
+        (staging / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        if quantize is None and logit_diff > (tolerance or FP32_TOLERANCE):
+            raise ExportError(
+                f"onnxruntime differs from torch by {logit_diff:.2e} in the logits (tolerance "
+                f"{tolerance or FP32_TOLERANCE:.0e}); the export is not trustworthy, so nothing was "
+                f"written to {output}"
             )
-            current = quantized
-        elif quantize is not None:
-            raise ExportError(f"unknown quantization {quantize!r}; use int8")
-        shutil.copy(current, out / ONNX_FILE)
-    for name in ("config.json", "preprocessor_config.json"):
-        shutil.copy(source / name, out / name)
-    with torch.inference_mode():
-        reference = net(pixel_values=torch.from_numpy(pixels)).logits.float().numpy()
-    got = OnnxBackend(out)(pixels)
-    logit_diff = float(np.abs(got - reference).max())
-    prob_diff = float(np.abs(softmax(got) - softmax(reference)).max())
-    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
-    result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention)
-    info: dict[str, Any] = {
-        "source": str(model),
-        "format": "onnx",
-        "quantize": quantize,
-        "opset": opset,
-        "fused_attention_ops": fused_attention,
-        "cls_only_last_layer": pruned is not None,
-        "check_images": len(pixels),
-        "max_abs_logit_diff": logit_diff,
-        "max_abs_prob_diff": prob_diff,
-        "top1_agreement": agreement,
-    }
-    (out / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    if quantize is None and logit_diff > (tolerance or FP32_TOLERANCE):
-        raise ExportError(
-            f"onnxruntime differs from torch by {logit_diff:.2e} in the logits (tolerance "
-            f"{tolerance or FP32_TOLERANCE:.0e}); the export in {out} is not trustworthy"
-        )
-    if quantize == "int8" and prob_diff > (tolerance or INT8_TOLERANCE):
-        raise ExportError(
-            f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
-            f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model"
-        )
+        if quantize == "int8" and prob_diff > (tolerance or INT8_TOLERANCE):
+            raise ExportError(
+                f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
+                f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model (nothing was written to "
+                f"{output})"
+            )
+        out.mkdir(exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, out / path.name)
     return result

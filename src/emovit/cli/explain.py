@@ -90,7 +90,12 @@ def explain(
     with progress_bar(len(paths), "explaining", enabled=False if quiet else None) as advance:
         for result in rec.explain_stream(paths, method=method, target=target):
             if result.ok:
-                explained += len(write_explanations(result, output, names.next(result.source))) // 2
+                try:
+                    explained += len(write_explanations(result, output, names.next(result.source))) // 2
+                except OSError as exc:  # this input's maps: the others go on
+                    failed += 1
+                    click.echo(f"error: {display_name(result.source, controls=True)}: its maps could "
+                               f"not be written ({exc})", err=True)  # fmt: skip
             else:
                 failed += 1
                 click.echo(f"error: {display_name(result.error or result.source, controls=True)}", err=True)

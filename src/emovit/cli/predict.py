@@ -127,7 +127,6 @@ def predict(
       emovit predict photos/ s3://bucket/clips/ --engine ray --workers 8 --output results/
     """
     from emovit.cli._common import load_recognizer
-    from emovit.explain_output import write_explanations
     from emovit.progress import progress_bar
     from emovit.sources import expand_sources
     from emovit.writers import ResultWriter, atomic_output
@@ -155,7 +154,7 @@ def predict(
     rec = load_recognizer(recognizer, faces)
     keep = bool(save_annotated or save_crops)
     names = _OutputNames()
-    failed = 0
+    failed = unsaved = 0
     videos = VideoJob(rec, video, annotated=save_annotated, plot=plot) if any(flags) else None
     with atomic_output(output, sys.stdout) as stream:
         writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)
@@ -182,11 +181,8 @@ def predict(
                 for result in results:
                     failed += not result.ok
                     writer.write(result)
-                    stem = names.next(result.source) if (keep or explain_dir) and result.ok else ""
-                    if explain_dir and result.ok:
-                        write_explanations(result, explain_dir, stem)
                     if (keep or explain_dir) and result.ok:
-                        _save_pixels(result, stem, save_annotated, save_crops)
+                        unsaved += not _save_outputs(result, names, explain_dir, save_annotated, save_crops)
                     advance()
                     if stopped.requested:
                         break
@@ -202,10 +198,12 @@ def predict(
             report += f" ({sum(flags)} video(s), {videos.frames} frames)"
         if failed:
             report += f", {failed} failed (see the error rows)"
+        if unsaved:
+            report += f", {unsaved} whose images could not be saved (see the warnings)"
         if output:
             report += f"; results in {output}"
         click.echo(report, err=True)
-    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+    ctx.exit(EXIT_FAILED if failed or unsaved else EXIT_OK)
 
 
 def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, output: str | None) -> None:
@@ -218,33 +216,69 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
     if output and Path(output).is_dir():
         raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
                                  ctx, param_hint="'--output'")  # fmt: skip
+    if output:  # found now, not after every input has been analysed
+        try:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"{output!r}: its folder cannot be created ({exc.strerror or exc})",
+                                     ctx, param_hint="'--output'") from None  # fmt: skip
 
 
 class _OutputNames:
-    """File stems for saved images: the source's stem, printable, unique within one run."""
+    """File stems for saved images: the source's stem, printable, at most `MAX_STEM` characters
+    (a file name must leave room for the suffixes), unique within one run."""
+
+    MAX_STEM = 100
 
     def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.used: set[str] = set()
 
     def next(self, source: str) -> str:
         from emovit.writers import display_name
 
         stem = display_name(Path(source).stem, controls=True) if not source.startswith("<") else "image"
-        count = self.seen.get(stem, 0)
-        self.seen[stem] = count + 1
-        return stem if count == 0 else f"{stem}_{count}"
+        stem = stem[: self.MAX_STEM] or "image"
+        count, candidate = self.counts.get(stem, 0), stem
+        while candidate in self.used:  # `a_1` of a.jpg must not overwrite the source a_1.jpg's
+            count += 1
+            candidate = f"{stem}_{count}"
+        self.counts[stem] = count
+        self.used.add(candidate)
+        return candidate
 
 
-def _save_pixels(result: ImageResult, stem: str, annotated: str | None, crops: str | None) -> None:
+def _save_outputs(
+    result: ImageResult,
+    names: _OutputNames,
+    explain_dir: str | None,
+    annotated: str | None,
+    crops: str | None,
+) -> bool:
+    """Write one result's explanation maps, annotated image and face crops (each atomically);
+    False, with a warning naming the input, when one cannot be written: the other inputs and
+    the results file go on."""
     from PIL import Image
 
-    if annotated:
-        result.save(Path(annotated) / f"{stem}.jpg")
-    if crops:
-        Path(crops).mkdir(parents=True, exist_ok=True)
-        for index, face in enumerate(result.faces):
-            if face.crop is not None:
-                Image.fromarray(face.crop).save(Path(crops) / f"{stem}_face{index}_{face.label}.png")
-    result.image = None
-    for face in result.faces:
-        face.crop = None
+    from emovit.explain_output import write_explanations
+    from emovit.fileio import atomic_open
+
+    stem = names.next(result.source)
+    try:
+        if explain_dir:
+            write_explanations(result, explain_dir, stem)
+        if annotated:
+            result.save(Path(annotated) / f"{stem}.jpg")
+        if crops:
+            for index, face in enumerate(result.faces):
+                if face.crop is not None:
+                    with atomic_open(Path(crops) / f"{stem}_face{index}_{face.label}.png", "wb") as handle:
+                        Image.fromarray(face.crop).save(handle, format="PNG")
+        return True
+    except (OSError, ValueError) as exc:
+        click.echo(f"warning: {result.source}: its images could not be saved ({exc})", err=True)
+        return False
+    finally:
+        result.image = None
+        for face in result.faces:
+            face.crop = None

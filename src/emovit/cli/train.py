@@ -271,6 +271,10 @@ def audit(data: str, fmt: str, max_distance: int, examples: int) -> None:
     console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
     for ex in report.examples:
         console.print(f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} {ex['labels']}")
+    if report.unreadable:
+        console.print(f"unreadable images (in no pair): {len(report.unreadable)}", markup=False)
+        for bad in report.unreadable[:20]:
+            console.print(f"  {bad['error']}", markup=False)
 
 
 @click.command(cls=EmovitCommand)

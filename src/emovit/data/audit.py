@@ -8,12 +8,14 @@
 Counts for a split pair ``(a, b)``: how many images of ``b`` have a copy in ``a``; for
 ``a == b``, how many images are extra copies of an earlier image of the same split.
 ``label_conflicts`` counts duplicate pairs (exact or near, in any splits) whose labels differ.
+Images that cannot be read are listed (``unreadable``) and take part in no pair.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from emovit.data.datasets import Sample, list_splits, read_samples
+from emovit.errors import ImageError
 from emovit.imageio import load_images
 
 __all__ = ["AuditReport", "DEFAULT_MAX_DISTANCE", "audit", "find_leaks", "hash_samples"]
@@ -31,10 +34,20 @@ DEFAULT_MAX_DISTANCE = 4
 
 @dataclass
 class Hashes:
-    """Hashes of a list of samples: an exact digest and a 64-bit perceptual hash each."""
+    """Hashes of a list of samples: an exact digest and a 64-bit perceptual hash each. A sample
+    that could not be read has a digest of its own (equal to no other) and is in `failed`
+    (index → the problem); it takes part in no pair."""
 
     exact: list[bytes]
     phash: np.ndarray  # uint64
+    failed: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """True where the sample was read and hashed."""
+        mask = np.ones(len(self.exact), dtype=bool)
+        mask[list(self.failed)] = False
+        return mask
 
 
 def _hash_image(image: np.ndarray) -> tuple[bytes, int]:
@@ -48,18 +61,30 @@ def _hash_image(image: np.ndarray) -> tuple[bytes, int]:
 
 
 def hash_samples(samples: Sequence[Sample], threads: int | None = None) -> Hashes:
-    """Exact and perceptual hashes of every sample (decoded and hashed on threads)."""
+    """Exact and perceptual hashes of every sample (decoded and hashed on threads); a sample
+    that cannot be read is recorded in `Hashes.failed`, and the others go on."""
     pairs = load_images(
         [s.source for s in samples],
         names=[s.name for s in samples],
         threads=threads,
         max_pixels=None,
         then=_hash_image,
+        errors="collect",
     )
-    return Hashes(exact=[p[0] for p in pairs], phash=np.asarray([p[1] for p in pairs], dtype=np.uint64))
+    failed = {i: str(p) for i, p in enumerate(pairs) if isinstance(p, ImageError)}
+    pairs = [(uuid.uuid4().bytes, 0) if i in failed else p for i, p in enumerate(pairs)]
+    phash = np.asarray([p[1] for p in pairs], dtype=np.uint64)
+    return Hashes(exact=[p[0] for p in pairs], phash=phash, failed=failed)
 
 
-def _near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, same: bool) -> np.ndarray:
+def _near_pairs(a: Hashes, b: Hashes, max_distance: int, same: bool) -> np.ndarray:
+    """``(i, j)`` index pairs of readable samples with perceptual hashes within `max_distance`
+    bits (i < j when `same`)."""
+    pairs = _near_hashes(a.phash, b.phash, max_distance, same)
+    return pairs[a.ok[pairs[:, 0]] & b.ok[pairs[:, 1]]]
+
+
+def _near_hashes(a: np.ndarray, b: np.ndarray, max_distance: int, same: bool) -> np.ndarray:
     """``(i, j)`` index pairs with Hamming distance <= max_distance (i < j when `same`)."""
     found = []
     chunk = 512
@@ -83,6 +108,7 @@ class AuditReport:
     label_conflicts: int
     max_distance: int
     examples: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # name, error: in no pair
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +117,7 @@ class AuditReport:
             "label_conflicts": self.label_conflicts,
             "max_distance": self.max_distance,
             "examples": self.examples,
+            "unreadable": self.unreadable,
         }
 
 
@@ -119,7 +146,7 @@ def audit(
         for b in names[ai:]:
             same = a == b
             ha, hb = hashes[a], hashes[b]
-            near = _near_pairs(ha.phash, hb.phash, max_distance, same)
+            near = _near_pairs(ha, hb, max_distance, same)
             index_a: dict[bytes, int] = {}
             for i, digest in enumerate(ha.exact):
                 index_a.setdefault(digest, i)
@@ -146,12 +173,18 @@ def audit(
                         "labels": [sa[i].label, sb[j].label],
                     }
                 )
+    unreadable = [
+        {"split": split, "name": by_split[split][i].name, "error": error}
+        for split, h in hashes.items()
+        for i, error in sorted(h.failed.items())
+    ]
     return AuditReport(
         images={split: len(samples) for split, samples in by_split.items()},
         pairs=pairs,
         label_conflicts=conflicts,
         max_distance=max_distance,
         examples=examples,
+        unreadable=unreadable,
     )
 
 
@@ -166,5 +199,5 @@ def find_leaks(
     hs, hr = hash_samples(samples, threads), hash_samples(reference, threads)
     exact_ref = set(hr.exact)
     leaked = {i for i, digest in enumerate(hs.exact) if digest in exact_ref}
-    leaked |= {int(j) for j, _ in _near_pairs(hs.phash, hr.phash, max_distance, same=False)}
+    leaked |= {int(j) for j, _ in _near_pairs(hs, hr, max_distance, same=False)}
     return leaked

@@ -84,8 +84,11 @@ def list_splits(data: str | os.PathLike[str]) -> list[str]:
     """The splits present in `data` (``train``, ``validation``, ``test``)."""
     path = Path(data)
     if path.is_file():
-        with path.open(newline="") as handle:
-            usages = {_split_key(row.get("Usage", "")) for row in csv.DictReader(handle)}
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                usages = {_split_key(row.get("Usage") or "") for row in csv.DictReader(handle)}
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DatasetError(f"{path}: not a FER2013 CSV file ({exc})") from None
         return [s for s in _SPLIT_NAMES if s in usages]
     return [s for s in _SPLIT_NAMES if _split_dir(path, s) is not None]
 
@@ -114,24 +117,37 @@ def _read_folder(root: Path) -> list[Sample]:
 
 
 def _read_csv(path: Path, split: str | None) -> list[Sample]:
+    try:
+        return _read_csv_rows(path, split)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: not a FER2013 CSV file ({exc})") from None
+
+
+def _read_csv_rows(path: Path, split: str | None) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{path}: not a FER2013 CSV (missing columns {sorted(missing)})")
         for row_number, row in enumerate(reader, start=2):
-            if split is not None and _split_key(row.get("Usage", "")) != split:
+            if split is not None and _split_key(row.get("Usage") or "") != split:
                 continue
             try:
-                label = FER2013_CSV_LABELS[int(row["emotion"])]
-                pixels = np.asarray(row["pixels"].split(), dtype=np.uint8)
+                emotion = int(row["emotion"] or "")
+                if not 0 <= emotion < len(FER2013_CSV_LABELS):
+                    raise ValueError(f"emotion {emotion} is not an id 0-{len(FER2013_CSV_LABELS) - 1}")
+                label = FER2013_CSV_LABELS[emotion]
+                values = np.asarray((row["pixels"] or "").split(), dtype=np.int64)
+                if values.size and (values.min() < 0 or values.max() > 255):
+                    raise ValueError("a pixel value outside 0-255")
+                pixels = values.astype(np.uint8)
                 side = round(len(pixels) ** 0.5)
                 if side * side != len(pixels) or side == 0:
                     raise ValueError(f"{len(pixels)} pixels is not a square image")
-            except (ValueError, IndexError) as exc:
+            except (ValueError, OverflowError) as exc:
                 raise DatasetError(f"{path}, line {row_number}: bad row ({exc})") from None
-            sample_split = _split_key(row.get("Usage", ""))
+            sample_split = _split_key(row.get("Usage") or "")
             samples.append(
                 Sample(pixels.reshape(side, side), label, f"{path.name}:{row_number}", split=sample_split)
             )

@@ -64,15 +64,18 @@ def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = T
         DownloadError: no network (and not cached), or the file's sha256 is wrong.
     """
     target = cached_path(remote)
-    if target.is_file():
-        if sha256_of(target) == remote.sha256:
-            return target
-        target.unlink()  # a corrupted cache entry: fetch it again
+    try:
+        if target.is_file():
+            if sha256_of(target) == remote.sha256:
+                return target
+            target.unlink()  # a corrupted cache entry: fetch it again
+    except OSError as exc:
+        raise DownloadError(f"cannot read the cache entry {target}: {exc}") from None
     if not allow_download:
         raise DownloadError(f"{remote.filename} is not in the cache ({target.parent})")
     url = remote.resolved_url()
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=timeout) as response:
             _copy_verified(
                 response,
@@ -97,9 +100,12 @@ def install(remote: RemoteFile, source: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise DownloadError(f"{path}: no such file", option="source")
     target = cached_path(remote)
-    with path.open("rb") as handle:
-        what = f"{path} is not {remote.filename}:"
-        _copy_verified(handle, target, remote.sha256, what, "nothing was installed", option="source")
+    try:
+        with path.open("rb") as handle:
+            what = f"{path} is not {remote.filename}:"
+            _copy_verified(handle, target, remote.sha256, what, "nothing was installed", option="source")
+    except OSError as exc:
+        raise DownloadError(f"cannot install {path} into the cache {target.parent}: {exc}") from None
     return target
 
 

@@ -206,13 +206,20 @@ def resolve_device(device: str = "auto") -> str:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    kind = device.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError(f"device {device!r} requested but MPS is not available")
-    if kind not in {"cpu", "cuda", "mps", "xpu"}:
-        raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda[:N] or mps")
+    usage = "use auto, cpu, cuda[:N] or mps"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}; {usage}", option="device") from None
+    if parsed.type not in {"cpu", "cuda", "mps"}:
+        raise ModelLoadError(f"unknown device {device!r}; {usage}", option="device")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available", option="device")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ModelLoadError(f"device {device!r}: this machine has {count} CUDA device(s)", option="device")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} requested but MPS is not available", option="device")
     return device
 
 
@@ -410,6 +417,7 @@ def load_model(
             label_map=label_map,
             device=target,
         )
+    loaded.preprocessor  # noqa: B018 - a missing or broken processor config fails the load, not every image
     if raw.get(RANDOM_WEIGHTS_KEY):
         warnings.warn(
             f"{name_or_path}: this model has RANDOM weights; its predictions are meaningless",

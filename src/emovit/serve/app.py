@@ -85,6 +85,7 @@ def create_app(
         state.begin_shutdown()
         if state.batcher is not None:
             await asyncio.to_thread(state.batcher.stop, state.settings.drain_timeout_s)
+        state.close()
 
     app = FastAPI(
         title="emovit",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import re
 import threading
@@ -43,8 +44,11 @@ from emovit.serve.state import get_state
 
 if TYPE_CHECKING:
     from emovit.faces import FaceOptions
+    from emovit.predictor import EmotionRecognizer
     from emovit.results import ImageResult
+    from emovit.serve.settings import ServeSettings
     from emovit.serve.state import ServeState
+    from emovit.video import VideoOptions
 
 __all__ = ["router"]
 
@@ -255,6 +259,43 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
     return safe_name(parts[0].filename, 0), bytes(parts[0].data)
 
 
+def _analyse_video(
+    rec: EmotionRecognizer,
+    faces: FaceOptions,
+    settings: ServeSettings,
+    data: bytes,
+    name: str,
+    options: VideoOptions,
+    stop: threading.Event,
+    top_k: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One uploaded clip's frames and summary (in a worker thread), or the `ApiError` for it.
+    Its warnings go into the summary only: nothing a client uploads is logged."""
+    from emovit.errors import InputError
+    from emovit.video import probe_video
+
+    try:
+        info = probe_video(data, name=name)
+    except InputError as exc:
+        raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
+    limit = settings.max_video_seconds
+    if info.duration_s is not None and info.duration_s > limit + 0.05:
+        raise ApiError(
+            413, "video_too_long", f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
+        )
+    if info.width * info.height > settings.max_pixels:
+        raise ApiError(413, "too_many_pixels", f"{name}: its frames are {info.width}x{info.height}, "
+                       f"over the limit of {settings.max_pixels:,} pixels")  # fmt: skip
+    run = rec.predict_video(
+        data, options=options, faces=faces, name=name, stop=stop, max_pixels=settings.max_pixels, quiet=True
+    )
+    frames = [frame.to_dict(top_k) for frame in run]
+    if len(frames) == 1 and frames[0]["frame"] is None:  # the whole video failed
+        code = frames[0]["error_code"] or "internal"
+        raise ApiError(status_for_input_error(code), code, frames[0]["error"] or "unreadable video")
+    return frames, run.summary()
+
+
 @router.post(
     "/v1/video", response_model=VideoResponse, openapi_extra=_video_request_schema(), responses=VIDEO_ERRORS
 )
@@ -269,55 +310,59 @@ async def video(
     (each with a ``track_id``, probabilities smoothed over time and ``raw_probs``), and the
     video's summary (per track: time span, dominant emotion, shares). Videos over the size or
     duration limit answer 413; what is not a readable video 415 or 422."""
-    from emovit.errors import InputError
-    from emovit.video import VideoOptions, probe_video
+    from emovit.video import VideoOptions
 
     state = get_state(request.app)
     rec, _, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
     start = time.perf_counter()
-    name, data = await _video_from(request)
-    limit = settings.max_video_seconds
-    try:
-        options = VideoOptions(fps=fps, every=every, end=limit).replace(smooth=smooth)
-    except EmovitError as exc:
-        raise ApiError(422, "bad_request", str(exc)) from None
+    # The slot is taken before the body is read (N uploads at once are not all held in memory)
+    # and given back when the analysis thread ends, not when the client stops waiting (504).
     if state.video_jobs >= settings.max_video_jobs:
         metrics.rejections.labels("queue_full").inc()
         raise ApiError(503, "overloaded", "another video is being analysed, retry shortly",
                        {"Retry-After": str(settings.retry_after_s)})  # fmt: skip
-    stop = threading.Event()
-
-    def analyse() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        try:
-            info = probe_video(data, name=name)
-        except InputError as exc:
-            raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
-        if info.duration_s is not None and info.duration_s > limit + 0.05:
-            too_long = f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
-            raise ApiError(413, "video_too_long", too_long)
-        run = rec.predict_video(data, options=options, faces=server_faces, name=name, stop=stop)
-        frames = [frame.to_dict(top_k) for frame in run]
-        if len(frames) == 1 and frames[0]["frame"] is None:  # the whole video failed
-            code = frames[0]["error_code"] or "internal"
-            raise ApiError(status_for_input_error(code), code, frames[0]["error"] or "unreadable video")
-        return frames, run.summary()
-
     state.video_jobs += 1
-    try:
-        work = asyncio.to_thread(analyse)
-        frames, summary = await asyncio.wait_for(work, timeout=settings.video_deadline_s)
-    except TimeoutError:
-        stop.set()
-        metrics.rejections.labels("deadline").inc()
-        raise ApiError(504, "deadline", f"not answered within {settings.video_deadline_s:g} s") from None
-    except ApiError as problem:
-        metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
-        raise
-    except EmovitError as exc:
-        raise ApiError(422, "bad_request", str(exc)) from None
-    finally:
+    loop = asyncio.get_running_loop()
+
+    def release() -> None:
         state.video_jobs -= 1
+
+    def finished(_: object) -> None:  # in the worker thread: the analysis ran, or never started
+        with contextlib.suppress(RuntimeError):  # the server's loop has closed meanwhile
+            loop.call_soon_threadsafe(release)
+
+    handed_over = False
+    try:
+        name, data = await _video_from(request)
+        try:
+            options = VideoOptions(fps=fps, every=every, end=settings.max_video_seconds).replace(
+                smooth=smooth
+            )
+        except EmovitError as exc:
+            raise ApiError(422, "bad_request", str(exc)) from None
+        stop = threading.Event()
+        job = state.video_executor().submit(
+            _analyse_video, rec, server_faces, settings, data, name, options, stop, top_k
+        )
+        job.add_done_callback(finished)
+        handed_over = True
+        try:
+            frames, summary = await asyncio.wait_for(
+                asyncio.wrap_future(job), timeout=settings.video_deadline_s
+            )
+        except TimeoutError:
+            stop.set()
+            metrics.rejections.labels("deadline").inc()
+            raise ApiError(504, "deadline", f"not answered within {settings.video_deadline_s:g} s") from None
+        except ApiError as problem:
+            metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
+            raise
+        except EmovitError as exc:
+            raise ApiError(422, "bad_request", str(exc)) from None
+    finally:
+        if not handed_over:
+            release()
     metrics.latency.observe(time.perf_counter() - start)
     return {"model": rec.model.name, "frames": frames, "summary": summary}
 

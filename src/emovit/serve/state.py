@@ -7,6 +7,8 @@ loading thread (once) and by the shutdown signal, and read by every request.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,25 @@ class ServeState:
     shutting_down: bool = False
     error: str | None = None
     video_jobs: int = 0
+    _video_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def video_executor(self) -> ThreadPoolExecutor:
+        """The threads that analyse uploaded videos: ``max_video_jobs`` of them, apart from the
+        default executor the photo requests prepare in (a long video does not starve them)."""
+        with self._pool_lock:
+            if self._video_pool is None:
+                self._video_pool = ThreadPoolExecutor(
+                    self.settings.max_video_jobs, thread_name_prefix="emovit-video"
+                )
+            return self._video_pool
+
+    def close(self) -> None:
+        """Let the video threads end (a running analysis stops after its batch at its deadline)."""
+        with self._pool_lock:
+            if self._video_pool is not None:
+                self._video_pool.shutdown(wait=False, cancel_futures=True)
+                self._video_pool = None
 
     def begin_shutdown(self) -> None:
         """Stop intake: new ``/v1/`` requests get 503 and ``/readyz`` 503, while the requests

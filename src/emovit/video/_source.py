@@ -40,6 +40,17 @@ _IMAGE_FORMATS = ("image2", "gif", "apng", "webp", "tiff", "bmp")
 # Decoded frames waiting in the queue take at most this many bytes (4K frames are 25 MB each).
 _QUEUE_BYTES = 128 * 1024 * 1024
 _NETWORK_TIMEOUT_S = 15.0
+# The demuxers FFmpeg may use for bytes and file objects (uploads): video containers, and the
+# still-image ones so that a photo is refused by name. Left out on purpose: concat, hls, dash,
+# image2 and the other playlist or file-pattern demuxers, which open further files or URLs named
+# inside the bytes (an ffconcat upload would otherwise make the server read its own disk).
+_IN_MEMORY_FORMATS = ",".join(
+    (
+        *("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "m4v", "h264", "hevc"),
+        *("mjpeg", "yuv4mpegpipe", "gif", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe"),
+        "tiff_pipe",
+    )
+)
 
 
 def _av() -> Any:
@@ -118,8 +129,10 @@ def _open_container(source: VideoInput, label: str) -> Any:
         if len(source) == 0:
             raise InputError(label, "no bytes (empty input)", "empty_file")
         target = io.BytesIO(bytes(source))
+        options["format_whitelist"] = _IN_MEMORY_FORMATS
     elif hasattr(source, "read"):
         target = source
+        options["format_whitelist"] = _IN_MEMORY_FORMATS
     else:
         raise InputError(
             label, f"unsupported video input {type(source).__name__}; expected a path, URL, bytes or a "
@@ -130,6 +143,12 @@ def _open_container(source: VideoInput, label: str) -> Any:
     except av.error.InvalidDataError:
         raise InputError(label, "not a video or image format FFmpeg reads", "unsupported_format") from None
     except (av.error.FFmpegError, OSError) as exc:
+        if isinstance(exc, av.error.ArgumentError) and "format_whitelist" in options:
+            raise InputError(
+                label, "a container emovit does not open from bytes (a playlist or a list of other "
+                f"files, say); send the video itself ({_IN_MEMORY_FORMATS.replace(',', ', ')})",
+                "unsupported_format",
+            ) from None  # fmt: skip
         raise InputError(label, f"cannot open the video ({exc})", "not_found") from None
 
 
@@ -232,10 +251,18 @@ class VideoReader:
     """
 
     def __init__(
-        self, source: VideoInput, *, options: VideoOptions | None = None, name: str | None = None
+        self,
+        source: VideoInput,
+        *,
+        options: VideoOptions | None = None,
+        name: str | None = None,
+        max_pixels: int | None = None,
+        quiet: bool = False,
     ) -> None:
         self.options = options or VideoOptions()
         self.name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
+        self.max_pixels = max_pixels
+        self.quiet = quiet  # warnings only in `warnings`, never printed (a server's uploads)
         self.warnings: list[str] = []
         self.frames_decoded = 0
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
@@ -244,6 +271,7 @@ class VideoReader:
         try:
             self._stream = _video_stream(self._container, self.name)
             self.info = _info(self._container, self._stream)
+            self._check_pixels(self.info.width, self.info.height)
         except BaseException:
             self._container.close()
             raise
@@ -309,7 +337,17 @@ class VideoReader:
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
-        warnings.warn(f"{self.name}: {message}", stacklevel=3)
+        if not self.quiet:
+            warnings.warn(f"{self.name}: {message}", stacklevel=3)
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        """`InputError` ``too_many_pixels`` for frames over `max_pixels` (checked on the size the
+        container declares, and again on every frame before it is converted to RGB)."""
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise InputError(
+                self.name, f"its frames are {width}x{height} = {width * height:,} pixels, over the "
+                f"limit of {self.max_pixels:,}", "too_many_pixels",
+            )  # fmt: skip
 
     def _as_input_error(self, error: Exception) -> InputError:
         if isinstance(error, InputError):
@@ -419,6 +457,7 @@ class VideoReader:
                 since_start += 1
                 if not take:
                     continue
+                self._check_pixels(frame.width, frame.height)  # the declared size can lie
                 image = frame.to_ndarray(format="rgb24")
                 turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
                 if turns:
