@@ -103,6 +103,8 @@ def test_sources_globs_of_folders_and_paths_that_cannot_be_looked_at(photo_dir: 
     by_glob = expand_sources([str(photo_dir / "*")])  # "sub dir" matches: its files, as a folder gives
     assert {Path(p).name for p in by_glob} == GOOD | BAD | {"readme.txt"}  # a matched file is asked for
     assert set(by_glob) == set(expand_sources([str(photo_dir)])) | {str(photo_dir / "readme.txt")}
+    deep = expand_sources([str(photo_dir / "**")])  # matches the folder and its sub-folder too
+    assert len(deep) == len(set(deep)) and set(deep) == set(by_glob)  # each file once
     (tmp_path / ".hidden.png").write_bytes(b"x")
     (tmp_path / "shown.png").write_bytes(b"x")
     for recursive in (True, False):  # hidden files are skipped either way

@@ -342,6 +342,17 @@ def test_server_adds_explanation_png_when_asked(default_rec: EmotionRecognizer) 
         assert face["explanation"]["target"] == "happy" and np.asarray(png).max() == 255
         bad = client.post("/v1/predict?explain=true&explain_method=rollout", files=files)
         assert bad.status_code == 422 and "ViT" in bad.json()["error"]["message"]
+        # explanations are served one at a time (max_explain_jobs): another answers 503 at once,
+        # plain requests go on, and every slot comes back
+        from emovit.serve.state import get_state
+
+        slots = get_state(client.app).explain_slots
+        assert slots.busy == 0
+        with slots.take(1):
+            busy = client.post("/v1/predict?explain=true", files=files)
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+            assert client.post("/v1/predict", files=files).status_code == 200
+        assert slots.busy == 0
         schema = client.get("/openapi.json").json()["components"]["schemas"]["FaceModel"]["properties"]
         assert "explanation_png" in schema and "8-bit grey PNG" in json.dumps(schema["explanation_png"])
 

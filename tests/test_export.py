@@ -97,6 +97,12 @@ def test_export_keeps_the_models_framing(tiny_model_dir: Path, tmp_path: Path) -
     torch_rec = EmotionRecognizer.from_pretrained(source, detector="none")
     onnx_rec = EmotionRecognizer.from_pretrained(tmp_path / "onnx", detector="none")
     assert onnx_rec.model.framing == torch_rec.model.framing
+    # exported again from a model without a framing: the old one does not linger
+    export_onnx(str(tiny_model_dir), tmp_path / "onnx", check_images=2)
+    assert read_framing(tmp_path / "onnx") is None
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [
+        "config.json", "export_info.json", "model.onnx", "preprocessor_config.json"
+    ]  # fmt: skip
 
 
 def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Path, tmp_path: Path) -> None:

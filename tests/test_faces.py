@@ -325,9 +325,12 @@ def test_saved_image_names_never_collide_and_fit_the_file_system() -> None:
     from emovit.cli.predict import _OutputNames
 
     names = _OutputNames()
-    stems = [names.next(source) for source in ("x/a_1.jpg", "y/a.jpg", "z/a.jpg", "w/a.png", "<bytes 0>")]
-    assert stems == ["a_1", "a", "a_2", "a_3", "image"]
-    assert len(names.next("k" * 240 + ".jpg")) == _OutputNames.MAX_STEM
+    sources = ("x/a_1.jpg", "y/a.jpg", "z/a.jpg", "w/A.png", "<bytes 0>", "v/Photo.jpg", "u/photo.jpg")
+    stems = [names.next(source) for source in sources]
+    assert stems == ["a_1", "a", "a_2", "A_3", "image", "Photo", "photo_1"]  # case-blind file systems too
+    assert len(names.next("k" * 240 + ".jpg")) == _OutputNames.MAX_STEM_BYTES
+    wide = names.next("顔" * 80 + ".jpg")  # 3 bytes a character: cut at a character boundary
+    assert wide == "顔" * 50 and len(wide.encode()) == 150
 
 
 def test_cli_keeps_every_row_when_images_cannot_be_saved(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -189,6 +189,11 @@ def test_a_new_run_refuses_a_folder_of_other_files_and_the_sweep_spares_them(tmp
         emovit_ray.predict_to_folder([str(mine)], str(mine.parent))
     assert caught.value.option == "output"
     assert sorted(p.name for p in mine.parent.iterdir()) == ["part-01.mp4"]
+    browsed = tmp_path / "browsed"  # what file browsers leave is not someone else's work
+    browsed.mkdir()
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (browsed / name).write_bytes(b"")
+    assert emovit_ray._foreign(pafs.LocalFileSystem(), str(browsed)) == []
     stray = emovit_ray._part_name(["x.jpg"], "parquet")
     kept = emovit_ray._part_name(["y.jpg"], "parquet")
     temporary = f".{stray}.{'0' * 32}.tmp"
@@ -196,6 +201,28 @@ def test_a_new_run_refuses_a_folder_of_other_files_and_the_sweep_spares_them(tmp
         (mine.parent / name).write_bytes(b"")
     assert emovit_ray._sweep(pafs.LocalFileSystem(), str(mine.parent), {kept}) == 2
     assert sorted(p.name for p in mine.parent.iterdir()) == sorted([kept, "part-01.mp4", "part-notes.txt"])
+
+
+def test_resume_recognises_inputs_however_their_paths_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started with relative paths and resumed from elsewhere with absolute ones (or
+    ``./a.jpg`` beside ``a.jpg``) analyses nothing twice."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    out = tmp_path / "out"
+    (out / "_manifest").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    new = {"part": "part-b.parquet", "inputs": ["photos/b.jpg"], "keys": [str(photos / "b.jpg")]}
+    old = {"part": "part-a.parquet", "inputs": ["photos/a.jpg"]}  # written before keys were kept
+    for entry in (new, old):
+        (out / "_manifest" / entry["part"].replace(".parquet", ".json")).write_text(json.dumps(entry))
+    given = ["photos/a.jpg", "./photos/a.jpg", "photos/b.jpg"]
+    report = emovit_ray.predict_to_folder(given, str(out), resume=True, expand=False)
+    assert (report.inputs, report.skipped, report.duplicates, report.rows) == (2, 2, 1, 0)
+    monkeypatch.chdir(photos)  # the new entry's key is absolute: found from any folder
+    report = emovit_ray.predict_to_folder([str(photos / "b.jpg")], str(out), resume=True, expand=False)
+    assert report.skipped == 1
 
 
 def test_file_urls_are_listed_like_remote_folders(tmp_path: Path) -> None:

@@ -70,6 +70,9 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
         bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n")
         with pytest.raises(DatasetError, match=f"line 3: bad row.*{says}" if says != "bad row" else "line 3"):
             read_samples(bad)
+    bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8"
+    bom.write_bytes(b"\xef\xbb\xbfemotion,pixels,Usage\n3,1 2 3 4,Training\n")
+    assert [s.label for s in read_samples(bom)] == ["happy"] and list_splits(bom) == ["train"]
     photo = tmp_path / "photo.csv"  # not text at all
     photo.write_bytes(b"\xff\xd8\xff\xe0 JFIF \x00\x81")
     for read in (read_samples, list_splits):
@@ -146,6 +149,71 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     # ... and without --resume a finished run is refused, not trained over
     with pytest.raises(TrainError, match="already holds a training run"):
         train(_config(dataset, tmp_path / "whole", epochs=3), progress=False)
+
+
+def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None:
+    """`--resume` without `--epochs` goes on to the run's own last epoch, not the option's
+    default (30): a paused 3-epoch run is not stretched, a paused 40-epoch one not cut short."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    out = tmp_path / "paused"
+    args = [
+        "train",
+        str(dataset),
+        "-o",
+        str(out),
+        "--arch",
+        "vit-test",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    first = CliRunner().invoke(main, [*args, "--epochs", "3", "--time-limit", "1e-9"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output.strip().splitlines()[-1])["epochs_run"] == 1
+    rest = CliRunner().invoke(main, [*args, "--resume"])
+    assert rest.exit_code == 0, rest.output
+    state = json.loads((out / "run_state.json").read_text())
+    assert (state["epochs"], state["epochs_run"], state["complete"]) == (3, 3, True)
+
+
+def test_resume_checks_the_classes_and_keeps_an_early_stop(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    # stopped early after epoch 2 (lr 0: no epoch beats the first), killed before run_state.json
+    early = train(
+        _config(dataset, tmp_path / "early", epochs=4, lr=0.0, min_lr=0.0, patience=1), progress=False
+    )
+    assert (early.epochs_run, early.stopped) == (2, "early stopping")
+    (early.output / "run_state.json").unlink()
+    again = train(_config(dataset, tmp_path / "early", epochs=4), resume=True, progress=False)
+    assert (again.epochs_run, again.stopped) == (2, "early stopping")  # no extra epoch trained
+    # a class folder renamed between sessions: the saved weights would mean other classes
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    paused = train(_config(data, tmp_path / "paused", epochs=3, time_limit_min=1e-9), progress=False)
+    assert paused.epochs_run == 1
+    for split in ("train", "validation", "test"):
+        (data / split / "sad").rename(data / split / "neutral")
+    with pytest.raises(TrainError, match="started with the classes"):
+        train(_config(data, tmp_path / "paused", epochs=3), resume=True, progress=False)
+
+
+def test_unreadable_training_images_are_left_out_and_named(dataset: Path, tmp_path: Path) -> None:
+    samples = read_samples(dataset, "train")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    from emovit.data import Sample
+
+    bad = Sample(str(broken), samples[1].label, str(broken))
+    with pytest.warns(UserWarning, match="1 of 3 images could not be read.*broken.png"):
+        decoded = decode_samples([samples[0], bad, samples[1]], CLASSES)
+    assert len(decoded) == 2 and decoded.names == [samples[0].name, samples[1].name]
+    with pytest.raises(DatasetError, match="none of the 1 images"):
+        decode_samples([bad], CLASSES)
 
 
 def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
@@ -711,6 +779,14 @@ def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
     bad.write_text("split,file,neutral,happiness\ntrain,a.png,1,2\n")
     with pytest.raises(DatasetError, match="no vote column for"):
         read_vote_labels(bad)
+    # a spreadsheet's UTF-8 with a byte-order mark reads the same; another encoding is named
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + votes.read_bytes())
+    assert read_vote_labels(bom).lookup(read_samples(dataset, "test")[0]) is not None
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(votes.read_bytes().replace(b"train,", b"train,\xe9", 1))
+    with pytest.raises(DatasetError, match="latin.csv: not a UTF-8 CSV vote file"):
+        read_vote_labels(latin)
     partial = tmp_path / "partial.csv"
     lines = votes.read_text().splitlines()
     partial.write_text("\n".join(line for line in lines if not line.startswith("test,angry/000")) + "\n")

@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -595,7 +596,7 @@ def test_http_video_endpoint(
         playlist = f"ffconcat version 1.0\nfile {plain.name}\n".encode()
         error(post("list.mp4", playlist), 415, "unsupported_format")
         assert '"/v1/video"' in client.get("/metrics").text
-        assert get_state(client.app).video_jobs == 0  # every slot given back, whatever failed
+        assert get_state(client.app).video_slots.busy == 0  # every slot given back, whatever failed
     # frames over the server's pixel limit are refused before they are decoded
     with TestClient(create_app(tiny_whole, ServeSettings(max_pixels=96 * 64 - 1))) as client:
         for _ in range(200):
@@ -606,6 +607,52 @@ def test_http_video_endpoint(
         error(response, 413, "too_many_pixels")
 
 
+def test_a_video_slot_is_taken_before_the_body_and_held_until_the_work_ends(
+    tiny_whole: EmotionRecognizer, plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a 504 the analysis thread still runs: the next video is refused (503) until it has
+    really stopped, and the stop event tells it to."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import emovit.serve.routes as routes
+    from emovit.serve import ServeSettings, create_app
+    from emovit.serve.state import get_state
+
+    release, stopped = threading.Event(), threading.Event()
+    real = routes._analyse_video
+
+    def analyse(*args: Any) -> Any:
+        stop = args[6]
+        release.wait(30)
+        if stop.is_set():
+            stopped.set()
+        return real(*args)
+
+    monkeypatch.setattr(routes, "_analyse_video", analyse)
+    with TestClient(create_app(tiny_whole, ServeSettings(video_deadline_s=0.2))) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        files = [("files", ("clip.mp4", plain.read_bytes(), "video/mp4"))]
+        assert client.post("/v1/video", files=files).status_code == 504
+        slots = get_state(client.app).video_slots
+        assert slots.busy == 1  # the thread still runs
+        busy = client.post("/v1/video", files=files)
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+        bad = client.post("/v1/video?fps=5&every=2", files=files)
+        assert bad.status_code == 422  # options are checked before a slot is needed
+        release.set()
+        assert stopped.wait(10)  # the timed-out request had set its stop event
+        for _ in range(200):
+            if slots.busy == 0:
+                break
+            time.sleep(0.05)
+        assert slots.busy == 0
+        assert client.post("/v1/video", files=files).status_code != 503  # the slot is free again
+
+
 def test_bytes_open_only_video_containers(plain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bytes and file objects (uploads) open as video containers only: a concatenation list or a
     playlist would make FFmpeg read the files it names."""
@@ -613,7 +660,7 @@ def test_bytes_open_only_video_containers(plain: Path, monkeypatch: pytest.Monke
     assert probe_video(plain.name).frames == 60  # a local file the playlist could name
     playlist = f"ffconcat version 1.0\nfile {plain.name}\n".encode()
     for source in (playlist, io.BytesIO(playlist)):
-        with pytest.raises(InputError, match="does not open from bytes") as caught:
+        with pytest.raises(InputError, match="not a video container emovit opens from bytes") as caught:
             probe_video(source, name="upload")
         assert caught.value.code == "unsupported_format"
     assert probe_video(plain.read_bytes()).frames == 60  # a real container still opens from bytes

@@ -661,6 +661,19 @@ def _manifest(fs: Any, base: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _input_key(source: str) -> str:
+    """How an input is recognised across runs and within one: a URL as given, a local path
+    made absolute (``photos/a.jpg`` and ``./photos/a.jpg`` are one input, and a run resumed
+    from another folder, with absolute paths, still finds what is done)."""
+    return source if is_url(source) else os.path.abspath(source)
+
+
+def _entry_keys(entry: dict[str, Any]) -> list[str]:
+    """The input keys a manifest entry commits (entries written before keys were recorded:
+    their inputs, taken relative to this folder)."""
+    return list(entry.get("keys") or (_input_key(source) for source in entry["inputs"]))
+
+
 def done_inputs(output: str) -> set[str]:
     """The inputs whose rows an output folder already holds (those of committed parts)."""
     fs, base = _filesystem(output)
@@ -687,8 +700,10 @@ def _foreign(fs: Any, base: str) -> list[str]:
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         return []
     names = (info.base_name for info in fs.get_file_info(pafs.FileSelector(base)))
-    ours = (_PART, _PART_TEMPORARY)
-    return sorted(n for n in names if n != _MANIFEST and not any(p.fullmatch(n) for p in ours))
+    # the sweep deletes only emovit's own names, so hidden files and the ones file browsers
+    # leave (.DS_Store, Thumbs.db, desktop.ini) are harmless
+    ignored = {_MANIFEST, "Thumbs.db", "desktop.ini"}
+    return sorted(n for n in names if n not in ignored and not n.startswith(".") and not _PART.fullmatch(n))
 
 
 def _sweep(fs: Any, base: str, committed: set[str]) -> int:
@@ -779,13 +794,14 @@ def predict_to_folder(
     if other:
         raise OptionError(f"{output} holds {sorted(other)[0]}: resume it with the same format", option="fmt")
     _sweep(fs, base, committed)
-    done = {source for entry in entries for source in entry["inputs"]}
+    done = {key for entry in entries for key in _entry_keys(entry)}
     if expand:
         from emovit.sources import expand_sources
 
         inputs = expand_remote(expand_sources(inputs))
-    unique = list(dict.fromkeys(inputs))
-    todo = [source for source in unique if source not in done]
+    first = {_input_key(source): source for source in reversed(inputs)}  # one per input, however written
+    unique = [first[key] for key in dict.fromkeys(_input_key(source) for source in inputs)]
+    todo = [source for source in unique if _input_key(source) not in done]
     report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
     report.duplicates = len(inputs) - len(unique)
     units = _units(todo, part_size, fmt)
@@ -809,6 +825,7 @@ def predict_to_folder(
         for entry in parts.iter_rows():
             entry = dict(entry)
             entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
+            entry["keys"] = [_input_key(source) for source in entry["inputs"]]
             entry["summaries"] = json.loads(entry["summaries"])
             _commit(fs, base, entry)
             committed.add(entry["part"])
@@ -817,8 +834,12 @@ def predict_to_folder(
             report.errors += entry["errors"]
         _sweep(fs, base, committed)  # files of attempts Ray gave up on
     report.seconds = time.perf_counter() - start
-    by_source = {s["source"]: s for entry in _manifest(fs, base) for s in entry.get("summaries") or []}
-    report.summaries = [by_source[s] for s in unique if s in by_source]
+    by_key: dict[str, dict[str, Any]] = {}
+    for entry in _manifest(fs, base):
+        key_of = dict(zip(entry["inputs"], _entry_keys(entry), strict=False))
+        for summary in entry.get("summaries") or []:
+            by_key[key_of.get(summary["source"]) or _input_key(summary["source"])] = summary
+    report.summaries = [by_key[key] for key in map(_input_key, unique) if key in by_key]
     return report
 
 

@@ -77,8 +77,12 @@ def expand_sources(
             out.extend(_walk(path, recursive, videos))
         elif kind is None and not is_url(source) and _GLOB_CHARS & set(source):
             matches = sorted(glob.glob(source, recursive=True))
+            found: dict[str, None] = {}  # `**` matches a folder and its sub-folders: each file once
             for match in matches:  # a matched folder gives its files, like a folder source
-                out.extend(_walk(Path(match), recursive, videos) if _is_dir(Path(match)) else [match])
+                found.update(
+                    dict.fromkeys(_walk(Path(match), recursive, videos) if _is_dir(Path(match)) else [match])
+                )
+            out.extend(found)
             if not matches:
                 out.append(source)
         else:

@@ -111,10 +111,8 @@ def export_onnx(
     optimize: bool = True,
 ) -> ExportResult:
     """Export `model` (Hub id, folder, registry name) to an ONNX model folder and verify it."""
-    import torch
 
-    from emovit.models import FRAMING_FILE, load_torch_model, read_model_config, resolve_model
-    from emovit.postprocess import softmax
+    from emovit.models import load_torch_model, read_model_config, resolve_model
 
     source = resolve_model(model)
     fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
@@ -123,10 +121,40 @@ def export_onnx(
     net = loaded.model
     assert net is not None  # load_torch_model always loads the weights
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Everything is written and checked beside `out` first, then moved in: a failed check or a
-    # crash leaves no model folder that `--backend auto` would pick up.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as staged:
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_into(
+            out, source, loaded, net, model, quantize, opset, check_images, tolerance, optimize
+        )
+    except BaseException:
+        if created:  # a failed check leaves no folder that `--backend auto` would pick up
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _export_into(
+    out: Path,
+    source: Path,
+    loaded: Any,
+    net: Any,
+    model: str,
+    quantize: Literal["int8"] | None,
+    opset: int,
+    check_images: int,
+    tolerance: float | None,
+    optimize: bool,
+) -> ExportResult:
+    """`export_onnx`'s work: everything is written and checked in a hidden folder inside `out`
+    (the same file system), then moved in, ``model.onnx`` last."""
+    import torch
+
+    from emovit.models import FRAMING_FILE, read_model_config
+    from emovit.postprocess import softmax
+
+    output = out
+    fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as staged:
         staging = Path(staged)
         pixels = _check_images(source, check_images)
         with tempfile.TemporaryDirectory() as tmp:
@@ -217,7 +245,8 @@ def export_onnx(
                 f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model (nothing was written to "
                 f"{output})"
             )
-        out.mkdir(exist_ok=True)
-        for path in staging.iterdir():
+        if not (source / FRAMING_FILE).is_file():  # a previous export's framing is not this model's
+            (out / FRAMING_FILE).unlink(missing_ok=True)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == ONNX_FILE):
             os.replace(path, out / path.name)
     return result

@@ -225,26 +225,33 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
 
 
 class _OutputNames:
-    """File stems for saved images: the source's stem, printable, at most `MAX_STEM` characters
-    (a file name must leave room for the suffixes), unique within one run."""
+    """File stems for saved images: the source's stem, printable, at most `MAX_STEM_BYTES` of
+    UTF-8 (a file name must leave room for the suffixes), unique within one run, also where
+    the file system ignores case (macOS, Windows: ``Photo`` and ``photo`` are one name)."""
 
-    MAX_STEM = 100
+    MAX_STEM_BYTES = 150
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.used: set[str] = set()
 
     def next(self, source: str) -> str:
+        import unicodedata
+
         from emovit.writers import display_name
 
         stem = display_name(Path(source).stem, controls=True) if not source.startswith("<") else "image"
-        stem = stem[: self.MAX_STEM] or "image"
-        count, candidate = self.counts.get(stem, 0), stem
-        while candidate in self.used:  # `a_1` of a.jpg must not overwrite the source a_1.jpg's
+        stem = stem.encode()[: self.MAX_STEM_BYTES].decode("utf-8", "ignore") or "image"  # whole characters
+
+        def key(name: str) -> str:
+            return unicodedata.normalize("NFC", name).casefold()
+
+        count, candidate = self.counts.get(key(stem), 0), stem
+        while key(candidate) in self.used:  # `a_1` of a.jpg must not overwrite the source a_1.jpg's
             count += 1
             candidate = f"{stem}_{count}"
-        self.counts[stem] = count
-        self.used.add(candidate)
+        self.counts[key(stem)] = count
+        self.used.add(key(candidate))
         return candidate
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from emovit.cli._errors import EmovitCommand
 from emovit.cli._options import collect, threads_option
@@ -146,8 +148,12 @@ def _given(**values: Any) -> dict[str, Any]:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a model config field.")
 @collect("fields", dict, *_CONFIG_OPTIONS)
 @collect("newer", _given, *_LABEL_AND_FRAMING_OPTIONS)
-@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
-@click.option("--cutmix", type=float, default=0.0, show_default=True, help="CutMix alpha (0 = off).")
+@click.option(
+    "--mixup", type=click.FloatRange(0), default=0.0, show_default=True, help="Mixup alpha (0 = off)."
+)
+@click.option(
+    "--cutmix", type=click.FloatRange(0), default=0.0, show_default=True, help="CutMix alpha (0 = off)."
+)
 @click.option(
     "--augment",
     "augment_name",
@@ -206,6 +212,8 @@ def train(
         raise click.BadParameter(str(error), param_hint="--augment-set") from None
     teachers = fields.pop("teacher")
     fields["teacher"] = None if not teachers else teachers[0] if len(teachers) == 1 else list(teachers)
+    if resume and click.get_current_context().get_parameter_source("epochs") is ParameterSource.DEFAULT:
+        fields["epochs"] = _saved_epochs(output, fields["epochs"])  # not the default's 30
     config = TrainConfig(
         data=data,
         output=output,
@@ -228,6 +236,14 @@ def train(
         "wall_time_s": round(result.wall_time_s, 1),
     }
     click.echo(json.dumps(report))
+
+
+def _saved_epochs(output: str, default: int) -> int:
+    """The epochs a run in `output` was started with (a resume without --epochs keeps them)."""
+    try:
+        return int(json.loads((Path(output) / "training_config.json").read_text())["config"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default  # no run there: `train` says so
 
 
 @click.command(cls=EmovitCommand)

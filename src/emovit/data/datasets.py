@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovit.errors import DatasetError
+from emovit.errors import DatasetError, ImageError
 from emovit.labels import canonical_label, order_labels
 from emovit.sources import IMAGE_EXTENSIONS
 
@@ -85,7 +86,7 @@ def list_splits(data: str | os.PathLike[str]) -> list[str]:
     path = Path(data)
     if path.is_file():
         try:
-            with path.open(newline="", encoding="utf-8") as handle:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
                 usages = {_split_key(row.get("Usage") or "") for row in csv.DictReader(handle)}
         except (UnicodeDecodeError, csv.Error) as exc:
             raise DatasetError(f"{path}: not a FER2013 CSV file ({exc})") from None
@@ -125,7 +126,7 @@ def _read_csv(path: Path, split: str | None) -> list[Sample]:
 
 def _read_csv_rows(path: Path, split: str | None) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
@@ -232,8 +233,12 @@ def decode_samples(
             labels.
         threads: decoding threads (default: up to 8).
 
+    Images that cannot be read are left out with a warning naming them (`LabelledImages.names`
+    lists the kept ones).
+
     Raises:
-        DatasetError: a label is not among `classes`, or the images differ in size.
+        DatasetError: a label is not among `classes`, the images differ in size, or none of
+            them could be read.
     """
     from emovit.imageio import load_images
 
@@ -251,8 +256,25 @@ def decode_samples(
             raise DatasetError(f"labels {unknown} are not among the model's classes {list(classes)}")
         labels = np.asarray([index[s.label] for s in samples], dtype=np.int64)
     decoded = load_images(
-        [s.source for s in samples], names=[s.name for s in samples], threads=threads, then=transform
+        [s.source for s in samples],
+        names=[s.name for s in samples],
+        threads=threads,
+        then=transform,
+        errors="collect",
     )
+    failed = [i for i, image in enumerate(decoded) if isinstance(image, ImageError)]
+    if failed:  # a few broken files among thousands: left out, named, the rest goes on
+        if len(failed) == len(samples):
+            raise DatasetError(f"none of the {len(samples)} images could be read (first: {decoded[0]})")
+        shown = "; ".join(str(decoded[i]) for i in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        left_out = f"{len(failed)} of {len(samples)} images could not be read and are left out"
+        warnings.warn(f"{left_out}: {shown}{more}", stacklevel=2)
+        keep = np.setdiff1d(np.arange(len(samples)), failed)
+        samples = [samples[i] for i in keep]
+        decoded = [decoded[i] for i in keep]
+        labels = labels[keep]
+        targets = targets[keep] if targets is not None else None
     shapes = sorted({image.shape for image in decoded})
     if len(shapes) > 1:
         raise DatasetError(

@@ -33,6 +33,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import TextIO
 
 import numpy as np
 
@@ -116,55 +117,63 @@ def read_vote_labels(path: str | os.PathLike[str]) -> VoteLabels:
     """
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
     except OSError as exc:
         raise DatasetError(
             f"{path}: cannot read the vote labels ({exc.strerror or exc})", option="labels"
         ) from None
-    with handle:
-        reader = csv.DictReader(handle)
-        columns = [c for c in reader.fieldnames or () if c is not None]
-        lower = {c.strip().lower(): c for c in columns}
-        if "file" not in lower:
+    try:
+        with handle:
+            return _read_votes(path, handle)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: not a UTF-8 CSV vote file ({exc})", option="labels") from None
+
+
+def _read_votes(path: Path, handle: TextIO) -> VoteLabels:
+    """The rows of `read_vote_labels`, from its open file."""
+    reader = csv.DictReader(handle)
+    columns = [c for c in reader.fieldnames or () if c is not None]
+    lower = {c.strip().lower(): c for c in columns}
+    if "file" not in lower:
+        raise DatasetError(
+            f"{path}: no 'file' column (the image path inside its split folder)", option="labels"
+        )
+    vote_columns: dict[str, int] = {}
+    for column in columns:
+        if column.strip().lower() in _KEY_COLUMNS:
+            continue
+        name = _vote_class(column)
+        if name is None:
             raise DatasetError(
-                f"{path}: no 'file' column (the image path inside its split folder)", option="labels"
+                f"{path}: column {column!r} is neither an emotion nor contempt, unknown or NF",
+                option="labels",
             )
-        vote_columns: dict[str, int] = {}
-        for column in columns:
-            if column.strip().lower() in _KEY_COLUMNS:
-                continue
-            name = _vote_class(column)
-            if name is None:
+        vote_columns[column] = VOTE_CLASSES.index(name)
+    missing = [e for e in EMOTIONS if e not in {VOTE_CLASSES[i] for i in vote_columns.values()}]
+    if missing:
+        raise DatasetError(f"{path}: no vote column for {missing}", option="labels")
+    votes: dict[tuple[str | None, str], np.ndarray] = {}
+    for line, row in enumerate(reader, start=2):
+        split_cell = row.get(lower["split"], "") if "split" in lower else None
+        split = _split_key(split_cell) if split_cell else None
+        if split_cell and split is None:
+            raise DatasetError(f"{path}, line {line}: unknown split {split_cell!r}", option="labels")
+        key = (split, _file_key(row[lower["file"]] or ""))
+        vector = np.zeros(len(VOTE_CLASSES), dtype=np.float32)
+        for column, index in vote_columns.items():
+            try:
+                count = float(row[column] or 0)
+            except ValueError:
+                count = math.nan
+            if not math.isfinite(count) or count < 0:
                 raise DatasetError(
-                    f"{path}: column {column!r} is neither an emotion nor contempt, unknown or NF",
+                    f"{path}, line {line}: {column} must be a vote count >= 0, got {row[column]!r}",
                     option="labels",
                 )
-            vote_columns[column] = VOTE_CLASSES.index(name)
-        missing = [e for e in EMOTIONS if e not in {VOTE_CLASSES[i] for i in vote_columns.values()}]
-        if missing:
-            raise DatasetError(f"{path}: no vote column for {missing}", option="labels")
-        votes: dict[tuple[str | None, str], np.ndarray] = {}
-        for line, row in enumerate(reader, start=2):
-            split_cell = row.get(lower["split"], "") if "split" in lower else None
-            split = _split_key(split_cell) if split_cell else None
-            if split_cell and split is None:
-                raise DatasetError(f"{path}, line {line}: unknown split {split_cell!r}", option="labels")
-            key = (split, _file_key(row[lower["file"]] or ""))
-            vector = np.zeros(len(VOTE_CLASSES), dtype=np.float32)
-            for column, index in vote_columns.items():
-                try:
-                    count = float(row[column] or 0)
-                except ValueError:
-                    count = math.nan
-                if not math.isfinite(count) or count < 0:
-                    raise DatasetError(
-                        f"{path}, line {line}: {column} must be a vote count >= 0, got {row[column]!r}",
-                        option="labels",
-                    )
-                vector[index] += count
-            if key in votes:
-                raise DatasetError(f"{path}, line {line}: a second row for {key[1]!r}", option="labels")
-            votes[key] = vector
+            vector[index] += count
+        if key in votes:
+            raise DatasetError(f"{path}, line {line}: a second row for {key[1]!r}", option="labels")
+        votes[key] = vector
     if not votes:
         raise DatasetError(f"{path}: no rows", option="labels")
     return VoteLabels(votes)

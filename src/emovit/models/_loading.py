@@ -211,8 +211,12 @@ def resolve_device(device: str = "auto") -> str:
         parsed = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
         raise ModelLoadError(f"unknown device {device!r}; {usage}", option="device") from None
-    if parsed.type not in {"cpu", "cuda", "mps"}:
+    if parsed.type not in {"cpu", "cuda", "mps", "xpu"}:
         raise ModelLoadError(f"unknown device {device!r}; {usage}", option="device")
+    if parsed.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ModelLoadError(
+            f"device {device!r} requested but no Intel GPU (XPU) is available", option="device"
+        )
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} requested but CUDA is not available", option="device")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
     from emovit.results import ImageResult
     from emovit.serve.settings import ServeSettings
-    from emovit.serve.state import ServeState
+    from emovit.serve.state import JobSlots, ServeState, Slot
     from emovit.video import VideoOptions
 
 __all__ = ["router"]
@@ -171,9 +171,28 @@ async def predict(
     ``ok: false``, ``error``, ``error_code`` and ``error_stage``. With ``explain=true`` each face
     also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
+    state.require_ready()
+    start = time.perf_counter()
+    with _take(state, state.explain_slots) if explain else contextlib.nullcontext() as slot:
+        return await _predict(
+            request, state, slot, detector, no_face, top_k, explain_method, explain_target, start
+        )
+
+
+async def _predict(
+    request: Request,
+    state: ServeState,
+    slot: Slot | None,
+    detector: Literal["default", "none"],
+    no_face: Literal["skip", "whole"] | None,
+    top_k: int,
+    explain_method: Literal["auto", "rollout", "grad-rollout", "gradcam", "smoothgrad"],
+    explain_target: str | None,
+    start: float,
+) -> Any:
+    """`predict`'s work; `slot` (explain=true): the explain job's slot, taken before the body."""
     rec, batcher, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
-    start = time.perf_counter()
     images = await _images_from(request, state)
     faces = _request_faces(server_faces, detector, no_face)
 
@@ -190,8 +209,8 @@ async def predict(
             metrics.rejections.labels("queue_full").inc()
             raise ApiError(503, "overloaded", "the server is busy, retry shortly",
                            {"Retry-After": str(settings.retry_after_s)}) from None  # fmt: skip
-        if explain:
-            return await asyncio.to_thread(
+        if slot is not None:  # explain=true: the maps in the explain pool, one job per slot
+            return await slot.submit(
                 rec.explain_prepared, prepared, method=explain_method, target=explain_target
             )
         return results
@@ -259,6 +278,15 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
     return safe_name(parts[0].filename, 0), bytes(parts[0].data)
 
 
+def _take(state: ServeState, slots: JobSlots) -> Slot:
+    """A slot of `slots`, or 503 (counted as ``queue_full``) when all are busy."""
+    try:
+        return slots.take(state.settings.retry_after_s)
+    except ApiError:
+        state.metrics.rejections.labels("queue_full").inc()
+        raise
+
+
 def _analyse_video(
     rec: EmotionRecognizer,
     faces: FaceOptions,
@@ -316,43 +344,17 @@ async def video(
     rec, _, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
     start = time.perf_counter()
-    # The slot is taken before the body is read (N uploads at once are not all held in memory)
-    # and given back when the analysis thread ends, not when the client stops waiting (504).
-    if state.video_jobs >= settings.max_video_jobs:
-        metrics.rejections.labels("queue_full").inc()
-        raise ApiError(503, "overloaded", "another video is being analysed, retry shortly",
-                       {"Retry-After": str(settings.retry_after_s)})  # fmt: skip
-    state.video_jobs += 1
-    loop = asyncio.get_running_loop()
-
-    def release() -> None:
-        state.video_jobs -= 1
-
-    def finished(_: object) -> None:  # in the worker thread: the analysis ran, or never started
-        with contextlib.suppress(RuntimeError):  # the server's loop has closed meanwhile
-            loop.call_soon_threadsafe(release)
-
-    handed_over = False
     try:
+        options = VideoOptions(fps=fps, every=every, end=settings.max_video_seconds).replace(smooth=smooth)
+    except EmovitError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    stop = threading.Event()
+    with _take(state, state.video_slots) as slot:  # before the body is read: see JobSlots
         name, data = await _video_from(request)
+        job = slot.submit(_analyse_video, rec, server_faces, settings, data, name, options, stop, top_k)
         try:
-            options = VideoOptions(fps=fps, every=every, end=settings.max_video_seconds).replace(
-                smooth=smooth
-            )
-        except EmovitError as exc:
-            raise ApiError(422, "bad_request", str(exc)) from None
-        stop = threading.Event()
-        job = state.video_executor().submit(
-            _analyse_video, rec, server_faces, settings, data, name, options, stop, top_k
-        )
-        job.add_done_callback(finished)
-        handed_over = True
-        try:
-            frames, summary = await asyncio.wait_for(
-                asyncio.wrap_future(job), timeout=settings.video_deadline_s
-            )
+            frames, summary = await asyncio.wait_for(job, timeout=settings.video_deadline_s)
         except TimeoutError:
-            stop.set()
             metrics.rejections.labels("deadline").inc()
             raise ApiError(504, "deadline", f"not answered within {settings.video_deadline_s:g} s") from None
         except ApiError as problem:
@@ -360,9 +362,8 @@ async def video(
             raise
         except EmovitError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
-    finally:
-        if not handed_over:
-            release()
+        finally:  # answered, timed out, or the request cancelled (shutdown): the thread stops
+            stop.set()  # after its batch, and its slot comes back then
     metrics.latency.observe(time.perf_counter() - start)
     return {"model": rec.model.name, "frames": frames, "summary": summary}
 

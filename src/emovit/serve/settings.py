@@ -37,6 +37,8 @@ class ServeSettings:
         max_video_seconds: longer videos answer 413 (and no more than this is ever analysed).
         video_deadline_s: seconds from a fully read video to the answer before 504.
         max_video_jobs: videos analysed at once; more answer 503 with Retry-After.
+        max_explain_jobs: ``explain=true`` requests served at once (each map costs many model
+            passes); more answer 503 with Retry-After.
 
     Examples:
         >>> ServeSettings(token="s3cret", max_images=4).max_images
@@ -63,3 +65,4 @@ class ServeSettings:
     max_video_seconds: float = 60.0
     video_deadline_s: float = 120.0
     max_video_jobs: int = 1
+    max_explain_jobs: int = 1

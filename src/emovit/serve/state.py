@@ -6,11 +6,14 @@ loading thread (once) and by the shutdown signal, and read by every request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from emovit.serve.errors import ApiError
 from emovit.serve.metrics import Metrics
@@ -21,9 +24,82 @@ if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
     from emovit.serve.batcher import MicroBatcher
 
-__all__ = ["ServeState", "get_state"]
+__all__ = ["JobSlots", "ServeState", "Slot", "get_state"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("emovit.serve")
+
+
+class JobSlots:
+    """At most `limit` jobs of one kind at once, each run in a thread of the kind's own pool
+    (long jobs never starve the default executor that photo requests prepare in).
+
+    A request takes its slot with `take` before it reads its body (N uploads at once are not
+    all held in memory) and gives it back when its job's thread has ended, not when the
+    client stops waiting (a 504): `Slot.submit`. A slot taken but never submitted (the body
+    was bad) is given back when its ``with`` block ends.
+    """
+
+    def __init__(self, kind: str, limit: int) -> None:
+        self.kind, self.limit = kind, limit
+        self.busy = 0  # changed on the event loop's thread only
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def take(self, retry_after_s: int) -> Slot:
+        """A slot, or a 503 with Retry-After when all are busy."""
+        if self.busy >= self.limit:
+            raise ApiError(503, "overloaded", f"the server is busy with another {self.kind} job, retry "
+                           "shortly", {"Retry-After": str(retry_after_s)})  # fmt: skip
+        self.busy += 1
+        return Slot(self)
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix=f"emovit-{self.kind}")
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+class Slot:
+    """One taken `JobSlots` slot (a context manager): `submit` runs its one job."""
+
+    def __init__(self, slots: JobSlots) -> None:
+        self.slots = slots
+        self._submitted = False
+
+    def _give_back(self) -> None:
+        self.slots.busy -= 1
+
+    def submit(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> asyncio.Future[_T]:
+        """Run ``fn(*args, **kwargs)`` in the kind's pool (called on the event loop); the slot
+        is given back when it has run, or was cancelled before it started."""
+        if self._submitted:
+            raise RuntimeError("a slot runs one job")
+        loop = asyncio.get_running_loop()
+
+        def ended(_: object) -> None:  # in the worker thread
+            with contextlib.suppress(RuntimeError):  # the server's loop has closed meanwhile
+                loop.call_soon_threadsafe(self._give_back)
+
+        job = self.slots.pool().submit(fn, *args, **kwargs)
+        self._submitted = True
+        job.add_done_callback(ended)
+        return asyncio.wrap_future(job)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._submitted:
+            self._give_back()
 
 
 @dataclass
@@ -40,7 +116,8 @@ class ServeState:
         ready: loaded and warmed up: ``/readyz`` answers 200.
         shutting_down: intake has stopped (SIGTERM): ``/v1/`` and ``/readyz`` answer 503.
         error: why loading failed, if it did.
-        video_jobs: videos being analysed now (``/v1/video``).
+        video_slots: the videos being analysed (``/v1/video``), at most ``max_video_jobs``.
+        explain_slots: the requests computing explanation maps, at most ``max_explain_jobs``.
     """
 
     settings: ServeSettings = field(default_factory=ServeSettings)
@@ -51,26 +128,18 @@ class ServeState:
     ready: bool = False
     shutting_down: bool = False
     error: str | None = None
-    video_jobs: int = 0
-    _video_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
-    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    video_slots: JobSlots = field(init=False, repr=False)
+    explain_slots: JobSlots = field(init=False, repr=False)
 
-    def video_executor(self) -> ThreadPoolExecutor:
-        """The threads that analyse uploaded videos: ``max_video_jobs`` of them, apart from the
-        default executor the photo requests prepare in (a long video does not starve them)."""
-        with self._pool_lock:
-            if self._video_pool is None:
-                self._video_pool = ThreadPoolExecutor(
-                    self.settings.max_video_jobs, thread_name_prefix="emovit-video"
-                )
-            return self._video_pool
+    def __post_init__(self) -> None:
+        self.video_slots = JobSlots("video", self.settings.max_video_jobs)
+        self.explain_slots = JobSlots("explain", self.settings.max_explain_jobs)
 
     def close(self) -> None:
-        """Let the video threads end (a running analysis stops after its batch at its deadline)."""
-        with self._pool_lock:
-            if self._video_pool is not None:
-                self._video_pool.shutdown(wait=False, cancel_futures=True)
-                self._video_pool = None
+        """Cancel the jobs not started yet; running ones end on their own (a video analysis
+        after its batch: its request set its stop event when it was cancelled)."""
+        self.video_slots.close()
+        self.explain_slots.close()
 
     def begin_shutdown(self) -> None:
         """Stop intake: new ``/v1/`` requests get 503 and ``/readyz`` 503, while the requests

@@ -425,6 +425,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if resume:
         from safetensors.torch import load_file
 
+        saved_classes = json.loads((out / "training_config.json").read_text())["resolved"]["classes"]
+        if list(saved_classes) != list(classes):  # a renamed class folder, another --init's labels
+            raise TrainError(
+                f"{out}: the run was started with the classes {saved_classes} and the data and model "
+                f"now give {list(classes)}; resume with the same data, or start a new run"
+            )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
@@ -440,10 +446,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         _write_config(out, cfg, classes, world, accelerator.mixed_precision, processor, train_data, val_data)
 
     stopped = "epochs"
+    if state["bad_epochs"] >= cfg.patience:  # resumed after the epoch that stopped it early
+        stopped = "early stopping"
     session_start = time.perf_counter()
     elapsed_before = float(state["elapsed_s"])
     show = (sys.stderr.isatty() if progress is None else progress) and accelerator.is_main_process
-    for epoch in range(int(state["epoch"]), cfg.epochs):
+    for epoch in range(int(state["epoch"]) if stopped == "epochs" else cfg.epochs, cfg.epochs):
         epoch_start = time.perf_counter()
         gen = torch.Generator().manual_seed(_seed(cfg, epoch))
         torch.manual_seed(_seed(cfg, epoch, 1))

@@ -46,9 +46,9 @@ _NETWORK_TIMEOUT_S = 15.0
 # inside the bytes (an ffconcat upload would otherwise make the server read its own disk).
 _IN_MEMORY_FORMATS = ",".join(
     (
-        *("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "m4v", "h264", "hevc"),
-        *("mjpeg", "yuv4mpegpipe", "gif", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe"),
-        "tiff_pipe",
+        *("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "mxf", "nut", "ivf", "dv"),
+        *("m4v", "mpegvideo", "h264", "hevc", "obu", "av1", "mjpeg", "yuv4mpegpipe"),
+        *("gif", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe"),
     )
 )
 
@@ -145,8 +145,8 @@ def _open_container(source: VideoInput, label: str) -> Any:
     except (av.error.FFmpegError, OSError) as exc:
         if isinstance(exc, av.error.ArgumentError) and "format_whitelist" in options:
             raise InputError(
-                label, "a container emovit does not open from bytes (a playlist or a list of other "
-                f"files, say); send the video itself ({_IN_MEMORY_FORMATS.replace(',', ', ')})",
+                label, "not a video container emovit opens from bytes (playlists and lists of other "
+                f"files never are); it opens {_IN_MEMORY_FORMATS.replace(',', ', ')}",
                 "unsupported_format",
             ) from None  # fmt: skip
         raise InputError(label, f"cannot open the video ({exc})", "not_found") from None
