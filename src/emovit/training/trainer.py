@@ -536,11 +536,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             state.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1)
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
+            # The history first, whole and atomically (a resume keeps the lines of the epochs
+            # its checkpoint holds), then the best weights, then the checkpoint that commits
+            # the epoch: a kill anywhere between repeats the epoch, never loses its line.
+            write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if improved:
                 _save_best(out, unwrapped, processor, framing, framing_notes)
             _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state)
-            with (out / "metrics.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
         accelerator.wait_for_everyone()
         _log(
             accelerator,
