@@ -799,9 +799,11 @@ def predict_to_folder(
         from emovit.sources import expand_sources
 
         inputs = expand_remote(expand_sources(inputs))
-    first = {_input_key(source): source for source in reversed(inputs)}  # one per input, however written
-    unique = [first[key] for key in dict.fromkeys(_input_key(source) for source in inputs)]
-    todo = [source for source in unique if _input_key(source) not in done]
+    first: dict[str, str] = {}  # key -> the input as first written: one per input, however written
+    for source in inputs:
+        first.setdefault(_input_key(source), source)
+    unique = list(first.values())
+    todo = [source for key, source in first.items() if key not in done]
     report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
     report.duplicates = len(inputs) - len(unique)
     units = _units(todo, part_size, fmt)
@@ -839,7 +841,7 @@ def predict_to_folder(
         key_of = dict(zip(entry["inputs"], _entry_keys(entry), strict=False))
         for summary in entry.get("summaries") or []:
             by_key[key_of.get(summary["source"]) or _input_key(summary["source"])] = summary
-    report.summaries = [by_key[key] for key in map(_input_key, unique) if key in by_key]
+    report.summaries = [by_key[key] for key in first if key in by_key]
     return report
 
 

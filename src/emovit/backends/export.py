@@ -152,7 +152,6 @@ def _export_into(
     from emovit.models import FRAMING_FILE, read_model_config
     from emovit.postprocess import softmax
 
-    output = out
     fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
     with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as staged:
         staging = Path(staged)
@@ -217,9 +216,7 @@ def _export_into(
         logit_diff = float(np.abs(got - reference).max())
         prob_diff = float(np.abs(softmax(got) - softmax(reference)).max())
         agreement = float((got.argmax(1) == reference.argmax(1)).mean())
-        result = ExportResult(
-            Path(output), quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention
-        )
+        result = ExportResult(out, quantize, logit_diff, prob_diff, agreement, len(pixels), fused_attention)
         info: dict[str, Any] = {
             "source": str(model),
             "format": "onnx",
@@ -237,13 +234,13 @@ def _export_into(
             raise ExportError(
                 f"onnxruntime differs from torch by {logit_diff:.2e} in the logits (tolerance "
                 f"{tolerance or FP32_TOLERANCE:.0e}); the export is not trustworthy, so nothing was "
-                f"written to {output}"
+                f"written to {out}"
             )
         if quantize == "int8" and prob_diff > (tolerance or INT8_TOLERANCE):
             raise ExportError(
                 f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
                 f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model (nothing was written to "
-                f"{output})"
+                f"{out})"
             )
         if not (source / FRAMING_FILE).is_file():  # a previous export's framing is not this model's
             (out / FRAMING_FILE).unlink(missing_ok=True)

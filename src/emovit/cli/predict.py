@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -236,23 +237,22 @@ class _OutputNames:
         self.used: set[str] = set()
 
     def next(self, source: str) -> str:
-        import unicodedata
-
         from emovit.writers import display_name
 
         stem = display_name(Path(source).stem, controls=True) if not source.startswith("<") else "image"
         stem = stem.encode()[: self.MAX_STEM_BYTES].decode("utf-8", "ignore") or "image"  # whole characters
-
-        def key(name: str) -> str:
-            return unicodedata.normalize("NFC", name).casefold()
-
-        count, candidate = self.counts.get(key(stem), 0), stem
-        while key(candidate) in self.used:  # `a_1` of a.jpg must not overwrite the source a_1.jpg's
+        count, candidate = self.counts.get(self._key(stem), 0), stem
+        while self._key(candidate) in self.used:  # `a_1` of a.jpg must not overwrite a_1.jpg's
             count += 1
             candidate = f"{stem}_{count}"
-        self.counts[key(stem)] = count
-        self.used.add(key(candidate))
+        self.counts[self._key(stem)] = count
+        self.used.add(self._key(candidate))
         return candidate
+
+    @staticmethod
+    def _key(name: str) -> str:
+        """The name as a case-blind file system compares it."""
+        return unicodedata.normalize("NFC", name).casefold()
 
 
 def _save_outputs(
