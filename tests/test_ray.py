@@ -35,7 +35,7 @@ from emovit.results import FaceResult, FrameResult, ImageResult
 from emovit.writers import result_rows
 
 from .conftest import FER2013, REPO, require_shared
-from .ray_faults import DieOnce
+from .ray_faults import DieOnce, DieOnWidth
 
 NONE = FaceOptions(detector="none")
 
@@ -367,6 +367,61 @@ def test_resume_skips_done_inputs(
     assert_same_rows(list(emovit_ray.read_results(str(out))), local_rows(tiny_model_dir, everything))
     sources = pq.read_table(out, columns=["source"]).column("source").to_pylist()  # what any reader sees
     assert len(sources) == len(set(sources)) == len(everything)
+
+
+def test_an_input_that_kills_its_worker_every_time_is_one_error_row(
+    ray_session: Any, tiny_model_dir: Path, fer_images: list[str], tmp_path: Path
+) -> None:
+    """A poison photo (its worker dies on it, however often Ray tries) used to stall the run
+    for ever (Ray restarts actors and retries their tasks without limit). Its part is given up
+    after PART_TRIES tries, its inputs are tried alone, and only the poison becomes an error
+    row; the run ends and every other input has its rows."""
+    poison = tmp_path / "poison.png"
+    Image.new("L", (33, 40), 128).save(poison)
+    inputs = [*fer_images[:15], str(poison)]  # parts of 8: the poison shares a part with 7 others
+    out = tmp_path / "out"
+    faces = FaceOptions(detector=DieOnWidth(33))
+    report = emovit_ray.predict_to_folder(
+        inputs, str(out), str(tiny_model_dir), faces=faces, workers=2, part_size=8, expand=False
+    )
+    assert report.failed_inputs == [str(poison)]
+    assert (report.rows, report.errors) == (16, 1)
+    assert "1 inputs killed their worker on every try" in report.line()
+    rows = {row["source"]: row for row in emovit_ray.read_results(str(out))}
+    assert set(rows) == set(inputs)
+    bad = rows.pop(str(poison))
+    assert (bad["ok"], bad["error_code"], bad["error_stage"]) == (False, "worker_failed", "worker")
+    assert str(poison) in bad["error"] and "3 tries" in bad["error"]
+    assert_same_rows(list(rows.values()), local_rows(tiny_model_dir, fer_images[:15]))
+    assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # no stray part
+    assert emovit_ray.done_inputs(str(out)) == set(inputs)  # --resume does not try it again
+
+
+def test_a_remote_photo_over_the_read_limit_is_an_error_row(
+    tiny_model_dir: Path, fer_images: list[str]
+) -> None:
+    """Remote photos are read whole into the actor's memory: one over `max_bytes` is a
+    ``too_large`` row, unread; the others (and local paths, streamed) go on."""
+    sizes = {path: Path(path).stat().st_size for path in fer_images[:40]}
+    small, big = min(sizes, key=sizes.get), max(sizes, key=sizes.get)  # type: ignore[arg-type]
+    predictor = emovit_ray.BatchPredictor(str(tiny_model_dir), faces=NONE, max_bytes=sizes[small])
+    urls = [Path(small).as_uri(), Path(big).as_uri(), big]
+    rows = predictor(pa.Table.from_pylist([{"path": url} for url in urls])).to_pylist()
+    assert [(row["source"], row["ok"]) for row in rows] == [(urls[0], True), (urls[1], False), (big, True)]
+    assert rows[1]["error_code"] == "too_large" and f"{sizes[big]:,} bytes" in rows[1]["error"]
+
+
+def test_a_part_that_cannot_be_written_stops_the_run_with_the_reason(
+    tiny_model_dir: Path, fer_images: list[str], tmp_path: Path
+) -> None:
+    """A write that fails after the writer's own tries is the storage's fault, not the
+    inputs': the part says why (the driver stops the run with it) instead of Ray retrying it."""
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    writer = emovit_ray._PartWriter(str(blocked), "jsonl", model=str(tiny_model_dir), faces=NONE)
+    units = emovit_ray._units(fer_images[:2], 32, "jsonl")
+    (summary,) = writer(pa.Table.from_pylist(units)).to_pylist()
+    assert summary["part"] == units[0]["part"] and summary["write_error"]
 
 
 def test_a_part_is_written_as_the_local_jsonl(

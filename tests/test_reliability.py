@@ -174,7 +174,7 @@ def test_a_fifo_is_not_a_file(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_every_error_code_is_documented_with_a_stage() -> None:
-    stages = {"decode", "detect", "crop", "preprocess", "model"}
+    stages = {"decode", "detect", "crop", "preprocess", "model", "worker"}
     assert all(stage in stages for stage, _ in ERROR_CODES.values())
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [code for code in ERROR_CODES if f"`{code}`" not in readme]

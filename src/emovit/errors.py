@@ -49,7 +49,8 @@ __all__ = [
     "TrainError",
 ]
 
-ErrorStage = Literal["decode", "detect", "crop", "preprocess", "model"]
+#: Where an input failed; ``worker`` only on the Ray engine (the worker died, stage unknown).
+ErrorStage = Literal["decode", "detect", "crop", "preprocess", "model", "worker"]
 
 #: Every ``error_code`` a failed input can carry, with its stage and meaning (the README's table).
 ERROR_CODES: dict[str, tuple[str, str]] = {
@@ -69,6 +70,11 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "no_video_stream": ("decode", "a media file without a video stream (audio only)"),
     "corrupt_video": ("decode", "damaged video data: not one frame could be decoded"),
     "no_frame_rate": ("decode", "a video whose frames carry no timestamps and that has no frame rate"),
+    "too_large": ("decode", "a remote photo over the Ray engine's read limit (max_bytes, 256 MiB)"),
+    "worker_failed": (
+        "worker",
+        "the Ray worker died on every try of this input alone (a crash or out of memory)",
+    ),
 }
 
 
@@ -93,7 +99,8 @@ class InputError(EmovitError, ValueError):
         source: the input's name (a path, or ``<bytes #3>``).
         problem: what went wrong, for people.
         code: what went wrong, for programs (a key of `ERROR_CODES`).
-        stage: where: ``decode``, ``detect``, ``crop``, ``preprocess`` or ``model``.
+        stage: where: ``decode``, ``detect``, ``crop``, ``preprocess`` or ``model``
+            (``worker`` on the Ray engine: its worker died, at a stage no one saw).
     """
 
     def __init__(self, source: str, problem: str, code: str, stage: ErrorStage | None = None) -> None:

@@ -22,6 +22,10 @@ part's result; a part file without a manifest entry (from an attempt Ray gave up
 driver stopped between the two writes) is deleted before a resumed run, whose inputs are
 then analysed again. ``resume=True`` skips the inputs listed in the manifest.
 
+Bounded retries: a part is tried `PART_TRIES` times (Ray Data alone would retry a part whose
+actor dies for ever); a part given up is split, and an input that kills its worker alone too
+becomes a ``worker_failed`` error row.
+
 Examples:
     >>> import ray  # doctest: +SKIP
     >>> paths = ray.data.from_items([{"path": p} for p in ["a.jpg", "b.png"]])  # doctest: +SKIP
@@ -48,7 +52,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from emovit.errors import ImageError, OptionError
+from emovit.errors import ImageError, InputError, OptionError
 from emovit.results import FrameResult, ImageResult
 from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_url
 from emovit.writers import result_rows
@@ -79,6 +83,13 @@ __all__ = [
 RowFormat = Literal["parquet", "jsonl"]
 #: Photos per output file (and per unit of work that Ray retries as a whole).
 PART_SIZE = 256
+#: Tries of a part (an actor that dies, a crash or out of memory, is restarted by Ray and the
+#: part tried again); a part that fails them all is split, and an input that fails alone as
+#: often becomes an error row (``worker_failed``) instead of stalling the run.
+PART_TRIES = 3
+#: The largest remote photo read (photos are read whole into the actor's memory, a part's at a
+#: time; local files and videos are streamed instead).
+MAX_READ_BYTES = 256 * 1024**2
 #: URL schemes read through pyarrow's filesystems (on the workers, into emovit's decoder).
 REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file"})
 _MANIFEST = "_manifest"  # readers (pyarrow, Spark, DuckDB globs on part-*) skip names starting with _
@@ -268,10 +279,12 @@ def _url_of(root_url: str, root_path: str, path: str) -> str:
 
 
 class _Reader:
-    """Reads remote inputs into named in-memory files, a few at a time, caching filesystems."""
+    """Reads remote inputs into named in-memory files, a few at a time, caching filesystems;
+    a file over `max_bytes` is an error row, not read (a part's photos are held in memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = MAX_READ_BYTES) -> None:
         self._filesystems: dict[str, Any] = {}
+        self.max_bytes = max_bytes
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         """The (cached) pyarrow filesystem of `url` and the path of `url` on it."""
@@ -289,14 +302,21 @@ class _Reader:
     def read(self, url: str) -> io.BytesIO | ImageResult:
         """The file as a `BytesIO` named `url` (emovit's decoder reads it), or the error row of
         a file that cannot be read."""
+        limit = self.max_bytes
         try:
             fs, path = self.filesystem(url)
             with fs.open_input_file(path) as handle:
-                data = handle.readall()
+                size = handle.size()
+                data = handle.read() if limit is None or size <= limit else b""
         except FileNotFoundError:
             return ImageResult(source=url).fail(ImageError(url, "no such file", "not_found"))
         except (OSError, ValueError) as exc:
             error = ImageError(url, f"cannot read the file ({exc})", "not_found")
+            return ImageResult(source=url).fail(error)
+        if limit is not None and size > limit:
+            error = ImageError(
+                url, f"the file has {size:,} bytes, over the limit of {limit:,} (max_bytes)", "too_large"
+            )
             return ImageResult(source=url).fail(error)
         buffer = io.BytesIO(data)
         buffer.name = url  # describe_source names the result by it
@@ -322,6 +342,8 @@ class BatchPredictor:
         video: the video options (`emovit.video.VideoOptions`).
         top_k: add each face's top `top_k` labels to its row.
         num_cpus: the actor's CPUs: its torch / onnxruntime threads unless ``threads`` is given.
+        max_bytes: the largest remote photo read (bigger ones are ``too_large`` error rows);
+            None for no limit.
         recognizer: more `EmotionRecognizer` options (``batch_size``, ``device``, ``backend``,
             ``precision``, ``threads``, ``max_pixels``, ``tta``).
 
@@ -338,6 +360,7 @@ class BatchPredictor:
         video: VideoOptions | None = None,
         top_k: int | None = None,
         num_cpus: float = 1,
+        max_bytes: int | None = MAX_READ_BYTES,
         recognizer: dict[str, Any] | None = None,
     ) -> None:
         from transformers.utils import logging as hf_logging
@@ -354,7 +377,7 @@ class BatchPredictor:
             self.rec: EmotionRecognizer = EmotionRecognizer.from_pretrained(model, faces=faces, **options)
         self.video = video
         self.top_k = top_k
-        self.reader = _Reader()
+        self.reader = _Reader(max_bytes)
         self._fetch = ThreadPoolExecutor(4, thread_name_prefix="emovit-fetch")
 
     def __call__(self, batch: Any) -> pa.Table:
@@ -405,10 +428,9 @@ class BatchPredictor:
                 fs, path = self.reader.filesystem(source)
                 source = fs.open_input_file(path)
             except (OSError, ValueError) as exc:
-                error = ImageError(name, f"cannot read the file ({exc})", "not_found")
-                failed = FrameResult(source=name).fail(error)
-                summary = {"source": name, "frames_analysed": 0, "error": failed.error}
-                return [_kind(row, "frame") for row in self.rows(failed)], summary
+                return _failed_video(
+                    name, ImageError(name, f"cannot read the file ({exc})", "not_found"), self.top_k
+                )
         run = self.rec.predict_video(source, options=self.video, name=name)
         try:
             rows = [_kind(row, "frame") for frame in run for row in self.rows(frame)]
@@ -417,6 +439,15 @@ class BatchPredictor:
             if hasattr(source, "close") and not isinstance(source, str):
                 source.close()
         return rows, run.summary()
+
+
+def _failed_video(
+    name: str, error: InputError, top_k: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The error row and summary of a video that could not be analysed at all."""
+    failed = FrameResult(source=name).fail(error)
+    summary = {"source": name, "frames_analysed": 0, "error": failed.error}
+    return [_kind(row, "frame") for row in result_rows(failed, top_k)], summary
 
 
 def _named(blob: bytes, name: str | None) -> Any:
@@ -440,7 +471,8 @@ def _columns(batch: Any) -> dict[str, list[Any]]:
 class _PartWriter(BatchPredictor):
     """A `BatchPredictor` that writes each part (a row ``part``, ``inputs``, ``video``) to its
     file in the output folder, through a temporary name and a rename, and returns one
-    summary row per part for the driver to commit."""
+    summary row per part for the driver to commit (``write_error`` set when the part could not
+    be written: the driver stops the run with it)."""
 
     def __init__(self, output: str, fmt: RowFormat, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -461,10 +493,15 @@ class _PartWriter(BatchPredictor):
                 summaries.append(summary)
             else:
                 rows = [_kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)]
-            _write_part(self.fs, self.base, part, rows, self.fmt)
+            try:
+                _write_part(self.fs, self.base, part, rows, self.fmt)
+                problem = None
+            except OSError as exc:  # not the inputs' fault: the driver stops the run with it
+                problem = str(exc) or type(exc).__name__
             out.append(
                 {
                     "part": part,
+                    "write_error": problem,
                     "rows": len(rows),
                     "errors": sum(not row["ok"] for row in rows),
                     "summaries": json.dumps(summaries),
@@ -475,6 +512,7 @@ class _PartWriter(BatchPredictor):
         schema = pa.schema(
             [
                 ("part", pa.string()),
+                ("write_error", pa.string()),
                 ("rows", pa.int64()),
                 ("errors", pa.int64()),
                 ("summaries", pa.string()),
@@ -517,6 +555,19 @@ def _write_part(fs: Any, base: str, name: str, rows: list[dict[str, Any]], fmt: 
 # ---------------------------------------------------------------------------- the datasets
 
 
+@contextlib.contextmanager
+def _bounded_retries() -> Iterator[dict[str, Any]]:
+    """The actor options of a map: a dead actor is always replaced, but a task (a batch, a
+    part) is tried `PART_TRIES` times, not Ray Data's unlimited default, so that an input that
+    kills its worker every time cannot stall a run for ever. Ray 2.60 deprecates passing them
+    this way but has no named parameter for them yet: its warning is silenced here only."""
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        yield {"max_restarts": -1, "max_task_retries": PART_TRIES - 1}
+
+
 def _compute(
     workers: int | tuple[int, int] | None, num_cpus: float, num_gpus: float, tasks: int | None = None
 ) -> Any:
@@ -545,6 +596,7 @@ def predict_dataset(
     num_gpus: float = 0,
     batch_size: int = 16,
     top_k: int | None = None,
+    max_bytes: int | None = MAX_READ_BYTES,
     **recognizer: Any,
 ) -> ray.data.Dataset:
     """Result rows (`result_schema`) for a Dataset of inputs: a column ``path`` (local paths,
@@ -554,7 +606,9 @@ def predict_dataset(
     Each actor of the pool (`workers` of them: a number, a ``(min, max)`` range to autoscale,
     default one per `num_cpus` CPUs of the cluster, or per `num_gpus` GPUs) loads the model
     once and classifies `batch_size` inputs per call; a broken input becomes its error row, as
-    locally. `recognizer` takes `EmotionRecognizer`'s other options (``device``,
+    locally. A batch whose actor dies is tried `PART_TRIES` times in all, then fails the
+    dataset (`predict_to_folder` instead isolates such an input as a ``worker_failed`` row).
+    Remote photos over `max_bytes` are ``too_large`` rows. `recognizer` takes `EmotionRecognizer`'s other options (``device``,
     ``backend``, ``precision``, ``threads``, ``max_pixels``, ``tta``).
 
     Examples:
@@ -565,17 +619,19 @@ def predict_dataset(
     if batch_size < 1:
         raise OptionError(f"batch_size must be at least 1, got {batch_size}", option="batch_size")
     kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
-    kwargs["num_cpus"] = num_cpus
+    kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
     kwargs["recognizer"] = {"batch_size": batch_size, **recognizer}
-    return dataset.map_batches(
-        BatchPredictor,
-        fn_constructor_kwargs=kwargs,
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=_compute(workers, num_cpus, num_gpus),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus or None,
-    )
+    with _bounded_retries() as retries:  # a batch that kills its actor every time fails the dataset
+        return dataset.map_batches(
+            BatchPredictor,
+            fn_constructor_kwargs=kwargs,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=_compute(workers, num_cpus, num_gpus),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
+            **retries,
+        )
 
 
 # ---------------------------------------------------------------------------- the folder job
@@ -596,6 +652,8 @@ class JobReport:
     workers: int = 0
     output: str = ""
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    #: inputs whose worker died on every try, alone (their error rows say ``worker_failed``)
+    failed_inputs: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -611,6 +669,10 @@ class JobReport:
             text += f"; {self.skipped:,} inputs skipped (already in {self.output})"
         if self.duplicates:
             text += f"; {self.duplicates:,} repeated inputs analysed once"
+        if self.failed_inputs:
+            names = ", ".join(self.failed_inputs[:3]) + (", ..." if len(self.failed_inputs) > 3 else "")
+            count = len(self.failed_inputs)
+            text += f"; {count:,} inputs killed their worker on every try ({names}): worker_failed rows"
         return text
 
 
@@ -722,6 +784,93 @@ def _sweep(fs: Any, base: str, committed: set[str]) -> int:
     return removed
 
 
+def _singles(unit: dict[str, Any], fmt: RowFormat) -> list[dict[str, Any]]:
+    """A part's inputs as parts of one input each."""
+    return [
+        {"part": _part_name([os.fsdecode(n)], fmt), "inputs": [n], "video": unit["video"]}
+        for n in unit["inputs"]
+    ]
+
+
+class _PartRun:
+    """Runs parts on an actor pool and commits each part Ray hands back; returns the parts
+    that failed every try."""
+
+    def __init__(
+        self,
+        fs: Any,
+        base: str,
+        kwargs: dict[str, Any],
+        workers: int | None,
+        num_cpus: float,
+        num_gpus: float,
+        committed: set[str],
+        report: JobReport,
+    ) -> None:
+        self.fs, self.base, self.kwargs, self.workers = fs, base, kwargs, workers
+        self.num_cpus, self.num_gpus, self.committed, self.report = num_cpus, num_gpus, committed, report
+
+    def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import ray.data
+
+        compute = _compute(self.workers, self.num_cpus, self.num_gpus, tasks=len(units))
+        self.report.workers = max(self.report.workers, int(compute.max_size or compute.min_size or 1))
+        inputs_of = {unit["part"]: unit["inputs"] for unit in units}
+        dataset = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
+        with _bounded_retries() as retries:
+            parts = dataset.map_batches(
+                _PartWriter,
+                fn_constructor_kwargs=self.kwargs,
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=compute,
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus or None,
+                **retries,
+            )
+        parts.context.max_errored_blocks = -1  # a part given up on: the others go on
+        returned: set[str] = set()
+        for entry in parts.iter_rows():
+            entry = dict(entry)
+            problem = entry.pop("write_error", None)
+            if problem:  # the output storage failed (after the writer's own tries): no use going on
+                raise OSError(f"cannot write {entry['part']} into {self.base}: {problem}")
+            entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
+            self.commit(entry)
+            returned.add(entry["part"])
+        return [unit for unit in units if unit["part"] not in returned]
+
+    def commit(self, entry: dict[str, Any]) -> None:
+        """Record a written part in the manifest and the report."""
+        entry["keys"] = [_input_key(source) for source in entry["inputs"]]
+        if isinstance(entry["summaries"], str):
+            entry["summaries"] = json.loads(entry["summaries"])
+        _commit(self.fs, self.base, entry)
+        self.committed.add(entry["part"])
+        self.report.parts += 1
+        self.report.rows += entry["rows"]
+        self.report.errors += entry["errors"]
+
+    def commit_failure(self, unit: dict[str, Any], top_k: int | None) -> None:
+        """Write and commit the error row of an input that failed every try alone."""
+        source = os.fsdecode(unit["inputs"][0])
+        error = InputError(
+            source,
+            f"the Ray worker analysing it died or failed on all {PART_TRIES} tries "
+            "(a crash or out of memory; Ray's logs say more)",
+            "worker_failed",
+        )
+        if unit["video"]:
+            rows, summary = _failed_video(source, error, top_k)
+            summaries = [summary]
+        else:
+            rows = [_kind(row, "image") for row in result_rows(ImageResult(source=source).fail(error), top_k)]
+            summaries = []
+        _write_part(self.fs, self.base, unit["part"], rows, self.kwargs["fmt"])
+        entry = {"part": unit["part"], "rows": len(rows), "errors": len(rows), "summaries": summaries}
+        self.commit(entry | {"seconds": 0.0, "worker": "driver", "inputs": [source]})
+
+
 def predict_to_folder(
     inputs: Sequence[str],
     output: str,
@@ -738,6 +887,7 @@ def predict_to_folder(
     part_size: int = PART_SIZE,
     top_k: int | None = None,
     expand: bool = True,
+    max_bytes: int | None = MAX_READ_BYTES,
     **recognizer: Any,
 ) -> JobReport:
     """Analyse `inputs` (paths and URLs, photos and videos) on Ray into the folder `output`
@@ -762,8 +912,6 @@ def predict_to_folder(
         'ray: 1,200 rows (3 errors) from 1,001 inputs in 12.0 s: 100.0 rows/s on 8 workers'
     """
     import pyarrow.fs as pafs
-    import ray
-    import ray.data
 
     if fmt not in _EXTENSIONS:
         raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
@@ -809,31 +957,17 @@ def predict_to_folder(
     units = _units(todo, part_size, fmt)
     if units:
         kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
-        kwargs |= {"num_cpus": num_cpus}
+        kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
         kwargs |= {"output": output, "fmt": fmt, "recognizer": {"batch_size": batch_size, **recognizer}}
-        compute = _compute(workers, num_cpus, num_gpus, tasks=len(units))
-        report.workers = int(compute.max_size or compute.min_size or 1)
-        inputs_of = {unit["part"]: unit["inputs"] for unit in units}
-        dataset = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
-        parts = dataset.map_batches(
-            _PartWriter,
-            fn_constructor_kwargs=kwargs,
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=compute,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus or None,
-        )
-        for entry in parts.iter_rows():
-            entry = dict(entry)
-            entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
-            entry["keys"] = [_input_key(source) for source in entry["inputs"]]
-            entry["summaries"] = json.loads(entry["summaries"])
-            _commit(fs, base, entry)
-            committed.add(entry["part"])
-            report.parts += 1
-            report.rows += entry["rows"]
-            report.errors += entry["errors"]
+        run = _PartRun(fs, base, kwargs, workers, num_cpus, num_gpus, committed, report)
+        failed = run(units)
+        # a part whose every try failed (its actor died: a crash or out of memory): each of its
+        # inputs is tried alone, and only the inputs that fail alone too become error rows
+        alone = [single for unit in failed if len(unit["inputs"]) > 1 for single in _singles(unit, fmt)]
+        lost = [unit for unit in failed if len(unit["inputs"]) == 1] + (run(alone) if alone else [])
+        for unit in lost:
+            run.commit_failure(unit, top_k)
+        report.failed_inputs = [os.fsdecode(unit["inputs"][0]) for unit in lost]
         _sweep(fs, base, committed)  # files of attempts Ray gave up on
     report.seconds = time.perf_counter() - start
     by_key: dict[str, dict[str, Any]] = {}
