@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -321,6 +322,59 @@ def test_overload_and_deadline(recognizer: EmotionRecognizer) -> None:
         _assert_error(
             client.post("/v1/predict", files=[("files", ("a.png", _png(), "image/png"))]), 504, "deadline"
         )
+
+
+class _GatedRecognizer:
+    """Wraps a recognizer: once `hold` is called (after the server's warm-up), counts `prepare`
+    calls (decode and detect) and holds the model stage until `gate` is set."""
+
+    def __init__(self, rec: EmotionRecognizer) -> None:
+        self._rec, self.prepared, self.holding = rec, 0, False
+        self.gate, self.inferring = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._rec, name)
+
+    def hold(self) -> None:
+        self.prepared, self.holding = 0, True
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Any:
+        self.prepared += 1
+        return self._rec.prepare(*args, **kwargs)
+
+    def infer(self, batches: list) -> list:
+        if self.holding:
+            self.inferring.set()
+            assert self.gate.wait(30)
+        return self._rec.infer(batches)
+
+
+def _until(condition: Any, what: str) -> None:
+    for _ in range(600):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_a_full_queue_answers_503_before_decoding(recognizer: EmotionRecognizer) -> None:
+    """Overload is rejected before the body is decoded: with the model busy and the queue
+    full, a third request costs no decoding or face detection."""
+
+    gated = _GatedRecognizer(recognizer)
+    with serving(gated, max_batch=1, max_wait_ms=0, max_queue=1) as client:  # type: ignore[arg-type]
+        batcher = get_state(client.app).require_ready()[1]
+        gated.hold()
+        files = [("files", ("a.png", _png(), "image/png"))]
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(client.post, "/v1/predict", files=files)
+            _until(gated.inferring.is_set, "the model holds the first request")
+            second = pool.submit(client.post, "/v1/predict", files=files)
+            _until(lambda: batcher.full, "the second request waits in the queue")
+            _assert_error(client.post("/v1/predict", files=files), 503, "overloaded")
+            assert gated.prepared == 2
+            gated.gate.set()
+            assert first.result().status_code == second.result().status_code == 200
 
 
 def test_faces_through_the_api(tiny_model_dir: Path) -> None:

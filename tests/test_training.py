@@ -322,7 +322,9 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2
 
 
-def test_a_soup_is_released_with_the_stages_of_its_ingredients(dataset: Path, tmp_path: Path) -> None:
+def test_a_soup_is_released_with_the_stages_of_its_ingredients(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A weight average of two runs continued from one model: the release takes it like a run
     and the card tells the shared stages, each ingredient's own stage and the average."""
     from emovit.training.release import release_model
@@ -357,6 +359,18 @@ def test_a_soup_is_released_with_the_stages_of_its_ingredients(dataset: Path, tm
     assert "BatchNorm statistics averaged too" in card
     assert "stage 2b " in card  # its wall time counts
     assert "teacher runs (t0, t1) " in card  # and so does the time of b's teacher and of its teacher
+    assert metrics["plain"]["model"] == str(dest)  # scored in a staging folder, named as released
+    # a release that stops half-way (here: writing the card) leaves the previous one whole
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("emovit.training.release.refresh_card", stop)
+    with pytest.raises(KeyboardInterrupt):
+        release_model(a.output, dest, dataset)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".released")) == []
 
 
 def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -> None:

@@ -608,8 +608,9 @@ def predict_dataset(
     once and classifies `batch_size` inputs per call; a broken input becomes its error row, as
     locally. A batch whose actor dies is tried `PART_TRIES` times in all, then fails the
     dataset (`predict_to_folder` instead isolates such an input as a ``worker_failed`` row).
-    Remote photos over `max_bytes` are ``too_large`` rows. `recognizer` takes `EmotionRecognizer`'s other options (``device``,
-    ``backend``, ``precision``, ``threads``, ``max_pixels``, ``tta``).
+    Remote photos over `max_bytes` are ``too_large`` rows. `recognizer` takes
+    `EmotionRecognizer`'s other options (``device``, ``backend``, ``precision``, ``threads``,
+    ``max_pixels``, ``tta``).
 
     Examples:
         >>> files = ray.data.read_binary_files("s3://b/faces/", include_paths=True)  # doctest: +SKIP

@@ -80,6 +80,11 @@ class MicroBatcher:
         return self._queue.qsize()
 
     @property
+    def full(self) -> bool:
+        """No room for another job now (`submit` would raise `QueueFullError`)."""
+        return self._stopping or self._queue.full()
+
+    @property
     def idle(self) -> bool:
         return self._queue.empty() and self._busy == 0
 

@@ -193,6 +193,8 @@ async def _predict(
     """`predict`'s work; `slot` (explain=true): the explain job's slot, taken before the body."""
     rec, batcher, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
+    if batcher.full:  # before the body is read and decoded: an overload must not cost decoding too
+        raise _overloaded(state)
     images = await _images_from(request, state)
     faces = _request_faces(server_faces, detector, no_face)
 
@@ -206,9 +208,7 @@ async def _predict(
         try:
             results = await batcher.submit(prepared)
         except QueueFullError:
-            metrics.rejections.labels("queue_full").inc()
-            raise ApiError(503, "overloaded", "the server is busy, retry shortly",
-                           {"Retry-After": str(settings.retry_after_s)}) from None  # fmt: skip
+            raise _overloaded(state) from None
         if slot is not None:  # explain=true: the maps in the explain pool, one job per slot
             return await slot.submit(
                 rec.explain_prepared, prepared, method=explain_method, target=explain_target
@@ -231,6 +231,13 @@ async def _predict(
         raise problem
     metrics.latency.observe(time.perf_counter() - start)
     return {"model": rec.model.name, "results": [_result_dict(result, top_k) for result in results]}
+
+
+def _overloaded(state: ServeState) -> ApiError:
+    """The 503 of a full model queue (counted as ``queue_full``)."""
+    state.metrics.rejections.labels("queue_full").inc()
+    retry = {"Retry-After": str(state.settings.retry_after_s)}
+    return ApiError(503, "overloaded", "the server is busy, retry shortly", retry)
 
 
 def _result_dict(result: ImageResult, top_k: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emovit.errors import TrainError
-from emovit.fileio import write_text_atomic
+from emovit.fileio import atomic_dir, write_text_atomic
 from emovit.training.card import recipe_run, write_release_card
 
 __all__ = ["refresh_card", "release_model"]
@@ -56,77 +56,85 @@ def release_model(
     from emovit.models import FRAMING_FILE
     from emovit.training.soup import SOUP_FILE
 
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / SOUP_FILE).unlink(missing_ok=True)
-    for name in (*_FILES, FRAMING_FILE, SOUP_FILE):
-        if name in _FILES or (run / name).is_file():
-            shutil.copy(run / name, dest / name)
-    config = json.loads((dest / "config.json").read_text())
-    config.pop("emovit_random_weights", None)
-    write_text_atomic(dest / "config.json", json.dumps(config, indent=2) + "\n")
-    adjustment = None
-    if adjust_prior:
-        from emovit.training.adjust import apply_prior_adjustment, tune_prior_adjustment
+    metrics: dict[str, Any] = {}
 
-        trained_on = json.loads((recipe_run(run) / "training_config.json").read_text())["config"].get(
-            "labels"
-        )
-        prior_labels = None
-        if trained_on:  # the prior is the mass of what the model learned from: the votes
-            prior_labels = Path(trained_on) if Path(trained_on).is_file() else labels
-            if prior_labels is None:
-                raise TrainError(f"{run} was trained on the votes of {trained_on}: pass that file as labels")
-        adjustment = tune_prior_adjustment(run, data, labels=labels, prior_labels=prior_labels)
-        if adjustment.tau != 0:
-            apply_prior_adjustment(dest, adjustment)
-    (dest / ONNX_FILE).unlink(missing_ok=True)  # never evaluate a stale export
-    if onnx:
-        from emovit.backends.export import export_onnx
+    def build(stage: Path) -> None:  # a fresh folder, swapped in for `dest` only when complete
+        for name in (*_FILES, FRAMING_FILE, SOUP_FILE):
+            if name in _FILES or (run / name).is_file():
+                shutil.copy(run / name, stage / name)
+        config = json.loads((stage / "config.json").read_text())
+        config.pop("emovit_random_weights", None)
+        write_text_atomic(stage / "config.json", json.dumps(config, indent=2) + "\n")
+        adjustment = None
+        if adjust_prior:
+            from emovit.training.adjust import apply_prior_adjustment, tune_prior_adjustment
 
-        with tempfile.TemporaryDirectory() as tmp:
-            export_onnx(str(dest), Path(tmp), check_images=64)
-            shutil.copy(Path(tmp) / ONNX_FILE, dest / ONNX_FILE)
-    # the released folder itself is scored, with the backend `auto` gives users
-    train_dir = data / "train"
-    cropped = FaceOptions(detector="none")  # the test split holds face crops
-    reports = {
-        "plain": evaluate(dest, data, dest / "evaluation", split="test", faces=cropped),
-        "tta": evaluate(dest, data, None, split="test", faces=cropped, tta=True),
-        "leak_free": evaluate(dest, data, None, split="test", faces=cropped, exclude_leaks=train_dir),
-    }
-    if labels is not None:
-        reports["ferplus_plain"] = evaluate(
-            dest, data, dest / "evaluation-ferplus", split="test", faces=cropped, labels=labels
+            trained_on = json.loads((recipe_run(run) / "training_config.json").read_text())["config"].get(
+                "labels"
+            )
+            prior_labels = None
+            if trained_on:  # the prior is the mass of what the model learned from: the votes
+                prior_labels = Path(trained_on) if Path(trained_on).is_file() else labels
+                if prior_labels is None:
+                    raise TrainError(
+                        f"{run} was trained on the votes of {trained_on}: pass that file as labels"
+                    )
+            adjustment = tune_prior_adjustment(run, data, labels=labels, prior_labels=prior_labels)
+            if adjustment.tau != 0:
+                apply_prior_adjustment(stage, adjustment)
+        if onnx:
+            from emovit.backends.export import export_onnx
+
+            with tempfile.TemporaryDirectory() as tmp:
+                export_onnx(str(stage), Path(tmp), check_images=64)
+                shutil.copy(Path(tmp) / ONNX_FILE, stage / ONNX_FILE)
+        # the released folder itself is scored, with the backend `auto` gives users
+        train_dir = data / "train"
+        cropped = FaceOptions(detector="none")  # the test split holds face crops
+        reports = {
+            "plain": evaluate(stage, data, stage / "evaluation", split="test", faces=cropped),
+            "tta": evaluate(stage, data, None, split="test", faces=cropped, tta=True),
+            "leak_free": evaluate(stage, data, None, split="test", faces=cropped, exclude_leaks=train_dir),
+        }
+        if labels is not None:
+            reports["ferplus_plain"] = evaluate(
+                stage, data, stage / "evaluation-ferplus", split="test", faces=cropped, labels=labels
+            )
+            reports["ferplus_tta"] = evaluate(
+                stage, data, None, split="test", faces=cropped, tta=True, labels=labels
+            )
+            reports["ferplus_leak_free"] = evaluate(
+                stage, data, None, split="test", faces=cropped, exclude_leaks=train_dir, labels=labels
+            )
+        shutil.move(str(stage / "evaluation" / "confusion_matrix.png"), stage / "confusion_matrix.png")
+        (stage / "confusion_matrix_ferplus.png").unlink(missing_ok=True)
+        if labels is not None:
+            shutil.move(
+                str(stage / "evaluation-ferplus" / "confusion_matrix.png"),
+                stage / "confusion_matrix_ferplus.png",
+            )
+            shutil.rmtree(stage / "evaluation-ferplus")
+        metrics.update({k: r.metrics for k, r in reports.items()})
+        if adjustment is not None:
+            metrics["prior_adjustment"] = adjustment.to_dict()
+        if labels is not None:
+            metrics["labels_file"] = str(labels)
+        for report in metrics.values():  # scored in the staging folder, released as `dest`
+            if isinstance(report, dict) and "model" in report:
+                report["model"] = str(dest)
+        write_text_atomic(stage / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(stage / "evaluation")
+        refresh_card(
+            run,
+            stage,
+            speed=speed,
+            compare=compare,
+            labels=labels,
+            robustness=robustness,
+            augment_choice=augment_choice,
         )
-        reports["ferplus_tta"] = evaluate(
-            dest, data, None, split="test", faces=cropped, tta=True, labels=labels
-        )
-        reports["ferplus_leak_free"] = evaluate(
-            dest, data, None, split="test", faces=cropped, exclude_leaks=train_dir, labels=labels
-        )
-    shutil.move(str(dest / "evaluation" / "confusion_matrix.png"), dest / "confusion_matrix.png")
-    (dest / "confusion_matrix_ferplus.png").unlink(missing_ok=True)
-    if labels is not None:
-        shutil.move(
-            str(dest / "evaluation-ferplus" / "confusion_matrix.png"), dest / "confusion_matrix_ferplus.png"
-        )
-        shutil.rmtree(dest / "evaluation-ferplus")
-    metrics: dict[str, Any] = {k: r.metrics for k, r in reports.items()}
-    if adjustment is not None:
-        metrics["prior_adjustment"] = adjustment.to_dict()
-    if labels is not None:
-        metrics["labels_file"] = str(labels)
-    write_text_atomic(dest / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(dest / "evaluation")
-    refresh_card(
-        run,
-        dest,
-        speed=speed,
-        compare=compare,
-        labels=labels,
-        robustness=robustness,
-        augment_choice=augment_choice,
-    )
+
+    atomic_dir(dest, build)  # a crash or Ctrl-C leaves the old release whole (weights, card, metrics)
     return metrics
 
 
