@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,6 +112,39 @@ def test_sources_globs_of_folders_and_paths_that_cannot_be_looked_at(photo_dir: 
         assert [Path(p).name for p in expand_sources([str(tmp_path)], recursive=recursive)] == ["shown.png"]
     too_long = str(tmp_path / ("n" * 300 + ".jpg"))  # OSError: File name too long, when looked at
     assert expand_sources([too_long, str(tmp_path / ("n" * 300 + "*"))]) == [too_long, too_long[:-4] + "*"]
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_row(
+    photo_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sub-folder without read permission was skipped without a word (os.walk's default);
+    it is now a source of its own, whose error row says its files are left out. (The tests
+    run as root, whom permissions do not stop: the listing is refused by a stand-in.)"""
+    from emovit import EmotionRecognizer
+    from emovit.sources import expand_sources
+
+    locked = photo_dir / "sub dir"
+    scandir, iterdir = os.scandir, Path.iterdir
+
+    def refuse(path: Any = ".") -> Any:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    def refuse_iterdir(self: Path) -> Any:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    monkeypatch.setattr(Path, "iterdir", refuse_iterdir)
+    sources = expand_sources([str(photo_dir)])
+    assert str(locked) in sources and not any(s.startswith(f"{locked}{os.sep}") for s in sources)
+    assert expand_sources([str(locked)], recursive=False) == [str(locked)]
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none")
+    (row,) = rec.predict([str(locked)])
+    assert row.error_code == "not_found" and "cannot be listed (Permission denied)" in row.error
+    assert "files are left out" in row.error
 
 
 def test_a_name_too_long_is_an_error_row(photo_dir: Path, tiny_model_dir: Path) -> None:

@@ -218,6 +218,15 @@ def check_file(
     readable, non-empty regular file (a FIFO would block, a folder is not a file)."""
     try:
         if path.is_dir():
+            try:
+                with os.scandir(path) as listing:
+                    next(listing, None)
+            except OSError as exc:  # a folder source whose listing failed (expand_sources)
+                raise error(
+                    label,
+                    f"a folder that cannot be listed ({exc.strerror or exc}): its files are left out",
+                    "not_found",
+                ) from None
             raise error(label, f"is a directory, not {what}", "not_found")
         info = path.stat()
     except FileNotFoundError:

@@ -27,17 +27,28 @@ _GLOB_CHARS = set("*?[")
 
 
 def _walk(folder: Path, recursive: bool, videos: bool) -> Iterator[str]:
+    """The media files of `folder`, sorted; a folder (this one or a sub-folder) that cannot be
+    listed is given as itself, so that it becomes an error row naming it, not a silent gap."""
     extensions = _MEDIA_EXTENSIONS if videos else IMAGE_EXTENSIONS
     if recursive:
-        for root, dirs, files in os.walk(folder):
+        unlisted: list[str] = []
+        for root, dirs, files in os.walk(folder, onerror=lambda exc: unlisted.append(str(exc.filename))):
+            yield from unlisted
+            unlisted.clear()
             dirs.sort()
             for name in sorted(files):
                 if Path(name).suffix.lower() in extensions and not name.startswith("."):
                     yield os.path.join(root, name)
-    else:
-        for entry in sorted(folder.iterdir()):
-            if entry.is_file() and entry.suffix.lower() in extensions and not entry.name.startswith("."):
-                yield str(entry)
+        yield from unlisted
+        return
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        yield str(folder)
+        return
+    for entry in entries:
+        if entry.is_file() and entry.suffix.lower() in extensions and not entry.name.startswith("."):
+            yield str(entry)
 
 
 def _is_dir(path: Path) -> bool | None:
