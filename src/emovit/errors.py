@@ -70,7 +70,7 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "no_video_stream": ("decode", "a media file without a video stream (audio only)"),
     "corrupt_video": ("decode", "damaged video data: not one frame could be decoded"),
     "no_frame_rate": ("decode", "a video whose frames carry no timestamps and that has no frame rate"),
-    "too_large": ("decode", "a remote photo over the Ray engine's read limit (max_bytes, 256 MiB)"),
+    "too_large": ("decode", "a photo URL over the Ray engine's read limit (max_bytes, 256 MiB)"),
     "worker_failed": (
         "worker",
         "the Ray worker died on every try of this input alone (a crash or out of memory)",

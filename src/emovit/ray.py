@@ -70,6 +70,8 @@ __all__ = [
     "BatchPredictor",
     "JobReport",
     "PART_SIZE",
+    "PART_TRIES",
+    "PartError",
     "REMOTE_SCHEMES",
     "RowFormat",
     "done_inputs",
@@ -471,8 +473,8 @@ def _columns(batch: Any) -> dict[str, list[Any]]:
 class _PartWriter(BatchPredictor):
     """A `BatchPredictor` that writes each part (a row ``part``, ``inputs``, ``video``) to its
     file in the output folder, through a temporary name and a rename, and returns one
-    summary row per part for the driver to commit (``write_error`` set when the part could not
-    be written: the driver stops the run with it)."""
+    summary row per part for the driver to commit (``failure`` set when the part could not be
+    written, or raised: the driver stops the run with `PartError`)."""
 
     def __init__(self, output: str, fmt: RowFormat, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -488,20 +490,25 @@ class _PartWriter(BatchPredictor):
             inputs = [os.fsdecode(name) for name in encoded]
             start = time.perf_counter()
             summaries: list[dict[str, Any]] = []
-            if video:
-                rows, summary = self.video_rows(inputs[0], inputs[0])
-                summaries.append(summary)
-            else:
-                rows = [_kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)]
+            rows: list[dict[str, Any]] = []
             try:
+                if video:
+                    rows, summary = self.video_rows(inputs[0], inputs[0])
+                    summaries.append(summary)
+                else:
+                    rows = [
+                        _kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)
+                    ]
                 _write_part(self.fs, self.base, part, rows, self.fmt)
                 problem = None
-            except OSError as exc:  # not the inputs' fault: the driver stops the run with it
-                problem = str(exc) or type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - the storage or a bug, not an input (inputs
+                # fail as error rows): handed back for the driver to stop the run with, neither
+                # retried by Ray nor mistaken for a dead worker
+                problem = f"{type(exc).__name__}: {exc}"
             out.append(
                 {
                     "part": part,
-                    "write_error": problem,
+                    "failure": problem,
                     "rows": len(rows),
                     "errors": sum(not row["ok"] for row in rows),
                     "summaries": json.dumps(summaries),
@@ -512,7 +519,7 @@ class _PartWriter(BatchPredictor):
         schema = pa.schema(
             [
                 ("part", pa.string()),
-                ("write_error", pa.string()),
+                ("failure", pa.string()),
                 ("rows", pa.int64()),
                 ("errors", pa.int64()),
                 ("summaries", pa.string()),
@@ -569,10 +576,15 @@ def _bounded_retries() -> Iterator[dict[str, Any]]:
 
 
 def _compute(
-    workers: int | tuple[int, int] | None, num_cpus: float, num_gpus: float, tasks: int | None = None
+    workers: int | tuple[int, int] | None,
+    num_cpus: float,
+    num_gpus: float,
+    tasks: int | None = None,
+    in_flight: int | None = None,
 ) -> Any:
     """The actor pool: `workers` actors, or one per `num_cpus` CPUs (`num_gpus` GPUs) of the
-    cluster; never more than `tasks` (an actor with nothing to do only costs its start)."""
+    cluster; never more than `tasks` (an actor with nothing to do only costs its start);
+    `in_flight` tasks sent to an actor at a time (default: Ray Data's)."""
     import ray
     import ray.data
 
@@ -581,8 +593,11 @@ def _compute(
         available = ray.cluster_resources().get(resource, 1) if ray.is_initialized() else os.cpu_count() or 1
         workers = max(1, int(available // max(per_actor, 1e-9)))
     if isinstance(workers, tuple):
-        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1])
-    return ray.data.ActorPoolStrategy(size=max(1, min(workers, tasks or workers)))
+        return ray.data.ActorPoolStrategy(
+            min_size=workers[0], max_size=workers[1], max_tasks_in_flight_per_actor=in_flight
+        )
+    size = max(1, min(workers, tasks or workers))
+    return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)
 
 
 def predict_dataset(
@@ -638,6 +653,11 @@ def predict_dataset(
 # ---------------------------------------------------------------------------- the folder job
 
 
+class PartError(RuntimeError):
+    """A part failed in its worker for a reason that is not one of its inputs (the output
+    storage, or a bug): `predict_to_folder` stops; committed parts stay, ``resume`` goes on."""
+
+
 @dataclass
 class JobReport:
     """What a `predict_to_folder` run did: this run's rows and errors, the inputs it skipped
@@ -678,7 +698,11 @@ class JobReport:
 
 
 def _part_name(inputs: Sequence[str], fmt: RowFormat) -> str:
-    digest = hashlib.sha256("\0".join(inputs).encode("utf-8", "surrogateescape")).hexdigest()
+    """A part's file name: a hash of its inputs' keys (`_input_key`), so that a retried part
+    rewrites its own file, and a relative path resumed from another folder (another input)
+    never takes the name of a committed part."""
+    keys = "\0".join(_input_key(source) for source in inputs)
+    digest = hashlib.sha256(keys.encode("utf-8", "surrogateescape")).hexdigest()
     return f"part-{digest[:24]}{_EXTENSIONS[fmt]}"
 
 
@@ -738,9 +762,11 @@ def _entry_keys(entry: dict[str, Any]) -> list[str]:
 
 
 def done_inputs(output: str) -> set[str]:
-    """The inputs whose rows an output folder already holds (those of committed parts)."""
+    """The inputs whose rows an output folder already holds (those of committed parts), which
+    ``resume`` skips; not those that killed their worker (``worker_failed``: tried again)."""
     fs, base = _filesystem(output)
-    return {source for entry in _manifest(fs, base) for source in entry["inputs"]}
+    entries = [entry for entry in _manifest(fs, base) if not entry.get("worker_failed")]
+    return {source for entry in entries for source in entry["inputs"]}
 
 
 def _commit(fs: Any, base: str, entry: dict[str, Any]) -> None:
@@ -814,7 +840,8 @@ class _PartRun:
     def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import ray.data
 
-        compute = _compute(self.workers, self.num_cpus, self.num_gpus, tasks=len(units))
+        # one part in flight per actor: a part that kills its actor takes no queued part with it
+        compute = _compute(self.workers, self.num_cpus, self.num_gpus, tasks=len(units), in_flight=1)
         self.report.workers = max(self.report.workers, int(compute.max_size or compute.min_size or 1))
         inputs_of = {unit["part"]: unit["inputs"] for unit in units}
         dataset = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
@@ -833,9 +860,9 @@ class _PartRun:
         returned: set[str] = set()
         for entry in parts.iter_rows():
             entry = dict(entry)
-            problem = entry.pop("write_error", None)
-            if problem:  # the output storage failed (after the writer's own tries): no use going on
-                raise OSError(f"cannot write {entry['part']} into {self.base}: {problem}")
+            problem = entry.pop("failure", None)
+            if problem:  # the storage (after the writer's own tries) or a bug: no use going on
+                raise PartError(f"{entry['part']} of {self.base} failed in its worker: {problem}")
             entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
             self.commit(entry)
             returned.add(entry["part"])
@@ -857,8 +884,8 @@ class _PartRun:
         source = os.fsdecode(unit["inputs"][0])
         error = InputError(
             source,
-            f"the Ray worker analysing it died or failed on all {PART_TRIES} tries "
-            "(a crash or out of memory; Ray's logs say more)",
+            f"the Ray worker analysing it died on all {PART_TRIES} tries "
+            "(a crash or out of memory; Ray's logs say more; --resume tries it again)",
             "worker_failed",
         )
         if unit["video"]:
@@ -869,7 +896,7 @@ class _PartRun:
             summaries = []
         _write_part(self.fs, self.base, unit["part"], rows, self.kwargs["fmt"])
         entry = {"part": unit["part"], "rows": len(rows), "errors": len(rows), "summaries": summaries}
-        self.commit(entry | {"seconds": 0.0, "worker": "driver", "inputs": [source]})
+        self.commit(entry | {"seconds": 0.0, "worker": "driver", "inputs": [source], "worker_failed": True})
 
 
 def predict_to_folder(
@@ -938,6 +965,10 @@ def predict_to_folder(
             f"{output} already holds results ({len(entries)} parts): --resume to go on, or an empty folder",
             option="output",
         )
+    if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
+        for entry in [entry for entry in entries if entry.get("worker_failed")]:
+            fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")  # its file: swept
+            entries.remove(entry)
     committed = {entry["part"] for entry in entries}
     other = {part for part in committed if not part.endswith(_EXTENSIONS[fmt])}
     if other:
