@@ -37,3 +37,23 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     with pytest.raises(RuntimeError):
         crash()
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_a_folder_swap_interrupted_between_its_renames_is_put_back(tmp_path: Path) -> None:
+    """atomic_dir renames the old folder aside, then the new one in: a crash in between left
+    no folder at all; the next swap puts the old one back first (and then replaces it)."""
+    from emovit.fileio import atomic_dir
+
+    target = tmp_path / "model"
+    atomic_dir(target, lambda out: (out / "a.txt").write_text("first"))
+    target.rename(tmp_path / ".model.old")  # where the crash left it
+
+    def fail(out: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_dir(target, fail)
+    assert (target / "a.txt").read_text() == "first" and not (tmp_path / ".model.old").exists()
+    atomic_dir(target, lambda out: (out / "a.txt").write_text("second"))
+    assert (target / "a.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -219,3 +219,110 @@ def test_cli_refuses_bf16_clearly_where_it_would_be_slow(tiny_model_dir: Path, t
     args = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model_dir), "--detector", "none"]
     result = CliRunner().invoke(main, [*args, "--precision", "bf16"])
     assert result.exit_code == 2 and "--precision" in result.output and "AVX512_BF16" in result.output
+
+
+def _copy_model(source: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, dest)
+    return dest
+
+
+def _pipeline_worst(folder: Path, images: list[np.ndarray]) -> float:
+    """The largest |probability difference| between emovit and transformers' pipeline."""
+    from transformers import pipeline
+
+    results = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none").predict(images)
+    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    worst = 0.0
+    for image, result in zip(images, results, strict=True):
+        assert result.ok, result.error
+        theirs = {d["label"]: d["score"] for d in classifier(Image.fromarray(image), top_k=7)}
+        worst = max(worst, max(abs(result.probs[k] - theirs[k]) for k in theirs))
+    return worst
+
+
+def _odd_images() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((40, 50), (61, 33), (100, 20))]
+
+
+def test_a_checkpoint_saved_in_half_precision_answers_like_the_pipeline(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """transformers keeps a checkpoint's dtype: float32 pixels used to fail the first layer of
+    an fp16 model (every input a model_failed row); they go in the weights' dtype now."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "half")
+    model = AutoModelForImageClassification.from_pretrained(tiny_model_dir).to(torch.float16)
+    model.save_pretrained(folder, safe_serialization=True)
+    assert _pipeline_worst(folder, _odd_images()) <= 2e-3  # fp16 arithmetic on both sides
+
+
+def test_a_processor_type_with_its_own_defaults_is_read_as_transformers_reads_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """CLIP's processor reads an integer size as the shortest edge, then centre-crops: the fast
+    path (which reads it as a square) is checked against transformers' at load time."""
+    import json
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "clip-processor")
+    config = {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": 30,
+        "crop_size": 30,
+        "do_center_crop": True,
+        "resample": 3,
+        "image_mean": [0.48, 0.46, 0.41],
+        "image_std": [0.27, 0.26, 0.28],
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    assert _pipeline_worst(folder, _odd_images()) <= 1e-4
+
+
+def test_a_multi_label_checkpoint_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The pipeline reads a multi-label model with a sigmoid per class; emovit's softmax would
+    give other numbers: such checkpoints are refused, saying why."""
+    import json
+
+    from emovit.errors import ModelLoadError
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "multi")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"problem_type": "multi_label_classification"}))
+    with pytest.raises(ModelLoadError, match="multi-label"):
+        EmotionRecognizer.from_pretrained(folder, detector="none")
+
+
+def test_a_face_whose_model_output_is_not_a_number_is_an_error_row(tiny_model_dir: Path) -> None:
+    """A NaN from the model made the face vanish (an ok image with no face, like "no face
+    found"); it is that image's model_failed row now."""
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", detector="none")
+    backend = rec.backend
+
+    def poisoned(pixels: np.ndarray) -> np.ndarray:
+        logits = backend(pixels)
+        logits[0] = np.nan
+        return logits
+
+    rec.backend = poisoned  # type: ignore[assignment]
+    first, second = rec.predict(_odd_images()[:2])
+    assert (first.ok, first.error_code, second.ok) == (False, "model_failed", True)
+    assert "not a number" in (first.error or "")
+
+
+def test_a_third_party_onnx_file_beside_the_weights_is_not_picked_by_auto(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Hub repos may carry a model.onnx that is stale, quantised or broken: `auto` takes onnx
+    only for emovit's own exports (export_info.json), and the weights answer."""
+    pytest.importorskip("onnxruntime")
+    from emovit.backends import TorchBackend
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "with-onnx")
+    (folder / "model.onnx").write_bytes(b"not a model")
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
+    assert isinstance(rec.backend, TorchBackend)
+    assert all(result.ok for result in rec.predict(_odd_images()))

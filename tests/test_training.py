@@ -371,6 +371,14 @@ def test_a_soup_is_released_with_the_stages_of_its_ingredients(
         release_model(a.output, dest, dataset)
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".released")) == []
+    # the swap would delete what a release does not write, or an input kept inside the folder
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(TrainError, match=r"holds notes.txt, which a release does not write"):
+        release_model(a.output, dest, dataset)
+    (dest / "notes.txt").unlink()
+    with pytest.raises(TrainError, match=r"run .* is inside the release folder"):
+        release_model(dest, dest, dataset)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
 
 
 def test_distillation_alone_teaches_the_student(dataset: Path, tmp_path: Path) -> None:
@@ -437,6 +445,7 @@ def test_release_packages_a_model_with_card_and_metrics(
         "confusion_matrix.png",
         "confusion_matrix_ferplus.png",
         "emovit.json",
+        "export_info.json",
         "metrics.json",
         "model.onnx",
         "model.safetensors",

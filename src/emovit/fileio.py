@@ -108,9 +108,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
     """Fill a fresh folder through ``write(tmp)``, then swap it in for `target`: a crash
-    leaves the old folder (or none), never a half-written one."""
+    leaves the old folder (or none), never a half-written one (a crash between the swap's two
+    renames leaves the old one aside, put back by the next call)."""
     target = Path(target)
     tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():  # a crash between the two renames of an earlier swap
+        old.rename(target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

@@ -105,14 +105,21 @@ def _onnxruntime_installed() -> bool:
 
 
 def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> bool:
-    """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has
-    ``model.onnx`` and onnxruntime is installed (or there are no torch weights), else torch;
-    always torch for bf16 (onnxruntime runs the model file as it is)."""
+    """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has an
+    ``model.onnx`` emovit made (`emovit export` records ``export_info.json``; the embedded
+    model's is checked by its release) and onnxruntime is installed, or when there are no torch
+    weights; else torch. A third party's ``model.onnx`` beside safetensors weights (perhaps
+    stale, quantised or fp16) is not trusted to answer as the weights do. Always torch for bf16
+    (onnxruntime runs the model file as it is)."""
     from emovit.backends import ONNX_FILE
+    from emovit.models._loading import _embedded_folder
 
     if not (on_cpu and precision == "fp32" and (folder / ONNX_FILE).is_file()):
         return False
-    return _onnxruntime_installed() or not any(folder.glob("*.safetensors"))
+    if not any(folder.glob("*.safetensors")):
+        return True
+    ours = (folder / "export_info.json").is_file() or folder.resolve() == _embedded_folder().resolve()
+    return ours and _onnxruntime_installed()
 
 
 def _create_backend(name: str, model: LoadedModel, threads: int | None, precision: str = "fp32") -> Backend:
@@ -560,8 +567,16 @@ class EmotionRecognizer:
             for face, row in zip(faces, probs, strict=True):
                 result = face.result
                 result.timings["inference"] = result.timings.get("inference", 0.0) + share
-                if result.ok and not np.isnan(row).any():
-                    result.faces.append(self._face_result(face, row, any(b.keep_pixels for b in batches)))
+                if not result.ok:  # its model call failed (retried alone): the error row says so
+                    continue
+                if not np.isfinite(row).all():  # NaN/inf from the model itself: not "no face"
+                    problem = "the model's output for a face is not a number (NaN or infinite)"
+                    error = InputError(result.source, problem, "model_failed")
+                    if raise_errors:
+                        raise error
+                    result.fail(error)
+                    continue
+                result.faces.append(self._face_result(face, row, any(b.keep_pixels for b in batches)))
         return [batch.results for batch in batches]
 
     def probabilities(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -681,7 +696,9 @@ class EmotionRecognizer:
                     f"this folder has only {ONNX_FILE}, which runs on the onnx backend but is not explained",
                     option="method",
                 )
-            self._torch_module = load_torch_model(self.model.path, device=self.model.device).model
+            self._torch_module = load_torch_model(
+                self.model.path, device=self.model.device, float32=True
+            ).model
         return self._torch_module
 
     def _target_id(self, target: str | None, explainer: Explainer) -> int | None:

@@ -302,14 +302,42 @@ class TransformersPreprocessor:
             raise ModelLoadError(f"{folder}: transformers cannot build its image processor ({exc})") from None
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = self._processor(images=list(images), return_tensors="np")["pixel_values"]
-        return np.ascontiguousarray(np.asarray(out, dtype=np.float32))
+        # HxWx3 always (left to guess, an image 3 or 1 pixels tall reads as channels-first)
+        out = self._processor(images=list(images), return_tensors="np", input_data_format="channels_last")
+        return np.ascontiguousarray(np.asarray(out["pixel_values"], dtype=np.float32))
+
+
+#: Processor types whose missing keys default as `Preprocessor` fills them (ViT's): the fast
+#: path is exact for them. Others (CLIP, BiT, ConvNeXt, MobileViT, ...) read some keys their own
+#: way (an integer size as the shortest edge, crop_pct, channel flips): checked at load time.
+_VIT_PROCESSORS = frozenset({"ViTImageProcessor", "ViTImageProcessorFast", "ViTFeatureExtractor"})
+
+
+def _probe_images() -> list[np.ndarray]:
+    """Two fixed images, of two aspect ratios, to compare processors on."""
+    y, x = np.mgrid[0:53, 0:37]
+    tall = np.stack([(x * 7) % 256, (y * 5) % 256, ((x + y) * 3) % 256], axis=-1).astype(np.uint8)
+    return [tall, np.ascontiguousarray(np.transpose(tall, (1, 0, 2))[::-1])]
 
 
 def create_preprocessor(folder: str | Path) -> ImagePreprocessor:
-    """The fast `Preprocessor` for a model folder, or transformers' processor when needed."""
+    """The fast `Preprocessor` for a model folder, or transformers' processor when needed:
+    when the config asks for what the fast one does not implement, or, for a processor type
+    other than ViT's, when the two do not answer alike on probe images."""
     config = read_processor_config(folder)
     try:
-        return Preprocessor.from_config(config)
+        fast = Preprocessor.from_config(config)
     except UnsupportedProcessorError:
         return TransformersPreprocessor(folder)
+    kind = config.get("image_processor_type") or config.get("feature_extractor_type")
+    if kind is None or kind in _VIT_PROCESSORS:
+        return fast
+    reference = TransformersPreprocessor(folder)
+    for image in _probe_images():
+        try:
+            same = np.allclose(fast([image]), reference([image]), rtol=0, atol=1e-4)
+        except (ValueError, TypeError):  # shapes differ, or one of them refused the image
+            same = False
+        if not same:
+            return reference
+    return fast

@@ -117,7 +117,9 @@ def export_onnx(
     source = resolve_model(model)
     fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
     _register_attention()
-    loaded = load_torch_model(source, attn_implementation=EXPORT_ATTENTION if fusable else "eager")
+    loaded = load_torch_model(
+        source, attn_implementation=EXPORT_ATTENTION if fusable else "eager", float32=True
+    )
     net = loaded.model
     assert net is not None  # load_torch_model always loads the weights
     out = Path(output)

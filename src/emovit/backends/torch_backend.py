@@ -53,6 +53,8 @@ class TorchBackend:
         self.loaded = loaded
         self.precision = precision
         self._forward = None
+        first = next(loaded.model.parameters(), None) if loaded.model is not None else None
+        self._dtype = first.dtype if first is not None and first.is_floating_point() else None
         if fast_vit and loaded.model is not None:
             from emovit.backends._vit import cls_only_last_layer
 
@@ -70,7 +72,9 @@ class TorchBackend:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            batch = torch.from_numpy(pixel_values).to(device)
+            # in the weights' dtype, as transformers' pipeline does (a checkpoint saved in fp16 or
+            # bf16 loads as such; float32 pixels would fail its first layer)
+            batch = torch.from_numpy(pixel_values).to(device, dtype=self._dtype)
             if self._forward is not None:
                 logits = self._forward(batch)
             else:

@@ -46,7 +46,9 @@ DEFAULT_MODEL = "default"
 Device = Literal["auto", "cpu", "cuda", "mps"] | str
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
-_HUB_FILES = ["*.json", "*.safetensors", "README.md", "*.onnx"]
+#: What is fetched of a Hub repo: configs, weights, the card, and a top-level ``model.onnx``
+#: (not the onnx/ variants some repos carry: quantised, fp16, external data).
+_HUB_FILES = ["*.json", "*.safetensors", "README.md", "model.onnx"]
 _UNSAFE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
 RANDOM_WEIGHTS_KEY = "emovit_random_weights"
 
@@ -185,6 +187,13 @@ def _check_folder(folder: Path, config: dict[str, Any]) -> None:
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise ModelLoadError(f"{folder}: unknown model_type {model_type!r} in config.json")
+    labels = config.get("id2label") or {}
+    if config.get("problem_type") == "multi_label_classification" or len(labels) == 1:
+        raise ModelLoadError(
+            f"{folder}: a multi-label (or one-label) classifier, whose scores transformers' pipeline "
+            "reads with a sigmoid each; emovit reads one emotion per face (a softmax over the "
+            "classes), so it takes single-label checkpoints only"
+        )
     if not any(folder.glob("*.safetensors")) and not (folder / "model.onnx").is_file():
         unsafe = [name for name in _UNSAFE_WEIGHTS if (folder / name).exists()]
         hint = (
@@ -270,6 +279,7 @@ def load_torch_model(
     ignore_mismatched_sizes: bool = False,
     config_overrides: Mapping[str, Any] | None = None,
     attn_implementation: str | None = None,
+    float32: bool = False,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool | None = None,
@@ -289,6 +299,8 @@ def load_torch_model(
             of labels, a ``config_overrides`` change); needed when `id2label` changes the count.
         config_overrides: config fields to set before the weights are loaded.
         attn_implementation: transformers' attention implementation (the export registers one).
+        float32: load the weights as float32 whatever dtype they were saved in (training, the
+            export, explanations); by default they keep it, as transformers' pipeline does.
         revision, cache_dir, local_files_only: as in `resolve_model`.
 
     Raises:
@@ -324,6 +336,10 @@ def load_torch_model(
             config.id2label = labels
             config.label2id = {name: i for i, name in labels.items()}
         kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        if float32:
+            import torch
+
+            kwargs["dtype"] = torch.float32
         model, loading = AutoModelForImageClassification.from_pretrained(
             folder,
             config=config,

@@ -56,6 +56,11 @@ def release_model(
     from emovit.models import FRAMING_FILE
     from emovit.training.soup import SOUP_FILE
 
+    _check_release_paths(
+        dest,
+        {"run": run, "data": data, "speed": speed, "labels": labels, "robustness": robustness,
+         "augment_choice": augment_choice, **{f"compare[{i}]": c for i, c in enumerate(compare)}},
+    )  # fmt: skip
     metrics: dict[str, Any] = {}
 
     def build(stage: Path) -> None:  # a fresh folder, swapped in for `dest` only when complete
@@ -88,6 +93,7 @@ def release_model(
             with tempfile.TemporaryDirectory() as tmp:
                 export_onnx(str(stage), Path(tmp), check_images=64)
                 shutil.copy(Path(tmp) / ONNX_FILE, stage / ONNX_FILE)
+                shutil.copy(Path(tmp) / "export_info.json", stage / "export_info.json")  # checked
         # the released folder itself is scored, with the backend `auto` gives users
         train_dir = data / "train"
         cropped = FaceOptions(detector="none")  # the test split holds face crops
@@ -136,6 +142,30 @@ def release_model(
 
     atomic_dir(dest, build)  # a crash or Ctrl-C leaves the old release whole (weights, card, metrics)
     return metrics
+
+
+#: What a release writes into its folder (anything else there is refused: the swap would drop it).
+RELEASE_FILES = frozenset(
+    {*_FILES, "emovit.json", "soup.json", "model.onnx", "export_info.json", "README.md", "metrics.json",
+     "confusion_matrix.png", "confusion_matrix_ferplus.png",
+     "evaluation", "evaluation-ferplus"}  # the last two: left by a release that stopped, before the swap
+)  # fmt: skip
+
+
+def _check_release_paths(dest: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse a release that would lose files: the new folder replaces `dest` whole, so no
+    input may live inside it, and it may hold only what a release writes."""
+    target = dest.resolve()
+    for name, path in inputs.items():
+        if path is not None and path.resolve().is_relative_to(target):
+            raise TrainError(f"{name} {path} is inside the release folder {dest}, which is replaced whole")
+    if dest.is_dir():
+        foreign = sorted(entry.name for entry in dest.iterdir() if entry.name not in RELEASE_FILES)
+        if foreign:
+            raise TrainError(
+                f"{dest} holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, which a "
+                "release does not write and the swap would delete: release into a new or released folder"
+            )
 
 
 def refresh_card(

@@ -197,7 +197,7 @@ def _recompute_batchnorm(
     from emovit.models import load_torch_model, read_framing
     from emovit.training.inputs import TrainingInput
 
-    loaded = load_torch_model(folder)  # the average, as written
+    loaded = load_torch_model(folder, float32=True)  # the average, as written
     model = loaded.model
     assert model is not None  # a folder with model.safetensors has a torch module
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

@@ -229,6 +229,7 @@ def _build_model(
             id2label=dict(enumerate(order)),
             ignore_mismatched_sizes=True,
             config_overrides=cfg.overrides,
+            float32=True,  # trained in float32 (or under autocast) whatever it was saved in
         ).model
         assert model is not None  # load_torch_model always loads the weights
         return model, order, read_processor_config(folder), read_framing(folder), read_framing_notes(folder)
@@ -625,7 +626,7 @@ def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) 
 
     members = []
     for path in teacher_paths(cfg.teacher):
-        loaded = load_torch_model(path, device=str(student.device))
+        loaded = load_torch_model(path, device=str(student.device), float32=True)
         names = list(loaded.label_map.names)
         missing = [c for c in classes if c not in names]
         if missing:
