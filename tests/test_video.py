@@ -680,3 +680,97 @@ def test_a_missing_extra_names_it(plain: Path, tmp_path: Path, monkeypatch: pyte
     odd = tmp_path / "clip.bin"
     odd.write_bytes(plain.read_bytes())
     assert not is_video(odd)  # without PyAV, files of unknown kinds take the photo path
+
+
+def test_a_codec_without_a_decoder_is_an_error_row(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """A stream whose codec this FFmpeg cannot decode has no codec context: reading its size
+    raised AttributeError (an internal error for the CLI, 500 for the server)."""
+    clip = write_clip(clips / "for-unknown.mkv", [background(64, 48)] * 5, container="matroska")
+    data = clip.read_bytes()
+    assert b"V_MPEG4/ISO/AVC" in data
+    unknown = clips / "unknown codec.mkv"
+    unknown.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    run = tiny_whole.predict_video(unknown)
+    (row,) = list(run)
+    assert (row.ok, row.error_code) == (False, "unsupported_format") and "no decoder" in (row.error or "")
+
+
+def test_an_mpeg4_annotated_video_opens_its_encoder(
+    plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MPEG-4 fallback (FFmpeg builds without libx264) failed to open: its time base was
+    1/90000, over MPEG-4 Part 2's 16-bit limit."""
+    av = pytest.importorskip("av")
+    from emovit import video_output
+
+    monkeypatch.setattr(video_output, "video_encoder", lambda: "mpeg4")
+    frames = [FrameResult(source="x", frame=i, time_s=i / 29.97) for i in range(6)]
+    target = tmp_path / "out.annotated.mp4"
+    with video_output.AnnotatedVideoWriter(target, fps=29.97) as writer:
+        for frame in frames:
+            writer.write(frame, background(64, 48))
+    with av.open(str(target)) as container:
+        decoded = list(container.decode(video=0))
+        assert len(decoded) == 6 and container.streams.video[0].codec_context.name == "mpeg4"
+        assert decoded[-1].time == pytest.approx(5 / 29.97, abs=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.annotated.mp4"]
+
+
+def test_an_annotated_video_that_cannot_be_written_loses_no_rows(
+    tiny_model_dir: Path, plain: Path, tmp_path: Path
+) -> None:
+    """An annotated video that cannot be put in place (a folder holds its name): the video's
+    rows and the other inputs' are all written, with a warning naming the video and exit 1 (it
+    used to be an internal error that deleted the results file)."""
+    blocked = tmp_path / "annotated"
+    (blocked / f"{plain.stem}.annotated.mp4").mkdir(parents=True)
+    photo = tmp_path / "face.png"
+    Image.fromarray(fer_faces("happy", 1, 64)[0]).save(photo)
+    out = tmp_path / "rows.jsonl"
+    proc = emovit(
+        "predict", str(plain), str(photo), "--model", str(tiny_model_dir), "--detector", "none",
+        "--fps", "10", "--format", "jsonl", "-o", str(out), "--save-annotated", str(blocked),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len([r for r in rows if r["source"] == str(plain)]) == 20 and rows[-1]["source"] == str(photo)
+    assert f"warning: {plain}: its annotated video could not be written" in proc.stderr
+
+
+def test_a_stopped_video_is_not_summarised_as_complete(tiny_whole: EmotionRecognizer, plain: Path) -> None:
+    """`stop` (the server's deadline) ends the analysis early: the summary said "complete"
+    with the whole declared duration; it says what happened now."""
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    run = tiny_whole.predict_video(plain, stop=stop)
+    frames = list(run)
+    summary = run.summary()
+    assert 0 < len(frames) < 60 and summary["complete"] is False
+    assert any("stopped on request" in warning for warning in summary["warnings"])
+    assert summary["duration_s"] < 2.0
+
+
+def test_a_server_without_the_video_extra_says_so(
+    tiny_whole: EmotionRecognizer, plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The missing extra is the server's, not the client's fault: 501 not_available (it was
+    422 bad_request, which told the client to fix its request)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("prometheus_client")
+    from fastapi.testclient import TestClient
+
+    from emovit.serve import create_app
+
+    with TestClient(create_app(tiny_whole)) as client:
+        for _ in range(200):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails
+        files = [("files", ("clip.mp4", plain.read_bytes(), "video/mp4"))]
+        response = client.post("/v1/video", files=files)
+    assert response.status_code == 501, response.text
+    error = response.json()["error"]
+    assert error["code"] == "not_available" and "pip install 'emovit[video]'" in error["message"]

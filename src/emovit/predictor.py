@@ -467,7 +467,10 @@ class EmotionRecognizer:
                                                    raise_errors, keep_pixels))  # fmt: skip
                         if len(pending) > max(1, self.prefetch):
                             yield from finish(pending.popleft().result())
-                        if stop is not None and stop.is_set():
+                        if stop is not None and stop.is_set():  # not the whole video: the summary says so
+                            summary.warnings.append(
+                                "stopped on request: the rest of the video was not analysed"
+                            )
                             break
                 except InputError as exc:  # the video could not be decoded at all
                     if raise_errors:

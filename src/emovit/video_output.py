@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from array import array
 from collections.abc import Sequence
 from fractions import Fraction
@@ -68,7 +69,9 @@ class AnnotatedVideoWriter:
         self.path = Path(path)
         self.fps = fps or 30.0
         self.frames = 0
-        self._tmp = self.path.with_name(f"{temporary_prefix(self.path)}part")
+        # unique: two runs writing the same target never share a temporary file
+        self._tmp = self.path.with_name(f"{temporary_prefix(self.path)}{uuid.uuid4().hex[:12]}.part")
+        self._tick = 90_000  # time base 1/tick (MPEG-4 Part 2 allows at most 65535)
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] = (0, 0)
@@ -91,8 +94,10 @@ class AnnotatedVideoWriter:
         self._size = (width - width % 2, height - height % 2)  # yuv420p needs even sides
         stream.width, stream.height = self._size
         stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 90_000)
-        stream.codec_context.time_base = Fraction(1, 90_000)
+        if codec == "mpeg4":  # its time base must fit 16 bits: a thousandth of a frame will do
+            self._tick = max(1, min(65_535, round(self.fps * 1000)))
+        stream.time_base = Fraction(1, self._tick)
+        stream.codec_context.time_base = Fraction(1, self._tick)
         if codec != "mpeg4":
             stream.options = {"preset": "veryfast", "crf": "23"}
         else:
@@ -112,10 +117,10 @@ class AnnotatedVideoWriter:
         time_s = frame.time_s or 0.0
         if self._origin is None:
             self._origin = time_s
-        pts = max(round((time_s - self._origin) * 90_000), self._last_pts + 1)
+        pts = max(round((time_s - self._origin) * self._tick), self._last_pts + 1)
         self._last_pts = pts
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
-        video_frame.pts, video_frame.time_base = pts, Fraction(1, 90_000)
+        video_frame.pts, video_frame.time_base = pts, Fraction(1, self._tick)
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames += 1
@@ -137,6 +142,15 @@ class AnnotatedVideoWriter:
             raise
         os.replace(self._tmp, self.path)
         return self.path
+
+    def abort(self) -> None:
+        """Give up the file: close what is open and delete the temporary file (the target, if
+        an earlier run wrote it, is left as it was)."""
+        container, self._container = self._container, None
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> AnnotatedVideoWriter:
         return self

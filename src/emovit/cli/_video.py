@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from emovit.cli._common import require
 
 if TYPE_CHECKING:
@@ -73,6 +75,16 @@ def interruptible(enabled: bool) -> Iterator[Interrupt]:
         state.interrupted = state.requested
 
 
+def _output_errors() -> tuple[type[BaseException], ...]:
+    """What writing an annotated video or a timeline raises when it fails: the disk (OSError),
+    bad values, and FFmpeg's own errors (not all of them OSErrors)."""
+    try:
+        from av.error import FFmpegError
+    except ImportError:  # no PyAV: no annotated video either
+        return (OSError, ValueError)
+    return (OSError, ValueError, FFmpegError)
+
+
 @dataclass
 class VideoJob:
     """Runs the videos of one `emovit predict` call and keeps their summaries."""
@@ -83,6 +95,7 @@ class VideoJob:
     plot: str | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
+    unsaved: int = 0  # videos whose annotated video or timeline could not be written
 
     def __post_init__(self) -> None:
         if self.plot:
@@ -91,11 +104,14 @@ class VideoJob:
     def run(self, path: str, stem: str, writer: ResultWriter, stop: Interrupt | None = None) -> bool:
         """Analyse one video into `writer` (and the annotated video and timeline); True when
         it or one of its frames failed. Stops after the frame at hand when `stop` is requested;
-        the files are closed even when interrupted."""
+        the files are closed even when interrupted. An annotated video or timeline that cannot
+        be written is a warning naming the video (counted in `unsaved`): its rows go on."""
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
+        errors = _output_errors()
         run = self.rec.predict_video(path, options=self.options, keep_pixels=bool(self.annotated))
         video: AnnotatedVideoWriter | None = None
+        annotate = bool(self.annotated)
         timeline = TimelineRecorder(self.rec.labels) if self.plot else None
         failed = False
         try:
@@ -105,25 +121,45 @@ class VideoJob:
                 if frame.frame is None:
                     continue
                 self.frames += 1
-                if self.annotated and frame.image is not None:
-                    if video is None:
-                        fps = run.info.fps if run.info is not None else None
-                        video = AnnotatedVideoWriter(Path(self.annotated) / f"{stem}.annotated.mp4", fps=fps)
-                    video.write(frame)
+                if annotate and frame.image is not None:
+                    try:
+                        if video is None:
+                            fps = run.info.fps if run.info is not None else None
+                            target = Path(self.annotated or ".") / f"{stem}.annotated.mp4"
+                            video = AnnotatedVideoWriter(target, fps=fps)
+                        video.write(frame)
+                    except errors as exc:
+                        self._unsaved(path, "annotated video", exc)
+                        annotate = False
+                        if video is not None:
+                            video.abort()
+                            video = None
                 if timeline is not None:
                     timeline.add(frame)
                 frame.image = None
+                for face in frame.faces:  # a table output keeps its frames till the end: no pixels
+                    face.crop = None
                 if stop is not None and stop.requested:
                     break
         finally:
             run.close()
             if video is not None:
-                video.close()
+                try:
+                    video.close()
+                except errors as exc:
+                    self._unsaved(path, "annotated video", exc)
             summary = run.summary()
             self.summaries.append(summary)
             if timeline is not None and summary.get("error") is None:
-                timeline.save(Path(self.plot or ".") / f"{stem}.timeline.png", title=Path(path).name)
+                try:
+                    timeline.save(Path(self.plot or ".") / f"{stem}.timeline.png", title=Path(path).name)
+                except errors as exc:
+                    self._unsaved(path, "timeline", exc)
         return failed
+
+    def _unsaved(self, path: str, what: str, exc: BaseException) -> None:
+        click.echo(f"warning: {path}: its {what} could not be written ({exc}); its rows go on", err=True)
+        self.unsaved += 1
 
     def write_summary(self, path: str) -> None:
         import json

@@ -192,6 +192,7 @@ def predict(
         (videos or VideoJob(rec, video)).write_summary(summary)
     if stopped.interrupted:
         raise KeyboardInterrupt
+    unsaved += videos.unsaved if videos is not None else 0
     if not quiet:
         kind = "images classified" if videos is None else "inputs analysed"
         report = f"{len(paths) - failed} of {len(paths)} {kind}"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from emovit.errors import EmovitError
+from emovit.errors import DependencyError, EmovitError
 from emovit.serve.batcher import QueueFullError
 from emovit.serve.errors import ApiError, status_for_input_error
 from emovit.serve.schemas import (
@@ -263,6 +263,7 @@ VIDEO_ERRORS: dict[int | str, dict[str, Any]] = {
             (413, "body over --max-video-mb, or a video over --max-video-seconds"),
             (415, "not multipart, or not a video or image format FFmpeg reads"),
             (422, "not one clip, bad parameters, or an unreadable video (empty, damaged, no video stream)"),
+            (501, "this server cannot analyse videos (installed without the video extra)"),
         )
     },
 }
@@ -367,6 +368,8 @@ async def video(
         except ApiError as problem:
             metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
             raise
+        except DependencyError as exc:  # the server's installation, not the client's request
+            raise ApiError(501, "not_available", f"this server cannot analyse videos: {exc}") from None
         except EmovitError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
         finally:  # answered, timed out, or the request cancelled (shutdown): the thread stops

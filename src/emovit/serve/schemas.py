@@ -35,6 +35,7 @@ REQUEST_ERROR_CODES = {
     "overloaded": "the queue is full (503, Retry-After)",
     "shutting_down": "the server is draining after SIGTERM (503, Retry-After)",
     "deadline": "not answered within the deadline (504)",
+    "not_available": "this server lacks an optional part the request needs, e.g. PyAV for /v1/video (501)",
     "video_too_long": "a video longer than the server's limit (413)",
     "one_video": "not exactly one clip in the multipart field 'files' of /v1/video (422)",
     "internal": "an unexpected server error; quote the request_id (500)",

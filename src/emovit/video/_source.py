@@ -158,7 +158,11 @@ def _video_stream(container: Any, label: str) -> Any:
     if not container.streams.video:
         kinds = sorted({stream.type for stream in container.streams}) or ["no streams at all"]
         raise InputError(label, f"no video stream (it holds {', '.join(kinds)})", "no_video_stream")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec this FFmpeg has no decoder for
+        codec = getattr(getattr(stream, "codec", None), "name", None) or "unknown"
+        raise InputError(label, f"no decoder for its video codec ({codec})", "unsupported_format")
+    return stream
 
 
 def _is_still(container: Any) -> bool:
