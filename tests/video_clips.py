@@ -48,6 +48,7 @@ def write_clip(
     container: str | None = None,
     rotation: int | None = None,
     options: dict[str, str] | None = None,
+    codec_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
     variable frame rate; `rotation`: display-matrix degrees, counter-clockwise)."""
@@ -58,7 +59,7 @@ def write_clip(
     stream = out.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if codec == "libx264":
-        stream.options = {"preset": "ultrafast"}
+        stream.options = {"preset": "ultrafast", **(codec_options or {})}
     if pts_ms is not None:
         stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
     if rotation is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import queue
 import threading
@@ -271,6 +272,7 @@ class VideoReader:
         self.frames_decoded = 0
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
+        self._source = source  # opened again when a failed seek left the demuxer at its end
         self._container = _open_container(source, self.name)
         try:
             self._stream = _video_stream(self._container, self.name)
@@ -410,19 +412,58 @@ class VideoReader:
         except Exception:  # noqa: BLE001 - pipes and some streams cannot seek: decode from the start
             return False
 
+    def _rewind(self) -> None:
+        """Back to the first frame after a seek that failed or that no try could land before
+        the start (a failed seek can leave the demuxer at the end of the file)."""
+        with contextlib.suppress(Exception):
+            self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
+            return
+        source: Any = self._source
+        if hasattr(source, "read"):
+            if not (hasattr(source, "seekable") and source.seekable()):
+                return  # a pipe: decode on from where it is
+            source.seek(0)
+        self._container.close()
+        self._container = _open_container(source, self.name)
+        self._stream = _video_stream(self._container, self.name)
+        self._stream.thread_type = "AUTO"
+
+    def _frames_from(self, start: float, origin: float, tolerance: float) -> tuple[Iterator[Any], bool]:
+        """Decoded frames from the key frame before `start`, and whether they come from a seek.
+
+        A demuxer may land after the target (MPEG-TS lands on the next key frame): then it seeks
+        again further back (1 s, 2 s, 4 s), and at worst decodes from the first frame."""
+        back = 0.0
+        for _ in range(4):
+            target = max(0.0, start - back)
+            if not self._seek(target, origin):
+                break
+            frames = self._container.decode(self._stream)
+            first = next(frames, None)
+            if first is None:  # nothing after the seek: the demuxer is at the end
+                break
+            t = None if first.pts is None else float(first.time) - origin
+            if t is None or t <= start + tolerance or target == 0.0:
+                return itertools.chain([first], frames), True
+            back = max(1.0, 2 * back)
+        self._rewind()
+        return self._container.decode(self._stream), False
+
     def _decode_frames(self) -> None:
         av = _av()
         opts = self.options
         fps = self.info.fps
         origin = self._origin()
-        seeked = opts.start > 0 and self._seek(opts.start, origin)
         tolerance = 0.5 / fps if fps else 1e-3
         index, previous = -1, None
         next_time = opts.start
         since_start = 0
         warned_times = False
         try:
-            frames = self._container.decode(self._stream)
+            if opts.start > 0:
+                frames, seeked = self._frames_from(opts.start, origin, tolerance)
+            else:
+                frames, seeked = self._container.decode(self._stream), False
             for frame in frames:
                 if self._stop.is_set():
                     return

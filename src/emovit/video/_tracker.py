@@ -29,6 +29,23 @@ __all__ = ["Tracker"]
 
 Box = Sequence[float]
 _INVALID = 1e6
+#: What leaving a track unmatched (or starting a track for a detection) costs: a match is made
+#: only when it costs less than leaving both its sides alone (2x this). Without it the solver
+#: maximised the number of matches first, so a face that had not moved could hand its id to a
+#: neighbour to let a lost track take a newcomer.
+_UNMATCHED = 1.0
+
+
+def _with_unmatched(cost: np.ndarray) -> np.ndarray:
+    """`cost` (tracks x detections) padded so that each track may stay unmatched and each
+    detection may start a track, at `_UNMATCHED` each (dummy pairs cost nothing)."""
+    tracks, detections = cost.shape
+    padded = np.full((tracks + detections, detections + tracks), _INVALID)
+    padded[:tracks, :detections] = cost
+    padded[np.arange(tracks), detections + np.arange(tracks)] = _UNMATCHED
+    padded[tracks + np.arange(detections), np.arange(detections)] = _UNMATCHED
+    padded[tracks:, detections:] = 0.0
+    return padded
 
 
 @dataclass
@@ -123,10 +140,10 @@ class Tracker:
         matched_tracks: set[int] = set()
         if self.tracks and detections:
             cost = np.array([[self._cost(t, d, time_s) for d in detections] for t in self.tracks])
-            rows, cols = linear_sum_assignment(cost)
+            rows, cols = linear_sum_assignment(_with_unmatched(cost))
             for row, col in zip(rows, cols, strict=True):
-                if cost[row, col] >= _INVALID:
-                    continue
+                if row >= cost.shape[0] or col >= cost.shape[1] or cost[row, col] >= _INVALID:
+                    continue  # a track left unmatched, or a detection that starts a track
                 track = self.tracks[row]
                 self._observe(track, detections[col], time_s)
                 ids[col] = track.id
