@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 from emovit import EmotionRecognizer
 from emovit.backends import OnnxBackend, TorchBackend
 from emovit.backends.export import ExportError, export_onnx
-from emovit.errors import ModelLoadError
+from emovit.errors import ModelLoadError, OptionError
 
 from .conftest import make_image_zoo
 
@@ -52,6 +52,8 @@ def test_fp32_round_trip_equals_torch(exported: dict[str, Path], tiny_model_dir:
     onnx_rec = EmotionRecognizer.from_pretrained(exported["fp32"], detector="none")
     assert isinstance(onnx_rec.backend, OnnxBackend)  # auto picks onnx for an ONNX folder
     assert onnx_rec.model.model is None  # the torch weights were never loaded
+    with pytest.raises(OptionError, match="only model.onnx"):  # not run as onnx behind its back
+        EmotionRecognizer.from_pretrained(exported["fp32"], detector="none", backend="torch")
     np.testing.assert_allclose(onnx_rec.classify_arrays(images), torch_rec.classify_arrays(images), atol=1e-5)
 
 

@@ -326,3 +326,22 @@ def test_a_third_party_onnx_file_beside_the_weights_is_not_picked_by_auto(
     rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
     assert isinstance(rec.backend, TorchBackend)
     assert all(result.ok for result in rec.predict(_odd_images()))
+
+
+def test_without_resizing_the_image_the_model_fits_goes_through_whatever_its_batch(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A processor that does not resize gives each image its own size: the one the model was
+    built for (30x30 here) goes on even when other sizes outnumber it in its batch; it used to
+    depend on which size happened to be the most common."""
+    import json
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "no-resize")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(config | {"do_resize": False}))
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((40, 50), (40, 50), (30, 30))]
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none", batch_size=3)
+    results = rec.predict(images)
+    assert [r.ok for r in results] == [False, False, True]
+    assert results[0].error_code == "preprocess_failed" and "unlike" in (results[0].error or "")

@@ -135,6 +135,12 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
             f"precision {precision} is for the torch backend; the onnx one runs the model file as is",
             option="precision",
         )
+    if name == "torch" and model.model is None:
+        raise OptionError(
+            f"{model.path} has only {ONNX_FILE} (no safetensors weights): the torch backend cannot run it; "
+            "use backend onnx or auto",
+            option="backend",
+        )
     auto_onnx = name == "auto" and _auto_picks_onnx(model.path, model.device == "cpu", precision)
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
@@ -935,9 +941,14 @@ class EmotionRecognizer:
                 except Exception as exc:  # noqa: BLE001 - this image's error row (or raised there)
                     self._fail_preprocess(group, f"preprocessing failed ({exc})", raise_errors, exc)
             # A processor without a fixed output size (shortest_edge, no centre crop) sizes each
-            # image its own way: the most common size goes on, the others get error rows.
+            # image its own way: the size the model was built for goes on (else the most common
+            # one), the others get error rows.
             shapes = [part.shape[1:] for _, part in done]
-            common = max(set(shapes), key=shapes.count) if shapes else None
+            side = getattr(self.model.config, "image_size", None)  # what the model was built for
+            fitting = next(
+                (shape for shape in shapes if isinstance(side, int) and shape[-2:] == (side, side)), None
+            )
+            common = fitting or (max(set(shapes), key=shapes.count) if shapes else None)
             kept, parts = [], []
             for group, part in done:
                 if part.shape[1:] == common:
