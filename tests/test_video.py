@@ -370,9 +370,12 @@ def test_zero_timestamps_and_raw_streams_take_times_from_the_frame_rate(
 ) -> None:
     fast = write_clip(clips / "fast.mp4", noise_frames(12), options={"movflags": "faststart"})
     zero = zero_timestamps(fast, clips / "zero.mp4")
+    run = tiny_whole.predict_video(zero)
     with pytest.warns(UserWarning, match="timestamps do not increase"):
-        frames = list(tiny_whole.predict_video(zero))
+        frames = list(run)
     assert [f.time_s for f in frames] == pytest.approx([i / 30 for i in range(12)])
+    summary = run.summary()  # a note, not damage: the whole file was read
+    assert summary["complete"] is True and "timestamps do not increase" in summary["warnings"][0]
     raw = write_clip(clips / "raw.h264", noise_frames(12), container="h264")
     frames = list(tiny_whole.predict_video(raw))
     assert len(frames) == 12 and frames[-1].time_s == pytest.approx(11 / 30)

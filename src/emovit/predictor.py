@@ -474,6 +474,7 @@ class EmotionRecognizer:
                         if len(pending) > max(1, self.prefetch):
                             yield from finish(pending.popleft().result())
                         if stop is not None and stop.is_set():  # not the whole video: the summary says so
+                            summary.stopped = True
                             summary.warnings.append(
                                 "stopped on request: the rest of the video was not analysed"
                             )

@@ -269,6 +269,7 @@ class VideoReader:
         self.max_pixels = max_pixels
         self.quiet = quiet  # warnings only in `warnings`, never printed (a server's uploads)
         self.warnings: list[str] = []
+        self.incomplete = False  # the frames ended before the video did (damage, truncation)
         self.frames_decoded = 0
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
@@ -311,6 +312,7 @@ class VideoReader:
                     if item.error is not None:
                         if yielded == 0:
                             raise self._as_input_error(item.error)
+                        self.incomplete = True
                         self._warn(
                             f"decoding stopped at {self.last_time_s or 0:.2f} s ({item.error}); the "
                             f"{yielded} analysed frame(s) before the damage are kept"
@@ -372,6 +374,7 @@ class VideoReader:
             return
         slack = max(0.25, 3.0 / fps) if fps else 0.5
         if last + slack < duration:
+            self.incomplete = True
             self._warn(
                 f"the frames stop at {last:.2f} s of its {duration:.2f} s (truncated or damaged file); "
                 "the frames before are kept"

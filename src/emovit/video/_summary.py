@@ -41,6 +41,7 @@ class VideoSummary:
     info: VideoInfo | None = None
     warnings: list[str] = field(default_factory=list)
     completed: bool = False
+    stopped: bool = False  # ended early on request (`stop`)
     error: str | None = None
     error_code: str | None = None
     frames_analysed: int = 0
@@ -49,11 +50,20 @@ class VideoSummary:
     first_s: float | None = None
     last_s: float | None = None
     tracks: dict[int, _TrackStats] = field(default_factory=dict)
+    _reader: VideoReader | None = field(default=None, repr=False, compare=False)
 
     def attach(self, reader: VideoReader) -> None:
-        """Follow `reader`: its video's facts and its warnings."""
+        """Follow `reader`: its video's facts, its warnings and whether its frames ended early."""
         self.info = reader.info
         self.warnings = reader.warnings
+        self._reader = reader
+
+    @property
+    def complete(self) -> bool:
+        """The whole video (within start/end) was analysed: read to its end, not stopped, not
+        damaged (a note such as timestamps that do not increase does not make it incomplete)."""
+        damaged = self._reader is not None and self._reader.incomplete
+        return self.completed and not self.stopped and not damaged and self.error is None
 
     def add(self, frame: FrameResult) -> None:
         if frame.frame is None or frame.time_s is None:  # the whole video failed
@@ -85,7 +95,7 @@ class VideoSummary:
         start = self.options.start if self.options is not None else 0.0
         end = self.options.end if self.options is not None else None
         declared = self.info.duration_s if self.info is not None else None
-        if self.completed and not self.warnings and declared:
+        if self.complete and declared:
             return max(0.0, min(declared, end if end is not None else declared) - start)
         if self.last_s is None:
             return 0.0
@@ -121,7 +131,7 @@ class VideoSummary:
             "faces_per_frame": self.faces / self.frames_analysed if self.frames_analysed else 0.0,
             "tracks": tracks,
             "frames_failed": self.frames_failed,
-            "complete": self.completed and not self.warnings and self.error is None,
+            "complete": self.complete,
             "warnings": list(self.warnings),
             "video": self.info.to_dict() if self.info is not None else None,
         }
