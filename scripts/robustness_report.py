@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from emovit.data import majority_label, read_samples, read_vote_labels
+from emovit.data import canonical_split, majority_label, read_samples, read_vote_labels, sample_votes
 from emovit.faces import FaceOptions
 from emovit.fileio import sha256_of, write_text_atomic
 from emovit.imageio import load_images
@@ -140,12 +140,13 @@ def measure(
     name: str | None = None,
     split: str = "test",
 ) -> dict[str, object]:
+    split = canonical_split(split)  # recorded as train / validation / test (the choice checks it)
     samples = read_samples(data, split)
     if limit:
         samples = samples[:limit]
     votes = read_vote_labels(labels)
     fer = [s.label for s in samples]
-    ferplus = [majority_label(row) if (row := votes.lookup(s)) is not None else None for s in samples]
+    ferplus = [majority_label(row) for row in sample_votes(samples, votes)]
     images = load_images([s.source for s in samples])
     rec = EmotionRecognizer.from_pretrained(model, detector="none", batch_size=256)
     out: dict[str, object] = {

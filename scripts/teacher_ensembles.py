@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from emovit.data import majority_label, read_samples, read_vote_labels
+from emovit.data import canonical_split, majority_label, read_samples, read_vote_labels, sample_votes
 from emovit.fileio import sha256_of, write_text_atomic
 from emovit.imageio import load_images
 from emovit.labels import EMOTIONS
@@ -114,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=10, help="rows of the overall table")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/teacher-ensembles"))
     args = parser.parse_args(argv)
-    if args.split == "test":
+    if canonical_split(args.split) == "test":
         parser.error("teachers are chosen on validation only: the test split is never used to choose")
     if len(set(args.models)) != len(args.models):
         parser.error("a model is given twice")
 
     samples = read_samples(args.data, args.split)
     votes = read_vote_labels(args.labels)
-    majority = [majority_label(r) if (r := votes.lookup(s)) is not None else None for s in samples]
+    majority = [majority_label(row) for row in sample_votes(samples, votes)]
     keep = [i for i, label in enumerate(majority) if label is not None]
     truth = np.asarray([EMOTIONS.index(majority[i]) for i in keep])
     images = load_images([samples[i].source for i in keep])

@@ -159,6 +159,17 @@ def test_too_many_pixels_is_per_image(recognizer: EmotionRecognizer) -> None:
         assert small["ok"] and (big["ok"], big["error_code"]) == (False, "too_many_pixels")
 
 
+def test_the_pixels_of_a_whole_request_are_capped_before_decoding(recognizer: EmotionRecognizer) -> None:
+    """The per-image limit let 16 small files that decode to huge flat images through (a 72 kB
+    PNG can be 25 megapixels): the request's total, from the headers, is capped too."""
+    with serving(recognizer, max_pixels=1000, max_request_pixels=1500) as client:
+        one = [("files", ("a.png", _png((30, 30)), "image/png"))]
+        assert client.post("/v1/predict", files=one).status_code == 200
+        two = [*one, ("files", ("b.png", _png((30, 30)), "image/png"))]
+        _assert_error(client.post("/v1/predict", files=two), 413, "too_many_pixels")
+        assert "1,800 pixels in all" in client.post("/v1/predict", files=two).json()["error"]["message"]
+
+
 def test_results_carry_real_stage_timings(client: TestClient) -> None:
     """The model stage runs in the batcher (`infer`), yet each image reports its own times."""
     files = [("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(3)]
@@ -425,3 +436,68 @@ def test_openapi_conformance(recognizer: EmotionRecognizer) -> None:
                 case.call_and_validate(excluded_checks=[positive_data_acceptance])  # type: ignore[attr-defined]
 
             check()
+
+
+def test_the_model_worker_skips_jobs_whose_requests_gave_up() -> None:
+    """Requests that timed out (504) left their jobs in the queue, and the worker ran the model
+    on them for nobody (holding their pixels and the queue's room meanwhile)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from emovit.serve.batcher import MicroBatcher
+
+    gate, calls = threading.Event(), []
+
+    def infer(batches: list) -> list:
+        calls.append(len(batches))
+        assert gate.wait(10)
+        return [[] for _ in batches]
+
+    batcher = MicroBatcher(infer, max_batch=1, max_wait_ms=0, max_queue=8)
+    batcher.start()
+
+    async def scenario() -> None:
+        job = SimpleNamespace(faces=[1])
+        first = asyncio.ensure_future(batcher.submit(job))  # type: ignore[arg-type]
+        while not calls:  # the worker holds the first job
+            await asyncio.sleep(0.01)
+        for _ in range(3):  # these give up while they wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(batcher.submit(job), timeout=0.05)  # type: ignore[arg-type]
+        gate.set()
+        assert await first == []
+        assert await batcher.submit(job) == []  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+    batcher.stop(drain_timeout=1)
+    assert calls == [1, 1]  # the first job and the last: none of the three abandoned ones
+
+
+def test_a_non_ascii_token_and_a_capitalised_media_type_are_read_as_sent(
+    recognizer: EmotionRecognizer,
+) -> None:
+    """The header was decoded as latin-1 and encoded again as UTF-8: a correct UTF-8 token got
+    401. Media types are case-blind: Multipart/Form-Data got 415."""
+    with serving(recognizer, token="pässwort") as client:
+        body, headers = _multipart_body()
+        wrong = client.post("/v1/predict", content=body, headers=headers | {"Authorization": "Bearer x"})
+        assert wrong.status_code == 401
+        right = {
+            "Authorization": "Bearer pässwort".encode(),
+            "Content-Type": headers["Content-Type"].replace("multipart/form-data", "Multipart/Form-Data"),
+        }
+        answered = client.post("/v1/predict", content=body, headers=right)  # type: ignore[arg-type]
+        assert answered.status_code == 200, answered.text
+
+
+def _multipart_body() -> tuple[bytes, dict[str, str]]:
+    boundary = "emovit-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + _png()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

@@ -322,6 +322,31 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2
 
 
+def test_a_finished_run_continued_is_not_complete_while_it_trains(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--resume --epochs N+k on a finished run: a crash during the new epochs left
+    run_state.json saying "complete" (soups, teachers and releases took the run as done)."""
+    from emovit.training import trainer
+
+    train(_config(dataset, tmp_path / "run", epochs=1), progress=False)
+    record = tmp_path / "run" / "run_state.json"
+    assert json.loads(record.read_text())["complete"] is True
+    write = trainer.write_text_atomic
+
+    def crash_at_epoch_end(path: Any, text: str) -> None:
+        if Path(path).name == "metrics.jsonl":
+            raise KeyboardInterrupt
+        write(path, text)
+
+    monkeypatch.setattr(trainer, "write_text_atomic", crash_at_epoch_end)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(dataset, tmp_path / "run", epochs=2), resume=True, progress=False)
+    state = json.loads(record.read_text())
+    assert (state["complete"], state["epochs"]) == (False, 2)
+    assert trainer.unfinished_run(tmp_path / "run")
+
+
 def test_a_soup_is_released_with_the_stages_of_its_ingredients(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -859,6 +884,13 @@ def test_robust_augmentation_degrades_like_photos_deterministically() -> None:
         assert out.shape == x.shape and not torch.allclose(out, x), name
     assert torch.equal(augment_batch(x, AugmentConfig.off(), torch.Generator().manual_seed(0), 0, 16), x)
     assert AugmentConfig.from_name("robust") == cfg
+    # noise on grey faces (the grey framing) is grey: the model never sees colour at inference
+    grey = x[:, :1].expand(-1, 3, -1, -1).clone()
+    only = AugmentConfig.off()
+    only.noise_p = 1.0
+    noisy = augment_batch(grey, only, torch.Generator().manual_seed(0), 0, 16)
+    assert not torch.allclose(noisy, grey)
+    assert torch.equal(noisy[:, 0], noisy[:, 1]) and torch.equal(noisy[:, 1], noisy[:, 2])
 
 
 def test_augment_set_changes_one_strength_of_a_preset_and_refuses_nonsense(tmp_path: Path) -> None:

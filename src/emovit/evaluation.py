@@ -113,14 +113,17 @@ def _first_face_probs(result: ImageResult, width: int) -> np.ndarray | None:
 def _with_votes(samples: list[Sample], labels: str | os.PathLike[str]) -> tuple[list[Sample], int]:
     """`samples` relabelled with the majority of their votes in a FER+-style label file;
     images without a clear majority among the seven emotions (ties, contempt, unknown,
-    not-a-face) or without votes are left out. Returns the kept samples and how many left."""
-    from emovit.data import majority_label, read_vote_labels
+    not-a-face) are left out. Returns the kept samples and how many left.
 
-    votes = read_vote_labels(labels)
+    Raises:
+        DatasetError: an image has no row in the file (a renamed class folder, another
+            dataset): it is not quietly counted as "no majority"."""
+    from emovit.data import majority_label, read_vote_labels, sample_votes
+
+    rows = sample_votes(samples, read_vote_labels(labels))
     kept: list[Sample] = []
-    for sample in samples:
-        row = votes.lookup(sample.name)
-        label = majority_label(row) if row is not None else None
+    for sample, row in zip(samples, rows, strict=True):
+        label = majority_label(row)
         if label is not None:
             kept.append(Sample(sample.source, label, sample.name))
     return kept, len(samples) - len(kept)

@@ -70,6 +70,7 @@ def explain(
     """
     from emovit.cli._common import load_recognizer
     from emovit.cli.predict import _OutputNames
+    from emovit.errors import OptionError
     from emovit.explain_output import write_explanations
     from emovit.progress import progress_bar
     from emovit.sources import expand_sources
@@ -82,9 +83,15 @@ def explain(
     videos = [path for path in paths if is_video(path)]
     if videos:
         raise click.UsageError(f"emovit explain takes photos; {display_name(videos[0])!r} is a video", ctx)
-    if recognizer.backend == "auto":
-        recognizer = recognizer.replace(backend="torch")
-    rec = load_recognizer(recognizer, faces)
+    rec = None
+    if recognizer.backend == "auto":  # the maps need the torch module: run the model on it too
+        try:
+            rec = load_recognizer(recognizer.replace(backend="torch"), faces)
+        except OptionError as exc:  # no torch weights (an ONNX-only folder): explain says why below
+            if exc.option != "backend":
+                raise
+    if rec is None:
+        rec = load_recognizer(recognizer, faces)
     names = _OutputNames()
     failed = explained = 0
     with progress_bar(len(paths), "explaining", enabled=False if quiet else None) as advance:

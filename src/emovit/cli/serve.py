@@ -100,12 +100,16 @@ def serve(
 ) -> None:
     """Serve the HTTP API and the web page (upload, live camera, expression capture, video).
 
-    The model loads in the background: /healthz answers at once, /readyz once it is ready.
+    The model loads in the background: /livez answers at once, /readyz once it is ready.
     """
     from emovit.cli._common import load_recognizer, require
 
     for module in ("fastapi", "uvicorn", "prometheus_client"):
         require(module, "serve", "emovit serve")
+    if token is not None and not token.strip():
+        raise click.BadParameter(
+            "is empty: the server would be open to anyone; leave it unset for that", param_hint="--token"
+        )
     from emovit.serve import ServeSettings, create_app, run_server
 
     options = recognizer.replace(batch_size=max_batch)

@@ -33,6 +33,7 @@ __all__ = [
     "FER2013_CSV_LABELS",
     "LabelledImages",
     "Sample",
+    "canonical_split",
     "class_counts",
     "decode_samples",
     "list_splits",
@@ -75,6 +76,12 @@ def _split_key(name: str) -> str | None:
         if key in aliases:
             return split
     return None
+
+
+def canonical_split(name: str) -> str:
+    """``train``, ``validation`` or ``test`` for a split's name or alias (``val``, ``PublicTest``,
+    ...); other names as they are."""
+    return _split_key(name) or name
 
 
 def _label(name: str) -> str:
@@ -164,6 +171,7 @@ def read_samples(data: str | os.PathLike[str], split: str | None = None) -> list
     path = Path(data)
     if not path.exists():
         raise DatasetError(f"{path}: no such dataset folder or CSV file")
+    split = canonical_split(split) if split else split
     if path.is_file():
         samples = _read_csv(path, split)
     else:
@@ -171,6 +179,11 @@ def read_samples(data: str | os.PathLike[str], split: str | None = None) -> list
         if split and root is None:
             if any(_split_key(p.name) for p in path.iterdir() if p.is_dir()):
                 raise DatasetError(f"{path}: has no {split!r} split (found {list_splits(path)})")
+            own = _split_key(path.name)
+            if own is not None and own != split:  # never another split in its place (test for validation)
+                raise DatasetError(
+                    f"{path} is the {own!r} split, not the {split!r} one: pass the folder holding the splits"
+                )
             root = path  # DATA is itself one split: <class>/<images>
         samples = _read_folder(root or path)
     if not samples:

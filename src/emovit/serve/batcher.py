@@ -110,7 +110,11 @@ class MicroBatcher:
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
     def _take(self) -> list[_Job] | None:
+        """The next batch of live jobs: those whose request already gave up (a deadline, a
+        cancelled request) are dropped unrun, with their pixels."""
         first = self._queue.get()
+        while first is not None and first.future.done():
+            first = self._queue.get()
         if first is None:
             return None
         jobs, faces = [first], first.faces
@@ -124,6 +128,8 @@ class MicroBatcher:
             if job is None:
                 self._queue.put(None)
                 break
+            if job.future.done():
+                continue
             jobs.append(job)
             faces += job.faces
         return jobs
@@ -131,12 +137,16 @@ class MicroBatcher:
     def _run(self) -> None:
         while (jobs := self._take()) is not None:
             self._busy = len(jobs)
-            try:
-                results: list[list[ImageResult]] | None = self.infer([job.batch for job in jobs])
-                error: BaseException | None = None
+            results: list[list[ImageResult]] | None = None
+            error: BaseException | None = None
+            try:  # nothing here may end the worker: every waiting request gets its answer
+                results = self.infer([job.batch for job in jobs])
+                if len(results) != len(jobs):
+                    raise RuntimeError(f"the model stage gave {len(results)} answers for {len(jobs)} jobs")
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 results, error = None, exc
-            self._on_batch(sum(job.faces for job in jobs))
+            with contextlib.suppress(Exception):  # a metrics hook never costs an answer
+                self._on_batch(sum(job.faces for job in jobs))
             for i, job in enumerate(jobs):
                 answer = None if results is None else results[i]
                 with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting

@@ -129,9 +129,9 @@ class ApiGateMiddleware:
             return ApiError(503, "shutting_down", "the server is shutting down",
                             {"Retry-After": str(settings.retry_after_s), **_CLOSE})  # fmt: skip
         if settings.token:
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(given.encode(), settings.token.encode()):
+            header = dict(scope["headers"]).get(b"authorization", b"")  # the bytes as sent
+            given = header[7:] if header[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(given, settings.token.encode("utf-8")):
                 self.state.metrics.rejections.labels("unauthorized").inc()
                 return ApiError(401, "unauthorized", "a valid bearer token is required",
                                 {"WWW-Authenticate": "Bearer", **_CLOSE})  # fmt: skip

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import io
 import os
 import re
 import threading
@@ -101,7 +102,8 @@ def _request_schema() -> dict[str, Any]:
 async def _images_from(request: Request, state: ServeState) -> list[tuple[str, bytes]]:
     """The request's images as (sanitised name, bytes); `ApiError` for a malformed request."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-blind
+    if media_type == "multipart/form-data":
         from emovit.serve._multipart import MultipartError, parse_multipart
 
         body = await request.body()
@@ -110,7 +112,7 @@ async def _images_from(request: Request, state: ServeState) -> list[tuple[str, b
         except MultipartError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
         images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
-    elif content_type.startswith("application/json"):
+    elif media_type == "application/json":
         body = await request.body()
         try:
             payload = PredictRequest.model_validate_json(body)
@@ -130,7 +132,26 @@ async def _images_from(request: Request, state: ServeState) -> list[tuple[str, b
     if len(images) > state.settings.max_images:
         state.metrics.rejections.labels("too_many_images").inc()
         raise ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
+    total, budget = sum(_declared_pixels(data) for _, data in images), state.settings.max_request_pixels
+    if total > budget:  # before any is decoded: small files can hold huge, flat images
+        state.metrics.rejections.labels("too_many_pixels").inc()
+        raise ApiError(
+            413, "too_many_pixels",
+            f"the request's images hold {total:,} pixels in all, over the limit of {budget:,}: send fewer",
+        )  # fmt: skip
     return images
+
+
+def _declared_pixels(data: bytes) -> int:
+    """An image's pixels as its header declares them (0 when it cannot be read: its own error
+    row says why, after)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.width) * int(image.height)
+    except Exception:  # noqa: BLE001 - any unreadable header: judged when decoded
+        return 0
 
 
 def _request_faces(faces: FaceOptions, detector: str, no_face: str | None) -> FaceOptions:
@@ -272,7 +293,7 @@ VIDEO_ERRORS: dict[int | str, dict[str, Any]] = {
 async def _video_from(request: Request) -> tuple[str, bytes]:
     """The one uploaded clip as (sanitised name, bytes)."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the clip as multipart/form-data, field 'files'")
     from emovit.serve._multipart import MultipartError, parse_multipart
 

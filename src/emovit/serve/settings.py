@@ -37,6 +37,8 @@ class ServeSettings:
         max_video_seconds: longer videos answer 413 (and no more than this is ever analysed).
         video_deadline_s: seconds from a fully read video to the answer before 504.
         max_video_jobs: videos analysed at once; more answer 503 with Retry-After.
+        max_request_pixels: the pixels of all of a request's images together, from their headers
+            before any is decoded (16 small files can decode to gigabytes): more answer 413.
         max_explain_jobs: ``explain=true`` requests served at once (each map costs many model
             passes); more answer 503 with Retry-After.
 
@@ -48,6 +50,7 @@ class ServeSettings:
     token: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 25_000_000
+    max_request_pixels: int = 50_000_000
     max_images: int = 16
     max_batch: int = 32
     max_wait_ms: float = 10.0

@@ -28,7 +28,8 @@ PIXEL_MAX = 255.0
 @dataclass
 class AugmentConfig:
     """Augmentation strengths (0 switches one off); `brightness` is a fraction of the pixel
-    range, `translate` of the image size. The degradations are switched by their probabilities
+    range, `translate` of half the image's side (affine_grid's units: 0.1 shifts by up to 5 %
+    of the side). The degradations are switched by their probabilities
     (``*_p``): a blur draws its sigma from 0.3 to `blur_sigma`."""
 
     hflip: float = 0.5
@@ -227,7 +228,12 @@ def _degrade(
         out = torch.where(chosen.view(n, 1, 1, 1).to(x.device), gammad, out)
     chosen = draws[:, 3] < cfg.noise_p
     if chosen.any():
-        scaled = noise.to(x.device, x.dtype) * noise_std.view(n, 1, 1, 1).to(x.device, x.dtype)
+        noise = noise.to(x.device, x.dtype)
+        if x.shape[1] == 3:  # a grey face (equal channels: grey framing) gets grey noise, as at
+            # inference it only ever sees grey pixels (per-channel noise made it colour)
+            grey = (x[:, 0] == x[:, 1]).flatten(1).all(1) & (x[:, 1] == x[:, 2]).flatten(1).all(1)
+            noise = torch.where(grey.view(n, 1, 1, 1), noise[:, :1].expand_as(noise), noise)
+        scaled = noise * noise_std.view(n, 1, 1, 1).to(x.device, x.dtype)
         out = out + scaled * chosen.view(n, 1, 1, 1).to(x.device, x.dtype)
     for i in torch.nonzero(draws[:, 4] < cfg.jpeg_p).flatten().tolist():
         out[i] = _jpeg(out[i], int(quality[i]))

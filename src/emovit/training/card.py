@@ -138,7 +138,7 @@ AdamW (lr {cfg.lr}, weight decay {cfg.weight_decay}), {cfg.warmup_epochs} warm-u
 cosine decay to {cfg.min_lr}; global batch {cfg.batch_size} (gradient accumulation
 {cfg.grad_accum}); label smoothing {cfg.label_smoothing}; class balance `{cfg.balance}`;
 augmentation: flip {aug.hflip}, rotation ±{aug.rotate_deg}°, scale ±{aug.scale},
-translation ±{aug.translate}, brightness ±{aug.brightness}, contrast ±{aug.contrast},
+translation ±{aug.translate / 2:g} of the side, brightness ±{aug.brightness}, contrast ±{aug.contrast},
 random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha}, cutmix alpha {aug.cutmix_alpha};
 seed {cfg.seed}; precision `{cfg.precision}`.{distill} The input is the model's own preprocessing
 (`preprocessor_config.json`), exactly as at inference. The full resolved configuration is in

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from emovit.data import (
     LabelledImages,
     Sample,
+    canonical_split,
     list_splits,
     majority_samples,
     read_samples,
@@ -355,12 +356,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
 
     # ---- data
     votes = read_vote_labels(cfg.labels) if cfg.labels else None
-    train_samples = read_samples(cfg.data, cfg.train_split)
-    if cfg.val_split in list_splits(cfg.data) and cfg.val_split != cfg.train_split:
-        val_samples = read_samples(cfg.data, cfg.val_split)
+    train_split, val_split = canonical_split(cfg.train_split), canonical_split(cfg.val_split)
+    if "test" in (train_split, val_split):  # selection and training never see the test split
+        raise TrainError(
+            f"--train-split {cfg.train_split} / --val-split {cfg.val_split}: the test split is only "
+            "for the final figures (emovit evaluate), never trained on or chosen with"
+        )
+    train_samples = read_samples(cfg.data, train_split)
+    if val_split in list_splits(cfg.data) and val_split != train_split:
+        val_samples = read_samples(cfg.data, val_split)
     else:
         train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.seed)
-        _log(accelerator, f"no {cfg.val_split!r} split: holding out {len(val_samples)} training images")
+        _log(accelerator, f"no {val_split!r} split: holding out {len(val_samples)} training images")
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
         train_samples = [train_samples[i] for i in sorted(keep)]
@@ -451,6 +458,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         stopped = "early stopping"
     session_start = time.perf_counter()
     elapsed_before = float(state["elapsed_s"])
+    run_state_file = out / RUN_STATE
+    if accelerator.is_main_process and stopped == "epochs" and run_state_file.is_file():
+        # a run continued (more --epochs): not complete while it trains, so that a crash now
+        # never leaves "complete" beside best weights this session may already have replaced
+        previous = json.loads(run_state_file.read_text())
+        if previous.get("complete"):
+            previous |= {"complete": False, "epochs": cfg.epochs, "stopped": "continuing"}
+            write_text_atomic(run_state_file, json.dumps(previous, indent=2) + "\n")
     show = (sys.stderr.isatty() if progress is None else progress) and accelerator.is_main_process
     for epoch in range(int(state["epoch"]) if stopped == "epochs" else cfg.epochs, cfg.epochs):
         epoch_start = time.perf_counter()
