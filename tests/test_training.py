@@ -322,6 +322,22 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2
 
 
+def test_the_test_split_never_stands_in_for_training_or_selection(dataset: Path, tmp_path: Path) -> None:
+    """A split folder given as DATA used to answer for any split asked of it: the test folder
+    served as validation (early stopping, tau, soups) without a word. And --val-split test was
+    taken as asked, --val-split val ignored (10 % of train held out instead)."""
+    from emovit.data import read_samples
+    from emovit.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="is the 'test' split, not the 'validation' one"):
+        read_samples(dataset / "test", "validation")
+    assert len(read_samples(dataset / "test", "test")) == len(read_samples(dataset, "test"))
+    assert read_samples(dataset, "val") == read_samples(dataset, "validation")
+    for split in ({"val_split": "test"}, {"train_split": "PrivateTest"}):
+        with pytest.raises(TrainError, match="the test split is only for the final figures"):
+            train(_config(dataset, tmp_path / "never", epochs=1, **split), progress=False)
+
+
 def test_a_finished_run_continued_is_not_complete_while_it_trains(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

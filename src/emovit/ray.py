@@ -476,10 +476,14 @@ class _PartWriter(BatchPredictor):
     summary row per part for the driver to commit (``failure`` set when the part could not be
     written, or raised: the driver stops the run with `PartError`)."""
 
-    def __init__(self, output: str, fmt: RowFormat, **kwargs: Any) -> None:
+    def __init__(self, output: str, fmt: RowFormat, registry: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fs, self.base = _filesystem(output)
         self.fmt = fmt
+        if registry is not None:  # the driver ends this actor itself after the pass
+            import ray
+
+            ray.get(ray.get_actor(registry).add.remote(ray.get_runtime_context().current_actor))
 
     def __call__(self, batch: Any) -> pa.Table:
         import pyarrow as pa
@@ -819,6 +823,23 @@ def _singles(unit: dict[str, Any], fmt: RowFormat) -> list[dict[str, Any]]:
     ]
 
 
+class _Actors:
+    """Keeps the handles of a pass's actors (each adds itself when it starts, again after a
+    restart), for the driver to end them when the pass is over. Ray Data leaves that to
+    reference counting, which misses an actor caught restarting (its last part killed it):
+    such an actor lived on, holding its CPUs, and the next pass waited for them for ever."""
+
+    def __init__(self) -> None:
+        self.handles: dict[str, Any] = {}
+
+    def add(self, handle: Any) -> None:
+        self.handles[handle._actor_id.hex()] = handle
+
+    def take(self) -> list[Any]:
+        handles, self.handles = list(self.handles.values()), {}
+        return handles
+
+
 class _PartRun:
     """Runs parts on an actor pool and commits each part Ray hands back; returns the parts
     that failed every try."""
@@ -834,10 +855,21 @@ class _PartRun:
         committed: set[str],
         report: JobReport,
     ) -> None:
-        self.fs, self.base, self.kwargs, self.workers = fs, base, kwargs, workers
+        import ray
+
+        self.fs, self.base, self.workers = fs, base, workers
         self.num_cpus, self.num_gpus, self.committed, self.report = num_cpus, num_gpus, committed, report
+        name = f"emovit-parts-{uuid.uuid4().hex}"
+        self.registry: Any = ray.remote(num_cpus=0)(_Actors).options(name=name).remote()
+        self.kwargs = kwargs | {"registry": name}
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.registry)
 
     def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import ray
         import ray.data
 
         # one part in flight per actor: a part that kills its actor takes no queued part with it
@@ -857,16 +889,21 @@ class _PartRun:
                 **retries,
             )
         parts.context.max_errored_blocks = -1  # a part given up on: the others go on
-        returned: set[str] = set()
-        for entry in parts.iter_rows():
-            entry = dict(entry)
-            problem = entry.pop("failure", None)
-            if problem:  # the storage (after the writer's own tries) or a bug: no use going on
-                raise PartError(f"{entry['part']} of {self.base} failed in its worker: {problem}")
-            entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
-            self.commit(entry)
-            returned.add(entry["part"])
+        try:
+            returned = {self._returned(entry, inputs_of) for entry in parts.iter_rows()}
+        finally:
+            for handle in ray.get(self.registry.take.remote()):
+                ray.kill(handle, no_restart=True)
         return [unit for unit in units if unit["part"] not in returned]
+
+    def _returned(self, entry: dict[str, Any], inputs_of: dict[str, Any]) -> str:
+        entry = dict(entry)
+        problem = entry.pop("failure", None)
+        if problem:  # the storage (after the writer's own tries) or a bug: no use going on
+            raise PartError(f"{entry['part']} of {self.base} failed in its worker: {problem}")
+        entry["inputs"] = [os.fsdecode(name) for name in inputs_of[entry["part"]]]
+        self.commit(entry)
+        return str(entry["part"])
 
     def commit(self, entry: dict[str, Any]) -> None:
         """Record a written part in the manifest and the report."""
@@ -992,11 +1029,14 @@ def predict_to_folder(
         kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
         kwargs |= {"output": output, "fmt": fmt, "recognizer": {"batch_size": batch_size, **recognizer}}
         run = _PartRun(fs, base, kwargs, workers, num_cpus, num_gpus, committed, report)
-        failed = run(units)
-        # a part whose every try failed (its actor died: a crash or out of memory): each of its
-        # inputs is tried alone, and only the inputs that fail alone too become error rows
-        alone = [single for unit in failed if len(unit["inputs"]) > 1 for single in _singles(unit, fmt)]
-        lost = [unit for unit in failed if len(unit["inputs"]) == 1] + (run(alone) if alone else [])
+        try:
+            failed = run(units)
+            # a part whose every try failed (its actor died: a crash or out of memory): each of its
+            # inputs is tried alone, and only the inputs that fail alone too become error rows
+            alone = [single for unit in failed if len(unit["inputs"]) > 1 for single in _singles(unit, fmt)]
+            lost = [unit for unit in failed if len(unit["inputs"]) == 1] + (run(alone) if alone else [])
+        finally:
+            run.close()
         for unit in lost:
             run.commit_failure(unit, top_k)
         report.failed_inputs = [os.fsdecode(unit["inputs"][0]) for unit in lost]

@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI
@@ -61,6 +61,31 @@ def _load(recognizer: EmotionRecognizer | Callable[[], EmotionRecognizer], state
         logger.error("the model failed to load: %s", state.error)
 
 
+def _add_request_models(app: FastAPI) -> None:
+    """Put the JSON request body's models into the OpenAPI components: the predict route
+    declares its body by hand (multipart or JSON), so FastAPI does not collect them itself,
+    and its ``$ref`` pointed at nothing."""
+    from emovit.serve.schemas import PredictRequest
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            found = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            models = {
+                "PredictRequest": {k: v for k, v in found.items() if k != "$defs"},
+                **found.get("$defs", {}),
+            }
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in models.items():
+                components.setdefault(name, model)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     recognizer: EmotionRecognizer | Callable[[], EmotionRecognizer],
     settings: ServeSettings | None = None,
@@ -96,6 +121,7 @@ def create_app(
     app.state.emovit = state
     install_error_handlers(app)
     app.include_router(router)
+    _add_request_models(app)
     app.mount("/static", StaticFiles(directory=str(resources.files("emovit.serve").joinpath("static"))),
               name="static")  # fmt: skip
     # Added innermost first: requests pass RequestContext, CORS, ApiGate, BodyLimit, then the routes.

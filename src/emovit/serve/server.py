@@ -127,6 +127,11 @@ class _DrainingServer(uvicorn.Server):
         self.emovit_state.begin_shutdown()  # /readyz and /v1/ answer 503 while draining
         super().handle_exit(sig, frame)
 
+    async def on_tick(self, counter: int) -> bool:
+        if self.emovit_state.error is not None:  # the model failed to load: never ready, so stop
+            self.should_exit = True  # (a supervisor restarts or reports it; /livez would lie)
+        return await super().on_tick(counter)
+
 
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging, with emovit's own logger on the same handler."""
@@ -145,7 +150,8 @@ def run_server(
     settings: ServeSettings | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve `app` (from `create_app`) with uvicorn until SIGTERM or Ctrl-C, then drain.
+    """Serve `app` (from `create_app`) with uvicorn until SIGTERM or Ctrl-C, then drain; stop
+    at once, raising `ModelLoadError`, when the model fails to load.
 
     Args:
         app: the app; its `ServeState` learns of the shutdown signal at once.
@@ -179,3 +185,7 @@ def run_server(
     if host not in _LOOPBACK:
         logger.warning("listening on %s: reachable from other machines", host)
     _DrainingServer(config, state).run()
+    if state.error is not None:
+        from emovit.errors import ModelLoadError
+
+        raise ModelLoadError(f"the server stopped: the model failed to load ({state.error})")
