@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from emovit.errors import InputError, NoFaceError, OptionError
+from emovit.errors import EmovitError, InputError, NoFaceError, OptionError
 from emovit.faces import FaceOptions
 from emovit.imageio import DEFAULT_MAX_PIXELS, describe_source, load_image
 from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilities
@@ -112,13 +112,18 @@ def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> boo
     stale, quantised or fp16) is not trusted to answer as the weights do. Always torch for bf16
     (onnxruntime runs the model file as it is)."""
     from emovit.backends import ONNX_FILE
-    from emovit.models._loading import _embedded_folder
+    from emovit.models import DEFAULT_MODEL, resolve_model
 
     if not (on_cpu and precision == "fp32" and (folder / ONNX_FILE).is_file()):
         return False
     if not any(folder.glob("*.safetensors")):
         return True
-    ours = (folder / "export_info.json").is_file() or folder.resolve() == _embedded_folder().resolve()
+    ours = (folder / "export_info.json").is_file()
+    if not ours:
+        try:  # the embedded model (its model.onnx is checked by its release)
+            ours = folder.resolve() == resolve_model(DEFAULT_MODEL).resolve()
+        except EmovitError:  # an installation without it
+            ours = False
     return ours and _onnxruntime_installed()
 
 
