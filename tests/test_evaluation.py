@@ -92,6 +92,18 @@ def test_exclude_leaks(tiny_model_dir: Path, labelled: Path) -> None:
     )
     assert report.metrics["leaks_excluded"] == 1
     assert report.metrics["images"] == 15
+    # validation drove selection too: its copies are left out as well (several references)
+    (labelled / "validation" / "anger").mkdir(parents=True)
+    shutil.copy(labelled / "test" / "anger" / "test0.png", labelled / "validation" / "anger" / "v.png")
+    both = evaluate(
+        tiny_model_dir,
+        labelled,
+        exclude_leaks=[labelled / "train", labelled / "validation"],
+        device="cpu",
+        faces=FaceOptions(detector="none"),
+    )
+    assert (both.metrics["leaks_excluded"], both.metrics["images"]) == (2, 14)
+    assert both.metrics["leak_reference"] == f"{labelled / 'train'} + {labelled / 'validation'}"
 
 
 def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
@@ -100,7 +112,8 @@ def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:
         "--detector", "none",
     ]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "emovit.cli", *args, "--exclude-leaks", str(labelled / "train")],
+        [sys.executable, "-m", "emovit.cli", *args, "--exclude-leaks", str(labelled / "train"),
+         "--exclude-leaks", str(labelled / "train")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -129,6 +129,17 @@ def _with_votes(samples: list[Sample], labels: str | os.PathLike[str]) -> tuple[
     return kept, len(samples) - len(kept)
 
 
+def _leak_references(
+    exclude_leaks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+) -> list[str | os.PathLike[str]]:
+    """The folders whose images the scored ones must not duplicate (one path or several)."""
+    if exclude_leaks is None:
+        return []
+    if isinstance(exclude_leaks, str | os.PathLike):
+        return [exclude_leaks]
+    return list(exclude_leaks)
+
+
 def evaluate(
     model: str | os.PathLike[str] | EmotionRecognizer,
     data: str | os.PathLike[str],
@@ -138,7 +149,7 @@ def evaluate(
     faces: FaceOptions | None = None,
     tta: bool = False,
     labels: str | os.PathLike[str] | None = None,
-    exclude_leaks: str | os.PathLike[str] | None = None,
+    exclude_leaks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     max_distance: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
@@ -185,9 +196,11 @@ def evaluate(
     if labels is not None:
         samples, no_majority = _with_votes(samples, labels)
     leaks_excluded = 0
-    if exclude_leaks is not None:
-        train_split = "train" if "train" in list_splits(exclude_leaks) else None
-        reference = read_samples(exclude_leaks, train_split)
+    references = _leak_references(exclude_leaks)
+    if references:
+        reference = []  # what training and selection saw: a dataset's train split, or each folder
+        for folder in references:
+            reference += read_samples(folder, "train" if "train" in list_splits(folder) else None)
         leaked = find_leaks(
             samples, reference, max_distance=max_distance or DEFAULT_MAX_DISTANCE, threads=threads
         )
@@ -256,8 +269,8 @@ def evaluate(
             "failed": failed,
             "no_face": no_face,
             "accuracy_all": float((y_true == y_pred).sum() / len(kept)) if kept else 0.0,
-            "leaks_excluded": leaks_excluded if exclude_leaks is not None else None,
-            "leak_reference": str(exclude_leaks) if exclude_leaks is not None else None,
+            "leaks_excluded": leaks_excluded if references else None,
+            "leak_reference": " + ".join(map(str, references)) if references else None,
             "classes_missing_from_model": unscorable,
         }
     )

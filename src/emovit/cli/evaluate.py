@@ -33,9 +33,10 @@ __all__ = ["evaluate"]
 @click.option(
     "--exclude-leaks",
     "exclude_leaks",
-    default=None,
-    metavar="TRAIN_DIR",
-    help="Score only images with no exact or near duplicate in this training set.",
+    multiple=True,
+    metavar="DIR",
+    help="Score only images with no exact or near duplicate in this folder (a dataset: its train "
+    "split); repeat it for every set that training and selection saw (train and validation).",
 )
 @click.option(
     "--max-distance",
@@ -53,7 +54,7 @@ def evaluate(
     output: str,
     split: str | None,
     labels: str | None,
-    exclude_leaks: str | None,
+    exclude_leaks: tuple[str, ...],
     max_distance: int | None,
     quiet: bool,
 ) -> None:
@@ -82,7 +83,7 @@ def evaluate(
         split=split,
         tta=recognizer.tta == "flip",
         labels=labels,
-        exclude_leaks=exclude_leaks,
+        exclude_leaks=list(exclude_leaks) or None,
         max_distance=max_distance,
         batch_size=recognizer.batch_size,
         threads=recognizer.threads,

@@ -93,14 +93,17 @@ def release_model(
             with tempfile.TemporaryDirectory() as tmp:
                 export_onnx(str(stage), Path(tmp), check_images=64)
                 shutil.copy(Path(tmp) / ONNX_FILE, stage / ONNX_FILE)
-                shutil.copy(Path(tmp) / "export_info.json", stage / "export_info.json")  # checked
+                info = json.loads((Path(tmp) / "export_info.json").read_text())  # its check's figures
+                info["source"] = str(dest)  # exported from the staging folder, released as `dest`
+                write_text_atomic(stage / "export_info.json", json.dumps(info, indent=2) + "\n")
         # the released folder itself is scored, with the backend `auto` gives users
-        train_dir = data / "train"
+        # leak-free: no duplicate of what training (train) or any choice (validation) saw
+        seen = [data / "train", data / "validation"]
         cropped = FaceOptions(detector="none")  # the test split holds face crops
         reports = {
             "plain": evaluate(stage, data, stage / "evaluation", split="test", faces=cropped),
             "tta": evaluate(stage, data, None, split="test", faces=cropped, tta=True),
-            "leak_free": evaluate(stage, data, None, split="test", faces=cropped, exclude_leaks=train_dir),
+            "leak_free": evaluate(stage, data, None, split="test", faces=cropped, exclude_leaks=seen),
         }
         if labels is not None:
             reports["ferplus_plain"] = evaluate(
@@ -110,7 +113,7 @@ def release_model(
                 stage, data, None, split="test", faces=cropped, tta=True, labels=labels
             )
             reports["ferplus_leak_free"] = evaluate(
-                stage, data, None, split="test", faces=cropped, exclude_leaks=train_dir, labels=labels
+                stage, data, None, split="test", faces=cropped, exclude_leaks=seen, labels=labels
             )
         shutil.move(str(stage / "evaluation" / "confusion_matrix.png"), stage / "confusion_matrix.png")
         (stage / "confusion_matrix_ferplus.png").unlink(missing_ok=True)
