@@ -540,3 +540,29 @@ def test_a_server_whose_model_fails_to_load_stops_and_says_why(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "failed to load" in done.stderr and "safetensors" in done.stderr
+
+
+def test_the_body_is_parsed_off_the_event_loop(
+    recognizer: EmotionRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body of many tiny parts takes seconds to split; it was split on the event loop, so
+    every other request (/livez too) waited. While one body's parsing is held here, /livez
+    answers."""
+    from emovit.serve import _multipart
+
+    parse, entered, gate, released = _multipart.parse_multipart, *(threading.Event() for _ in range(3))
+
+    def held(body: bytes, content_type: str) -> list:
+        entered.set()
+        gate.wait(10)
+        released.set()
+        return parse(body, content_type)
+
+    monkeypatch.setattr(_multipart, "parse_multipart", held)
+    with serving(recognizer) as client, ThreadPoolExecutor(1) as pool:
+        upload = pool.submit(client.post, "/v1/predict", files=[("files", ("a.png", _png(), "image/png"))])
+        assert entered.wait(20)
+        assert client.get("/livez").status_code == 200
+        assert not released.is_set()  # /livez answered while the parsing was still held
+        gate.set()
+        assert upload.result().status_code == 200

@@ -100,33 +100,44 @@ def _request_schema() -> dict[str, Any]:
 
 
 async def _images_from(request: Request, state: ServeState) -> list[tuple[str, bytes]]:
-    """The request's images as (sanitised name, bytes); `ApiError` for a malformed request."""
+    """The request's images as (sanitised name, bytes); `ApiError` for a malformed request.
+    The body is parsed in a worker thread: a body of many tiny parts takes seconds to parse,
+    and the event loop (every other request, /livez too) must not wait for it."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-blind
+    if media_type not in ("multipart/form-data", "application/json"):
+        hint = "send multipart/form-data with field 'files', or JSON with base64 images"
+        raise ApiError(415, "unsupported_media_type", hint)
+    body = await request.body()
+    return await asyncio.to_thread(_parse_images, body, content_type, media_type, state)
+
+
+def _parse_images(
+    body: bytes, content_type: str, media_type: str, state: ServeState
+) -> list[tuple[str, bytes]]:
+    """`_images_from`'s parsing and checks, off the event loop."""
     if media_type == "multipart/form-data":
         from emovit.serve._multipart import MultipartError, parse_multipart
 
-        body = await request.body()
         try:
             parts = parse_multipart(body, content_type)
         except MultipartError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
         images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
-    elif media_type == "application/json":
-        body = await request.body()
+    else:
         try:
             payload = PredictRequest.model_validate_json(body)
         except ValueError as exc:
             raise ApiError(422, "bad_request", f"invalid JSON body: {str(exc)[:300]}") from None
+        if len(payload.images) > state.settings.max_images:  # before decoding any of them
+            state.metrics.rejections.labels("too_many_images").inc()
+            raise ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
         images = []
         for i, item in enumerate(payload.images):
             try:
                 images.append((safe_name(item.name, i), base64.b64decode(item.data, validate=True)))
             except (binascii.Error, ValueError):
                 raise ApiError(422, "bad_base64", f"{safe_name(item.name, i)}: invalid base64") from None
-    else:
-        hint = "send multipart/form-data with field 'files', or JSON with base64 images"
-        raise ApiError(415, "unsupported_media_type", hint)
     if not images:
         raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
     if len(images) > state.settings.max_images:
@@ -298,8 +309,12 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
     from emovit.serve._multipart import MultipartError, parse_multipart
 
     body = await request.body()
-    try:
-        parts = [part for part in parse_multipart(body, content_type) if part.name == "files"]
+    try:  # in a worker thread, as photos' bodies (up to --max-video-mb to split)
+        parts = [
+            part
+            for part in await asyncio.to_thread(parse_multipart, body, content_type)
+            if part.name == "files"
+        ]
     except MultipartError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     if len(parts) != 1:
