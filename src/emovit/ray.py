@@ -715,6 +715,11 @@ def _encode(names: Sequence[str]) -> list[bytes]:
     return [os.fsencode(name) for name in names]
 
 
+def _unit(inputs: Sequence[str], fmt: RowFormat, *, video: bool) -> dict[str, Any]:
+    """One part: its file name, its inputs (as bytes for Arrow) and whether it is a video."""
+    return {"part": _part_name(inputs, fmt), "inputs": _encode(inputs), "video": video}
+
+
 def _units(inputs: Sequence[str], part_size: int, fmt: RowFormat) -> list[dict[str, Any]]:
     """The parts of a run: each video alone, the photos `part_size` at a time, in order."""
     units: list[dict[str, Any]] = []
@@ -722,12 +727,12 @@ def _units(inputs: Sequence[str], part_size: int, fmt: RowFormat) -> list[dict[s
 
     def flush() -> None:
         if photos:
-            units.append({"part": _part_name(photos, fmt), "inputs": _encode(photos), "video": False})
+            units.append(_unit(photos, fmt, video=False))
             photos.clear()
 
     for source in inputs:
         if _is_video(source):
-            units.append({"part": _part_name([source], fmt), "inputs": _encode([source]), "video": True})
+            units.append(_unit([source], fmt, video=True))
             continue
         photos.append(source)
         if len(photos) == part_size:
@@ -817,10 +822,7 @@ def _sweep(fs: Any, base: str, committed: set[str]) -> int:
 
 def _singles(unit: dict[str, Any], fmt: RowFormat) -> list[dict[str, Any]]:
     """A part's inputs as parts of one input each."""
-    return [
-        {"part": _part_name([os.fsdecode(n)], fmt), "inputs": [n], "video": unit["video"]}
-        for n in unit["inputs"]
-    ]
+    return [_unit([os.fsdecode(n)], fmt, video=unit["video"]) for n in unit["inputs"]]
 
 
 class _Actors:

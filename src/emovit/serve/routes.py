@@ -104,7 +104,7 @@ async def _images_from(request: Request, state: ServeState) -> list[tuple[str, b
     The body is parsed in a worker thread: a body of many tiny parts takes seconds to parse,
     and the event loop (every other request, /livez too) must not wait for it."""
     content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()  # media types are case-blind
+    media_type = _media_type(content_type)
     if media_type not in ("multipart/form-data", "application/json"):
         hint = "send multipart/form-data with field 'files', or JSON with base64 images"
         raise ApiError(415, "unsupported_media_type", hint)
@@ -130,8 +130,7 @@ def _parse_images(
         except ValueError as exc:
             raise ApiError(422, "bad_request", f"invalid JSON body: {str(exc)[:300]}") from None
         if len(payload.images) > state.settings.max_images:  # before decoding any of them
-            state.metrics.rejections.labels("too_many_images").inc()
-            raise ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
+            raise _too_many_images(state)
         images = []
         for i, item in enumerate(payload.images):
             try:
@@ -141,8 +140,7 @@ def _parse_images(
     if not images:
         raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
     if len(images) > state.settings.max_images:
-        state.metrics.rejections.labels("too_many_images").inc()
-        raise ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
+        raise _too_many_images(state)
     total, budget = sum(_declared_pixels(data) for _, data in images), state.settings.max_request_pixels
     if total > budget:  # before any is decoded: small files can hold huge, flat images
         state.metrics.rejections.labels("too_many_pixels").inc()
@@ -151,6 +149,17 @@ def _parse_images(
             f"the request's images hold {total:,} pixels in all, over the limit of {budget:,}: send fewer",
         )  # fmt: skip
     return images
+
+
+def _media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, lower-cased (media types are case-blind)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _too_many_images(state: ServeState) -> ApiError:
+    """The 413 of a request with more images than the limit (counted)."""
+    state.metrics.rejections.labels("too_many_images").inc()
+    return ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
 
 
 def _declared_pixels(data: bytes) -> int:
@@ -304,7 +313,7 @@ VIDEO_ERRORS: dict[int | str, dict[str, Any]] = {
 async def _video_from(request: Request) -> tuple[str, bytes]:
     """The one uploaded clip as (sanitised name, bytes)."""
     content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
+    if _media_type(content_type) != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the clip as multipart/form-data, field 'files'")
     from emovit.serve._multipart import MultipartError, parse_multipart
 
