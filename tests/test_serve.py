@@ -552,11 +552,11 @@ def test_the_body_is_parsed_off_the_event_loop(
 
     parse, entered, gate, released = _multipart.parse_multipart, *(threading.Event() for _ in range(3))
 
-    def held(body: bytes, content_type: str) -> list:
+    def held(body: bytes, content_type: str, **options: Any) -> list:
         entered.set()
         gate.wait(10)
         released.set()
-        return parse(body, content_type)
+        return parse(body, content_type, **options)
 
     monkeypatch.setattr(_multipart, "parse_multipart", held)
     with serving(recognizer) as client, ThreadPoolExecutor(1) as pool:
@@ -566,3 +566,105 @@ def test_the_body_is_parsed_off_the_event_loop(
         assert not released.is_set()  # /livez answered while the parsing was still held
         gate.set()
         assert upload.result().status_code == 200
+
+
+def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(client: TestClient) -> None:
+    """It was accepted: the cut file became a corrupt_image row, as if the client had sent a
+    broken image, when the request itself was incomplete."""
+    body, headers = _multipart_body()
+    cut = body[: body.rindex(b"\r\n--")]  # the whole image, but no closing boundary
+    _assert_error(client.post("/v1/predict", content=cut, headers=headers), 422, "bad_request")
+    assert (
+        "closing boundary"
+        in client.post("/v1/predict", content=cut, headers=headers).json()["error"]["message"]
+    )
+    assert client.post("/v1/predict", content=body, headers=headers).status_code == 200
+
+
+def test_multipart_splitting_stops_at_the_first_part_over_the_limit() -> None:
+    """The body was split whole before the image count was checked: thousands of tiny parts
+    cost seconds first. Splitting now stops at the first part over the limit: here, what
+    follows it is not even valid multipart."""
+    from emovit.serve._multipart import MultipartError, TooManyPartsError, parse_multipart
+
+    boundary = "b0undary"
+    part = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
+            "data\r\n").encode()  # fmt: skip
+    content_type = f"multipart/form-data; boundary={boundary}"
+    body = part * 3 + b"\x00 no closing boundary"
+    with pytest.raises(TooManyPartsError):
+        parse_multipart(body, content_type, max_parts=2)
+    with pytest.raises(MultipartError):  # without a limit it is read to the end, and refused
+        parse_multipart(body, content_type)
+    other = part.replace(b'name="files"', b'name="note"')
+    parts = parse_multipart(part + other * 3 + f"--{boundary}--\r\n".encode(), content_type, max_parts=1)
+    assert [p.name for p in parts] == ["files", "note", "note", "note"]  # only 'files' is counted
+
+
+def test_readyz_and_requests_say_when_the_model_worker_has_stopped(recognizer: EmotionRecognizer) -> None:
+    """/readyz answered 200 with no model worker left: every request then waited for its 504."""
+    with serving(recognizer) as client:
+        batcher = get_state(client.app).batcher
+        assert batcher is not None and batcher.alive
+        batcher.stop(0)
+        assert not batcher.alive
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "worker" in ready.text
+        _assert_error(client.post("/v1/predict", files=[("files", ("a.png", _png(), "image/png"))]), 503,
+                      "not_ready")  # fmt: skip
+
+
+def test_stopping_with_a_full_queue_answers_the_queued_work_and_returns() -> None:
+    """`stop` put its end marker on the queue with a blocking put: with the queue full (the
+    worker busy past the drain time) the server's shutdown hung for ever."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from emovit.serve.batcher import MicroBatcher, QueueFullError
+
+    gate, started = threading.Event(), threading.Event()
+
+    def infer(batches: Any) -> list:
+        started.set()
+        gate.wait(20)
+        return [[] for _ in batches]
+
+    batcher = MicroBatcher(infer, max_batch=1, max_wait_ms=0, max_queue=1)
+    batcher.start()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(SimpleNamespace(faces=[0])))  # type: ignore[arg-type]
+        assert await asyncio.to_thread(started.wait, 10)  # the worker holds it
+        queued = asyncio.ensure_future(batcher.submit(SimpleNamespace(faces=[0])))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert batcher.full
+        try:
+            await asyncio.wait_for(asyncio.to_thread(batcher.stop, 0.2), 5)
+            with pytest.raises(QueueFullError):
+                await asyncio.wait_for(queued, 5)
+        finally:
+            gate.set()
+        assert await asyncio.wait_for(first, 5) == []
+
+    asyncio.run(main())
+
+
+def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_images, the request pixel budget, both body timeouts and the job counts had no flags."""
+    from click.testing import CliRunner
+
+    import emovit.serve
+    from emovit.cli import main
+
+    seen: dict[str, ServeSettings] = {}
+    monkeypatch.setattr(emovit.serve, "create_app", lambda factory, settings: seen.setdefault("s", settings))
+    monkeypatch.setattr(emovit.serve, "run_server", lambda app, **kw: None)
+    args = ["serve", "--model", str(tiny_model_dir), "--max-images", "3", "--max-request-megapixels", "2.5",
+            "--body-timeout", "7", "--video-body-timeout", "90", "--max-video-jobs", "2",
+            "--max-explain-jobs", "4"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    settings = seen["s"]
+    assert (settings.max_images, settings.max_request_pixels) == (3, 2_500_000)
+    assert (settings.body_timeout_s, settings.video_body_timeout_s) == (7.0, 90.0)
+    assert (settings.max_video_jobs, settings.max_explain_jobs) == (2, 4)

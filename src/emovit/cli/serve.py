@@ -75,6 +75,49 @@ __all__ = ["serve"]
     help="Seconds before a video request is answered 504.",
 )
 @click.option(
+    "--max-images",
+    type=click.IntRange(1),
+    default=16,
+    show_default=True,
+    help="Images per request (more answer 413).",
+)
+@click.option(
+    "--max-request-megapixels",
+    type=click.FloatRange(0.001),
+    default=50.0,
+    show_default=True,
+    help="Pixels of all of a request's images together, read from their headers before decoding "
+    "(more answer 413).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to receive a whole photo request body before 408.",
+)
+@click.option(
+    "--video-body-timeout",
+    type=click.FloatRange(0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to receive a whole video upload before 408 (a slow upload holds a video slot this long).",
+)
+@click.option(
+    "--max-video-jobs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Videos analysed at once (more answer 503 with Retry-After).",
+)
+@click.option(
+    "--max-explain-jobs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Requests computing explanation maps at once (more answer 503 with Retry-After).",
+)
+@click.option(
     "--drain-timeout",
     type=click.FloatRange(0),
     default=10.0,
@@ -96,6 +139,12 @@ def serve(
     max_video_mb: float,
     max_video_seconds: float,
     video_deadline: float,
+    max_images: int,
+    max_request_megapixels: float,
+    body_timeout: float,
+    video_body_timeout: float,
+    max_video_jobs: int,
+    max_explain_jobs: int,
     drain_timeout: float,
 ) -> None:
     """Serve the HTTP API and the web page (upload, live camera, expression capture, video).
@@ -130,5 +179,11 @@ def serve(
         max_video_bytes=int(max_video_mb * 1024 * 1024),
         max_video_seconds=max_video_seconds,
         video_deadline_s=video_deadline,
+        max_images=max_images,
+        max_request_pixels=int(max_request_megapixels * 1_000_000),
+        body_timeout_s=body_timeout,
+        video_body_timeout_s=video_body_timeout,
+        max_video_jobs=max_video_jobs,
+        max_explain_jobs=max_explain_jobs,
     )
     run_server(create_app(factory, settings), host=host, port=port, settings=settings)

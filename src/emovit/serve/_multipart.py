@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["FormPart", "MultipartError", "parse_multipart"]
+__all__ = ["FormPart", "MultipartError", "TooManyPartsError", "parse_multipart"]
 
 
 class MultipartError(ValueError):
     """The body is not valid multipart/form-data."""
+
+
+class TooManyPartsError(ValueError):
+    """The body holds more parts of the counted field than allowed (found while splitting it)."""
 
 
 @dataclass
@@ -20,8 +24,15 @@ class FormPart:
     data: bytearray = field(default_factory=bytearray)
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
-    """Split a multipart body into its parts (name, filename, content type, bytes)."""
+def parse_multipart(
+    body: bytes, content_type: str, *, max_parts: int | None = None, counted: str = "files"
+) -> list[FormPart]:
+    """Split a multipart body into its parts (name, filename, content type, bytes).
+
+    With `max_parts`, splitting stops with `TooManyPartsError` at the first part named `counted`
+    over that many (a body of thousands of tiny parts is not split whole first). A body that
+    ends before its closing boundary is a `MultipartError`: its last part was cut short.
+    """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     _, params = parse_options_header(content_type)
@@ -32,6 +43,8 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
     header_name = bytearray()
     header_value = bytearray()
     headers: dict[str, str] = {}
+    ended = False
+    counted_parts = 0
 
     def on_part_begin() -> None:
         headers.clear()
@@ -48,8 +61,13 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
         header_value.clear()
 
     def on_headers_finished() -> None:
+        nonlocal counted_parts
         _, disposition = parse_options_header(headers.get("content-disposition", ""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if name == counted:
+            counted_parts += 1
+            if max_parts is not None and counted_parts > max_parts:
+                raise TooManyPartsError(f"more than {max_parts} parts named {counted!r}")
         filename = disposition.get(b"filename")
         parts.append(
             FormPart(
@@ -62,6 +80,10 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].data.extend(data[start:end])
 
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
     parser = MultipartParser(
         boundary,
         {
@@ -71,11 +93,16 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
             "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
+            "on_end": on_end,
         },
     )
     try:
         parser.write(body)
         parser.finalize()
+    except TooManyPartsError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the parser raises its own error types
         raise MultipartError(f"malformed multipart body ({exc})") from None
+    if not ended:
+        raise MultipartError("the multipart body ends before its closing boundary (a part was cut short)")
     return parts

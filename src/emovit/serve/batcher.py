@@ -85,6 +85,11 @@ class MicroBatcher:
         return self._stopping or self._queue.full()
 
     @property
+    def alive(self) -> bool:
+        """The model worker thread is running (``/readyz`` answers 503 once it is not)."""
+        return self._thread.is_alive()
+
+    @property
     def idle(self) -> bool:
         return self._queue.empty() and self._busy == 0
 
@@ -102,11 +107,19 @@ class MicroBatcher:
 
     def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking jobs, let the queued ones finish (up to `drain_timeout` s), end the worker."""
-        self._stopping = True
+        self._stopping = True  # from here `submit` adds nothing: the queue only shrinks
         deadline = time.monotonic() + drain_timeout
-        while not self.idle and time.monotonic() < deadline:
+        while not self.idle and self.alive and time.monotonic() < deadline:
             time.sleep(0.01)
-        self._queue.put(None)
+        while True:  # the jobs not started in time are answered "shutting down" (503)
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting
+                    job.loop.call_soon_threadsafe(_resolve, job.future, None, QueueFullError("shutting down"))
+        self._queue.put_nowait(None)  # never blocks: the queue was just emptied
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
     def _take(self) -> list[_Job] | None:

@@ -140,7 +140,8 @@ class ApiGateMiddleware:
 
 class BodyLimitMiddleware:
     """413 for a body over `max_body_bytes` (declared, or counted as it arrives), 408 for one
-    that has not fully arrived `body_timeout_s` after the request began."""
+    that has not fully arrived `body_timeout_s` after the request began (``/v1/video``:
+    `max_video_bytes` and `video_body_timeout_s`)."""
 
     def __init__(self, app: ASGIApp, state: ServeState) -> None:
         self.app, self.state = app, state
@@ -150,7 +151,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         settings, metrics = self.state.settings, self.state.metrics
-        limit = settings.max_video_bytes if scope["path"] == "/v1/video" else settings.max_body_bytes
+        video = scope["path"] == "/v1/video"
+        limit = settings.max_video_bytes if video else settings.max_body_bytes
+        timeout = settings.video_body_timeout_s if video else settings.body_timeout_s
         too_large = ApiError(413, "body_too_large", f"request body over {limit} bytes", _CLOSE)
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
@@ -158,7 +161,7 @@ class BodyLimitMiddleware:
             await too_large.response(request_id_of(scope))(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.body_timeout_s
+        deadline = loop.time() + timeout
         received, complete = 0, False
 
         async def limited_receive() -> Message:
@@ -171,7 +174,7 @@ class BodyLimitMiddleware:
             except TimeoutError:
                 metrics.rejections.labels("body_timeout").inc()
                 raise ApiError(408, "body_timeout",
-                               f"the request body did not arrive within {settings.body_timeout_s:g} s",
+                               f"the request body did not arrive within {timeout:g} s",
                                _CLOSE) from None  # fmt: skip
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -117,10 +117,12 @@ def _parse_images(
 ) -> list[tuple[str, bytes]]:
     """`_images_from`'s parsing and checks, off the event loop."""
     if media_type == "multipart/form-data":
-        from emovit.serve._multipart import MultipartError, parse_multipart
+        from emovit.serve._multipart import MultipartError, TooManyPartsError, parse_multipart
 
         try:
-            parts = parse_multipart(body, content_type)
+            parts = parse_multipart(body, content_type, max_parts=state.settings.max_images)
+        except TooManyPartsError:
+            raise _too_many_images(state) from None
         except MultipartError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
         images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
@@ -315,15 +317,17 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
     content_type = request.headers.get("content-type", "")
     if _media_type(content_type) != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "send the clip as multipart/form-data, field 'files'")
-    from emovit.serve._multipart import MultipartError, parse_multipart
+    from emovit.serve._multipart import MultipartError, TooManyPartsError, parse_multipart
 
     body = await request.body()
     try:  # in a worker thread, as photos' bodies (up to --max-video-mb to split)
         parts = [
             part
-            for part in await asyncio.to_thread(parse_multipart, body, content_type)
+            for part in await asyncio.to_thread(parse_multipart, body, content_type, max_parts=1)
             if part.name == "files"
         ]
+    except TooManyPartsError:
+        raise ApiError(422, "one_video", "send exactly one clip in the field 'files' (got more)") from None
     except MultipartError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     if len(parts) != 1:
@@ -452,6 +456,8 @@ async def readyz(request: Request) -> Response:
         return PlainTextResponse("shutting down", status_code=503)
     if state.error:
         return PlainTextResponse("model failed to load", status_code=503)
+    if state.ready and state.batcher is not None and not state.batcher.alive:
+        return PlainTextResponse("model worker stopped", status_code=503)
     return PlainTextResponse("ready" if state.ready else "loading", status_code=200 if state.ready else 503)
 
 

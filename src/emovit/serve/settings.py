@@ -34,6 +34,8 @@ class ServeSettings:
         retry_after_s: the ``Retry-After`` of 503 answers.
         cors_origins: browser origins allowed to call the API (CORS is off when empty).
         max_video_bytes: ``/v1/video`` bodies over this answer 413 (instead of max_body_bytes).
+        video_body_timeout_s: seconds to receive a whole ``/v1/video`` body before 408 (instead
+            of body_timeout_s: at 300 s a 100 MiB clip needs about 2.8 Mbit/s).
         max_video_seconds: longer videos answer 413 (and no more than this is ever analysed).
         video_deadline_s: seconds from a fully read video to the answer before 504.
         max_video_jobs: videos analysed at once; more answer 503 with Retry-After.
@@ -65,6 +67,7 @@ class ServeSettings:
     retry_after_s: int = 1
     cors_origins: list[str] = field(default_factory=list)
     max_video_bytes: int = 100 * 1024 * 1024
+    video_body_timeout_s: float = 300.0
     max_video_seconds: float = 60.0
     video_deadline_s: float = 120.0
     max_video_jobs: int = 1

@@ -162,6 +162,8 @@ class ServeState:
                 else "the model is still loading"
             )
             raise ApiError(503, "not_ready", why, {"Retry-After": str(self.settings.retry_after_s)})
+        if not self.batcher.alive:  # nothing would ever answer the request: say so at once
+            raise ApiError(503, "not_ready", "the model worker has stopped (see the server log)")
         return self.recognizer, self.batcher, self.faces
 
 
