@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,40 @@ def test_a_folder_swap_interrupted_between_its_renames_is_put_back(tmp_path: Pat
     atomic_dir(target, lambda out: (out / "a.txt").write_text("second"))
     assert (target / "a.txt").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_files_and_folders_reach_the_disk_before_they_take_the_target_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renames were not preceded by fsync: after a power loss the new name could point at
+    an empty file (ext4 and XFS may commit the rename before the data)."""
+    from emovit import fileio
+
+    events: list[str] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, Path.rename
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {os.path.basename(os.readlink(f'/proc/self/fd/{fd}'))}")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(f"replace -> {os.path.basename(dst)}")
+        real_replace(src, dst)
+
+    def rename(self: Path, target: Any) -> Any:
+        events.append(f"rename {self.name} -> {Path(target).name}")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    monkeypatch.setattr(Path, "rename", rename)
+    fileio.write_text_atomic(tmp_path / "out.txt", "done")
+    first = events.index("replace -> out.txt")
+    assert any(e.startswith("fsync .out.txt.") for e in events[:first])  # the temporary file's data
+    assert f"fsync {tmp_path.name}" in events[first:]  # then the rename itself
+
+    events.clear()
+    fileio.atomic_dir(tmp_path / "folder", lambda tmp: (tmp / "weights.bin").write_bytes(b"w"))
+    swap = events.index("rename .folder.tmp -> folder")
+    assert "fsync weights.bin" in events[:swap] and f"fsync {tmp_path.name}" in events[swap:]
+    assert (tmp_path / "folder" / "weights.bin").read_bytes() == b"w"

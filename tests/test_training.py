@@ -1074,6 +1074,42 @@ def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(
         apply_prior_adjustment(model, PriorAdjustment(0.5, {"happy": 1.0}))
 
 
+def test_a_prior_adjustment_killed_between_its_two_files_is_finished_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bias was shifted in the weights, then the config recorded it: killed in between,
+    the next call found no record and shifted the bias a second time."""
+    from safetensors.torch import load_file
+
+    from emovit.training.adjust import PriorAdjustment, apply_prior_adjustment
+
+    model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
+    skewed = {c: (i + 1) / 28 for i, c in enumerate(CLASSES)}
+    key = "classifier.bias"
+    original = load_file(str(model / "model.safetensors"))[key].double().numpy()
+    shift = -0.5 * np.log([skewed[c] for c in CLASSES])
+
+    def killed(path: Any, text: str) -> None:
+        raise KeyboardInterrupt
+
+    import emovit.fileio
+
+    real = emovit.fileio.write_text_atomic
+    monkeypatch.setattr(emovit.fileio, "write_text_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        apply_prior_adjustment(model, PriorAdjustment(0.5, skewed))
+    assert "emovit_prior_adjustment" not in json.loads((model / "config.json").read_text())
+    monkeypatch.setattr(emovit.fileio, "write_text_atomic", real)
+    with pytest.raises(TrainError, match="not this adjustment"):
+        apply_prior_adjustment(model, PriorAdjustment(0.25, skewed))
+    apply_prior_adjustment(model, PriorAdjustment(0.5, skewed))
+    bias = load_file(str(model / "model.safetensors"))[key].double().numpy()
+    np.testing.assert_allclose(bias, original + shift, atol=1e-5)  # shifted once
+    assert json.loads((model / "config.json").read_text())["emovit_prior_adjustment"]["tau"] == 0.5
+    with pytest.raises(TrainError, match="already adjusted"):
+        apply_prior_adjustment(model, PriorAdjustment(0.5, skewed))
+
+
 def _load_script(name: str) -> Any:
     import importlib.util
 
@@ -1145,3 +1181,65 @@ def test_augmentation_is_chosen_on_perturbed_validation_by_the_fixed_rule(
         chooser.choose([{"model": "x", "settings": {"split": "validation"}, "conditions": {"clean": {}}}])
     with pytest.raises(ValueError, match="expected a list"):
         chooser.choose({"model": "x"})  # type: ignore[arg-type]
+
+
+def _always_better(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every epoch scores a higher validation macro-F1 than the last (so each is the best)."""
+    import sklearn.metrics
+
+    calls = iter(range(1, 10_000))
+    monkeypatch.setattr(sklearn.metrics, "f1_score", lambda *a, **k: next(calls) / 10_000)
+
+
+def test_a_kill_before_an_epoch_is_committed_leaves_the_best_model_of_a_committed_epoch(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The best weights were written before the checkpoint that commits their epoch: killed
+    in between, the resume repeats the epoch (with other --epochs, another learning rate) and
+    may not find it best, leaving the best model of an abandoned attempt."""
+    from emovit.training import trainer
+
+    _always_better(monkeypatch)
+    run = tmp_path / "run"
+    train(_config(dataset, run, epochs=1), progress=False)
+    committed = (run / "model.safetensors").read_bytes()
+    save = trainer._save_checkpoint
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(dataset, run, epochs=3), resume=True, progress=False)
+    assert (run / "model.safetensors").read_bytes() == committed  # epoch 2 was never committed
+    monkeypatch.setattr(trainer, "_save_checkpoint", save)
+
+
+def test_a_kill_after_an_epoch_is_committed_is_finished_by_the_resume(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the checkpoint committed a new best epoch but before its model was
+    published: the resume publishes the model staged in the checkpoint."""
+    from emovit.training import trainer
+
+    _always_better(monkeypatch)
+    run = tmp_path / "run"
+    publish, published = trainer._publish_best, []
+
+    def killed_on_epoch_two(out: Path, staged: Path) -> None:
+        published.append(staged)
+        if len(published) == 2:
+            raise KeyboardInterrupt
+        publish(out, staged)
+
+    monkeypatch.setattr(trainer, "_publish_best", killed_on_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(dataset, run, epochs=2), progress=False)
+    staged = run / "checkpoint" / "best" / "model.safetensors"
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["best_epoch"] == 2
+    assert (run / "model.safetensors").read_bytes() != staged.read_bytes()  # still epoch 1's
+    monkeypatch.setattr(trainer, "_publish_best", publish)
+    result = train(_config(dataset, run, epochs=2), resume=True, progress=False)
+    assert result.best_epoch == 2 and result.epochs_run == 2
+    assert (run / "model.safetensors").read_bytes() == staged.read_bytes()
+    assert not (run / ".best.tmp").exists()

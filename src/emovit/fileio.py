@@ -1,8 +1,9 @@
 """Files that are whole or absent: atomic writes of text, bytes and folders.
 
 Every output emovit writes (result files, model folders, checkpoints, downloads) goes
-through here: written under a temporary name beside the target and renamed onto it only
-when complete, so a crash, Ctrl-C or SIGTERM never leaves half a file behind.
+through here: written under a temporary name beside the target, flushed to disk (fsync) and
+renamed onto it only when complete, so a crash, Ctrl-C, SIGTERM or power loss never leaves half
+a file behind.
 
 Examples:
     >>> import tempfile, pathlib
@@ -83,7 +84,10 @@ def _atomic_open(target: Path, mode: str) -> Iterator[Any]:
         with os.fdopen(fd, mode, **kwargs) as handle:  # closes the descriptor whatever follows
             os.chmod(tmp, _file_mode(target))
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes on disk before the name points at them
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -98,6 +102,31 @@ def atomic_output(path: str | os.PathLike[str] | None, stdout: TextIO) -> Iterat
         return
     with atomic_open(path) as handle:
         yield handle
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every system can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then the folders themselves."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -118,6 +147,7 @@ def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) ->
     tmp.mkdir(parents=True)
     try:
         write(tmp)
+        _fsync_tree(tmp)  # the new folder's bytes on disk before it takes the old one's place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,6 +155,7 @@ def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) ->
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
     tmp.rename(target)
+    _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -156,7 +156,13 @@ def _classifier_bias(model: Any, num_labels: int) -> str:
 def apply_prior_adjustment(folder: str | os.PathLike[str], adjustment: PriorAdjustment) -> Path:
     """Fold ``-tau * log(prior)`` into the classifier bias of the model in `folder` (its
     ``model.safetensors`` is rewritten atomically) and record the adjustment in its
-    ``config.json`` (``emovit_prior_adjustment``). Returns the weights file."""
+    ``config.json`` (``emovit_prior_adjustment``). Returns the weights file.
+
+    The weights' own metadata records the adjustment too, and they are written first: a crash
+    between the two files is finished by the next call (the config written, the bias not
+    shifted twice), never taken for an unadjusted model.
+    """
+    from safetensors import safe_open
     from safetensors.torch import load_file, save
 
     from emovit.fileio import atomic_open, write_text_atomic
@@ -166,12 +172,23 @@ def apply_prior_adjustment(folder: str | os.PathLike[str], adjustment: PriorAdju
     config_path = folder / "config.json"
     if "emovit_prior_adjustment" in json.loads(config_path.read_text()):
         raise TrainError(f"{folder}: already adjusted (config.json has emovit_prior_adjustment)")
+    record = {"tau": adjustment.tau, "prior": adjustment.prior}
+    weights_path = folder / "model.safetensors"
+    with safe_open(str(weights_path), framework="pt") as handle:
+        written = (handle.metadata() or {}).get("emovit_prior_adjustment")
+    if written is not None:  # the weights were adjusted, the config not yet: finish it
+        if json.loads(written) != json.loads(json.dumps(record)):
+            raise TrainError(
+                f"{weights_path}: already adjusted with tau {json.loads(written).get('tau')} "
+                "(its metadata), not this adjustment"
+            )
+        _record_adjustment(config_path, record, write_text_atomic)
+        return weights_path
     loaded = load_torch_model(folder)
     classes = list(loaded.label_map.names)
     if set(classes) != set(adjustment.prior):
         raise TrainError(f"{folder}: its labels {classes} are not the adjustment's {list(adjustment.prior)}")
     key = _classifier_bias(loaded.model, len(classes))
-    weights_path = folder / "model.safetensors"
     weights = load_file(str(weights_path))
     if key not in weights:
         raise TrainError(f"{weights_path}: no tensor {key!r}")
@@ -181,8 +198,12 @@ def apply_prior_adjustment(folder: str | os.PathLike[str], adjustment: PriorAdju
     bias = weights[key]
     weights[key] = (bias.double() + torch.from_numpy(shift)).to(bias.dtype).contiguous()
     with atomic_open(weights_path, "wb") as handle:
-        handle.write(save(weights, metadata={"format": "pt"}))
-    config = json.loads(config_path.read_text())
-    config["emovit_prior_adjustment"] = {"tau": adjustment.tau, "prior": adjustment.prior}
-    write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
+        handle.write(save(weights, metadata={"format": "pt", "emovit_prior_adjustment": json.dumps(record)}))
+    _record_adjustment(config_path, record, write_text_atomic)
     return weights_path
+
+
+def _record_adjustment(config_path: Path, record: dict[str, Any], write: Any) -> None:
+    config = json.loads(config_path.read_text())
+    config["emovit_prior_adjustment"] = record
+    write(config_path, json.dumps(config, indent=2) + "\n")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +68,8 @@ __all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"
 Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHECKPOINT = "checkpoint"
+#: The sub-folder of a checkpoint holding its epoch's model when that epoch was the best.
+BEST_STAGED = "best"
 RUN_STATE = "run_state.json"  # how the last session of a run ended; "complete" when it is done
 
 
@@ -448,6 +452,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         _log(
             accelerator, f"resuming {out} after epoch {state['epoch']} (best macro-F1 {state['best_f1']:.4f})"
         )
+        if (
+            accelerator.is_main_process
+            and state["best_epoch"] == state["epoch"]
+            and (ckpt / BEST_STAGED).is_dir()
+        ):
+            _publish_best(out, ckpt / BEST_STAGED)  # killed between the commit and the publishing
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
@@ -553,12 +563,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             # The history first, whole and atomically (a resume keeps the lines of the epochs
-            # its checkpoint holds), then the best weights, then the checkpoint that commits
-            # the epoch: a kill anywhere between repeats the epoch, never loses its line.
+            # its checkpoint holds), then the checkpoint that commits the epoch (with the new
+            # best model staged inside it), then that best model published: a kill before the
+            # commit repeats the epoch and leaves the best model of a committed epoch (a resume
+            # with other --epochs may not find this epoch best again); a kill after it is
+            # finished by the resume, which publishes the staged model again.
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            stage = (
+                functools.partial(
+                    _stage_best, model=unwrapped, processor=processor, framing=framing, notes=framing_notes
+                )
+                if improved
+                else None
+            )
+            _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state, best=stage)
             if improved:
-                _save_best(out, unwrapped, processor, framing, framing_notes)
-            _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state)
+                _publish_best(out, out / CHECKPOINT / BEST_STAGED)
         accelerator.wait_for_everyone()
         _log(
             accelerator,
@@ -712,25 +732,43 @@ def _predict(
     return gathered[:n].cpu().numpy()
 
 
-def _save_best(
-    out: Path, model: Any, processor: dict[str, Any], framing: Framing, notes: dict[str, Any]
+def _stage_best(
+    folder: Path, model: Any, processor: dict[str, Any], framing: Framing, notes: dict[str, Any]
 ) -> None:
-    """The model folder's files (weights, config, processor, framing with its `notes`), each
-    replaced atomically."""
+    """Write the model folder's files (weights, config, processor, framing with its `notes`)
+    into the new `folder`."""
     from emovit.models import write_framing
 
+    folder.mkdir()
+    model.save_pretrained(folder, safe_serialization=True)
+    write_text_atomic(folder / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
+    write_framing(folder, framing, **notes)
+
+
+def _publish_best(out: Path, staged: Path) -> None:
+    """Copy the best model staged in a checkpoint into the run folder, each file replaced
+    atomically (a kill midway is repaired by the resume, which publishes it again)."""
     tmp = out / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    write_text_atomic(tmp / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
-    write_framing(tmp, framing, **notes)
+    for file in staged.iterdir():
+        shutil.copy2(file, tmp / file.name)
     for file in tmp.iterdir():
         os.replace(file, out / file.name)
     tmp.rmdir()
 
 
-def _save_checkpoint(target: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+def _save_checkpoint(
+    target: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any],
+    *,
+    best: Callable[[Path], None] | None = None,
+) -> None:
+    """Commit an epoch: weights, optimizer, scheduler and state in one folder swapped in
+    whole; `best` stages the epoch's model in its ``best/`` sub-folder when it is the new best."""
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
@@ -739,6 +777,8 @@ def _save_checkpoint(target: Path, model: Any, optimizer: Any, scheduler: Any, s
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        if best is not None:
+            best(tmp / BEST_STAGED)
 
     atomic_dir(target, write)
 
