@@ -118,16 +118,15 @@ def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.nda
 
 
 def _scores(predicted: list[str | None], truth: list[str | None]) -> dict[str, float]:
-    from sklearn.metrics import f1_score
+    from emovit.evaluation import macro_f1
 
     pairs = [(t, p) for t, p in zip(truth, predicted, strict=True) if t is not None]
     y_true = [t for t, _ in pairs]
     y_pred = [p if p is not None else "none" for _, p in pairs]
-    labels = sorted(set(y_true))
     return {
         "images": len(pairs),
         "accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
     }
 
 

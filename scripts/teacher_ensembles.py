@@ -50,18 +50,11 @@ def log_probs(model: str, images: list[np.ndarray]) -> np.ndarray:
 
 
 def score(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import f1_score
+    from emovit.evaluation import macro_f1
 
     return {
         "accuracy": round(float((predicted == truth).mean()), 4),
-        "macro_f1": round(
-            float(
-                f1_score(
-                    truth, predicted, average="macro", labels=list(range(len(EMOTIONS))), zero_division=0
-                )
-            ),
-            4,
-        ),
+        "macro_f1": round(macro_f1(truth, predicted), 4),
     }
 
 

@@ -16,7 +16,7 @@ from emovit.models import Framing, arch_preset, build_random_model, load_model
 from emovit.training import AugmentConfig, TrainConfig, TrainError, train
 
 from .servers import free_port
-from .training_data import CLASSES, dataset_fixture, write_votes
+from .training_data import CLASSES, dataset_fixture, write_dataset, write_votes
 
 pytest.importorskip("accelerate")
 
@@ -1243,3 +1243,21 @@ def test_a_kill_after_an_epoch_is_committed_is_finished_by_the_resume(
     assert result.best_epoch == 2 and result.epochs_run == 2
     assert (run / "model.safetensors").read_bytes() == staged.read_bytes()
     assert not (run / ".best.tmp").exists()
+
+
+def test_training_selects_on_the_macro_f1_that_evaluate_reports(tmp_path: Path) -> None:
+    """The trainer averaged F1 over every class, `emovit evaluate` over the classes present: on
+    a validation split without some class the run chose its best epoch on a smaller number
+    than the one reported for it."""
+    import shutil
+
+    from emovit.evaluation import evaluate
+    from emovit.faces import FaceOptions
+
+    root = tmp_path / "faces"
+    write_dataset(root, {"train": 12, "validation": 6, "test": 2})
+    shutil.rmtree(root / "validation" / "surprise")
+    result = train(_config(root, tmp_path / "run", epochs=1), progress=False)
+    report = evaluate(result.output, root, split="validation", faces=FaceOptions(detector="none"))
+    assert result.history[0]["val_macro_f1"] == pytest.approx(report.macro_f1, abs=1e-9)
+    assert result.history[0]["val_accuracy"] == pytest.approx(report.accuracy, abs=1e-9)

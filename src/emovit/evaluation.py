@@ -45,6 +45,16 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(total)
 
 
+def macro_f1(y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndarray) -> float:
+    """The macro-F1 of every emovit figure (evaluation, training's model selection, the prior
+    adjustment, the reports): the mean F1 over the classes present in `y_true`; a class never
+    in the truth has no recall, and counting it as 0 would only shrink the mean."""
+    from sklearn.metrics import f1_score
+
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+
+
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, labels: Sequence[str]
 ) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def classification_metrics(
     return {
         "images": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
         "log_loss": float(log_loss(y_true, clipped / clipped.sum(1, keepdims=True), labels=ids)),
         "ece": expected_calibration_error(confidence, (y_true == y_pred).astype(float)),

@@ -82,9 +82,8 @@ def tune_prior_adjustment(
     trained on: the vote mass of `prior_labels` (a vote file), else the folder labels. Images
     that fail are left out.
     """
-    from sklearn.metrics import f1_score
-
     from emovit.data import majority_samples, read_samples, read_vote_labels
+    from emovit.evaluation import macro_f1
     from emovit.predictor import EmotionRecognizer
 
     data = Path(data)
@@ -119,12 +118,7 @@ def tune_prior_adjustment(
             {
                 "tau": float(tau),
                 "accuracy": round(float((y_pred == y_true).mean()), 4),
-                "macro_f1": round(
-                    float(
-                        f1_score(y_true, y_pred, labels=range(len(classes)), average="macro", zero_division=0)
-                    ),
-                    4,
-                ),
+                "macro_f1": round(macro_f1(y_true, y_pred), 4),
                 "recall": {
                     c: round(float((y_pred[y_true == k] == k).mean()), 3) if (y_true == k).any() else None
                     for k, c in enumerate(classes)

@@ -312,7 +312,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         >>> result = train(cfg)  # doctest: +SKIP
     """
     from accelerate import Accelerator
-    from sklearn.metrics import f1_score
+
+    from emovit.evaluation import macro_f1
 
     out = Path(cfg.output)
     ckpt = out / CHECKPOINT
@@ -538,15 +539,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             "train_accuracy": float(totals[1] / totals[2]),
             "val_loss": val_loss,
             "val_accuracy": float((val_pred == val_data.labels).mean()),
-            "val_macro_f1": float(
-                f1_score(
-                    val_data.labels,
-                    val_pred,
-                    average="macro",
-                    labels=list(range(len(classes))),
-                    zero_division=0,
-                )
-            ),
+            "val_macro_f1": macro_f1(val_data.labels, val_pred),
             "lr": float(scheduler.get_last_lr()[0]),
             "epoch_time_s": round(time.perf_counter() - epoch_start, 2),
         }
