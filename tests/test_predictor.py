@@ -345,3 +345,21 @@ def test_without_resizing_the_image_the_model_fits_goes_through_whatever_its_bat
     results = rec.predict(images)
     assert [r.ok for r in results] == [False, False, True]
     assert results[0].error_code == "preprocess_failed" and "unlike" in (results[0].error or "")
+
+
+def test_classify_arrays_frames_colour_crops_as_predict_does(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A model framed for grey faces: `classify_arrays` (the benchmark's entry) gave colour
+    crops to the model as they were, while `predict` made them grey first."""
+    import shutil
+
+    from emovit.models import Framing, write_framing
+
+    folder = tmp_path / "grey"
+    shutil.copytree(tiny_model_dir, folder)
+    write_framing(folder, Framing(face_margin=0.0, face_align=False, grey=True))
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    crops[0][..., 0] = 255  # strongly coloured
+    predicted = [[r.faces[0].probs[k] for k in rec.labels] for r in rec.predict(crops)]
+    np.testing.assert_allclose(rec.classify_arrays(crops), predicted, atol=1e-6)

@@ -604,8 +604,11 @@ class EmotionRecognizer:
 
     def classify_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities (``N x len(labels)``, in `labels` order) for RGB uint8 face crops
-        (no detection: each array is one face, used as it is)."""
-        return self.probabilities(self.model.preprocessor(list(images)))
+        (no detection: each array is one face, framed already; made grey first when the
+        recognizer's framing says so, as `predict` does)."""
+        return self.probabilities(
+            self.model.preprocessor([self._colour(image, self.faces) for image in images])
+        )
 
     # ------------------------------------------------------------------ explanations
 
@@ -883,7 +886,7 @@ class EmotionRecognizer:
         return detections
 
     def _crop(self, image: np.ndarray, det: Detection, options: FaceOptions) -> np.ndarray:
-        from emovit.faces import crop_face, to_grey
+        from emovit.faces import crop_face
 
         if det.whole_image:
             crop = image
@@ -891,7 +894,14 @@ class EmotionRecognizer:
             crop = crop_face(
                 image, det, margin=options.margin or 0.0, align=bool(options.align), border=options.border
             )
-        return to_grey(crop) if options.grey else crop
+        return self._colour(crop, options)
+
+    @staticmethod
+    def _colour(crop: np.ndarray, options: FaceOptions) -> np.ndarray:
+        """A face crop as the model takes it: grey (in three equal channels) when `options` say so."""
+        from emovit.faces import to_grey
+
+        return to_grey(crop) if options.grey and crop.ndim == 3 else crop
 
     def _faces_of(
         self,
