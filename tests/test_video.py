@@ -738,19 +738,25 @@ def test_an_annotated_video_that_cannot_be_written_loses_no_rows(
     """An annotated video that cannot be put in place (a folder holds its name): the video's
     rows and the other inputs' are all written, with a warning naming the video and exit 1 (it
     used to be an internal error that deleted the results file)."""
+    pytest.importorskip("matplotlib")
     blocked = tmp_path / "annotated"
     (blocked / f"{plain.stem}.annotated.mp4").mkdir(parents=True)
+    (blocked / f"{plain.stem}.timeline.png").mkdir(parents=True)
     photo = tmp_path / "face.png"
     Image.fromarray(fer_faces("happy", 1, 64)[0]).save(photo)
     out = tmp_path / "rows.jsonl"
     proc = emovit(
         "predict", str(plain), str(photo), "--model", str(tiny_model_dir), "--detector", "none",
         "--fps", "10", "--format", "jsonl", "-o", str(out), "--save-annotated", str(blocked),
+        "--plot", str(blocked),
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len([r for r in rows if r["source"] == str(plain)]) == 20 and rows[-1]["source"] == str(photo)
     assert f"warning: {plain}: its annotated video could not be written" in proc.stderr
+    assert f"warning: {plain}: its timeline could not be written" in proc.stderr
+    # one video lost two outputs: one input whose images could not be saved, not two
+    assert "1 whose images could not be saved" in proc.stderr, proc.stderr
 
 
 def test_a_stopped_video_is_not_summarised_as_complete(tiny_whole: EmotionRecognizer, plain: Path) -> None:
@@ -804,3 +810,19 @@ def test_start_lands_on_the_first_frame_after_it(
     options = VideoOptions(start=0.5, fps=10, smooth=0)
     times = [round(frame.time_s or 0, 3) for frame in tiny_whole.predict_video(clip, options=options)]
     assert times[:3] == [0.5, 0.6, 0.7] and len(times) == 15, times
+
+
+def test_avi_with_b_frames_starts_at_zero(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """AVI stores no presentation times: with B-frames FFmpeg derives them from the decoding
+    order and the first frame is shown at 1/fps while the stream says it starts at 0, so every
+    time (and --start) was a frame late."""
+    frames = [background(64, 48, seed=i) for i in range(20)]
+    clip = write_clip(clips / "bframes.avi", frames, fps=10, codec="mpeg4", container="avi", b_frames=2)
+    with VideoReader(clip) as reader:
+        read = [(frame.index, round(frame.time_s or 0, 3)) for frame in reader]
+    assert read[:3] == [(0, 0.0), (1, 0.1), (2, 0.2)] and len(read) == 20, read
+    options = VideoOptions(start=1.0, smooth=0)
+    first = next(iter(tiny_whole.predict_video(clip, options=options)))
+    assert (first.frame, round(first.time_s or 0, 3)) == (10, 1.0)
+    with clip.open("rb") as handle, VideoReader(handle, name="bframes.avi") as reader:  # a file object too
+        assert round(next(iter(reader)).time_s or 0, 3) == 0.0

@@ -49,6 +49,7 @@ def write_clip(
     rotation: int | None = None,
     options: dict[str, str] | None = None,
     codec_options: dict[str, str] | None = None,
+    b_frames: int | None = None,
 ) -> Path:
     """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
     variable frame rate; `rotation`: display-matrix degrees, counter-clockwise)."""
@@ -60,6 +61,8 @@ def write_clip(
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if codec == "libx264":
         stream.options = {"preset": "ultrafast", **(codec_options or {})}
+    if b_frames is not None:
+        stream.codec_context.max_b_frames = b_frames
     if pts_ms is not None:
         stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
     if rotation is not None:

@@ -95,7 +95,8 @@ class VideoJob:
     plot: str | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
-    unsaved: int = 0  # videos whose annotated video or timeline could not be written
+    unsaved: int = 0  # videos whose annotated video or timeline (or both) could not be written
+    _warned: bool = field(default=False, repr=False)  # the video at hand lost an output
 
     def __post_init__(self) -> None:
         if self.plot:
@@ -109,6 +110,7 @@ class VideoJob:
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
         errors = _output_errors()
+        self._warned = False
         run = self.rec.predict_video(path, options=self.options, keep_pixels=bool(self.annotated))
         video: AnnotatedVideoWriter | None = None
         annotate = bool(self.annotated)
@@ -155,11 +157,12 @@ class VideoJob:
                     timeline.save(Path(self.plot or ".") / f"{stem}.timeline.png", title=Path(path).name)
                 except errors as exc:
                     self._unsaved(path, "timeline", exc)
+            self.unsaved += self._warned
         return failed
 
     def _unsaved(self, path: str, what: str, exc: BaseException) -> None:
         click.echo(f"warning: {path}: its {what} could not be written ({exc}); its rows go on", err=True)
-        self.unsaved += 1
+        self._warned = True
 
     def write_summary(self, path: str) -> None:
         import json

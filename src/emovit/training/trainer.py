@@ -81,7 +81,9 @@ class TrainConfig:
     vote distributions and validation scores the majority label. `face_margin`, `face_align` and
     `grey` are the framing recorded with the model (``emovit.json``); None inherits the
     ``--init`` model's record, or the default framing. With `grey` the images are converted to
-    grey as they are decoded.
+    grey as they are decoded. Data without a validation split gets one held out from training
+    (`val_fraction` of each class), drawn with `holdout_seed`, not `seed`: runs that differ in
+    their seed are compared on the same images.
     """
 
     data: str
@@ -106,6 +108,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "validation"
     val_fraction: float = 0.1
+    holdout_seed: int = 0  # which training images are held out without a validation split
     max_train_samples: int | None = None
     grad_clip: float = 1.0
     time_limit_min: float | None = None
@@ -131,6 +134,8 @@ class TrainConfig:
             if key in aug:
                 aug[key] = tuple(aug[key])
         known = set(cls.__dataclass_fields__)
+        if "holdout_seed" not in data and "seed" in data:  # a run saved before it was its own
+            data["holdout_seed"] = data["seed"]
         return cls(**{k: v for k, v in data.items() if k in known}, augment=AugmentConfig(**aug))
 
 
@@ -371,7 +376,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if val_split in list_splits(cfg.data) and val_split != train_split:
         val_samples = read_samples(cfg.data, val_split)
     else:
-        train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.seed)
+        # held out with a seed of its own: runs of other --seed values are chosen on one set
+        train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.holdout_seed)
         _log(accelerator, f"no {val_split!r} split: holding out {len(val_samples)} training images")
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]

@@ -404,7 +404,30 @@ class VideoReader:
         start = _seconds(self._stream.start_time, self._stream.time_base)
         if start is None and self._container.start_time is not None:
             start = self._container.start_time / 1_000_000
-        return start or 0.0
+        first = self._first_shown() if self._container.format.name == "avi" else None
+        return first if first is not None else start or 0.0
+
+    def _first_shown(self, packets: int = 32) -> float | None:
+        """The earliest presentation time among the first `packets` (None when there is none,
+        or the source cannot be read twice), the demuxer put back at the start.
+
+        AVI stores no presentation times: with B-frames FFmpeg derives them from the decoding
+        order and the codec's delay, so the first frame is shown at 1/fps while the stream says
+        it starts at 0: every time would be a frame late."""
+        source: Any = self._source
+        if hasattr(source, "read") and not (hasattr(source, "seekable") and source.seekable()):
+            return None  # a pipe: what is read to peek is gone
+        times: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.pts is not None:
+                    times.append(packet.pts)
+                if len(times) >= packets:
+                    break
+        except Exception:  # noqa: BLE001 - the stream's start then stays as the container says
+            times = []
+        self._rewind()
+        return _seconds(min(times), self._stream.time_base) if times else None
 
     def _seek(self, start: float, origin: float) -> bool:
         """Jump to the key frame before `start`; False when the source cannot seek."""
