@@ -803,6 +803,48 @@ def test_a_teacher_of_another_input_size_is_refused(dataset: Path, tmp_path: Pat
         train(_config(dataset, tmp_path / "student", teacher=str(teacher)), progress=False)
 
 
+def test_a_grey_teacher_sees_a_colour_students_batch_grey() -> None:
+    """A teacher trained on grey faces was shown the colour student's batch as it was."""
+    import torch
+    from PIL import Image
+
+    from emovit.training.inputs import TrainingInput
+    from emovit.training.trainer import _Teacher
+
+    seen: list[torch.Tensor] = []
+
+    def model(pixel_values: torch.Tensor) -> Any:
+        from types import SimpleNamespace
+
+        seen.append(pixel_values)
+        return SimpleNamespace(logits=pixel_values.mean(dim=(2, 3)).repeat(1, 2)[:, :4])
+
+    processor = arch_preset("vit-test").processor
+    grey = TrainingInput.from_config(processor, torch.device("cpu"), grey=True)
+    colour = np.random.default_rng(0).integers(0, 256, (2, 30, 30, 3), dtype=np.uint8)
+    _Teacher([(model, grey, [0, 1, 2, 3])])(grey.pixels(colour))
+    expected = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in colour])
+    got = seen[0]  # normalised: back to pixel values
+    mean, std = grey.preprocessor.mean[0], grey.preprocessor.std[0]
+    values = (got * std + mean) / grey.preprocessor.rescale_factor
+    assert torch.equal(values[:, 0], values[:, 1]) and torch.equal(values[:, 1], values[:, 2])
+    np.testing.assert_allclose(values[:, 0].numpy(), expected, atol=0.51)  # Pillow rounds its luma
+
+
+def test_a_teacher_framed_otherwise_is_warned_about(dataset: Path, tmp_path: Path) -> None:
+    from emovit.models import Framing, write_framing
+
+    teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False).output
+    write_framing(teacher, Framing(face_margin=0.3, face_align=False, grey=False))
+    with pytest.warns(UserWarning, match=r"framed otherwise \(margin 0.3, the student's 0.05; alignment off"):
+        train(
+            _config(
+                dataset, tmp_path / "student", epochs=1, teacher=str(teacher), face_margin=0.05, grey=True
+            ),
+            progress=False,
+        )
+
+
 # --------------------------------------------------------------------------- FER+ vote labels
 
 
@@ -1286,3 +1328,25 @@ def test_the_held_out_validation_set_does_not_depend_on_the_seed(tmp_path: Path)
     del saved["holdout_seed"]
     assert TrainConfig.from_dict(saved).holdout_seed == 1  # an older run: its seed drew its holdout
     shutil.rmtree(tmp_path / "start")
+
+
+def test_fp16_loss_scale_is_kept_in_the_checkpoint(tmp_path: Path) -> None:
+    """fp16 training's loss scale was not checkpointed: a resume started again from 65,536."""
+    import torch
+
+    from emovit.training.trainer import _restore_scaler, _save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.ones(()))  # the scale is made on first use
+    scaler.update(new_scale=256.0)
+    _save_checkpoint(tmp_path / "ckpt", model, optimizer, scheduler, {"epoch": 1}, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    _restore_scaler(fresh, tmp_path / "ckpt")
+    assert fresh.get_scale() == 256.0
+    _save_checkpoint(tmp_path / "plain", model, optimizer, scheduler, {"epoch": 1})
+    untouched = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    _restore_scaler(untouched, tmp_path / "plain")  # saved without fp16: nothing to restore
+    assert untouched.get_scale() == 65536.0

@@ -97,6 +97,16 @@ class TrainingInput:
         what augmentation works on."""
         return torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
 
+    def as_trained(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel values (``NCHW``, augmented or not) as this model was trained to see them: grey
+        in three equal channels for a grey model (Pillow's ``L`` luma, unrounded), else as given.
+        A grey distillation teacher sees a colour student's batch this way."""
+        if not self.grey:
+            return pixels
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=pixels.dtype, device=pixels.device)
+        luma = (pixels * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        return luma.expand(-1, 3, -1, -1)
+
     def model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel values (augmented or not) → the model input: the preprocessor's rescale and
         normalize."""

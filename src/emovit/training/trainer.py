@@ -70,6 +70,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHECKPOINT = "checkpoint"
 #: The sub-folder of a checkpoint holding its epoch's model when that epoch was the best.
 BEST_STAGED = "best"
+SCALER = "scaler.pt"  # fp16 training's loss scale, in the checkpoint
 RUN_STATE = "run_state.json"  # how the last session of a run ended; "complete" when it is done
 
 
@@ -436,7 +437,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if class_weights is not None:
         class_weights = class_weights.to(device)
     log_prior = log_prior.to(device)
-    teacher = _load_teacher(cfg, classes, inputs) if cfg.teacher else None
+    teacher = _load_teacher(cfg, classes, inputs, framing) if cfg.teacher else None
 
     # ---- state
     state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "elapsed_s": 0.0}
@@ -453,6 +454,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         accelerator.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        _restore_scaler(getattr(accelerator, "scaler", None), ckpt)
         state = json.loads((ckpt / "state.json").read_text())
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         history = history[: state["epoch"]]
@@ -575,7 +577,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                 if improved
                 else None
             )
-            _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, scheduler, state, best=stage)
+            _save_checkpoint(
+                out / CHECKPOINT,
+                unwrapped,
+                optimizer,
+                scheduler,
+                state,
+                best=stage,
+                scaler=getattr(accelerator, "scaler", None),
+            )
             if improved:
                 _publish_best(out, out / CHECKPOINT / BEST_STAGED)
         accelerator.wait_for_everyone()
@@ -645,16 +655,23 @@ class _Teacher:
         answers = [
             answer
             for model, inputs, order in self.members
-            for answer in model(pixel_values=inputs.model_input(batch)).logits.float()[:, order].chunk(views)
+            for answer in model(pixel_values=inputs.model_input(inputs.as_trained(batch)))
+            .logits.float()[:, order]
+            .chunk(views)
         ]
         if len(answers) == 1:
             return answers[0]
         return torch.stack([F.log_softmax(a, dim=-1) for a in answers]).mean(dim=0)
 
 
-def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) -> _Teacher:
+def _load_teacher(
+    cfg: TrainConfig, classes: list[str], student: TrainingInput, framing: Framing | None = None
+) -> _Teacher:
     """The ``--teacher`` model(s), on the student's device. Each sees the student's augmented
-    pixels through its own normalisation, so its input size must be the student's."""
+    pixels through its own normalisation, so its input size must be the student's; a grey
+    teacher sees them grey. A teacher whose recorded framing differs from the student's
+    `framing` (margin, alignment; colour where the student is grey) is warned about: it sees
+    faces framed unlike those it learned from."""
     from emovit.models import load_torch_model
     from emovit.preprocess import read_processor_config
 
@@ -665,9 +682,12 @@ def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) 
         missing = [c for c in classes if c not in names]
         if missing:
             raise TrainError(f"teacher {path} lacks the classes {missing}", option="teacher")
+        taught = loaded.framing
         inputs = TrainingInput.from_config(
-            read_processor_config(loaded.path), student.device, model=f"teacher {path}"
+            read_processor_config(loaded.path), student.device, grey=taught.grey, model=f"teacher {path}"
         )
+        if framing is not None:
+            _warn_framing(path, taught, framing)
         if inputs.size != student.size:
             raise TrainError(
                 f"teacher {path} takes {inputs.size[0]}x{inputs.size[1]} images and the student "
@@ -680,6 +700,25 @@ def _load_teacher(cfg: TrainConfig, classes: list[str], student: TrainingInput) 
             param.requires_grad_(False)
         members.append((loaded.model, inputs, [names.index(c) for c in classes]))
     return _Teacher(members, cfg.teacher_tta)
+
+
+def _warn_framing(teacher: str, taught: Framing, student: Framing) -> None:
+    """Warn when a teacher learned from faces framed unlike the student's."""
+    differences = []
+    if abs(taught.face_margin - student.face_margin) > 1e-9:
+        differences.append(f"margin {taught.face_margin:g}, the student's {student.face_margin:g}")
+    if taught.face_align != student.face_align:
+        differences.append(f"alignment {'on' if taught.face_align else 'off'}, the student's "
+                           f"{'on' if student.face_align else 'off'}")  # fmt: skip
+    if student.grey and not taught.grey:
+        differences.append("colour faces, the student's grey ones")
+    if differences:
+        warnings.warn(
+            f"teacher {teacher} learned from faces framed otherwise ({'; '.join(differences)}): "
+            "its answers on the student's faces may be worse than its own scores",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -765,9 +804,12 @@ def _save_checkpoint(
     state: dict[str, Any],
     *,
     best: Callable[[Path], None] | None = None,
+    scaler: Any = None,
 ) -> None:
     """Commit an epoch: weights, optimizer, scheduler and state in one folder swapped in
-    whole; `best` stages the epoch's model in its ``best/`` sub-folder when it is the new best."""
+    whole; `best` stages the epoch's model in its ``best/`` sub-folder when it is the new best;
+    `scaler` is fp16 training's loss scale (``scaler.pt``: a resume without it would start
+    again from 65,536 and skip steps to find the scale)."""
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
@@ -776,10 +818,19 @@ def _save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / SCALER)
         if best is not None:
             best(tmp / BEST_STAGED)
 
     atomic_dir(target, write)
+
+
+def _restore_scaler(scaler: Any, ckpt: Path) -> None:
+    """Load fp16 training's loss scale from a checkpoint (one saved without it keeps the
+    scaler's start)."""
+    if scaler is not None and (ckpt / SCALER).is_file():
+        scaler.load_state_dict(torch.load(ckpt / SCALER, weights_only=True))
 
 
 def _write_config(
