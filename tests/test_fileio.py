@@ -95,3 +95,17 @@ def test_files_and_folders_reach_the_disk_before_they_take_the_target_name(
     swap = events.index("rename .folder.tmp -> folder")
     assert "fsync weights.bin" in events[:swap] and f"fsync {tmp_path.name}" in events[swap:]
     assert (tmp_path / "folder" / "weights.bin").read_bytes() == b"w"
+
+
+def test_outputs_written_by_the_thousand_may_skip_the_disk_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emovit import fileio
+
+    synced: list[int] = []
+    monkeypatch.setattr(fileio.os, "fsync", synced.append)
+    with atomic_open(tmp_path / "crop.png", "wb", durable=False) as handle:
+        handle.write(b"png")
+    assert synced == [] and (tmp_path / "crop.png").read_bytes() == b"png"
+    write_text_atomic(tmp_path / "results.csv", "a,b\n")
+    assert len(synced) == 2  # the file, then its folder

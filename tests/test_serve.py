@@ -599,6 +599,20 @@ def test_multipart_splitting_stops_at_the_first_part_over_the_limit() -> None:
     other = part.replace(b'name="files"', b'name="note"')
     parts = parse_multipart(part + other * 3 + f"--{boundary}--\r\n".encode(), content_type, max_parts=1)
     assert [p.name for p in parts] == ["files", "note", "note", "note"]  # only 'files' is counted
+    # ... up to a few form fields: a body of thousands of parts of another name stops early too
+    with pytest.raises(TooManyPartsError) as caught:
+        parse_multipart(other * 40 + b"\x00 no closing boundary", content_type, max_parts=2)
+    assert not caught.value.counted and "more than 18 parts in all" in str(caught.value)
+
+
+def test_a_body_of_many_form_fields_or_none_at_all_is_refused_clearly(client: TestClient) -> None:
+    boundary = "b0undary"
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n'.encode()
+    answer = client.post("/v1/predict", content=field * 200 + f"--{boundary}--\r\n".encode(), headers=headers)
+    _assert_error(answer, 422, "bad_request")
+    assert "parts in all" in answer.json()["error"]["message"]
+    _assert_error(client.post("/v1/predict", content=b"", headers=headers), 422, "no_images")
 
 
 def test_readyz_and_requests_say_when_the_model_worker_has_stopped(recognizer: EmotionRecognizer) -> None:

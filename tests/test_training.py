@@ -1284,7 +1284,7 @@ def test_a_kill_after_an_epoch_is_committed_is_finished_by_the_resume(
     result = train(_config(dataset, run, epochs=2), resume=True, progress=False)
     assert result.best_epoch == 2 and result.epochs_run == 2
     assert (run / "model.safetensors").read_bytes() == staged.read_bytes()
-    assert not (run / ".best.tmp").exists()
+    assert not list(run.glob(".*.part"))  # no temporary file left behind
 
 
 def test_training_selects_on_the_macro_f1_that_evaluate_reports(tmp_path: Path) -> None:
@@ -1350,3 +1350,29 @@ def test_fp16_loss_scale_is_kept_in_the_checkpoint(tmp_path: Path) -> None:
     untouched = torch.amp.GradScaler("cpu", init_scale=65536.0)
     _restore_scaler(untouched, tmp_path / "plain")  # saved without fp16: nothing to restore
     assert untouched.get_scale() == 65536.0
+
+
+def test_a_run_paused_before_macro_f1_changed_resumes_on_the_same_scale(tmp_path: Path) -> None:
+    """A checkpoint saved when macro-F1 averaged over every class holds a best score K/P times
+    smaller than today's (P classes present in validation): its first resumed epoch counted as
+    better and replaced the best model. It is rescaled on resume."""
+    import shutil
+
+    root = tmp_path / "faces"
+    write_dataset(root, {"train": 12, "validation": 6, "test": 2})
+    shutil.rmtree(root / "validation" / "surprise")  # 3 of the 4 classes present
+    run = tmp_path / "run"
+    first = train(_config(root, run, epochs=1), progress=False)
+    state_file = run / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["f1_over"] == "present" and state["best_f1"] == pytest.approx(
+        first.history[0]["val_macro_f1"]
+    )
+    del state["f1_over"]
+    state["best_f1"] *= 3 / 4  # as the older trainer saved it
+    state_file.write_text(json.dumps(state))
+    (run / "run_state.json").unlink()  # paused, not finished
+    kw = {"lr": 0.0, "min_lr": 0.0, "warmup_epochs": 0.0}  # epoch 2 scores as epoch 1 did
+    resumed = train(_config(root, run, epochs=2, **kw), resume=True, progress=False)
+    assert resumed.history[1]["val_macro_f1"] == pytest.approx(resumed.history[0]["val_macro_f1"])
+    assert resumed.best_epoch == 1

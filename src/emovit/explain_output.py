@@ -33,9 +33,9 @@ def write_explanations(result: ImageResult, folder: str | os.PathLike[str], stem
             continue
         base = Path(folder) / f"{stem}.face{index}"
         png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
-        with atomic_open(png, "wb") as handle:
+        with atomic_open(png, "wb", durable=False) as handle:
             Image.fromarray(face.plot_explanation()).save(handle, format="PNG")
-        with atomic_open(npy, "wb") as handle:
+        with atomic_open(npy, "wb", durable=False) as handle:
             np.save(handle, face.explanation.crop_map.astype(np.float32, copy=False))
         written += [png, npy]
     return written

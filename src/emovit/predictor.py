@@ -176,7 +176,10 @@ class EmotionRecognizer:
         model: a loaded checkpoint (`emovit.models.load_model`).
         faces: the face stage's options (`FaceOptions`); default ``FaceOptions()``.
         batch_size: images per batch.
-        threads: torch / onnxruntime intra-op threads (default: the physical cores).
+        threads: torch / onnxruntime intra-op threads (default: the physical cores). An
+            onnxruntime session keeps its own; torch has one thread count per process, so with
+            the torch backend this also sets it for every other recognizer and torch user in
+            the process.
         max_pixels: refuse larger images undecoded (decompression bombs).
         backend: ``auto`` (onnxruntime when the folder has ``model.onnx``, else torch),
             ``torch``, ``onnx``, or a backend object.

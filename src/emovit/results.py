@@ -387,7 +387,7 @@ class ImageResult:
         fmt = Image.registered_extensions().get(target.suffix.lower())
         if fmt is None:
             raise ValueError(f"{target}: not an image file extension Pillow writes (use .jpg or .png)")
-        with atomic_open(target, "wb") as handle:  # never half an image (a crash, Ctrl-C)
+        with atomic_open(target, "wb", durable=False) as handle:  # never half an image (a crash, Ctrl-C)
             Image.fromarray(self.plot(image)).save(handle, format=fmt)
         return target
 

@@ -280,7 +280,8 @@ def _save_outputs(
         if crops:
             for index, face in enumerate(result.faces):
                 if face.crop is not None:
-                    with atomic_open(Path(crops) / f"{stem}_face{index}_{face.label}.png", "wb") as handle:
+                    target = Path(crops) / f"{stem}_face{index}_{face.label}.png"
+                    with atomic_open(target, "wb", durable=False) as handle:
                         Image.fromarray(face.crop).save(handle, format="PNG")
         return True
     except (OSError, ValueError) as exc:

@@ -13,7 +13,12 @@ class MultipartError(ValueError):
 
 
 class TooManyPartsError(ValueError):
-    """The body holds more parts of the counted field than allowed (found while splitting it)."""
+    """The body holds more parts than allowed (found while splitting it): of the counted field
+    (`counted`), or of any name."""
+
+    def __init__(self, message: str, *, counted: bool) -> None:
+        super().__init__(message)
+        self.counted = counted
 
 
 @dataclass
@@ -24,14 +29,19 @@ class FormPart:
     data: bytearray = field(default_factory=bytearray)
 
 
+#: Parts of other names a body may hold beside `max_parts` counted ones (form fields).
+OTHER_PARTS = 16
+
+
 def parse_multipart(
     body: bytes, content_type: str, *, max_parts: int | None = None, counted: str = "files"
 ) -> list[FormPart]:
     """Split a multipart body into its parts (name, filename, content type, bytes).
 
     With `max_parts`, splitting stops with `TooManyPartsError` at the first part named `counted`
-    over that many (a body of thousands of tiny parts is not split whole first). A body that
-    ends before its closing boundary is a `MultipartError`: its last part was cut short.
+    over that many, or at the first part of any name over ``max_parts + OTHER_PARTS`` (a body
+    of thousands of tiny parts is never split whole first). A body that ends before its
+    closing boundary is a `MultipartError`: its last part was cut short.
     """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -67,7 +77,9 @@ def parse_multipart(
         if name == counted:
             counted_parts += 1
             if max_parts is not None and counted_parts > max_parts:
-                raise TooManyPartsError(f"more than {max_parts} parts named {counted!r}")
+                raise TooManyPartsError(f"more than {max_parts} parts named {counted!r}", counted=True)
+        if max_parts is not None and len(parts) >= max_parts + OTHER_PARTS:
+            raise TooManyPartsError(f"more than {max_parts + OTHER_PARTS} parts in all", counted=False)
         filename = disposition.get(b"filename")
         parts.append(
             FormPart(

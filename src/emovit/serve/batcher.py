@@ -69,6 +69,7 @@ class MicroBatcher:
         self._on_batch = on_batch or (lambda n: None)
         self._thread = threading.Thread(target=self._run, name="emovit-model-worker", daemon=True)
         self._stopping = False
+        self._intake = threading.Lock()  # `submit`'s check and put against `stop`'s switch
         self._busy = 0
 
     def start(self) -> None:
@@ -97,17 +98,19 @@ class MicroBatcher:
         """Queue `batch` and wait for its results; `QueueFullError` when full or stopping."""
         loop = asyncio.get_running_loop()
         job = _Job(batch, loop.create_future(), loop)
-        if self._stopping:
-            raise QueueFullError("shutting down")
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFullError("queue full") from None
+        with self._intake:  # never a job queued after `stop` has emptied the queue
+            if self._stopping:
+                raise QueueFullError("shutting down")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFullError("queue full") from None
         return await job.future
 
     def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking jobs, let the queued ones finish (up to `drain_timeout` s), end the worker."""
-        self._stopping = True  # from here `submit` adds nothing: the queue only shrinks
+        with self._intake:
+            self._stopping = True  # from here `submit` adds nothing: the queue only shrinks
         deadline = time.monotonic() + drain_timeout
         while not self.idle and self.alive and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -119,10 +119,14 @@ def _parse_images(
     if media_type == "multipart/form-data":
         from emovit.serve._multipart import MultipartError, TooManyPartsError, parse_multipart
 
+        if not body:
+            raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
         try:
             parts = parse_multipart(body, content_type, max_parts=state.settings.max_images)
-        except TooManyPartsError:
-            raise _too_many_images(state) from None
+        except TooManyPartsError as exc:
+            if exc.counted:
+                raise _too_many_images(state) from None
+            raise ApiError(422, "bad_request", f"the multipart body has {exc}") from None
         except MultipartError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
         images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
@@ -326,8 +330,12 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
             for part in await asyncio.to_thread(parse_multipart, body, content_type, max_parts=1)
             if part.name == "files"
         ]
-    except TooManyPartsError:
-        raise ApiError(422, "one_video", "send exactly one clip in the field 'files' (got more)") from None
+    except TooManyPartsError as exc:
+        if exc.counted:
+            raise ApiError(
+                422, "one_video", "send exactly one clip in the field 'files' (got more)"
+            ) from None
+        raise ApiError(422, "bad_request", f"the multipart body has {exc}") from None
     except MultipartError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     if len(parts) != 1:

@@ -440,7 +440,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     teacher = _load_teacher(cfg, classes, inputs, framing) if cfg.teacher else None
 
     # ---- state
-    state: dict[str, Any] = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "elapsed_s": 0.0}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_f1": -1.0,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "elapsed_s": 0.0,
+        "f1_over": "present",  # macro-F1 over the classes present in validation (`macro_f1`)
+    }
     history: list[dict[str, Any]] = []
     if resume:
         from safetensors.torch import load_file
@@ -456,6 +463,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
         _restore_scaler(getattr(accelerator, "scaler", None), ckpt)
         state = json.loads((ckpt / "state.json").read_text())
+        if state.get("f1_over") != "present":  # saved when macro-F1 averaged over every class
+            present = len(set(val_data.labels.tolist()))
+            if 0 < present < len(classes) and state["best_f1"] > 0:  # absent classes scored 0
+                state["best_f1"] *= len(classes) / present
+            state["f1_over"] = "present"
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         history = history[: state["epoch"]]
         _log(
@@ -785,15 +797,13 @@ def _stage_best(
 
 def _publish_best(out: Path, staged: Path) -> None:
     """Copy the best model staged in a checkpoint into the run folder, each file replaced
-    atomically (a kill midway is repaired by the resume, which publishes it again)."""
-    tmp = out / ".best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for file in staged.iterdir():
-        shutil.copy2(file, tmp / file.name)
-    for file in tmp.iterdir():
-        os.replace(file, out / file.name)
-    tmp.rmdir()
+    atomically and durably (the next checkpoint drops the staged copy: the published one must
+    survive a power loss; a kill midway is repaired by the resume, which publishes it again)."""
+    from emovit.fileio import atomic_open
+
+    for file in sorted(staged.iterdir()):
+        with file.open("rb") as source, atomic_open(out / file.name, "wb") as target:
+            shutil.copyfileobj(source, target)
 
 
 def _save_checkpoint(

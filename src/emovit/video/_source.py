@@ -416,7 +416,9 @@ class VideoReader:
         it starts at 0: every time would be a frame late."""
         source: Any = self._source
         if hasattr(source, "read") and not (hasattr(source, "seekable") and source.seekable()):
-            return None  # a pipe: what is read to peek is gone
+            return None  # a pipe: what is read to peek is gone (its times stay a frame late)
+        if isinstance(source, str) and "://" in source:
+            return None  # a URL: going back could mean downloading it again
         times: list[int] = []
         try:
             for packet in self._container.demux(self._stream):
