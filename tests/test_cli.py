@@ -224,3 +224,69 @@ def test_table_output_lists_every_input(photo_dir: Path, tiny_model_dir: Path) -
         assert name in text
     assert text.count("error") >= 3
     assert "empty_file at decode" in text
+
+
+def test_stdin_names_are_taken_as_written(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """stdin was read as UTF-8 text and stripped: a name that is not UTF-8 stopped the run
+    (an internal error), a name ending in a space became "no such file", and a file named
+    "-" was dropped."""
+    image = encode(Image.fromarray(np.full((20, 20, 3), 90, np.uint8)))
+    names = [b"odd\xff.png", b"trailing .png", b"-"]
+    for name in names:
+        (tmp_path / os.fsdecode(name)).write_bytes(image)
+    listing = b"".join(name + b"\n" for name in names) + b"\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "emovit.cli", "predict", "-", "--model", str(tiny_model_dir),
+         "--detector", "none", "--format", "jsonl"],
+        input=listing, capture_output=True, cwd=tmp_path, timeout=300, check=False,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["ok"] for r in rows)
+
+
+def test_an_unreadable_file_of_unknown_kind_is_an_error_row_not_the_end(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A file without a known extension is probed (photo or video?): a PNG header declaring
+    20000x20000 pixels made the probe raise, and the whole run ended as an internal error."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100)))
+    bomb += chunk(b"IEND", b"")
+    (tmp_path / "bomb.dat").write_bytes(bomb)
+    (tmp_path / "ok.png").write_bytes(encode(Image.fromarray(np.full((20, 20, 3), 90, np.uint8))))
+    inputs = [str(tmp_path / "ok.png"), str(tmp_path / "bomb.dat")]
+    proc = emovit(
+        "predict", *inputs, "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl"
+    )
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["ok"] for r in rows] == [True, False] and rows[1]["error_code"] == "too_many_pixels"
+
+
+def test_a_folder_entry_that_cannot_be_looked_at_is_kept_as_an_error_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emovit.sources import expand_sources
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"x")
+    real = Path.is_file
+
+    def is_file(self: Path) -> bool:
+        if self.name == "a.png":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert expand_sources([str(tmp_path)], recursive=False) == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.png"),
+    ]

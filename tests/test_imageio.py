@@ -151,3 +151,88 @@ def test_describe_source() -> None:
     assert describe_source(Path("x.png")) == "x.png"
     assert describe_source(b"..", 3) == "<bytes #3>"
     assert describe_source(np.zeros(1), 0) == "<array #0>"
+
+
+# ----------------------------------------------------------------- review findings (session 13)
+
+
+def test_only_the_photo_formats_are_parsed(tmp_path: Path) -> None:
+    """Pillow tried all its plugins: an upload that is really PostScript went to Ghostscript
+    wherever it is installed. Formats outside the photo list are refused unparsed."""
+    targa = io.BytesIO()
+    Image.fromarray(_rgb()).save(targa, "TGA")
+    with pytest.raises(ImageError, match="not an image file in a format emovit reads") as caught:
+        load_image(targa.getvalue(), name="x.tga")
+    assert caught.value.code == "unsupported_format"
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(ImageError) as caught:
+        load_image(eps, name="photo.jpg")
+    assert caught.value.code == "unsupported_format"
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM"):
+        assert load_image(encode(Image.fromarray(_rgb()), fmt)).shape == (8, 10, 3), fmt
+
+
+def test_one_pil_image_given_several_times_decodes_the_same_each_time(tmp_path: Path) -> None:
+    """Decoding threads loaded one lazily opened image object at once: wrong pixels and a
+    spurious error."""
+    from emovit.imageio import load_images
+
+    path = tmp_path / "big.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(path, quality=90)
+    expected = load_image(path)
+    image = Image.open(path)
+    for decoded in load_images([image] * 8, threads=8):
+        np.testing.assert_array_equal(decoded, expected)
+
+
+def test_threaded_decoding_leaves_the_warning_filters_as_they_were(tmp_path: Path) -> None:
+    import warnings
+
+    from emovit.imageio import load_images
+
+    png = encode(Image.fromarray(_rgb()))
+    before = list(warnings.filters)
+    load_images([png] * 400, threads=8)
+    assert warnings.filters == before
+
+
+def test_odd_inputs_are_error_rows_not_crashes(tmp_path: Path) -> None:
+    """A NUL byte in a path raised ValueError out of load_images(errors="collect"), losing the
+    other images; a bytes path raised TypeError."""
+    from emovit.imageio import load_images
+
+    good = tmp_path / "ok.png"
+    good.write_bytes(encode(Image.fromarray(_rgb())))
+
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return bytes(good)
+
+    out = load_images([str(good), str(tmp_path / "a\x00.png"), BytesPath(), str(good)], errors="collect")  # type: ignore[list-item]
+    assert isinstance(out[0], np.ndarray) and isinstance(out[3], np.ndarray)
+    assert isinstance(out[1], ImageError) and "not a valid path" in str(out[1])
+    assert isinstance(out[2], ImageError) and out[2].code == "unsupported_input"
+
+
+def test_more_modes_decode_to_the_right_pixels() -> None:
+    """32-bit integer images holding 8-bit values came out black; a palette whose colours carry
+    alpha (what RGBA.quantize() makes) lost its transparency."""
+    values = np.array([[0, 100, 255]], dtype=np.int32)
+    decoded = load_image(Image.fromarray(values, mode="I"))
+    assert decoded[0, :, 0].tolist() == [0, 100, 255]
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)  # fully transparent everywhere
+    palette = Image.fromarray(rgba, "RGBA").quantize()
+    assert palette.mode == "P" and "transparency" not in palette.info
+    assert (load_image(palette) == 255).all()
+
+
+def test_transparency_compositing_is_exact_and_lean() -> None:
+    from emovit.imageio import _composite_on_white
+
+    rng = np.random.default_rng(5)
+    rgba = rng.integers(0, 256, (700, 33, 4), dtype=np.uint8)
+    alpha = rgba[..., 3:4] / 255.0
+    expected = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    np.testing.assert_array_equal(_composite_on_white(rgba), expected)

@@ -363,3 +363,39 @@ def test_classify_arrays_frames_colour_crops_as_predict_does(tiny_model_dir: Pat
     crops[0][..., 0] = 255  # strongly coloured
     predicted = [[r.faces[0].probs[k] for k in rec.labels] for r in rec.predict(crops)]
     np.testing.assert_allclose(rec.classify_arrays(crops), predicted, atol=1e-6)
+
+
+def test_a_generator_reusing_one_buffer_gets_each_frames_own_answer(tiny: EmotionRecognizer) -> None:
+    """Inputs are read a batch ahead: a camera loop filling one array for every frame had its
+    earlier frames answered with later frames' pixels."""
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(8)]
+    expected = [[r.faces[0].probs[k] for k in tiny.labels] for r in tiny.predict(frames, batch_size=4)]
+    buffer = np.empty_like(frames[0])
+
+    def camera():  # type: ignore[no-untyped-def]
+        for frame in frames:
+            buffer[...] = frame
+            yield buffer
+
+    got = [[r.faces[0].probs[k] for k in tiny.labels] for r in tiny.predict(camera(), batch_size=4)]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_a_custom_detectors_numpy_score_still_writes_json(tiny_model_dir: Path) -> None:
+    import json
+
+    from emovit.faces import Detection
+
+    class Detector:
+        name = "custom"
+
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            return [Detection((2.0, 2.0, 30.0, 30.0), score=np.float32(0.9))]  # type: ignore[arg-type]
+
+    rec = EmotionRecognizer.from_pretrained(
+        tiny_model_dir, device="cpu", faces=FaceOptions(detector=Detector())
+    )
+    result = rec.predict(np.zeros((40, 40, 3), np.uint8))[0]
+    row = json.dumps(result.to_dict())  # raised TypeError: float32 is not JSON serializable
+    assert json.loads(row)["faces"][0]["detection_score"] == pytest.approx(0.9)

@@ -8,12 +8,18 @@ Accepted inputs (`ImageSource`):
 * a ``numpy`` ``uint8`` array, ``HxW`` (grey), ``HxWx1``, ``HxWx3`` (**RGB order**, not
   OpenCV's BGR) or ``HxWx4`` (RGBA).
 
+Encoded images are read in the formats of `IMAGE_FORMATS` only (JPEG, PNG, GIF, WebP, TIFF,
+BMP, PNM): Pillow's other plugins (EPS would run Ghostscript on an upload) are never tried.
+
 Conversions: the EXIF orientation is applied; animated images give their first frame;
-transparent pixels (LA, PA, RGBA, P with transparency) are composited onto white; 16-bit
-images (``I;16``, ``I``) are scaled from 0..65535 and float images (``F``) from 0..1 (or
-0..255 when their values exceed 1); every other mode goes through Pillow's ``convert("RGB")``.
-Images with more than `max_pixels` pixels are refused before they are decoded (decompression
-bombs). Everything that goes wrong raises `ImageError` naming the input.
+transparent pixels (LA, PA, RGBA, P or RGB with transparency) are composited onto white; 16-bit
+images (``I;16``) are scaled from 0..65535, 32-bit integer ones (``I``) likewise, or kept as
+they are when every value fits 0..255 (8-bit values in a 32-bit file), or scaled from their
+maximum beyond 65535; float images (``F``) from 0..1 (or 0..255 when their values exceed 1);
+every other mode goes through Pillow's ``convert("RGB")``. Images with more than `max_pixels`
+pixels are refused before they are decoded (decompression bombs). Everything that goes wrong
+raises `ImageError` naming the input. A PIL image is decoded by one thread at a time (the
+same object may be given twice: Pillow's lazy loading is not thread-safe).
 
 Examples:
     >>> import numpy as np
@@ -28,6 +34,7 @@ import io
 import os
 import stat
 import struct
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,10 +47,25 @@ from emovit.errors import ImageError, InputError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "check_file", "describe_source", "load_image", "load_images"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
+    "ImageSource",
+    "check_file",
+    "describe_source",
+    "load_image",
+    "load_images",
+]
 
 #: Default pixel limit (width x height) above which an image is refused undecoded.
 DEFAULT_MAX_PIXELS = 50_000_000
+
+#: The Pillow formats encoded images are read in (``Image.open(..., formats=...)``).
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM")  # JPEG reads MPO too
+
+#: Serialises what is not thread-safe in Pillow: opening under a warnings filter (the filter
+#: list is process-wide) and decoding a PIL image object (its lazy loading).
+_PIL_LOCK = threading.RLock()
 
 ImageSource: TypeAlias = (
     "str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray"
@@ -89,34 +111,48 @@ def load_image(
 
     if isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, label, max_pixels)
-        return _pil_to_rgb(source, label)
+        with _PIL_LOCK:
+            return _decoded(lambda: _pil_to_rgb(source, label), label)
     stream = _open_stream(source, label)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                image = Image.open(stream)
-            except Image.DecompressionBombError as exc:
-                raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
-            except Image.UnidentifiedImageError:
-                raise ImageError(
-                    label, "not an image file (unrecognised format)", "unsupported_format"
-                ) from None
-            except _DECODE_ERRORS as exc:
-                reason = str(exc) or type(exc).__name__
-                raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
-            with image:
-                _check_pixels(image.width, image.height, label, max_pixels)
-                try:
-                    image.seek(0)
-                    image.load()
-                except _DECODE_ERRORS as exc:
-                    reason = str(exc) or type(exc).__name__
-                    raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
+        try:
+            with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(stream, formats=IMAGE_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(
+                label,
+                "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM)",
+                "unsupported_format",
+            ) from None
+        except _DECODE_ERRORS as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
+        with image:
+            _check_pixels(image.width, image.height, label, max_pixels)
+
+            def decode() -> np.ndarray:
+                image.seek(0)
+                image.load()
                 return _pil_to_rgb(image, label)
+
+            return _decoded(decode, label)
     finally:
         if not isinstance(source, io.IOBase) and hasattr(stream, "close"):
             stream.close()
+
+
+def _decoded(decode: Callable[[], np.ndarray], label: str) -> np.ndarray:
+    """Run `decode`, its decoder's errors as the `ImageError` of a corrupt image."""
+    try:
+        return decode()
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
 
 
 #: What Pillow's decoders raise on malformed files: besides the documented OSError and
@@ -200,6 +236,13 @@ def load_images(
             if errors == "raise":
                 raise
             return exc
+        except Exception as exc:  # one input's surprise never loses the others
+            error = ImageError(
+                item[1] or describe_source(item[0]), f"cannot decode ({type(exc).__name__}: {exc})"
+            )
+            if errors == "raise":
+                raise error from exc
+            return error
         return then(image) if then is not None else image
 
     workers = max(1, min(threads or min(8, os.cpu_count() or 1), len(sources)))
@@ -233,6 +276,8 @@ def check_file(
         raise error(label, "no such file", "not_found") from None
     except OSError as exc:
         raise error(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
+    except ValueError as exc:  # a NUL byte in the name
+        raise error(label, f"not a valid path ({exc})", "not_found") from None
     if not stat.S_ISREG(info.st_mode):
         raise error(label, "not a regular file (a FIFO, socket or device)", "not_a_file")
     if info.st_size == 0:
@@ -241,7 +286,10 @@ def check_file(
 
 def _open_stream(source: Any, label: str) -> BinaryIO:
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
+        try:
+            path = Path(source)
+        except TypeError:  # a PathLike whose path is bytes
+            raise ImageError(label, "a path given as bytes: give it as str", "unsupported_input") from None
         check_file(path, label)
         try:
             return open(path, "rb")
@@ -281,11 +329,16 @@ def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -
         )
 
 
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    rgb = rgba[..., :3].astype(np.float32)
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    out = rgb * alpha + 255.0 * (1.0 - alpha)
-    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+def _composite_on_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
+    """RGBA onto white, ``round(rgb * a / 255 + 255 * (1 - a / 255))``, in integers and
+    `rows` at a time (a large image needs no float copies of itself)."""
+    out = np.empty((*rgba.shape[:2], 3), dtype=np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        block = rgba[top : top + rows]
+        alpha = block[..., 3:4].astype(np.uint16)
+        mixed = block[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127
+        out[top : top + rows] = mixed // 255  # at most 65,152: fits uint16
+    return out
 
 
 def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
@@ -296,11 +349,20 @@ def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
     mode = image.mode
     if mode == "RGB":
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "RGB", "L") and image.has_transparency_data
+    ):
         return _composite_on_white(np.asarray(image.convert("RGBA"), dtype=np.uint8))
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(image, dtype=np.float64)
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        top = float(values.max()) if values.size else 0.0
+        if mode.startswith("I;16") or 255.0 < top <= 65535.0:
+            scale = 1 / 257.0  # 16-bit values
+        elif top <= 255.0:
+            scale = 1.0  # 8-bit values in a 32-bit image
+        else:
+            scale = 255.0 / top  # beyond 16 bits: its own range
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
     if mode == "F":
         values = np.asarray(image, dtype=np.float64)

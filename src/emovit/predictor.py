@@ -69,6 +69,17 @@ def _is_single(inputs: Any) -> bool:
     return isinstance(inputs, Image.Image) or hasattr(inputs, "read")
 
 
+def _snapshot(source: Any) -> Any:
+    """An input as it is now: inputs are read a batch (or more, prefetching) ahead of their
+    results, and a caller may fill one array or buffer again for its next item (a camera loop
+    reading into one frame): mutable arrays and buffers are copied, the rest kept."""
+    if isinstance(source, np.ndarray):
+        return source.copy()
+    if isinstance(source, bytearray | memoryview):
+        return bytes(source)
+    return source
+
+
 def _check_errors(errors: str) -> bool:
     """True when errors are raised; ``include`` is the old name of ``collect``."""
     if errors not in ("collect", "include", "raise"):
@@ -342,7 +353,7 @@ class EmotionRecognizer:
         size = batch_size or self.batch_size
         items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
-        chunks = iter(lambda: list(islice(numbered, size)), [])
+        chunks = iter(lambda: [(i, _snapshot(x)) for i, x in islice(numbered, size)], [])
         if self.prefetch == 0:
             for chunk in chunks:
                 yield self._prepare(chunk, errors, keep_pixels)
@@ -850,7 +861,7 @@ class EmotionRecognizer:
             probs=dict(zip(self._labels, row.tolist(), strict=True)),
             box=tuple(round(v) for v in det.box),  # type: ignore[arg-type]
             landmarks=[(float(x), float(y)) for x, y in det.landmarks] if det.landmarks is not None else None,
-            detection_score=det.score,
+            detection_score=None if det.score is None else float(det.score),
             crop=face.crop if keep_pixels else None,
         )
 

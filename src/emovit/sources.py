@@ -9,9 +9,16 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_URL_SCHEMES", "expand_sources", "is_url"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "VIDEO_URL_SCHEMES",
+    "expand_sources",
+    "is_url",
+    "stdin_paths",
+]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".jfif"}
@@ -47,7 +54,13 @@ def _walk(folder: Path, recursive: bool, videos: bool) -> Iterator[str]:
         yield str(folder)
         return
     for entry in entries:
-        if entry.is_file() and entry.suffix.lower() in extensions and not entry.name.startswith("."):
+        if entry.suffix.lower() not in extensions or entry.name.startswith("."):
+            continue
+        try:
+            wanted = entry.is_file()
+        except OSError:  # a folder listed but not entered: the entry becomes an error row
+            wanted = True
+        if wanted:
             yield str(entry)
 
 
@@ -67,22 +80,47 @@ def is_url(source: str) -> bool:
     return bool(sep) and scheme.isalpha() and len(scheme) > 1 and bool(rest)
 
 
+def stdin_paths(stdin: TextIO | BinaryIO) -> list[str]:
+    """The paths of `stdin`, one per line: read as bytes and decoded as the file system does
+    (a name that is not UTF-8 survives, as ``os.fsdecode`` gives it), only the line ending
+    removed (a name may start or end with spaces), blank lines skipped."""
+    raw = getattr(stdin, "buffer", None)
+    if raw is None and isinstance(stdin.read(0), bytes):
+        raw = stdin
+    if raw is not None:
+        lines = [os.fsdecode(line.rstrip(b"\r\n")) for line in raw]
+    else:
+        lines = [str(line).rstrip("\r\n") for line in stdin]
+    return [line for line in lines if line.strip()]
+
+
 def expand_sources(
-    sources: Iterable[str], *, recursive: bool = True, stdin: TextIO | None = None, videos: bool = True
+    sources: Iterable[str],
+    *,
+    recursive: bool = True,
+    stdin: TextIO | BinaryIO | None = None,
+    videos: bool = True,
 ) -> list[str]:
     """Expand sources in order: a folder gives its image and video files (sorted, recursive by
-    default), a glob its matches (a matched folder its files), ``-`` the lines of `stdin`; a
-    URL and any other string stay as they are (a missing file, or a path that cannot be looked
-    at, becomes an error row later, never a silent skip). `videos` False leaves video files
-    out of folders."""
+    default), a glob its matches (a matched folder its files), ``-`` the lines of `stdin`
+    (`stdin_paths`; a line ``-`` there is a file of that name); a URL and any other string stay
+    as they are (a missing file, or a path that cannot be looked at, becomes an error row
+    later, never a silent skip). `videos` False leaves video files out of folders."""
     out: list[str] = []
     for source in sources:
         if source == "-":
             if stdin is None:
                 continue
-            lines = (line.strip() for line in stdin if line.strip())
-            out.extend(expand_sources(lines, recursive=recursive, videos=videos))
+            out.extend(_expand(stdin_paths(stdin), recursive, videos))
             continue
+        out.extend(_expand([source], recursive, videos))
+    return out
+
+
+def _expand(sources: Iterable[str], recursive: bool, videos: bool) -> list[str]:
+    """`expand_sources` without the ``-`` of stdin: every string is a path, a glob or a URL."""
+    out: list[str] = []
+    for source in sources:
         path = Path(source)
         kind = None if is_url(source) else _is_dir(path)
         if kind:

@@ -2,9 +2,9 @@
 `EmotionRecognizer.predict_video` into the rows, the annotated video, the timeline and the
 summary, and stopping cleanly on Ctrl-C or SIGTERM.
 
-A run with videos that is interrupted (Ctrl-C or SIGTERM) stops after the frame being
-analysed; every output is then closed as a complete file holding everything up to that frame
-(the annotated video stays playable), and the command exits 130. A second Ctrl-C stops at once.
+A run that is interrupted (Ctrl-C or SIGTERM) stops after the photo or video frame being
+analysed; every output is then closed as a complete file holding everything up to it (the
+annotated video stays playable), and the command exits 130. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations

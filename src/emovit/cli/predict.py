@@ -161,7 +161,7 @@ def predict(
         writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)
         with (
             progress_bar(len(paths), "classifying", enabled=False if quiet else None) as advance,
-            interruptible(videos is not None) as stopped,
+            interruptible(True) as stopped,
         ):
             for is_video, group in itertools.groupby(zip(paths, flags, strict=True), key=lambda x: x[1]):
                 batch = [path for path, _ in group]

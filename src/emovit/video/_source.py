@@ -223,12 +223,14 @@ def is_video(source: str | os.PathLike[str]) -> bool:
         return True
     if suffix in IMAGE_EXTENSIONS or not Path(text).is_file():
         return False
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from emovit.imageio import IMAGE_FORMATS
 
     try:
-        with Image.open(text):
+        with Image.open(text, formats=IMAGE_FORMATS):
             return False  # an image decoder reads it: a photo
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except Exception:  # noqa: BLE001 - not an image emovit reads (or a bomb, or broken): try FFmpeg
         pass
     try:
         av = _av()
