@@ -290,3 +290,52 @@ def test_a_folder_entry_that_cannot_be_looked_at_is_kept_as_an_error_row(
         str(tmp_path / "a.png"),
         str(tmp_path / "b.png"),
     ]
+
+
+def test_cli_option_mistakes_are_usage_errors_naming_the_flag(
+    photo_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Found by a review: a typo in --backends ran the benchmark until it crashed (exit 3); a
+    --summary that cannot be written failed after every input was analysed (exit 3); a bad
+    --exclude-leaks folder blamed DATA."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    runner = CliRunner()
+    bench = runner.invoke(main, ["bench", str(tiny_model_dir), "--backends", "torch,onnx-fp16"])
+    assert bench.exit_code == 2 and "'onnx-fp16': choose among torch, torch-bf16" in bench.output
+    (tmp_path / "afile").write_text("x")
+    summary = runner.invoke(
+        main,
+        ["predict", str(photo_dir / "b.jpg"), "--model", str(tiny_model_dir), "--detector", "none",
+         "--summary", str(tmp_path / "afile" / "s.json")],
+    )  # fmt: skip
+    assert (
+        summary.exit_code == 2 and "'--summary'" in summary.output and "cannot be created" in summary.output
+    )
+    from .training_data import write_dataset
+
+    write_dataset(tmp_path / "faces", {"test": 2})
+    leaks = runner.invoke(
+        main,
+        ["evaluate", str(tmp_path / "faces"), "--model", str(tiny_model_dir), "--detector", "none",
+         "-o", str(tmp_path / "report"), "--exclude-leaks", str(tmp_path / "nowhere")],
+    )  # fmt: skip
+    assert leaks.exit_code == 2 and "'--exclude-leaks'" in leaks.output, leaks.output
+
+
+def test_options_without_effect_on_these_inputs_are_named(
+    photo_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    args = ["predict", str(photo_dir / "b.jpg"), "--model", str(tiny_model_dir), "--detector", "none", "-q"]
+    result = CliRunner().invoke(main, [*args, "--plot", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    assert "warning: --plot describe videos, and no input is a video" in result.stderr
+    unused = CliRunner().invoke(main, [*args, "--detector-model", str(tmp_path / "yunet.onnx")])
+    assert unused.exit_code == 0, unused.output
+    assert "--detector-model is for YuNet; --detector none does not read it" in unused.stderr

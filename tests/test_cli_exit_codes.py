@@ -4,6 +4,7 @@ error, 130 Ctrl-C (after the outputs were closed), 141 stdout closed by its read
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -70,7 +71,8 @@ def test_3_on_an_internal_error_one_line(
     result = predict(images, tiny_model_dir)
     assert result.exit_code == 3
     assert error_lines(result) == [
-        "error: internal error: RuntimeError: boom second line (run with --debug for the traceback)"
+        "error: internal error: RuntimeError: boom second line "
+        "(run `emovit --debug COMMAND ...` for the traceback)"
     ]
     assert "Traceback" not in result.stderr
     debug = run("--debug", "predict", str(images), "--model", str(tiny_model_dir), "--detector", "none")
@@ -121,3 +123,64 @@ def test_a_missing_image_is_an_error_row_not_a_crash(tiny_model_dir: Path, tmp_p
     )  # fmt: skip
     assert result.exit_code == 1
     assert ",error," in result.stdout and "not_found,decode" in result.stdout
+
+
+def _many_photos(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for index, image in enumerate(make_image_zoo(count, seed=9)):
+        image.convert("RGB").resize((24, 24)).save(folder / f"p{index:04d}.png")
+    return folder
+
+
+def _terminated_when(proc: Any, ready: Any, timeout: float = 120) -> None:
+    """SIGTERM `proc` once `ready()` holds (or fail if it ends first)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the command ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+
+
+def test_sigterm_on_a_photo_run_keeps_the_rows_done(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Only runs with videos stopped cleanly: SIGTERM on photos killed the process where it
+    stood (exit 143) and left its temporary results file behind."""
+    import csv
+    import subprocess
+    import sys
+
+    photos = _many_photos(tmp_path / "photos", 1500)
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emovit.cli", "predict", str(photos), "--model", str(tiny_model_dir),
+         "--detector", "none", "--batch-size", "1", "--format", "csv", "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _terminated_when(proc, lambda: any(tmp_path.glob(".out.csv.*.part")))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert 0 < len(rows) < 1500 and all(r["status"] == "ok" for r in rows)
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_sigterm_on_any_command_cleans_up_and_exits_130(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM killed `explain`, `evaluate`, `train` where they stood, temporary files left."""
+    import subprocess
+    import sys
+
+    photos = _many_photos(tmp_path / "photos", 600)
+    maps = tmp_path / "maps"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emovit.cli", "explain", str(photos), "--model", str(tiny_model_dir),
+         "--detector", "none", "-o", str(maps), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _terminated_when(proc, lambda: maps.is_dir() and any(maps.glob("*.png")))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and not list(maps.glob(".*.part"))

@@ -94,7 +94,7 @@ def test_saved_images_are_named_after_the_shown_names(odd_names: Path, tiny_mode
     result = CliRunner().invoke(main, [*args, "--format", "csv", "--save-annotated", str(saved)])
     assert result.exit_code == 1, result.output
     assert sorted(p.name for p in saved.iterdir()) == sorted(
-        ["bad_\\xff.jpg", "new\\nline.jpg", 'comma, "quote" [red]x.jpg']
+        ["bad_\\xff.annotated.jpg", "new\\nline.annotated.jpg", 'comma, "quote" [red]x.annotated.jpg']
     )
 
 

@@ -274,11 +274,11 @@ def test_an_onnx_only_folder_says_explanations_need_torch_weights(tmp_path: Path
     rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
     with pytest.raises(OptionError, match="torch weights") as caught:
         rec.explain(FACE)
-    assert caught.value.option == "method"
+    assert caught.value.option == "model"  # the model is at fault, not the method asked for
     done = _cli(
         "explain", str(FACE), "-o", str(tmp_path / "out"), "--model", str(folder), "--detector", "none"
     )
-    assert done.returncode == 2 and "torch weights" in done.stderr and "--method" in done.stderr
+    assert done.returncode == 2 and "torch weights" in done.stderr and "'--model'" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

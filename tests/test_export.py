@@ -77,6 +77,14 @@ def test_backend_selection(exported: dict[str, Path], tiny_model_dir: Path, tmp_
         EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", backend="tpu")
 
 
+def test_a_tolerance_of_zero_is_a_tolerance(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--tolerance 0` meant the default tolerance (0 read as "not given")."""
+    from emovit.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"tolerance 0e\+00"):
+        export_onnx(str(tiny_model_dir), tmp_path / "exact", tolerance=0.0)
+
+
 def test_export_fails_loudly_beyond_tolerance(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="differs from torch.*nothing was written"):
         export_onnx(str(tiny_model_dir), tmp_path / "strict", tolerance=1e-12)

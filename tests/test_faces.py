@@ -371,6 +371,28 @@ def test_cli_saves_annotated_images_and_crops(yunet_path: Path, tiny_model_dir: 
     rows = list(csv.DictReader(proc.stdout.splitlines()))
     assert len(rows) == len(list((tmp_path / "crops").iterdir())) >= 2
     assert [r["face"] for r in rows] == [str(i) for i in range(len(rows))]  # face index column
-    annotated = np.asarray(Image.open(tmp_path / "ann" / "group photo.jpg"))
+    annotated = np.asarray(Image.open(tmp_path / "ann" / "group photo.annotated.jpg"))
     assert annotated.shape == images[0].shape
     assert np.abs(annotated.astype(int) - images[0]).mean() > 0.5  # boxes were drawn
+
+
+def test_saved_images_never_replace_the_inputs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The annotated image took the photo's own name: `--save-annotated` into the photos'
+    folder replaced the originals. It is now `<stem>.annotated.jpg`, and no output is written
+    over an input of the run."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.full((40, 40, 3), 120, np.uint8)
+    Image.fromarray(pixels).save(folder / "a.jpg")
+    Image.fromarray(pixels).save(folder / "b.jpg")
+    Image.fromarray(pixels).save(folder / "b.annotated.jpg")  # an input with an output's name
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "emovit.cli", "predict", str(folder), "--model", str(tiny_model_dir),
+         "--detector", "none", "--format", "csv", "--save-annotated", str(folder)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # b's annotated image was not written
+    assert "is one of the inputs: it is not replaced" in proc.stderr
+    assert all((folder / name).read_bytes() == data for name, data in before.items())
+    assert (folder / "a.annotated.jpg").is_file()

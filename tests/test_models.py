@@ -65,7 +65,7 @@ def test_uncached_hub_id_offline_is_one_clear_error() -> None:
     assert REFERENCE_ID in message
     assert "not in" in message
     assert "HF_HUB_OFFLINE=1" in message
-    assert "--model" in message  # says what to do
+    assert "give a local folder as the model" in message  # says what to do (whether MODEL or --model)
 
 
 def test_unreachable_hub_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

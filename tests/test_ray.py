@@ -234,6 +234,72 @@ def test_file_urls_are_listed_like_remote_folders(tmp_path: Path) -> None:
     assert emovit_ray.expand_remote([f"file://{tmp_path}"], videos=False)[1].endswith("sub/b.jpg")
 
 
+def test_a_remote_folder_that_cannot_be_listed_is_kept_as_an_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing credentials or network errors ended the run as an internal error; the URL now
+    stays an input, whose reading gives its error row."""
+    import pyarrow.fs as pafs
+
+    class Refusing:
+        @staticmethod
+        def from_uri(uri: str) -> None:
+            raise OSError("AWS Error ACCESS_DENIED")
+
+    monkeypatch.setattr(pafs, "FileSystem", Refusing)
+    assert emovit_ray.expand_remote(["s3://bucket/photos", "a.jpg"]) == ["s3://bucket/photos", "a.jpg"]
+
+
+def test_an_unfit_output_folder_is_refused_before_a_cluster_starts(
+    face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder checks ran after Ray's start-up (tens of seconds) and the model's load."""
+    import ray
+
+    def never(**kwargs: object) -> None:
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", never)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["predict", str(face_jpeg), "--detector", "none", "--engine", "ray", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "holds files emovit did not write (notes.txt)" in result.output and "--output" in result.output
+
+
+def test_urls_of_schemes_with_digits_are_urls() -> None:
+    """`s3://...` was taken for a local path: a URL scheme was required to be letters only."""
+    from emovit.sources import is_url
+
+    assert is_url("s3://bucket/photos") and is_url("svn+ssh://host/x") and is_url("gs://b/a.jpg")
+    assert not is_url("C://photos/a.jpg") and not is_url("3d://x") and not is_url("photos/a.jpg")
+    assert emovit_ray._remote("s3://bucket/photos")
+
+
+def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    def unreachable(**kwargs: object) -> None:
+        raise ConnectionError("Could not find any running Ray instance")
+
+    monkeypatch.setattr(ray, "init", unreachable)
+    args = [
+        "predict",
+        str(face_jpeg),
+        "--detector",
+        "none",
+        "--engine",
+        "ray",
+        "--address",
+        "auto",
+        "-o",
+        "out",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "no Ray cluster could be reached at 'auto'" in result.output and "--address" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

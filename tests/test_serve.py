@@ -682,3 +682,23 @@ def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytes
     assert (settings.max_images, settings.max_request_pixels) == (3, 2_500_000)
     assert (settings.body_timeout_s, settings.video_body_timeout_s) == (7.0, 90.0)
     assert (settings.max_video_jobs, settings.max_explain_jobs) == (2, 4)
+
+
+def test_serve_on_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    """uvicorn logged the bind error and exited 3, the code of a bug, after loading the model."""
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "emovit.cli", "serve", "--model", str(tmp_path / "never loaded"),
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--port" in done.stderr and f"cannot listen on 127.0.0.1:{port}" in done.stderr

@@ -176,8 +176,22 @@ def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None
     assert json.loads(first.output.strip().splitlines()[-1])["epochs_run"] == 1
     rest = CliRunner().invoke(main, [*args, "--resume"])
     assert rest.exit_code == 0, rest.output
+    assert "ignored" not in rest.stderr  # the options given are the run's own
     state = json.loads((out / "run_state.json").read_text())
     assert (state["epochs"], state["epochs_run"], state["complete"]) == (3, 3, True)
+    # the framing flags answer to predict's names too
+    framed = CliRunner().invoke(
+        main, ["train", str(dataset), "-o", str(tmp_path / "framed"), "--arch", "vit-test", "-b", "8",
+               "--threads", "1", "--epochs", "1", "--margin", "0.05", "--no-align"],
+    )  # fmt: skip
+    assert framed.exit_code == 0, framed.output
+    record = json.loads((tmp_path / "framed" / "emovit.json").read_text())
+    assert (record["face_margin"], record["face_align"]) == (0.05, False)
+    # options a resume does not apply were taken without a word: they are named now
+    other = CliRunner().invoke(main, [*args, "--resume", "--lr", "0.5", "--augment", "robust"])
+    assert other.exit_code == 0, other.output
+    assert "--resume continues the run as it was started; ignored: --lr (the run has 0.001)" in other.stderr
+    assert "--augment (the run has" in other.stderr
 
 
 def test_resume_checks_the_classes_and_keeps_an_early_stop(dataset: Path, tmp_path: Path) -> None:

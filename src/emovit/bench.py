@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchConfig", "machine_info", "run_bench"]
+__all__ = ["BENCH_BACKENDS", "BenchConfig", "machine_info", "run_bench"]
+
+#: What `run_bench` times: torch (fp32, or bf16 where native), and ONNX exports of the model.
+BENCH_BACKENDS = ("torch", "torch-bf16", "onnx-fp32", "onnx-int8")
 
 #: The CPU flags that decide inference speed (AVX2-only EPYCs vs Xeons with AVX-512/AMX).
 SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")

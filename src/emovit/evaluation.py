@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emovit.data import Sample
-from emovit.errors import OptionError
+from emovit.errors import DatasetError, OptionError
 from emovit.fileio import atomic_open, write_text_atomic
 
 if TYPE_CHECKING:
@@ -210,7 +210,10 @@ def evaluate(
     if references:
         reference = []  # what training and selection saw: a dataset's train split, or each folder
         for folder in references:
-            reference += read_samples(folder, "train" if "train" in list_splits(folder) else None)
+            try:
+                reference += read_samples(folder, "train" if "train" in list_splits(folder) else None)
+            except DatasetError as exc:  # the flag at fault is --exclude-leaks, not DATA
+                raise DatasetError(str(exc), option="exclude_leaks") from None
         leaked = find_leaks(
             samples, reference, max_distance=max_distance or DEFAULT_MAX_DISTANCE, threads=threads
         )
@@ -248,8 +251,6 @@ def evaluate(
     finally:
         recognizer.tta = previous_tta
     if not rows:
-        from emovit.errors import DatasetError
-
         raise DatasetError(
             f"{data}: none of the {len(kept)} images could be scored ({no_face} without a face, "
             f"{sum(failed.values())} failed: {failed}); pre-cropped faces need detector 'none' "

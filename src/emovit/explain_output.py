@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,16 @@ from emovit.results import ImageResult
 __all__ = ["write_explanations"]
 
 
-def write_explanations(result: ImageResult, folder: str | os.PathLike[str], stem: str) -> list[Path]:
+def write_explanations(
+    result: ImageResult,
+    folder: str | os.PathLike[str],
+    stem: str,
+    *,
+    check: Callable[[Path], Path] = lambda path: path,
+) -> list[Path]:
     """Write the PNG and the NPY of every face of `result` that has an explanation and its
-    crop (`emovit.EmotionRecognizer.explain` keeps both) into `folder`; returns the paths."""
+    crop (`emovit.EmotionRecognizer.explain` keeps both) into `folder`; returns the paths.
+    `check` sees each target first (and raises ``OSError`` for one that must not be written)."""
     from PIL import Image
 
     written: list[Path] = []
@@ -32,7 +40,7 @@ def write_explanations(result: ImageResult, folder: str | os.PathLike[str], stem
         if face.explanation is None or face.crop is None:
             continue
         base = Path(folder) / f"{stem}.face{index}"
-        png, npy = base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
+        png, npy = check(base.with_name(base.name + ".png")), check(base.with_name(base.name + ".npy"))
         with atomic_open(png, "wb", durable=False) as handle:
             Image.fromarray(face.plot_explanation()).save(handle, format="PNG")
         with atomic_open(npy, "wb", durable=False) as handle:

@@ -726,7 +726,7 @@ class EmotionRecognizer:
                 raise OptionError(
                     f"{self.model.path}: explanations need the model's torch weights (*.safetensors); "
                     f"this folder has only {ONNX_FILE}, which runs on the onnx backend but is not explained",
-                    option="method",
+                    option="model",
                 )
             self._torch_module = load_torch_model(
                 self.model.path, device=self.model.device, float32=True

@@ -74,6 +74,7 @@ __all__ = [
     "PartError",
     "REMOTE_SCHEMES",
     "RowFormat",
+    "check_output_folder",
     "done_inputs",
     "expand_remote",
     "predict_dataset",
@@ -256,11 +257,15 @@ def expand_remote(sources: Iterable[str], *, videos: bool = True) -> list[str]:
         if not _remote(source):
             out.append(source)
             continue
-        fs, path = pafs.FileSystem.from_uri(source)
-        if fs.get_file_info(path).type != pafs.FileType.Directory:
+        try:
+            fs, path = pafs.FileSystem.from_uri(source)
+            if fs.get_file_info(path).type != pafs.FileType.Directory:
+                out.append(source)
+                continue
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        except Exception:  # noqa: BLE001 - credentials, network, a bad URL: read, it becomes an error row
             out.append(source)
             continue
-        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         names = sorted(
             info.path
             for info in found
@@ -938,6 +943,44 @@ class _PartRun:
         self.commit(entry | {"seconds": 0.0, "worker": "driver", "inputs": [source], "worker_failed": True})
 
 
+def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool = False) -> None:
+    """Raise the `OptionError` `predict_to_folder` would raise for `output` (a file, someone
+    else's files, results without `resume`, another format), writing nothing: a command checks
+    it before it starts a cluster."""
+    if fmt not in _EXTENSIONS:
+        raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
+    _checked_output(output, fmt, resume)
+
+
+def _checked_output(output: str, fmt: str, resume: bool) -> tuple[Any, str, list[dict[str, Any]]]:
+    """`output`'s filesystem, path and manifest entries, once it is found fit for a run."""
+    import pyarrow.fs as pafs
+
+    fs, base = _filesystem(output)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.File:
+        raise OptionError(f"{output} is a file; the ray engine writes into a folder", option="output")
+    entries = _manifest(fs, base)
+    foreign = [] if entries else _foreign(fs, base)
+    if foreign:  # a new run never mixes its parts (and its sweep) with someone else's files
+        raise OptionError(
+            f"{output} holds files emovit did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): the ray engine writes into an empty folder "
+            "(or one of its own runs, with --resume)",
+            option="output",
+        )
+    if entries and not resume:
+        raise OptionError(
+            f"{output} already holds results ({len(entries)} parts): --resume to go on, or an empty folder",
+            option="output",
+        )
+    kept = [entry for entry in entries if not (resume and entry.get("worker_failed"))]
+    other = {entry["part"] for entry in kept if not entry["part"].endswith(_EXTENSIONS[fmt])}
+    if other:
+        raise OptionError(f"{output} holds {sorted(other)[0]}: resume it with the same format", option="fmt")
+    return fs, base, entries
+
+
 def predict_to_folder(
     inputs: Sequence[str],
     output: str,
@@ -978,40 +1021,19 @@ def predict_to_folder(
         >>> report.line()  # doctest: +SKIP
         'ray: 1,200 rows (3 errors) from 1,001 inputs in 12.0 s: 100.0 rows/s on 8 workers'
     """
-    import pyarrow.fs as pafs
 
     if fmt not in _EXTENSIONS:
         raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
     if part_size < 1:
         raise OptionError(f"part_size must be at least 1, got {part_size}", option="part_size")
     start = time.perf_counter()
-    fs, base = _filesystem(output)
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.File:
-        raise OptionError(f"{output} is a file; the ray engine writes into a folder", option="output")
-    entries = _manifest(fs, base)
-    foreign = [] if entries else _foreign(fs, base)
-    if foreign:  # a new run never mixes its parts (and its sweep) with someone else's files
-        raise OptionError(
-            f"{output} holds files emovit did not write ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}): the ray engine writes into an empty folder "
-            "(or one of its own runs, with --resume)",
-            option="output",
-        )
+    fs, base, entries = _checked_output(output, fmt, resume)
     fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
-    if entries and not resume:
-        raise OptionError(
-            f"{output} already holds results ({len(entries)} parts): --resume to go on, or an empty folder",
-            option="output",
-        )
     if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
         for entry in [entry for entry in entries if entry.get("worker_failed")]:
             fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")  # its file: swept
             entries.remove(entry)
     committed = {entry["part"] for entry in entries}
-    other = {part for part in committed if not part.endswith(_EXTENSIONS[fmt])}
-    if other:
-        raise OptionError(f"{output} holds {sorted(other)[0]}: resume it with the same format", option="fmt")
     _sweep(fs, base, committed)
     done = {key for entry in entries for key in _entry_keys(entry)}
     if expand:

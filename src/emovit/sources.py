@@ -77,7 +77,14 @@ def _is_dir(path: Path) -> bool | None:
 def is_url(source: str) -> bool:
     """Whether `source` is a URL (``scheme://...``) rather than a path."""
     scheme, sep, rest = source.partition("://")
-    return bool(sep) and scheme.isalpha() and len(scheme) > 1 and bool(rest)
+    return (
+        bool(sep)
+        and len(scheme) > 1  # one letter: a Windows drive (C://...)
+        and scheme[0].isascii()
+        and scheme[0].isalpha()
+        and all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme)  # RFC 3986: s3, svn+ssh
+        and bool(rest)
+    )
 
 
 def stdin_paths(stdin: TextIO | BinaryIO) -> list[str]:

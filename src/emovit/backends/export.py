@@ -232,16 +232,18 @@ def _export_into(
             "top1_agreement": agreement,
         }
         (staging / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if quantize is None and logit_diff > (tolerance or FP32_TOLERANCE):
+        fp32_tolerance = FP32_TOLERANCE if tolerance is None else tolerance
+        int8_tolerance = INT8_TOLERANCE if tolerance is None else tolerance
+        if quantize is None and logit_diff > fp32_tolerance:
             raise ExportError(
                 f"onnxruntime differs from torch by {logit_diff:.2e} in the logits (tolerance "
-                f"{tolerance or FP32_TOLERANCE:.0e}); the export is not trustworthy, so nothing was "
+                f"{fp32_tolerance:.0e}); the export is not trustworthy, so nothing was "
                 f"written to {out}"
             )
-        if quantize == "int8" and prob_diff > (tolerance or INT8_TOLERANCE):
+        if quantize == "int8" and prob_diff > int8_tolerance:
             raise ExportError(
                 f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
-                f"{tolerance or INT8_TOLERANCE}); keep fp32 for this model (nothing was written to "
+                f"{int8_tolerance}); keep fp32 for this model (nothing was written to "
                 f"{out})"
             )
         if not (source / FRAMING_FILE).is_file():  # a previous export's framing is not this model's

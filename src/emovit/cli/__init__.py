@@ -14,8 +14,8 @@ Exit codes:
       dataset that cannot be loaded, a missing optional extra); nothing is written
 3     internal error (a bug): one line ``error: internal error: <Type>: <message>`` on stderr;
       ``emovit --debug ...`` prints the traceback
-130   interrupted (Ctrl-C), after the outputs were closed: a results file (``-o``) is written
-      whole or not at all, never half
+130   interrupted (Ctrl-C or SIGTERM), after the outputs were closed: ``predict`` keeps every
+      input analysed up to the first Ctrl-C; other files are written whole or not at all
 141   stdout was closed by its reader (``emovit predict ... | head``)
 ====  ==========================================================================================
 """

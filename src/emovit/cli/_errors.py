@@ -8,9 +8,13 @@ error: one line on stderr (``--debug`` adds the traceback) and exit code 3.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -101,7 +105,8 @@ class EmovitGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except EmovitError as exc:  # from a group's own callback
@@ -116,10 +121,30 @@ class EmovitGroup(click.Group):
             _internal_error(exc, _debug(ctx))
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a supervisor, ``kill``) as Ctrl-C: the command ends through the same cleanup
+    (temporary files removed, outputs closed, exit 130) instead of dying where it stands.
+    Commands with their own handling (`predict`'s clean stop, the server's drain) install
+    theirs inside."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _internal_error(exc: Exception, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    hint = "" if debug else " (run with --debug for the traceback)"
+    hint = "" if debug else " (run `emovit --debug COMMAND ...` for the traceback)"
     click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))}{hint}", err=True)
     raise click.exceptions.Exit(EXIT_INTERNAL) from None
 

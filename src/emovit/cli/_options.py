@@ -403,7 +403,13 @@ def recognizer_options(*, model: bool = True, batch_size: bool = True) -> Decora
 
 
 def face_options_from(**values: Any) -> FaceOptions:
-    """The `FaceOptions` of the face flags' values (None: not given, the library decides)."""
+    """The `FaceOptions` of the face flags' values (None: not given, the library decides);
+    a warning when --detector-model is given to a detector that does not read it."""
+    if values.get("detector_model") and values.get("detector") in ("haar", "none"):
+        click.echo(
+            f"warning: --detector-model is for YuNet; --detector {values['detector']} does not read it",
+            err=True,
+        )
     return FaceOptions().replace(**values)
 
 

@@ -72,8 +72,9 @@ def run_ray(
     from ray.data import DataContext
 
     from emovit.cli._common import load_recognizer
-    from emovit.ray import expand_remote, predict_to_folder
+    from emovit.ray import check_output_folder, expand_remote, predict_to_folder
 
+    check_output_folder(output, fmt, resume=runner.resume)  # type: ignore[arg-type]  # before a cluster starts
     paths = expand_remote(paths)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
@@ -81,12 +82,19 @@ def run_ray(
     load_recognizer(recognizer, faces)  # fails early, on the flag at fault; the random-weights banner
     started = not ray.is_initialized()
     if started:
-        ray.init(
-            address=runner.address,
-            include_dashboard=False if runner.address is None else None,
-            logging_level=logging.WARNING if quiet else logging.INFO,
-            log_to_driver=not quiet,
-        )
+        try:
+            ray.init(
+                address=runner.address,
+                include_dashboard=False if runner.address is None else None,
+                logging_level=logging.WARNING if quiet else logging.INFO,
+                log_to_driver=not quiet,
+            )
+        except ConnectionError as exc:  # no cluster at that address
+            raise click.BadParameter(
+                f"no Ray cluster could be reached at {runner.address!r} ({exc})",
+                ctx,
+                param_hint="'--address'",
+            ) from None
     context = DataContext.get_current()
     progress, context.enable_progress_bars = context.enable_progress_bars, not quiet
     try:

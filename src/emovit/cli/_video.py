@@ -4,7 +4,8 @@ summary, and stopping cleanly on Ctrl-C or SIGTERM.
 
 A run that is interrupted (Ctrl-C or SIGTERM) stops after the photo or video frame being
 analysed; every output is then closed as a complete file holding everything up to it (the
-annotated video stays playable), and the command exits 130. A second Ctrl-C stops at once.
+annotated video stays playable), and the command exits 130. A second Ctrl-C stops at once:
+the results file is then left as it was (whole or absent, never half written).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,10 +51,12 @@ class Interrupt:
 
 @contextlib.contextmanager
 def interruptible(enabled: bool) -> Iterator[Interrupt]:
-    """When `enabled`, the first Ctrl-C or SIGTERM only sets `Interrupt.requested` (the loops
-    stop at the next frame boundary, so no frame is half written); a second one raises at
-    once. Either way the block ends quietly with `Interrupt.interrupted` set, so that the
-    outputs around it are closed as complete files (the caller exits 130 afterwards)."""
+    """When `enabled`, the first Ctrl-C or SIGTERM only sets `Interrupt.requested`: the loops
+    stop at the next photo or frame boundary, so nothing is half written, the block ends
+    quietly with `Interrupt.interrupted` set, and the outputs around it are closed as complete
+    files (the caller exits 130 afterwards). A second one raises `KeyboardInterrupt` at once,
+    wherever the work is: it goes through the outputs around the block, which discard what
+    they hold (a results file stays as it was), as any other exception does."""
     state = Interrupt()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield state
@@ -67,8 +70,6 @@ def interruptible(enabled: bool) -> Iterator[Interrupt]:
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield state
-    except KeyboardInterrupt:
-        state.requested = True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -95,6 +96,7 @@ class VideoJob:
     plot: str | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
+    check: Callable[[Path], Path] = field(default=lambda path: path, repr=False)  # refuses an input's name
     unsaved: int = 0  # videos whose annotated video or timeline (or both) could not be written
     _warned: bool = field(default=False, repr=False)  # the video at hand lost an output
 
@@ -127,7 +129,7 @@ class VideoJob:
                     try:
                         if video is None:
                             fps = run.info.fps if run.info is not None else None
-                            target = Path(self.annotated or ".") / f"{stem}.annotated.mp4"
+                            target = self.check(Path(self.annotated or ".") / f"{stem}.annotated.mp4")
                             video = AnnotatedVideoWriter(target, fps=fps)
                         video.write(frame)
                     except errors as exc:
@@ -154,7 +156,9 @@ class VideoJob:
             self.summaries.append(summary)
             if timeline is not None and summary.get("error") is None:
                 try:
-                    timeline.save(Path(self.plot or ".") / f"{stem}.timeline.png", title=Path(path).name)
+                    timeline.save(
+                        self.check(Path(self.plot or ".") / f"{stem}.timeline.png"), title=Path(path).name
+                    )
                 except errors as exc:
                     self._unsaved(path, "timeline", exc)
             self.unsaved += self._warned

@@ -15,6 +15,19 @@ from emovit.cli._options import RecognizerOptions, batch_size_option, collect, t
 __all__ = ["bench"]
 
 
+def _backends(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """The comma-separated backends, each checked before any model is loaded."""
+    from emovit.bench import BENCH_BACKENDS
+
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in BENCH_BACKENDS]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"{', '.join(map(repr, unknown)) or 'none given'}: choose among {', '.join(BENCH_BACKENDS)}"
+        )
+    return names
+
+
 @click.command(cls=EmovitCommand)
 @click.argument("model", default="default")
 @click.option(
@@ -36,6 +49,7 @@ __all__ = ["bench"]
     "--backends",
     default="torch,onnx-fp32,onnx-int8",
     show_default=True,
+    callback=_backends,
     help="Comma-separated: torch, torch-bf16 (GPU or native-bf16 CPU), onnx-fp32, onnx-int8.",
 )
 @click.option("--no-pipeline", is_flag=True, help="Skip the transformers pipeline baseline.")
@@ -53,14 +67,16 @@ def bench(
     agreement: int,
     recognizer: RecognizerOptions,
     repeats: int,
-    backends: str,
+    backends: tuple[str, ...],
     no_pipeline: bool,
     crops_batch_size: int,
     output: str | None,
 ) -> None:
     """Compare emovit's backends with the transformers pipeline on the same images.
 
-    The images are classified whole (no face detection), as the pipeline does.
+    The images are classified whole (no face detection), as the pipeline does. MODEL is a
+    model with torch weights (a Hub id, a folder, a registry name): the ONNX backends are
+    exported from it for the run.
     """
     from emovit.cli._common import require
 
@@ -94,7 +110,7 @@ def bench(
         agreement_labels=labels,
         batch_size=recognizer.batch_size,
         repeats=repeats,
-        backends=tuple(backends.split(",")),
+        backends=backends,
         pipeline=not no_pipeline,
         threads=recognizer.threads,
         crops_batch_size=crops_batch_size,

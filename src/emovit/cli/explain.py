@@ -92,13 +92,16 @@ def explain(
                 raise
     if rec is None:
         rec = load_recognizer(recognizer, faces)
-    names = _OutputNames()
+    names = _OutputNames(paths)
     failed = explained = 0
     with progress_bar(len(paths), "explaining", enabled=False if quiet else None) as advance:
         for result in rec.explain_stream(paths, method=method, target=target):
             if result.ok:
                 try:
-                    explained += len(write_explanations(result, output, names.next(result.source))) // 2
+                    explained += (
+                        len(write_explanations(result, output, names.next(result.source), check=names.check))
+                        // 2
+                    )
                 except OSError as exc:  # this input's maps: the others go on
                     failed += 1
                     click.echo(f"error: {display_name(result.source, controls=True)}: its maps could "

@@ -4,8 +4,10 @@ one row per analysed frame and face (see `emovit.cli._video`)."""
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -146,17 +148,21 @@ def predict(
                        output=output, top_k=top_k, summary=summary, quiet=quiet)  # fmt: skip
         ctx.exit(code)
     _check_local(ctx, runner, fmt, output)
+    _check_file_option(ctx, summary, "--summary")
     if not explain_dir and (target is not None or method != "auto"):
         raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
     fmt = fmt or "table"
     from emovit.cli._video import VideoJob, interruptible, video_flags
 
     flags = video_flags(paths)
+    _warn_unused(flags, summary=summary, plot=plot, save_crops=save_crops)
     rec = load_recognizer(recognizer, faces)
     keep = bool(save_annotated or save_crops)
-    names = _OutputNames()
+    names = _OutputNames(paths)
     failed = unsaved = 0
-    videos = VideoJob(rec, video, annotated=save_annotated, plot=plot) if any(flags) else None
+    videos = (
+        VideoJob(rec, video, annotated=save_annotated, plot=plot, check=names.check) if any(flags) else None
+    )
     with atomic_output(output, sys.stdout) as stream:
         writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)
         with (
@@ -218,12 +224,32 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
     if output and Path(output).is_dir():
         raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
                                  ctx, param_hint="'--output'")  # fmt: skip
-    if output:  # found now, not after every input has been analysed
-        try:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise click.BadParameter(f"{output!r}: its folder cannot be created ({exc.strerror or exc})",
-                                     ctx, param_hint="'--output'") from None  # fmt: skip
+    _check_file_option(ctx, output, "--output")
+
+
+def _check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
+    """A file the run writes at its end: its folder is made (or found impossible) now, not
+    after every input has been analysed."""
+    if not path:
+        return
+    if Path(path).is_dir():
+        raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
+                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
+
+
+def _warn_unused(flags: list[bool], *, summary: str | None, plot: str | None, save_crops: str | None) -> None:
+    """Say which given options the inputs leave without effect (they are not errors: a folder
+    may hold photos one day and videos the next)."""
+    if not any(flags):
+        unused = [flag for flag, value in (("--summary", summary), ("--plot", plot)) if value]
+        if unused:
+            click.echo(f"warning: {' and '.join(unused)} describe videos, and no input is a video", err=True)
+    elif save_crops:
+        click.echo("warning: --save-crops saves the faces of photos; videos' faces are not saved", err=True)
 
 
 class _OutputNames:
@@ -233,9 +259,16 @@ class _OutputNames:
 
     MAX_STEM_BYTES = 150
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: Sequence[str] = ()) -> None:
         self.counts: dict[str, int] = {}
         self.used: set[str] = set()
+        self.inputs = {os.path.realpath(p) for p in inputs if "://" not in p}
+
+    def check(self, target: Path) -> Path:
+        """`target`, unless it is one of the run's inputs (an output never replaces a photo)."""
+        if os.path.realpath(target) in self.inputs:
+            raise OSError(f"{target} is one of the inputs: it is not replaced")
+        return target
 
     def next(self, source: str) -> str:
         from emovit.writers import display_name
@@ -274,13 +307,13 @@ def _save_outputs(
     stem = names.next(result.source)
     try:
         if explain_dir:
-            write_explanations(result, explain_dir, stem)
+            write_explanations(result, explain_dir, stem, check=names.check)
         if annotated:
-            result.save(Path(annotated) / f"{stem}.jpg")
+            result.save(names.check(Path(annotated) / f"{stem}.annotated.jpg"))
         if crops:
             for index, face in enumerate(result.faces):
                 if face.crop is not None:
-                    target = Path(crops) / f"{stem}_face{index}_{face.label}.png"
+                    target = names.check(Path(crops) / f"{stem}_face{index}_{face.label}.png")
                     with atomic_open(target, "wb", durable=False) as handle:
                         Image.fromarray(face.crop).save(handle, format="PNG")
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -159,6 +160,7 @@ def serve(
         raise click.BadParameter(
             "is empty: the server would be open to anyone; leave it unset for that", param_hint="--token"
         )
+    _check_bind(host, port)
     from emovit.serve import ServeSettings, create_app, run_server
 
     options = recognizer.replace(batch_size=max_batch)
@@ -187,3 +189,26 @@ def serve(
         max_explain_jobs=max_explain_jobs,
     )
     run_server(create_app(factory, settings), host=host, port=port, settings=settings)
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Fail now, as a usage error naming the option, when `host`:`port` cannot be listened on
+    (a port in use, an address not of this machine): uvicorn would only log it and exit 3,
+    the code of a bug."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise click.BadParameter(
+            f"{host!r} is not an address of this machine ({exc})", param_hint="'--host'"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = "'--port'" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "'--host'"
+            raise click.BadParameter(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc})", param_hint=hint
+            ) from None

@@ -38,6 +38,7 @@ _CONFIG_OPTIONS = (
     click.option("--epochs", type=click.IntRange(1), default=30, show_default=True),
     click.option(
         "--batch-size",
+        "-b",
         type=click.IntRange(1),
         default=128,
         show_default=True,
@@ -121,12 +122,16 @@ _LABEL_AND_FRAMING_OPTIONS = (
     ),
     click.option(
         "--face-margin",
+        "--margin",
+        "face_margin",
         type=click.FloatRange(0),
         default=None,
         help="Context around each face in the training crops (recorded as the model's framing).",
     ),
     click.option(
         "--face-align/--no-face-align",
+        "--align/--no-align",
+        "face_align",
         default=None,
         help="Level the eyes in the training crops (recorded as the model's framing).",
     ),
@@ -222,6 +227,15 @@ def train(
         **fields,
         **newer,
     )
+    if resume:
+        ignored = _ignored_on_resume(ctx, output, config)
+        if ignored and int(os.environ.get("RANK", "0")) == 0:
+            click.echo(
+                f"warning: --resume continues the run as it was started; ignored: {'; '.join(ignored)} "
+                "(only --epochs and --time-limit apply; start a new run in another -o folder to "
+                "change the rest)",
+                err=True,
+            )
     result = run_training(config, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -236,6 +250,40 @@ def train(
         "wall_time_s": round(result.wall_time_s, 1),
     }
     click.echo(json.dumps(report))
+
+
+#: Options that feed one `TrainConfig` field under another name.
+_FIELD_OF = {
+    "augment_name": "augment",
+    "augment_overrides": "augment",
+    "no_augment": "augment",
+    "mixup": "augment",
+    "cutmix": "augment",
+}
+
+
+def _ignored_on_resume(ctx: click.Context, output: str, config: Any) -> list[str]:
+    """The options given on the command line that a resume does not apply (the run keeps the
+    configuration it was started with), each with the run's own value."""
+    try:
+        saved = json.loads((Path(output) / "training_config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no run there: `train` says so
+    current = json.loads(json.dumps(config.to_dict(), default=str))
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ignored: list[str] = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        key = _FIELD_OF.get(name, name)
+        if (
+            key in ("epochs", "time_limit_min", "output", "resume")
+            or ctx.get_parameter_source(name) not in given
+        ):
+            continue
+        if key in current and current[key] != saved.get(key):
+            flag = param.opts[0] if isinstance(param, click.Option) else name.upper()
+            ignored.append(f"{flag} (the run has {json.dumps(saved.get(key))})")
+    return ignored
 
 
 def _saved_epochs(output: str, default: int) -> int:
@@ -304,7 +352,7 @@ def audit(data: str, fmt: str, max_distance: int, examples: int) -> None:
 @click.option("--no-optimize", is_flag=True, help="Skip onnxruntime's transformer fusions.")
 @click.option(
     "--tolerance",
-    type=float,
+    type=click.FloatRange(0),
     default=None,
     help="Fail beyond this difference to torch (fp32: max |logit diff| 1e-3; int8: max |prob diff| 0.15).",
 )

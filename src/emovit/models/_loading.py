@@ -90,7 +90,7 @@ def resolve_model(
         if not (folder / "config.json").is_file():
             raise ModelLoadError(
                 f"the embedded {ref!r} model is not in this installation ({folder}); "
-                "build it with `make train-default` or pass --model with a Hub id or folder"
+                "build it with `make train-default`, or give a Hub id or a folder as the model"
             )
         return folder
     hub_id = entry.location if entry is not None else ref
@@ -150,8 +150,8 @@ def _download(
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub cannot be reached"
         raise ModelLoadError(
             f"model {hub_id!r} is not in {where} and {why}. Download it once on a machine "
-            "with internet (it is cached for offline use afterwards), or pass --model with a "
-            "local folder, or use the embedded model (--model default)"
+            "with internet (it is cached for offline use afterwards), or give a local folder as "
+            "the model, or use the embedded model (default)"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise ModelLoadError(f"cannot download {hub_id!r} from the Hugging Face Hub: {exc}") from None
