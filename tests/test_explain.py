@@ -422,3 +422,75 @@ def test_the_small_vit_is_small_and_better_than_chance() -> None:
     epochs = [json.loads(line) for line in (VIT_EXPLAIN / "metrics.jsonl").read_text().splitlines() if line]
     best = max(epochs, key=lambda e: e["val_macro_f1"])
     assert best["val_accuracy"] > 0.30  # FER2013 validation; chance: 1/7, the majority class (happy): 0.25
+
+
+# ---------------------------------------------------------------------------- review (session 13)
+
+
+def _vit_explain_at_input_size() -> tuple[EmotionRecognizer, np.ndarray]:
+    rec = EmotionRecognizer.from_pretrained(VIT_EXPLAIN, device="cpu", detector="none", tta="flip")
+    size = rec.model.preprocessor.output_size
+    rng = np.random.default_rng(2)
+    return rec, rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def test_with_flip_tta_the_map_explains_both_views_of_the_prediction() -> None:
+    """With tta=flip the prediction averaged a face and its mirror image, and the map explained
+    the face alone. Now the mirror image of a face gets the mirror map (and the same answer)."""
+    rec, image = _vit_explain_at_input_size()
+    for method in ("grad-rollout", "rollout"):
+        plain, mirror = rec.explain([image, np.ascontiguousarray(image[:, ::-1])], method=method)
+        assert plain.faces[0].probs == pytest.approx(mirror.faces[0].probs, abs=1e-5)
+        a, b = plain.faces[0].explanation.crop_map, mirror.faces[0].explanation.crop_map
+        np.testing.assert_allclose(a, b[:, ::-1], atol=1e-4)
+
+
+def test_maps_of_a_centre_cropped_input_cover_what_the_model_saw() -> None:
+    """With a resize to 256 and a 224 centre crop, the map was stretched over the whole face."""
+    from emovit.preprocess import Preprocessor
+
+    pre = Preprocessor(size=(256, 256), crop_size=(224, 224))
+    top, left, height, width = pre.input_region(512, 512)
+    assert (top, left, height, width) == (32.0, 32.0, 448.0, 448.0)
+    assert Preprocessor(size=(64, 64)).input_region(100, 80) == (0.0, 0.0, 100.0, 80.0)
+    grid = np.ones((4, 4), np.float32)
+    grid[0, 0] = 0.0
+    placed = resize_map(grid, (512, 512), (top, left, height, width))
+    assert placed[:32].max() == 0.0 and placed[:, :32].max() == 0.0 and placed[-32:].max() == 0.0
+    assert placed[256, 256] == pytest.approx(1.0)
+    padded = Preprocessor(size=(200, 200), crop_size=(224, 224)).input_region(100, 100)
+    assert padded == (-6.0, -6.0, 112.0, 112.0)  # the crop pads: the region reaches past the image
+
+
+def test_a_half_precision_checkpoint_is_explained_in_float32(tmp_path: Path) -> None:
+    """Maps of a checkpoint saved in fp16 were computed in fp16."""
+    import torch
+
+    folder = tmp_path / "half"
+    shutil.copytree(VIT_EXPLAIN, folder)
+    loaded = load_torch_model(VIT_EXPLAIN)
+    assert loaded.model is not None
+    loaded.model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none", backend="torch")
+    assert next(rec.model.model.parameters()).dtype == torch.float16
+    net = rec.explainer("grad-rollout").net
+    assert next(net.parameters()).dtype == torch.float32
+    reference = EmotionRecognizer.from_pretrained(VIT_EXPLAIN, device="cpu", detector="none", backend="torch")
+    image = np.asarray(Image.open(FACE).convert("RGB"))
+    half = rec.explain(image, method="grad-rollout")[0].faces[0].explanation.crop_map
+    full = reference.explain(image, method="grad-rollout")[0].faces[0].explanation.crop_map
+    assert np.abs(half - full).mean() < 0.02
+
+
+def test_smoothgrad_noise_and_gradcam_probe_follow_the_models_input() -> None:
+    """SmoothGrad's noise was fixed in normalised units (twice as strong, relative to the
+    image, for a mean 0 / std 1 model as for a 0.5/0.5 one); Grad-CAM chose its stage at the
+    config's image size, not the size the preprocessor makes."""
+    default = EmotionRecognizer.from_pretrained("default", device="cpu", detector="none")
+    vit = EmotionRecognizer.from_pretrained(VIT_EXPLAIN, device="cpu", detector="none")
+    assert default._input_range() == pytest.approx(1.0) and vit._input_range() == pytest.approx(2.0)
+    assert default.explainer("smoothgrad").input_range == pytest.approx(1.0)
+    net = default.explainer("smoothgrad").net
+    at_64, size_64 = gradcam_layer(net)
+    at_128, size_128 = gradcam_layer(net, size=(128, 128))
+    assert min(size_64) >= 7 and min(size_128) >= 7 and at_128 != at_64  # a deeper stage fits at 128

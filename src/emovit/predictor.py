@@ -69,6 +69,13 @@ def _is_single(inputs: Any) -> bool:
     return isinstance(inputs, Image.Image) or hasattr(inputs, "read")
 
 
+def _torch_float32() -> Any:
+    """``torch.float32`` (torch imported only when a torch module is at hand)."""
+    import torch
+
+    return torch.float32
+
+
 def _snapshot(source: Any) -> Any:
     """An input as it is now: inputs are read a batch (or more, prefetching) ahead of their
     results, and a caller may fill one array or buffer again for its next item (a camera loop
@@ -711,17 +718,35 @@ class EmotionRecognizer:
 
         with self._explain_lock:
             if method not in self._explainers:
-                self._explainers[method] = Explainer(self._torch_net(), method)
+                pre = self.model.preprocessor
+                size = getattr(pre, "output_size", None)
+                self._explainers[method] = Explainer(
+                    self._torch_net(), method, input_size=size, input_range=self._input_range()
+                )
             return self._explainers[method]
 
+    def _input_range(self) -> float:
+        """How far apart black and white are in the model's input (the mean over channels):
+        SmoothGrad's noise is a share of it."""
+        pre = self.model.preprocessor
+        black, white = (np.full((8, 8, 3), value, np.uint8) for value in (0, 255))
+        span = np.asarray(pre([white]), dtype=np.float64) - np.asarray(pre([black]), dtype=np.float64)
+        value = float(np.abs(span).mean())
+        return value if np.isfinite(value) and value > 0 else 1.0
+
     def _torch_net(self) -> Any:
-        """The torch module: the recognizer's own, or its folder's weights loaded on first use."""
-        if self.model.model is not None:
-            return self.model.model
+        """The torch module in float32: the recognizer's own, or its folder's weights loaded on
+        first use (an ONNX folder, or a checkpoint kept in half precision: maps are computed in
+        float32)."""
+        own = self.model.model
+        if own is not None and next(own.parameters()).dtype == _torch_float32():
+            return own
         if self._torch_module is None:
             from emovit.backends import ONNX_FILE
             from emovit.models import load_torch_model
 
+            if own is not None and not any(self.model.path.glob("*.safetensors")):
+                return own  # built in memory: nothing to load in float32
             if not any(self.model.path.glob("*.safetensors")):
                 raise OptionError(
                     f"{self.model.path}: explanations need the model's torch weights (*.safetensors); "
@@ -785,8 +810,10 @@ class EmotionRecognizer:
             from emovit.explain import resize_map
 
             face_result.crop = face.crop
+            height, width = face.crop.shape[:2]
+            region = getattr(self.model.preprocessor, "input_region", None)
             face_result.explanation = Explanation(
-                crop_map=resize_map(grid, face.crop.shape[:2]),
+                crop_map=resize_map(grid, (height, width), region(height, width) if region else None),
                 method=explainer.method,
                 target=self._labels[self._order.index(class_id)] if explainer.class_specific else None,
                 layer=explainer.layer,
@@ -803,7 +830,7 @@ class EmotionRecognizer:
         assert batch.pixel_values is not None
         pixels = batch.pixel_values
         try:
-            return list(explainer(pixels[rows], ids))
+            return list(explainer(pixels[rows], ids, tta=self.tta))
         except Exception:  # noqa: BLE001 - retried image by image below
             pass
         maps: list[np.ndarray | None] = [None] * len(rows)
@@ -813,7 +840,9 @@ class EmotionRecognizer:
         for positions in groups.values():
             result = batch.faces[rows[positions[0]]].result
             try:
-                found = explainer(pixels[[rows[p] for p in positions]], [ids[p] for p in positions])
+                found = explainer(
+                    pixels[[rows[p] for p in positions]], [ids[p] for p in positions], tta=self.tta
+                )
             except Exception as exc:
                 error = InputError(result.source, f"explaining the model failed ({exc})", "model_failed")
                 if raise_errors:

@@ -162,6 +162,24 @@ class Preprocessor:
         """The ``(height, width)`` of every output image, or None when it depends on the input."""
         return self.crop_size or self.size
 
+    def input_region(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """The part of a ``height x width`` image the model input shows, ``(top, left, height,
+        width)`` in the image's pixels: all of it, unless a centre crop cuts the resized image
+        (or pads it: the region then reaches past the image)."""
+        if self.crop_size is None:
+            return 0.0, 0.0, float(height), float(width)
+        resized = (
+            self._resize_target(height, width)
+            if self.size is not None or self.shortest_edge is not None
+            else (height, width)
+        )
+        (crop_h, crop_w), (rh, rw) = self.crop_size, resized
+        canvas_h, canvas_w = max(crop_h, rh), max(crop_w, rw)  # `_center_crop`'s arithmetic
+        top = (canvas_h - crop_h) // 2 - (canvas_h - rh) // 2
+        left = (canvas_w - crop_w) // 2 - (canvas_w - rw) // 2
+        sy, sx = height / rh, width / rw
+        return top * sy, left * sx, crop_h * sy, crop_w * sx
+
     def _resize_target(self, height: int, width: int) -> tuple[int, int]:
         if self.size is not None:
             return self.size

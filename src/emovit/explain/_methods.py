@@ -12,11 +12,12 @@ SmoothGrad.
   deepest stage of the network whose map is at least `GRADCAM_MIN_SIDE` cells on a side (see
   `gradcam_layer`).
 * ``smoothgrad`` (Smilkov et al., 2017, on gradient x input): the gradient of the explained
-  class at `SMOOTHGRAD_SAMPLES` noisy copies of the input (Gaussian, `SMOOTHGRAD_SIGMA` in the
-  model's normalised units, fixed seed), averaged, times the input's difference from its mean,
-  summed over channels and rectified: a first-order estimate, per pixel, of how much the class
-  score falls when that pixel is replaced by the image's mean. Class-specific, any
-  differentiable model, maps at the model's input resolution.
+  class at `SMOOTHGRAD_SAMPLES` noisy copies of the input (Gaussian, `SMOOTHGRAD_SIGMA` of the
+  input's range, black to white, as the paper sets it; fixed seed), averaged, times the
+  input's difference from its mean, summed over channels and rectified: a first-order
+  estimate, per pixel, of how much the class score falls when that pixel is replaced by the
+  image's mean. Class-specific, any differentiable model, maps at the model's input
+  resolution.
 
 ``auto`` picks ``grad-rollout`` for ViTs and ``smoothgrad`` for every other network. Grad-CAM
 stays available (``--method gradcam``), but on emovit's 64 px models its coarse maps fail the
@@ -63,12 +64,15 @@ CLASS_SPECIFIC: tuple[str, ...] = ("grad-rollout", "gradcam", "smoothgrad")
 #: last stage is 2x2 there, too coarse to say where on the face; measured in
 #: docs/reports/explain).
 GRADCAM_MIN_SIDE = 7
-#: SmoothGrad's noisy samples per face, and the noise's standard deviation in the model's
-#: normalised input units (inputs span -1..1 with the 0.5/0.5 normalisation: 7.5 % of the
-#: range); chosen on the deletion test (docs/reports/explain): 4 samples give most of the
-#: gain of 8 at half the cost.
+#: SmoothGrad's noisy samples per face, and the noise's standard deviation as a share of the
+#: model input's range from black to white (1.0 for the default model's mean 0 / std 1, 2.0 for
+#: the 0.5/0.5 normalisation); chosen on the deletion test with the default model
+#: (docs/reports/explain): 4 samples give most of the gain of 8 at half the cost.
 SMOOTHGRAD_SAMPLES = 4
 SMOOTHGRAD_SIGMA = 0.15
+#: Faces explained per autograd pass (a batch of many faces is split: grad-rollout keeps every
+#: layer's attention and its gradient, SmoothGrad runs several passes).
+EXPLAIN_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,12 @@ def _input_shape(net: Any) -> tuple[int, int, int]:
     return int(getattr(config, "num_channels", 3)), height, width
 
 
-def gradcam_layer(net: Any, min_side: int = GRADCAM_MIN_SIDE) -> tuple[str, tuple[int, int]]:
-    """The stage Grad-CAM reads for `net`, and its feature map's size at the model's input size:
-    the deepest stage of the encoder whose output has at least `min_side` cells on its shorter
-    side (else the stage with the largest map).
+def gradcam_layer(
+    net: Any, min_side: int = GRADCAM_MIN_SIDE, size: tuple[int, int] | None = None
+) -> tuple[str, tuple[int, int]]:
+    """The stage Grad-CAM reads for `net`, and its feature map's size at the input size `size`
+    (default: the model config's): the deepest stage of the encoder whose output has at least
+    `min_side` cells on its shorter side (else the stage with the largest map).
 
     Raises:
         OptionError: `net` has no encoder stages with a spatial feature map (a ViT: use rollout).
@@ -175,7 +181,9 @@ def gradcam_layer(net: Any, min_side: int = GRADCAM_MIN_SIDE) -> tuple[str, tupl
             hooks.append(stage.register_forward_hook(recorder(name)))
         if stages:
             param = next(net.parameters())
-            probe = torch.zeros((1, *_input_shape(net)), dtype=param.dtype, device=param.device)
+            channels, height, width = _input_shape(net)
+            height, width = size or (height, width)
+            probe = torch.zeros((1, channels, height, width), dtype=param.dtype, device=param.device)
             with torch.no_grad():
                 net(pixel_values=probe)
     finally:
@@ -224,16 +232,35 @@ def normalise_maps(maps: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0.0, 1.0).astype(np.float32).reshape(maps.shape)
 
 
-def resize_map(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_map(
+    grid: np.ndarray, size: tuple[int, int], region: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
     """A map (or a stack of maps) on the model's grid, bilinearly resized to ``(height,
-    width)`` and scaled to 0..1 again."""
+    width)`` and scaled to 0..1 again. `region` ``(top, left, height, width)``, in the output's
+    pixels, is the part of it the model saw (a centre crop: `Preprocessor.input_region`): the
+    map is laid there, 0 around it."""
     import torch
     import torch.nn.functional as F
 
     single = grid.ndim == 2
     stack = torch.from_numpy(np.ascontiguousarray(grid[None] if single else grid, dtype=np.float32))
-    resized = F.interpolate(stack[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    out = normalise_maps(resized.numpy())
+    if region is None or (round(region[0]), round(region[1]), round(region[2]), round(region[3])) == (
+        0,
+        0,
+        *size,
+    ):
+        resized = F.interpolate(stack[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        out = normalise_maps(resized.numpy())
+        return out[0] if single else out
+    top, left = round(region[0]), round(region[1])
+    inner = (max(1, round(region[2])), max(1, round(region[3])))
+    placed = F.interpolate(stack[:, None], size=inner, mode="bilinear", align_corners=False)[:, 0].numpy()
+    canvas = np.zeros((len(placed), *size), dtype=np.float32)
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(size[0], top + inner[0]), min(size[1], left + inner[1])
+    if y1 > y0 and x1 > x0:
+        canvas[:, y0:y1, x0:x1] = placed[:, y0 - top : y1 - top, x0 - left : x1 - left]
+    out = normalise_maps(canvas)
     return out[0] if single else out
 
 
@@ -257,8 +284,18 @@ class Explainer:
         (1, 64, 64)
     """
 
-    def __init__(self, net: Any, method: str = "auto", *, layer: str | None = None) -> None:
+    def __init__(
+        self,
+        net: Any,
+        method: str = "auto",
+        *,
+        layer: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        input_range: float = 1.0,
+    ) -> None:
         self.net = net
+        self.input_range = input_range
+        self._input_size = input_size
         self.method = resolve_method(net, method)
         self.class_specific = self.method in CLASS_SPECIFIC
         self._vit = _vit_parts(net) if self.method in ("rollout", "grad-rollout") else None
@@ -266,7 +303,7 @@ class Explainer:
         self._module: Any = None
         if self.method == "gradcam":
             if layer is None:
-                layer, _ = gradcam_layer(net)
+                layer, _ = gradcam_layer(net, size=input_size)
             modules = dict(net.named_modules())
             if layer not in modules:
                 raise OptionError(f"{type(net).__name__} has no module {layer!r}", option="layer")
@@ -279,12 +316,18 @@ class Explainer:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        """The model's input ``(height, width)``."""
+        """The model's input ``(height, width)`` (the preprocessor's, when it was given)."""
+        if self._input_size is not None:
+            return self._input_size
         _, height, width = _input_shape(self.net)
         return height, width
 
     def __call__(
-        self, pixel_values: np.ndarray, targets: Sequence[int] | np.ndarray | None = None
+        self,
+        pixel_values: np.ndarray,
+        targets: Sequence[int] | np.ndarray | None = None,
+        *,
+        tta: str = "none",
     ) -> np.ndarray:
         """Maps on the model's grid (``N x h x w``, float32, 0..1) for preprocessed faces: the
         patch grid (rollout), the feature map (gradcam) or the input's pixels (smoothgrad).
@@ -293,22 +336,39 @@ class Explainer:
             pixel_values: the model input, ``N x C x H x W`` float32.
             targets: the class id (the model's output index) to explain per face; None: each
                 face's top class. The class-agnostic rollout ignores it.
+            tta: ``flip`` when the prediction averaged each face and its mirror image: the map
+                is then the mean of both views' maps (the mirror's flipped back), so that it
+                explains what the prediction used.
         """
         import torch
 
+        if tta not in ("none", "flip"):
+            raise OptionError(f"tta must be 'none' or 'flip', got {tta!r}", option="tta")
+        chosen = None if targets is None else np.asarray(targets, dtype=np.int64)
         with self._lock:
             param = next(self.net.parameters())
-            pixels = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
-            pixels = pixels.to(device=param.device, dtype=param.dtype)
-            if self.method == "gradcam":
-                maps = self._gradcam(pixels, targets)
-            elif self.method == "smoothgrad":
-                maps = self._smoothgrad(pixels, targets)
-            elif self.method == "rollout":
-                maps = self._rollout(pixels)
-            else:
-                maps = self._grad_rollout(pixels, targets)
+            chunks = []
+            for start in range(0, len(pixel_values), EXPLAIN_CHUNK):
+                part = torch.from_numpy(
+                    np.ascontiguousarray(pixel_values[start : start + EXPLAIN_CHUNK], dtype=np.float32)
+                ).to(device=param.device, dtype=param.dtype)
+                ids = None if chosen is None else chosen[start : start + EXPLAIN_CHUNK]
+                raw = self._raw(part, ids)
+                if tta == "flip":
+                    raw = (raw + self._raw(torch.flip(part, dims=[-1]), ids)[..., ::-1]) / 2
+                chunks.append(raw)
+        maps = np.concatenate(chunks) if chunks else np.zeros((0, 1, 1), np.float32)
         return normalise_maps(maps)
+
+    def _raw(self, pixels: torch.Tensor, targets: np.ndarray | None) -> np.ndarray:
+        """The method's maps before normalisation."""
+        if self.method == "gradcam":
+            return self._gradcam(pixels, targets)
+        if self.method == "smoothgrad":
+            return self._smoothgrad(pixels, targets)
+        if self.method == "rollout":
+            return self._rollout(pixels)
+        return self._grad_rollout(pixels, targets)
 
     def maps(
         self,
@@ -406,8 +466,9 @@ class Explainer:
         shape = (SMOOTHGRAD_SAMPLES, 1, *pixels.shape[1:])
         noises = torch.randn(shape, generator=generator, device=pixels.device, dtype=pixels.dtype)
         total = torch.zeros_like(pixels)
+        sigma = SMOOTHGRAD_SIGMA * self.input_range
         for noise in noises:
-            noisy = (pixels + SMOOTHGRAD_SIGMA * noise).requires_grad_(True)
+            noisy = (pixels + sigma * noise).requires_grad_(True)
             with torch.enable_grad():
                 logits = self.net(pixel_values=noisy).logits
                 (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), noisy)
