@@ -217,3 +217,114 @@ def test_why_toggle_lays_the_maps_over_the_photo_and_the_camera(browser: object,
     page.screenshot(path=str(ARTIFACTS / "why-camera.png"), full_page=True)
     page.click("#stop-camera")
     assert errors == []
+
+
+# ---------------------------------------------------------------------------- review (session 13)
+
+
+def test_the_file_choosers_answer_the_keyboard(browser: object, server: str) -> None:
+    """The "choose a file" / "choose a clip" controls were labels, which cannot take focus,
+    and the drop zone ignored Enter: keyboard users could not upload anything."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server)
+    page.evaluate(  # what opens the chooser: a click reaching the (hidden) file input
+        "() => { window.opened = []; for (const id of ['file-input', 'video-input']) {"
+        " document.getElementById(id).addEventListener('click', (e) => {"
+        " window.opened.push(id); e.preventDefault(); }); } }"
+    )
+    for control, key, target in (
+        ("#choose-file", "Enter", "file-input"),
+        ("#drop-zone", "Enter", "file-input"),
+        ("#drop-zone", " ", "file-input"),
+        ("#choose-clip", "Enter", "video-input"),
+    ):
+        before = page.evaluate("() => window.opened.length")
+        page.focus(control)
+        page.keyboard.press(key)
+        assert page.evaluate(f"() => window.opened.slice({before})") == [target], (control, key)
+    page.close()
+
+
+def _pump_until(page: object, condition: object, timeout: float = 20.0) -> None:
+    """`_until` for conditions on what Playwright's handlers record: the sync API runs them
+    only while it is called, so wait inside it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(100)  # type: ignore[attr-defined]
+
+
+def test_live_mode_waits_when_the_server_is_busy_and_stops_without_a_token(
+    browser: object, server: str
+) -> None:
+    """A 503 was asked again at the full frame rate, Retry-After ignored; a 401 (no token)
+    was retried for ever."""
+    import json
+    import time
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    asked: list[float] = []
+    answer = {"status": 503, "code": "overloaded"}
+
+    def refuse(route: object) -> None:
+        asked.append(time.monotonic())
+        body = json.dumps({"error": {"code": answer["code"], "message": "busy", "request_id": "x"}})
+        headers = {"Retry-After": "3", "Content-Type": "application/json"}
+        route.fulfill(status=answer["status"], body=body, headers=headers)  # type: ignore[attr-defined]
+
+    page.route("**/v1/predict*", refuse)
+    page.goto(server)
+    page.fill("#fps", "5")
+    page.click("#start-camera")
+    _pump_until(page, lambda: len(asked) >= 1)
+    page.wait_for_timeout(2_000)
+    assert len(asked) == 1, f"{len(asked)} requests while the server asked to wait 3 s"
+    assert "busy" in page.locator("#status").text_content()
+    answer.update(status=401, code="unauthorized")
+    _pump_until(page, lambda: "API token" in (page.locator("#status").text_content() or ""))
+    assert page.locator("#stop-camera").is_disabled() and not page.locator("#start-camera").is_disabled()
+    count = len(asked)
+    page.wait_for_timeout(1_000)
+    assert len(asked) == count  # stopped: no more requests
+    assert time.monotonic() - asked[0] >= 3.0  # the second request waited for Retry-After
+    page.close()
+
+
+def test_one_camera_however_often_it_is_started(browser: object, server: str) -> None:
+    """A second start during the permission prompt (or capture mode's start) opened a second
+    stream and timer; Stop ended only one, and the other went on sending frames."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/v1/predict" in request.url else None)
+    page.goto(server)
+    page.evaluate("() => { startCamera(); startCamera(); startCapture(); }")
+    _pump_until(page, lambda: len(asked) >= 2, 30)
+    page.click("#stop-camera")
+    page.wait_for_timeout(500)  # an answer in flight may still arrive
+    count = len(asked)
+    page.wait_for_timeout(1_500)
+    assert len(asked) == count, "frames were still sent after Stop"
+    assert page.locator("#live-faces li").count() == 0  # Stop clears the live results
+    page.close()
+
+
+def test_capture_targets_follow_the_models_labels(browser: object, server: str) -> None:
+    """The page knew only the seven emotions: a model with other labels could not be captured."""
+    import json
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    labels = ["angry", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    page.route(
+        "**/v1/models",
+        lambda route: route.fulfill(status=200, body=json.dumps({"result_labels": labels}),
+                                    headers={"Content-Type": "application/json"}),
+    )  # fmt: skip
+    page.goto(server)
+    _until(lambda: page.evaluate("() => EMOTIONS.length") == 8, 10)
+    page.fill("#capture-targets", "contempt")
+    page.click("#start-capture")
+    assert "Waiting for: contempt" in page.locator("#capture-status").text_content()
+    page.click("#stop-camera")
+    page.close()

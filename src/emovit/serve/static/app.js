@@ -2,10 +2,16 @@
 // No build step.
 "use strict";
 
-const EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
+// The labels results carry: the seven emotions until /v1/models says otherwise (loadLabels).
+let EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
 const COLOURS = { angry: "#e63946", disgust: "#6a994e", fear: "#9b5de5", happy: "#ffc832",
   neutral: "#c8c8c8", sad: "#4361ee", surprise: "#ff7f50" };
 const $ = (id) => document.getElementById(id);
+
+function authHeaders() {
+  const token = $("token").value.trim();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
 
 function status(message, isError = false) {
   const el = $("status");
@@ -13,20 +19,38 @@ function status(message, isError = false) {
   el.classList.toggle("error", isError);
 }
 
+// An API error: its message, HTTP status and Retry-After (seconds), for the callers to decide.
+class ApiError extends Error {
+  constructor(message, status, retryAfter) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
 async function predict(blob, name) {
   const form = new FormData();
   form.append("files", blob, name);
-  const headers = {};
-  const token = $("token").value.trim();
-  if (token) headers.Authorization = `Bearer ${token}`;
   const why = $("why").checked ? "&explain=true" : "";
-  const response = await fetch(`/v1/predict?top_k=3${why}`, { method: "POST", body: form, headers });
+  const response = await fetch(`/v1/predict?top_k=3${why}`, { method: "POST", body: form, headers: authHeaders() });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const message = body.error ? body.error.message : `HTTP ${response.status}`;
-    throw new Error(message);
+    throw new ApiError(message, response.status, Number(response.headers.get("Retry-After")) || 0);
   }
   return body.results[0];
+}
+
+// The model's labels (result_labels of /v1/models), for capture targets and the timeline.
+async function loadLabels() {
+  try {
+    const response = await fetch("/v1/models", { headers: authHeaders() });
+    if (!response.ok) return;
+    const body = await response.json();
+    if (Array.isArray(body.result_labels) && body.result_labels.length) EMOTIONS = body.result_labels;
+  } catch (err) {
+    // keep the seven emotions: the page still works, the server says why on the next request
+  }
 }
 
 function drawFaces(ctx, faces, scaleX = 1, scaleY = 1) {
@@ -146,6 +170,7 @@ function renderBars(list, faces) {
 
 // ---------------------------------------------------------------- photo
 let lastPhoto = null;
+let photoRequest = 0; // the newest photo request: an older answer that arrives later is dropped
 
 async function handleFile(file) {
   if (!file || !file.type.startsWith("image/")) {
@@ -153,27 +178,40 @@ async function handleFile(file) {
     return;
   }
   lastPhoto = file;
+  const request = ++photoRequest;
   status(`Analysing ${file.name} …`);
   try {
-    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file)]);
+    // boxes are in the server's pixels, which follow the EXIF orientation: draw the photo so too
+    const [result, bitmap] = await Promise.all([
+      predict(file, file.name), createImageBitmap(file, { imageOrientation: "from-image" }),
+    ]);
+    const heats = await heatImages(result.faces);
+    if (request !== photoRequest) return;
     const canvas = $("photo-canvas");
     canvas.width = bitmap.width;
     canvas.height = bitmap.height;
     canvas.hidden = false;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(bitmap, 0, 0);
-    drawExplanations(ctx, result.faces, await heatImages(result.faces));
+    drawExplanations(ctx, result.faces, heats);
     drawFaces(ctx, result.faces);
     renderBars($("faces-list"), result.faces);
     status(result.faces.length ? `${result.faces.length} face(s) found.` : "No face found in this photo.");
   } catch (err) {
-    status(`Could not analyse the photo: ${err.message}`, true);
+    if (request === photoRequest) status(`Could not analyse the photo: ${err.message}`, true);
   }
 }
 
 function setUpPhoto() {
   const zone = $("drop-zone");
   $("file-input").addEventListener("change", (e) => handleFile(e.target.files[0]));
+  $("choose-file").addEventListener("click", () => $("file-input").click());
+  zone.addEventListener("keydown", (e) => { // the drop zone opens the chooser from the keyboard too
+    if (e.target === zone && (e.key === "Enter" || e.key === " ")) {
+      e.preventDefault();
+      $("file-input").click();
+    }
+  });
   $("why").addEventListener("change", () => { if (lastPhoto) handleFile(lastPhoto); }); // redraw with(out) maps
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -185,7 +223,9 @@ function setUpPhoto() {
 }
 
 // ---------------------------------------------------------------- camera
-const camera = { stream: null, timer: null, busy: false, smoothed: [], capture: null };
+const camera = {
+  stream: null, timer: null, busy: false, starting: false, smoothed: [], capture: null, pausedUntil: 0, urls: [],
+};
 const SMOOTHING = 0.5; // weight of the newest frame in the running average
 
 function iou(a, b) {
@@ -224,34 +264,47 @@ function cameraError(err) {
 }
 
 async function startCamera() {
+  if (camera.stream || camera.starting) return; // one camera at a time (a second click, capture mode)
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     status(cameraError(null), true);
     return;
   }
+  camera.starting = true;
+  $("start-camera").disabled = true;
+  let stream;
   try {
-    camera.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
   } catch (err) {
     status(cameraError(err), true);
+    $("start-camera").disabled = false;
     return;
+  } finally {
+    camera.starting = false;
   }
+  camera.stream = stream;
+  camera.pausedUntil = 0;
   const video = $("video");
-  video.srcObject = camera.stream;
+  video.srcObject = stream;
   await video.play().catch(() => {});
-  $("start-camera").disabled = true;
   $("stop-camera").disabled = false;
   status("Camera on.");
   const fps = Math.min(10, Math.max(1, Number($("fps").value) || 3));
   camera.timer = setInterval(sendFrame, 1000 / fps);
 }
 
-function stopCamera() {
+function stopCamera(message = "Camera off.", isError = false) {
   clearInterval(camera.timer);
   camera.timer = null;
   if (camera.stream) camera.stream.getTracks().forEach((t) => t.stop());
   camera.stream = null;
+  camera.smoothed = [];
+  $("video").srcObject = null;
+  const overlay = $("overlay");
+  overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  $("live-faces").replaceChildren();
   $("start-camera").disabled = false;
   $("stop-camera").disabled = true;
-  status("Camera off.");
+  status(message, isError);
 }
 
 function grabFrame() {
@@ -265,14 +318,17 @@ function grabFrame() {
 
 async function sendFrame() {
   const video = $("video");
-  if (camera.busy || !video.videoWidth) return;
+  if (camera.busy || !camera.stream || !video.videoWidth || Date.now() < camera.pausedUntil) return;
   camera.busy = true;
+  const stream = camera.stream;
   try {
     const frame = grabFrame();
     const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
+    if (!blob) return;
     const result = await predict(blob, "frame.jpg");
-    const faces = smooth(result.faces);
     const heats = await heatImages(result.faces);
+    if (camera.stream !== stream) return; // stopped (or restarted) meanwhile: an answer for nobody
+    const faces = smooth(result.faces);
     const overlay = $("overlay");
     overlay.width = frame.width;
     overlay.height = frame.height;
@@ -283,7 +339,17 @@ async function sendFrame() {
     renderBars($("live-faces"), faces);
     checkCapture(frame, faces);
   } catch (err) {
-    status(`Live analysis failed: ${err.message}`, true);
+    if (camera.stream !== stream) return;
+    if (err.status === 401) {
+      stopCamera("The server needs a valid API token: enter it above, then start the camera again.", true);
+    } else if (err.status === 503 || err.status === 504 || err.status === 429) {
+      // busy: wait as long as the server asks (at least 2 s) instead of asking again every frame
+      const wait = Math.max(2, err.retryAfter || 0);
+      camera.pausedUntil = Date.now() + wait * 1000;
+      status(`The server is busy (${err.message}); trying again in ${wait} s.`, true);
+    } else {
+      status(`Live analysis failed: ${err.message}`, true);
+    }
   } finally {
     camera.busy = false;
   }
@@ -298,6 +364,8 @@ function startCapture() {
     return;
   }
   camera.capture = { targets, index: 0, threshold: Number($("capture-threshold").value) || 0.6 };
+  camera.urls.forEach((url) => URL.revokeObjectURL(url)); // the previous captures' images
+  camera.urls = [];
   $("captures").replaceChildren();
   $("capture-status").textContent = `Waiting for: ${targets[0]}`;
   if (!camera.stream) startCamera();
@@ -318,7 +386,9 @@ function checkCapture(frame, faces) {
   link.textContent = `${target} (${(face.probs[target] * 100).toFixed(0)} %) — download`;
   link.download = `emovit-${target}.jpg`;
   frame.toBlob((blob) => {
+    if (!blob) return;
     const url = URL.createObjectURL(blob);
+    camera.urls.push(url);
     img.src = url;
     link.href = url;
   }, "image/jpeg", 0.92);
@@ -332,10 +402,6 @@ function checkCapture(frame, faces) {
 }
 
 // ---------------------------------------------------------------- video
-function authHeaders() {
-  const token = $("token").value.trim();
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
 
 function videoStatus(message, isError = false) {
   const el = $("video-status");
@@ -457,11 +523,16 @@ function renderSummary(summary) {
 document.addEventListener("DOMContentLoaded", () => {
   const saved = sessionStorage.getItem("emovit-token");
   if (saved) $("token").value = saved;
-  $("token").addEventListener("change", (e) => sessionStorage.setItem("emovit-token", e.target.value));
+  $("token").addEventListener("change", (e) => {
+    sessionStorage.setItem("emovit-token", e.target.value);
+    loadLabels();
+  });
   setUpPhoto();
   $("start-camera").addEventListener("click", startCamera);
-  $("stop-camera").addEventListener("click", stopCamera);
+  $("stop-camera").addEventListener("click", () => stopCamera());
   $("start-capture").addEventListener("click", startCapture);
   $("video-input").addEventListener("change", (e) => analyseVideo(e.target.files[0]));
+  $("choose-clip").addEventListener("click", () => $("video-input").click());
+  loadLabels();
   status("Ready.");
 });
