@@ -160,7 +160,8 @@ def test_sigterm_on_a_photo_run_keeps_the_rows_done(tiny_model_dir: Path, tmp_pa
          "--detector", "none", "--batch-size", "1", "--format", "csv", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    _terminated_when(proc, lambda: any(tmp_path.glob(".out.csv.*.part")))
+    # rows have reached the temporary file (its buffer flushed once): the run is well under way
+    _terminated_when(proc, lambda: any(p.stat().st_size > 0 for p in tmp_path.glob(".out.csv.*.part")))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     rows = list(csv.DictReader(out.read_text().splitlines()))

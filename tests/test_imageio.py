@@ -236,3 +236,25 @@ def test_transparency_compositing_is_exact_and_lean() -> None:
     alpha = rgba[..., 3:4] / 255.0
     expected = np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     np.testing.assert_array_equal(_composite_on_white(rgba), expected)
+
+
+def test_phone_formats_are_read_where_pillow_reads_them() -> None:
+    """The allow-list refused AVIF, which Pillow reads (what phones send)."""
+    from PIL import Image as PILImage
+
+    from emovit.imageio import readable_formats
+
+    PILImage.init()
+    for fmt in ("AVIF", "JPEG2000"):
+        if fmt not in PILImage.SAVE or fmt not in readable_formats():
+            continue
+        decoded = load_image(encode(Image.fromarray(_rgb(16, 16)), fmt))
+        assert decoded.shape == (16, 16, 3), fmt
+
+
+def test_a_dark_sixteen_bit_pnm_stays_dark() -> None:
+    """Pillow opens a 16-bit PGM as mode I; its values all under 256 were taken for 8-bit ones
+    and shown 257 times too bright."""
+    values = np.full((4, 4), 200, dtype=">u2")
+    pgm = b"P5\n4 4\n65535\n" + values.tobytes()
+    assert load_image(pgm).max() <= 1

@@ -399,3 +399,23 @@ def test_a_custom_detectors_numpy_score_still_writes_json(tiny_model_dir: Path) 
     result = rec.predict(np.zeros((40, 40, 3), np.uint8))[0]
     row = json.dumps(result.to_dict())  # raised TypeError: float32 is not JSON serializable
     assert json.loads(row)["faces"][0]["detection_score"] == pytest.approx(0.9)
+
+
+def test_file_objects_from_a_generator_are_read_before_it_closes_them(
+    tiny: EmotionRecognizer, tmp_path: Path
+) -> None:
+    """Inputs are read a batch ahead: `with open(p) as f: yield f` closed each file before it
+    was read ("read of closed file")."""
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(encode(Image.fromarray(np.full((30, 30, 3), 40 * i, np.uint8))))
+
+    def opened():  # type: ignore[no-untyped-def]
+        for path in paths:
+            with path.open("rb") as handle:
+                yield handle
+
+    results = tiny.predict(opened(), batch_size=4)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert [Path(r.source).name for r in results] == [p.name for p in paths]

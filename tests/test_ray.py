@@ -265,6 +265,11 @@ def test_an_unfit_output_folder_is_refused_before_a_cluster_starts(
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "holds files emovit did not write (notes.txt)" in result.output and "--output" in result.output
+    (tmp_path / "afile").write_text("x")
+    summary = CliRunner().invoke(
+        main, [*args[:-1], str(tmp_path / "new"), "--summary", str(tmp_path / "afile" / "s")]
+    )
+    assert summary.exit_code == 2 and "'--summary'" in summary.output, summary.output
 
 
 def test_urls_of_schemes_with_digits_are_urls() -> None:

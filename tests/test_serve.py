@@ -702,3 +702,15 @@ def test_serve_on_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "--port" in done.stderr and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_serve_ends_by_sigterm_after_draining(tiny_model_dir: Path) -> None:
+    """With SIGTERM turned into an interruption for every command, the server drained and then
+    exited 130 ("interrupted"): a supervisor took the stop for a failure."""
+    import signal
+
+    from .servers import start_server
+
+    proc, _ = start_server(tiny_model_dir, "--detector", "none")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)

@@ -57,7 +57,10 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "not_found": ("decode", "no such file, a folder, or a file that cannot be opened"),
     "not_a_file": ("decode", "a FIFO, socket or device, not a regular file"),
     "empty_file": ("decode", "a file or byte string with no bytes, or an image with no pixels"),
-    "unsupported_format": ("decode", "not an image format Pillow reads"),
+    "unsupported_format": (
+        "decode",
+        "not an image in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM, AVIF, HEIF, JPEG 2000)",
+    ),
     "unsupported_input": ("decode", "an input of a kind emovit does not take (text-mode file, ...)"),
     "corrupt_image": ("decode", "truncated or damaged image data"),
     "too_many_pixels": ("decode", "more pixels than max_pixels (decompression bomb guard)"),

@@ -9,7 +9,8 @@ Accepted inputs (`ImageSource`):
   OpenCV's BGR) or ``HxWx4`` (RGBA).
 
 Encoded images are read in the formats of `IMAGE_FORMATS` only (JPEG, PNG, GIF, WebP, TIFF,
-BMP, PNM): Pillow's other plugins (EPS would run Ghostscript on an upload) are never tried.
+BMP, PNM, and AVIF, HEIF, JPEG 2000 where Pillow reads them): Pillow's other plugins (EPS would
+run Ghostscript on an upload) are never tried.
 
 Conversions: the EXIF orientation is applied; animated images give their first frame;
 transparent pixels (LA, PA, RGBA, P or RGB with transparency) are composited onto white; 16-bit
@@ -55,13 +56,34 @@ __all__ = [
     "describe_source",
     "load_image",
     "load_images",
+    "readable_formats",
 ]
 
 #: Default pixel limit (width x height) above which an image is refused undecoded.
 DEFAULT_MAX_PIXELS = 50_000_000
 
 #: The Pillow formats encoded images are read in (``Image.open(..., formats=...)``).
-IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM")  # JPEG reads MPO too
+IMAGE_FORMATS: tuple[str, ...] = (
+    "JPEG",  # and MPO, which Pillow's JPEG reader opens
+    "PNG",
+    "GIF",
+    "WEBP",
+    "TIFF",
+    "BMP",
+    "PPM",
+    "AVIF",  # what phones send, where Pillow has it
+    "HEIF",  # where a plugin (pillow-heif) registered it
+    "JPEG2000",
+)
+
+
+def readable_formats() -> list[str]:
+    """`IMAGE_FORMATS` that this Pillow can open (asking for another raises)."""
+    from PIL import Image
+
+    Image.init()
+    return [name for name in IMAGE_FORMATS if name in Image.OPEN]
+
 
 #: Serialises what is not thread-safe in Pillow: opening under a warnings filter (the filter
 #: list is process-wide) and decoding a PIL image object (its lazy loading).
@@ -118,13 +140,14 @@ def load_image(
         try:
             with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(stream, formats=IMAGE_FORMATS)
+                image = Image.open(stream, formats=readable_formats())
         except Image.DecompressionBombError as exc:
             raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
         except Image.UnidentifiedImageError:
             raise ImageError(
                 label,
-                "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM)",
+                "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM, "
+                "AVIF, HEIF, JPEG 2000)",
                 "unsupported_format",
             ) from None
         except _DECODE_ERRORS as exc:
@@ -344,6 +367,7 @@ def _composite_on_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
 def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
     from PIL import ImageOps
 
+    declared_16 = image.format in ("PPM", "PNG")  # they open 16-bit images as mode I (before a copy loses it)
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
         image = ImageOps.exif_transpose(image) or image
     mode = image.mode
@@ -356,7 +380,7 @@ def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(image, dtype=np.float64)
         top = float(values.max()) if values.size else 0.0
-        if mode.startswith("I;16") or 255.0 < top <= 65535.0:
+        if mode.startswith("I;16") or declared_16 or 255.0 < top <= 65535.0:
             scale = 1 / 257.0  # 16-bit values
         elif top <= 255.0:
             scale = 1.0  # 8-bit values in a 32-bit image

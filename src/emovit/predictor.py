@@ -25,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -84,6 +85,15 @@ def _snapshot(source: Any) -> Any:
         return source.copy()
     if isinstance(source, bytearray | memoryview):
         return bytes(source)
+    if hasattr(source, "read") and not isinstance(source, str | bytes | os.PathLike):
+        try:  # a generator may close (or reuse) its file once the next item is asked for
+            data = io.BytesIO(source.read())
+        except Exception:  # noqa: BLE001 - read again later, where its failure is an error row
+            return source
+        name = getattr(source, "name", None)
+        if isinstance(name, str) and name:
+            data.name = name  # error rows name it as they would have
+        return data
     return source
 
 

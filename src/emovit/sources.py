@@ -95,10 +95,21 @@ def stdin_paths(stdin: TextIO | BinaryIO) -> list[str]:
     if raw is None and isinstance(stdin.read(0), bytes):
         raw = stdin
     if raw is not None:
-        lines = [os.fsdecode(line.rstrip(b"\r\n")) for line in raw]
+        lines = [_decode_name(line.rstrip(b"\r\n")) for line in raw]
     else:
         lines = [str(line).rstrip("\r\n") for line in stdin]
     return [line for line in lines if line.strip()]
+
+
+def _decode_name(name: bytes) -> str:
+    """A file name as bytes → str, as the file system decodes it; where that is strict (Windows:
+    UTF-8 only) a name in the console's code page is decoded with it instead."""
+    try:
+        return os.fsdecode(name)
+    except UnicodeDecodeError:
+        import locale
+
+        return name.decode(locale.getpreferredencoding(False), errors="replace")
 
 
 def expand_sources(

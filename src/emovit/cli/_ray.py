@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -82,6 +84,7 @@ def run_ray(
     load_recognizer(recognizer, faces)  # fails early, on the flag at fault; the random-weights banner
     started = not ray.is_initialized()
     if started:
+        handler = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(
                 address=runner.address,
@@ -90,11 +93,16 @@ def run_ray(
                 log_to_driver=not quiet,
             )
         except ConnectionError as exc:  # no cluster at that address
+            if runner.address is None:
+                raise
             raise click.BadParameter(
                 f"no Ray cluster could be reached at {runner.address!r} ({exc})",
                 ctx,
                 param_hint="'--address'",
             ) from None
+        finally:  # ray.init makes SIGTERM exit at once: keep the command's clean stop (exit 130)
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                signal.signal(signal.SIGTERM, handler)
     context = DataContext.get_current()
     progress, context.enable_progress_bars = context.enable_progress_bars, not quiet
     try:

@@ -142,6 +142,7 @@ def predict(
             raise click.UsageError(
                 "--save-annotated, --save-crops, --plot and --explain are local-engine options", ctx
             )
+        _check_file_option(ctx, summary, "--summary")
         from emovit.cli._ray import run_ray
 
         code = run_ray(ctx, paths, recognizer=recognizer, faces=faces, video=video, runner=runner, fmt=fmt,

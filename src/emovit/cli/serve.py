@@ -161,6 +161,11 @@ def serve(
             "is empty: the server would be open to anyone; leave it unset for that", param_hint="--token"
         )
     _check_bind(host, port)
+    import signal
+
+    # uvicorn drains on SIGTERM and raises it again with the handler it found: the default's,
+    # so that the process ends by SIGTERM as a supervisor expects (not as an interruption)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from emovit.serve import ServeSettings, create_app, run_server
 
     options = recognizer.replace(batch_size=max_batch)
@@ -197,18 +202,33 @@ def _check_bind(host: str, port: int) -> None:
     the code of a bug."""
     import socket
 
+    if not host:
+        return  # every interface: asyncio's own choice of addresses
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise click.BadParameter(
             f"{host!r} is not an address of this machine ({exc})", param_hint="'--host'"
         ) from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    failures: list[OSError] = []
+    for family, kind, proto, _, address in found:  # as asyncio: each address, the unavailable skipped
         try:
-            probe.bind(address)
-        except OSError as exc:
-            hint = "'--port'" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "'--host'"
-            raise click.BadParameter(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc})", param_hint=hint
-            ) from None
+            probe = socket.socket(family, kind, proto)
+        except OSError as exc:  # an address family this system has switched off
+            failures.append(exc)
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            if family == getattr(socket, "AF_INET6", None):
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise click.BadParameter(
+                        f"cannot listen on {host}:{port} ({exc.strerror or exc})", param_hint="'--port'"
+                    ) from None
+                failures.append(exc)
+    if len(failures) == len(found):
+        why = failures[0].strerror or failures[0] if failures else "no address"
+        raise click.BadParameter(f"cannot listen on {host}:{port} ({why})", param_hint="'--host'")

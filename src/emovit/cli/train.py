@@ -201,6 +201,10 @@ def train(
     """
     from emovit.cli._common import require
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun ends its ranks: no per-rank cleanup
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     require("accelerate", "train", "emovit train")
     require("sklearn", "train", "emovit train")
     from transformers.utils import logging as hf_logging

@@ -353,6 +353,13 @@ class Explainer:
                     np.ascontiguousarray(pixel_values[start : start + EXPLAIN_CHUNK], dtype=np.float32)
                 ).to(device=param.device, dtype=param.dtype)
                 ids = None if chosen is None else chosen[start : start + EXPLAIN_CHUNK]
+                if ids is None and tta == "flip" and self.class_specific:  # the class both views say
+                    with torch.no_grad():
+                        views = (part, torch.flip(part, dims=[-1]))
+                        probs = torch.stack(
+                            [torch.softmax(self.net(pixel_values=v).logits.float(), dim=1) for v in views]
+                        ).sum(dim=0)
+                    ids = probs.argmax(dim=1).cpu().numpy()
                 raw = self._raw(part, ids)
                 if tta == "flip":
                     raw = (raw + self._raw(torch.flip(part, dims=[-1]), ids)[..., ::-1]) / 2

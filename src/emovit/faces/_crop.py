@@ -94,5 +94,9 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     conversion grey datasets such as FER2013 were made with)."""
     from PIL import Image
 
+    if image.ndim == 3 and image.shape[2] == 3:
+        first = image[..., 0]
+        if np.array_equal(first, image[..., 1]) and np.array_equal(first, image[..., 2]):
+            return np.ascontiguousarray(image)  # grey already (a FER2013 face): L of it is itself
     grey = np.asarray(Image.fromarray(np.ascontiguousarray(image)).convert("L"))
     return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))

@@ -225,10 +225,10 @@ def is_video(source: str | os.PathLike[str]) -> bool:
         return False
     from PIL import Image
 
-    from emovit.imageio import IMAGE_FORMATS
+    from emovit.imageio import readable_formats
 
     try:
-        with Image.open(text, formats=IMAGE_FORMATS):
+        with Image.open(text, formats=readable_formats()):
             return False  # an image decoder reads it: a photo
     except Exception:  # noqa: BLE001 - not an image emovit reads (or a bomb, or broken): try FFmpeg
         pass

@@ -8,6 +8,13 @@ const COLOURS = { angry: "#e63946", disgust: "#6a994e", fear: "#9b5de5", happy: 
   neutral: "#c8c8c8", sad: "#4361ee", surprise: "#ff7f50" };
 const $ = (id) => document.getElementById(id);
 
+// A label's colour: the emotions' own, or one spread around the hue circle for other labels.
+function colourOf(label) {
+  if (COLOURS[label]) return COLOURS[label];
+  const index = Math.max(0, EMOTIONS.indexOf(label));
+  return `hsl(${(index * 137) % 360}, 65%, 45%)`;
+}
+
 function authHeaders() {
   const token = $("token").value.trim();
   return token ? { Authorization: `Bearer ${token}` } : {};
@@ -60,7 +67,7 @@ function drawFaces(ctx, faces, scaleX = 1, scaleY = 1) {
   faces.forEach((face, i) => {
     if (!face.box) return;
     const [x1, y1, x2, y2] = face.box;
-    const colour = COLOURS[face.label] || "#fff";
+    const colour = colourOf(face.label);
     ctx.strokeStyle = colour;
     ctx.strokeRect(x1 * scaleX, y1 * scaleY, (x2 - x1) * scaleX, (y2 - y1) * scaleY);
     const text = `${i}: ${face.label} ${face.score.toFixed(2)}`;
@@ -157,7 +164,7 @@ function renderBars(list, faces) {
       const fill = document.createElement("div");
       fill.className = "fill";
       fill.style.width = `${(p * 100).toFixed(1)}%`;
-      fill.style.background = COLOURS[label] || "#3a6ff7";
+      fill.style.background = colourOf(label);
       track.append(fill);
       const value = document.createElement("span");
       value.textContent = p.toFixed(2);
@@ -181,10 +188,8 @@ async function handleFile(file) {
   const request = ++photoRequest;
   status(`Analysing ${file.name} …`);
   try {
-    // boxes are in the server's pixels, which follow the EXIF orientation: draw the photo so too
-    const [result, bitmap] = await Promise.all([
-      predict(file, file.name), createImageBitmap(file, { imageOrientation: "from-image" }),
-    ]);
+    // boxes are in the server's pixels, which follow the EXIF orientation, as browsers draw it
+    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file)]);
     const heats = await heatImages(result.faces);
     if (request !== photoRequest) return;
     const canvas = $("photo-canvas");
@@ -455,7 +460,7 @@ function drawTimeline(canvas, frames, summary) {
   ctx.font = "12px system-ui, sans-serif";
   const step = (width - left) / EMOTIONS.length;
   EMOTIONS.forEach((label, i) => {  // legend
-    ctx.fillStyle = COLOURS[label];
+    ctx.fillStyle = colourOf(label);
     ctx.fillRect(left + i * step, 8, 14, 10);
     ctx.fillStyle = "#333";
     ctx.fillText(label, left + i * step + 18, 17);
@@ -477,7 +482,7 @@ function drawTimeline(canvas, frames, summary) {
     ctx.fillText(`track ${id}`, 8, y0 + panel / 2);
     const points = series.get(id);
     for (const label of EMOTIONS) {
-      ctx.strokeStyle = COLOURS[label];
+      ctx.strokeStyle = colourOf(label);
       ctx.lineWidth = 1.6;
       ctx.beginPath();
       let previous = null;
