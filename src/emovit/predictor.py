@@ -70,13 +70,6 @@ def _is_single(inputs: Any) -> bool:
     return isinstance(inputs, Image.Image) or hasattr(inputs, "read")
 
 
-def _torch_float32() -> Any:
-    """``torch.float32`` (torch imported only when a torch module is at hand)."""
-    import torch
-
-    return torch.float32
-
-
 def _snapshot(source: Any) -> Any:
     """An input as it is now: inputs are read a batch (or more, prefetching) ahead of their
     results, and a caller may fill one array or buffer again for its next item (a camera loop
@@ -749,7 +742,7 @@ class EmotionRecognizer:
         first use (an ONNX folder, or a checkpoint kept in half precision: maps are computed in
         float32)."""
         own = self.model.model
-        if own is not None and next(own.parameters()).dtype == _torch_float32():
+        if own is not None and str(next(own.parameters()).dtype) == "torch.float32":
             return own
         if self._torch_module is None:
             from emovit.backends import ONNX_FILE

@@ -137,19 +137,18 @@ def predict(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
+    _check_file_option(ctx, summary, "--summary")  # either engine writes it at the end
     if runner.engine == "ray":
         if save_annotated or save_crops or plot or explain_dir:
             raise click.UsageError(
                 "--save-annotated, --save-crops, --plot and --explain are local-engine options", ctx
             )
-        _check_file_option(ctx, summary, "--summary")
         from emovit.cli._ray import run_ray
 
         code = run_ray(ctx, paths, recognizer=recognizer, faces=faces, video=video, runner=runner, fmt=fmt,
                        output=output, top_k=top_k, summary=summary, quiet=quiet)  # fmt: skip
         ctx.exit(code)
     _check_local(ctx, runner, fmt, output)
-    _check_file_option(ctx, summary, "--summary")
     if not explain_dir and (target is not None or method != "auto"):
         raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
     fmt = fmt or "table"
