@@ -75,6 +75,8 @@ def evaluate(
     require("matplotlib", "train", "emovit evaluate")
     from emovit.evaluation import evaluate as run_evaluation
 
+    if max_distance is not None and not exclude_leaks:
+        click.echo("warning: --max-distance has no effect without --exclude-leaks", err=True)
     rec = load_recognizer(recognizer.replace(tta="none"), faces)
     report = run_evaluation(
         rec,

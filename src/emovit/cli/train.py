@@ -54,8 +54,9 @@ _CONFIG_OPTIONS = (
         "--balance",
         type=click.Choice(["none", "loss", "sampler"]),
         default="loss",
-        show_default=True,
-        help="Class-imbalance handling: loss weights or weighted sampling.",
+        show_default="loss; none with --logit-adjust",
+        help="Class-imbalance handling: loss weights or weighted sampling (--logit-adjust is another "
+        "way: the two together favour rare classes twice).",
     ),
     click.option(
         "--precision",
@@ -78,9 +79,9 @@ _CONFIG_OPTIONS = (
     click.option(
         "--time-limit",
         "time_limit_min",
-        type=float,
+        type=click.FloatRange(0),
         default=None,
-        help="Stop after the epoch that passes this many minutes.",
+        help="Stop after the epoch that passes this many minutes (0: after one epoch); --resume continues.",
     ),
     threads_option,
     click.option(
@@ -126,14 +127,16 @@ _LABEL_AND_FRAMING_OPTIONS = (
         "face_margin",
         type=click.FloatRange(0),
         default=None,
-        help="Context around each face in the training crops (recorded as the model's framing).",
+        help="The context around each face in the training images, recorded as the model's framing "
+        "(the images must already be cropped that way: training does not detect faces).",
     ),
     click.option(
         "--face-align/--no-face-align",
         "--align/--no-align",
         "face_align",
         default=None,
-        help="Level the eyes in the training crops (recorded as the model's framing).",
+        help="Whether the training faces have level eyes, recorded as the model's framing (the "
+        "images must already be aligned: training does not detect faces).",
     ),
     click.option(
         "--grey/--no-grey",
@@ -215,14 +218,19 @@ def train(
     hf_logging.disable_progress_bar()
     augment = AugmentConfig.from_name("off" if no_augment else augment_name)
     augment.mixup_alpha, augment.cutmix_alpha = mixup, cutmix
+    if (mixup or cutmix) and not augment.mix_p:  # the `off` preset mixes no batch: --mixup asks for it
+        augment.mix_p = AugmentConfig().mix_p
     try:
         augment = augment.with_overrides(augment_overrides)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--augment-set") from None
     teachers = fields.pop("teacher")
     fields["teacher"] = None if not teachers else teachers[0] if len(teachers) == 1 else list(teachers)
-    if resume and click.get_current_context().get_parameter_source("epochs") is ParameterSource.DEFAULT:
+    if resume and ctx.get_parameter_source("epochs") is ParameterSource.DEFAULT:
         fields["epochs"] = _saved_epochs(output, fields["epochs"])  # not the default's 30
+    if fields["logit_adjust"] and ctx.get_parameter_source("balance") is ParameterSource.DEFAULT:
+        fields["balance"] = "none"  # the logit-adjusted loss already corrects for the class prior
+    _warn_without_effect(ctx, fields)
     config = TrainConfig(
         data=data,
         output=output,
@@ -291,11 +299,34 @@ def _ignored_on_resume(ctx: click.Context, output: str, config: Any) -> list[str
 
 
 def _saved_epochs(output: str, default: int) -> int:
-    """The epochs a run in `output` was started with (a resume without --epochs keeps them)."""
-    try:
-        return int(json.loads((Path(output) / "training_config.json").read_text())["config"]["epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return default  # no run there: `train` says so
+    """The epochs a run in `output` is to reach (a resume without --epochs keeps them): the last
+    session's target (`run_state.json`, which a resume with --epochs changes), else the first's."""
+    for name, key in (("run_state.json", ("epochs",)), ("training_config.json", ("config", "epochs"))):
+        try:
+            value: Any = json.loads((Path(output) / name).read_text())
+            for part in key:
+                value = value[part]
+            return int(value)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return default  # no run there: `train` says so
+
+
+def _warn_without_effect(ctx: click.Context, fields: dict[str, Any]) -> None:
+    """Say which given options this run leaves without effect (not errors: a script may pass them)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one warning, not one per process
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    if not fields["teacher"]:
+        for name, flag in (("distill_alpha", "--distill-alpha"), ("distill_temperature", "--distill-temperature")):
+            if ctx.get_parameter_source(name) in given:
+                click.echo(f"warning: {flag} has no effect without --teacher", err=True)
+    if fields["logit_adjust"] and fields["balance"] != "none":
+        click.echo(
+            f"warning: --balance {fields['balance']} with --logit-adjust corrects for the class prior twice "
+            "(rare classes are favoured beyond balance); --balance none is the usual pairing",
+            err=True,
+        )
 
 
 @click.command(cls=EmovitCommand)

@@ -612,7 +612,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             break
         last = epoch + 1 == cfg.epochs  # the last epoch finishes the run, even one ending past the limit
         if (
-            cfg.time_limit_min
+            cfg.time_limit_min is not None
             and not last
             and (time.perf_counter() - session_start) / 60 >= cfg.time_limit_min
         ):
