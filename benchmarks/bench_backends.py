@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +52,26 @@ def write_default_speed(report: dict) -> None:
         "per_backend": {k: v["faces_per_s"] for k, v in report["backends"].items() if "faces_per_s" in v},
         "command": "python benchmarks/bench_backends.py --only default",
         "machine": report.get("machine"),
+        "measured": time.strftime("%Y-%m-%d"),
     }
-    (RESULTS / "default_speed.json").write_text(json.dumps(speed, indent=2) + "\n")
+    # CPUs differ between machines: the latest figure of every other CPU stays beside this one
+    path = RESULTS / "default_speed.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    others = [earlier, *earlier.get("other_machines", [])] if earlier else []
+    seen = {_cpu(speed)}
+    kept = []
+    for record in others:
+        record = {k: v for k, v in record.items() if k != "other_machines"}
+        if "faces_per_s" in record and _cpu(record) not in seen:
+            seen.add(_cpu(record))
+            kept.append(record)
+    path.write_text(json.dumps({**speed, "other_machines": kept}, indent=2) + "\n")
+
+
+def _cpu(record: dict) -> tuple[str, tuple[str, ...]]:
+    """What tells two machines' CPUs apart in a speed record: the model name and its flags."""
+    machine = record.get("machine") or {}
+    return str(machine.get("model")), tuple(machine.get("flags") or ())
 
 
 def main() -> None:

@@ -192,6 +192,42 @@ def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None
     assert other.exit_code == 0, other.output
     assert "--resume continues the run as it was started; ignored: --lr (the run has 0.001)" in other.stderr
     assert "--augment (the run has" in other.stderr
+    # a finished run continued to more epochs, paused (--time-limit 0: after one epoch), then
+    # resumed without --epochs: it goes on to the new target, not the first session's 3
+    more = CliRunner().invoke(main, [*args, "--resume", "--epochs", "5", "--time-limit", "0"])
+    assert more.exit_code == 0, more.output
+    state = json.loads((out / "run_state.json").read_text())
+    assert (state["epochs"], state["epochs_run"], state["complete"]) == (5, 4, False)
+    last = CliRunner().invoke(main, [*args, "--resume"])
+    assert last.exit_code == 0, last.output
+    state = json.loads((out / "run_state.json").read_text())
+    assert (state["epochs"], state["epochs_run"], state["complete"]) == (5, 5, True)
+
+
+def test_train_options_that_combine_badly_or_do_nothing_are_handled(dataset: Path, tmp_path: Path) -> None:
+    """--logit-adjust already corrects for the class prior: the default balance becomes none (an
+    explicit --balance loss is warned about); --mixup works with --no-augment; distillation
+    options without a teacher are named as having no effect."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    def run(name: str, *extra: str) -> tuple[dict, str]:
+        args = ["train", str(dataset), "-o", str(tmp_path / name), "--arch", "vit-test", "-b", "8",
+                "--threads", "1", "--epochs", "1", *extra]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / name / "training_config.json").read_text())["config"], result.stderr
+
+    config, err = run("adjusted", "--logit-adjust", "0.5")
+    assert config["balance"] == "none" and "twice" not in err
+    config, err = run("both", "--logit-adjust", "0.5", "--balance", "loss")
+    assert config["balance"] == "loss" and "corrects for the class prior twice" in err
+    config, _ = run("plain")
+    assert config["balance"] == "loss"
+    config, err = run("mixed", "--no-augment", "--mixup", "0.4", "--distill-alpha", "0.9")
+    assert (config["augment"]["mixup_alpha"], config["augment"]["mix_p"]) == (0.4, 0.5)
+    assert "--distill-alpha has no effect without --teacher" in err
 
 
 def test_resume_checks_the_classes_and_keeps_an_early_stop(dataset: Path, tmp_path: Path) -> None:
@@ -566,6 +602,7 @@ def test_architecture_rows_describe_each_family() -> None:
 
     for name, expected in (
         ("vit-student-48", {"patch_size": 6, "hidden_size": 160, "num_hidden_layers": 6}),
+        ("vit-student-64", {"patch_size": 8, "image_size": 64, "hidden_size": 160}),
         ("mobilevit-xxs-64", {"hidden_sizes": [64, 80, 96], "image_size": 64}),
         ("resnet-teacher-64", {"depths": [2, 2, 2, 2], "layer_type": "basic"}),
     ):
@@ -1390,3 +1427,40 @@ def test_a_run_paused_before_macro_f1_changed_resumes_on_the_same_scale(tmp_path
     resumed = train(_config(root, run, epochs=2, **kw), resume=True, progress=False)
     assert resumed.history[1]["val_macro_f1"] == pytest.approx(resumed.history[0]["val_macro_f1"])
     assert resumed.best_epoch == 1
+
+
+def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, monkeypatch: Any) -> None:
+    """CPUs differ between machines: benchmarking the default model on one CPU keeps the last
+    figure measured on each other CPU, and the card names every CPU with its figure."""
+    import importlib.util
+
+    from emovit.training.card import _speed_line
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backends.py"
+    spec = importlib.util.spec_from_file_location("bench_backends_under_test", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+
+    def report(cpu: str, flags: list[str], fps: float) -> dict[str, Any]:
+        backends = {"torch": {"faces_per_s": fps / 3}, "onnx-fp32": {"faces_per_s": fps}}
+        machine = {"model": cpu, "flags": flags, "cores": 2}
+        return {"backends": backends, "crops_batch_size": 256, "crops": 2048, "threads": 2, "machine": machine}
+
+    def written() -> dict[str, Any]:
+        return json.loads((tmp_path / "default_speed.json").read_text())
+
+    bench.write_default_speed(report("AMD EPYC", ["avx2"], 1000.0))
+    bench.write_default_speed(report("Xeon", ["avx2", "avx512f"], 1600.0))
+    assert written()["faces_per_s"] == 1600.0
+    assert [r["faces_per_s"] for r in written()["other_machines"]] == [1000.0]
+    bench.write_default_speed(report("AMD EPYC", ["avx2"], 1100.0))  # the same CPU again: replaced
+    record = written()
+    assert record["faces_per_s"] == 1100.0
+    assert [(r["machine"]["model"], r["faces_per_s"]) for r in record["other_machines"]] == [("Xeon", 1600.0)]
+    assert all("other_machines" not in r for r in record["other_machines"])
+    line = _speed_line(record)
+    assert "1100 faces/s" in line and "(AMD EPYC; avx2)" in line
+    assert "another machine (Xeon; avx2, avx512f): 1600 faces/s" in line
+    assert _speed_line(None).startswith("see `benchmarks/`")

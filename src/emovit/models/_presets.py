@@ -147,7 +147,7 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
         ),
         ArchPreset(
             "vit-student-48",
-            "the default model's ViT: 48x48, patch 6 (64 tokens), hidden 160, 6 layers, 1.9M parameters",
+            "a ViT for 48x48 faces: patch 6 (64 tokens), hidden 160, 6 layers, 1.9M parameters",
             _vit(
                 image_size=48,
                 patch_size=6,
@@ -158,6 +158,21 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
                 encoder_stride=6,
             ),
             _processor(48),
+        ),
+        ArchPreset(
+            "vit-student-64",
+            "the plain ViT the default model is compared with: 64x64, patch 8 (64 tokens), hidden 160, "
+            "6 layers, 1.9M parameters (the input size of the CNN teacher and of the MobileViT)",
+            _vit(
+                image_size=64,
+                patch_size=8,
+                hidden_size=160,
+                num_hidden_layers=6,
+                num_attention_heads=4,
+                intermediate_size=640,
+                encoder_stride=8,
+            ),
+            _processor(64),
         ),
         ArchPreset(
             "vit-tiny",

@@ -310,6 +310,36 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- release card
 
 
+def _speed_line(speed: dict[str, Any] | None) -> str:
+    """The card's speed sentence from a benchmark record (``default_speed.json``), with the
+    figures the same benchmark gave on other CPUs."""
+    if not speed:
+        return "see `benchmarks/` (`emovit bench`)"
+    others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
+    machine = speed.get("machine") or {}
+    speed_line = (
+        f"{speed['faces_per_s']:.0f} faces/s classifying decoded face crops in batches of "
+        f"{speed.get('batch_size', '?')} on {machine.get('cores', 2)} CPU cores{_cpu_words(machine)} with "
+        f"`{speed.get('backend', '?')}`, the backend "
+        f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
+        f"`{speed.get('command', 'emovit bench')}`"
+    )
+    for other in speed.get("other_machines", []):  # the same benchmark on other CPUs
+        figures = ", ".join(f"{k} {v:.0f}" for k, v in other.get("per_backend", {}).items())
+        speed_line += (
+            f". On another machine{_cpu_words(other.get('machine') or {})}: "
+            f"{other['faces_per_s']:.0f} faces/s with `{other.get('backend', '?')}` ({figures})"
+        )
+    return speed_line
+
+
+def _cpu_words(machine: dict[str, Any]) -> str:
+    """" (CPU model; its SIMD flags)" for a benchmark's machine record, or "" without one."""
+    if not machine:
+        return ""
+    return f" ({machine.get('model', '?')}; {', '.join(machine.get('flags', [])) or 'no AVX flags'})"
+
+
 def _adjustment_block(adjustment: dict[str, Any] | None) -> str:
     """The post-hoc logit adjustment, with what it changed on validation (or nothing)."""
     if not adjustment:
@@ -676,22 +706,7 @@ def write_release_card(
     normalize = "no normalization"
     if processor.get("do_normalize"):
         normalize = f"normalize with mean {mean} and std {std}"
-    speed_line = "see `benchmarks/` (`emovit bench`)"
-    if speed:
-        others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
-        machine = speed.get("machine") or {}
-        cpu = (
-            f" ({machine.get('model', '?')}; {', '.join(machine.get('flags', [])) or 'no AVX flags'})"
-            if machine
-            else ""
-        )
-        speed_line = (
-            f"{speed['faces_per_s']:.0f} faces/s classifying decoded face crops in batches of "
-            f"{speed.get('batch_size', '?')} on {machine.get('cores', 2)} CPU cores{cpu} with "
-            f"`{speed.get('backend', '?')}`, the backend "
-            f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
-            f"`{speed.get('command', 'emovit bench')}`"
-        )
+    speed_line = _speed_line(speed)
     why = _WHY.get(kind, f"a `{arch}`.")
     compare_block = (
         f"\nRuns compared (validation split only; same data, seed and 2 cores):\n\n{comparison}\n"
