@@ -1446,7 +1446,13 @@ def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, m
     def report(cpu: str, flags: list[str], fps: float) -> dict[str, Any]:
         backends = {"torch": {"faces_per_s": fps / 3}, "onnx-fp32": {"faces_per_s": fps}}
         machine = {"model": cpu, "flags": flags, "cores": 2}
-        return {"backends": backends, "crops_batch_size": 256, "crops": 2048, "threads": 2, "machine": machine}
+        return {
+            "backends": backends,
+            "crops_batch_size": 256,
+            "crops": 2048,
+            "threads": 2,
+            "machine": machine,
+        }
 
     def written() -> dict[str, Any]:
         return json.loads((tmp_path / "default_speed.json").read_text())

@@ -215,7 +215,10 @@ def evaluate(
             except DatasetError as exc:  # the flag at fault is --exclude-leaks, not DATA
                 raise DatasetError(str(exc), option="exclude_leaks") from None
         leaked = find_leaks(
-            samples, reference, max_distance=DEFAULT_MAX_DISTANCE if max_distance is None else max_distance, threads=threads
+            samples,
+            reference,
+            max_distance=DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
+            threads=threads,
         )
         samples = [s for i, s in enumerate(samples) if i not in leaked]
         leaks_excluded = len(leaked)

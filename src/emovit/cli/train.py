@@ -318,7 +318,10 @@ def _warn_without_effect(ctx: click.Context, fields: dict[str, Any]) -> None:
         return  # one warning, not one per process
     given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     if not fields["teacher"]:
-        for name, flag in (("distill_alpha", "--distill-alpha"), ("distill_temperature", "--distill-temperature")):
+        for name, flag in (
+            ("distill_alpha", "--distill-alpha"),
+            ("distill_temperature", "--distill-temperature"),
+        ):
             if ctx.get_parameter_source(name) in given:
                 click.echo(f"warning: {flag} has no effect without --teacher", err=True)
     if fields["logit_adjust"] and fields["balance"] != "none":

@@ -334,7 +334,7 @@ def _speed_line(speed: dict[str, Any] | None) -> str:
 
 
 def _cpu_words(machine: dict[str, Any]) -> str:
-    """" (CPU model; its SIMD flags)" for a benchmark's machine record, or "" without one."""
+    """ " (CPU model; its SIMD flags)" for a benchmark's machine record, or "" without one."""
     if not machine:
         return ""
     return f" ({machine.get('model', '?')}; {', '.join(machine.get('flags', [])) or 'no AVX flags'})"
