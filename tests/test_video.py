@@ -47,6 +47,7 @@ from .video_clips import (
     paste,
     write_audio_only,
     write_clip,
+    write_with_cover_art,
     zero_timestamps,
 )
 
@@ -260,6 +261,11 @@ def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path
     assert cut[0].time_s == pytest.approx(0.5)
     with pytest.raises(OptionError):
         tiny_whole.predict_video(plain, fps=5, every=2)
+    # a start after the last frame (the clip is 2 s): an error row, not a silent "complete"
+    run = tiny_whole.predict_video(plain, start=100)
+    (row,) = list(run)
+    assert (row.ok, row.error_code, row.frame) == (False, "start_after_end", None)
+    assert "100 s" in (row.error or "") and not run.summary()["complete"]
 
 
 def test_rotation_metadata_is_applied(tiny_whole: EmotionRecognizer, clips: Path) -> None:
@@ -307,6 +313,20 @@ def test_is_video(clips: Path, plain: Path, tmp_path: Path) -> None:
     assert probe_video(plain).frames == 60
 
 
+def test_cover_art_is_not_a_video(tiny_whole: EmotionRecognizer, tmp_path: Path) -> None:
+    """An audio file's cover picture is a one-frame "video" stream marked as attached: the file
+    is media without a video (an error row naming it), and a video with a cover is its video."""
+    song = write_with_cover_art(tmp_path / "song.m4a")
+    assert is_video(song)  # media: it fails as a video, not as an image format
+    (row,) = list(tiny_whole.predict_video(song))
+    assert (row.ok, row.error_code) == (False, "no_video_stream")
+    assert "cover art" in (row.error or "")
+    covered = write_with_cover_art(tmp_path / "covered.mp4", noise_frames(20))
+    assert probe_video(covered).fps == pytest.approx(10.0)
+    run = tiny_whole.predict_video(covered)
+    assert [r.frame for r in run] == list(range(20)) and run.summary()["complete"]
+
+
 # ---------------------------------------------------------------------- bad input
 
 
@@ -328,14 +348,24 @@ def test_bad_videos_are_error_rows(tiny_whole: EmotionRecognizer, clips: Path) -
         assert run.summary()["error_code"] == code and run.summary()["frames_analysed"] == 0
     with pytest.raises(InputError):
         list(tiny_whole.predict_video(clips / "text.mp4", errors="raise"))
+    # a recording cut before its index (an MP4's moov comes last by default) is damaged, not
+    # of an unknown format; the same bytes uploaded too
+    whole = write_clip(clips / "indexed-last.mp4", noise_frames(30)).read_bytes()
+    (clips / "cut-index.mp4").write_bytes(whole[: len(whole) // 2])
+    for source in (clips / "cut-index.mp4", whole[: len(whole) // 2]):
+        (row,) = list(tiny_whole.predict_video(source))
+        assert (row.ok, row.error_code) == (False, "corrupt_video") and "truncated" in (row.error or "")
 
 
 def test_truncated_file_keeps_the_frames_before_the_damage(
     tiny_whole: EmotionRecognizer, clips: Path
 ) -> None:
     frames = noise_frames(60)
-    for suffix, options in (("mp4", {"movflags": "faststart"}), ("mkv", None)):
-        whole = write_clip(clips / f"whole.{suffix}", frames, options=options)
+    # a Matroska file with sound declares the video's duration as a tag only: it is read too
+    cases = (("mp4", {"movflags": "faststart"}, False), ("mkv", None, False), ("mkv", None, True))
+    for suffix, options, audio in cases:
+        whole = write_clip(clips / f"whole.{suffix}", frames, options=options, audio=audio)
+        assert probe_video(whole).duration_s == pytest.approx(2.0, abs=0.05)
         cut = clips / f"cut.{suffix}"
         data = whole.read_bytes()
         cut.write_bytes(data[: int(len(data) * 0.6)])
@@ -353,6 +383,40 @@ def test_truncated_file_keeps_the_frames_before_the_damage(
             quiet = tiny_whole.predict_video(cut.read_bytes(), name="upload", quiet=True)
             assert len(list(quiet)) == len(results)
         assert quiet.summary()["warnings"] == summary["warnings"]
+
+
+def test_a_damaged_packet_in_the_middle_is_skipped_not_the_end(
+    tiny_whole: EmotionRecognizer, clips: Path
+) -> None:
+    """Flipped bits in one packet lose the frames of that packet's group of pictures, not the
+    rest of the video (FFmpeg's tools skip such a packet; decoding used to stop there)."""
+    whole = write_clip(
+        clips / "gop.mp4", noise_frames(100), options={"movflags": "faststart"}, codec_options={"g": "10"}
+    )
+    data = bytearray(whole.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 3000] = bytes(b ^ 0xFF for b in data[middle : middle + 3000])
+    damaged = clips / "flipped.mp4"
+    damaged.write_bytes(bytes(data))
+    run = tiny_whole.predict_video(damaged)
+    with pytest.warns(UserWarning, match="damaged packet"):
+        results = list(run)
+    assert 75 < len(results) < 100 and all(r.ok for r in results)
+    assert max(r.frame for r in results) >= 95  # the frames after the damage are there
+    assert not run.summary()["complete"]
+    # damaged from there on: the frames before are kept, and decoding stops
+    cut = len(data) // 8
+    data[cut:] = bytes(len(data) - cut)
+    (clips / "ruined.mp4").write_bytes(bytes(data))
+    run = tiny_whole.predict_video(clips / "ruined.mp4")
+    with pytest.warns(UserWarning, match="decoding stopped"):
+        assert 0 < len(list(run)) < 25
+    # damaged from the first byte of the pictures: an error row, no frame
+    start = data.index(b"mdat") + 4
+    data[start:] = bytes(len(data) - start)
+    (clips / "ruined.mp4").write_bytes(bytes(data))
+    (row,) = list(tiny_whole.predict_video(clips / "ruined.mp4"))
+    assert (row.ok, row.error_code) == (False, "corrupt_video")
 
 
 def test_frames_over_max_pixels_fail_the_video(tiny_whole: EmotionRecognizer, plain: Path) -> None:
@@ -601,6 +665,14 @@ def test_http_video_endpoint(
         error(post("empty.mp4", b""), 422, "empty_file")
         error(post("audio.m4a", write_audio_only(clips / "sound.m4a").read_bytes()), 422, "no_video_stream")
         error(post("long.mp4", plain.read_bytes()), 413, "video_too_long")  # 2 s > 1.5 s
+        # a video that declares no duration is found too long by decoding it
+        long_mkv = write_clip(clips / "long.mkv", noise_frames(60), audio=True).read_bytes()
+        short_mkv = write_clip(clips / "short.mkv", noise_frames(30), audio=True).read_bytes()
+        with monkeypatch.context() as undeclared:
+            undeclared.setattr("emovit.video._source._tag_seconds", lambda tag: None)
+            error(post("long.mkv", long_mkv), 413, "video_too_long")
+            assert post("short.mkv", short_mkv).status_code == 200  # type: ignore[attr-defined]
+        assert 'emovit_rejections_total{reason="video_too_long"} 2.0' in client.get("/metrics").text
         error(post("big.mp4", b"\0" * 2_100_000), 413, "body_too_large")
         error(post("short.mp4", short.read_bytes(), "?fps=5&every=2"), 422, "bad_request")
         two = [("files", ("a.mp4", short.read_bytes(), "video/mp4"))] * 2
@@ -826,3 +898,17 @@ def test_avi_with_b_frames_starts_at_zero(tiny_whole: EmotionRecognizer, clips: 
     assert (first.frame, round(first.time_s or 0, 3)) == (10, 1.0)
     with clip.open("rb") as handle, VideoReader(handle, name="bframes.avi") as reader:  # a file object too
         assert round(next(iter(reader)).time_s or 0, 3) == 0.0
+
+
+def test_the_timeline_breaks_its_lines_only_where_the_face_was_away() -> None:
+    from emovit.video_output import _broken_where_away
+
+    probs = np.zeros((12, 7), np.float32)
+    once_a_second = np.arange(12, dtype=np.float32)  # --fps 1: a line, not isolated points
+    times, _ = _broken_where_away(once_a_second, probs)
+    assert not np.isnan(times).any()
+    away = np.concatenate([np.arange(6) * 0.1, 5 + np.arange(6) * 0.1]).astype(np.float32)
+    times, values = _broken_where_away(away, probs)
+    assert np.isnan(times).sum() == 1 and np.isnan(times[6]) and np.isnan(values[6]).all()
+    sparse_away = np.array([0, 1, 2, 3, 10, 11, 12], np.float32)
+    assert np.isnan(_broken_where_away(sparse_away, probs[:7])[0]).sum() == 1

@@ -50,9 +50,11 @@ def write_clip(
     options: dict[str, str] | None = None,
     codec_options: dict[str, str] | None = None,
     b_frames: int | None = None,
+    audio: bool = False,
 ) -> Path:
     """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
-    variable frame rate; `rotation`: display-matrix degrees, counter-clockwise)."""
+    variable frame rate; `rotation`: display-matrix degrees, counter-clockwise; `audio`: a
+    silent AAC track as long as the video, beside it)."""
     av = pytest.importorskip("av")
     out = av.open(str(path), "w", format=container, options=options or {})
     frames = list(frames)
@@ -67,6 +69,15 @@ def write_clip(
         stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
     if rotation is not None:
         stream.set_display_rotation(rotation)
+    if audio:
+        sound = out.add_stream("aac", rate=44100)
+        for index in range(round(len(frames) / fps * 44100 / 1024)):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, index * 1024
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
     for index, image in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts_ms is not None:
@@ -111,3 +122,44 @@ def zero_timestamps(mp4: Path, out: Path) -> Path:
         data[offset : offset + 4] = (0).to_bytes(4, "big")
     out.write_bytes(bytes(data))
     return out
+
+
+def write_with_cover_art(path: Path, frames: Sequence[np.ndarray] = ()) -> Path:
+    """An MP4 (an .m4a when there are no `frames`) with sound and a cover picture (a one-frame
+    mjpeg stream marked as attached), and the `frames` as a real video stream after it."""
+    av = pytest.importorskip("av")
+    import io
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), (255, 0, 0), np.uint8)).save(jpeg, "JPEG")
+    out = av.open(str(path), "w", format="mp4")
+    cover = out.add_stream("mjpeg")
+    cover.width = cover.height = 64
+    cover.pix_fmt = "yuvj420p"
+    cover.disposition = av.stream.Disposition.attached_pic
+    video = None
+    if frames:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        video.options = {"preset": "ultrafast"}
+    sound = out.add_stream("aac", rate=44100)
+    packet = av.Packet(jpeg.getvalue())
+    packet.stream, packet.pts, packet.dts, packet.is_keyframe = cover, 0, 0, True
+    out.mux(packet)
+    if video is not None:
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    for index in range(40):
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 44100, index * 1024
+        for packet in sound.encode(chunk):
+            out.mux(packet)
+    for packet in sound.encode():
+        out.mux(packet)
+    out.close()
+    return path

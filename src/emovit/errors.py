@@ -71,7 +71,14 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "model_failed": ("model", "the model raised on this input (its batch was retried alone)"),
     "no_face": ("detect", "no face found, with no_face='raise'"),
     "no_video_stream": ("decode", "a media file without a video stream (audio only)"),
-    "corrupt_video": ("decode", "damaged video data: not one frame could be decoded"),
+    "corrupt_video": (
+        "decode",
+        "damaged video data: not one frame could be decoded, or a container cut before its index",
+    ),
+    "start_after_end": (
+        "decode",
+        "a video whose frames all come before the `start` option: nothing to analyse",
+    ),
     "no_frame_rate": ("decode", "a video whose frames carry no timestamps and that has no frame rate"),
     "too_large": ("decode", "a photo URL over the Ray engine's read limit (max_bytes, 256 MiB)"),
     "worker_failed": (

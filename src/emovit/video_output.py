@@ -206,12 +206,11 @@ class TimelineRecorder:
         for ax, track_id in zip(axes, shown, strict=False):
             times = np.frombuffer(self._times[track_id], dtype=np.float32)
             probs = np.frombuffer(self._probs[track_id], dtype=np.float32).reshape(-1, len(self.labels))
-            gaps = np.flatnonzero(np.diff(times) > 0.5) + 1  # the face was away: break the lines there
-            times = np.insert(times, gaps, np.nan)
-            probs = np.insert(probs, gaps, np.nan, axis=0)
+            times, probs = _broken_where_away(times, probs)
             for column, label in enumerate(self.labels):
                 colour = np.array(EMOTION_COLOURS.get(label, (90, 90, 90))) / 255
-                ax.plot(times, probs[:, column], color=colour, linewidth=1.4, label=label)
+                ax.plot(times, probs[:, column], color=colour, linewidth=1.4, label=label, marker=".",
+                        markersize=3 if len(times) < 400 else 0)  # fmt: skip
             ax.set_ylim(0, 1)
             ax.set_ylabel(f"track {track_id}")
             ax.grid(alpha=0.3)
@@ -232,3 +231,15 @@ class TimelineRecorder:
         with atomic_open(target, "wb") as handle:
             figure.savefig(handle, format="png")
         return target
+
+
+def _broken_where_away(times: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The track's times and probabilities with a gap (NaN) where the face was away: a step of
+    more than half a second and more than twice the usual step between its frames (frames
+    analysed once a second are a line, not isolated points)."""
+    steps = np.diff(times)
+    if not len(steps):
+        return times, probs
+    usual = float(np.median(steps))
+    gaps = np.flatnonzero(steps > max(0.5, 2.5 * usual)) + 1
+    return np.insert(times, gaps, np.nan), np.insert(probs, gaps, np.nan, axis=0)

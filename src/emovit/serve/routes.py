@@ -274,10 +274,17 @@ async def _predict(
             metrics.image_errors.labels(result.error_code or "internal").inc()
     if all(not result.ok for result in results):
         problem = _all_failed(results)
-        metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
+        metrics.rejections.labels(_rejection(problem)).inc()
         raise problem
     metrics.latency.observe(time.perf_counter() - start)
     return {"model": rec.model.name, "results": [_result_dict(result, top_k) for result in results]}
+
+
+def _rejection(problem: ApiError) -> str:
+    """The rejection reason a refused upload is counted under (metrics)."""
+    if problem.status == 413:
+        return problem.code if problem.code == "video_too_long" else "too_many_pixels"
+    return "bad_image"
 
 
 def _overloaded(state: ServeState) -> ApiError:
@@ -386,6 +393,8 @@ def _analyse_video(
     if len(frames) == 1 and frames[0]["frame"] is None:  # the whole video failed
         code = frames[0]["error_code"] or "internal"
         raise ApiError(status_for_input_error(code), code, frames[0]["error"] or "unreadable video")
+    if info.duration_s is None and run.reached_end:  # no declared duration: found by decoding
+        raise ApiError(413, "video_too_long", f"{name}: longer than the {limit:g} s limit")
     return frames, run.summary()
 
 
@@ -423,7 +432,7 @@ async def video(
             metrics.rejections.labels("deadline").inc()
             raise ApiError(504, "deadline", f"not answered within {settings.video_deadline_s:g} s") from None
         except ApiError as problem:
-            metrics.rejections.labels("too_many_pixels" if problem.status == 413 else "bad_image").inc()
+            metrics.rejections.labels(_rejection(problem)).inc()
             raise
         except DependencyError as exc:  # the server's installation, not the client's request
             raise ApiError(501, "not_available", f"this server cannot analyse videos: {exc}") from None

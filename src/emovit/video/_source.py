@@ -40,6 +40,8 @@ VideoInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 _IMAGE_FORMATS = ("image2", "gif", "apng", "webp", "tiff", "bmp")
 # Decoded frames waiting in the queue take at most this many bytes (4K frames are 25 MB each).
 _QUEUE_BYTES = 128 * 1024 * 1024
+#: Damaged packets in a row after which the rest of a file is taken as unreadable.
+_DAMAGED_IN_A_ROW = 64
 _NETWORK_TIMEOUT_S = 15.0
 # The demuxers FFmpeg may use for bytes and file objects (uploads): video containers, and the
 # still-image ones so that a photo is refused by name. Left out on purpose: concat, hls, dash,
@@ -142,6 +144,11 @@ def _open_container(source: VideoInput, label: str) -> Any:
     try:
         return av.open(target, mode="r", options=options, timeout=_NETWORK_TIMEOUT_S)
     except av.error.InvalidDataError:
+        if _looks_like_a_container(source):  # a recording cut before its index (MP4's moov)
+            raise InputError(
+                label, "a damaged or truncated video: its container cannot be read (an MP4 cut "
+                "before its index, say)", "corrupt_video",
+            ) from None  # fmt: skip
         raise InputError(label, "not a video or image format FFmpeg reads", "unsupported_format") from None
     except (av.error.FFmpegError, OSError) as exc:
         if isinstance(exc, av.error.ArgumentError) and "format_whitelist" in options:
@@ -153,17 +160,48 @@ def _open_container(source: VideoInput, label: str) -> Any:
         raise InputError(label, f"cannot open the video ({exc})", "not_found") from None
 
 
+def _looks_like_a_container(source: VideoInput) -> bool:
+    """Whether `source` starts like a video container FFmpeg knows (MP4/MOV, Matroska/WebM,
+    AVI): one it then cannot open is damaged, not of an unknown format."""
+    head = b""
+    with contextlib.suppress(Exception):
+        if isinstance(source, bytes | bytearray | memoryview):
+            head = bytes(source[:12])
+        elif isinstance(source, str | os.PathLike):
+            with open(source, "rb") as file:
+                head = file.read(12)
+        elif hasattr(source, "seekable") and source.seekable():
+            at = source.tell()
+            head = source.read(12)
+            source.seek(at)
+    mp4, matroska = head[4:8] == b"ftyp", head[:4] == b"\x1a\x45\xdf\xa3"
+    return mp4 or matroska or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
+
+
 def _video_stream(container: Any, label: str) -> Any:
     if _is_still(container):
         raise InputError(label, "a still image, not a video (send photos as photos)", "unsupported_format")
-    if not container.streams.video:
-        kinds = sorted({stream.type for stream in container.streams}) or ["no streams at all"]
+    moving = _moving_pictures(container)
+    if not moving:
+        kinds = sorted({_kind(stream) for stream in container.streams}) or ["no streams at all"]
         raise InputError(label, f"no video stream (it holds {', '.join(kinds)})", "no_video_stream")
-    stream = container.streams.video[0]
+    stream = moving[0]
     if stream.codec_context is None:  # a codec this FFmpeg has no decoder for
         codec = getattr(getattr(stream, "codec", None), "name", None) or "unknown"
         raise InputError(label, f"no decoder for its video codec ({codec})", "unsupported_format")
     return stream
+
+
+def _moving_pictures(container: Any) -> list[Any]:
+    """The video streams that are not a still picture attached to the file (an audio file's
+    cover art is a one-frame "video" stream)."""
+    attached = _av().stream.Disposition.attached_pic
+    return [stream for stream in container.streams.video if not stream.disposition & attached]
+
+
+def _kind(stream: Any) -> str:
+    moving = stream.type != "video" or not stream.disposition & _av().stream.Disposition.attached_pic
+    return stream.type if moving else "cover art"
 
 
 def _is_still(container: Any) -> bool:
@@ -175,10 +213,22 @@ def _seconds(value: Any, base: Any) -> float | None:
     return float(value * base) if value is not None and base is not None else None
 
 
+def _tag_seconds(tag: str | None) -> float | None:
+    """Seconds from a Matroska ``DURATION`` tag ("HH:MM:SS.nnnnnnnnn"), None when absent or odd."""
+    try:
+        hours, minutes, seconds = (tag or "").split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def _info(container: Any, stream: Any) -> VideoInfo:
     rate = stream.guessed_rate or stream.average_rate
     fps = float(rate) if rate else None
     duration = _seconds(stream.duration, stream.time_base)
+    if duration is None:  # Matroska and WebM give a stream's duration as a tag
+        duration = _tag_seconds((stream.metadata or {}).get("DURATION"))
     if duration is None and container.duration is not None and len(container.streams) == 1:
         duration = container.duration / 1_000_000  # the container's: only the video's when alone
     context = stream.codec_context
@@ -213,8 +263,9 @@ def is_video(source: str | os.PathLike[str]) -> bool:
 
     A URL (http, https, rtsp, …) or a known video extension (mp4, mov, mkv, webm, avi, m4v, …)
     is a video; a still-image extension (JPEG, PNG, GIF, WebP, …) never is. Any other file is a
-    video when no image decoder reads it and FFmpeg finds a video stream in it (the probe needs
-    PyAV; without it such files take the photo path)."""
+    video when no image decoder reads it and FFmpeg finds a video stream in it, or sound (an
+    audio file then fails as a video without a video stream; the probe needs PyAV, without it
+    such files take the photo path)."""
     text = os.fspath(source)
     if is_url(text):
         return urlsplit(text).scheme.lower() in VIDEO_URL_SCHEMES
@@ -238,7 +289,10 @@ def is_video(source: str | os.PathLike[str]) -> bool:
         return False
     try:
         with av.open(text) as container:
-            return bool(container.streams.video) and not _is_still(container)
+            # sound without pictures (an audio file, with cover art or not) is media too: it
+            # fails as a video with "no video stream", not as an image format
+            media = _moving_pictures(container) or container.streams.audio
+            return bool(media) and not _is_still(container)
     except (av.error.FFmpegError, OSError):
         return False
 
@@ -272,6 +326,7 @@ class VideoReader:
         self.quiet = quiet  # warnings only in `warnings`, never printed (a server's uploads)
         self.warnings: list[str] = []
         self.incomplete = False  # the frames ended before the video did (damage, truncation)
+        self.reached_end = False  # a frame at or after `options.end` was decoded: the video goes on
         self.frames_decoded = 0
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
@@ -293,6 +348,7 @@ class VideoReader:
         self._thread: threading.Thread | None = None
         self._started = False
         self._notes: list[str] = []  # warnings found by the decoding thread, raised by the consumer
+        self._damaged: list[str] = []  # the decoder's error for each packet skipped as damaged
         self._notes_raised = 0
 
     # ------------------------------------------------------------------ consumer side
@@ -319,6 +375,11 @@ class VideoReader:
                             f"decoding stopped at {self.last_time_s or 0:.2f} s ({item.error}); the "
                             f"{yielded} analysed frame(s) before the damage are kept"
                         )
+                    elif yielded == 0 and self.options.start > 0 and self._last_decoded_s is not None:
+                        raise InputError(
+                            self.name, f"nothing to analyse: the start ({self.options.start:g} s) is "
+                            f"after its last frame ({self._last_decoded_s:.2f} s)", "start_after_end",
+                        )  # fmt: skip
                     else:
                         self._check_complete()
                     return
@@ -396,9 +457,17 @@ class VideoReader:
     def _decode(self) -> None:
         try:
             self._decode_frames()
+            if self._damaged and not self.frames_decoded:
+                raise InputError(self.name, f"damaged video data ({self._damaged[0]})", "corrupt_video")
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
             self._put(_End(exc))
         else:
+            if self._damaged:
+                self.incomplete = True
+                self._notes.append(
+                    f"{len(self._damaged)} damaged packet(s) skipped ({self._damaged[0]}): the frames "
+                    "they held are missing, the others are kept"
+                )
             self._put(_End())
 
     def _origin(self) -> float:
@@ -468,7 +537,7 @@ class VideoReader:
             target = max(0.0, start - back)
             if not self._seek(target, origin):
                 break
-            frames = self._container.decode(self._stream)
+            frames = self._decoded()
             first = next(frames, None)
             if first is None:  # nothing after the seek: the demuxer is at the end
                 break
@@ -477,7 +546,27 @@ class VideoReader:
                 return itertools.chain([first], frames), True
             back = max(1.0, 2 * back)
         self._rewind()
-        return self._container.decode(self._stream), False
+        return self._decoded(), False
+
+    def _decoded(self) -> Iterator[Any]:
+        """The stream's frames, decoded packet by packet: a damaged packet is skipped (as
+        FFmpeg's own tools do) and counted, not the end of the video. Many damaged packets in a
+        row (a file that is damaged from there on) end it with the decoder's error."""
+        av = _av()
+        in_a_row = 0
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as error:
+                in_a_row += 1
+                self._damaged.append(str(error))
+                if in_a_row >= _DAMAGED_IN_A_ROW:
+                    raise
+                continue
+            in_a_row = 0
+            yield from frames
 
     def _decode_frames(self) -> None:
         av = _av()
@@ -489,11 +578,12 @@ class VideoReader:
         next_time = opts.start
         since_start = 0
         warned_times = False
+        damaged = 0  # damaged packets seen when the last frame was numbered
         try:
             if opts.start > 0:
                 frames, seeked = self._frames_from(opts.start, origin, tolerance)
             else:
-                frames, seeked = self._container.decode(self._stream), False
+                frames, seeked = self._decoded(), False
             for frame in frames:
                 if self._stop.is_set():
                     return
@@ -514,11 +604,15 @@ class VideoReader:
                     t = previous + 1.0 / fps if previous is not None else 0.0
                 if seeked and index == 0 and fps:
                     index = round(t * fps)  # after a seek: the position estimated from the time
+                if len(self._damaged) != damaged and fps:  # frames lost with a damaged packet
+                    damaged = len(self._damaged)
+                    index = max(index, round(t * fps))
                 previous = self._last_decoded_s = t
                 self.frames_decoded += 1
                 if t < opts.start - 1e-9:
                     continue
                 if opts.end is not None and t >= opts.end - 1e-9:
+                    self.reached_end = True
                     return
                 take = True
                 if opts.every is not None:

@@ -171,6 +171,12 @@ class VideoPrediction:
     def warnings(self) -> list[str]:
         return list(self._summary.warnings)
 
+    @property
+    def reached_end(self) -> bool:
+        """Whether the video goes on past the ``end`` option (a frame at or after it was decoded)."""
+        reader = self._summary._reader
+        return reader is not None and reader.reached_end
+
     def __iter__(self) -> Iterator[FrameResult]:
         if self._started:
             raise RuntimeError("a VideoPrediction can be iterated once")
