@@ -804,6 +804,25 @@ def test_an_mpeg4_annotated_video_opens_its_encoder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.annotated.mp4"]
 
 
+def test_an_annotated_video_keeps_the_whole_picture_when_the_frame_size_changes(tmp_path: Path) -> None:
+    """A recording whose frames grow midway (WebRTC, adaptive streams): the later frames are
+    scaled into the first size, not cut to its top-left corner."""
+    av = pytest.importorskip("av")
+    from emovit import video_output
+
+    small = np.zeros((61, 81, 3), np.uint8)  # odd sides: trimmed to 80x60 for yuv420p
+    large = np.zeros((120, 160, 3), np.uint8)
+    large[:, 80:] = 255  # the right half white: cut to the corner, it would be lost
+    target = tmp_path / "grown.annotated.mp4"
+    with video_output.AnnotatedVideoWriter(target, fps=10) as writer:
+        for index, image in enumerate([small, small, large, large]):
+            writer.write(FrameResult(source="x", frame=index, time_s=index / 10), image)
+    with av.open(str(target)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert [d.shape for d in decoded] == [(60, 80, 3)] * 4
+    assert decoded[-1][:, 45:].mean() > 200 and decoded[-1][:, :35].mean() < 30
+
+
 def test_an_annotated_video_that_cannot_be_written_loses_no_rows(
     tiny_model_dir: Path, plain: Path, tmp_path: Path
 ) -> None:

@@ -113,7 +113,8 @@ class AnnotatedVideoWriter:
         if self._container is None:
             self._open(pixels.shape[1], pixels.shape[0])
         width, height = self._size
-        drawn = frame.plot(pixels)[:height, :width]
+        drawn = frame.plot(pixels)
+        drawn = _fitted(drawn, width, height)
         time_s = frame.time_s or 0.0
         if self._origin is None:
             self._origin = time_s
@@ -243,3 +244,20 @@ def _broken_where_away(times: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray
     usual = float(np.median(steps))
     gaps = np.flatnonzero(steps > max(0.5, 2.5 * usual)) + 1
     return np.insert(times, gaps, np.nan), np.insert(probs, gaps, np.nan, axis=0)
+
+
+def _fitted(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` scaled to fit `width` x `height` whole, centred on black (a stream whose frame
+    size changes midway, as WebRTC recordings do; the odd last row or column of the first size
+    is the only thing cut)."""
+    import cv2
+
+    if image.shape[0] - height in (0, 1) and image.shape[1] - width in (0, 1):
+        return image[:height, :width]  # the first size, an odd side trimmed for yuv420p
+    scale = min(width / image.shape[1], height / image.shape[0])
+    inner = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    resized = cv2.resize(image, inner, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - inner[1]) // 2, (width - inner[0]) // 2
+    canvas[top : top + inner[1], left : left + inner[0]] = resized
+    return canvas
