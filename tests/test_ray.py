@@ -234,6 +234,58 @@ def test_file_urls_are_listed_like_remote_folders(tmp_path: Path) -> None:
     assert emovit_ray.expand_remote([f"file://{tmp_path}"], videos=False)[1].endswith("sub/b.jpg")
 
 
+def test_listed_names_with_spaces_hashes_and_question_marks_are_read(tmp_path: Path) -> None:
+    """A listed file's URL is percent-encoded and read decoded (pyarrow lists decoded names): a
+    '#' or '?' in a name was taken for a fragment or query, and a percent-encoded URL was read
+    as typed; --no-recursive lists the folder alone."""
+    folder = tmp_path / "rem 2"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("my photo.jpg", "a#1.jpg", "b?x.jpg", "sub/c.jpg"):
+        (folder / name).write_bytes(name.encode())
+    from urllib.parse import quote
+
+    url = f"file://{quote(str(folder))}"  # a URL: its space percent-encoded
+    listed = emovit_ray.expand_remote([url])
+    assert len(listed) == 4 and all(" " not in url and "#" not in url and "?" not in url for url in listed)
+    reader = emovit_ray._Reader()
+    read = {url: reader.read(url) for url in listed}
+    assert all(not isinstance(data, ImageResult) for data in read.values()), read
+    assert sorted(data.getvalue() for data in read.values()) == sorted(  # type: ignore[union-attr]
+        n.encode() for n in ("my photo.jpg", "a#1.jpg", "b?x.jpg", "sub/c.jpg")
+    )
+    assert len(emovit_ray.expand_remote([url], recursive=False)) == 3
+
+
+def test_local_paths_reach_the_workers_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers on a cluster do not run in the driver's folder: relative inputs, output, model
+    and detector model are made absolute before they are sent (results were written where
+    the workers ran, and the manifest named files that were not there)."""
+    seen: dict[str, Any] = {}
+
+    class Capture:
+        def __init__(self, fs: Any, base: str, kwargs: dict[str, Any], *rest: Any) -> None:
+            seen.update(kwargs, base=base)
+
+        def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            seen["inputs"] = [os.fsdecode(name) for unit in units for name in unit["inputs"]]
+            return []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(emovit_ray, "_PartRun", Capture)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    faces = FaceOptions(detector="yunet", detector_model="yunet.onnx")
+    emovit_ray.predict_to_folder(["photos/a.jpg"], "out", "model", faces=faces, expand=False)
+    assert seen["inputs"] == [str(tmp_path / "photos" / "a.jpg")]
+    assert (seen["output"], seen["model"]) == (str(tmp_path / "out"), str(tmp_path / "model"))
+    assert seen["faces"].detector_model == str(tmp_path / "yunet.onnx")
+    emovit_ray.predict_to_folder(["photos/b.jpg"], "out2", "default", expand=False)
+    assert seen["model"] == "default"  # a registry name or Hub id stays as it is
+
+
 def test_a_remote_folder_that_cannot_be_listed_is_kept_as_an_input(monkeypatch: pytest.MonkeyPatch) -> None:
     """Listing credentials or network errors ended the run as an internal error; the URL now
     stays an input, whose reading gives its error row."""
@@ -501,6 +553,53 @@ def test_a_part_that_cannot_be_written_stops_the_run_with_the_reason(
     units = emovit_ray._units(fer_images[:2], 32, "jsonl")
     (summary,) = writer(pa.Table.from_pylist(units)).to_pylist()
     assert summary["part"] == units[0]["part"] and summary["failure"].startswith(("OSError", "NotADirectory"))
+
+
+def test_a_manifest_that_cannot_be_written_is_a_storage_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's commit is tried again (an object store's passing refusal), then stops the
+    run with a `StorageError`, which the CLI reports as a failed job (exit 1), not a bug."""
+    import click
+
+    from emovit.cli._errors import EXIT_FAILED, to_click_error
+    from emovit.errors import StorageError
+
+    class Flaky:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def open_output_stream(self, path: str) -> Any:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise OSError("SlowDown: please reduce your request rate")
+            return open(path, "wb")  # noqa: SIM115 - closed by the caller's with
+
+        def move(self, src: str, dest: str) -> None:
+            os.replace(src, dest)
+
+    monkeypatch.setattr(emovit_ray.time, "sleep", lambda seconds: None)
+    (tmp_path / "_manifest").mkdir()
+    entry = {"part": "part-0123456789abcdef01234567.parquet", "inputs": ["a.jpg"]}
+    emovit_ray._commit(Flaky(2), str(tmp_path), entry)  # refused twice, then written
+    assert json.loads((tmp_path / "_manifest" / "part-0123456789abcdef01234567.json").read_text()) == entry
+    with pytest.raises(StorageError, match="manifest entry of part-0123456789abcdef01234567"):
+        emovit_ray._commit(Flaky(99), str(tmp_path), entry)
+    error = to_click_error(emovit_ray.PartError("out: the disk is full"), click.Context(main))
+    assert error.exit_code == EXIT_FAILED
+
+
+def test_a_video_that_fails_on_ray_is_summarised_as_locally(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The summary of a video that could not be read (or killed its worker) has the fields of
+    the local one (`complete`, `error_code`, `tracks`, ...), not three of them."""
+    from emovit.errors import InputError
+
+    missing = str(tmp_path / "missing.mp4")
+    local = EmotionRecognizer.from_pretrained(str(tiny_model_dir), detector="none").predict_video(missing)
+    list(local)
+    _, summary = emovit_ray._failed_video(missing, InputError(missing, "no such file", "not_found"), None)
+    assert set(summary) == set(local.summary())
+    assert (summary["complete"], summary["error_code"], summary["tracks"]) == (False, "not_found", [])
 
 
 def test_a_part_is_written_as_the_local_jsonl(

@@ -12,7 +12,8 @@ EmovitError                      base; `option` names the argument an error conc
 ├── DependencyError (ImportError) an optional extra is missing: `package`, `extra`
 ├── DatasetError (ValueError)    a dataset folder, CSV or label file is unusable
 ├── TrainError                   training cannot start or continue
-└── ExportError                  an ONNX export failed or does not match torch
+├── ExportError                  an ONNX export failed or does not match torch
+└── StorageError (OSError)       results could not be written where they go (a full disk, S3)
 RandomWeightsWarning (UserWarning) a model with random weights was loaded
 ```
 
@@ -46,6 +47,7 @@ __all__ = [
     "NoFaceError",
     "OptionError",
     "RandomWeightsWarning",
+    "StorageError",
     "TrainError",
 ]
 
@@ -179,6 +181,11 @@ class TrainError(EmovitError):
 
 class ExportError(EmovitError):
     """An ONNX export failed, or the exported model disagrees with torch."""
+
+
+class StorageError(EmovitError, OSError):
+    """Results could not be written where they go (a full disk, a permission, an object store
+    refusing): the job stops, what was written before stays (the CLI exits 1, not as a bug)."""
 
 
 class RandomWeightsWarning(UserWarning):

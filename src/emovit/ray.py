@@ -50,9 +50,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from emovit.errors import ImageError, InputError, OptionError
+from emovit.errors import ImageError, InputError, OptionError, StorageError
 from emovit.results import FrameResult, ImageResult
 from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_url
 from emovit.writers import result_rows
@@ -240,10 +240,11 @@ def _is_video(source: str) -> bool:
     return is_video(source)
 
 
-def expand_remote(sources: Iterable[str], *, videos: bool = True) -> list[str]:
+def expand_remote(sources: Iterable[str], *, videos: bool = True, recursive: bool = True) -> list[str]:
     """Expand the folders among `sources` that are URLs of pyarrow filesystems (``s3://``,
-    ``gs://``, ``file://``, …) into their photos and videos (sorted, recursive); every other
-    source is kept as it is (`emovit.sources.expand_sources` expands local ones).
+    ``gs://``, ``file://``, …) into their photos and videos (sorted; with `recursive`, those of
+    their sub-folders too); every other source is kept as it is
+    (`emovit.sources.expand_sources` expands local ones).
 
     Examples:
         >>> expand_remote(["a.jpg"])
@@ -262,7 +263,7 @@ def expand_remote(sources: Iterable[str], *, videos: bool = True) -> list[str]:
             if fs.get_file_info(path).type != pafs.FileType.Directory:
                 out.append(source)
                 continue
-            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
         except Exception:  # noqa: BLE001 - credentials, network, a bad URL: read, it becomes an error row
             out.append(source)
             continue
@@ -280,6 +281,7 @@ def expand_remote(sources: Iterable[str], *, videos: bool = True) -> list[str]:
 def _url_of(root_url: str, root_path: str, path: str) -> str:
     """The URL of `path`, listed by the filesystem of `root_url` (whose path is `root_path`)."""
     scheme, netloc = urlsplit(root_url)[:2]
+    path = quote(path, safe="/")  # a name with a space, '#' or '?' stays one path (read unquoted)
     if scheme == "file" or not netloc or root_path.startswith(netloc):  # s3, gs: the bucket is in the path
         return f"{scheme}://{path}" if path.startswith("/") or scheme != "file" else f"file:///{path}"
     return f"{scheme}://{netloc}/{path.lstrip('/')}"
@@ -302,9 +304,10 @@ class _Reader:
         if key not in self._filesystems:
             self._filesystems[key] = pafs.FileSystem.from_uri(url)[0]
         fs = self._filesystems[key]
+        path = unquote(parts.path)  # percent-encoded, as pyarrow's from_uri reads it when listing
         if parts.scheme in ("s3", "gs", "gcs"):  # pyarrow's paths there start with the bucket
-            return fs, f"{parts.netloc}{parts.path}"
-        return fs, parts.path
+            return fs, f"{parts.netloc}{path}"
+        return fs, path
 
     def read(self, url: str) -> io.BytesIO | ImageResult:
         """The file as a `BytesIO` named `url` (emovit's decoder reads it), or the error row of
@@ -452,9 +455,11 @@ def _failed_video(
     name: str, error: InputError, top_k: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The error row and summary of a video that could not be analysed at all."""
+    from emovit.video import VideoSummary
+
     failed = FrameResult(source=name).fail(error)
-    summary = {"source": name, "frames_analysed": 0, "error": failed.error}
-    return [_kind(row, "frame") for row in result_rows(failed, top_k)], summary
+    summary = VideoSummary(source=name, labels=(), error=failed.error, error_code=failed.error_code)
+    return [_kind(row, "frame") for row in result_rows(failed, top_k)], summary.to_dict()
 
 
 def _named(blob: bytes, name: str | None) -> Any:
@@ -662,9 +667,10 @@ def predict_dataset(
 # ---------------------------------------------------------------------------- the folder job
 
 
-class PartError(RuntimeError):
+class PartError(StorageError):
     """A part failed in its worker for a reason that is not one of its inputs (the output
-    storage, or a bug): `predict_to_folder` stops; committed parts stay, ``resume`` goes on."""
+    storage, or a bug), or its manifest entry could not be written: `predict_to_folder` stops;
+    committed parts stay, ``resume`` goes on."""
 
 
 @dataclass
@@ -786,9 +792,18 @@ def done_inputs(output: str) -> set[str]:
 def _commit(fs: Any, base: str, entry: dict[str, Any]) -> None:
     name = entry["part"].rsplit(".", 1)[0] + ".json"
     temporary = f"{base}/{_MANIFEST}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(json.dumps(entry).encode())
-    fs.move(temporary, f"{base}/{_MANIFEST}/{name}")
+    for attempt in range(PART_TRIES):  # an object store's passing refusal (throttling) is tried again
+        try:
+            with fs.open_output_stream(temporary) as stream:
+                stream.write(json.dumps(entry).encode())
+            fs.move(temporary, f"{base}/{_MANIFEST}/{name}")
+            return
+        except OSError as exc:
+            if attempt + 1 == PART_TRIES:
+                raise PartError(
+                    f"{base}: the manifest entry of {entry['part']} could not be written ({exc})"
+                ) from exc
+            time.sleep(0.5 * 2**attempt)
 
 
 # The names emovit writes into an output folder: parts (`_part_name`) and their temporaries.
@@ -1027,6 +1042,13 @@ def predict_to_folder(
     if part_size < 1:
         raise OptionError(f"part_size must be at least 1, got {part_size}", option="part_size")
     start = time.perf_counter()
+    # the workers of a cluster do not share the driver's working folder: local names are made
+    # absolute here (the manifest keys inputs by absolute path already)
+    output = output if is_url(output) else os.path.abspath(output)
+    if not is_url(model) and os.path.exists(model):
+        model = os.path.abspath(model)
+    if faces is not None and faces.detector_model is not None:
+        faces = faces.replace(detector_model=os.path.abspath(faces.detector_model))
     fs, base, entries = _checked_output(output, fmt, resume)
     fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
     if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
@@ -1040,9 +1062,9 @@ def predict_to_folder(
         from emovit.sources import expand_sources
 
         inputs = expand_remote(expand_sources(inputs))
-    first: dict[str, str] = {}  # key -> the input as first written: one per input, however written
+    first: dict[str, str] = {}  # key -> the input (its absolute path): one per input, however written
     for source in inputs:
-        first.setdefault(_input_key(source), source)
+        first.setdefault(_input_key(source), _input_key(source))
     unique = list(first.values())
     todo = [source for key, source in first.items() if key not in done]
     report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)

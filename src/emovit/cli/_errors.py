@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from emovit.errors import EmovitError, ExportError
+from emovit.errors import EmovitError, ExportError, StorageError
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -73,7 +73,7 @@ def to_click_error(exc: EmovitError, ctx: click.Context) -> click.ClickException
     from emovit.writers import display_name
 
     message = display_name(str(exc))
-    if isinstance(exc, ExportError):
+    if isinstance(exc, ExportError | StorageError):
         return Failed(message)
     param = _parameter(ctx, exc.option)
     if param is not None:

@@ -61,6 +61,7 @@ def run_ray(
     top_k: int,
     summary: str | None,
     quiet: bool,
+    recursive: bool = True,
 ) -> int:
     """Run `paths` on Ray into the `output` folder; the exit code (1 when some rows are errors)."""
     require("ray", "ray", "--engine ray")
@@ -77,11 +78,14 @@ def run_ray(
     from emovit.ray import check_output_folder, expand_remote, predict_to_folder
 
     check_output_folder(output, fmt, resume=runner.resume)  # type: ignore[arg-type]  # before a cluster starts
-    paths = expand_remote(paths)
+    paths = expand_remote(paths, recursive=recursive)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
     _check_videos(paths)
-    load_recognizer(recognizer, faces)  # fails early, on the flag at fault; the random-weights banner
+    # fails early, on the flag at fault; the random-weights banner. On the CPU: the driver of a
+    # GPU job may have no GPU (`ray job submit` runs it on the head node), the workers have them
+    cuda = recognizer.device.startswith("cuda")
+    load_recognizer(recognizer.replace(device="cpu") if cuda else recognizer, faces)
     started = not ray.is_initialized()
     if started:
         handler = signal.getsignal(signal.SIGTERM)
@@ -115,10 +119,11 @@ def run_ray(
             faces=faces,
             video=video,
             workers=runner.workers,
-            num_gpus=1 if recognizer.device.startswith("cuda") else 0,
+            num_gpus=1 if cuda else 0,
+            num_cpus=recognizer.threads or 1,  # an actor's threads are the CPUs it reserves
             batch_size=recognizer.batch_size,
             top_k=top_k,
-            device=recognizer.device,
+            device="cuda" if cuda else recognizer.device,  # Ray shows each actor its one GPU as cuda:0
             backend=recognizer.backend,
             precision=recognizer.precision,
             threads=recognizer.threads,

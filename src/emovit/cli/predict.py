@@ -146,7 +146,8 @@ def predict(
         from emovit.cli._ray import run_ray
 
         code = run_ray(ctx, paths, recognizer=recognizer, faces=faces, video=video, runner=runner, fmt=fmt,
-                       output=output, top_k=top_k, summary=summary, quiet=quiet)  # fmt: skip
+                       output=output, top_k=top_k, summary=summary, quiet=quiet,
+                       recursive=recursive)  # fmt: skip
         ctx.exit(code)
     _check_local(ctx, runner, fmt, output)
     if not explain_dir and (target is not None or method != "auto"):
