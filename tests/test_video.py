@@ -276,6 +276,11 @@ def test_rotation_metadata_is_applied(tiny_whole: EmotionRecognizer, clips: Path
         frame = next(iter(reader))
     assert frame.image.shape == (64, 48, 3)
     assert frame.image[2:10, -14:-2].mean() > 200 and frame.image[-12:, :16].mean() < 50
+    info = probe_video(clip)  # upright, as its docstring says (it was the stored size)
+    assert (info.width, info.height, info.rotation) == (48, 64, 270)
+    assert (reader.info.width, reader.info.height, reader.info.rotation) == (48, 64, 270)
+    stored = probe_video(clip, max_pixels=100)  # over the limit: no frame decoded, as stored
+    assert (stored.width, stored.height, stored.rotation) == (64, 48, 0)
     result = next(iter(tiny_whole.predict_video(clip)))
     assert result.image_size == (48, 64) and result.faces[0].box == (0, 0, 48, 64)
 
@@ -492,6 +497,26 @@ def test_rows_summary_and_shares(tiny_yunet: EmotionRecognizer, crossing: Path) 
         assert sum(track["mean_probs"].values()) == pytest.approx(1.0)
         assert track["dominant"] == max(track["share"], key=track["share"].get)
         assert track["first_s"] == 0 and track["last_s"] == pytest.approx(39 / 30)
+
+
+def test_the_table_of_a_long_video_is_printed_as_it_goes() -> None:
+    """The table format held every frame's result until the end (an hour of video: ~200 MB);
+    it prints a table every few hundred results, and nothing twice."""
+    from emovit.writers import TABLE_CHUNK
+
+    buffer = io.StringIO()
+    writer = ResultWriter(buffer, "table", ["happy", "sad"])
+    count = TABLE_CHUNK * 2 + 10
+    for index in range(count):
+        writer.write(FrameResult("long.mp4", frame=index, time_s=index / 25))
+        assert len(writer._pending) < TABLE_CHUNK
+    assert "(frame 0)" in buffer.getvalue()  # printed before the end
+    writer.close()
+    text = buffer.getvalue()
+    assert all(text.count(f"(frame {i})") == 1 for i in range(count))
+    empty = io.StringIO()
+    ResultWriter(empty, "table", ["happy"]).close()
+    assert "source" in empty.getvalue()  # an empty run still prints its (empty) table
 
 
 def test_csv_has_one_header_for_photos_and_videos() -> None:

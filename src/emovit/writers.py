@@ -27,6 +27,8 @@ __all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name", "res
 
 OutputFormat = Literal["table", "json", "jsonl", "csv"]
 
+#: Results per printed table (`table` format): what the writer holds at most.
+TABLE_CHUNK = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -94,6 +96,7 @@ class ResultWriter:
         self.stream, self.fmt, self.labels, self.top_k = stream, fmt, tuple(labels), top_k
         self.video = video
         self._pending: list[ImageResult] = []
+        self._tables = 0  # tables printed (a table every TABLE_CHUNK results)
         self._json_rows = 0
         self._csv: Any = None
         self._csv_quoted: Any = None
@@ -165,14 +168,16 @@ class ResultWriter:
                 self.stream.write(",\n" if self._json_rows else "[\n")
                 self.stream.write(textwrap.indent(json.dumps(row, indent=2), "  "))
                 self._json_rows += 1
-        else:
+        else:  # a table of a few hundred results at a time: a long video never piles up either
             self._pending.append(result)
+            if len(self._pending) >= TABLE_CHUNK:
+                self._write_table()
         self.stream.flush()
 
     def close(self) -> None:
         if self.fmt == "json":
             self.stream.write("\n]\n" if self._json_rows else "[]\n")
-        elif self.fmt == "table":
+        elif self.fmt == "table" and (self._pending or not self._tables):
             self._write_table()
         self.stream.flush()
 
@@ -204,6 +209,8 @@ class ResultWriter:
                 tops = ", ".join(f"{lab} {s:.2f}" for lab, s in face.top_k(k))
                 label = face.label if face.track_id is None else f"#{face.track_id} {face.label}"
                 table.add_row(source, label, f"{face.score:.3f}", tops)
+        self._pending.clear()
+        self._tables += 1
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
         console = Console(file=self.stream, no_color=not is_tty, width=None if is_tty else 140)
         console.print(table)

@@ -375,7 +375,7 @@ def _analyse_video(
     from emovit.video import probe_video
 
     try:
-        info = probe_video(data, name=name)
+        info = probe_video(data, name=name, max_pixels=settings.max_pixels)
     except InputError as exc:
         raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
     limit = settings.max_video_seconds

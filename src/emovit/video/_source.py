@@ -40,6 +40,8 @@ VideoInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 _IMAGE_FORMATS = ("image2", "gif", "apng", "webp", "tiff", "bmp")
 # Decoded frames waiting in the queue take at most this many bytes (4K frames are 25 MB each).
 _QUEUE_BYTES = 128 * 1024 * 1024
+#: Frames up to this size are decoded by `probe_video` to read their rotation (8K UHD).
+_PROBE_PIXELS = 7680 * 4320
 #: Damaged packets in a row after which the rest of a file is taken as unreadable.
 _DAMAGED_IN_A_ROW = 64
 _NETWORK_TIMEOUT_S = 15.0
@@ -242,8 +244,9 @@ def _info(container: Any, stream: Any) -> VideoInfo:
     )
 
 
-def probe_video(source: VideoInput, *, name: str | None = None) -> VideoInfo:
-    """Open `source` (path, URL, bytes or binary file object) and describe its video stream.
+def probe_video(source: VideoInput, *, name: str | None = None, max_pixels: int | None = None) -> VideoInfo:
+    """Open `source` (path, URL, bytes or binary file object) and describe its video stream;
+    its first frame is decoded for the rotation, unless it is over `max_pixels`.
 
     Raises:
         InputError: not readable as a video (``not_found``, ``empty_file``,
@@ -253,7 +256,17 @@ def probe_video(source: VideoInput, *, name: str | None = None) -> VideoInfo:
     label = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
     container = _open_container(source, label)
     try:
-        return _info(container, _video_stream(container, label))
+        stream = _video_stream(container, label)
+        info = _info(container, stream)
+        limit = min(_PROBE_PIXELS, max_pixels or _PROBE_PIXELS)
+        if info.width * info.height <= limit:  # the rotation is on the frames: read one
+            with contextlib.suppress(Exception):  # a first frame that does not decode: as stored
+                frame = next(container.decode(stream), None)
+                turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+                info.rotation = turns * 90
+                if turns % 2:
+                    info.width, info.height = info.height, info.width
+        return info
     finally:
         container.close()
 
