@@ -573,7 +573,7 @@ def test_a_manifest_that_cannot_be_written_is_a_storage_failure(
             self.calls += 1
             if self.calls <= self.failures:
                 raise OSError("SlowDown: please reduce your request rate")
-            return open(path, "wb")  # noqa: SIM115 - closed by the caller's with
+            return open(path, "wb")  # closed by the caller's with
 
         def move(self, src: str, dest: str) -> None:
             os.replace(src, dest)
