@@ -256,34 +256,59 @@ def test_listed_names_with_spaces_hashes_and_question_marks_are_read(tmp_path: P
     assert len(emovit_ray.expand_remote([url], recursive=False)) == 3
 
 
+def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of two setups (another model, top-k, detector, sampling) would mix in one folder:
+    the run's settings are kept beside its manifest and a resume must match them; options
+    that change no row (batch size, threads, device) may change."""
+    monkeypatch.setattr(emovit_ray, "_PartRun", _NoCluster)
+    out = str(tmp_path / "out")
+    faces = FaceOptions(detector="none", margin=0.1)
+    emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=3, expand=False, batch_size=8)
+    assert emovit_ray._manifest(*emovit_ray._filesystem(out)) == []  # the settings are no part
+    emovit_ray.predict_to_folder(
+        ["a.jpg"], out, "m", faces=faces, top_k=3, expand=False, resume=True, batch_size=64, threads=2
+    )
+    with pytest.raises(OptionError, match=r"other options \(top_k was 3\)") as caught:
+        emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=5, expand=False, resume=True)
+    assert caught.value.option == "resume"
+    with pytest.raises(OptionError, match="faces was"):
+        emovit_ray.predict_to_folder(
+            ["a.jpg"], out, "m", faces=faces.replace(margin=0.3), top_k=3, expand=False, resume=True
+        )
+
+
+class _NoCluster:
+    """A stand-in for the part runner: records what it is given, runs nothing."""
+
+    seen: dict[str, Any] = {}
+
+    def __init__(self, fs: Any, base: str, kwargs: dict[str, Any], *rest: Any) -> None:
+        _NoCluster.seen = {**kwargs, "base": base}
+
+    def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _NoCluster.seen["inputs"] = [os.fsdecode(name) for unit in units for name in unit["inputs"]]
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def test_local_paths_reach_the_workers_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers on a cluster do not run in the driver's folder: relative inputs, output, model
     and detector model are made absolute before they are sent (results were written where
     the workers ran, and the manifest named files that were not there)."""
-    seen: dict[str, Any] = {}
-
-    class Capture:
-        def __init__(self, fs: Any, base: str, kwargs: dict[str, Any], *rest: Any) -> None:
-            seen.update(kwargs, base=base)
-
-        def __call__(self, units: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            seen["inputs"] = [os.fsdecode(name) for unit in units for name in unit["inputs"]]
-            return []
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(emovit_ray, "_PartRun", Capture)
+    monkeypatch.setattr(emovit_ray, "_PartRun", _NoCluster)
     (tmp_path / "photos").mkdir()
     (tmp_path / "model").mkdir()
     monkeypatch.chdir(tmp_path)
     faces = FaceOptions(detector="yunet", detector_model="yunet.onnx")
     emovit_ray.predict_to_folder(["photos/a.jpg"], "out", "model", faces=faces, expand=False)
+    seen = _NoCluster.seen
     assert seen["inputs"] == [str(tmp_path / "photos" / "a.jpg")]
     assert (seen["output"], seen["model"]) == (str(tmp_path / "out"), str(tmp_path / "model"))
     assert seen["faces"].detector_model == str(tmp_path / "yunet.onnx")
     emovit_ray.predict_to_folder(["photos/b.jpg"], "out2", "default", expand=False)
-    assert seen["model"] == "default"  # a registry name or Hub id stays as it is
+    assert _NoCluster.seen["model"] == "default"  # a registry name or Hub id stays as it is
 
 
 def test_a_remote_folder_that_cannot_be_listed_is_kept_as_an_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -761,7 +761,9 @@ def _manifest(fs: Any, base: str) -> list[dict[str, Any]]:
         return []
     entries = []
     for info in fs.get_file_info(pafs.FileSelector(folder)):
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".json"):
+        if info.type != pafs.FileType.File or not info.base_name.startswith("part-"):
+            continue  # the run's settings (`_SETTINGS`), temporaries
+        if not info.base_name.endswith(".json"):
             continue
         with fs.open_input_stream(info.path) as handle:
             entries.append(json.loads(handle.read().decode()))
@@ -958,6 +960,55 @@ class _PartRun:
         self.commit(entry | {"seconds": 0.0, "worker": "driver", "inputs": [source], "worker_failed": True})
 
 
+#: The options a run's rows depend on, in its manifest folder: a resume must use the same.
+_SETTINGS = "_settings.json"
+#: Options that change no row (how fast, where, how much at once): a resume may change them.
+_FREE_OPTIONS = frozenset(
+    {"batch_size", "threads", "device", "max_pixels", "backend", "batch_frames", "queue_frames"}
+)
+
+
+def _settings(
+    model: str, top_k: int | None, faces: Any, video: Any, recognizer: dict[str, Any]
+) -> dict[str, Any]:
+    """What a run's rows depend on, as JSON values (a resume compares them)."""
+    import dataclasses
+
+    def fields(options: Any) -> dict[str, Any] | None:
+        if options is None:
+            return None
+        values = dataclasses.asdict(options)
+        return {k: v for k, v in values.items() if k not in _FREE_OPTIONS}
+
+    chosen = {k: v for k, v in recognizer.items() if k not in _FREE_OPTIONS}
+    settings = {"model": model, "top_k": top_k, "faces": fields(faces), "video": fields(video), **chosen}
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _check_settings(fs: Any, base: str, output: str, settings: dict[str, Any], resume: bool) -> None:
+    """Record the run's settings, or (resuming) refuse other ones: rows of two setups would mix."""
+    path = f"{base}/{_MANIFEST}/{_SETTINGS}"
+    saved = None
+    if resume:
+        with contextlib.suppress(FileNotFoundError):  # a run from before settings were kept
+            with fs.open_input_stream(path) as handle:
+                saved = json.loads(handle.read().decode())
+    if saved is not None:
+        changed = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
+        if changed:
+            said = "; ".join(f"{key} was {json.dumps(saved.get(key))}" for key in changed)
+            raise OptionError(
+                f"{output} was started with other options ({said}): resume it with the same ones, "
+                "or write into another folder",
+                option="resume",
+            )
+        return
+    temporary = f"{base}/{_MANIFEST}/.{_SETTINGS}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(temporary) as stream:
+        stream.write(json.dumps(settings, indent=2).encode())
+    fs.move(temporary, path)
+
+
 def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool = False) -> None:
     """Raise the `OptionError` `predict_to_folder` would raise for `output` (a file, someone
     else's files, results without `resume`, another format), writing nothing: a command checks
@@ -1051,6 +1102,7 @@ def predict_to_folder(
         faces = faces.replace(detector_model=os.path.abspath(faces.detector_model))
     fs, base, entries = _checked_output(output, fmt, resume)
     fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
+    _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), resume)
     if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
         for entry in [entry for entry in entries if entry.get("worker_failed")]:
             fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")  # its file: swept
