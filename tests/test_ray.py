@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -280,7 +280,7 @@ def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pyt
 class _NoCluster:
     """A stand-in for the part runner: records what it is given, runs nothing."""
 
-    seen: dict[str, Any] = {}
+    seen: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, fs: Any, base: str, kwargs: dict[str, Any], *rest: Any) -> None:
         _NoCluster.seen = {**kwargs, "base": base}

@@ -285,6 +285,23 @@ def test_rotation_metadata_is_applied(tiny_whole: EmotionRecognizer, clips: Path
     assert result.image_size == (48, 64) and result.faces[0].box == (0, 0, 48, 64)
 
 
+def test_anamorphic_frames_are_analysed_in_square_pixels(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """A DVD or HDV frame stored 120x90 with pixels 4:3 wide is shown 160x90: faces were
+    detected and classified squashed, and the annotated video played at the stored shape."""
+    from fractions import Fraction
+
+    image = np.zeros((90, 120, 3), np.uint8)
+    image[:, 60:] = 255  # the right half white: it stays the right half once stretched
+    clip = write_clip(clips / "anamorphic.mp4", [image] * 3, sample_aspect=Fraction(4, 3))
+    assert (probe_video(clip).width, probe_video(clip).height) == (160, 90)
+    with VideoReader(clip) as reader:
+        frame = next(iter(reader))
+    assert frame.image.shape == (90, 160, 3)
+    assert frame.image[:, 84:].mean() > 200 and frame.image[:, :76].mean() < 30
+    result = next(iter(tiny_whole.predict_video(clip)))
+    assert result.image_size == (160, 90) and result.faces[0].box == (0, 0, 160, 90)
+
+
 def test_decoding_stays_a_bounded_queue_ahead(plain: Path) -> None:
     with VideoReader(plain, options=VideoOptions(queue_frames=4)) as reader:
         for consumed, _ in enumerate(reader, start=1):

@@ -51,10 +51,12 @@ def write_clip(
     codec_options: dict[str, str] | None = None,
     b_frames: int | None = None,
     audio: bool = False,
+    sample_aspect: Fraction | None = None,
 ) -> Path:
     """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
     variable frame rate; `rotation`: display-matrix degrees, counter-clockwise; `audio`: a
-    silent AAC track as long as the video, beside it)."""
+    silent AAC track as long as the video, beside it; `sample_aspect`: the pixels' width over
+    their height, for an anamorphic video)."""
     av = pytest.importorskip("av")
     out = av.open(str(path), "w", format=container, options=options or {})
     frames = list(frames)
@@ -65,6 +67,8 @@ def write_clip(
         stream.options = {"preset": "ultrafast", **(codec_options or {})}
     if b_frames is not None:
         stream.codec_context.max_b_frames = b_frames
+    if sample_aspect is not None:
+        stream.codec_context.sample_aspect_ratio = sample_aspect
     if pts_ms is not None:
         stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
     if rotation is not None:

@@ -990,9 +990,9 @@ def _check_settings(fs: Any, base: str, output: str, settings: dict[str, Any], r
     path = f"{base}/{_MANIFEST}/{_SETTINGS}"
     saved = None
     if resume:
-        with contextlib.suppress(FileNotFoundError):  # a run from before settings were kept
-            with fs.open_input_stream(path) as handle:
-                saved = json.loads(handle.read().decode())
+        # a run from before settings were kept has none
+        with contextlib.suppress(FileNotFoundError), fs.open_input_stream(path) as handle:
+            saved = json.loads(handle.read().decode())
     if saved is not None:
         changed = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
         if changed:

@@ -71,7 +71,8 @@ class VideoInfo:
     """What the container says about a video (before decoding it).
 
     Attributes:
-        width, height: frame size in pixels, upright (rotation applied).
+        width, height: frame size in pixels, upright (rotation applied), in square pixels (an
+            anamorphic video's frames are stretched to the width players show).
         fps: the stream's average frame rate (None when the file gives none).
         duration_s: the video stream's duration (None when unknown: live streams, some files).
         rotation: degrees the frames are turned counter-clockwise to stand upright.
@@ -225,6 +226,14 @@ def _tag_seconds(tag: str | None) -> float | None:
     return value if value > 0 else None
 
 
+def _non_square(stream: Any) -> float | None:
+    """The width of the stream's pixels as a fraction of their height (anamorphic DVD or HDV
+    video), or None for square pixels (or none declared)."""
+    sar = stream.sample_aspect_ratio
+    value = float(sar) if sar else 0.0
+    return value if value > 0 and abs(value - 1.0) > 1e-3 else None
+
+
 def _info(container: Any, stream: Any) -> VideoInfo:
     rate = stream.guessed_rate or stream.average_rate
     fps = float(rate) if rate else None
@@ -234,8 +243,9 @@ def _info(container: Any, stream: Any) -> VideoInfo:
     if duration is None and container.duration is not None and len(container.streams) == 1:
         duration = container.duration / 1_000_000  # the container's: only the video's when alone
     context = stream.codec_context
+    sar = _non_square(stream)
     return VideoInfo(
-        width=int(context.width),
+        width=int(context.width) if sar is None else max(2, round(context.width * sar)),
         height=int(context.height),
         fps=fps if fps and fps > 0 else None,
         duration_s=duration,
@@ -353,6 +363,7 @@ class VideoReader:
             self._container.close()
             raise
         self._stream.thread_type = "AUTO"
+        self._sar = _non_square(self._stream)  # such pixels are stretched to square ones
         frame_bytes = max(1, self.info.width * self.info.height * 3)
         self._queue: queue.Queue[DecodedFrame | _End] = queue.Queue(
             max(2, min(self.options.queue_frames, _QUEUE_BYTES // frame_bytes))
@@ -640,7 +651,12 @@ class VideoReader:
                 if not take:
                     continue
                 self._check_pixels(frame.width, frame.height)  # the declared size can lie
-                image = frame.to_ndarray(format="rgb24")
+                if self._sar is not None:  # anamorphic (DVD, HDV): square pixels, as players show it
+                    shown = max(2, round(frame.width * self._sar))
+                    image = frame.to_ndarray(format="rgb24", width=shown, height=frame.height)
+                    self.info.width = shown
+                else:
+                    image = frame.to_ndarray(format="rgb24")
                 turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
                 if turns:
                     image = np.ascontiguousarray(np.rot90(image, turns))
