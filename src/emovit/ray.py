@@ -639,7 +639,10 @@ def predict_dataset(
     dataset (`predict_to_folder` instead isolates such an input as a ``worker_failed`` row).
     Remote photos over `max_bytes` are ``too_large`` rows. `recognizer` takes
     `EmotionRecognizer`'s other options (``device``, ``backend``, ``precision``, ``threads``,
-    ``max_pixels``, ``tta``).
+    ``max_pixels``, ``tta``). Videos give their frame rows (``kind`` "frame") only: their
+    summaries come with `predict_to_folder` (``JobReport.summaries``), which also gives each
+    video a task of its own (here a video shares its batch, and its retries, with the batch's
+    other inputs).
 
     Examples:
         >>> files = ray.data.read_binary_files("s3://b/faces/", include_paths=True)  # doctest: +SKIP
