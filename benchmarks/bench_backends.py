@@ -68,10 +68,11 @@ def write_default_speed(report: dict) -> None:
     path.write_text(json.dumps({**speed, "other_machines": kept}, indent=2) + "\n")
 
 
-def _cpu(record: dict) -> tuple[str, tuple[str, ...]]:
-    """What tells two machines' CPUs apart in a speed record: the model name and its flags."""
+def _cpu(record: dict) -> tuple[str, tuple[str, ...], str]:
+    """What tells two machines apart in a speed record: the CPU's model name, its flags and the
+    cores the benchmark used."""
     machine = record.get("machine") or {}
-    return str(machine.get("model")), tuple(machine.get("flags") or ())
+    return str(machine.get("model")), tuple(machine.get("flags") or ()), str(machine.get("cores"))
 
 
 def main() -> None:

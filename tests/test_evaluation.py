@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,6 +105,28 @@ def test_exclude_leaks(tiny_model_dir: Path, labelled: Path) -> None:
     )
     assert (both.metrics["leaks_excluded"], both.metrics["images"]) == (2, 14)
     assert both.metrics["leak_reference"] == f"{labelled / 'train'} + {labelled / 'validation'}"
+
+
+def test_max_distance_zero_means_exact_copies_only(
+    tiny_model_dir: Path, labelled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-distance 0 asked for exact copies and got the default 4 bits (0 read as "not given")."""
+    import emovit.data
+
+    asked: list[int] = []
+    real = emovit.data.find_leaks
+
+    def spy(*args: Any, max_distance: int, **kwargs: Any) -> Any:
+        asked.append(max_distance)
+        return real(*args, max_distance=max_distance, **kwargs)
+
+    monkeypatch.setattr(emovit.data, "find_leaks", spy)
+    for given in (0, None):
+        evaluate(
+            tiny_model_dir, labelled, exclude_leaks=labelled / "train", max_distance=given,
+            device="cpu", faces=FaceOptions(detector="none"),
+        )  # fmt: skip
+    assert asked == [0, 4]
 
 
 def test_cli(tiny_model_dir: Path, labelled: Path, tmp_path: Path) -> None:

@@ -268,12 +268,18 @@ def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pyt
     emovit_ray.predict_to_folder(
         ["a.jpg"], out, "m", faces=faces, top_k=3, expand=False, resume=True, batch_size=64, threads=2
     )
-    with pytest.raises(OptionError, match=r"other options \(top_k was 3\)") as caught:
+    # the stand-in commits nothing: a folder without results starts afresh with other options
+    emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True)
+    fs, base = emovit_ray._filesystem(out)
+    entry = {"part": "part-0123456789abcdef01234567.parquet", "inputs": ["b.jpg"]}
+    emovit_ray._commit(fs, base, entry)  # now it holds results made with top-k 4
+    emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True)
+    with pytest.raises(OptionError, match=r"other options \(top_k: 4, now 5\)") as caught:
         emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=5, expand=False, resume=True)
-    assert caught.value.option == "resume"
-    with pytest.raises(OptionError, match="faces was"):
+    assert caught.value.option == "output"
+    with pytest.raises(OptionError, match=r"faces.margin: 0.1, now 0.3"):
         emovit_ray.predict_to_folder(
-            ["a.jpg"], out, "m", faces=faces.replace(margin=0.3), top_k=3, expand=False, resume=True
+            ["a.jpg"], out, "m", faces=faces.replace(margin=0.3), top_k=4, expand=False, resume=True
         )
 
 
@@ -291,6 +297,22 @@ class _NoCluster:
 
     def close(self) -> None:
         pass
+
+
+def test_workers_the_cluster_cannot_place_are_usage_errors() -> None:
+    """A GPU worker on a cluster without GPUs, or more threads per worker than the cluster has
+    CPUs, would wait for ever in Ray Data: the flag is blamed at once."""
+    import click
+
+    from emovit.cli._ray import _check_resources
+
+    ctx = click.Context(main)
+    with pytest.raises(click.BadParameter, match="no GPU") as caught:
+        _check_resources(ctx, {"CPU": 8.0}, cuda=True, threads=1)
+    assert caught.value.param_hint == "'--device'"
+    with pytest.raises(click.BadParameter, match="--threads 4 CPUs; the cluster has 2"):
+        _check_resources(ctx, {"CPU": 2.0}, cuda=False, threads=4)
+    _check_resources(ctx, {"CPU": 2.0, "GPU": 1.0}, cuda=True, threads=2)
 
 
 def test_local_paths_reach_the_workers_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -219,6 +219,10 @@ def test_train_options_that_combine_badly_or_do_nothing_are_handled(dataset: Pat
         assert result.exit_code == 0, result.output
         return json.loads((tmp_path / name / "training_config.json").read_text())["config"], result.stderr
 
+    # the library resolves the same default (the CLI passes only a --balance that was given)
+    assert TrainConfig(data="d", output="o", logit_adjust=0.5).balance == "none"
+    assert TrainConfig(data="d", output="o").balance == "loss"
+    assert TrainConfig(data="d", output="o", logit_adjust=0.5, balance="sampler").balance == "sampler"
     config, err = run("adjusted", "--logit-adjust", "0.5")
     assert config["balance"] == "none" and "twice" not in err
     config, err = run("both", "--logit-adjust", "0.5", "--balance", "loss")
@@ -1443,9 +1447,9 @@ def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, m
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
 
-    def report(cpu: str, flags: list[str], fps: float) -> dict[str, Any]:
+    def report(cpu: str, flags: list[str], fps: float, cores: int = 2) -> dict[str, Any]:
         backends = {"torch": {"faces_per_s": fps / 3}, "onnx-fp32": {"faces_per_s": fps}}
-        machine = {"model": cpu, "flags": flags, "cores": 2}
+        machine = {"model": cpu, "flags": flags, "cores": cores}
         return {
             "backends": backends,
             "crops_batch_size": 256,
@@ -1466,7 +1470,10 @@ def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, m
     assert record["faces_per_s"] == 1100.0
     assert [(r["machine"]["model"], r["faces_per_s"]) for r in record["other_machines"]] == [("Xeon", 1600.0)]
     assert all("other_machines" not in r for r in record["other_machines"])
+    bench.write_default_speed(report("Xeon", ["avx2", "avx512f"], 5000.0, cores=16))  # more cores: another
+    assert [r["faces_per_s"] for r in written()["other_machines"]] == [1100.0, 1600.0]
+    bench.write_default_speed(report("AMD EPYC", ["avx2"], 1100.0))
     line = _speed_line(record)
     assert "1100 faces/s" in line and "(AMD EPYC; avx2)" in line
-    assert "another machine (Xeon; avx2, avx512f): 1600 faces/s" in line
+    assert "another machine, 2 cores (Xeon; avx2, avx512f): 1600 faces/s" in line
     assert _speed_line(None).startswith("see `benchmarks/`")

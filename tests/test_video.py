@@ -266,6 +266,9 @@ def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path
     (row,) = list(run)
     assert (row.ok, row.error_code, row.frame) == (False, "start_after_end", None)
     assert "100 s" in (row.error or "") and not run.summary()["complete"]
+    # a window between two frames (30 fps) holds no frame: empty, not "after the end"
+    between = list(tiny_whole.predict_video(plain, start=0.31, end=0.32))
+    assert between == []
 
 
 def test_rotation_metadata_is_applied(tiny_whole: EmotionRecognizer, clips: Path) -> None:
@@ -300,6 +303,9 @@ def test_anamorphic_frames_are_analysed_in_square_pixels(tiny_whole: EmotionReco
     assert frame.image[:, 84:].mean() > 200 and frame.image[:, :76].mean() < 30
     result = next(iter(tiny_whole.predict_video(clip)))
     assert result.image_size == (160, 90) and result.faces[0].box == (0, 0, 160, 90)
+    # the stretched size is what memory holds: it is what the pixel limit checks
+    (row,) = list(tiny_whole.predict_video(clip, max_pixels=120 * 90 + 10))
+    assert (row.ok, row.error_code) == (False, "too_many_pixels")
 
 
 def test_decoding_stays_a_bounded_queue_ahead(plain: Path) -> None:
@@ -374,7 +380,8 @@ def test_bad_videos_are_error_rows(tiny_whole: EmotionRecognizer, clips: Path) -
     # of an unknown format; the same bytes uploaded too
     whole = write_clip(clips / "indexed-last.mp4", noise_frames(30)).read_bytes()
     (clips / "cut-index.mp4").write_bytes(whole[: len(whole) // 2])
-    for source in (clips / "cut-index.mp4", whole[: len(whole) // 2]):
+    cut_file = io.BytesIO(whole[: len(whole) // 2])  # a file object, as Ray reads remote videos
+    for source in (clips / "cut-index.mp4", whole[: len(whole) // 2], cut_file):
         (row,) = list(tiny_whole.predict_video(source))
         assert (row.ok, row.error_code) == (False, "corrupt_video") and "truncated" in (row.error or "")
 

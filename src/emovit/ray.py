@@ -281,7 +281,9 @@ def expand_remote(sources: Iterable[str], *, videos: bool = True, recursive: boo
 def _url_of(root_url: str, root_path: str, path: str) -> str:
     """The URL of `path`, listed by the filesystem of `root_url` (whose path is `root_path`)."""
     scheme, netloc = urlsplit(root_url)[:2]
-    path = quote(path, safe="/")  # a name with a space, '#' or '?' stays one path (read unquoted)
+    # a name with a space, '#', '?' or '%' stays one path (read unquoted); the characters URLs
+    # allow in a path stay as they are
+    path = quote(path, safe="/!$&'()*+,;=:@~")
     if scheme == "file" or not netloc or root_path.startswith(netloc):  # s3, gs: the bucket is in the path
         return f"{scheme}://{path}" if path.startswith("/") or scheme != "file" else f"file:///{path}"
     return f"{scheme}://{netloc}/{path.lstrip('/')}"
@@ -796,18 +798,23 @@ def done_inputs(output: str) -> set[str]:
 
 def _commit(fs: Any, base: str, entry: dict[str, Any]) -> None:
     name = entry["part"].rsplit(".", 1)[0] + ".json"
-    temporary = f"{base}/{_MANIFEST}/.{name}.{uuid.uuid4().hex}.tmp"
-    for attempt in range(PART_TRIES):  # an object store's passing refusal (throttling) is tried again
+    _write_json(fs, f"{base}/{_MANIFEST}/{name}", entry, f"the manifest entry of {entry['part']}")
+
+
+def _write_json(fs: Any, path: str, value: Any, what: str) -> None:
+    """Write `value` to `path` through a temporary name and a rename, tried again on an object
+    store's passing refusal (throttling); a `StorageError` naming `what` when it keeps failing."""
+    folder, name = path.rsplit("/", 1)
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    for attempt in range(PART_TRIES):
         try:
             with fs.open_output_stream(temporary) as stream:
-                stream.write(json.dumps(entry).encode())
-            fs.move(temporary, f"{base}/{_MANIFEST}/{name}")
+                stream.write(json.dumps(value, indent=1).encode())
+            fs.move(temporary, path)
             return
         except OSError as exc:
             if attempt + 1 == PART_TRIES:
-                raise PartError(
-                    f"{base}: the manifest entry of {entry['part']} could not be written ({exc})"
-                ) from exc
+                raise StorageError(f"{folder}: {what} could not be written ({exc})") from exc
             time.sleep(0.5 * 2**attempt)
 
 
@@ -988,28 +995,39 @@ def _settings(
     return json.loads(json.dumps(settings, default=str))
 
 
-def _check_settings(fs: Any, base: str, output: str, settings: dict[str, Any], resume: bool) -> None:
-    """Record the run's settings, or (resuming) refuse other ones: rows of two setups would mix."""
+def _check_settings(
+    fs: Any, base: str, output: str, settings: dict[str, Any], entries: list[dict[str, Any]]
+) -> None:
+    """Record the run's settings, or (a folder with results) refuse other ones: rows of two
+    setups would mix."""
     path = f"{base}/{_MANIFEST}/{_SETTINGS}"
     saved = None
-    if resume:
+    if entries:  # a folder without results (a run stopped before its first part) starts afresh
         # a run from before settings were kept has none
         with contextlib.suppress(FileNotFoundError), fs.open_input_stream(path) as handle:
             saved = json.loads(handle.read().decode())
-    if saved is not None:
-        changed = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
-        if changed:
-            said = "; ".join(f"{key} was {json.dumps(saved.get(key))}" for key in changed)
-            raise OptionError(
-                f"{output} was started with other options ({said}): resume it with the same ones, "
-                "or write into another folder",
-                option="resume",
-            )
+    if saved is None:
+        _write_json(fs, path, settings, "the run's settings")
         return
-    temporary = f"{base}/{_MANIFEST}/.{_SETTINGS}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(json.dumps(settings, indent=2).encode())
-    fs.move(temporary, path)
+    changed = _changed(saved, settings)
+    if changed:
+        raise OptionError(
+            f"{output} holds results made with other options ({'; '.join(changed)}): resume it with "
+            "the same ones, or write into another folder",
+            option="output",
+        )
+
+
+def _changed(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """What differs between two settings, field by field ("faces.margin: 0.1, now 0.3")."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _changed(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}: {json.dumps(old)}, now {json.dumps(new)}")
+    return out
 
 
 def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool = False) -> None:
@@ -1104,8 +1122,11 @@ def predict_to_folder(
     if faces is not None and faces.detector_model is not None:
         faces = faces.replace(detector_model=os.path.abspath(faces.detector_model))
     fs, base, entries = _checked_output(output, fmt, resume)
-    fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
-    _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), resume)
+    try:
+        fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
+    except OSError as exc:  # a read-only folder, a bucket without credentials
+        raise StorageError(f"{output}: the output folder cannot be written ({exc})") from exc
+    _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), entries)
     if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
         for entry in [entry for entry in entries if entry.get("worker_failed")]:
             fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")  # its file: swept

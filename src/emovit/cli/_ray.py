@@ -48,6 +48,18 @@ def _check_videos(paths: Sequence[str]) -> None:
             require(module, "video", "video analysis")
 
 
+def _check_resources(ctx: click.Context, resources: dict[str, float], *, cuda: bool, threads: int) -> None:
+    """A usage error for an actor the cluster can never place (Ray Data would wait for ever)."""
+    if cuda and resources.get("GPU", 0) < 1:
+        raise click.BadParameter("the Ray cluster has no GPU", ctx, param_hint="'--device'")
+    if threads > resources.get("CPU", 0):
+        raise click.BadParameter(
+            f"each Ray worker reserves --threads {threads} CPUs; the cluster has {resources.get('CPU', 0):g}",
+            ctx,
+            param_hint="'--threads'",
+        )
+
+
 def run_ray(
     ctx: click.Context,
     paths: Sequence[str],
@@ -85,7 +97,7 @@ def run_ray(
     # fails early, on the flag at fault; the random-weights banner. On the CPU: the driver of a
     # GPU job may have no GPU (`ray job submit` runs it on the head node), the workers have them
     cuda = recognizer.device.startswith("cuda")
-    load_recognizer(recognizer.replace(device="cpu") if cuda else recognizer, faces)
+    load_recognizer(recognizer.replace(device="cpu", precision="fp32") if cuda else recognizer, faces)
     started = not ray.is_initialized()
     if started:
         handler = signal.getsignal(signal.SIGTERM)
@@ -107,6 +119,7 @@ def run_ray(
         finally:  # ray.init makes SIGTERM exit at once: keep the command's clean stop (exit 130)
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)
+    _check_resources(ctx, ray.cluster_resources(), cuda=cuda, threads=recognizer.threads or 1)
     context = DataContext.get_current()
     progress, context.enable_progress_bars = context.enable_progress_bars, not quiet
     try:

@@ -53,7 +53,7 @@ _CONFIG_OPTIONS = (
     click.option(
         "--balance",
         type=click.Choice(["none", "loss", "sampler"]),
-        default="loss",
+        default=None,
         show_default="loss; none with --logit-adjust",
         help="Class-imbalance handling: loss weights or weighted sampling (--logit-adjust is another "
         "way: the two together favour rare classes twice).",
@@ -228,9 +228,6 @@ def train(
     fields["teacher"] = None if not teachers else teachers[0] if len(teachers) == 1 else list(teachers)
     if resume and ctx.get_parameter_source("epochs") is ParameterSource.DEFAULT:
         fields["epochs"] = _saved_epochs(output, fields["epochs"])  # not the default's 30
-    if fields["logit_adjust"] and ctx.get_parameter_source("balance") is ParameterSource.DEFAULT:
-        fields["balance"] = "none"  # the logit-adjusted loss already corrects for the class prior
-    _warn_without_effect(ctx, fields)
     config = TrainConfig(
         data=data,
         output=output,
@@ -239,6 +236,7 @@ def train(
         **fields,
         **newer,
     )
+    _warn_without_effect(ctx, config)
     if resume:
         ignored = _ignored_on_resume(ctx, output, config)
         if ignored and int(os.environ.get("RANK", "0")) == 0:
@@ -312,21 +310,21 @@ def _saved_epochs(output: str, default: int) -> int:
     return default  # no run there: `train` says so
 
 
-def _warn_without_effect(ctx: click.Context, fields: dict[str, Any]) -> None:
+def _warn_without_effect(ctx: click.Context, config: Any) -> None:
     """Say which given options this run leaves without effect (not errors: a script may pass them)."""
     if int(os.environ.get("RANK", "0")) != 0:
         return  # one warning, not one per process
     given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    if not fields["teacher"]:
+    if not config.teacher:
         for name, flag in (
             ("distill_alpha", "--distill-alpha"),
             ("distill_temperature", "--distill-temperature"),
         ):
             if ctx.get_parameter_source(name) in given:
                 click.echo(f"warning: {flag} has no effect without --teacher", err=True)
-    if fields["logit_adjust"] and fields["balance"] != "none":
+    if config.logit_adjust and config.balance != "none":
         click.echo(
-            f"warning: --balance {fields['balance']} with --logit-adjust corrects for the class prior twice "
+            f"warning: --balance {config.balance} with --logit-adjust corrects for the class prior twice "
             "(rare classes are favoured beyond balance); --balance none is the usual pairing",
             err=True,
         )

@@ -56,6 +56,8 @@ __all__ = ["router"]
 router = APIRouter()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STATIC = resources.files("emovit.serve").joinpath("static")
+#: A video declared this much longer than the duration limit still passes (rounding in containers).
+_DURATION_SLACK_S = 0.05
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -379,7 +381,7 @@ def _analyse_video(
     except InputError as exc:
         raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
     limit = settings.max_video_seconds
-    if info.duration_s is not None and info.duration_s > limit + 0.05:
+    if info.duration_s is not None and info.duration_s > limit + _DURATION_SLACK_S:
         raise ApiError(
             413, "video_too_long", f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
         )
@@ -419,7 +421,9 @@ async def video(
     settings, metrics = state.settings, state.metrics
     start = time.perf_counter()
     try:
-        options = VideoOptions(fps=fps, every=every, end=settings.max_video_seconds).replace(smooth=smooth)
+        # the limit's tolerance is the declared duration's (`_analyse_video`)
+        end = settings.max_video_seconds + _DURATION_SLACK_S
+        options = VideoOptions(fps=fps, every=every, end=end).replace(smooth=smooth)
     except EmovitError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     stop = threading.Event()

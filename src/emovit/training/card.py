@@ -326,9 +326,11 @@ def _speed_line(speed: dict[str, Any] | None) -> str:
     )
     for other in speed.get("other_machines", []):  # the same benchmark on other CPUs
         figures = ", ".join(f"{k} {v:.0f}" for k, v in other.get("per_backend", {}).items())
+        cores = (other.get("machine") or {}).get("cores", "?")
         speed_line += (
-            f". On another machine{_cpu_words(other.get('machine') or {})}: "
-            f"{other['faces_per_s']:.0f} faces/s with `{other.get('backend', '?')}` ({figures})"
+            f". On another machine, {cores} cores{_cpu_words(other.get('machine') or {})}: "
+            f"{other['faces_per_s']:.0f} faces/s with `{other.get('backend', '?')}` in batches of "
+            f"{other.get('batch_size', '?')} ({figures})"
         )
     return speed_line
 

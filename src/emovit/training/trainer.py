@@ -100,7 +100,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
-    balance: Balance = "loss"
+    balance: Balance | None = None  # None: "loss", or "none" with `logit_adjust`
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     precision: Precision = "auto"
     seed: int = 0
@@ -123,6 +123,10 @@ class TrainConfig:
     face_align: bool | None = None
     grey: bool | None = None
     logit_adjust: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.balance is None:  # the logit-adjusted loss corrects for the class prior already
+            self.balance = "none" if self.logit_adjust else "loss"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

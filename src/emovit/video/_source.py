@@ -174,7 +174,8 @@ def _looks_like_a_container(source: VideoInput) -> bool:
             with open(source, "rb") as file:
                 head = file.read(12)
         elif hasattr(source, "seekable") and source.seekable():
-            at = source.tell()
+            at = source.tell()  # where FFmpeg left it: the head is read from the start
+            source.seek(0)
             head = source.read(12)
             source.seek(at)
     mp4, matroska = head[4:8] == b"ftyp", head[:4] == b"\x1a\x45\xdf\xa3"
@@ -399,7 +400,12 @@ class VideoReader:
                             f"decoding stopped at {self.last_time_s or 0:.2f} s ({item.error}); the "
                             f"{yielded} analysed frame(s) before the damage are kept"
                         )
-                    elif yielded == 0 and self.options.start > 0 and self._last_decoded_s is not None:
+                    elif (
+                        yielded == 0
+                        and not self.reached_end  # a window between two frames is merely empty
+                        and self._last_decoded_s is not None
+                        and self._last_decoded_s < self.options.start - 1e-9
+                    ):
                         raise InputError(
                             self.name, f"nothing to analyse: the start ({self.options.start:g} s) is "
                             f"after its last frame ({self._last_decoded_s:.2f} s)", "start_after_end",
@@ -650,9 +656,9 @@ class VideoReader:
                 since_start += 1
                 if not take:
                     continue
-                self._check_pixels(frame.width, frame.height)  # the declared size can lie
+                shown = frame.width if self._sar is None else max(2, round(frame.width * self._sar))
+                self._check_pixels(max(shown, frame.width), frame.height)  # the declared size can lie
                 if self._sar is not None:  # anamorphic (DVD, HDV): square pixels, as players show it
-                    shown = max(2, round(frame.width * self._sar))
                     image = frame.to_ndarray(format="rgb24", width=shown, height=frame.height)
                     self.info.width = shown
                 else:
