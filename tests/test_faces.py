@@ -200,6 +200,30 @@ def test_faces_touching_the_border(yunet_path: Path) -> None:
     assert clipped.shape[0] < side or clipped.shape[1] < side
 
 
+def test_a_search_size_over_yunets_own_cap_is_used(yunet_path: Path) -> None:
+    """YuNet scales photos to 1280 pixels itself: --detect-max-side 2560 searched at 1280."""
+    from emovit.faces._detectors import ScaledDetector
+
+    yunet = YuNetDetector(yunet_path)
+    assert yunet.max_side == 1280
+    wrapped = ScaledDetector.wrap(yunet, 2560)
+    assert isinstance(wrapped, ScaledDetector) and yunet.max_side == 2560
+    ScaledDetector.wrap(yunet, 320)  # a smaller search size is the wrapper's work alone
+    assert yunet.max_side == 2560
+
+
+def test_an_aligned_face_at_the_border_gets_no_black_wedges() -> None:
+    """`clip` with a turned square filled what lay outside the image with black (a third of a
+    corner face's crop): it replicates edge pixels, as `pad` does."""
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    tilted = Detection(
+        box=(-5, -5, 40, 45), landmarks=((10.0, 12.0), (30.0, 16.0), (20, 25), (12, 35), (28, 37))
+    )
+    for border in ("clip", "pad"):
+        crop = crop_face(grey, tilted, margin=0.2, align=True, border=border)  # type: ignore[arg-type]
+        assert (crop == 128).all(), border
+
+
 def test_crop_geometry() -> None:
     image = np.arange(100 * 100 * 3, dtype=np.uint8).reshape(100, 100, 3)
     inside = crop_face(image, Detection(box=(40, 40, 60, 60)), margin=0.5)

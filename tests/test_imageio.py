@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from emovit.errors import ImageError
-from emovit.imageio import describe_source, load_image
+from emovit.imageio import describe_source, load_image, readable_formats
 
 from .conftest import encode
 
@@ -250,6 +250,31 @@ def test_phone_formats_are_read_where_pillow_reads_them() -> None:
             continue
         decoded = load_image(encode(Image.fromarray(_rgb(16, 16)), fmt))
         assert decoded.shape == (16, 16, 3), fmt
+
+
+def test_a_folder_lists_every_format_emovit_reads(tmp_path: Path) -> None:
+    """A folder of AVIF, JPEG 2000 or PNM photos gave no input at all (their extensions were not
+    listed), though each decodes; an RGB PNG with a transparent colour is composited on white
+    like a grey one (it came out black)."""
+    from emovit.sources import expand_sources
+
+    image = Image.fromarray(_rgb(16, 16))
+    names = {"a.avif": "AVIF", "b.jp2": "JPEG2000", "c.pnm": "PPM", "d.jpe": "JPEG"}
+    for name, fmt in names.items():
+        if fmt in ("AVIF", "JPEG2000") and fmt not in readable_formats():
+            (tmp_path / name).write_bytes(b"not readable here: an error row, not a skipped file")
+        else:
+            image.save(tmp_path / name, fmt)
+    assert sorted(Path(p).name for p in expand_sources([str(tmp_path)])) == sorted(names)
+    rgb = Image.new("RGB", (2, 1), (10, 20, 30))
+    rgb.putpixel((1, 0), (200, 0, 0))
+    rgb.info["transparency"] = (10, 20, 30)
+    grey = rgb.convert("L")
+    grey.info["transparency"] = grey.getpixel((0, 0))
+    for transparent in (rgb, grey):
+        buffer = io.BytesIO()
+        transparent.save(buffer, "PNG", transparency=transparent.info["transparency"])
+        assert load_image(buffer.getvalue())[0, 0].tolist() == [255, 255, 255], transparent.mode
 
 
 def test_a_dark_sixteen_bit_pnm_stays_dark() -> None:

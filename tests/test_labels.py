@@ -48,6 +48,17 @@ def test_two_ids_with_one_meaning_are_refused() -> None:
         LabelMap.from_id2label({0: "happy", 1: "Happiness"})
 
 
+def test_a_near_synonym_beside_its_emotion_is_a_class_of_its_own() -> None:
+    """RAVDESS's eight classes hold "neutral" and "calm": the checkpoint was refused as two
+    labels meaning neutral; "calm" alone still reads as neutral, and "None" is no emotion."""
+    ravdess = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    labels = LabelMap.from_id2label(dict(enumerate(ravdess)))
+    assert labels.names == ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")
+    assert labels.unknown == ("calm",)
+    assert LabelMap.from_id2label({0: "calm", 1: "happy"}).names == ("neutral", "happy")
+    assert LabelMap.from_id2label({0: "Neutral", 1: "None"}).names == ("neutral", "none")
+
+
 @pytest.mark.parametrize("id2label", [{0: "a", 2: "b"}, {"x": "a"}])
 def test_bad_ids_are_refused(id2label: dict) -> None:
     with pytest.raises(LabelError):

@@ -99,6 +99,25 @@ def test_pickle_weights_are_refused(tiny_model_dir: Path, tmp_path: Path) -> Non
         load_model(folder)
 
 
+def test_a_checkpoint_missing_weights_is_refused_not_run_with_random_layers(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A checkpoint without its classifier (a headless backbone, a damaged export) loaded and
+    answered with a random head, with no warning; training from it (--init) still may."""
+    from safetensors.torch import load_file, save_file
+
+    from emovit.models import load_torch_model
+
+    folder = tmp_path / "headless"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    kept = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"lacks weights of 2 tensor\(s\) .*classifier\.bias"):
+        EmotionRecognizer.from_pretrained(str(folder), detector="none")
+    assert load_torch_model(folder, ignore_mismatched_sizes=True).model is not None  # --init's way
+
+
 def test_remote_code_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_model_dir, tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())

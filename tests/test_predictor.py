@@ -347,6 +347,37 @@ def test_without_resizing_the_image_the_model_fits_goes_through_whatever_its_bat
     assert results[0].error_code == "preprocess_failed" and "unlike" in (results[0].error or "")
 
 
+def test_the_onnx_backend_on_a_gpu_device_is_refused_not_run_on_the_cpu(tmp_path: Path) -> None:
+    """onnxruntime runs here on the CPU only: `--backend onnx --device cuda` ran on the CPU."""
+    from types import SimpleNamespace
+
+    from emovit.errors import OptionError
+    from emovit.predictor import _create_backend
+
+    (tmp_path / "model.onnx").write_bytes(b"not loaded: refused before")
+    for model in (None, object()):  # an ONNX-only folder, and one with torch weights too
+        loaded = SimpleNamespace(path=tmp_path, device="cuda:0", model=model)
+        with pytest.raises(OptionError, match="onnx backend runs on the CPU") as caught:
+            _create_backend("onnx" if model else "auto", loaded, None)  # type: ignore[arg-type]
+        assert caught.value.option == "device"
+
+
+def test_batches_of_other_shapes_in_one_model_call_fail_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The server joins several requests' batches in one `infer`: with a processor that does not
+    resize, batches of other shapes could not be joined and every request of the call failed."""
+    import json
+
+    folder = _copy_model(tiny_model_dir, tmp_path / "no-resize")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(config | {"do_resize": False}))
+    rng = np.random.default_rng(6)
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
+    fits, other = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((30, 30), (40, 50)))
+    (good,), (bad,) = rec.infer([rec.prepare([fits]), rec.prepare([other])])
+    assert good.ok and good.faces and not bad.ok and bad.error_code == "model_failed"
+    assert good.faces[0].probs == rec.predict([fits])[0].faces[0].probs
+
+
 def test_classify_arrays_frames_colour_crops_as_predict_does(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A model framed for grey faces: `classify_arrays` (the benchmark's entry) gave colour
     crops to the model as they were, while `predict` made them grey first."""

@@ -218,3 +218,20 @@ def test_preprocessing_never_writes_its_input_and_names_a_bad_image() -> None:
     grey_float = np.full((4, 4, 3), 0.5, dtype=np.float32)
     with pytest.raises(TypeError):
         Preprocessor(size=(2, 2))([grey_float])
+
+
+def test_centre_crop_of_a_small_image_pads_as_transformers_does() -> None:
+    """An image smaller than the crop sits ceil((crop - size) / 2) from the top left, as in
+    transformers' `center_crop` (it sat one pixel off for odd differences)."""
+    from transformers.image_transforms import center_crop
+
+    from emovit.preprocess import _center_crop
+
+    rng = np.random.default_rng(0)
+    for height, width in ((27, 40), (40, 27), (25, 25), (30, 31), (33, 29)):
+        for size in ((30, 30), (27, 33)):
+            image = rng.integers(1, 255, (height, width, 3)).astype(np.float32)
+            expected = center_crop(
+                image, size, data_format="channels_last", input_data_format="channels_last"
+            )
+            np.testing.assert_array_equal(_center_crop(image, size), expected)

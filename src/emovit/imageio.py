@@ -371,12 +371,12 @@ def _pil_to_rgb(image: Image.Image, label: str) -> np.ndarray:
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
         image = ImageOps.exif_transpose(image) or image
     mode = image.mode
-    if mode == "RGB":
-        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "RGB", "L") and image.has_transparency_data
     ):
         return _composite_on_white(np.asarray(image.convert("RGBA"), dtype=np.uint8))
+    if mode == "RGB":
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(image, dtype=np.float64)
         top = float(values.max()) if values.size else 0.0

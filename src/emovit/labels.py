@@ -41,13 +41,17 @@ ALIASES: Mapping[str, str] = {
     "smile": "happy",
     "calm": "neutral",
     "neutrality": "neutral",
-    "none": "neutral",
     "sadness": "sad",
     "unhappy": "sad",
     "surprised": "surprise",
     "surprising": "surprise",
     "suprise": "surprise",
 }
+
+
+#: Aliases that name a neighbouring feeling rather than the emotion itself: beside a label
+#: naming that emotion exactly, they are a class of their own.
+_NEAR_SYNONYMS = frozenset({"calm", "smile", "joy", "joyful", "unhappy", "mad", "afraid", "scared"})
 
 
 def _normalise(name: str) -> str:
@@ -98,9 +102,14 @@ class LabelMap:
         if sorted(by_id) != list(range(len(by_id))):
             raise LabelError(f"id2label ids must be 0..{len(by_id) - 1}, got {sorted(by_id)}")
         names: list[str] = []
+        # a near-synonym whose emotion another label names exactly is a class of its own
+        # (RAVDESS has both "neutral" and "calm"): it keeps its own name, an unknown label
+        exact = {_normalise(raw) for raw in by_id.values() if _normalise(raw) in EMOTIONS}
         for i in range(len(by_id)):
             raw = by_id[i]
             name = canonical_label(raw) or _normalise(raw)
+            if name in exact and _normalise(raw) in _NEAR_SYNONYMS:
+                name = _normalise(raw)
             if name in names:
                 first = names.index(name)
                 raise LabelError(

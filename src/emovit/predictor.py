@@ -171,6 +171,11 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
+        if model.device != "cpu":  # onnxruntime runs here on the CPU only: not silently
+            raise OptionError(
+                f"the onnx backend runs on the CPU; device {model.device!r} needs the torch backend",
+                option="device",
+            )
         return OnnxBackend(model.path, threads=threads)
     try:
         return TorchBackend(model, precision=precision)  # type: ignore[arg-type]
@@ -597,11 +602,19 @@ class EmotionRecognizer:
         arrays = [batch.pixel_values for batch in batches if batch.pixel_values is not None]
         if faces and arrays:
             start = time.perf_counter()
-            pixels = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-            try:
-                probs = self.probabilities(pixels)
-            except Exception:  # noqa: BLE001 - retried input by input below
-                probs = self._retry_by_image(faces, pixels, raise_errors)
+            if len({array.shape[1:] for array in arrays}) == 1:
+                groups = [(faces, np.concatenate(arrays) if len(arrays) > 1 else arrays[0])]
+            else:  # a processor without a fixed size: batches of other shapes run on their own
+                groups = [
+                    (b.faces, b.pixel_values) for b in batches if b.pixel_values is not None and b.faces
+                ]
+            parts = []
+            for group_faces, pixels in groups:
+                try:
+                    parts.append(self.probabilities(pixels))
+                except Exception:  # noqa: BLE001 - retried input by input
+                    parts.append(self._retry_by_image(group_faces, pixels, raise_errors))
+            probs = np.concatenate(parts) if len(parts) > 1 else parts[0]
             share = (time.perf_counter() - start) * 1e3 / len(faces)
             for face, row in zip(faces, probs, strict=True):
                 result = face.result

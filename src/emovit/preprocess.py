@@ -175,8 +175,8 @@ class Preprocessor:
         )
         (crop_h, crop_w), (rh, rw) = self.crop_size, resized
         canvas_h, canvas_w = max(crop_h, rh), max(crop_w, rw)  # `_center_crop`'s arithmetic
-        top = (canvas_h - crop_h) // 2 - (canvas_h - rh) // 2
-        left = (canvas_w - crop_w) // 2 - (canvas_w - rw) // 2
+        top = (canvas_h - crop_h) // 2 - -(-(canvas_h - rh) // 2)
+        left = (canvas_w - crop_w) // 2 - -(-(canvas_w - rw) // 2)
         sy, sx = height / rh, width / rw
         return top * sy, left * sx, crop_h * sy, crop_w * sx
 
@@ -297,9 +297,10 @@ def _center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     if top >= 0 and left >= 0:
         return image[top : top + crop_h, left : left + crop_w]
-    # Smaller than the crop: pad with zeros around the centred image, as transformers does.
+    # Smaller than the crop: pad with zeros around the centred image, as transformers does (the
+    # image at ceil((padded - size) / 2): -(-n // 2))
     out = np.zeros((max(crop_h, height), max(crop_w, width), *image.shape[2:]), dtype=image.dtype)
-    pad_top, pad_left = (out.shape[0] - height) // 2, (out.shape[1] - width) // 2
+    pad_top, pad_left = -(-(out.shape[0] - height) // 2), -(-(out.shape[1] - width) // 2)
     out[pad_top : pad_top + height, pad_left : pad_left + width] = image
     top, left = (out.shape[0] - crop_h) // 2, (out.shape[1] - crop_w) // 2
     return out[top : top + crop_h, left : left + crop_w]

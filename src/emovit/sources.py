@@ -20,8 +20,12 @@ __all__ = [
     "stdin_paths",
 ]
 
+#: The extensions of the formats emovit reads (`emovit.imageio.IMAGE_FORMATS`): a folder's files
+#: with them are inputs (AVIF, HEIF and JPEG 2000 files where Pillow cannot read them become
+#: error rows saying so, rather than being skipped without a word).
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".jfif"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    | {".pgm", ".ppm", ".pbm", ".pnm", ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jpx"}
 )
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".m2ts",

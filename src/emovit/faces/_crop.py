@@ -64,7 +64,9 @@ def crop_face(
         margin: extra context around the face box, as a fraction of its larger side.
         align: rotate about the face centre so that the eyes are level (needs landmarks).
         border: ``pad`` replicates edge pixels where the square leaves the image; ``clip``
-            cuts the square at the borders (the crop may then be non-square).
+            cuts the square at the borders (the crop may then be non-square). A turned
+            (aligned) square cannot be cut along the borders: there ``clip`` replicates edge
+            pixels as ``pad`` does (black wedges would reach the model).
     """
     cx, cy, side_px, angle = _square(detection, margin, align)
     height, width = image.shape[:2]
@@ -85,8 +87,9 @@ def crop_face(
         return np.ascontiguousarray(padded[top : top + side_px, left : left + side_px])
     cv2 = _cv2()
     matrix = crop_matrix(detection, margin=margin, align=align, border=border)
-    mode = cv2.BORDER_REPLICATE if border == "pad" else cv2.BORDER_CONSTANT
-    return cv2.warpAffine(image, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=mode)
+    return cv2.warpAffine(
+        image, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:

@@ -158,6 +158,8 @@ class ScaledDetector:
         inner = detector.detector if isinstance(detector, ScaledDetector) else detector
         if max_side is None or isinstance(inner, WholeImageDetector):
             return inner
+        if isinstance(inner, YuNetDetector) and max_side > inner.max_side:
+            inner.max_side = max_side  # YuNet's own cap (1280) would undo a larger search size
         return cls(inner, max_side)
 
     def detect(self, image: np.ndarray) -> list[Detection]:

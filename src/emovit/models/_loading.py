@@ -356,6 +356,14 @@ def load_torch_model(
     # layers the checkpoint did not give (a widened stage, a new head) were drawn afresh: their
     # norms start as identities, as in a model built from scratch (keys in the model's naming)
     fresh = {*loading["missing_keys"], *(key for key, *_ in loading["mismatched_keys"])}
+    if fresh and not (new_head or ignore_mismatched_sizes or config_overrides):
+        # a model to run as it is (predict, a teacher, an export) would answer with random layers
+        shown = sorted(fresh)
+        raise ModelLoadError(
+            f"{folder}: the checkpoint lacks weights of {len(shown)} tensor(s) the model needs "
+            f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}): they would be random. A "
+            "backbone without a classification head is trained first (emovit train --init)"
+        )
     if fresh:
         identity_norms(model, {key.rpartition(".")[0] for key in fresh})
     model.eval().to(target)
