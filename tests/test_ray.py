@@ -681,6 +681,28 @@ def _clip(path: Path, frames: int = 12) -> Path:
     return path
 
 
+def test_a_videos_rows_go_to_its_part_file_as_they_come(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An actor built a video's rows as one list, then an Arrow table, then a Parquet buffer
+    (2 h at 30 fps: ~1.6 GB); they now go to a local file a chunk at a time (Parquet row
+    groups), and the part holds every frame once."""
+    pytest.importorskip("av")
+    monkeypatch.setattr(emovit_ray, "_ROW_CHUNK", 5)
+    clip = _clip(tmp_path / "clip.mp4", frames=12)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = emovit_ray._PartWriter(str(out), "parquet", model=str(tiny_model_dir), faces=NONE)
+    units = emovit_ray._units([str(clip)], 32, "parquet")
+    (summary,) = writer(pa.Table.from_pylist(units)).to_pylist()
+    assert (summary["failure"], summary["rows"], summary["errors"]) == (None, 12, 0)
+    assert json.loads(summary["summaries"])[0]["frames_analysed"] == 12
+    stored = pq.ParquetFile(out / units[0]["part"])
+    assert stored.num_row_groups == 3  # 5 + 5 + 2 rows, written as the frames came
+    assert stored.read().column("frame").to_pylist() == list(range(12))
+    assert [p.name for p in out.iterdir()] == [units[0]["part"]]
+
+
 def test_cli_writes_readable_parquet_and_videos(
     ray_session: Any, tiny_model_dir: Path, broken: list[str], tmp_path: Path
 ) -> None:

@@ -45,7 +45,7 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -90,6 +90,8 @@ PART_SIZE = 256
 #: part tried again); a part that fails them all is split, and an input that fails alone as
 #: often becomes an error row (``worker_failed``) instead of stalling the run.
 PART_TRIES = 3
+#: Rows of a video handed on together (to its part's file) as its frames are analysed.
+_ROW_CHUNK = 4096
 #: The largest remote photo read (photos are read whole into the actor's memory, a part's at a
 #: time; local files and videos are streamed instead).
 MAX_READ_BYTES = 256 * 1024**2
@@ -433,24 +435,38 @@ class BatchPredictor:
         for item in ready:
             yield item if isinstance(item, ImageResult) else next(results)
 
-    def video_rows(self, source: Any, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The rows of every analysed frame of one video, and its summary (as locally)."""
+    def video_rows(
+        self, source: Any, name: str, sink: Callable[[list[dict[str, Any]]], None] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The rows of every analysed frame of one video, and its summary (as locally). With a
+        `sink`, the rows go to it a few thousand at a time as the frames are analysed (and the
+        list returned is empty): a long video's rows never sit in memory together."""
+        collected: list[dict[str, Any]] = []
+        add = sink or collected.extend
         if isinstance(source, str) and _remote(source):
             try:
                 fs, path = self.reader.filesystem(source)
                 source = fs.open_input_file(path)
             except (OSError, ValueError) as exc:
-                return _failed_video(
-                    name, ImageError(name, f"cannot read the file ({exc})", "not_found"), self.top_k
-                )
+                error = ImageError(name, f"cannot read the file ({exc})", "not_found")
+                rows, summary = _failed_video(name, error, self.top_k)
+                add(rows)
+                return collected, summary
         run = self.rec.predict_video(source, options=self.video, name=name)
         try:
-            rows = [_kind(row, "frame") for frame in run for row in self.rows(frame)]
+            pending: list[dict[str, Any]] = []
+            for frame in run:
+                pending += [_kind(row, "frame") for row in self.rows(frame)]
+                if len(pending) >= _ROW_CHUNK:
+                    add(pending)
+                    pending = []
+            if pending:
+                add(pending)
         finally:
             run.close()
             if hasattr(source, "close") and not isinstance(source, str):
                 source.close()
-        return rows, run.summary()
+        return collected, run.summary()
 
 
 def _failed_video(
@@ -506,27 +522,29 @@ class _PartWriter(BatchPredictor):
             inputs = [os.fsdecode(name) for name in encoded]
             start = time.perf_counter()
             summaries: list[dict[str, Any]] = []
-            rows: list[dict[str, Any]] = []
+            spool = _Spool(self.fmt)  # the part's rows, on local disk as they come
             try:
                 if video:
-                    rows, summary = self.video_rows(inputs[0], inputs[0])
-                    summaries.append(summary)
+                    summaries.append(self.video_rows(inputs[0], inputs[0], sink=spool.add)[1])
                 else:
-                    rows = [
-                        _kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)
-                    ]
-                _write_part(self.fs, self.base, part, rows, self.fmt)
+                    spool.add(
+                        [_kind(row, "image") for result in self.photos(inputs) for row in self.rows(result)]
+                    )
+                spool.close()
+                _put(self.fs, self.base, part, spool.copy_to)
                 problem = None
             except Exception as exc:  # noqa: BLE001 - the storage or a bug, not an input (inputs
                 # fail as error rows): handed back for the driver to stop the run with, neither
                 # retried by Ray nor mistaken for a dead worker
                 problem = f"{type(exc).__name__}: {exc}"
+            finally:
+                spool.discard()
             out.append(
                 {
                     "part": part,
                     "failure": problem,
-                    "rows": len(rows),
-                    "errors": sum(not row["ok"] for row in rows),
+                    "rows": spool.rows,
+                    "errors": spool.errors,
                     "summaries": json.dumps(summaries),
                     "seconds": time.perf_counter() - start,
                     "worker": f"{os.uname().nodename}:{os.getpid()}",
@@ -547,24 +565,78 @@ class _PartWriter(BatchPredictor):
 
 
 def _write_part(fs: Any, base: str, name: str, rows: list[dict[str, Any]], fmt: RowFormat) -> None:
-    """Write `rows` to ``base/name`` through a hidden temporary file and a rename: a reader
-    never sees half a file, and a part written again (Ray retried it) replaces its file. A
-    failed write is tried twice more (storage hiccups) before it fails the run."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    """Write `rows` to ``base/name`` (see `_put`)."""
+    spool = _Spool(fmt)
+    try:
+        spool.add(rows)
+        spool.close()
+        _put(fs, base, name, spool.copy_to)
+    finally:
+        spool.discard()
 
-        buffer = io.BytesIO()
-        pq.write_table(_to_table(rows), buffer)
-        data = buffer.getvalue()
-    else:
-        data = "".join(
-            json.dumps({k: v for k, v in row.items() if k != "kind"}) + "\n" for row in rows
-        ).encode()
+
+class _Spool:
+    """A part's rows in a local temporary file, added a chunk at a time (Parquet row groups, or
+    JSONL lines as the local writer writes them): what is held in memory is one chunk."""
+
+    def __init__(self, fmt: RowFormat) -> None:
+        import tempfile
+
+        handle, self.path = tempfile.mkstemp(prefix=".emovit-part-", suffix=".tmp")
+        os.close(handle)
+        self.fmt, self.rows, self.errors = fmt, 0, 0
+        self._writer: Any = None
+        self._file: Any = None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self.path, result_schema())
+        else:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.rows += len(rows)
+        self.errors += sum(not row["ok"] for row in rows)
+        if not rows:
+            return
+        if self._writer is not None:
+            self._writer.write_table(_to_table(rows))
+        else:
+            self._file.write(
+                "".join(
+                    json.dumps({k: v for k, v in row.items() if k != "kind"}) + "\n" for row in rows
+                ).encode()
+            )
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def copy_to(self, stream: Any) -> None:
+        with open(self.path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                stream.write(chunk)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _put(fs: Any, base: str, name: str, write: Callable[[Any], None]) -> None:
+    """Write ``base/name`` with ``write(stream)`` through a hidden temporary file and a rename:
+    a reader never sees half a file, and a part written again (Ray retried it) replaces its
+    file. A failed write is tried twice more (storage hiccups) before it fails the run."""
     for attempt in range(3):
         temporary = f"{base}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             with fs.open_output_stream(temporary) as stream:
-                stream.write(data)
+                write(stream)
             fs.move(temporary, f"{base}/{name}")
             return
         except OSError:
