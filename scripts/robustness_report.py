@@ -34,7 +34,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from emovit.data import canonical_split, majority_label, read_samples, read_vote_labels, sample_votes
+from emovit.data import (
+    canonical_split,
+    find_leaks,
+    list_splits,
+    majority_label,
+    read_samples,
+    read_vote_labels,
+    sample_votes,
+)
 from emovit.faces import FaceOptions
 from emovit.fileio import sha256_of, write_text_atomic
 from emovit.imageio import load_images
@@ -117,6 +125,33 @@ def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.nda
     return canvas
 
 
+def _leaked(data: Path, split: str, samples: list) -> set[int]:
+    """The indices of `samples` with an exact or near copy in the splits that trained or chose
+    the models (train; and validation, for the test split)."""
+    references = [s for s in ("train", "validation") if s in list_splits(data) and s != split]
+    if split == "validation":
+        references = ["train"]
+    reference = [sample for name in references for sample in read_samples(data, name)]
+    return find_leaks(samples, reference) if reference else set()
+
+
+def _both_scores(
+    predicted: list[str | None], fer: list[str | None], ferplus: list[str | None], leaked: set[int]
+) -> dict[str, object]:
+    """FER2013 and FER+ scores of one condition, on every image and leak-free (without the
+    images that have a copy in the training or selection splits)."""
+    keep = [i for i in range(len(predicted)) if i not in leaked]
+    pick = lambda values: [values[i] for i in keep]  # noqa: E731
+    return {
+        "fer2013": _scores(predicted, fer),
+        "ferplus": _scores(predicted, ferplus),
+        "leak_free": {
+            "fer2013": _scores(pick(predicted), pick(fer)),
+            "ferplus": _scores(pick(predicted), pick(ferplus)),
+        },
+    }
+
+
 def _scores(predicted: list[str | None], truth: list[str | None]) -> dict[str, float]:
     from emovit.evaluation import macro_f1
 
@@ -147,6 +182,7 @@ def measure(
     fer = [s.label for s in samples]
     ferplus = [majority_label(row) for row in sample_votes(samples, votes)]
     images = load_images([s.source for s in samples])
+    leaked = _leaked(data, split, samples)
     rec = EmotionRecognizer.from_pretrained(model, detector="none", batch_size=256)
     out: dict[str, object] = {
         "model": name or model,
@@ -154,13 +190,14 @@ def measure(
         "settings": _settings(data, labels, yunet, limit, split),
         "weights_sha256": _sha256(rec.model.path),
         "framing": rec.model.framing.to_dict(),
+        "leaks_excluded": len(leaked),
         "conditions": {},
     }
     conditions: dict[str, object] = {}
     for name, perturb in PERTURBATIONS.items():
         batch = images if perturb is None else [perturb(image, i) for i, image in enumerate(images)]
         predicted = [r.label for r in rec.predict(batch)]
-        conditions[name] = {"fer2013": _scores(predicted, fer), "ferplus": _scores(predicted, ferplus)}
+        conditions[name] = _both_scores(predicted, fer, ferplus, leaked)
         print(f"{model}: {name}: {conditions[name]}", file=sys.stderr)
     if yunet is not None:
         detect = EmotionRecognizer.from_pretrained(
@@ -171,8 +208,7 @@ def measure(
         predicted = [r.label for r in detect.stream(scenes)]
         found = sum(p is not None for p in predicted)
         conditions["composite (YuNet, model framing)"] = {
-            "fer2013": _scores(predicted, fer),
-            "ferplus": _scores(predicted, ferplus),
+            **_both_scores(predicted, fer, ferplus, leaked),
             "detected": found / len(predicted),
         }
         print(f"{model}: composite: {conditions['composite (YuNet, model framing)']}", file=sys.stderr)
@@ -190,6 +226,7 @@ def _settings(
         "labels": Path(labels).name,
         "composites": yunet is not None,
         "limit": limit,
+        "leak_free": True,  # measured with the leak-free scores too
     }
 
 
@@ -200,8 +237,10 @@ def _sha256(folder: object) -> str | None:
 
 def markdown(reports: list[dict[str, object]]) -> str:
     names = [str(r["model"]) for r in reports]
-    head = "| condition | " + " | ".join(f"{n} FER+ acc / F1 | {n} FER2013 acc" for n in names) + " |"
-    lines = [head, "|---|" + "---|---|" * len(names)]
+    leak_free = all("leak_free" in c for r in reports for c in r["conditions"].values())  # type: ignore[attr-defined]
+    per_model = ["FER+ acc / F1", "FER2013 acc", *(["leak-free FER+ acc / F1"] if leak_free else [])]
+    head = "| condition | " + " | ".join(f"{n} {what}" for n in names for what in per_model) + " |"
+    lines = [head, "|---|" + "---|" * len(per_model) * len(names)]
     first = reports[0]["conditions"]
     assert isinstance(first, dict)
     for condition in first:
@@ -210,12 +249,25 @@ def markdown(reports: list[dict[str, object]]) -> str:
             conditions = report["conditions"]
             assert isinstance(conditions, dict)
             if condition not in conditions:
-                cells.append("- | -")
+                cells.append(" | ".join(["-"] * len(per_model)))
                 continue
             plus, fer = conditions[condition]["ferplus"], conditions[condition]["fer2013"]
-            cells.append(f"{plus['accuracy']:.3f} / {plus['macro_f1']:.3f} | {fer['accuracy']:.3f}")
+            cell = f"{plus['accuracy']:.3f} / {plus['macro_f1']:.3f} | {fer['accuracy']:.3f}"
+            if leak_free:
+                clean = conditions[condition]["leak_free"]["ferplus"]
+                cell += f" | {clean['accuracy']:.3f} / {clean['macro_f1']:.3f}"
+            cells.append(cell)
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = []
+    for report in reports:
+        composite = report["conditions"].get("composite (YuNet, model framing)")  # type: ignore[attr-defined]
+        if composite and "detected" in composite:
+            notes.append(f"{report['model']}: {composite['detected']:.1%} of the composites' faces found")
+        if leak_free:
+            notes.append(
+                f"{report['model']}: {report.get('leaks_excluded', '?')} images with a copy left out"
+            )
+    return "\n".join(lines) + "\n" + ("\n" + "; ".join(notes) + ".\n" if notes else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -591,6 +591,7 @@ def write_release_card(
     labels: Path | None = None,
     robustness: str | None = None,
     augment_choice: str | None = None,
+    candidates: Sequence[Path] = (),
 ) -> Path:
     """Write the ``README.md`` of a released model folder `dest` made from training run `run`.
 
@@ -604,8 +605,9 @@ def write_release_card(
         labels: the FER+-style vote file the test split was also scored with (``metrics`` then
             holds ``ferplus_plain``, ``ferplus_tta``, ``ferplus_leak_free``).
         robustness: the robustness table (markdown, ``scripts/robustness_report.py``).
-        augment_choice: how the augmentation was chosen on validation (markdown,
+        augment_choice: how the last stage was chosen on validation (markdown,
             ``scripts/choose_augmentation.py``).
+        candidates: the runs that choice compared (their training time is counted too).
     """
     config = json.loads((dest / "config.json").read_text())
     processor = json.loads((dest / "preprocessor_config.json").read_text())
@@ -657,10 +659,12 @@ def write_release_card(
         )
     robust_block = (
         "## Robustness\n\nAccuracy on the test split under the degradations real photos bring, "
-        "and on composites (test faces pasted into larger scenes, found by YuNet and cropped with "
-        "this model's framing); FER+ accuracy / macro-F1 and FER2013 accuracy per model (the model "
-        "before this one beside it). Reproduce with `scripts/robustness_report.py` "
-        "(`docs/reports/robustness`).\n\n" + robustness.strip() + "\n\n"
+        "and on composites (test faces pasted into larger plain, noise or gradient backgrounds, not "
+        "photos, found by YuNet and cropped with this model's framing; a face not found counts as "
+        "wrong); FER+ accuracy / macro-F1 and FER2013 accuracy per model (the model before this one "
+        "beside it), and leak-free (without the test faces that have a copy in train or validation: "
+        "a model that trained on a copy under the same degradations remembers it). Reproduce with "
+        "`scripts/robustness_report.py` (`docs/reports/robustness`).\n\n" + robustness.strip() + "\n\n"
         if robustness
         else ""
     )
@@ -672,10 +676,15 @@ def write_release_card(
             else augment_choice
         )
         robust_block += (
-            "## How the augmentation was chosen\n\nThe last stage was trained with each alternative "
-            "(same recipe, seed and schedule) and the alternatives were measured under the same "
-            "perturbations on the **validation** split (`scripts/robustness_report.py --split validation`, "
-            "`scripts/choose_augmentation.py`, `docs/reports/augment-choice`).\n\n" + body.strip() + "\n\n"
+            "## How the last stage was chosen\n\nEach candidate is a last stage trained with other "
+            "augmentation, teachers, width, starting point or schedule (each run's "
+            "`training_config.json` says which); the candidates were added over several rounds, each "
+            "after the previous round's results. They were measured under the same perturbations on "
+            "the **validation** split (`scripts/robustness_report.py --split validation`, "
+            "`scripts/choose_augmentation.py`, `docs/reports/augment-choice`) and the rule below picks "
+            "among them; no rule read a test figure, but the model released after each round was "
+            "scored on the test split, so those figures were in view when the next candidate was "
+            "picked.\n\n" + body.strip() + "\n\n"
         )
     stage_s = [float(state.get("elapsed_s", 0.0)) for state in states]
     run_folders = ", ".join(
@@ -698,6 +707,19 @@ def write_release_card(
         for i, t in enumerate(stage_s, start=1)
     ]
     total_s = teacher_s + sum(stage_s)
+    # the candidates the choice did not take were trained by `make train-default` too
+    taken = {p.resolve() for p in {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))}
+    not_taken = sorted(
+        {c for c in candidates if c.resolve() not in taken and (c / "metrics.jsonl").is_file()}, key=str
+    )
+    other_s = sum(float(run_state(c).get("elapsed_s", 0.0)) for c in not_taken)
+    others_line = (
+        f" The candidates the choice did not take ({', '.join(f'`{c.name}`' for c in not_taken)}) took "
+        f"{other_s / 3600:.1f} h more: `make train-default` trains them too, "
+        f"{(total_s + other_s) / 3600:.1f} h in all."
+        if other_s
+        else ""
+    )
     if soup:
         lines, more_s, more_times = _soup_recipe(soup, len(stages))
         recipe = (f"1. Stage 1: {recipe}" if len(stages) == 1 else recipe) + "\n" + lines
@@ -711,7 +733,8 @@ def write_release_card(
     speed_line = _speed_line(speed)
     why = _WHY.get(kind, f"a `{arch}`.")
     compare_block = (
-        f"\nRuns compared (validation split only; same data, seed and 2 cores):\n\n{comparison}\n"
+        f"\nRuns compared (validation split only; same data, seed and 2 cores; each run's times "
+        f"are those of the machine it trained on, whose CPUs may differ):\n\n{comparison}\n"
         if comparison
         else ""
     )
@@ -748,9 +771,14 @@ with `AutoModelForImageClassification` too.
 
 ## Data and splits
 
-FER2013 (48x48 grey faces) in the standard splits: Training ({resolved["train_images"]} images) for
-training, PublicTest ({resolved["val_images"]}) for model selection (validation macro-F1) and early
-stopping, PrivateTest ({plain["images_in_split"]}) only for the figures below, never for any choice.
+FER2013 (48x48 grey faces) in the standard splits: Training ({resolved["train_images"]} images in the
+last stage) for training, PublicTest ({resolved["val_images"]}) for model selection (the epoch with the
+best validation macro-F1 is kept), PrivateTest ({plain["images_in_split"]}) only for the figures below,
+never for any choice. Stages that learn from the folder labels use every image of the two splits;
+stages that learn from the FER+ votes leave out the images without an emotion vote. FER2013 holds
+known duplicates, some across splits: validation images that are copies of training images make
+validation scores (and every choice made on them) favour a model that remembers its training faces;
+the leak-free test figures below leave such copies out.
 {votes_line}
 ## Preprocessing
 
@@ -774,7 +802,7 @@ Parameters: {parameters}. Labels (id order): {class_names}.
 
 {adjustment_block}Resolved configurations: `training_config.json` of each run ({run_folders}).
 
-Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
+Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.{others_line}
 
 {plus_block}{fer_block}{robust_block}## Speed
 

@@ -189,6 +189,12 @@ def refresh_card(
     speed_record = json.loads(speed.read_text()) if speed and speed.is_file() else None
     table = robustness / "robustness.md" if robustness is not None else None
     choice = augment_choice / "choice.md" if augment_choice is not None else None
+    chosen_from = augment_choice / "choice.json" if augment_choice is not None else None
+    candidates = (
+        [Path(row["path"]) for row in json.loads(chosen_from.read_text())["rows"]]
+        if chosen_from is not None and chosen_from.is_file()
+        else []
+    )
     return write_release_card(
         dest,
         run,
@@ -199,4 +205,5 @@ def refresh_card(
         labels=labels,
         robustness=table.read_text() if table is not None and table.is_file() else None,
         augment_choice=choice.read_text() if choice is not None and choice.is_file() else None,
+        candidates=candidates,
     )
