@@ -362,6 +362,23 @@ def test_the_onnx_backend_on_a_gpu_device_is_refused_not_run_on_the_cpu(tmp_path
         assert caught.value.option == "device"
 
 
+def test_many_faces_go_through_the_model_a_chunk_at_a_time(
+    tiny: EmotionRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo of a crowd (or the server's micro-batch) was one model call over every face:
+    its activations all at once. Calls take at most _MODEL_CHUNK faces, with the same answers."""
+    import emovit.predictor
+
+    pixels = np.random.default_rng(2).random((11, 3, 30, 30), dtype=np.float32)
+    whole = tiny.probabilities(pixels)
+    sizes: list[int] = []
+    backend = tiny.backend
+    monkeypatch.setattr(emovit.predictor, "_MODEL_CHUNK", 4)
+    monkeypatch.setattr(tiny, "backend", lambda batch: sizes.append(len(batch)) or backend(batch))
+    np.testing.assert_allclose(tiny.probabilities(pixels), whole, atol=1e-6)
+    assert sizes == [4, 4, 3]
+
+
 def test_batches_of_other_shapes_in_one_model_call_fail_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The server joins several requests' batches in one `infer`: with a processor that does not
     resize, batches of other shapes could not be joined and every request of the call failed."""

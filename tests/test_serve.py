@@ -270,6 +270,32 @@ def test_token(recognizer: EmotionRecognizer) -> None:
         assert client.get("/").status_code == 200
 
 
+def test_behind_a_proxy_prefix_the_gates_still_apply(
+    recognizer: EmotionRecognizer, tiny_model_dir: Path
+) -> None:
+    """uvicorn's --root-path puts the prefix in scope["path"] too: the token gate, the shutdown
+    gate and the body limits compared that path with "/v1/" and let every request through."""
+    from emovit.imageio import declared_pixels
+
+    app = create_app(recognizer, ServeSettings(token="s3cret"))
+    with TestClient(app, root_path="/api") as client:
+        for _ in range(200):
+            if client.get("/api/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        files = [("files", ("a.png", _png(), "image/png"))]
+        _assert_error(client.post("/api/v1/predict", files=files), 401, "unauthorized")
+        answer = client.post("/api/v1/predict", files=files, headers={"Authorization": "Bearer s3cret"})
+        assert answer.status_code == 200, answer.text[:200]
+        # answers name the model as /v1/models does: never the server's folder
+        assert answer.json()["model"] == tiny_model_dir.name
+        metrics = client.get("/api/metrics").text
+        assert 'emovit_request_seconds_count{path="/v1/predict"} 1.0' in metrics
+    # the pixel budget reads headers as the decoder does: an EPS header is no image of emovit's
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8000 8000\n%%EndComments\n"
+    assert declared_pixels(eps) == 0 and declared_pixels(_png((30, 20))) == 600
+
+
 def test_headers_metrics_and_cors(client: TestClient, recognizer: EmotionRecognizer) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "emovit" in page.text
@@ -670,8 +696,12 @@ def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytes
     import emovit.serve
     from emovit.cli import main
 
-    seen: dict[str, ServeSettings] = {}
-    monkeypatch.setattr(emovit.serve, "create_app", lambda factory, settings: seen.setdefault("s", settings))
+    seen: dict[str, Any] = {}
+
+    def capture(factory: Any, settings: ServeSettings) -> None:
+        seen.update(s=settings, factory=factory)
+
+    monkeypatch.setattr(emovit.serve, "create_app", capture)
     monkeypatch.setattr(emovit.serve, "run_server", lambda app, **kw: None)
     args = ["serve", "--model", str(tiny_model_dir), "--max-images", "3", "--max-request-megapixels", "2.5",
             "--body-timeout", "7", "--video-body-timeout", "90", "--max-video-jobs", "2",
@@ -680,6 +710,7 @@ def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytes
     assert result.exit_code == 0, result.output
     settings = seen["s"]
     assert (settings.max_images, settings.max_request_pixels) == (3, 2_500_000)
+    assert seen["factory"]().faces.max_faces == 64  # a crowd's photo: the largest 64 faces
     assert (settings.body_timeout_s, settings.video_body_timeout_s) == (7.0, 90.0)
     assert (settings.max_video_jobs, settings.max_explain_jobs) == (2, 4)
 

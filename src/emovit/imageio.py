@@ -340,6 +340,20 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
     )
 
 
+def declared_pixels(data: bytes) -> int:
+    """An encoded image's pixels as its header declares them, read as `load_image` reads it (the
+    same formats only, the same lock, no decompression-bomb warning); 0 when it is not one."""
+    from PIL import Image
+
+    try:
+        with _PIL_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=readable_formats()) as image:
+                return int(image.width) * int(image.height)
+    except Exception:  # noqa: BLE001 - not a readable header: its own error row says why, after
+        return 0
+
+
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(label, f"image has no pixels ({width}x{height})", "empty_file")

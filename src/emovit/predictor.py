@@ -60,6 +60,8 @@ ErrorPolicy = Literal["collect", "raise", "include"]
 BackendName = Literal["auto", "torch", "onnx"]
 Precision = Literal["fp32", "bf16"]
 _SINGLE = (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray)
+#: Faces per model call at most (memory: a call holds the activations of all its faces).
+_MODEL_CHUNK = 256
 
 
 def _is_single(inputs: Any) -> bool:
@@ -637,7 +639,11 @@ class EmotionRecognizer:
         return tta_probabilities(self._probabilities_once, pixel_values, self.tta)
 
     def _probabilities_once(self, pixel_values: np.ndarray) -> np.ndarray:
-        return to_result_order(softmax(self.backend(pixel_values)), self._order)
+        # at most _MODEL_CHUNK faces per model call: a photo of hundreds of faces (or the server's
+        # micro-batch of many requests) never needs the activations of all of them at once
+        chunks = [pixel_values[i : i + _MODEL_CHUNK] for i in range(0, len(pixel_values), _MODEL_CHUNK)]
+        logits = [self.backend(chunk) for chunk in chunks] or [self.backend(pixel_values)]
+        return to_result_order(softmax(np.concatenate(logits) if len(logits) > 1 else logits[0]), self._order)
 
     def classify_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities (``N x len(labels)``, in `labels` order) for RGB uint8 face crops

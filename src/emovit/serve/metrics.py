@@ -17,9 +17,10 @@ class Metrics:
         )
         self.latency = Histogram(
             "emovit_request_seconds",
-            "Latency of /v1/predict",
+            "Latency of the answered /v1/predict and /v1/video requests, by path",
+            ["path"],
             registry=self.registry,
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.batch = Histogram(
             "emovit_batch_faces",

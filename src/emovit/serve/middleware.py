@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -43,6 +44,13 @@ _INCOMING_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CLOSE = {"Connection": "close"}
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: without the ``root_path`` a proxy prefix adds (uvicorn's
+    ``--root-path`` puts it in ``scope["path"]`` too; the gates must see what the routes see)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _is_page(path: str) -> bool:
     return path in ("/", "/index.html") or path.startswith("/static/")
 
@@ -69,7 +77,7 @@ class RequestContextMiddleware:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        method, path = scope["method"], scope["path"]
+        method, path = scope["method"], route_path(scope)
         status = 0
 
         async def send_with_headers(message: Message) -> None:
@@ -95,6 +103,16 @@ class RequestContextMiddleware:
         except ApiError as problem:  # raised outside a route (e.g. while a middleware read the body)
             if status == 0:
                 await problem.response(request_id)(scope, receive, send_with_headers)
+        except asyncio.CancelledError:  # the server stopped waiting for it (shutdown's last step)
+            if status == 0:
+                retry = {"Retry-After": str(self.state.settings.retry_after_s), **_CLOSE}
+                stopping = ApiError(
+                    503, "shutting_down", "the server shut down before the answer was ready", retry
+                )
+                with contextlib.suppress(Exception):
+                    await stopping.response(request_id)(scope, receive, send_with_headers)
+                status = 503
+            raise
         except Exception:
             logger.exception("request %s: %s %s failed with an unexpected error", request_id, method, path)
             if status == 0:
@@ -115,7 +133,7 @@ class ApiGateMiddleware:
         self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and route_path(scope).startswith("/v1/"):
             problem = self._problem(scope)
             if problem is not None:
                 await problem.response(request_id_of(scope))(scope, receive, send)
@@ -151,7 +169,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         settings, metrics = self.state.settings, self.state.metrics
-        video = scope["path"] == "/v1/video"
+        video = route_path(scope) == "/v1/video"
         limit = settings.max_video_bytes if video else settings.max_body_bytes
         timeout = settings.video_body_timeout_s if video else settings.body_timeout_s
         too_large = ApiError(413, "body_too_large", f"request body over {limit} bytes", _CLOSE)

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import os
 import re
 import threading
@@ -32,6 +31,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
 from emovit.errors import DependencyError, EmovitError
+from emovit.imageio import declared_pixels
 from emovit.serve.batcher import QueueFullError
 from emovit.serve.errors import ApiError, status_for_input_error
 from emovit.serve.schemas import (
@@ -149,7 +149,7 @@ def _parse_images(
         raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
     if len(images) > state.settings.max_images:
         raise _too_many_images(state)
-    total, budget = sum(_declared_pixels(data) for _, data in images), state.settings.max_request_pixels
+    total, budget = sum(declared_pixels(data) for _, data in images), state.settings.max_request_pixels
     if total > budget:  # before any is decoded: small files can hold huge, flat images
         state.metrics.rejections.labels("too_many_pixels").inc()
         raise ApiError(
@@ -170,16 +170,11 @@ def _too_many_images(state: ServeState) -> ApiError:
     return ApiError(413, "too_many_images", f"at most {state.settings.max_images} images per request")
 
 
-def _declared_pixels(data: bytes) -> int:
-    """An image's pixels as its header declares them (0 when it cannot be read: its own error
-    row says why, after)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return int(image.width) * int(image.height)
-    except Exception:  # noqa: BLE001 - any unreadable header: judged when decoded
-        return 0
+def _model_name(rec: EmotionRecognizer) -> str:
+    """The model's name as answers give it: a Hub id or registry name, or a folder's own name
+    (never the server's paths)."""
+    name = rec.model.name
+    return PurePath(name).name if os.path.isabs(name) else name
 
 
 def _request_faces(faces: FaceOptions, detector: str, no_face: str | None) -> FaceOptions:
@@ -278,8 +273,8 @@ async def _predict(
         problem = _all_failed(results)
         metrics.rejections.labels(_rejection(problem)).inc()
         raise problem
-    metrics.latency.observe(time.perf_counter() - start)
-    return {"model": rec.model.name, "results": [_result_dict(result, top_k) for result in results]}
+    metrics.latency.labels("/v1/predict").observe(time.perf_counter() - start)
+    return {"model": _model_name(rec), "results": [_result_dict(result, top_k) for result in results]}
 
 
 def _rejection(problem: ApiError) -> str:
@@ -444,8 +439,8 @@ async def video(
             raise ApiError(422, "bad_request", str(exc)) from None
         finally:  # answered, timed out, or the request cancelled (shutdown): the thread stops
             stop.set()  # after its batch, and its slot comes back then
-    metrics.latency.observe(time.perf_counter() - start)
-    return {"model": rec.model.name, "frames": frames, "summary": summary}
+    metrics.latency.labels("/v1/video").observe(time.perf_counter() - start)
+    return {"model": _model_name(rec), "frames": frames, "summary": summary}
 
 
 @router.get("/v1/models", response_model=ModelInfoResponse, responses={k: ERRORS[k] for k in (401, 503)})
@@ -456,7 +451,7 @@ async def models(request: Request) -> Any:
     rec, _, _ = get_state(request.app).require_ready()
     info = describe_model(rec.model.path).to_dict()
     info.pop("path", None)
-    info["name"] = rec.model.name if not os.path.isabs(rec.model.name) else PurePath(rec.model.name).name
+    info["name"] = _model_name(rec)
     info["result_labels"] = list(rec.labels)
     info["detector"] = rec.detector.name
     info["backend"] = rec.backend.name
