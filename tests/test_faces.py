@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -241,6 +242,22 @@ def test_haar_is_always_available() -> None:
     faces = HaarDetector().detect(scene)
     assert len(faces) == 1
     assert faces[0].landmarks is None and faces[0].score is None
+    # a large photo is searched on a copy of at most 1280 pixels (full size took seconds, under
+    # the one lock every server request shares); boxes come back in the photo's pixels
+    big = np.asarray(Image.fromarray(scene).resize((1600, 1600), Image.BILINEAR))
+    calls: list[tuple[int, ...]] = []
+    haar = HaarDetector(max_side=400)
+    cascade = haar._cascade
+
+    class Spy:
+        def detectMultiScale(self, grey: np.ndarray, **kwargs: Any) -> Any:  # noqa: N802 - OpenCV's name
+            calls.append(grey.shape)
+            return cascade.detectMultiScale(grey, **kwargs)
+
+    haar._cascade = Spy()
+    (found,) = haar.detect(big)
+    assert calls == [(400, 400)]
+    np.testing.assert_allclose(found.box, np.array(faces[0].box) * 4, atol=16)
 
 
 class _FileServer:

@@ -158,8 +158,8 @@ class ScaledDetector:
         inner = detector.detector if isinstance(detector, ScaledDetector) else detector
         if max_side is None or isinstance(inner, WholeImageDetector):
             return inner
-        if isinstance(inner, YuNetDetector) and max_side > inner.max_side:
-            inner.max_side = max_side  # YuNet's own cap (1280) would undo a larger search size
+        if isinstance(inner, YuNetDetector | HaarDetector) and max_side > inner.max_side:
+            inner.max_side = max_side  # the detector's own cap (1280) would undo a larger search size
         return cls(inner, max_side)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -191,28 +191,39 @@ class HaarDetector:
 
     name = "haar"
 
-    def __init__(self, *, min_neighbors: int = 5, scale_factor: float = 1.1, min_size: int = 24) -> None:
+    def __init__(
+        self, *, min_neighbors: int = 5, scale_factor: float = 1.1, min_size: int = 24, max_side: int = 1280
+    ) -> None:
         cv2 = _cv2()
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise ModelLoadError(f"{path}: OpenCV's Haar cascade could not be loaded", option="detector")
         self.min_neighbors, self.scale_factor, self.min_size = min_neighbors, scale_factor, min_size
+        self.max_side = max_side  # searched on a copy this long at most, as YuNet (full size took seconds)
         self._lock = threading.Lock()  # one cascade object is not safe to share across threads
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        with self._lock:
-            return self._detect(image)
-
-    def _detect(self, image: np.ndarray) -> list[Detection]:
         cv2 = _cv2()
-        if min(image.shape[:2]) < _MIN_DETECT_SIDE:
+        height, width = image.shape[:2]
+        if min(height, width) < _MIN_DETECT_SIDE:
             return []
         grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        boxes = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size,) * 2
-        )
-        return [Detection(box=(float(x), float(y), float(x + w), float(y + h))) for x, y, w, h in boxes]
+        scale = min(1.0, self.max_side / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        with self._lock:  # the cascade only: converting and scaling need no lock
+            boxes = self._cascade.detectMultiScale(
+                grey,
+                scaleFactor=self.scale_factor,
+                minNeighbors=self.min_neighbors,
+                minSize=(self.min_size,) * 2,
+            )
+        return [
+            Detection(box=(x / scale, y / scale, (x + w) / scale, (y + h) / scale))
+            for x, y, w, h in (map(float, box) for box in boxes)
+        ]
 
 
 def create_detector(
