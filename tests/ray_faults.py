@@ -16,6 +16,8 @@ class DieOnce:
     test: the first process to get there writes `marker` and dies; every later one (the actor
     Ray restarts) sees the marker and goes on."""
 
+    name = "none"  # the whole-image detector, but for one death
+
     def __init__(self, marker: str, after: int) -> None:
         self.marker, self.after, self.seen = marker, after, 0
 
@@ -30,6 +32,8 @@ class DieOnce:
 class DieOnWidth:
     """A whole-image face detector that kills its process on every image `width` pixels wide
     (a poison input: the worker dies however often Ray tries it)."""
+
+    name = "none"  # the whole-image detector, but for one width
 
     def __init__(self, width: int) -> None:
         self.width = width

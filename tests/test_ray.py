@@ -484,7 +484,7 @@ def killed_run(
 
 
 def _committed(out: Path) -> set[str]:
-    return {json.loads(p.read_text())["part"] for p in (out / "_manifest").glob("*.json")}
+    return {json.loads(p.read_text())["part"] for p in (out / "_manifest").glob("part-*.json")}
 
 
 def test_a_killed_actor_loses_and_duplicates_nothing(
@@ -513,7 +513,7 @@ def test_resume_skips_done_inputs(
     inputs, done, _, _ = killed_run
     out = tmp_path / "out"
     shutil.copytree(done, out)
-    entry = sorted((out / "_manifest").glob("*.json"))[0]
+    entry = sorted((out / "_manifest").glob("part-*.json"))[0]
     uncommitted = json.loads(entry.read_text())
     entry.unlink()  # the driver stopped between the part's rename and its commit
     (out / f".{uncommitted['part']}.1234.tmp").write_text("half a file")

@@ -371,6 +371,11 @@ def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     a = load_file(str(tmp_path / "single" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "double" / "checkpoint" / "model.safetensors"))
     for key in a:
+        # an attention key's bias shifts every score of a query alike: softmax cancels it, so its
+        # gradient is rounding noise (it differs with the CPU's vector width), which Adam scales
+        # up to steps of lr size; the weights that learn are compared
+        if key.endswith("k_proj.bias"):
+            continue
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-5, err_msg=key)
     summary = json.loads(double.stdout.strip().splitlines()[-1])
     assert summary["epochs_run"] == 2

@@ -1059,12 +1059,16 @@ def _settings(
     def fields(options: Any) -> dict[str, Any] | None:
         if options is None:
             return None
-        values = dataclasses.asdict(options)
+        values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}  # no deep copy
         return {k: v for k, v in values.items() if k not in _FREE_OPTIONS}
 
     chosen = {k: v for k, v in recognizer.items() if k not in _FREE_OPTIONS}
     settings = {"model": model, "top_k": top_k, "faces": fields(faces), "video": fields(video), **chosen}
-    return json.loads(json.dumps(settings, default=str))
+
+    def named(value: Any) -> str:  # a detector object: its name (its repr names its address)
+        return str(getattr(value, "name", None) or type(value).__qualname__)
+
+    return json.loads(json.dumps(settings, default=named))
 
 
 def _check_settings(
