@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,14 +75,7 @@ def write_clip(
     if rotation is not None:
         stream.set_display_rotation(rotation)
     if audio:
-        sound = out.add_stream("aac", rate=44100)
-        for index in range(round(len(frames) / fps * 44100 / 1024)):
-            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 44100, index * 1024
-            for packet in sound.encode(chunk):
-                out.mux(packet)
-        for packet in sound.encode():
-            out.mux(packet)
+        _silence(out, out.add_stream("aac", rate=44100), round(len(frames) / fps * 44100 / 1024))
     for index, image in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts_ms is not None:
@@ -97,16 +91,21 @@ def write_clip(
 def write_audio_only(path: Path) -> Path:
     av = pytest.importorskip("av")
     out = av.open(str(path), "w")
-    stream = out.add_stream("aac", rate=44100)
-    for index in range(20):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, index * 1024
-        for packet in stream.encode(frame):
+    _silence(out, out.add_stream("aac", rate=44100), 20)
+    out.close()
+    return path
+
+
+def _silence(out: Any, stream: Any, chunks: int) -> None:
+    """Mux `chunks` x 1,024 samples of silence (44.1 kHz mono) into the AAC `stream` of `out`."""
+    av = pytest.importorskip("av")
+    for index in range(chunks):
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 44100, index * 1024
+        for packet in stream.encode(chunk):
             out.mux(packet)
     for packet in stream.encode():
         out.mux(packet)
-    out.close()
-    return path
 
 
 def noise_frames(count: int, width: int = 96, height: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -158,12 +157,6 @@ def write_with_cover_art(path: Path, frames: Sequence[np.ndarray] = ()) -> Path:
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-    for index in range(40):
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        chunk.sample_rate, chunk.pts = 44100, index * 1024
-        for packet in sound.encode(chunk):
-            out.mux(packet)
-    for packet in sound.encode():
-        out.mux(packet)
+    _silence(out, sound, 40)
     out.close()
     return path
