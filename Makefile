@@ -212,9 +212,9 @@ train-teacher-ferplus: train-teacher  ## the CNN teacher on the FER+ votes (resu
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-ferplus)
 
 train-vit-student: train-teacher  ## the plain-ViT comparison run (the same teacher; resumable)
-	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/vit-student --arch vit-student-48 --epochs 40 \
-	  --batch-size 128 --lr 1e-3 --warmup-epochs 2 --balance none --patience 40 --seed 0 \
-	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.7 --distill-temperature 2 \
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/vit-student --arch vit-student-64 --epochs 20 \
+	  --batch-size 128 --lr 1e-3 --warmup-epochs 2 --balance none --patience 20 --seed 0 \
+	  --teacher $(TRAIN_DIR)/teacher --distill-alpha 0.7 --distill-temperature 2 $(DEFAULT_FRAMING) \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/vit-student)
 
 clean:
