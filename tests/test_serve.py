@@ -296,6 +296,25 @@ def test_behind_a_proxy_prefix_the_gates_still_apply(
     assert declared_pixels(eps) == 0 and declared_pixels(_png((30, 20))) == 600
 
 
+def test_explanations_from_an_onnx_only_model_are_not_available(tmp_path: Path) -> None:
+    """The server's installation cannot explain, whatever the request: 501 before the body is
+    read (it was a 422 "bad request" naming the server's folder)."""
+    import shutil
+
+    default = REPO / "src" / "emovit" / "models" / "default"
+    folder = tmp_path / "onnx only"
+    folder.mkdir()
+    for name in ("config.json", "preprocessor_config.json", "emovit.json", "model.onnx"):
+        shutil.copy(default / name, folder / name)
+    rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
+    with serving(rec) as client:
+        files = [("files", ("a.png", _png(), "image/png"))]
+        answer = client.post("/v1/predict?explain=true", files=files)
+        _assert_error(answer, 501, "not_available")
+        assert str(tmp_path) not in answer.text
+        assert client.post("/v1/predict", files=files).status_code == 200  # plain requests go on
+
+
 def test_headers_metrics_and_cors(client: TestClient, recognizer: EmotionRecognizer) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "emovit" in page.text

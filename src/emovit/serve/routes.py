@@ -191,7 +191,15 @@ def _all_failed(results: list[ImageResult]) -> ApiError:
     return ApiError(status_for_input_error(code), code, f"{first.error}{others}")
 
 
-@router.post("/v1/predict", response_model=PredictResponse, openapi_extra=_request_schema(), responses=ERRORS)
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    501: {"model": ErrorResponse, "description": "explain=true on a model served from ONNX only"},
+}
+
+
+@router.post(
+    "/v1/predict", response_model=PredictResponse, openapi_extra=_request_schema(), responses=PREDICT_ERRORS
+)
 async def predict(
     request: Request,
     detector: Literal["default", "none"] = Query("default", description="default: the server's detector"),
@@ -215,7 +223,11 @@ async def predict(
     ``ok: false``, ``error``, ``error_code`` and ``error_stage``. With ``explain=true`` each face
     also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
-    state.require_ready()
+    rec, _, _ = state.require_ready()
+    if explain and rec.model.model is None and not any(rec.model.path.glob("*.safetensors")):
+        # the installation's limit, not the request's: said before the body is read
+        raise ApiError(501, "not_available", "this server's model runs from ONNX only: explanations "
+                       "need its torch weights (*.safetensors)")  # fmt: skip
     start = time.perf_counter()
     with _take(state, state.explain_slots) if explain else contextlib.nullcontext() as slot:
         return await _predict(
