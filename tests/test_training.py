@@ -204,6 +204,34 @@ def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None
     assert (state["epochs"], state["epochs_run"], state["complete"]) == (5, 5, True)
 
 
+def test_validation_can_leave_out_copies_of_training_images(dataset: Path, tmp_path: Path) -> None:
+    """--val-leak-free: a validation image that is a copy of a training image is not scored
+    (FER2013 has 280 such copies; every choice made on validation rewarded remembering them)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    label = sorted(p.name for p in (data / "train").iterdir())[0]
+    copy = sorted((data / "train" / label).iterdir())[0]
+    shutil.copy(copy, data / "validation" / label / f"copy{copy.suffix}")
+
+    def validation_images(name: str, *extra: str) -> tuple[int, str]:
+        args = ["train", str(data), "-o", str(tmp_path / name), "--arch", "vit-test", "-b", "8",
+                "--threads", "1", "--epochs", "1", *extra]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        resolved = json.loads((tmp_path / name / "training_config.json").read_text())["resolved"]
+        return int(resolved["val_images"]), result.stderr
+
+    plain, _ = validation_images("plain")
+    leak_free, said = validation_images("leak-free", "--val-leak-free")
+    assert plain - leak_free >= 1 and "with a copy in training left out" in said
+
+
 def test_train_options_that_combine_badly_or_do_nothing_are_handled(dataset: Path, tmp_path: Path) -> None:
     """--logit-adjust already corrects for the class prior: the default balance becomes none (an
     explicit --balance loss is warned about); --mixup works with --no-augment; distillation

@@ -105,6 +105,12 @@ _CONFIG_OPTIONS = (
     ),
     click.option("--distill-temperature", type=click.FloatRange(0.1), default=2.0, show_default=True),
     click.option(
+        "--val-leak-free",
+        is_flag=True,
+        help="Leave out validation images that have an exact or near copy in training (FER2013 has "
+        "such copies: they reward a model that remembers its training faces, in every choice).",
+    ),
+    click.option(
         "--logit-adjust",
         type=click.FloatRange(0),
         default=0.0,

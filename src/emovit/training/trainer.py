@@ -123,6 +123,7 @@ class TrainConfig:
     face_align: bool | None = None
     grey: bool | None = None
     logit_adjust: float = 0.0
+    val_leak_free: bool = False  # leave out validation images with a copy in training
 
     def __post_init__(self) -> None:
         if self.balance is None:  # the logit-adjusted loss corrects for the class prior already
@@ -384,6 +385,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         # held out with a seed of its own: runs of other --seed values are chosen on one set
         train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.holdout_seed)
         _log(accelerator, f"no {val_split!r} split: holding out {len(val_samples)} training images")
+    if cfg.val_leak_free:  # a copy of a training image in validation rewards remembering it
+        from emovit.data import find_leaks
+
+        leaked = find_leaks(val_samples, train_samples, threads=cfg.threads)
+        val_samples = [sample for i, sample in enumerate(val_samples) if i not in leaked]
+        _log(accelerator, f"validation: {len(leaked)} images with a copy in training left out")
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
         train_samples = [train_samples[i] for i in sorted(keep)]
