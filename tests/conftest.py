@@ -103,3 +103,13 @@ def encode(image: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
 @pytest.fixture
 def face_jpeg() -> Path:
     return REPO / "examples" / "astronaut_face.jpg"
+
+
+def onnx_only_default(folder: Path) -> Path:
+    """A copy of the embedded default model in `folder` with its ONNX file and no safetensors
+    weights (a model that runs on the onnx backend only)."""
+    default = REPO / "src" / "emovit" / "models" / "default"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "preprocessor_config.json", "emovit.json", "model.onnx"):
+        shutil.copy(default / name, folder / name)
+    return folder

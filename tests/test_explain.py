@@ -34,7 +34,7 @@ from emovit.faces import Detection, FaceOptions, crop_face, crop_matrix
 from emovit.models import arch_preset, load_torch_model
 from emovit.results import Explanation
 
-from .conftest import FER2013, REPO, SHARED, require_shared
+from .conftest import FER2013, REPO, SHARED, onnx_only_default, require_shared
 
 VIT_EXPLAIN = REPO / "tests" / "models" / "vit-explain"
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
@@ -266,11 +266,7 @@ def test_no_face_gives_no_map_and_no_error_and_a_broken_input_is_its_own_row() -
 
 
 def test_an_onnx_only_folder_says_explanations_need_torch_weights(tmp_path: Path) -> None:
-    default = REPO / "src" / "emovit" / "models" / "default"
-    folder = tmp_path / "onnx only"
-    folder.mkdir()
-    for name in ("config.json", "preprocessor_config.json", "emovit.json", "model.onnx"):
-        shutil.copy(default / name, folder / name)
+    folder = onnx_only_default(tmp_path / "onnx only")
     rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
     with pytest.raises(OptionError, match="torch weights") as caught:
         rec.explain(FACE)

@@ -625,6 +625,9 @@ def test_a_manifest_that_cannot_be_written_is_a_storage_failure(
         def move(self, src: str, dest: str) -> None:
             os.replace(src, dest)
 
+        def delete_file(self, path: str) -> None:
+            Path(path).unlink(missing_ok=True)
+
     monkeypatch.setattr(emovit_ray.time, "sleep", lambda seconds: None)
     (tmp_path / "_manifest").mkdir()
     entry = {"part": "part-0123456789abcdef01234567.parquet", "inputs": ["a.jpg"]}

@@ -26,7 +26,7 @@ from emovit import EMOTIONS, EmotionRecognizer
 from emovit.faces import FaceOptions
 from emovit.serve import ServeSettings, create_app, get_state
 
-from .conftest import REPO, SHARED, require_shared
+from .conftest import REPO, SHARED, onnx_only_default, require_shared
 
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
@@ -299,13 +299,7 @@ def test_behind_a_proxy_prefix_the_gates_still_apply(
 def test_explanations_from_an_onnx_only_model_are_not_available(tmp_path: Path) -> None:
     """The server's installation cannot explain, whatever the request: 501 before the body is
     read (it was a 422 "bad request" naming the server's folder)."""
-    import shutil
-
-    default = REPO / "src" / "emovit" / "models" / "default"
-    folder = tmp_path / "onnx only"
-    folder.mkdir()
-    for name in ("config.json", "preprocessor_config.json", "emovit.json", "model.onnx"):
-        shutil.copy(default / name, folder / name)
+    folder = onnx_only_default(tmp_path / "onnx only")
     rec = EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
     with serving(rec) as client:
         files = [("files", ("a.png", _png(), "image/png"))]

@@ -138,9 +138,7 @@ def load_image(
     stream = _open_stream(source, label)
     try:
         try:
-            with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(stream, formats=readable_formats())
+            image = _open_header(stream)
         except Image.DecompressionBombError as exc:
             raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
         except Image.UnidentifiedImageError:
@@ -343,15 +341,22 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
 def declared_pixels(data: bytes) -> int:
     """An encoded image's pixels as its header declares them, read as `load_image` reads it (the
     same formats only, the same lock, no decompression-bomb warning); 0 when it is not one."""
-    from PIL import Image
-
     try:
-        with _PIL_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=readable_formats()) as image:
-                return int(image.width) * int(image.height)
+        with _open_header(io.BytesIO(data)) as image:
+            return int(image.width) * int(image.height)
     except Exception:  # noqa: BLE001 - not a readable header: its own error row says why, after
         return 0
+
+
+def _open_header(stream: BinaryIO) -> Image.Image:
+    """Pillow's lazily opened image of `stream`: its header read, in emovit's formats only,
+    under the lock (the warnings filter is process-wide), without a decompression-bomb warning
+    (the pixel limits are emovit's own)."""
+    from PIL import Image
+
+    with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(stream, formats=readable_formats())
 
 
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:

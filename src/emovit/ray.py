@@ -632,7 +632,7 @@ def _put(fs: Any, base: str, name: str, write: Callable[[Any], None]) -> None:
     """Write ``base/name`` with ``write(stream)`` through a hidden temporary file and a rename:
     a reader never sees half a file, and a part written again (Ray retried it) replaces its
     file. A failed write is tried twice more (storage hiccups) before it fails the run."""
-    for attempt in range(3):
+    for attempt in range(PART_TRIES):
         temporary = f"{base}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             with fs.open_output_stream(temporary) as stream:
@@ -642,7 +642,7 @@ def _put(fs: Any, base: str, name: str, write: Callable[[Any], None]) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 fs.delete_file(temporary)
-            if attempt == 2:
+            if attempt + 1 == PART_TRIES:
                 raise
             time.sleep(0.5 * 4**attempt)
 
@@ -877,17 +877,11 @@ def _write_json(fs: Any, path: str, value: Any, what: str) -> None:
     """Write `value` to `path` through a temporary name and a rename, tried again on an object
     store's passing refusal (throttling); a `StorageError` naming `what` when it keeps failing."""
     folder, name = path.rsplit("/", 1)
-    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    for attempt in range(PART_TRIES):
-        try:
-            with fs.open_output_stream(temporary) as stream:
-                stream.write(json.dumps(value, indent=1).encode())
-            fs.move(temporary, path)
-            return
-        except OSError as exc:
-            if attempt + 1 == PART_TRIES:
-                raise StorageError(f"{folder}: {what} could not be written ({exc})") from exc
-            time.sleep(0.5 * 2**attempt)
+    data = json.dumps(value, indent=1).encode()
+    try:
+        _put(fs, folder, name, lambda stream: stream.write(data))
+    except OSError as exc:
+        raise StorageError(f"{folder}: {what} could not be written ({exc})") from exc
 
 
 # The names emovit writes into an output folder: parts (`_part_name`) and their temporaries.

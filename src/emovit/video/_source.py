@@ -197,15 +197,18 @@ def _video_stream(container: Any, label: str) -> Any:
 
 
 def _moving_pictures(container: Any) -> list[Any]:
-    """The video streams that are not a still picture attached to the file (an audio file's
-    cover art is a one-frame "video" stream)."""
-    attached = _av().stream.Disposition.attached_pic
-    return [stream for stream in container.streams.video if not stream.disposition & attached]
+    """The video streams that are not a still picture attached to the file."""
+    return [stream for stream in container.streams.video if not _is_cover(stream)]
+
+
+def _is_cover(stream: Any) -> bool:
+    """Whether `stream` is a picture attached to the file (an audio file's cover art is a
+    one-frame "video" stream)."""
+    return stream.type == "video" and bool(stream.disposition & _av().stream.Disposition.attached_pic)
 
 
 def _kind(stream: Any) -> str:
-    moving = stream.type != "video" or not stream.disposition & _av().stream.Disposition.attached_pic
-    return stream.type if moving else "cover art"
+    return "cover art" if _is_cover(stream) else stream.type
 
 
 def _is_still(container: Any) -> bool:
