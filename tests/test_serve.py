@@ -444,6 +444,28 @@ def test_faces_through_the_api(tiny_model_dir: Path) -> None:
         assert whole["results"][0]["faces"][0]["box"] == [0, 0, 512, 512]
 
 
+def test_faces_per_image_are_capped_by_the_app_unless_the_recognizer_caps_them(tiny_model_dir: Path) -> None:
+    """The cap of 64 faces lived in `emovit serve`: an app built with `create_app` classified
+    every face of a crowd's photo in one request."""
+    from emovit.faces import Detection
+
+    class Crowd:
+        name = "crowd"
+
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            return [Detection((4.0 * i, 0.0, 4.0 * i + 20 + i, 20.0 + i)) for i in range(5)]
+
+    photo = _png((60, 60))
+    for own, settings, expected in ((None, {}, 5), (None, {"max_faces": 2}, 2), (3, {"max_faces": 2}, 3)):
+        faces = FaceOptions(detector=Crowd(), min_face=1, max_faces=own)
+        rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", faces=faces)
+        with serving(rec, **settings) as client:
+            result = client.post("/v1/predict", files=[("files", ("crowd.png", photo, "image/png"))]).json()
+        widths = [face["box"][2] - face["box"][0] for face in result["results"][0]["faces"]]
+        assert len(widths) == expected and widths == sorted(widths, reverse=True)  # the largest
+    assert ServeSettings().max_faces == 64
+
+
 def test_every_openapi_reference_resolves(client: TestClient) -> None:
     """The JSON request body referred to PredictRequest, which was not in the components: /docs
     and client generators failed on it."""
@@ -723,7 +745,7 @@ def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytes
     assert result.exit_code == 0, result.output
     settings = seen["s"]
     assert (settings.max_images, settings.max_request_pixels) == (3, 2_500_000)
-    assert seen["factory"]().faces.max_faces == 64  # a crowd's photo: the largest 64 faces
+    assert settings.max_faces == 64 and seen["factory"]().faces.max_faces is None  # the app's default
     assert (settings.body_timeout_s, settings.video_body_timeout_s) == (7.0, 90.0)
     assert (settings.max_video_jobs, settings.max_explain_jobs) == (2, 4)
 

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 
-#: Faces per image the server classifies unless --max-faces says otherwise (the largest ones).
-SERVE_MAX_FACES = 64
-
-
 @click.command(cls=EmovitCommand)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
@@ -173,8 +169,6 @@ def serve(
     from emovit.serve import ServeSettings, create_app, run_server
 
     options = recognizer.replace(batch_size=max_batch)
-    if faces.max_faces is None:  # a photo of a crowd: the model's work per request stays bounded
-        faces = faces.replace(max_faces=SERVE_MAX_FACES)
 
     def factory() -> Any:
         return load_recognizer(options, faces)

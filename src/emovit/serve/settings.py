@@ -20,6 +20,9 @@ class ServeSettings:
         max_body_bytes: request bodies over this answer 413.
         max_pixels: images with more pixels answer 413 (checked before decoding).
         max_images: images per request.
+        max_faces: faces kept per image (the largest) when the recognizer sets no limit of its
+            own: a photo of a crowd must not make one request the model's work of many (None:
+            no limit).
         max_batch: faces per model batch (micro-batching across requests).
         max_wait_ms: how long the model worker waits to fill a batch.
         max_queue: requests waiting for the model worker before 503.
@@ -54,6 +57,7 @@ class ServeSettings:
     max_pixels: int = 25_000_000
     max_request_pixels: int = 50_000_000
     max_images: int = 16
+    max_faces: int | None = 64
     max_batch: int = 32
     max_wait_ms: float = 10.0
     max_queue: int = 64

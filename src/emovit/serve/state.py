@@ -150,7 +150,10 @@ class ServeState:
 
     def set_ready(self, recognizer: EmotionRecognizer, batcher: MicroBatcher) -> None:
         self.recognizer, self.batcher = recognizer, batcher
-        self.faces = recognizer.faces.replace(detector=recognizer.detector)
+        faces = recognizer.faces.replace(detector=recognizer.detector)
+        if faces.max_faces is None and self.settings.max_faces is not None:
+            faces = faces.replace(max_faces=self.settings.max_faces)
+        self.faces = faces
         self.ready = True
 
     def require_ready(self) -> tuple[EmotionRecognizer, MicroBatcher, FaceOptions]:
