@@ -980,3 +980,62 @@ def test_the_timeline_breaks_its_lines_only_where_the_face_was_away() -> None:
     assert np.isnan(times).sum() == 1 and np.isnan(times[6]) and np.isnan(values[6]).all()
     sparse_away = np.array([0, 1, 2, 3, 10, 11, 12], np.float32)
     assert np.isnan(_broken_where_away(sparse_away, probs[:7])[0]).sum() == 1
+
+
+def _sound(path: Path) -> tuple[np.ndarray, int] | None:
+    """The first audio stream of `path` as mono samples and its rate (None: it has none)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        assert stream.codec_context.format.is_planar  # AAC decodes to planar floats: row 0 is a channel
+        chunks = [np.atleast_2d(frame.to_ndarray())[0] for frame in container.decode(stream)]
+        return np.concatenate(chunks), stream.codec_context.sample_rate
+
+
+def test_an_annotated_video_keeps_the_sound_in_step_with_the_pictures(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The annotated video had no sound. It now carries the source's over the span analysed:
+    a tone that starts at 1.0 s in the source starts at 0.5 s in a video analysed from 0.5 s."""
+    clip = write_clip(tmp_path / "talk.mp4", [background(64, 48, i) for i in range(30)], fps=10,
+                      audio=True, tone_from_s=1.0)  # fmt: skip
+    out = tmp_path / "out"
+    args = ["predict", str(clip), "--model", str(tiny_model_dir), "--detector", "none", "--start", "0.5",
+            "--format", "jsonl", "-o", str(tmp_path / "rows.jsonl"), "--save-annotated"]  # fmt: skip
+    proc = emovit(*args, str(out))
+    assert proc.returncode == 0, proc.stderr
+    sound = _sound(out / "talk.annotated.mp4")
+    assert sound is not None
+    samples, rate = sound
+    assert len(samples) / rate == pytest.approx(2.5, abs=0.1)  # the 25 frames shown, 0.5 s to 3 s
+
+    def loudness(start: float, end: float) -> float:
+        return float(np.sqrt(np.mean(samples[int(start * rate) : int(end * rate)] ** 2)))
+
+    assert loudness(0.05, 0.42) < 0.01 and loudness(0.58, 2.3) > 0.2
+    proc = emovit(*args, str(tmp_path / "mute"), "--no-annotated-audio")
+    assert proc.returncode == 0, proc.stderr
+    assert _sound(tmp_path / "mute" / "talk.annotated.mp4") is None
+
+
+def test_a_sound_track_that_cannot_be_read_leaves_the_pictures_whole(tmp_path: Path) -> None:
+    """No sound in the source is no sound in the output, silently; a source that cannot be
+    opened for its sound is a warning, and the video is written all the same."""
+    av = pytest.importorskip("av")
+    from emovit import video_output
+
+    silent = write_clip(tmp_path / "silent.mp4", [background(64, 48)] * 3, fps=10)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    for source, warns in ((silent, False), (broken, True)):
+        target = tmp_path / f"{source.stem}.annotated.mp4"
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with video_output.AnnotatedVideoWriter(target, fps=10, audio_from=source) as writer:
+                for index in range(3):
+                    writer.write(FrameResult(source="x", frame=index, time_s=index / 10), background(64, 48))
+        assert [str(w.message).startswith(f"{source}: its sound is left out") for w in seen] == [True] * warns
+        with av.open(str(target)) as container:
+            assert len(list(container.decode(video=0))) == 3 and not container.streams.audio

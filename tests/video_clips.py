@@ -52,11 +52,13 @@ def write_clip(
     codec_options: dict[str, str] | None = None,
     b_frames: int | None = None,
     audio: bool = False,
+    tone_from_s: float | None = None,
     sample_aspect: Fraction | None = None,
 ) -> Path:
     """Encode RGB `frames` into `path` (`pts_ms`: each frame's time in milliseconds, for a
     variable frame rate; `rotation`: display-matrix degrees, counter-clockwise; `audio`: a
-    silent AAC track as long as the video, beside it; `sample_aspect`: the pixels' width over
+    silent AAC track as long as the video, beside it, with a loud 440 Hz tone from `tone_from_s`
+    on when that is given; `sample_aspect`: the pixels' width over
     their height, for an anamorphic video)."""
     av = pytest.importorskip("av")
     out = av.open(str(path), "w", format=container, options=options or {})
@@ -75,7 +77,8 @@ def write_clip(
     if rotation is not None:
         stream.set_display_rotation(rotation)
     if audio:
-        _silence(out, out.add_stream("aac", rate=44100), round(len(frames) / fps * 44100 / 1024))
+        chunks = round(len(frames) / fps * 44100 / 1024)
+        _silence(out, out.add_stream("aac", rate=44100), chunks, tone_from_s=tone_from_s)
     for index, image in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts_ms is not None:
@@ -96,11 +99,14 @@ def write_audio_only(path: Path) -> Path:
     return path
 
 
-def _silence(out: Any, stream: Any, chunks: int) -> None:
-    """Mux `chunks` x 1,024 samples of silence (44.1 kHz mono) into the AAC `stream` of `out`."""
+def _silence(out: Any, stream: Any, chunks: int, *, tone_from_s: float | None = None) -> None:
+    """Mux `chunks` x 1,024 samples of silence (44.1 kHz mono) into the AAC `stream` of `out`
+    (a 440 Hz tone from `tone_from_s` on)."""
     av = pytest.importorskip("av")
     for index in range(chunks):
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        t = (index * 1024 + np.arange(1024)) / 44100
+        wave = 0.5 * np.sin(2 * np.pi * 440 * t) * (t >= tone_from_s) if tone_from_s is not None else 0 * t
+        chunk = av.AudioFrame.from_ndarray(wave[None].astype(np.float32), format="fltp", layout="mono")
         chunk.sample_rate, chunk.pts = 44100, index * 1024
         for packet in stream.encode(chunk):
             out.mux(packet)

@@ -2,7 +2,8 @@
 
 * `AnnotatedVideoWriter`: the analysed frames re-encoded with boxes, track ids and smoothed
   labels drawn on them (H.264 when the bundled FFmpeg has an encoder for it, else MPEG-4), each
-  frame at its own presentation time, so the video keeps the source's frame rate and timing.
+  frame at its own presentation time, so the video keeps the source's frame rate and timing;
+  the source's sound over the same span, re-encoded to AAC, in step with the pictures.
 * `TimelineRecorder`: each track's smoothed probabilities over time, drawn as a PNG with one
   panel per track (matplotlib, no display needed).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from array import array
 from collections.abc import Sequence
 from fractions import Fraction
@@ -58,6 +60,12 @@ class AnnotatedVideoWriter:
         path: the target (``DIR/<stem>.annotated.mp4``); written as a hidden temporary file
             beside it and renamed onto it by `close`.
         fps: the source's frame rate (the output's nominal rate; None: 30).
+        audio_from: a local video file whose first audio stream is carried over the span the
+            frames cover, re-encoded to AAC (None: no sound). A sound track that cannot be
+            read or encoded is a warning and is left out (or cut where it failed): the
+            pictures never depend on it.
+        audio_offset_s: where the frames' time 0 lies in that file's timeline (the video
+            stream's start, `VideoInfo.start_s`): sound and pictures stay in step.
 
     Examples:
         >>> with AnnotatedVideoWriter("out/clip.annotated.mp4", fps=30) as writer:  # doctest: +SKIP
@@ -65,10 +73,21 @@ class AnnotatedVideoWriter:
         ...         writer.write(frame)
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fps: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fps: float | None = None,
+        audio_from: str | os.PathLike[str] | None = None,
+        audio_offset_s: float = 0.0,
+    ) -> None:
         self.path = Path(path)
         self.fps = fps or 30.0
         self.frames = 0
+        self.audio_from = audio_from
+        self.audio_offset_s = audio_offset_s
+        self._sound: _SoundTrack | None = None
+        self._end_s = 0.0  # the end of the last frame written, in the output's time
         # unique: two runs writing the same target never share a temporary file
         self._tmp = self.path.with_name(f"{temporary_prefix(self.path)}{uuid.uuid4().hex[:12]}.part")
         self._tick = 90_000  # time base 1/tick (MPEG-4 Part 2 allows at most 65535)
@@ -103,6 +122,8 @@ class AnnotatedVideoWriter:
         else:
             stream.bit_rate = 4_000_000
         self._stream = stream
+        if self.audio_from is not None:  # every stream is added before the first packet is muxed
+            self._sound = _SoundTrack.open(container, self.audio_from)
 
     def write(self, frame: FrameResult, image: np.ndarray | None = None) -> None:
         """Draw `frame`'s faces on `image` (default: the frame's kept pixels) and encode it."""
@@ -118,6 +139,8 @@ class AnnotatedVideoWriter:
         time_s = frame.time_s or 0.0
         if self._origin is None:
             self._origin = time_s
+            if self._sound is not None:
+                self._sound.origin_s = self.audio_offset_s + time_s
         pts = max(round((time_s - self._origin) * self._tick), self._last_pts + 1)
         self._last_pts = pts
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
@@ -125,6 +148,9 @@ class AnnotatedVideoWriter:
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames += 1
+        self._end_s = pts / self._tick + 1.0 / self.fps
+        if self._sound is not None:  # the sound up to this frame: the file stays interleaved
+            self._sound.mux_until(self._container, pts / self._tick)
 
     def close(self) -> Path | None:
         """Flush the encoder and put the file in place (None when no frame was written)."""
@@ -134,6 +160,8 @@ class AnnotatedVideoWriter:
         try:
             for packet in self._stream.encode():
                 container.mux(packet)
+            if self._sound is not None:  # the sound of the last frame's time on screen
+                self._sound.finish(container, self._end_s)
             container.close()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -141,6 +169,9 @@ class AnnotatedVideoWriter:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
             raise
+        finally:
+            if self._sound is not None:
+                self._sound.close()
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -151,6 +182,8 @@ class AnnotatedVideoWriter:
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
+        if self._sound is not None:
+            self._sound.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> AnnotatedVideoWriter:
@@ -158,6 +191,109 @@ class AnnotatedVideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _SoundTrack:
+    """The first audio stream of a video file, decoded, resampled and encoded to AAC into an
+    annotated video: each audio frame at its time in the source less `origin_s` (the first
+    written frame's time there), frames before it left out. Any failure reading or encoding
+    it warns once and ends the sound there; the pictures go on."""
+
+    def __init__(self, source: str, input_: Any, stream: Any, out: Any, layout: str, rate: int) -> None:
+        av = _av()
+        self.source = source
+        self.origin_s = 0.0
+        self._input, self._out, self._rate = input_, out, rate
+        self._frames: Any = input_.decode(stream)
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
+        self._next: Any = None  # a decoded frame read ahead, not yet due
+        self._pts: int | None = None  # the next encoded sample's time, in samples
+        self._done = False  # read to its end, or failed
+        self._broken = False  # failed: a warning said so, nothing more is encoded
+
+    @classmethod
+    def open(cls, container: Any, source: str | os.PathLike[str]) -> _SoundTrack | None:
+        """The sound of `source` added as a stream of `container` (None when it has none, or
+        it cannot be opened: a warning)."""
+        av = _av()
+        name = os.fspath(source)
+        try:
+            input_ = av.open(name)
+        except Exception as exc:  # noqa: BLE001 - the pictures do not need it
+            warnings.warn(f"{name}: its sound is left out of the annotated video ({exc})", stacklevel=3)
+            return None
+        streams = [s for s in input_.streams.audio if s.codec_context.sample_rate]
+        if not streams:
+            input_.close()
+            return None
+        stream = streams[0]
+        stream.thread_type = "AUTO"
+        rates = av.codec.Codec("aac", "w").audio_rates or ()
+        rate = stream.codec_context.sample_rate
+        rate = rate if rate in rates else 48_000
+        layout = "mono" if stream.codec_context.layout.nb_channels == 1 else "stereo"
+        try:
+            out = container.add_stream("aac", rate=rate, layout=layout)
+            out.time_base = Fraction(1, rate)
+            return cls(name, input_, stream, out, layout, rate)
+        except Exception as exc:  # noqa: BLE001 - no AAC encoder in this FFmpeg, say
+            input_.close()
+            warnings.warn(f"{name}: its sound is left out of the annotated video ({exc})", stacklevel=3)
+            return None
+
+    def mux_until(self, container: Any, until_s: float) -> None:
+        """Encode the sound that starts before `until_s` (output time)."""
+        if self._done:
+            return
+        try:
+            while True:
+                frame = self._next if self._next is not None else next(self._frames, None)
+                self._next = None
+                if frame is None:
+                    self._done = True
+                    return
+                if frame.pts is None:
+                    continue
+                at = float(frame.time) - self.origin_s
+                if at >= until_s:
+                    self._next = frame
+                    return
+                if at < 0:  # before the first frame shown (--start)
+                    continue
+                if self._pts is None:
+                    self._pts = round(at * self._rate)
+                self._encode(container, self._resampler.resample(frame))
+        except Exception as exc:  # noqa: BLE001 - a damaged sound track: the pictures go on
+            self._fail(exc)
+
+    def finish(self, container: Any, end_s: float) -> None:
+        """Encode the sound up to `end_s` and flush the encoder."""
+        self.mux_until(container, end_s)
+        if self._broken:
+            return
+        try:
+            if self._pts is not None:
+                self._encode(container, self._resampler.resample(None))
+            for packet in self._out.encode(None):
+                container.mux(packet)
+        except Exception as exc:  # noqa: BLE001 - as above
+            self._fail(exc)
+
+    def _encode(self, container: Any, frames: list[Any]) -> None:
+        for chunk in frames:
+            assert self._pts is not None
+            chunk.pts, chunk.time_base = self._pts, Fraction(1, self._rate)
+            self._pts += chunk.samples
+            for packet in self._out.encode(chunk):
+                container.mux(packet)
+
+    def _fail(self, exc: BaseException) -> None:
+        warnings.warn(f"{self.source}: its sound stops where it could not be read ({exc})", stacklevel=4)
+        self._done = self._broken = True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._input.close()
 
 
 class TimelineRecorder:

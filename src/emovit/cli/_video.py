@@ -93,6 +93,7 @@ class VideoJob:
     rec: EmotionRecognizer
     options: VideoOptions
     annotated: str | None = None
+    audio: bool = True  # the annotated video keeps the sound of a video file
     plot: str | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
@@ -128,9 +129,15 @@ class VideoJob:
                 if annotate and frame.image is not None:
                     try:
                         if video is None:
-                            fps = run.info.fps if run.info is not None else None
+                            info = run.info
                             target = self.check(Path(self.annotated or ".") / f"{stem}.annotated.mp4")
-                            video = AnnotatedVideoWriter(target, fps=fps)
+                            video = AnnotatedVideoWriter(
+                                target,
+                                fps=info.fps if info is not None else None,
+                                # a file (not a URL, a camera or a pipe) can be read again for it
+                                audio_from=path if self.audio and Path(path).is_file() else None,
+                                audio_offset_s=info.start_s if info is not None else 0.0,
+                            )
                         video.write(frame)
                     except errors as exc:
                         self._unsaved(path, "annotated video", exc)

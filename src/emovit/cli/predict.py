@@ -77,6 +77,13 @@ __all__ = ["predict"]
     "DIR/<stem>.annotated.mp4, with track ids and smoothed labels).",
 )
 @click.option(
+    "--annotated-audio/--no-annotated-audio",
+    default=True,
+    show_default=True,
+    help="Videos from files: the annotated video keeps the source's sound over the span analysed "
+    "(re-encoded to AAC).",
+)
+@click.option(
     "--save-crops", type=click.Path(file_okay=False), default=None, help="Write each face crop into DIR."
 )
 @click.option(
@@ -105,6 +112,7 @@ def predict(
     top_k: int,
     recursive: bool,
     save_annotated: str | None,
+    annotated_audio: bool,
     save_crops: str | None,
     explain_dir: str | None,
     method: ExplainMethod,
@@ -162,7 +170,9 @@ def predict(
     names = _OutputNames(paths)
     failed = unsaved = 0
     videos = (
-        VideoJob(rec, video, annotated=save_annotated, plot=plot, check=names.check) if any(flags) else None
+        VideoJob(rec, video, annotated=save_annotated, audio=annotated_audio, plot=plot, check=names.check)
+        if any(flags)
+        else None
     )
     with atomic_output(output, sys.stdout) as stream:
         writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)

@@ -78,6 +78,9 @@ class VideoInfo:
         rotation: degrees the frames are turned counter-clockwise to stand upright.
         codec: the video codec's name.
         frames: the frame count the container declares (None when it declares none).
+        start_s: where the video stream's first frame lies in the file's timeline, which frame
+            times count from (known once decoding has begun; other streams, such as the
+            sound, are placed against it).
     """
 
     width: int
@@ -87,6 +90,7 @@ class VideoInfo:
     rotation: int = 0
     codec: str = ""
     frames: int | None = None
+    start_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -605,7 +609,7 @@ class VideoReader:
         av = _av()
         opts = self.options
         fps = self.info.fps
-        origin = self._origin()
+        origin = self.info.start_s = self._origin()
         tolerance = 0.5 / fps if fps else 1e-3
         index, previous = -1, None
         next_time = opts.start
