@@ -374,6 +374,29 @@ def test_overload_and_deadline(recognizer: EmotionRecognizer) -> None:
         )
 
 
+def test_a_request_past_its_deadline_stops_decoding_and_detecting(tiny_model_dir: Path) -> None:
+    """After a 504 the request's thread went on decoding and detecting all of its images (a
+    worker's time for nobody); it now stops at the next image."""
+    from emovit.faces import Detection
+
+    class Slow:
+        name = "slow"
+        calls = 0
+
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            Slow.calls += 1
+            time.sleep(0.25)
+            return [Detection((0.0, 0.0, 20.0, 20.0))]
+
+    rec = EmotionRecognizer.from_pretrained(tiny_model_dir, device="cpu", faces=FaceOptions(detector=Slow()))
+    files = [("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(12)]
+    with serving(rec, deadline_s=0.3) as client:
+        Slow.calls = 0  # the warm-up detects nothing (detector none)
+        _assert_error(client.post("/v1/predict", files=files), 504, "deadline")
+        time.sleep(1.5)  # 12 images x 0.25 s: the whole request would take 3 s
+    assert Slow.calls <= 3, Slow.calls  # the one under way when the deadline passed, and one more at most
+
+
 class _GatedRecognizer:
     """Wraps a recognizer: once `hold` is called (after the server's warm-up), counts `prepare`
     calls (decode and detect) and holds the model stage until `gate` is set."""

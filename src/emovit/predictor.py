@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
@@ -579,17 +579,20 @@ class EmotionRecognizer:
         max_pixels: int | None = None,
         names: Sequence[str] | None = None,
         keep_pixels: bool = False,
+        stop: threading.Event | None = None,
     ) -> PreparedBatch:
         """The first half of `predict` for one batch: decode, detect, crop and preprocess.
 
         `faces` and `max_pixels` override the recognizer's for this call (margin, align and
         grey left unset still follow the model's framing); `names` name the inputs in
-        results and errors (default: paths, or ``<bytes #i>``). `infer` finishes the batch."""
+        results and errors (default: paths, or ``<bytes #i>``); `stop`, once set (the caller
+        gave up: a deadline), ends the work before the next image's decoding or detection
+        with `concurrent.futures.CancelledError`. `infer` finishes the batch."""
         _check_errors(errors)
         options = self._resolve_faces(faces) if faces is not None else None
         detector = self._create_detector(options) if options is not None else None
         chunk = list(enumerate(inputs))
-        return self._prepare(chunk, errors, keep_pixels, options, detector, max_pixels, names)
+        return self._prepare(chunk, errors, keep_pixels, options, detector, max_pixels, names, stop)
 
     def infer(
         self, batches: Sequence[PreparedBatch], *, errors: ErrorPolicy = "collect"
@@ -1067,13 +1070,19 @@ class EmotionRecognizer:
         detector: FaceDetector | None = None,
         max_pixels: int | None = None,
         names: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
     ) -> PreparedBatch:
         """Decode, detect, crop and preprocess one batch (runs in the prefetch thread)."""
         raise_errors = errors == "raise"
         options = options or self.faces
         detector = detector or self.detector
 
+        def check() -> None:
+            if stop is not None and stop.is_set():
+                raise CancelledError("the caller stopped waiting for this batch")
+
         def decode(position: int) -> tuple[ImageResult, np.ndarray | None]:
+            check()
             index, source = chunk[position]
             name = names[position] if names is not None else None
             return self._decode(index, source, raise_errors, max_pixels, name)
@@ -1087,6 +1096,7 @@ class EmotionRecognizer:
         for result, image in decoded:
             if image is None:
                 continue
+            check()
             faces += self._faces_of(result, image, options, detector, raise_errors)
             if keep_pixels:
                 result.image = image

@@ -253,11 +253,12 @@ async def _predict(
         raise _overloaded(state)
     images = await _images_from(request, state)
     faces = _request_faces(server_faces, detector, no_face)
+    stop = threading.Event()  # set when the request gives up: its thread stops at the next image
 
     async def run() -> list[ImageResult]:
         prepared = await asyncio.to_thread(
             rec.prepare, [data for _, data in images], errors="collect", faces=faces,
-            max_pixels=settings.max_pixels, names=[name for name, _ in images],
+            max_pixels=settings.max_pixels, names=[name for name, _ in images], stop=stop,
         )  # fmt: skip
         if not prepared.faces:  # nothing for the model: every image failed or had no face
             return prepared.results
@@ -278,6 +279,8 @@ async def _predict(
         raise ApiError(504, "deadline", f"not answered within {settings.deadline_s:g} s") from None
     except EmovitError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
+    finally:  # answered, timed out, or cancelled (the client left, shutdown): no more decoding
+        stop.set()
     for result in results:
         if not result.ok:
             metrics.image_errors.labels(result.error_code or "internal").inc()
