@@ -994,42 +994,95 @@ def _sound(path: Path) -> tuple[np.ndarray, int] | None:
         return np.concatenate(chunks), stream.codec_context.sample_rate
 
 
+def _loudness(sound: tuple[np.ndarray, int] | None, start: float, end: float) -> float:
+    assert sound is not None
+    samples, rate = sound
+    return float(np.sqrt(np.mean(samples[int(start * rate) : int(end * rate)] ** 2)))
+
+
+@pytest.mark.parametrize("start", [0.5, 1.5])
 def test_an_annotated_video_keeps_the_sound_in_step_with_the_pictures(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, start: float
 ) -> None:
     """The annotated video had no sound. It now carries the source's over the span analysed:
-    a tone that starts at 1.0 s in the source starts at 0.5 s in a video analysed from 0.5 s."""
-    clip = write_clip(tmp_path / "talk.mp4", [background(64, 48, i) for i in range(30)], fps=10,
-                      audio=True, tone_from_s=1.0)  # fmt: skip
+    a tone that starts half a second after --start in the source starts at 0.5 s in the
+    annotated video (from 1.5 s the sound is read from a seek, as the pictures are)."""
+    clip = write_clip(tmp_path / "talk.mp4", [background(64, 48, i) for i in range(40)], fps=10,
+                      audio=True, tone_from_s=start + 0.5)  # fmt: skip
     out = tmp_path / "out"
-    args = ["predict", str(clip), "--model", str(tiny_model_dir), "--detector", "none", "--start", "0.5",
+    args = ["predict", str(clip), "--model", str(tiny_model_dir), "--detector", "none", "--start", str(start),
             "--format", "jsonl", "-o", str(tmp_path / "rows.jsonl"), "--save-annotated"]  # fmt: skip
     proc = emovit(*args, str(out))
     assert proc.returncode == 0, proc.stderr
     sound = _sound(out / "talk.annotated.mp4")
-    assert sound is not None
-    samples, rate = sound
-    assert len(samples) / rate == pytest.approx(2.5, abs=0.1)  # the 25 frames shown, 0.5 s to 3 s
-
-    def loudness(start: float, end: float) -> float:
-        return float(np.sqrt(np.mean(samples[int(start * rate) : int(end * rate)] ** 2)))
-
-    assert loudness(0.05, 0.42) < 0.01 and loudness(0.58, 2.3) > 0.2
+    assert sound is not None and len(sound[0]) / sound[1] == pytest.approx(4 - start, abs=0.1)  # as shown
+    assert _loudness(sound, 0.05, 0.42) < 0.01 and _loudness(sound, 0.58, 4 - start - 0.2) > 0.2
     proc = emovit(*args, str(tmp_path / "mute"), "--no-annotated-audio")
     assert proc.returncode == 0, proc.stderr
     assert _sound(tmp_path / "mute" / "talk.annotated.mp4") is None
 
 
-def test_a_sound_track_that_cannot_be_read_leaves_the_pictures_whole(tmp_path: Path) -> None:
+def test_a_gap_in_the_sound_stays_a_gap(tmp_path: Path) -> None:
+    """A stream whose sound stops for a second (a dropout; MPEG-TS keeps each packet's time):
+    the sound after it was laid straight after the sound before, a second early for good."""
+    av = pytest.importorskip("av")
+    from emovit import video_output
+
+    source = tmp_path / "dropout.ts"
+    with av.open(str(source), "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=44100, layout="mono")
+        for index in range(int(3 * 44100 / 1024)):  # a tone, but nothing from 1 s to 2 s
+            t = (index * 1024 + np.arange(1024)) / 44100
+            if 1.0 <= t[0] < 2.0:
+                continue
+            chunk = av.AudioFrame.from_ndarray((0.5 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32),
+                                               format="fltp", layout="mono")  # fmt: skip
+            chunk.sample_rate, chunk.pts = 44100, index * 1024
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+        for _ in range(30):
+            for packet in video.encode(av.VideoFrame.from_ndarray(background(64, 48), format="rgb24")):
+                out.mux(packet)
+        for stream in (sound, video):
+            for packet in stream.encode():
+                out.mux(packet)
+    with av.open(str(source)) as container:  # the video stream's start in the file (MPEG-TS: 1.4 s)
+        start_s = float(container.streams.video[0].start_time * container.streams.video[0].time_base)
+    target = tmp_path / "dropout.annotated.mp4"
+    writer = video_output.AnnotatedVideoWriter(target, fps=10, audio_from=source, audio_offset_s=start_s)
+    with writer:
+        for index in range(30):
+            writer.write(FrameResult(source="x", frame=index, time_s=index / 10), background(64, 48))
+    sound_out = _sound(target)
+    assert _loudness(sound_out, 0.2, 0.9) > 0.2 and _loudness(sound_out, 2.1, 2.9) > 0.2
+    assert _loudness(sound_out, 1.1, 1.9) < 0.01
+
+
+def test_a_sound_track_that_cannot_be_read_leaves_the_pictures_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No sound in the source is no sound in the output, silently; a source that cannot be
-    opened for its sound is a warning, and the video is written all the same."""
+    opened for its sound, or an FFmpeg without an AAC encoder, is a warning, and the video is
+    written all the same (without an encoder the video was lost)."""
     av = pytest.importorskip("av")
     from emovit import video_output
 
     silent = write_clip(tmp_path / "silent.mp4", [background(64, 48)] * 3, fps=10)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 64)
-    for source, warns in ((silent, False), (broken, True)):
+    talk = write_clip(tmp_path / "talk.mp4", [background(64, 48)] * 3, fps=10, audio=True)
+    codec = av.codec.Codec
+
+    def no_aac(name: str, mode: str = "r") -> Any:
+        if name == "aac" and mode == "w":
+            raise av.codec.codec.UnknownCodecError(name)
+        return codec(name, mode)
+
+    for source, warns in ((silent, False), (broken, True), (talk, True)):
+        if source == talk:
+            monkeypatch.setattr(av.codec, "Codec", no_aac)
         target = tmp_path / f"{source.stem}.annotated.mp4"
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")

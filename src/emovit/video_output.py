@@ -19,7 +19,7 @@ import os
 import uuid
 import warnings
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 from emovit.errors import DependencyError
 from emovit.fileio import atomic_open, temporary_prefix
 from emovit.results import EMOTION_COLOURS, FrameResult
+from emovit.video import decode_packets
 
 __all__ = ["AnnotatedVideoWriter", "TimelineRecorder", "video_encoder"]
 
@@ -195,49 +196,56 @@ class AnnotatedVideoWriter:
 
 class _SoundTrack:
     """The first audio stream of a video file, decoded, resampled and encoded to AAC into an
-    annotated video: each audio frame at its time in the source less `origin_s` (the first
-    written frame's time there), frames before it left out. Any failure reading or encoding
-    it warns once and ends the sound there; the pictures go on."""
+    annotated video: each audio frame at its own time in the source less `origin_s` (the first
+    written frame's time there). What lies before it is cut, a gap in the source stays a gap
+    (silence), damaged packets are skipped, and a change of format midway (stereo to 5.1) is
+    followed. Anything else that goes wrong warns once and ends the sound there; the pictures
+    go on."""
+
+    _CHUNK = 1024  # samples per AAC frame
+    _SLACK_S = 0.04  # timestamps this far from the samples so far: a gap (or an overlap)
 
     def __init__(self, source: str, input_: Any, stream: Any, out: Any, layout: str, rate: int) -> None:
-        av = _av()
         self.source = source
         self.origin_s = 0.0
-        self._input, self._out, self._rate = input_, out, rate
-        self._frames: Any = input_.decode(stream)
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
+        self._input, self._stream, self._out = input_, stream, out
+        self._layout, self._rate = layout, rate
+        self._frames: Iterator[Any] | None = None  # opened at the first call, after a seek
         self._next: Any = None  # a decoded frame read ahead, not yet due
-        self._pts: int | None = None  # the next encoded sample's time, in samples
+        self._resampler: Any = None
+        self._setup: tuple[str, str, int] | None = None  # what the resampler takes
+        self._buffer = np.zeros((1 if layout == "mono" else 2, 0), np.float32)
+        self._written: int | None = None  # samples encoded (the buffer's start), in output samples
         self._done = False  # read to its end, or failed
         self._broken = False  # failed: a warning said so, nothing more is encoded
 
     @classmethod
     def open(cls, container: Any, source: str | os.PathLike[str]) -> _SoundTrack | None:
         """The sound of `source` added as a stream of `container` (None when it has none, or
-        it cannot be opened: a warning)."""
+        it cannot be read or encoded here: a warning)."""
         av = _av()
         name = os.fspath(source)
+        input_ = None
         try:
             input_ = av.open(name)
-        except Exception as exc:  # noqa: BLE001 - the pictures do not need it
-            warnings.warn(f"{name}: its sound is left out of the annotated video ({exc})", stacklevel=3)
-            return None
-        streams = [s for s in input_.streams.audio if s.codec_context.sample_rate]
-        if not streams:
-            input_.close()
-            return None
-        stream = streams[0]
-        stream.thread_type = "AUTO"
-        rates = av.codec.Codec("aac", "w").audio_rates or ()
-        rate = stream.codec_context.sample_rate
-        rate = rate if rate in rates else 48_000
-        layout = "mono" if stream.codec_context.layout.nb_channels == 1 else "stereo"
-        try:
+            # a stream FFmpeg has no decoder for has no codec context
+            streams = [
+                s for s in input_.streams.audio if s.codec_context is not None and s.codec_context.sample_rate
+            ]
+            if not streams:
+                input_.close()
+                return None
+            stream = streams[0]
+            rate = stream.codec_context.sample_rate
+            rate = rate if rate in (av.codec.Codec("aac", "w").audio_rates or ()) else 48_000
+            layout = "mono" if stream.codec_context.layout.nb_channels == 1 else "stereo"
             out = container.add_stream("aac", rate=rate, layout=layout)
             out.time_base = Fraction(1, rate)
             return cls(name, input_, stream, out, layout, rate)
-        except Exception as exc:  # noqa: BLE001 - no AAC encoder in this FFmpeg, say
-            input_.close()
+        except Exception as exc:  # noqa: BLE001 - no AAC encoder in this FFmpeg, a file it cannot open...
+            if input_ is not None:
+                with contextlib.suppress(Exception):
+                    input_.close()
             warnings.warn(f"{name}: its sound is left out of the annotated video ({exc})", stacklevel=3)
             return None
 
@@ -246,49 +254,99 @@ class _SoundTrack:
         if self._done:
             return
         try:
+            if self._frames is None:
+                self._frames = self._start()
             while True:
                 frame = self._next if self._next is not None else next(self._frames, None)
                 self._next = None
                 if frame is None:
                     self._done = True
-                    return
-                if frame.pts is None:
+                    break
+                if frame.pts is None or not frame.samples:
                     continue
                 at = float(frame.time) - self.origin_s
                 if at >= until_s:
                     self._next = frame
-                    return
-                if at < 0:  # before the first frame shown (--start)
+                    break
+                if at + frame.samples / frame.sample_rate <= 0:  # before the first frame shown
                     continue
-                if self._pts is None:
-                    self._pts = round(at * self._rate)
-                self._encode(container, self._resampler.resample(frame))
-        except Exception as exc:  # noqa: BLE001 - a damaged sound track: the pictures go on
+                self._place(round(at * self._rate), self._resampled(frame))
+            self._encode(container)
+        except Exception as exc:  # noqa: BLE001 - a sound track that cannot be read: the pictures go on
             self._fail(exc)
 
     def finish(self, container: Any, end_s: float) -> None:
-        """Encode the sound up to `end_s` and flush the encoder."""
+        """Encode the sound up to `end_s`, the end of the last frame shown, and flush."""
         self.mux_until(container, end_s)
         if self._broken:
             return
         try:
-            if self._pts is not None:
-                self._encode(container, self._resampler.resample(None))
+            if self._resampler is not None:
+                self._append(self._resampler.resample(None))
+            if self._written is not None:  # nothing past the pictures
+                self._buffer = self._buffer[:, : max(0, round(end_s * self._rate) - self._written)]
+            self._encode(container, last=True)
             for packet in self._out.encode(None):
                 container.mux(packet)
         except Exception as exc:  # noqa: BLE001 - as above
             self._fail(exc)
 
-    def _encode(self, container: Any, frames: list[Any]) -> None:
-        for chunk in frames:
-            assert self._pts is not None
-            chunk.pts, chunk.time_base = self._pts, Fraction(1, self._rate)
-            self._pts += chunk.samples
-            for packet in self._out.encode(chunk):
+    def _start(self) -> Iterator[Any]:
+        """The decoded frames from shortly before `origin_s` (a seek: a video analysed from
+        its second hour does not read the first)."""
+        if self.origin_s > 1.0 and self._stream.time_base:
+            with contextlib.suppress(Exception):  # cannot seek: read from the start
+                target = int((self.origin_s - 1.0) / self._stream.time_base)
+                self._input.seek(target, stream=self._stream, backward=True)
+        return decode_packets(self._input, self._stream)
+
+    def _resampled(self, frame: Any) -> np.ndarray:
+        """`frame`'s samples in the output's format, rate and layout (``channels x n``)."""
+        av = _av()
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if setup != self._setup:  # the first frame, or the source's format changed midway
+            if self._resampler is not None:
+                self._append(self._resampler.resample(None))
+            self._resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=self._rate)
+            self._setup = setup
+        frames = self._resampler.resample(frame)
+        return np.concatenate([f.to_ndarray() for f in frames], axis=1) if frames else self._buffer[:, :0]
+
+    def _append(self, frames: list[Any]) -> None:
+        if frames:
+            self._buffer = np.concatenate([self._buffer, *(f.to_ndarray() for f in frames)], axis=1)
+
+    def _place(self, start: int, samples: np.ndarray) -> None:
+        """Put `samples` at output sample `start`: after a gap, silence fills it; where they
+        overlap what came before, the overlap is dropped."""
+        if self._written is None:
+            self._written = max(0, start)
+            if start < 0:  # the frame that straddles the first frame shown: from its time on
+                samples = samples[:, -start:]
+        else:
+            gap = start - (self._written + self._buffer.shape[1])
+            if gap > self._SLACK_S * self._rate:
+                samples = np.concatenate([np.zeros((samples.shape[0], gap), np.float32), samples], axis=1)
+            elif gap < -self._SLACK_S * self._rate:
+                samples = samples[:, -gap:]
+        self._buffer = np.concatenate([self._buffer, samples], axis=1)
+
+    def _encode(self, container: Any, last: bool = False) -> None:
+        """Encode the buffer's whole AAC frames (and, when `last`, what is left)."""
+        av = _av()
+        while self._written is not None and (
+            self._buffer.shape[1] >= self._CHUNK or (last and self._buffer.shape[1])
+        ):
+            chunk = np.ascontiguousarray(self._buffer[:, : self._CHUNK])
+            self._buffer = self._buffer[:, self._CHUNK :]
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
+            frame.sample_rate, frame.pts, frame.time_base = self._rate, self._written, Fraction(1, self._rate)
+            self._written += chunk.shape[1]
+            for packet in self._out.encode(frame):
                 container.mux(packet)
 
     def _fail(self, exc: BaseException) -> None:
-        warnings.warn(f"{self.source}: its sound stops where it could not be read ({exc})", stacklevel=4)
+        warnings.warn(f"{self.source}: its sound stops here ({type(exc).__name__}: {exc})", stacklevel=4)
         self._done = self._broken = True
 
     def close(self) -> None:

@@ -18,7 +18,14 @@ from emovit.video._options import (
     VideoOptions,
 )
 from emovit.video._smooth import ProbabilitySmoother
-from emovit.video._source import DecodedFrame, VideoInfo, VideoReader, is_video, probe_video
+from emovit.video._source import (
+    DecodedFrame,
+    VideoInfo,
+    VideoReader,
+    decode_packets,
+    is_video,
+    probe_video,
+)
 from emovit.video._summary import VideoPrediction, VideoSummary
 from emovit.video._tracker import Tracker
 
@@ -34,6 +41,7 @@ __all__ = [
     "VideoPrediction",
     "VideoReader",
     "VideoSummary",
+    "decode_packets",
     "is_video",
     "probe_video",
 ]

@@ -33,7 +33,7 @@ from emovit.imageio import check_file
 from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIDEO_URL_SCHEMES, is_url
 from emovit.video._options import VideoOptions
 
-__all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "is_video", "probe_video"]
+__all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "decode_packets", "is_video", "probe_video"]
 
 VideoInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 # Stills that FFmpeg also opens (as one-frame "videos"): they always take the photo path.
@@ -260,6 +260,29 @@ def _info(container: Any, stream: Any) -> VideoInfo:
         codec=context.name or "",
         frames=int(stream.frames) or None,
     )
+
+
+def decode_packets(container: Any, stream: Any, damaged: list[str] | None = None) -> Iterator[Any]:
+    """The frames of one stream of an open PyAV `container`, decoded packet by packet: a
+    damaged packet is skipped (as FFmpeg's own tools do) and its error appended to `damaged`,
+    not the end of the stream. Many damaged packets in a row (a file that is damaged from there
+    on) end it with the decoder's error."""
+    av = _av()
+    in_a_row = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as error:
+            in_a_row += 1
+            if damaged is not None:
+                damaged.append(str(error))
+            if in_a_row >= _DAMAGED_IN_A_ROW:
+                raise
+            continue
+        in_a_row = 0
+        yield from frames
 
 
 def probe_video(source: VideoInput, *, name: str | None = None, max_pixels: int | None = None) -> VideoInfo:
@@ -586,24 +609,8 @@ class VideoReader:
         return self._decoded(), False
 
     def _decoded(self) -> Iterator[Any]:
-        """The stream's frames, decoded packet by packet: a damaged packet is skipped (as
-        FFmpeg's own tools do) and counted, not the end of the video. Many damaged packets in a
-        row (a file that is damaged from there on) end it with the decoder's error."""
-        av = _av()
-        in_a_row = 0
-        for packet in self._container.demux(self._stream):
-            try:
-                frames = packet.decode()
-            except av.error.EOFError:
-                return
-            except av.error.FFmpegError as error:
-                in_a_row += 1
-                self._damaged.append(str(error))
-                if in_a_row >= _DAMAGED_IN_A_ROW:
-                    raise
-                continue
-            in_a_row = 0
-            yield from frames
+        """The stream's frames (`decode_packets`): damaged packets skipped and counted."""
+        return decode_packets(self._container, self._stream, self._damaged)
 
     def _decode_frames(self) -> None:
         av = _av()
