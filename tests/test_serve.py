@@ -23,6 +23,7 @@ pytest.importorskip("prometheus_client")
 from fastapi.testclient import TestClient
 
 from emovit import EMOTIONS, EmotionRecognizer
+from emovit.errors import OptionError
 from emovit.faces import FaceOptions
 from emovit.serve import ServeSettings, create_app, get_state
 
@@ -487,6 +488,8 @@ def test_faces_per_image_are_capped_by_the_app_unless_the_recognizer_caps_them(t
         widths = [face["box"][2] - face["box"][0] for face in result["results"][0]["faces"]]
         assert len(widths) == expected and widths == sorted(widths, reverse=True)  # the largest
     assert ServeSettings().max_faces == 64
+    with pytest.raises(OptionError, match="max_faces must be at least 1"):  # it failed the model's load
+        ServeSettings(max_faces=0)
 
 
 def test_every_openapi_reference_resolves(client: TestClient) -> None:

@@ -1092,3 +1092,34 @@ def test_a_sound_track_that_cannot_be_read_leaves_the_pictures_whole(
         assert [str(w.message).startswith(f"{source}: its sound is left out") for w in seen] == [True] * warns
         with av.open(str(target)) as container:
             assert len(list(container.decode(video=0))) == 3 and not container.streams.audio
+
+
+def test_the_sound_ends_with_the_pictures_whatever_its_packets(tmp_path: Path) -> None:
+    """PCM sound in one-second packets (Matroska): the annotated video's sound ran on to the end
+    of the packet that held the last frame's time, half a second past the pictures."""
+    av = pytest.importorskip("av")
+    from emovit import video_output
+
+    source = tmp_path / "pcm.mkv"
+    with av.open(str(source), "w", format="matroska") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=44100, layout="mono")
+        for second in range(3):
+            wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100) * 32767).astype(np.int16)
+            chunk = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, second * 44100
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+        for _ in range(30):
+            for packet in video.encode(av.VideoFrame.from_ndarray(background(64, 48), format="rgb24")):
+                out.mux(packet)
+        for stream in (sound, video):
+            for packet in stream.encode():
+                out.mux(packet)
+    target = tmp_path / "pcm.annotated.mp4"
+    with video_output.AnnotatedVideoWriter(target, fps=10, audio_from=source) as writer:
+        for index in range(15):  # 1.5 s of pictures: interrupted, say
+            writer.write(FrameResult(source="x", frame=index, time_s=index / 10), background(64, 48))
+    sound_out = _sound(target)
+    assert sound_out is not None and len(sound_out[0]) / sound_out[1] == pytest.approx(1.5, abs=0.03)

@@ -254,33 +254,37 @@ class _SoundTrack:
         if self._done:
             return
         try:
-            if self._frames is None:
-                self._frames = self._start()
-            while True:
-                frame = self._next if self._next is not None else next(self._frames, None)
-                self._next = None
-                if frame is None:
-                    self._done = True
-                    break
-                if frame.pts is None or not frame.samples:
-                    continue
-                at = float(frame.time) - self.origin_s
-                if at >= until_s:
-                    self._next = frame
-                    break
-                if at + frame.samples / frame.sample_rate <= 0:  # before the first frame shown
-                    continue
-                self._place(round(at * self._rate), self._resampled(frame))
-            self._encode(container)
+            self._read_until(until_s)
+            self._encode(container, upto=round(until_s * self._rate))  # the end may still be cut
         except Exception as exc:  # noqa: BLE001 - a sound track that cannot be read: the pictures go on
             self._fail(exc)
 
+    def _read_until(self, until_s: float) -> None:
+        """Decode, resample and place (in the buffer) the sound that starts before `until_s`."""
+        if self._frames is None:
+            self._frames = self._start()
+        while not self._done:
+            frame = self._next if self._next is not None else next(self._frames, None)
+            self._next = None
+            if frame is None:
+                self._done = True
+                break
+            if frame.pts is None or not frame.samples:
+                continue
+            at = float(frame.time) - self.origin_s
+            if at >= until_s:
+                self._next = frame
+                break
+            if at + frame.samples / frame.sample_rate <= 0:  # before the first frame shown
+                continue
+            self._place(round(at * self._rate), self._resampled(frame))
+
     def finish(self, container: Any, end_s: float) -> None:
         """Encode the sound up to `end_s`, the end of the last frame shown, and flush."""
-        self.mux_until(container, end_s)
         if self._broken:
             return
         try:
+            self._read_until(end_s)
             if self._resampler is not None:
                 self._append(self._resampler.resample(None))
             if self._written is not None:  # nothing past the pictures
@@ -331,11 +335,13 @@ class _SoundTrack:
                 samples = samples[:, -gap:]
         self._buffer = np.concatenate([self._buffer, samples], axis=1)
 
-    def _encode(self, container: Any, last: bool = False) -> None:
-        """Encode the buffer's whole AAC frames (and, when `last`, what is left)."""
+    def _encode(self, container: Any, upto: int | None = None, last: bool = False) -> None:
+        """Encode the buffer's whole AAC frames that end by output sample `upto` (and, when
+        `last`, what is left)."""
         av = _av()
         while self._written is not None and (
-            self._buffer.shape[1] >= self._CHUNK or (last and self._buffer.shape[1])
+            (self._buffer.shape[1] >= self._CHUNK and (upto is None or self._written + self._CHUNK <= upto))
+            or (last and self._buffer.shape[1])
         ):
             chunk = np.ascontiguousarray(self._buffer[:, : self._CHUNK])
             self._buffer = self._buffer[:, self._CHUNK :]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emovit.errors import OptionError
+
 __all__ = ["ServeSettings"]
 
 
@@ -76,3 +78,8 @@ class ServeSettings:
     video_deadline_s: float = 120.0
     max_video_jobs: int = 1
     max_explain_jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_faces is not None and self.max_faces < 1:
+            raise OptionError(f"max_faces must be at least 1 (or None: no limit), got {self.max_faces}",
+                              option="max_faces")  # fmt: skip
