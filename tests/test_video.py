@@ -48,6 +48,7 @@ from .video_clips import (
     write_audio_only,
     write_clip,
     write_with_cover_art,
+    write_with_sound,
     zero_timestamps,
 )
 
@@ -1028,26 +1029,11 @@ def test_a_gap_in_the_sound_stays_a_gap(tmp_path: Path) -> None:
     av = pytest.importorskip("av")
     from emovit import video_output
 
-    source = tmp_path / "dropout.ts"
-    with av.open(str(source), "w", format="mpegts") as out:
-        video = out.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("aac", rate=44100, layout="mono")
-        for index in range(int(3 * 44100 / 1024)):  # a tone, but nothing from 1 s to 2 s
-            t = (index * 1024 + np.arange(1024)) / 44100
-            if 1.0 <= t[0] < 2.0:
-                continue
-            chunk = av.AudioFrame.from_ndarray((0.5 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32),
-                                               format="fltp", layout="mono")  # fmt: skip
-            chunk.sample_rate, chunk.pts = 44100, index * 1024
-            for packet in sound.encode(chunk):
-                out.mux(packet)
-        for _ in range(30):
-            for packet in video.encode(av.VideoFrame.from_ndarray(background(64, 48), format="rgb24")):
-                out.mux(packet)
-        for stream in (sound, video):
-            for packet in stream.encode():
-                out.mux(packet)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 44100) / 44100)
+    chunks = [(at, tone[at : at + 1024].astype(np.float32)) for at in range(0, 3 * 44100 - 1024, 1024)]
+    source = write_with_sound(  # a tone, but nothing from 1 s to 2 s
+        tmp_path / "dropout.ts", "mpegts", "aac", [(at, c) for at, c in chunks if not 44100 <= at < 2 * 44100]
+    )
     with av.open(str(source)) as container:  # the video stream's start in the file (MPEG-TS: 1.4 s)
         start_s = float(container.streams.video[0].start_time * container.streams.video[0].time_base)
     target = tmp_path / "dropout.annotated.mp4"
@@ -1097,26 +1083,11 @@ def test_a_sound_track_that_cannot_be_read_leaves_the_pictures_whole(
 def test_the_sound_ends_with_the_pictures_whatever_its_packets(tmp_path: Path) -> None:
     """PCM sound in one-second packets (Matroska): the annotated video's sound ran on to the end
     of the packet that held the last frame's time, half a second past the pictures."""
-    av = pytest.importorskip("av")
     from emovit import video_output
 
-    source = tmp_path / "pcm.mkv"
-    with av.open(str(source), "w", format="matroska") as out:
-        video = out.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("pcm_s16le", rate=44100, layout="mono")
-        for second in range(3):
-            wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100) * 32767).astype(np.int16)
-            chunk = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
-            chunk.sample_rate, chunk.pts = 44100, second * 44100
-            for packet in sound.encode(chunk):
-                out.mux(packet)
-        for _ in range(30):
-            for packet in video.encode(av.VideoFrame.from_ndarray(background(64, 48), format="rgb24")):
-                out.mux(packet)
-        for stream in (sound, video):
-            for packet in stream.encode():
-                out.mux(packet)
+    wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100) * 32767).astype(np.int16)
+    seconds = [(second * 44100, wave) for second in range(3)]
+    source = write_with_sound(tmp_path / "pcm.mkv", "matroska", "pcm_s16le", seconds)
     target = tmp_path / "pcm.annotated.mp4"
     with video_output.AnnotatedVideoWriter(target, fps=10, audio_from=source) as writer:
         for index in range(15):  # 1.5 s of pictures: interrupted, say

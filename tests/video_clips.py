@@ -91,6 +91,33 @@ def write_clip(
     return path
 
 
+def write_with_sound(
+    path: Path, container: str, codec: str, chunks: Iterable[tuple[int, np.ndarray]], *, frames: int = 30
+) -> Path:
+    """`frames` plain frames at 10 fps and a 44.1 kHz mono sound track of `codec` made of
+    `chunks` (each its time in samples and its samples: float32 for ``fltp`` codecs, int16 for
+    ``s16`` ones), muxed into a `container` file as given: gaps between chunks stay gaps, and
+    each chunk is one encoder input (PCM chunks stay whole packets where the container keeps them)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream(codec, rate=44100, layout="mono")
+        for pts, samples in chunks:
+            kind = "s16" if samples.dtype == np.int16 else "fltp"
+            chunk = av.AudioFrame.from_ndarray(samples[None], format=kind, layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, pts
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+        for _ in range(frames):
+            for packet in video.encode(av.VideoFrame.from_ndarray(background(64, 48), format="rgb24")):
+                out.mux(packet)
+        for stream in (sound, video):
+            for packet in stream.encode():
+                out.mux(packet)
+    return path
+
+
 def write_audio_only(path: Path) -> Path:
     av = pytest.importorskip("av")
     out = av.open(str(path), "w")
