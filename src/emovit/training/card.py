@@ -708,14 +708,18 @@ def write_release_card(
     ]
     total_s = teacher_s + sum(stage_s)
     # the candidates the choice did not take were trained by `make train-default` too
+    # (with the teachers only they used, and their stages)
     taken = {p.resolve() for p in {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))}
     not_taken = sorted(
         {c for c in candidates if c.resolve() not in taken and (c / "metrics.jsonl").is_file()}, key=str
     )
-    other_s = sum(float(run_state(c).get("elapsed_s", 0.0)) for c in not_taken)
+    other_runs = {r.resolve(): r for c in not_taken for r in _cost_runs(c) if r.resolve() not in taken}
+    helpers = sorted({r.name for key, r in other_runs.items() if key not in {c.resolve() for c in not_taken}})
+    other_s = sum(float(run_state(r).get("elapsed_s", 0.0)) for r in other_runs.values())
     others_line = (
-        f" The candidates the choice did not take ({', '.join(f'`{c.name}`' for c in not_taken)}) took "
-        f"{other_s / 3600:.1f} h more: `make train-default` trains them too, "
+        f" The candidates the choice did not take ({', '.join(f'`{c.name}`' for c in not_taken)}"
+        + (f", and the runs only they used: {', '.join(f'`{h}`' for h in helpers)}" if helpers else "")
+        + f") took {other_s / 3600:.1f} h more: `make train-default` trains them too, "
         f"{(total_s + other_s) / 3600:.1f} h in all."
         if other_s
         else ""
