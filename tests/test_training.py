@@ -765,6 +765,29 @@ def test_the_card_reads_a_finished_runs_state_without_its_checkpoint(tmp_path: P
     assert run_state(tmp_path)["elapsed_s"] == 13.0
 
 
+def test_the_card_counts_the_runs_only_the_candidates_not_taken_used(tmp_path: Path) -> None:
+    """A candidate's own teacher (trained by `make train-default` for it alone) was left out of
+    the card's wall time; the released model's runs are not counted twice."""
+    from emovit.training.card import untaken_cost
+
+    def run(name: str, seconds: float, init: Path | None = None, teacher: tuple[Path, ...] = ()) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"init": str(init) if init else None, "teacher": [str(t) for t in teacher] or None}
+        (folder / "training_config.json").write_text(json.dumps({"config": config}))
+        (folder / "run_state.json").write_text(
+            json.dumps({"epochs_run": 1, "best_epoch": 1, "wall_time_s": seconds, "complete": True})
+        )
+        (folder / "metrics.jsonl").write_text("{}\n")
+        return folder
+
+    shared_teacher, own_teacher = run("teacher", 100), run("teacher-wide", 40)
+    released = run("wide", 1000, teacher=[shared_teacher])
+    candidate = run("wide-more", 7, init=released, teacher=[shared_teacher, own_teacher])
+    not_taken, helpers, seconds = untaken_cost([released, candidate], {released, shared_teacher})
+    assert (not_taken, helpers, seconds) == ([candidate], ["teacher-wide"], 47.0)
+
+
 def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "scripts" / "build_default_model.py"
     state = {"epochs": 3, "epochs_run": 1, "complete": False}

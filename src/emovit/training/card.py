@@ -234,6 +234,19 @@ def _cost_runs(run: Path) -> set[Path]:
     return runs
 
 
+def untaken_cost(candidates: Sequence[Path], taken: set[Path]) -> tuple[list[Path], list[str], float]:
+    """The candidates that are not among the `taken` runs (and have trained), the names of the
+    runs only they used (their teachers and earlier stages), and the seconds all of those took."""
+    kept = {p.resolve() for p in taken}
+    not_taken = sorted(
+        {c for c in candidates if c.resolve() not in kept and (c / "metrics.jsonl").is_file()}, key=str
+    )
+    runs = {r.resolve(): r for c in not_taken for r in _cost_runs(c) if r.resolve() not in kept}
+    own = {c.resolve() for c in not_taken}
+    helpers = sorted({r.name for key, r in runs.items() if key not in own})
+    return not_taken, helpers, sum(float(run_state(r).get("elapsed_s", 0.0)) for r in runs.values())
+
+
 def recipe_run(run: Path) -> Path:
     """The training run whose stages describe `run`: `run` itself, or a soup's first ingredient."""
     soup = soup_record(run)
@@ -708,14 +721,8 @@ def write_release_card(
     ]
     total_s = teacher_s + sum(stage_s)
     # the candidates the choice did not take were trained by `make train-default` too
-    # (with the teachers only they used, and their stages)
-    taken = {p.resolve() for p in {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))}
-    not_taken = sorted(
-        {c for c in candidates if c.resolve() not in taken and (c / "metrics.jsonl").is_file()}, key=str
-    )
-    other_runs = {r.resolve(): r for c in not_taken for r in _cost_runs(c) if r.resolve() not in taken}
-    helpers = sorted({r.name for key, r in other_runs.items() if key not in {c.resolve() for c in not_taken}})
-    other_s = sum(float(run_state(r).get("elapsed_s", 0.0)) for r in other_runs.values())
+    taken = {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))
+    not_taken, helpers, other_s = untaken_cost(candidates, taken)
     others_line = (
         f" The candidates the choice did not take ({', '.join(f'`{c.name}`' for c in not_taken)}"
         + (f", and the runs only they used: {', '.join(f'`{h}`' for h in helpers)}" if helpers else "")
