@@ -742,3 +742,34 @@ def test_cli_writes_readable_parquet_and_videos(
     assert f"{len(photos) + 1} inputs skipped" in again.stderr and "ray: 0 rows" in again.stderr
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2 and "--resume" in refused.output
+
+
+def test_a_folder_another_run_is_writing_is_refused_and_a_dead_runs_lock_taken_over(tmp_path: Path) -> None:
+    """Two runs into one folder (a --resume started twice): each began by deleting the part
+    files no manifest entry commits, the other run's parts under way among them."""
+    import socket
+    import subprocess
+    import sys
+
+    import pyarrow.fs as pafs
+
+    out = tmp_path / "out"
+    (out / "_manifest").mkdir(parents=True)
+    lock = out / "_manifest" / "_lock.json"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "started": 0}))
+            with pytest.raises(OptionError, match="being written by another run"):
+                emovit_ray.predict_to_folder([str(tmp_path / "a.png")], str(out), "default", expand=False)
+        finally:
+            other.kill()
+    assert lock.is_file()  # the other run's lock is left alone
+    # that run died: its lock is taken over, held while the run goes, and removed at its end
+    fs, base = pafs.LocalFileSystem(), str(out)
+    with emovit_ray._folder_lock(fs, base, str(out)):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        second = emovit_ray._folder_lock(fs, base, str(out))  # a second run here
+        with pytest.raises(OptionError, match="being written by another run"), second:
+            pass
+        assert lock.is_file()
+    assert not lock.exists()

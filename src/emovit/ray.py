@@ -1038,6 +1038,87 @@ class _PartRun:
 
 #: The options a run's rows depend on, in its manifest folder: a resume must use the same.
 _SETTINGS = "_settings.json"
+#: The run writing a local folder now (host, pid, start), in its manifest folder.
+_LOCK = "_lock.json"
+
+
+@contextlib.contextmanager
+def _folder_lock(fs: Any, base: str, output: str) -> Iterator[None]:
+    """Hold a local output folder for this run: a second run into it (a --resume started twice)
+    is refused, since a run's first step deletes the part files no manifest entry commits, which
+    include the other run's parts under way. A lock left by a run that died on this host is
+    taken over. Object stores have no atomic "create if absent": their folders are not locked."""
+    import socket
+
+    import pyarrow.fs as pafs
+
+    if not isinstance(fs, pafs.LocalFileSystem):
+        yield
+        return
+    path = os.path.join(base, _MANIFEST, _LOCK)
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None and _age_s(path) < 5:  # being written by a run starting now
+                holder = {"pid": "?", "host": "?", "started": time.time()}
+            dead = holder is not None and holder.get("host") == mine["host"] and not _alive(holder.get("pid"))
+            if holder is not None and not dead:
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("started", 0))))
+                raise OptionError(
+                    f"{output} is being written by another run (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {since}): wait for it to end, or delete {path} if "
+                    "that run is no longer going",
+                    option="output",
+                ) from None
+            with contextlib.suppress(FileNotFoundError):  # a dead run's (or an unreadable) lock
+                os.unlink(path)
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(mine) + "\n")
+        break
+    else:
+        raise OptionError(f"{output}: another run took the folder at the same moment", option="output")
+    try:
+        yield
+    finally:
+        if _lock_holder(path) == mine:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _lock_holder(path: str) -> dict[str, Any] | None:
+    """The run a lock file names (None: none, or a file cut short by a crash)."""
+    try:
+        with open(path) as stream:
+            holder = json.loads(stream.read())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _age_s(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _alive(pid: object) -> bool:
+    """Whether a process of this host runs with `pid` (one of another user's counts)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 #: Options that change no row (how fast, where, how much at once): a resume may change them.
 _FREE_OPTIONS = frozenset(
     {"batch_size", "threads", "device", "max_pixels", "backend", "batch_frames", "queue_frames"}
@@ -1196,51 +1277,55 @@ def predict_to_folder(
         fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)
     except OSError as exc:  # a read-only folder, a bucket without credentials
         raise StorageError(f"{output}: the output folder cannot be written ({exc})") from exc
-    _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), entries)
-    if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
-        for entry in [entry for entry in entries if entry.get("worker_failed")]:
-            fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")  # its file: swept
-            entries.remove(entry)
-    committed = {entry["part"] for entry in entries}
-    _sweep(fs, base, committed)
-    done = {key for entry in entries for key in _entry_keys(entry)}
-    if expand:
-        from emovit.sources import expand_sources
+    with _folder_lock(fs, base, output):  # one run at a time writes a folder
+        _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), entries)
+        if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
+            for entry in [entry for entry in entries if entry.get("worker_failed")]:
+                # its file: swept
+                fs.delete_file(f"{base}/{_MANIFEST}/{entry['part'].rsplit('.', 1)[0]}.json")
+                entries.remove(entry)
+        committed = {entry["part"] for entry in entries}
+        _sweep(fs, base, committed)
+        done = {key for entry in entries for key in _entry_keys(entry)}
+        if expand:
+            from emovit.sources import expand_sources
 
-        inputs = expand_remote(expand_sources(inputs))
-    first: dict[str, str] = {}  # key -> the input (its absolute path): one per input, however written
-    for source in inputs:
-        first.setdefault(_input_key(source), _input_key(source))
-    unique = list(first.values())
-    todo = [source for key, source in first.items() if key not in done]
-    report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
-    report.duplicates = len(inputs) - len(unique)
-    units = _units(todo, part_size, fmt)
-    if units:
-        kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
-        kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
-        kwargs |= {"output": output, "fmt": fmt, "recognizer": {"batch_size": batch_size, **recognizer}}
-        run = _PartRun(fs, base, kwargs, workers, num_cpus, num_gpus, committed, report)
-        try:
-            failed = run(units)
-            # a part whose every try failed (its actor died: a crash or out of memory): each of its
-            # inputs is tried alone, and only the inputs that fail alone too become error rows
-            alone = [single for unit in failed if len(unit["inputs"]) > 1 for single in _singles(unit, fmt)]
-            lost = [unit for unit in failed if len(unit["inputs"]) == 1] + (run(alone) if alone else [])
-        finally:
-            run.close()
-        for unit in lost:
-            run.commit_failure(unit, top_k)
-        report.failed_inputs = [os.fsdecode(unit["inputs"][0]) for unit in lost]
-        _sweep(fs, base, committed)  # files of attempts Ray gave up on
-    report.seconds = time.perf_counter() - start
-    by_key: dict[str, dict[str, Any]] = {}
-    for entry in _manifest(fs, base):
-        key_of = dict(zip(entry["inputs"], _entry_keys(entry), strict=False))
-        for summary in entry.get("summaries") or []:
-            by_key[key_of.get(summary["source"]) or _input_key(summary["source"])] = summary
-    report.summaries = [by_key[key] for key in first if key in by_key]
-    return report
+            inputs = expand_remote(expand_sources(inputs))
+        first: dict[str, str] = {}  # key -> the input (its absolute path): one per input, however written
+        for source in inputs:
+            first.setdefault(_input_key(source), _input_key(source))
+        unique = list(first.values())
+        todo = [source for key, source in first.items() if key not in done]
+        report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
+        report.duplicates = len(inputs) - len(unique)
+        units = _units(todo, part_size, fmt)
+        if units:
+            kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
+            kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
+            kwargs |= {"output": output, "fmt": fmt, "recognizer": {"batch_size": batch_size, **recognizer}}
+            run = _PartRun(fs, base, kwargs, workers, num_cpus, num_gpus, committed, report)
+            try:
+                failed = run(units)
+                # a part whose every try failed (its actor died: a crash or out of memory): each of its
+                # inputs is tried alone, and only the inputs that fail alone too become error rows
+                alone = [
+                    single for unit in failed if len(unit["inputs"]) > 1 for single in _singles(unit, fmt)
+                ]
+                lost = [unit for unit in failed if len(unit["inputs"]) == 1] + (run(alone) if alone else [])
+            finally:
+                run.close()
+            for unit in lost:
+                run.commit_failure(unit, top_k)
+            report.failed_inputs = [os.fsdecode(unit["inputs"][0]) for unit in lost]
+            _sweep(fs, base, committed)  # files of attempts Ray gave up on
+        report.seconds = time.perf_counter() - start
+        by_key: dict[str, dict[str, Any]] = {}
+        for entry in _manifest(fs, base):
+            key_of = dict(zip(entry["inputs"], _entry_keys(entry), strict=False))
+            for summary in entry.get("summaries") or []:
+                by_key[key_of.get(summary["source"]) or _input_key(summary["source"])] = summary
+        report.summaries = [by_key[key] for key in first if key in by_key]
+        return report
 
 
 def read_results(output: str) -> Iterator[dict[str, Any]]:
