@@ -761,6 +761,8 @@ def test_a_folder_another_run_is_writing_is_refused_and_a_dead_runs_lock_taken_o
             lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "started": 0}))
             with pytest.raises(OptionError, match="being written by another run"):
                 emovit_ray.predict_to_folder([str(tmp_path / "a.png")], str(out), "default", expand=False)
+            with pytest.raises(OptionError, match="being written by another run"):  # before Ray starts
+                emovit_ray.check_output_folder(str(out), resume=True)
         finally:
             other.kill()
     assert lock.is_file()  # the other run's lock is left alone
@@ -773,3 +775,7 @@ def test_a_folder_another_run_is_writing_is_refused_and_a_dead_runs_lock_taken_o
             pass
         assert lock.is_file()
     assert not lock.exists()
+    # a pid used again by another process (a restarted container's driver is pid 1 again)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pid_start": "0"}))
+    with emovit_ray._folder_lock(fs, base, str(out)):
+        assert json.loads(lock.read_text())["pid_start"] != "0"

@@ -42,6 +42,7 @@ import io
 import json
 import os
 import re
+import socket
 import time
 import uuid
 import warnings
@@ -1048,36 +1049,33 @@ def _folder_lock(fs: Any, base: str, output: str) -> Iterator[None]:
     is refused, since a run's first step deletes the part files no manifest entry commits, which
     include the other run's parts under way. A lock left by a run that died on this host is
     taken over. Object stores have no atomic "create if absent": their folders are not locked."""
-    import socket
-
     import pyarrow.fs as pafs
 
     if not isinstance(fs, pafs.LocalFileSystem):
         yield
         return
     path = os.path.join(base, _MANIFEST, _LOCK)
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
+    mine["started"] = time.time()
     for _ in range(2):
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is None and _age_s(path) < 5:  # being written by a run starting now
-                holder = {"pid": "?", "host": "?", "started": time.time()}
-            dead = holder is not None and holder.get("host") == mine["host"] and not _alive(holder.get("pid"))
-            if holder is not None and not dead:
-                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("started", 0))))
-                raise OptionError(
-                    f"{output} is being written by another run (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {since}): wait for it to end, or delete {path} if "
-                    "that run is no longer going",
-                    option="output",
-                ) from None
-            with contextlib.suppress(FileNotFoundError):  # a dead run's (or an unreadable) lock
-                os.unlink(path)
+            seen = _lock_holder(path)
+            _refuse_if_held(output, path, seen)
+            with contextlib.suppress(FileNotFoundError):  # a dead run's lock, if still the same one
+                if _lock_holder(path) == seen:
+                    os.unlink(path)
             continue
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(mine) + "\n")
+        except OSError as exc:
+            raise StorageError(f"{output}: the output folder cannot be written ({exc})") from exc
+        try:
+            with os.fdopen(handle, "w") as stream:
+                stream.write(json.dumps(mine) + "\n")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise StorageError(f"{output}: the output folder cannot be written ({exc})") from exc
         break
     else:
         raise OptionError(f"{output}: another run took the folder at the same moment", option="output")
@@ -1087,6 +1085,24 @@ def _folder_lock(fs: Any, base: str, output: str) -> Iterator[None]:
         if _lock_holder(path) == mine:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+def _refuse_if_held(output: str, path: str, holder: dict[str, Any] | None) -> None:
+    """Raise the `OptionError` of a folder a live run holds (`holder`: what its lock file says,
+    read from `path`); a dead run's lock on this host, or none, passes."""
+    if holder is None:
+        if _age_s(path) >= 5:  # no lock, or one a crash left empty
+            return
+        holder = {"pid": "?", "host": "?", "started": time.time()}  # being written by a run starting now
+    here = holder.get("host") == socket.gethostname()
+    if here and not _alive(holder.get("pid"), holder.get("pid_start")):  # a dead run's: taken over
+        return
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("started") or 0)))
+    raise OptionError(
+        f"{output} is being written by another run (pid {holder.get('pid')} on {holder.get('host')}, "
+        f"since {since}): wait for it to end, or delete {path} if that run is no longer going",
+        option="output",
+    )
 
 
 def _lock_holder(path: str) -> dict[str, Any] | None:
@@ -1106,8 +1122,19 @@ def _age_s(path: str) -> float:
         return float("inf")
 
 
-def _alive(pid: object) -> bool:
-    """Whether a process of this host runs with `pid` (one of another user's counts)."""
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot (Linux; None elsewhere): a pid
+    reused by another process (a restarted container's driver is pid 1 again) is not the same run."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: object, started: object = None) -> bool:
+    """Whether the process `pid` of this host (started at `started`, `_process_start`, when
+    known) still runs; one of another user's counts."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -1115,8 +1142,8 @@ def _alive(pid: object) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _process_start(pid) in (None, started)
 
 
 #: Options that change no row (how fast, where, how much at once): a resume may change them.
@@ -1187,7 +1214,12 @@ def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool
     it before it starts a cluster."""
     if fmt not in _EXTENSIONS:
         raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
-    _checked_output(output, fmt, resume)
+    fs, base, _ = _checked_output(output, fmt, resume)
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):  # held by a run going on (`_folder_lock`)
+        lock = os.path.join(base, _MANIFEST, _LOCK)
+        _refuse_if_held(output, lock, _lock_holder(lock))
 
 
 def _checked_output(output: str, fmt: str, resume: bool) -> tuple[Any, str, list[dict[str, Any]]]:
@@ -1278,6 +1310,7 @@ def predict_to_folder(
     except OSError as exc:  # a read-only folder, a bucket without credentials
         raise StorageError(f"{output}: the output folder cannot be written ({exc})") from exc
     with _folder_lock(fs, base, output):  # one run at a time writes a folder
+        fs, base, entries = _checked_output(output, fmt, resume)  # as the last run left it
         _check_settings(fs, base, output, _settings(model, top_k, faces, video, recognizer), entries)
         if resume:  # inputs that killed their worker (perhaps a lost node, another job's memory): again
             for entry in [entry for entry in entries if entry.get("worker_failed")]:
