@@ -1034,8 +1034,9 @@ def test_a_gap_in_the_sound_stays_a_gap(tmp_path: Path) -> None:
     source = write_with_sound(  # a tone, but nothing from 1 s to 2 s
         tmp_path / "dropout.ts", "mpegts", "aac", [(at, c) for at, c in chunks if not 44100 <= at < 2 * 44100]
     )
-    with av.open(str(source)) as container:  # the video stream's start in the file (MPEG-TS: 1.4 s)
+    with av.open(str(source)) as container:  # the video stream's start in the file (MPEG-TS: not 0)
         start_s = float(container.streams.video[0].start_time * container.streams.video[0].time_base)
+    assert start_s > 0.1 and probe_video(source).start_s == pytest.approx(start_s)  # it said 0.0
     target = tmp_path / "dropout.annotated.mp4"
     writer = video_output.AnnotatedVideoWriter(target, fps=10, audio_from=source, audio_offset_s=start_s)
     with writer:

@@ -79,8 +79,9 @@ class VideoInfo:
         codec: the video codec's name.
         frames: the frame count the container declares (None when it declares none).
         start_s: where the video stream's first frame lies in the file's timeline, which frame
-            times count from (known once decoding has begun; other streams, such as the
-            sound, are placed against it).
+            times count from (other streams, such as the sound, are placed against it): as the
+            file declares it, corrected once decoding has begun where the declaration is off
+            (AVI with B-frames).
     """
 
     width: int
@@ -259,7 +260,16 @@ def _info(container: Any, stream: Any) -> VideoInfo:
         duration_s=duration,
         codec=context.name or "",
         frames=int(stream.frames) or None,
+        start_s=_declared_start(container, stream),
     )
+
+
+def _declared_start(container: Any, stream: Any) -> float:
+    """The video stream's start as the file declares it (the stream's, else the container's)."""
+    start = _seconds(stream.start_time, stream.time_base)
+    if start is None and container.start_time is not None:
+        start = container.start_time / 1_000_000
+    return start or 0.0
 
 
 def decode_packets(container: Any, stream: Any, damaged: list[str] | None = None) -> Iterator[Any]:
@@ -532,11 +542,8 @@ class VideoReader:
 
     def _origin(self) -> float:
         """The time of the stream's first frame (MPEG-TS streams start at 1.4 s, say)."""
-        start = _seconds(self._stream.start_time, self._stream.time_base)
-        if start is None and self._container.start_time is not None:
-            start = self._container.start_time / 1_000_000
         first = self._first_shown() if self._container.format.name == "avi" else None
-        return first if first is not None else start or 0.0
+        return first if first is not None else _declared_start(self._container, self._stream)
 
     def _first_shown(self, packets: int = 32) -> float | None:
         """The earliest presentation time among the first `packets` (None when there is none,
