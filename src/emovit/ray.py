@@ -1049,14 +1049,12 @@ def _folder_lock(fs: Any, base: str, output: str) -> Iterator[None]:
     is refused, since a run's first step deletes the part files no manifest entry commits, which
     include the other run's parts under way. A lock left by a run that died on this host is
     taken over. Object stores have no atomic "create if absent": their folders are not locked."""
-    import pyarrow.fs as pafs
-
-    if not isinstance(fs, pafs.LocalFileSystem):
+    path = _lock_path(fs, base)
+    if path is None:
         yield
         return
-    path = os.path.join(base, _MANIFEST, _LOCK)
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
-    mine["started"] = time.time()
+    pid, host = os.getpid(), socket.gethostname()
+    mine = {"host": host, "pid": pid, "pid_start": _process_start(pid), "started": time.time()}
     for _ in range(2):
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -1085,6 +1083,13 @@ def _folder_lock(fs: Any, base: str, output: str) -> Iterator[None]:
         if _lock_holder(path) == mine:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+def _lock_path(fs: Any, base: str) -> str | None:
+    """Where a local output folder's lock lives (None: an object store, which is not locked)."""
+    import pyarrow.fs as pafs
+
+    return os.path.join(base, _MANIFEST, _LOCK) if isinstance(fs, pafs.LocalFileSystem) else None
 
 
 def _refuse_if_held(output: str, path: str, holder: dict[str, Any] | None) -> None:
@@ -1215,10 +1220,8 @@ def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool
     if fmt not in _EXTENSIONS:
         raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
     fs, base, _ = _checked_output(output, fmt, resume)
-    import pyarrow.fs as pafs
-
-    if isinstance(fs, pafs.LocalFileSystem):  # held by a run going on (`_folder_lock`)
-        lock = os.path.join(base, _MANIFEST, _LOCK)
+    lock = _lock_path(fs, base)
+    if lock is not None:  # held by a run going on (`_folder_lock`)
         _refuse_if_held(output, lock, _lock_holder(lock))
 
 
