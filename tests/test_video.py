@@ -639,6 +639,20 @@ def test_cli_jsonl_rows_and_video_options(tiny_model_dir: Path, plain: Path) -> 
     assert both.exit_code == 2 and "--every" in both.output
 
 
+def test_cli_names_the_photo_options_a_video_leaves_unused(
+    tiny_model_dir: Path, plain: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    args = ["predict", str(plain), "--model", str(tiny_model_dir), "--detector", "none", "--fps", "2", "-q"]
+    result = CliRunner().invoke(main, [*args, "--explain", str(tmp_path / "why"), "--save-crops", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "warning: --explain writes the maps of photos; videos get none" in result.stderr
+    assert "warning: --save-crops saves the faces of photos; videos get none" in result.stderr
+
+
 def test_cli_sigterm_leaves_complete_files(tiny_model_dir: Path, clips: Path, tmp_path: Path) -> None:
     """SIGTERM mid-video: exit 130; rows, summary and a playable annotated video up to the last
     analysed frame."""

@@ -164,7 +164,7 @@ def predict(
     from emovit.cli._video import VideoJob, interruptible, video_flags
 
     flags = video_flags(paths)
-    _warn_unused(flags, summary=summary, plot=plot, save_crops=save_crops)
+    _warn_unused(flags, summary=summary, plot=plot, save_crops=save_crops, explain=explain_dir)
     rec = load_recognizer(recognizer, faces)
     keep = bool(save_annotated or save_crops)
     names = _OutputNames(paths)
@@ -252,15 +252,20 @@ def _check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
                                  ctx, param_hint=f"'{flag}'") from None  # fmt: skip
 
 
-def _warn_unused(flags: list[bool], *, summary: str | None, plot: str | None, save_crops: str | None) -> None:
+def _warn_unused(
+    flags: list[bool], *, summary: str | None, plot: str | None, save_crops: str | None, explain: str | None = None
+) -> None:
     """Say which given options the inputs leave without effect (they are not errors: a folder
     may hold photos one day and videos the next)."""
     if not any(flags):
         unused = [flag for flag, value in (("--summary", summary), ("--plot", plot)) if value]
         if unused:
             click.echo(f"warning: {' and '.join(unused)} describe videos, and no input is a video", err=True)
-    elif save_crops:
-        click.echo("warning: --save-crops saves the faces of photos; videos' faces are not saved", err=True)
+        return
+    for flag, value in (("--save-crops", save_crops), ("--explain", explain)):
+        if value:
+            what = "saves the faces" if flag == "--save-crops" else "writes the maps"
+            click.echo(f"warning: {flag} {what} of photos; videos get none", err=True)
 
 
 class _OutputNames:
