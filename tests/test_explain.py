@@ -226,6 +226,18 @@ def test_explain_returns_predicts_results_with_a_map_per_face(default_rec: Emoti
     assert card.shape[1] >= 224 and card.shape[2] == 3
 
 
+def test_a_strip_classified_whole_plots_within_bounds(default_rec: EmotionRecognizer) -> None:
+    # a 20000x1 strip would be scaled to 224 pixels high: a canvas of 4.5 million pixels a side
+    strip = np.full((1, 20000, 3), 128, np.uint8)
+    [result] = default_rec.explain(strip, method="gradcam")
+    face = result.faces[0]
+    card = face.plot_explanation()
+    assert card.shape[1] == 20000 and card.shape[0] < 100 and card.shape[2] == 3  # never scaled up
+    [thin] = default_rec.explain(np.full((10, 1000, 3), 128, np.uint8), method="gradcam")
+    card = thin.faces[0].plot_explanation()  # scaled up only until its longer side is 2048
+    assert card.shape[1] == 2048 and 20 < card.shape[0] < 100
+
+
 def test_target_names_the_label_to_explain(default_rec: EmotionRecognizer) -> None:
     [own] = default_rec.explain(FACE)
     [happy] = default_rec.explain(FACE, target="Happiness")
@@ -310,6 +322,38 @@ def test_cli_predict_explain_writes_the_same_beside_the_rows(tmp_path: Path) -> 
     assert row["faces"][0]["explanation"]["method"] == "smoothgrad"
     assert {p.suffix for p in out.iterdir()} == {".png", ".npy"}
     assert _cli("predict", str(FACE), "--target", "happy").returncode == 2
+
+
+def test_cli_a_map_that_fails_to_save_loses_no_other_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import emovit.explain_output
+    from emovit.cli import main
+
+    real = emovit.explain_output.write_explanations
+
+    def out_of_memory_on_b(result: Any, folder: Any, stem: str, **kwargs: Any) -> list[Path]:
+        if stem == "b":
+            raise MemoryError
+        return real(result, folder, stem, **kwargs)
+
+    monkeypatch.setattr(emovit.explain_output, "write_explanations", out_of_memory_on_b)
+    for name in ("a", "b", "c"):
+        shutil.copy(FACE, tmp_path / f"{name}.jpg")
+    rows = tmp_path / "rows.jsonl"
+    photos = [str(tmp_path / f"{name}.jpg") for name in ("a", "b", "c")]
+    done = CliRunner().invoke(main, ["predict", *photos, "--detector", "none", "--format", "jsonl",
+                                     "-o", str(rows), "--explain", str(tmp_path / "maps"), "-q"])  # fmt: skip
+    assert "b.jpg: its images could not be saved (MemoryError)" in done.stderr
+    assert len(rows.read_text().splitlines()) == 3  # every row written
+    assert sorted(p.stem for p in (tmp_path / "maps").glob("*.png")) == ["a.face0", "c.face0"]
+    why = str(tmp_path / "why")
+    explained = CliRunner().invoke(main, ["explain", *photos, "--detector", "none", "-o", why])
+    assert explained.exit_code == 1
+    assert "b.jpg: its maps could not be written (MemoryError)" in explained.stderr
+    assert sorted(p.stem for p in (tmp_path / "why").glob("*.png")) == ["a.face0", "c.face0"]
 
 
 # ---------------------------------------------------------------------------- server

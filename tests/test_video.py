@@ -647,7 +647,8 @@ def test_cli_names_the_photo_options_a_video_leaves_unused(
     from emovit.cli import main
 
     args = ["predict", str(plain), "--model", str(tiny_model_dir), "--detector", "none", "--fps", "2", "-q"]
-    result = CliRunner().invoke(main, [*args, "--explain", str(tmp_path / "why"), "--save-crops", str(tmp_path / "c")])
+    unused = ["--explain", str(tmp_path / "why"), "--save-crops", str(tmp_path / "c")]
+    result = CliRunner().invoke(main, [*args, *unused])
     assert result.exit_code == 0, result.output
     assert "warning: --explain writes the maps of photos; videos get none" in result.stderr
     assert "warning: --save-crops saves the faces of photos; videos get none" in result.stderr

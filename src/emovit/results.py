@@ -32,6 +32,11 @@ __all__ = [
 ]
 
 
+#: An explanation's plot is scaled up to its `min_side`, but its longer side stays within this.
+_PLOT_MAX_SIDE = 2048
+#: The plot's label is sized for a crop at most this wide.
+_PLOT_LABEL_WIDTH = 448
+
 #: The heat ramp of explanation maps, from 0 (dark blue) to 1 (dark red).
 _HEAT = np.array(
     [[0, 0, 130], [0, 70, 255], [0, 220, 255], [150, 255, 100], [255, 220, 0], [255, 70, 0], [150, 0, 0]],
@@ -217,7 +222,8 @@ class FaceResult:
 
     def plot_explanation(self, crop: np.ndarray | None = None, *, min_side: int = 224) -> np.ndarray:
         """The face crop with its explanation's heat map laid over it and the label above it
-        (an RGB array, scaled up to at least `min_side` pixels on its shorter side).
+        (an RGB array, scaled up to at least `min_side` pixels on its shorter side, as far as its
+        longer side stays within 2048).
 
         Args:
             crop: the face crop (default: the kept one, `crop`).
@@ -234,16 +240,19 @@ class FaceResult:
         values = self.explanation.display_map()
         if pixels.shape[:2] != values.shape:
             raise ValueError(f"the crop is {pixels.shape[:2]}, the map {values.shape}: not this face's crop")
-        scale = max(1.0, min_side / min(values.shape))
-        size = (round(values.shape[1] * scale), round(values.shape[0] * scale))
+        # up to min_side on the shorter side, but never past _PLOT_MAX_SIDE on the longer one (a
+        # 20000x1 strip classified whole would otherwise make a canvas of millions of pixels a side)
+        scale = min(max(1.0, min_side / min(values.shape)), max(1.0, _PLOT_MAX_SIDE / max(values.shape)))
+        size = (max(1, round(values.shape[1] * scale)), max(1, round(values.shape[0] * scale)))
         bilinear = Image.Resampling.BILINEAR
         big = np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).resize(size, bilinear))
         heat = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, bilinear))
-        font = ImageFont.load_default(size=max(12, size[0] // 14))
+        label_width = min(size[0], _PLOT_LABEL_WIDTH)  # the label's size, whatever the crop's width
+        font = ImageFont.load_default(size=max(12, label_width // 14))
         explained = self.explanation.target or self.label
         text = f"{self.label} {self.score:.2f}"
         text += f" - why {explained}" if explained != self.label else ""
-        bar = max(16, size[0] // 14) + 8
+        bar = max(16, label_width // 14) + 8
         canvas = Image.new("RGB", (size[0], size[1] + bar), EMOTION_COLOURS.get(self.label, (255, 255, 255)))
         canvas.paste(Image.fromarray(_blend(big, heat, 0.45)), (0, bar))
         ImageDraw.Draw(canvas).text((4, 3), text, fill=(0, 0, 0), font=font)

@@ -69,7 +69,7 @@ def explain(
       emovit explain faces/ -o why/ --method gradcam --target happy --detector none
     """
     from emovit.cli._common import load_recognizer
-    from emovit.cli.predict import _OutputNames
+    from emovit.cli.predict import _OutputNames, _reason
     from emovit.errors import OptionError
     from emovit.explain_output import write_explanations
     from emovit.progress import progress_bar
@@ -102,10 +102,10 @@ def explain(
                         len(write_explanations(result, output, names.next(result.source), check=names.check))
                         // 2
                     )
-                except OSError as exc:  # this input's maps: the others go on
+                except Exception as exc:  # noqa: BLE001 - this input's maps (disk, memory): the others go on
                     failed += 1
                     click.echo(f"error: {display_name(result.source, controls=True)}: its maps could "
-                               f"not be written ({exc})", err=True)  # fmt: skip
+                               f"not be written ({_reason(exc)})", err=True)  # fmt: skip
             else:
                 failed += 1
                 click.echo(f"error: {display_name(result.error or result.source, controls=True)}", err=True)

@@ -253,7 +253,12 @@ def _check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
 
 
 def _warn_unused(
-    flags: list[bool], *, summary: str | None, plot: str | None, save_crops: str | None, explain: str | None = None
+    flags: list[bool],
+    *,
+    summary: str | None,
+    plot: str | None,
+    save_crops: str | None,
+    explain: str | None = None,
 ) -> None:
     """Say which given options the inputs leave without effect (they are not errors: a folder
     may hold photos one day and videos the next)."""
@@ -266,6 +271,11 @@ def _warn_unused(
         if value:
             what = "saves the faces" if flag == "--save-crops" else "writes the maps"
             click.echo(f"warning: {flag} {what} of photos; videos get none", err=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception for a message: its text, or its type when it has none (MemoryError)."""
+    return str(exc) or type(exc).__name__
 
 
 class _OutputNames:
@@ -333,8 +343,8 @@ def _save_outputs(
                     with atomic_open(target, "wb", durable=False) as handle:
                         Image.fromarray(face.crop).save(handle, format="PNG")
         return True
-    except (OSError, ValueError) as exc:
-        click.echo(f"warning: {result.source}: its images could not be saved ({exc})", err=True)
+    except Exception as exc:  # noqa: BLE001 - this input's files (disk, memory): the others go on
+        click.echo(f"warning: {result.source}: its images could not be saved ({_reason(exc)})", err=True)
         return False
     finally:
         result.image = None
