@@ -168,7 +168,25 @@ def test_the_pixels_of_a_whole_request_are_capped_before_decoding(recognizer: Em
         assert client.post("/v1/predict", files=one).status_code == 200
         two = [*one, ("files", ("b.png", _png((30, 30)), "image/png"))]
         _assert_error(client.post("/v1/predict", files=two), 413, "too_many_pixels")
-        assert "1,800 pixels in all" in client.post("/v1/predict", files=two).json()["error"]["message"]
+        message = client.post("/v1/predict", files=two).json()["error"]["message"]
+        assert "1,800 pixels in all" in message and "the largest, b.png, 900" in message
+        # an image over the per-image limit is its own error row, not counted in the total
+        big = [*one, ("files", ("big.png", _png((40, 40)), "image/png"))]
+        answer = client.post("/v1/predict", files=big)
+        assert answer.status_code == 200, answer.text
+        small, refused = answer.json()["results"]
+        assert small["ok"] and (refused["ok"], refused["error_code"]) == (False, "too_many_pixels")
+
+
+def test_a_bad_base64_image_is_its_own_error_row(client: TestClient) -> None:
+    good = base64.b64encode(_png()).decode("ascii")
+    images = [{"data": good, "name": "a.png"}, {"data": "not base64!!", "name": "bad.png"}, {"data": good}]
+    answer = client.post("/v1/predict", json={"images": images})
+    assert answer.status_code == 200, answer.text
+    first, bad, third = answer.json()["results"]
+    assert first["ok"] and third["ok"] and first["source"] == "a.png"
+    assert (bad["ok"], bad["error_code"], bad["error_stage"]) == (False, "bad_base64", "decode")
+    assert bad["source"] == "bad.png" and "bad.png: invalid base64" in bad["error"]
 
 
 def test_results_carry_real_stage_timings(client: TestClient) -> None:

@@ -67,6 +67,7 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "corrupt_image": ("decode", "truncated or damaged image data"),
     "too_many_pixels": ("decode", "more pixels than max_pixels (decompression bomb guard)"),
     "bad_array": ("decode", "a numpy array of the wrong dtype or shape"),
+    "bad_base64": ("decode", "an image of a JSON request to the server that is not valid base64"),
     "detector_failed": ("detect", "the face detector raised on this image"),
     "crop_failed": ("crop", "cropping or aligning a face failed"),
     "preprocess_failed": ("preprocess", "resizing or normalising a face failed"),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from emovit.errors import DependencyError, EmovitError
+from emovit.errors import DependencyError, EmovitError, InputError
 from emovit.imageio import declared_pixels
 from emovit.serve.batcher import QueueFullError
 from emovit.serve.errors import ApiError, status_for_input_error
@@ -101,8 +101,13 @@ def _request_schema() -> dict[str, Any]:
     }
 
 
-async def _images_from(request: Request, state: ServeState) -> list[tuple[str, bytes]]:
-    """The request's images as (sanitised name, bytes); `ApiError` for a malformed request.
+#: One image of a request: its sanitised name, and its bytes or why it has none (bad base64).
+Upload = tuple[str, bytes | InputError]
+
+
+async def _images_from(request: Request, state: ServeState) -> list[Upload]:
+    """The request's images as (sanitised name, bytes or the image's own error); `ApiError` for
+    a malformed request.
     The body is parsed in a worker thread: a body of many tiny parts takes seconds to parse,
     and the event loop (every other request, /livez too) must not wait for it."""
     content_type = request.headers.get("content-type", "")
@@ -114,9 +119,7 @@ async def _images_from(request: Request, state: ServeState) -> list[tuple[str, b
     return await asyncio.to_thread(_parse_images, body, content_type, media_type, state)
 
 
-def _parse_images(
-    body: bytes, content_type: str, media_type: str, state: ServeState
-) -> list[tuple[str, bytes]]:
+def _parse_images(body: bytes, content_type: str, media_type: str, state: ServeState) -> list[Upload]:
     """`_images_from`'s parsing and checks, off the event loop."""
     if media_type == "multipart/form-data":
         from emovit.serve._multipart import MultipartError, TooManyPartsError, parse_multipart
@@ -131,7 +134,9 @@ def _parse_images(
             raise ApiError(422, "bad_request", f"the multipart body has {exc}") from None
         except MultipartError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
-        images = [(safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"]
+        images: list[Upload] = [
+            (safe_name(p.filename, i), bytes(p.data)) for i, p in enumerate(parts) if p.name == "files"
+        ]
     else:
         try:
             payload = PredictRequest.model_validate_json(body)
@@ -141,20 +146,27 @@ def _parse_images(
             raise _too_many_images(state)
         images = []
         for i, item in enumerate(payload.images):
+            name = safe_name(item.name, i)
             try:
-                images.append((safe_name(item.name, i), base64.b64decode(item.data, validate=True)))
-            except (binascii.Error, ValueError):
-                raise ApiError(422, "bad_base64", f"{safe_name(item.name, i)}: invalid base64") from None
+                images.append((name, base64.b64decode(item.data, validate=True)))
+            except (binascii.Error, ValueError):  # this image's error row; the others go on
+                images.append((name, InputError(name, "invalid base64", "bad_base64")))
     if not images:
         raise ApiError(422, "no_images", "no images in the request (multipart field name: 'files')")
     if len(images) > state.settings.max_images:
         raise _too_many_images(state)
-    total, budget = sum(declared_pixels(data) for _, data in images), state.settings.max_request_pixels
-    if total > budget:  # before any is decoded: small files can hold huge, flat images
+    # before any is decoded: small files can hold huge, flat images. An image over the per-image
+    # limit is not counted: it becomes its own too_many_pixels row without being decoded.
+    declared = [(declared_pixels(data), name) for name, data in images if isinstance(data, bytes)]
+    counted = [(pixels, name) for pixels, name in declared if pixels <= state.settings.max_pixels]
+    total, budget = sum(pixels for pixels, _ in counted), state.settings.max_request_pixels
+    if total > budget:
+        largest, name = max(counted)
         state.metrics.rejections.labels("too_many_pixels").inc()
         raise ApiError(
             413, "too_many_pixels",
-            f"the request's images hold {total:,} pixels in all, over the limit of {budget:,}: send fewer",
+            f"the request's images hold {total:,} pixels in all, over the limit of {budget:,} "
+            f"(the largest, {name}, {largest:,}): send fewer",
         )  # fmt: skip
     return images
 
@@ -255,10 +267,12 @@ async def _predict(
     faces = _request_faces(server_faces, detector, no_face)
     stop = threading.Event()  # set when the request gives up: its thread stops at the next image
 
+    readable = [(name, data) for name, data in images if isinstance(data, bytes)]
+
     async def run() -> list[ImageResult]:
         prepared = await asyncio.to_thread(
-            rec.prepare, [data for _, data in images], errors="collect", faces=faces,
-            max_pixels=settings.max_pixels, names=[name for name, _ in images], stop=stop,
+            rec.prepare, [data for _, data in readable], errors="collect", faces=faces,
+            max_pixels=settings.max_pixels, names=[name for name, _ in readable], stop=stop,
         )  # fmt: skip
         if not prepared.faces:  # nothing for the model: every image failed or had no face
             return prepared.results
@@ -281,6 +295,7 @@ async def _predict(
         raise ApiError(422, "bad_request", str(exc)) from None
     finally:  # answered, timed out, or cancelled (the client left, shutdown): no more decoding
         stop.set()
+    results = _in_request_order(images, results)
     for result in results:
         if not result.ok:
             metrics.image_errors.labels(result.error_code or "internal").inc()
@@ -290,6 +305,18 @@ async def _predict(
         raise problem
     metrics.latency.labels("/v1/predict").observe(time.perf_counter() - start)
     return {"model": _model_name(rec), "results": [_result_dict(result, top_k) for result in results]}
+
+
+def _in_request_order(images: list[Upload], results: list[ImageResult]) -> list[ImageResult]:
+    """The results of the readable images, with an error row for each image that had no bytes
+    (bad base64) where it was in the request."""
+    from emovit.results import ImageResult
+
+    readable = iter(results)
+    return [
+        next(readable) if isinstance(data, bytes) else ImageResult(source=name).fail(data)
+        for name, data in images
+    ]
 
 
 def _rejection(problem: ApiError) -> str:

@@ -29,7 +29,6 @@ REQUEST_ERROR_CODES = {
     "body_timeout": "the request body did not arrive within the time limit (408)",
     "unsupported_media_type": "neither multipart/form-data nor JSON (415)",
     "no_images": "no images in the request (422)",
-    "bad_base64": "a JSON image that is not valid base64 (422)",
     "bad_request": "a malformed multipart or JSON body, or invalid query parameters (422)",
     "not_ready": "the model is still loading (503, Retry-After)",
     "overloaded": "the queue is full (503, Retry-After)",
