@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 import subprocess
@@ -160,6 +161,26 @@ def test_evaluate_scores_fer_plus_majority_labels(tiny_model_dir: Path, tmp_path
     assert voted.metrics["labels"] == str(votes)
 
 
+def test_a_report_cut_short_never_mixes_two_runs(
+    tiny_model_dir: Path, labelled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import emovit.evaluation
+
+    out = labelled.parent / "report"
+    faces = FaceOptions(detector="none")
+    evaluate(tiny_model_dir, labelled, out, faces=faces)
+    assert (out / "report.md").is_file() and (out / "reliability.png").is_file()
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emovit.evaluation, "_plot_confusion", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny_model_dir, labelled, out, faces=faces, tta=True)
+    assert not (out / "report.md").exists() and not (out / "reliability.png").exists()  # no old files
+    assert json.loads((out / "metrics.json").read_text())["tta"] == "flip"  # beside the new ones
+
+
 def test_evaluate_goes_through_the_predictor(tiny_model_dir: Path, labelled: Path) -> None:
     """Broken images are counted, not fatal; TTA is the predictor's; no face at all is a clear error."""
     from emovit.errors import DatasetError
@@ -167,8 +188,17 @@ def test_evaluate_goes_through_the_predictor(tiny_model_dir: Path, labelled: Pat
 
     (labelled / "test" / "anger" / "broken.png").write_bytes(b"\x89PNG broken")
     rec = EmotionRecognizer.from_pretrained(tiny_model_dir, detector="none", tta="flip")
-    report = evaluate(rec, labelled)
+    out = labelled.parent / "report"
+    out.mkdir()
+    (out / "reliability.png").write_bytes(b"a previous run's plot")
+    report = evaluate(rec, labelled, out)
     assert report.metrics["failed"] == {"unsupported_format": 1}
+    with (out / "failures.csv").open(newline="") as handle:  # the failed image is named
+        [row] = list(csv.DictReader(handle))
+    assert row["image"].endswith("broken.png") and row["true"] == "angry"
+    assert (row["error_code"], row["error_stage"]) == ("unsupported_format", "decode")
+    assert "broken.png" in row["error"]
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     assert report.metrics["tta"] == "flip"
     assert report.metrics["accuracy_all"] <= report.accuracy
     with pytest.raises(DatasetError, match="detector 'none'"):

@@ -235,6 +235,7 @@ def evaluate(
     rows: list[np.ndarray] = []
     failed: dict[str, int] = {}
     no_face = 0
+    unscored: list[tuple[Sample, str, str, str]] = []  # failed or faceless: failures.csv names them
     previous_tta = recognizer.tta
     recognizer.tta = "flip" if tta else previous_tta
     try:
@@ -248,8 +249,10 @@ def evaluate(
                 elif not result.ok:
                     code = result.error_code or "error"
                     failed[code] = failed.get(code, 0) + 1
+                    unscored.append((sample, code, result.error_stage or "", result.error or ""))
                 else:
                     no_face += 1
+                    unscored.append((sample, "no_face", "detect", f"{sample.name}: no face found"))
                 advance()
     finally:
         recognizer.tta = previous_tta
@@ -290,8 +293,20 @@ def evaluate(
     )
     out = Path(output) if output is not None else None
     if out is not None:
-        _write_report(out, metrics, scored, y_true, y_pred, probs_all, names)
+        _write_report(out, metrics, scored, y_true, y_pred, probs_all, names, unscored)
     return EvaluationReport(metrics=metrics, output=out)
+
+
+#: The files of a report folder (report.md last: written last, it says the report is whole).
+REPORT_FILES = (
+    "metrics.json",
+    "confusion_matrix.json",
+    "predictions.csv",
+    "failures.csv",
+    "confusion_matrix.png",
+    "reliability.png",
+    "report.md",
+)
 
 
 def _write_report(
@@ -302,9 +317,14 @@ def _write_report(
     y_pred: np.ndarray,
     probs: np.ndarray,
     labels: list[str],
+    unscored: Sequence[tuple[Sample, str, str, str]] = (),
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    # every file through a temporary name: a crash or Ctrl-C never leaves half a report file
+    # A previous report in the folder goes first, so that a crash or Ctrl-C midway never leaves
+    # this run's files beside another run's; every file goes through a temporary name (never
+    # half a file), and report.md, written last, says the report is whole.
+    for name in reversed(REPORT_FILES):  # report.md first
+        (out / name).unlink(missing_ok=True)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(out / "confusion_matrix.json", json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
     with atomic_open(out / "predictions.csv") as handle:
@@ -316,6 +336,11 @@ def _write_report(
             writer.writerow(
                 [sample.name, labels[t], labels[p], f"{row[p]:.5f}", int(t == p), *(f"{v:.5f}" for v in row)]
             )
+    with atomic_open(out / "failures.csv") as handle:  # every image not scored, and why
+        writer = csv.writer(handle)
+        writer.writerow(["image", "true", "error_code", "error_stage", "error"])
+        for sample, code, stage, error in unscored:
+            writer.writerow([sample.name, sample.label, code, stage, error])
     _plot_confusion(
         out / "confusion_matrix.png",
         np.asarray(metrics["confusion_matrix"]["rows_true_columns_predicted"]),
