@@ -110,6 +110,10 @@ def test_sources_globs_of_folders_and_paths_that_cannot_be_looked_at(photo_dir: 
     (tmp_path / "shown.png").write_bytes(b"x")
     for recursive in (True, False):  # hidden files are skipped either way
         assert [Path(p).name for p in expand_sources([str(tmp_path)], recursive=recursive)] == ["shown.png"]
+    (tmp_path / "broken.png").symlink_to(tmp_path / "gone.png")  # an error row either way, not a gap
+    for recursive in (True, False):
+        listed = [Path(p).name for p in expand_sources([str(tmp_path)], recursive=recursive)]
+        assert listed == ["broken.png", "shown.png"], recursive
     too_long = str(tmp_path / ("n" * 300 + ".jpg"))  # OSError: File name too long, when looked at
     assert expand_sources([too_long, str(tmp_path / ("n" * 300 + "*"))]) == [too_long, too_long[:-4] + "*"]
 

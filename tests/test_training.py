@@ -70,6 +70,18 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
         bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n")
         with pytest.raises(DatasetError, match=f"line 3: bad row.*{says}" if says != "bad row" else "line 3"):
             read_samples(bad)
+    unlisted = str(dataset / "train" / "happy")
+    real_scandir = os.scandir
+
+    def refuse(path: Any = ".") -> Any:
+        if str(path) == unlisted:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    with pytest.MonkeyPatch.context() as patch:  # a class folder that cannot be listed
+        patch.setattr(os, "scandir", refuse)
+        with pytest.raises(DatasetError, match=f"{unlisted}: a dataset folder that cannot be listed"):
+            read_samples(dataset, "train")
     bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8"
     bom.write_bytes(b"\xef\xbb\xbfemotion,pixels,Usage\n3,1 2 3 4,Training\n")
     assert [s.label for s in read_samples(bom)] == ["happy"] and list_splits(bom) == ["train"]

@@ -297,6 +297,8 @@ def check_file(
         raise error(label, "no such file", "not_found") from None
     except OSError as exc:
         raise error(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
+    except InputError:  # a folder, said above (an InputError is a ValueError too)
+        raise
     except ValueError as exc:  # a NUL byte in the name
         raise error(label, f"not a valid path ({exc})", "not_found") from None
     if not stat.S_ISREG(info.st_mode):

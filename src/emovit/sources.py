@@ -60,8 +60,8 @@ def _walk(folder: Path, recursive: bool, videos: bool) -> Iterator[str]:
     for entry in entries:
         if entry.suffix.lower() not in extensions or entry.name.startswith("."):
             continue
-        try:
-            wanted = entry.is_file()
+        try:  # a file, or a broken link (its error row names it, as the recursive walk's does)
+            wanted = entry.is_file() or (entry.is_symlink() and not entry.exists())
         except OSError:  # a folder listed but not entered: the entry becomes an error row
             wanted = True
         if wanted:

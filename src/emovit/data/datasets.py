@@ -110,11 +110,16 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
+def _unlisted(exc: OSError) -> None:
+    """A folder of the dataset that cannot be listed: its images would silently drop out."""
+    raise DatasetError(f"{exc.filename}: a dataset folder that cannot be listed ({exc.strerror or exc})")
+
+
 def _read_folder(root: Path) -> list[Sample]:
     split = _split_key(root.name)
     samples: list[Sample] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for dirpath, dirs, files in os.walk(class_dir):
+        for dirpath, dirs, files in os.walk(class_dir, onerror=_unlisted):
             dirs.sort()
             for name in sorted(files):
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
