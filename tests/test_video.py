@@ -835,6 +835,28 @@ def test_a_missing_extra_names_it(plain: Path, tmp_path: Path, monkeypatch: pyte
     assert not is_video(odd)  # without PyAV, files of unknown kinds take the photo path
 
 
+def test_cli_a_missing_extra_fails_the_videos_and_the_photos_go_on(
+    tiny_model_dir: Path, plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    photo = tmp_path / "face.png"
+    Image.fromarray(background(64, 48)).save(photo)
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails
+    args = ["predict", "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl", "-q"]
+    mixed = CliRunner().invoke(main, [*args, str(photo), str(plain)])
+    assert mixed.exit_code == 1, mixed.output
+    assert "1 input(s) are videos: video analysis needs the optional package 'av'" in mixed.stderr
+    ok, failed = (json.loads(line) for line in mixed.stdout.splitlines())
+    assert ok["source"] == str(photo) and ok["ok"]
+    assert (failed["source"], failed["ok"], failed["error_code"]) == (str(plain), False, "unsupported_input")
+    assert "pip install 'emovit[video]'" in failed["error"]
+    only = CliRunner().invoke(main, [*args, str(plain)])  # nothing else to do: the setup error
+    assert only.exit_code == 2 and "pip install 'emovit[video]'" in only.output
+
+
 def test_a_codec_without_a_decoder_is_an_error_row(tiny_whole: EmotionRecognizer, clips: Path) -> None:
     """A stream whose codec this FFmpeg cannot decode has no codec context: reading its size
     raised AttributeError (an internal error for the CLI, 500 for the server)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emovit.cli._common import require
+from emovit.errors import DependencyError
 
 if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
@@ -31,14 +32,28 @@ __all__ = ["Interrupt", "VideoJob", "interruptible", "video_flags"]
 
 
 def video_flags(paths: Sequence[str]) -> list[bool]:
-    """For each path, whether it is a video; fails (exit 2) when videos need a missing extra."""
+    """For each path, whether it is a video. When videos need a missing extra: fails (exit 2)
+    if every input is a video, else warns, and each video becomes an error row naming the
+    extra (`VideoJob.run`) while the photos go on."""
     from emovit.video import is_video
 
     flags = [is_video(path) for path in paths]
-    if any(flags):
+    missing = _missing_extra() if any(flags) else None
+    if missing is not None:
+        if all(flags):
+            raise missing
+        click.echo(f"warning: {sum(flags)} input(s) are videos: {missing}; the photos go on", err=True)
+    return flags
+
+
+def _missing_extra() -> DependencyError | None:
+    """The error of the first package of the video extra that is not installed (None: all are)."""
+    try:
         for module in ("av", "scipy", "cv2"):
             require(module, "video", "video analysis")
-    return flags
+    except DependencyError as exc:
+        return exc
+    return None
 
 
 @dataclass
@@ -110,6 +125,13 @@ class VideoJob:
         it or one of its frames failed. Stops after the frame at hand when `stop` is requested;
         the files are closed even when interrupted. An annotated video or timeline that cannot
         be written is a warning naming the video (counted in `unsaved`): its rows go on."""
+        missing = _missing_extra()
+        if missing is not None:  # this video's error row; the photos of the run go on
+            from emovit.errors import InputError
+            from emovit.results import FrameResult
+
+            writer.write(FrameResult(source=path).fail(InputError(path, str(missing), "unsupported_input")))
+            return True
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
         errors = _output_errors()
