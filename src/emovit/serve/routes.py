@@ -235,8 +235,8 @@ async def predict(
     ``ok: false``, ``error``, ``error_code`` and ``error_stage``. With ``explain=true`` each face
     also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
-    rec, _, _ = state.require_ready()
-    if explain and rec.model.model is None and not any(rec.model.path.glob("*.safetensors")):
+    state.require_ready()
+    if explain and not state.explainable:
         # the installation's limit, not the request's: said before the body is read
         raise ApiError(501, "not_available", "this server's model runs from ONNX only: explanations "
                        "need its torch weights (*.safetensors)")  # fmt: skip

@@ -113,6 +113,7 @@ class ServeState:
         batcher: the model worker (None while loading).
         faces: the face options requests start from (the recognizer's, with a detector that
             concurrent requests can share).
+        explainable: the model has torch weights, which ``explain=true`` needs.
         ready: loaded and warmed up: ``/readyz`` answers 200.
         shutting_down: intake has stopped (SIGTERM): ``/v1/`` and ``/readyz`` answer 503.
         error: why loading failed, if it did.
@@ -125,6 +126,7 @@ class ServeState:
     recognizer: EmotionRecognizer | None = None
     batcher: MicroBatcher | None = None
     faces: FaceOptions | None = None
+    explainable: bool = False
     ready: bool = False
     shutting_down: bool = False
     error: str | None = None
@@ -154,6 +156,9 @@ class ServeState:
         if faces.max_faces is None and self.settings.max_faces is not None:
             faces = faces.replace(max_faces=self.settings.max_faces)
         self.faces = faces
+        # maps need torch weights: loaded, or beside an ONNX export (looked up once, not per request)
+        model = recognizer.model
+        self.explainable = model.model is not None or any(model.path.glob("*.safetensors"))
         self.ready = True
 
     def require_ready(self) -> tuple[EmotionRecognizer, MicroBatcher, FaceOptions]:
