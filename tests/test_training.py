@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,18 +71,27 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
         bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n")
         with pytest.raises(DatasetError, match=f"line 3: bad row.*{says}" if says != "bad row" else "line 3"):
             read_samples(bad)
-    unlisted = str(dataset / "train" / "happy")
+    copy = tmp_path / "copy"  # the fixture is shared: change a copy
+    shutil.copytree(dataset, copy)
+    unlisted = str(copy / "train" / "happy")
+    system = [copy / "train" / name for name in (".Trash-1000", "lost+found")]
+    for folder in system:  # a file system's folders: no class, listed or not
+        folder.mkdir()
+        (folder / "x.png").write_bytes(b"not read")
     real_scandir = os.scandir
 
     def refuse(path: Any = ".") -> Any:
-        if str(path) == unlisted:
+        if str(path) in {unlisted, *map(str, system)}:
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
+    labels = {s.label for s in read_samples(copy, "train")}
     with pytest.MonkeyPatch.context() as patch:  # a class folder that cannot be listed
         patch.setattr(os, "scandir", refuse)
         with pytest.raises(DatasetError, match=f"{unlisted}: a dataset folder that cannot be listed"):
-            read_samples(dataset, "train")
+            read_samples(copy, "train")
+        unlisted = ""  # the system folders alone: no error, no class
+        assert {s.label for s in read_samples(copy, "train")} == labels == set(CLASSES)
     bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8"
     bom.write_bytes(b"\xef\xbb\xbfemotion,pixels,Usage\n3,1 2 3 4,Training\n")
     assert [s.label for s in read_samples(bom)] == ["happy"] and list_splits(bom) == ["train"]

@@ -845,9 +845,14 @@ def test_cli_a_missing_extra_fails_the_videos_and_the_photos_go_on(
     photo = tmp_path / "face.png"
     Image.fromarray(background(64, 48)).save(photo)
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the video extra's, for --plot
     args = ["predict", "--model", str(tiny_model_dir), "--detector", "none", "--format", "jsonl", "-q"]
-    mixed = CliRunner().invoke(main, [*args, str(photo), str(plain)])
+    summary = tmp_path / "s.json"
+    outputs = ["--summary", str(summary), "--plot", str(tmp_path / "plots")]
+    mixed = CliRunner().invoke(main, [*args, *outputs, str(photo), str(plain)])
     assert mixed.exit_code == 1, mixed.output
+    [video] = json.loads(summary.read_text())["videos"]
+    assert video["source"] == str(plain) and video["error_code"] == "unsupported_input"
     assert "1 input(s) are videos: video analysis needs the optional package 'av'" in mixed.stderr
     ok, failed = (json.loads(line) for line in mixed.stdout.splitlines())
     assert ok["source"] == str(photo) and ok["ok"]

@@ -3,10 +3,12 @@
 ``evaluate`` classifies a labelled ImageFolder/CSV split through the predictor (the same
 stages as `emovit predict`, face detection included) and writes a report folder:
 ``metrics.json``, ``confusion_matrix.json`` / ``.png``, ``reliability.png``,
-``predictions.csv`` and ``report.md``. Metrics come from scikit-learn. Dataset labels are
-mapped onto the model's by name; classes the model lacks are reported and left out of the
-scores (a model cannot be right about a class it does not have). ``exclude_leaks`` drops test
-images that also appear (exactly or nearly) in a training set.
+``predictions.csv``, ``failures.csv`` (the images that failed or had no face, and why) and
+``report.md`` (last; a previous report's files in the folder are removed first). Metrics come
+from scikit-learn. Dataset labels are mapped onto the model's by name; classes the model lacks
+are reported and left out of the scores (a model cannot be right about a class it does not
+have). ``exclude_leaks`` drops test images that also appear (exactly or nearly) in a training
+set.
 """
 
 from __future__ import annotations

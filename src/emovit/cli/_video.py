@@ -115,9 +115,12 @@ class VideoJob:
     check: Callable[[Path], Path] = field(default=lambda path: path, repr=False)  # refuses an input's name
     unsaved: int = 0  # videos whose annotated video or timeline (or both) could not be written
     _warned: bool = field(default=False, repr=False)  # the video at hand lost an output
+    #: the video extra's missing package: every video is an error row (the photos go on)
+    missing: DependencyError | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.plot:
+        self.missing = _missing_extra()
+        if self.plot and self.missing is None:  # without the extra no timeline is drawn anyway
             require("matplotlib", "video", "--plot")
 
     def run(self, path: str, stem: str, writer: ResultWriter, stop: Interrupt | None = None) -> bool:
@@ -125,12 +128,17 @@ class VideoJob:
         it or one of its frames failed. Stops after the frame at hand when `stop` is requested;
         the files are closed even when interrupted. An annotated video or timeline that cannot
         be written is a warning naming the video (counted in `unsaved`): its rows go on."""
-        missing = _missing_extra()
-        if missing is not None:  # this video's error row; the photos of the run go on
+        if self.missing is not None:  # this video's error row (and summary); the photos go on
             from emovit.errors import InputError
             from emovit.results import FrameResult
+            from emovit.video import VideoSummary
 
-            writer.write(FrameResult(source=path).fail(InputError(path, str(missing), "unsupported_input")))
+            error = InputError(path, str(self.missing), "unsupported_input")
+            writer.write(FrameResult(source=path).fail(error))
+            refused = VideoSummary(
+                path, self.rec.labels, self.options, error=str(error), error_code=error.code
+            )
+            self.summaries.append(refused.to_dict())
             return True
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 

@@ -21,7 +21,13 @@ __all__ = ["evaluate"]
 @click.command(cls=EmovitCommand)
 @click.argument("data")
 @recognizer_options()
-@click.option("--output", "-o", required=True, help="Report folder (metrics.json, plots, report.md).")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    help="Report folder (metrics.json, predictions.csv, failures.csv, plots, report.md; "
+    "a previous report's files there are replaced).",
+)
 @click.option("--split", default=None, help="Split to score (default: test when DATA has splits).")
 @face_options
 @click.option(

@@ -110,6 +110,11 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
+def _system_folder(name: str) -> bool:
+    """Hidden and file-system folders (a volume's ``lost+found``, a desktop's trash) are no class."""
+    return name.startswith(".") or name in {"lost+found", "System Volume Information", "$RECYCLE.BIN"}
+
+
 def _unlisted(exc: OSError) -> None:
     """A folder of the dataset that cannot be listed: its images would silently drop out."""
     raise DatasetError(f"{exc.filename}: a dataset folder that cannot be listed ({exc.strerror or exc})")
@@ -118,7 +123,7 @@ def _unlisted(exc: OSError) -> None:
 def _read_folder(root: Path) -> list[Sample]:
     split = _split_key(root.name)
     samples: list[Sample] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _system_folder(p.name)):
         for dirpath, dirs, files in os.walk(class_dir, onerror=_unlisted):
             dirs.sort()
             for name in sorted(files):

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from emovit.serve.errors import ApiError
@@ -157,8 +158,7 @@ class ServeState:
             faces = faces.replace(max_faces=self.settings.max_faces)
         self.faces = faces
         # maps need torch weights: loaded, or beside an ONNX export (looked up once, not per request)
-        model = recognizer.model
-        self.explainable = model.model is not None or any(model.path.glob("*.safetensors"))
+        self.explainable = _has_torch_weights(recognizer)
         self.ready = True
 
     def require_ready(self) -> tuple[EmotionRecognizer, MicroBatcher, FaceOptions]:
@@ -173,6 +173,18 @@ class ServeState:
         if not self.batcher.alive:  # nothing would ever answer the request: say so at once
             raise ApiError(503, "not_ready", "the model worker has stopped (see the server log)")
         return self.recognizer, self.batcher, self.faces
+
+
+def _has_torch_weights(recognizer: EmotionRecognizer) -> bool:
+    """Loaded torch weights, or safetensors beside the ONNX export; False when the folder
+    cannot be listed (explain=true then answers 501; plain requests are unaffected)."""
+    model = recognizer.model
+    if model.model is not None:
+        return True
+    try:
+        return any(Path(model.path).glob("*.safetensors"))
+    except (OSError, TypeError, AttributeError):
+        return False
 
 
 def get_state(app: Any) -> ServeState:
