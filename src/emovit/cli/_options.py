@@ -243,7 +243,7 @@ max_faces_option = click.option(
     "--max-faces",
     type=click.IntRange(1),
     default=None,
-    help="At most this many faces per image (the largest).",
+    help="At most this many faces per image (the largest; default: all, 64 in `emovit serve`).",
 )
 no_face_option = click.option(
     "--no-face",
