@@ -207,14 +207,15 @@ def test_bf16_is_opt_in_and_refused_on_cpus_without_native_bf16(
     assert 0 < close < 0.05  # bf16 really ran (not fp32), and stays close
 
 
-def test_cli_refuses_bf16_clearly_where_it_would_be_slow(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_refuses_bf16_clearly_where_it_would_be_slow(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
 
-    from emovit.backends.torch_backend import cpu_has_bf16
+    from emovit.backends import torch_backend
     from emovit.cli import main
 
-    if cpu_has_bf16():
-        pytest.skip("this CPU computes bf16 natively")
+    monkeypatch.setattr(torch_backend, "cpu_has_bf16", lambda: False)  # a CPU without native bf16
     make_image_zoo(1, seed=13)[0].save(tmp_path / "a.png")
     args = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_model_dir), "--detector", "none"]
     result = CliRunner().invoke(main, [*args, "--precision", "bf16"])

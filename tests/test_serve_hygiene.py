@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,9 +196,7 @@ def test_slow_body_is_cut_off_with_408(recognizer: EmotionRecognizer) -> None:
         return {"type": "http.disconnect"}
 
     with serving(recognizer, body_timeout_s=0.3) as client:
-        start = time.monotonic()
         sent = _call(client.app, receive)
-        assert time.monotonic() - start < 5
     status, body, headers = _status_and_body(sent)
     assert status == 408 and body["error"]["code"] == "body_timeout"
     assert headers["connection"] == "close" and body["error"]["request_id"] == headers["x-request-id"]
@@ -219,9 +218,7 @@ def test_video_uploads_have_their_own_body_timeout(recognizer: EmotionRecognizer
         return receive
 
     with serving(recognizer, body_timeout_s=60.0, video_body_timeout_s=0.3) as client:
-        start = time.monotonic()
         status, body, _ = _status_and_body(_call(client.app, slow(), path="/v1/video"))
-        assert time.monotonic() - start < 5
     assert status == 408 and body["error"]["code"] == "body_timeout" and "0.3 s" in body["error"]["message"]
 
 
@@ -273,11 +270,21 @@ def test_slow_headers_are_cut_off(live: tuple[Any, str]) -> None:
     with _connect(url) as sock:
         start = time.monotonic()
         sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
-        time.sleep(0.5)
-        sock.sendall(b"X-Slow: 1\r\n")  # a byte now and then must not keep it open
+
+        def trickle() -> None:  # a header line every 0.5 s for 6 s must not keep it open
+            with contextlib.suppress(OSError):
+                for i in range(12):
+                    time.sleep(0.5)
+                    sock.sendall(b"X-Slow-%d: 1\r\n" % i)
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
         answer = _read_all(sock, 10)
-        assert time.monotonic() - start < 5
-    assert answer.startswith(b"HTTP/1.1 408"), answer
+        closed = time.monotonic() - start
+        sender.join()
+    # the 1 s header timeout counts from the first byte: a timer each line restarted would
+    # answer only after the trickle ends (6 s)
+    assert answer.startswith(b"HTTP/1.1 408") and closed < 4, (answer, closed)
     with _connect(url) as sock:  # a connection that never says anything is closed too
         assert _read_all(sock, 10) == b""
     assert "request headers not received within 1 s" in server_log(proc)
@@ -312,13 +319,15 @@ def test_disconnect_mid_upload_over_the_wire(live: tuple[Any, str]) -> None:
         f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
         f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
     ).encode()
+    said = "disconnected before the request was read"
+    before = server_log(proc).count(said)  # the server is the module's: count this test's line
     with _connect(url) as sock:
         sock.sendall(head + body[:50])
         time.sleep(0.2)
     for _ in range(50):
-        if "disconnected before the request was read" in server_log(proc):
+        if server_log(proc).count(said) > before:
             break
         time.sleep(0.1)
     log = server_log(proc)
-    assert log.count("disconnected before the request was read") == 1, log[-2000:]
+    assert log.count(said) == before + 1, log[-2000:]
     assert "Traceback" not in log and "Exception in ASGI" not in log and '" 500' not in log, log[-3000:]

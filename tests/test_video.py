@@ -311,9 +311,11 @@ def test_anamorphic_frames_are_analysed_in_square_pixels(tiny_whole: EmotionReco
 
 def test_decoding_stays_a_bounded_queue_ahead(plain: Path) -> None:
     with VideoReader(plain, options=VideoOptions(queue_frames=4)) as reader:
+        consumed = 0
         for consumed, _ in enumerate(reader, start=1):
             time.sleep(0.005)
             assert reader.frames_decoded - consumed <= 4 + 2
+    assert consumed == 60
 
 
 def test_http_url(tiny_whole: EmotionRecognizer, plain: Path) -> None:
