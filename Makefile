@@ -141,6 +141,11 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # rate, taught (alpha 0.7) by the best trio on validation (0.835 / 0.764), which now includes a
 # wider CNN teacher (train-teacher-wide). It lost narrowly: clean 0.813 / 0.712 (wide 0.810 /
 # 0.714) and a mean F1 over the conditions of 0.663 against wide's 0.668.
+# Round 9 (session 16) added "wide-matched": wide, 18 more epochs taught by that trio with mixup on
+# half the batches, the teacher answering on the same mixed faces ("function matching", Beyer et
+# al. 2022: consistent, patient distillation). Soups of the wide runs scored no better (0.809-0.812
+# clean). Best clean student so far, 0.818 / 0.722 (epoch 17), but less robust at quarter
+# resolution and blur: mean F1 over the conditions 0.661 against wide's 0.668. The rule keeps wide.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 teacher-ensembles: train-teacher-wide  ## every ensemble of up to four trained runs, scored on validation as a teacher (3 min)
@@ -211,7 +216,8 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide  ## stage
 	  --model $(AUGMENT_DIR)/distilled-continued --name "distilled-continued: distilled, 3 more epochs at lr 3e-5 with that ensemble teacher (added after round 4)" \
 	  --model $(AUGMENT_DIR)/wide --name "wide: distilled-continued with its last stage widened (2.1x parameters, 0.95x speed), 12 epochs (added after round 5)" \
 	  --model $(AUGMENT_DIR)/wide-taught --name "wide-taught: wide, 10 more epochs at lr 2e-4 taught by the FER+ CNN teacher + standard (the best pair on validation), flip-TTA (added after round 6)" \
-	  --model $(AUGMENT_DIR)/wide-ensemble3 --name "wide-ensemble3: wide, 5 more epochs at lr 5e-5 taught (alpha 0.7) by the FER+ CNN teacher + the wider CNN teacher + standard (the best trio on validation), flip-TTA (added after round 7)"
+	  --model $(AUGMENT_DIR)/wide-ensemble3 --name "wide-ensemble3: wide, 5 more epochs at lr 5e-5 taught (alpha 0.7) by the FER+ CNN teacher + the wider CNN teacher + standard (the best trio on validation), flip-TTA (added after round 7)" \
+	  --model $(AUGMENT_DIR)/wide-matched --name "wide-matched: wide, 18 more epochs at lr 1e-4 taught (alpha 0.8) by that trio, mixup on half the batches with the teacher answering on the same mixed faces (function matching), flip-TTA (added after round 8)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
