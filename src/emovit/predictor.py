@@ -326,6 +326,19 @@ class EmotionRecognizer:
         """The labels results report, in their fixed order."""
         return self._labels
 
+    @property
+    def explainable(self) -> bool:
+        """Whether `explain` can run: the torch model is in memory, or its weights
+        (``*.safetensors``) are in the model folder (an ONNX-only folder is not explained)."""
+        return self.model.model is not None or self._has_torch_weights()
+
+    def _has_torch_weights(self) -> bool:
+        """``*.safetensors`` in the model folder (False when it cannot be listed)."""
+        try:
+            return any(self.model.path.glob("*.safetensors"))
+        except OSError:
+            return False
+
     # ------------------------------------------------------------------ whole pipeline
 
     def predict(
@@ -770,9 +783,9 @@ class EmotionRecognizer:
             from emovit.backends import ONNX_FILE
             from emovit.models import load_torch_model
 
-            if own is not None and not any(self.model.path.glob("*.safetensors")):
+            if own is not None and not self._has_torch_weights():
                 return own  # built in memory: nothing to load in float32
-            if not any(self.model.path.glob("*.safetensors")):
+            if not self.explainable:
                 raise OptionError(
                     f"{self.model.path}: explanations need the model's torch weights (*.safetensors); "
                     f"this folder has only {ONNX_FILE}, which runs on the onnx backend but is not explained",

@@ -267,9 +267,11 @@ def _warn_unused(
         if unused:
             click.echo(f"warning: {' and '.join(unused)} describe videos, and no input is a video", err=True)
         return
-    for flag, value in (("--save-crops", save_crops), ("--explain", explain)):
+    for flag, value, what in (
+        ("--save-crops", save_crops, "saves the faces"),
+        ("--explain", explain, "writes the maps"),
+    ):
         if value:
-            what = "saves the faces" if flag == "--save-crops" else "writes the maps"
             click.echo(f"warning: {flag} {what} of photos; videos get none", err=True)
 
 

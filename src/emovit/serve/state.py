@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from emovit.serve.errors import ApiError
@@ -158,7 +157,7 @@ class ServeState:
             faces = faces.replace(max_faces=self.settings.max_faces)
         self.faces = faces
         # maps need torch weights: loaded, or beside an ONNX export (looked up once, not per request)
-        self.explainable = _has_torch_weights(recognizer)
+        self.explainable = bool(getattr(recognizer, "explainable", False))
         self.ready = True
 
     def require_ready(self) -> tuple[EmotionRecognizer, MicroBatcher, FaceOptions]:
@@ -173,18 +172,6 @@ class ServeState:
         if not self.batcher.alive:  # nothing would ever answer the request: say so at once
             raise ApiError(503, "not_ready", "the model worker has stopped (see the server log)")
         return self.recognizer, self.batcher, self.faces
-
-
-def _has_torch_weights(recognizer: EmotionRecognizer) -> bool:
-    """Loaded torch weights, or safetensors beside the ONNX export; False when the folder
-    cannot be listed (explain=true then answers 501; plain requests are unaffected)."""
-    model = recognizer.model
-    if model.model is not None:
-        return True
-    try:
-        return any(Path(model.path).glob("*.safetensors"))
-    except (OSError, TypeError, AttributeError):
-        return False
 
 
 def get_state(app: Any) -> ServeState:
