@@ -203,6 +203,13 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide  ## stage
 	  --augment robust $(STRONG) --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 \
 	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(TRAIN_DIR)/teacher-wide --teacher $(AUGMENT_DIR)/standard \
 	  --teacher-tta flip --distill-alpha 0.8 --distill-temperature 2 $(call resume,$(AUGMENT_DIR)/wide-matched)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/wide-clean --init $(AUGMENT_DIR)/wide \
+	  --labels $(FERPLUS_LABELS) --epochs 18 --batch-size 128 --lr 1e-4 --warmup-epochs 0.5 --label-smoothing 0.05 \
+	  --balance none --logit-adjust 0.5 --patience 18 --seed 10 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) \
+	  --augment robust $(STRONG) --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 \
+	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(TRAIN_DIR)/teacher-wide --teacher $(AUGMENT_DIR)/standard \
+	  --teacher-tta flip --teacher-input clean --distill-alpha 0.8 --distill-temperature 2 \
+	  $(call resume,$(AUGMENT_DIR)/wide-clean)
 	$(BIN)/python scripts/robustness_report.py --reuse --split validation --data $(TRAIN_DATA) \
 	  --labels $(FERPLUS_LABELS) --yunet $(YUNET_MODEL) -o $(CHOICE_DIR) \
 	  --model $(TRAIN_DIR)/ferplus-stage2 --name "robust: --augment robust" \

@@ -911,11 +911,16 @@ def test_teacher_options_map_to_the_config_and_old_configs_still_load(
         result = CliRunner().invoke(main, [*base, *extra])
         assert "captured" in result.output, result.output
         assert (seen[-1].teacher, seen[-1].teacher_tta) == (teacher, tta)
+    result = CliRunner().invoke(main, [*base, "--teacher", "a", "--teacher-input", "clean"])
+    assert "captured" in result.output and seen[-1].teacher_input == "clean", result.output
+    assert seen[0].teacher_input == "same"
+    result = CliRunner().invoke(main, [*base, "--teacher-input", "clean"])
+    assert "warning: --teacher-input has no effect without --teacher" in result.output
     result = CliRunner().invoke(main, [*base, "--teacher-tta", "mirror"])
     assert result.exit_code == 2 and "--teacher-tta" in result.output
     # a run saved before ensembles and teacher TTA existed resumes with what it had
     old = TrainConfig.from_dict({"data": "d", "output": "o", "teacher": "runs/teacher", "distill_alpha": 0.5})
-    assert (old.teacher, old.teacher_tta) == ("runs/teacher", "none")
+    assert (old.teacher, old.teacher_tta, old.teacher_input) == ("runs/teacher", "none", "same")
     from emovit.training.card import teacher_paths
 
     assert teacher_paths(old.teacher) == ["runs/teacher"] and teacher_paths(None) == []
@@ -1082,6 +1087,82 @@ def test_robust_augmentation_degrades_like_photos_deterministically() -> None:
     noisy = augment_batch(grey, only, torch.Generator().manual_seed(0), 0, 16)
     assert not torch.allclose(noisy, grey)
     assert torch.equal(noisy[:, 0], noisy[:, 1]) and torch.equal(noisy[:, 1], noisy[:, 2])
+
+
+def test_augment_views_are_the_same_draws_before_and_after_the_degradations() -> None:
+    import torch
+
+    from emovit.training.augment import AugmentConfig, augment_batch, augment_views, mix_batch
+
+    x = torch.rand(16, 3, 32, 32) * 255
+    cfg = AugmentConfig.robust()
+    cfg.downscale_p = 1.0  # every face degraded: the views differ on each
+    clean, degraded = augment_views(x, cfg, torch.Generator().manual_seed(3), 0, 16)
+    assert torch.equal(degraded, augment_batch(x, cfg, torch.Generator().manual_seed(3), 0, 16))
+    undegraded = AugmentConfig.robust()
+    for name in ("downscale_p", "blur_p", "noise_p", "gamma_p", "jpeg_p"):
+        setattr(undegraded, name, 0.0)
+    assert torch.equal(clean, augment_batch(x, undegraded, torch.Generator().manual_seed(3), 0, 16))
+    assert all(not torch.allclose(c, d) for c, d in zip(clean, degraded, strict=True))
+    # the trainer mixes both views as one tensor (stacked channels): each is mixed as it alone
+    # would be with the same draws, mixup and cutmix alike
+    targets = torch.eye(7)[torch.arange(16) % 7]
+    for mixing in ({"mixup_alpha": 1.0}, {"cutmix_alpha": 1.0}):
+        mix = AugmentConfig.off().with_overrides([f"{k}={v}" for k, v in mixing.items()] + ["mix_p=1"])
+        both, mixed_targets = mix_batch(
+            torch.cat([degraded, clean], 1), targets, mix, torch.Generator().manual_seed(5)
+        )
+        alone, alone_targets = mix_batch(degraded, targets, mix, torch.Generator().manual_seed(5))
+        clean_alone, _ = mix_batch(clean, targets, mix, torch.Generator().manual_seed(5))
+        assert not torch.equal(alone, degraded), mixing
+        assert torch.equal(both[:, :3], alone) and torch.equal(both[:, 3:], clean_alone), mixing
+        assert torch.equal(mixed_targets, alone_targets), mixing
+
+
+def test_a_clean_teacher_input_shows_the_teacher_the_undegraded_faces(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--teacher-input clean: the teacher answers on the face before the photo degradations that
+    the student sees; "same" (the default) shows both the degraded face."""
+    import torch
+
+    import emovit.training.trainer as trainer_module
+
+    teacher = train(_config(dataset, tmp_path / "teacher", epochs=1), progress=False)
+    views: list[tuple[Any, Any]] = []
+    seen_by_teacher: list[Any] = []
+    real_views, real_call = trainer_module.augment_views, trainer_module._Teacher.__call__
+
+    def record_views(*args: Any) -> Any:
+        views.append(real_views(*args))
+        return views[-1]
+
+    def record_teacher(self: Any, pixels: Any) -> Any:
+        seen_by_teacher.append(pixels.clone())
+        return real_call(self, pixels)
+
+    monkeypatch.setattr(trainer_module, "augment_views", record_views)
+    monkeypatch.setattr(trainer_module._Teacher, "__call__", record_teacher)
+    degrade = AugmentConfig.off().with_overrides(["downscale_p=1", "downscale_min=0.25", "blur_p=1"])
+    for mode in ("clean", "same"):
+        views.clear(), seen_by_teacher.clear()
+        cfg = _config(dataset, tmp_path / mode, epochs=1, teacher=str(teacher.output), augment=degrade)
+        cfg.teacher_input = mode
+        train(cfg, progress=False)
+        assert len(views) == len(seen_by_teacher) > 0
+        for (clean, degraded), taught in zip(views, seen_by_teacher, strict=True):
+            assert not torch.allclose(clean, degraded)
+            assert torch.equal(taught, clean if mode == "clean" else degraded), mode
+    saved = json.loads((tmp_path / "clean" / "training_config.json").read_text())["config"]
+    assert saved["teacher_input"] == "clean"
+    cfg = _config(dataset, tmp_path / "bad", teacher=str(teacher.output))
+    cfg.teacher_input = "blurred"
+    with pytest.raises(TrainError, match="teacher_input must be one of"):
+        train(cfg, progress=False)
+    from emovit.training.card import distillation_words
+
+    assert "`--teacher-input clean`" in distillation_words(saved)
+    assert "--teacher-input" not in distillation_words({**saved, "teacher_input": "same"})
 
 
 def test_augment_set_changes_one_strength_of_a_preset_and_refuses_nonsense(tmp_path: Path) -> None:

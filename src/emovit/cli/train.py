@@ -97,6 +97,15 @@ _CONFIG_OPTIONS = (
         help="flip: each teacher also sees the mirror image (mean of the log-probabilities).",
     ),
     click.option(
+        "--teacher-input",
+        type=click.Choice(["same", "clean"]),
+        default="same",
+        show_default=True,
+        help="clean: the teacher sees each face before the photo degradations (down-sampling, blur, "
+        "noise, gamma, JPEG) that the student sees, so the student learns the answer for the "
+        "undegraded face; framing jitter, lighting, erasing and mixing are shared.",
+    ),
+    click.option(
         "--distill-alpha",
         type=click.FloatRange(0, 1),
         default=0.5,
@@ -325,6 +334,7 @@ def _warn_without_effect(ctx: click.Context, config: Any) -> None:
         for name, flag in (
             ("distill_alpha", "--distill-alpha"),
             ("distill_temperature", "--distill-temperature"),
+            ("teacher_input", "--teacher-input"),
         ):
             if ctx.get_parameter_source(name) in given:
                 click.echo(f"warning: {flag} has no effect without --teacher", err=True)

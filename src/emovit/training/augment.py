@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PIXEL_MAX", "AugmentConfig", "augment_batch", "mix_batch"]
+__all__ = ["PIXEL_MAX", "AugmentConfig", "augment_batch", "augment_views", "mix_batch"]
 
 #: The top of the pixel scale augmentation works on (``uint8`` values as floats).
 PIXEL_MAX = 255.0
@@ -150,6 +150,15 @@ def augment_batch(
 ) -> torch.Tensor:
     """Augment ``x`` (``B x C x H x W`` pixel values in 0..255), which is rows
     ``offset..offset+B`` of a global batch of `total` rows whose random draws come from `gen`."""
+    return augment_views(x, cfg, gen, offset, total)[1]
+
+
+def augment_views(
+    x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, offset: int, total: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`augment_batch` in two views of the same draws: the face before the photo degradations
+    (framing jitter, lighting and erasing only) and after them (what `augment_batch` returns).
+    A teacher shown the first tells the student, shown the second, what the face looks like."""
     n = x.shape[0]
     rows = slice(offset, offset + n)
     flip = torch.rand(total, generator=gen)[rows] < cfg.hflip
@@ -195,8 +204,8 @@ def augment_batch(
         )
         fill_value = (fill * PIXEL_MAX).view(n, 1, 1, 1).to(device, x.dtype)
         x = torch.where(inside.unsqueeze(1).to(device), fill_value, x)
-    x = _degrade(x.clamp(0.0, PIXEL_MAX), cfg, gen, rows, total)
-    return x.clamp(0.0, PIXEL_MAX)
+    clean = x.clamp(0.0, PIXEL_MAX)
+    return clean, _degrade(clean, cfg, gen, rows, total).clamp(0.0, PIXEL_MAX)
 
 
 def _degrade(

@@ -468,10 +468,17 @@ def distillation_words(cfg: dict[str, Any]) -> str:
         combined = ""
     alpha = float(cfg["distill_alpha"])
     source = "" if alpha >= 1 else "from the labels and, "
+    batches = (
+        "the same augmented batches before their photo degradations (`--teacher-input clean`: the "
+        "student, shown the down-sampled, blurred, noisy or JPEG face, learns the answer for the "
+        "undegraded one)"
+        if cfg.get("teacher_input", "same") == "clean"
+        else "the same augmented batches"
+    )
     return (
         f"{source}DeiT-style, from the soft predictions of the "
         f"{'teacher' if len(teachers) == 1 else f'ensemble of {len(teachers)} teachers'} {who}, trained "
-        f"first and used only in training{combined}, on the same augmented batches (distillation weight "
+        f"first and used only in training{combined}, on {batches} (distillation weight "
         f"{alpha}, temperature {cfg['distill_temperature']})"
     )
 

@@ -59,7 +59,7 @@ from emovit.labels import EMOTIONS, order_labels
 from emovit.models import Framing
 from emovit.postprocess import TTA_MODES, TtaMode
 from emovit.progress import progress_bar
-from emovit.training.augment import AugmentConfig, augment_batch, mix_batch
+from emovit.training.augment import AugmentConfig, augment_views, mix_batch
 from emovit.training.card import teacher_paths
 from emovit.training.inputs import TrainingInput
 
@@ -67,6 +67,8 @@ __all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"
 
 Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+TeacherInput = Literal["same", "clean"]
+TEACHER_INPUTS: tuple[str, ...] = ("same", "clean")
 CHECKPOINT = "checkpoint"
 #: The sub-folder of a checkpoint holding its epoch's model when that epoch was the best.
 BEST_STAGED = "best"
@@ -116,6 +118,7 @@ class TrainConfig:
     threads: int | None = None
     teacher: str | list[str] | None = None  # one folder, or several (an ensemble)
     teacher_tta: TtaMode = "none"
+    teacher_input: TeacherInput = "same"  # "clean": the teacher sees the face before the degradations
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     labels: str | None = None
@@ -346,6 +349,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         raise TrainError(
             f"teacher_tta must be one of {TTA_MODES}, got {cfg.teacher_tta!r}", option="teacher_tta"
         )
+    if cfg.teacher_input not in TEACHER_INPUTS:
+        raise TrainError(
+            f"teacher_input must be one of {TEACHER_INPUTS}, got {cfg.teacher_input!r}",
+            option="teacher_input",
+        )
     if cfg.teacher_tta != "none" and not cfg.teacher:
         raise TrainError("--teacher-tta needs a --teacher", option="teacher_tta")
     if cfg.init and cfg.arch:
@@ -530,14 +538,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                     rows = mine[a * micro : (a + 1) * micro].numpy()
                     offset = rank * per_rank + a * micro
                     x = inputs.pixels(train_data.images[rows])
-                    x = augment_batch(
+                    clean, x = augment_views(
                         x, cfg.augment, torch.Generator().manual_seed(step_seed), offset, cfg.batch_size
                     )
                     labels = torch.from_numpy(train_data.labels[rows]).to(device)
                     targets = torch.from_numpy(train_data.targets[rows]).to(device)
-                    x, targets = mix_batch(
-                        x, targets, cfg.augment, torch.Generator().manual_seed(step_seed + a + 7)
-                    )
+                    mix_gen = torch.Generator().manual_seed(step_seed + a + 7)
+                    if teacher is not None and cfg.teacher_input == "clean":
+                        # both views mixed alike: stacked as channels, one mixup or cutmix
+                        both, targets = mix_batch(torch.cat([x, clean], dim=1), targets, cfg.augment, mix_gen)
+                        x, clean = both.split(x.shape[1], dim=1)
+                    else:
+                        x, targets = mix_batch(x, targets, cfg.augment, mix_gen)
+                        clean = x
                     sync = a == cfg.grad_accum - 1
                     context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
                     with context, accelerator.autocast():
@@ -545,7 +558,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                         adjusted = logits + cfg.logit_adjust * log_prior if cfg.logit_adjust else logits
                         losses = _soft_ce(adjusted, targets, cfg.label_smoothing, class_weights)
                         if teacher is not None:
-                            kd = _distill_loss(logits, teacher(x), cfg.distill_temperature)
+                            kd = _distill_loss(logits, teacher(clean), cfg.distill_temperature)
                             losses = (1 - cfg.distill_alpha) * losses + cfg.distill_alpha * kd
                         loss = losses.sum() / per_rank
                         accelerator.backward(loss)
