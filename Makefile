@@ -146,6 +146,10 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # al. 2022: consistent, patient distillation). Soups of the wide runs scored no better (0.809-0.812
 # clean). Best clean student so far, 0.818 / 0.722 (epoch 17), but less robust at quarter
 # resolution and blur: mean F1 over the conditions 0.661 against wide's 0.668. The rule keeps wide.
+# Round 10 (session 17) added "wide-clean": round 9's recipe and seed, the teachers shown each face
+# before the photo degradations (--teacher-input clean). Its best validation macro-F1 came at
+# epoch 1 (0.811 / 0.717); most robust so far (x0.25 0.485, blur 0.638), mean F1 over the
+# conditions 0.669 against wide's 0.668: the rule chose it, and it is released.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 teacher-ensembles: train-teacher-wide  ## every ensemble of up to four trained runs, scored on validation as a teacher (3 min)
@@ -224,7 +228,8 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide  ## stage
 	  --model $(AUGMENT_DIR)/wide --name "wide: distilled-continued with its last stage widened (2.1x parameters, 0.95x speed), 12 epochs (added after round 5)" \
 	  --model $(AUGMENT_DIR)/wide-taught --name "wide-taught: wide, 10 more epochs at lr 2e-4 taught by the FER+ CNN teacher + standard (the best pair on validation), flip-TTA (added after round 6)" \
 	  --model $(AUGMENT_DIR)/wide-ensemble3 --name "wide-ensemble3: wide, 5 more epochs at lr 5e-5 taught (alpha 0.7) by the FER+ CNN teacher + the wider CNN teacher + standard (the best trio on validation), flip-TTA (added after round 7)" \
-	  --model $(AUGMENT_DIR)/wide-matched --name "wide-matched: wide, 18 more epochs at lr 1e-4 taught (alpha 0.8) by that trio, mixup on half the batches with the teacher answering on the same mixed faces (function matching), flip-TTA (added after round 8)"
+	  --model $(AUGMENT_DIR)/wide-matched --name "wide-matched: wide, 18 more epochs at lr 1e-4 taught (alpha 0.8) by that trio, mixup on half the batches with the teacher answering on the same mixed faces (function matching), flip-TTA (added after round 8)" \
+	  --model $(AUGMENT_DIR)/wide-clean --name "wide-clean: wide-matched's recipe and seed with the teachers shown each face before the photo degradations (--teacher-input clean) (added after round 9)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model

@@ -766,6 +766,16 @@ def test_the_card_names_the_config_changes_of_a_stage() -> None:
     assert "the layers whose shape changed start afresh" in widened
     plain = _recipe(Path("runs/x/wide"), {"config": {**cfg, "overrides": {}}}, state)
     assert "--set" not in plain and "afresh" not in plain
+    assert "mixup" not in plain and "cutmix" not in plain
+    # mixing is named with its flag and share of batches (the card reproduces the run)
+    mixed = {**cfg, "augment": {"mixup_alpha": 1.0, "cutmix_alpha": 0.0, "mix_p": 0.5}}
+    mixed_words = _recipe(Path("runs/x/m"), {"config": mixed}, state)
+    assert ", mixup (alpha 1.0, `--mixup 1.0`) on a share 0.5 of the batches, seed 7" in mixed_words
+    assert "cutmix" not in mixed_words
+    both = {**cfg, "augment": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_p": 1.0}}
+    assert "mixup (alpha 0.2, `--mixup 0.2`) or cutmix (alpha 1.0, `--cutmix 1.0`) on a share 1.0" in _recipe(
+        Path("runs/x/m"), {"config": both}, state
+    )
     scratch = _recipe(Path("runs/x/s"), {"config": {**cfg, "init": None, "arch": "mobilevit-xxs-64"}}, state)
     assert "from scratch (`--arch mobilevit-xxs-64` `--set 'hidden_sizes=[64,80,192]'`)" in scratch
     # the comparison table gives both sizes of a run that was widened on the way

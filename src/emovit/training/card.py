@@ -526,17 +526,25 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         if augment.get("downscale_p")
         else ""
     )
+    mixing = " or ".join(
+        f"{name} (alpha {augment[key]}, `--{name} {augment[key]}`)"
+        for name, key in (("mixup", "mixup_alpha"), ("cutmix", "cutmix_alpha"))
+        if augment.get(key)
+    )
+    if mixing:
+        mixing = f", {mixing} on a share {augment.get('mix_p', '?')} of the batches"
     adjust = (
         f", logit-adjusted loss (tau {cfg['logit_adjust']}, Menon et al. 2021)"
         if cfg.get("logit_adjust")
         else ""
     )
+    hours = float(state.get("elapsed_s", 0.0)) / 3600
     return (
         f"`{run.name}`, {start}, learned {teacher}{targets}: AdamW lr {cfg['lr']} (weight decay "
         f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
         f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}{adjust}, flip/affine/photometric "
-        f"augmentation and random erasing{photo}, seed {cfg['seed']}; {state.get('epoch', '?')} epochs, "
-        f"best epoch {state.get('best_epoch', '?')} ({float(state.get('elapsed_s', 0.0)) / 3600:.1f} h)."
+        f"augmentation and random erasing{photo}{mixing}, seed {cfg['seed']}; {state.get('epoch', '?')} "
+        f"epochs, best epoch {state.get('best_epoch', '?')} ({hours:.1f} h)."
     )
 
 
