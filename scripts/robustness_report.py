@@ -25,14 +25,12 @@ models x label sets).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from emovit.data import (
     canonical_split,
@@ -43,69 +41,11 @@ from emovit.data import (
     read_vote_labels,
     sample_votes,
 )
+from emovit.data.perturb import PERTURBATIONS
 from emovit.faces import FaceOptions
 from emovit.fileio import sha256_of, write_text_atomic
 from emovit.imageio import load_images
 from emovit.predictor import EmotionRecognizer
-
-Perturb = Callable[[np.ndarray, int], np.ndarray]
-
-
-def _pil(image: np.ndarray) -> Image.Image:
-    return Image.fromarray(image)
-
-
-def _downscale(factor: float) -> Perturb:
-    def apply(image: np.ndarray, _: int) -> np.ndarray:
-        height, width = image.shape[:2]
-        small = _pil(image).resize(
-            (max(1, round(width * factor)), max(1, round(height * factor))), Image.BILINEAR
-        )
-        return np.asarray(small.resize((width, height), Image.BILINEAR))
-
-    return apply
-
-
-def _blur(image: np.ndarray, _: int) -> np.ndarray:
-    return np.asarray(_pil(image).filter(ImageFilter.GaussianBlur(1.5)))
-
-
-def _jpeg(image: np.ndarray, _: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    _pil(image).save(buffer, format="JPEG", quality=30)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-
-
-def _rotate(image: np.ndarray, index: int) -> np.ndarray:
-    angle = 15 if index % 2 else -15
-    fill = tuple(int(v) for v in image.reshape(-1, 3).mean(axis=0))
-    return np.asarray(_pil(image).rotate(angle, resample=Image.BILINEAR, fillcolor=fill))
-
-
-def _shift(image: np.ndarray, index: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    dy, dx = [(0, 1), (0, -1), (1, 0), (-1, 0)][index % 4]
-    sy, sx = round(0.1 * height) * dy, round(0.1 * width) * dx
-    pad = max(abs(sy), abs(sx))
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return np.ascontiguousarray(padded[pad + sy : pad + sy + height, pad + sx : pad + sx + width])
-
-
-def _brightness(image: np.ndarray, index: int) -> np.ndarray:
-    factor = 1.4 if index % 2 else 0.6
-    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
-
-
-PERTURBATIONS: dict[str, Perturb | None] = {
-    "clean": None,
-    "downscale x0.5": _downscale(0.5),
-    "downscale x0.25": _downscale(0.25),
-    "blur (sigma 1.5)": _blur,
-    "JPEG q=30": _jpeg,
-    "rotation +-15 deg": _rotate,
-    "crop shift +-10 %": _shift,
-    "brightness +-40 %": _brightness,
-}
 
 
 def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,7 +59,7 @@ def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.nda
         ramp = np.linspace(rng.integers(0, 128), rng.integers(128, 256), width)
         canvas = np.repeat(np.repeat(ramp[None, :, None], height, 0), 3, 2).astype(np.uint8)
     side = int(rng.integers(96, 240))
-    big = np.asarray(_pil(face).resize((side, side), Image.BILINEAR))
+    big = np.asarray(Image.fromarray(face).resize((side, side), Image.BILINEAR))
     top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
     canvas[top : top + side, left : left + side] = big
     return canvas

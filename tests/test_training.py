@@ -1175,6 +1175,66 @@ def test_a_clean_teacher_input_shows_the_teacher_the_undegraded_faces(
     assert "--teacher-input" not in distillation_words({**saved, "teacher_input": "same"})
 
 
+def test_select_robust_f1_keeps_the_epoch_best_under_the_perturbations(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--select robust-f1: each epoch is also scored under the robustness report's perturbations
+    (the same functions, emovit.data.perturb) and the epoch with the best mean is kept."""
+    from click.testing import CliRunner
+
+    import emovit.training
+    from emovit.cli import main
+    from emovit.data.perturb import PERTURBATIONS, perturb_images
+
+    run = train(_config(dataset, tmp_path / "r", epochs=3, select_metric="robust_f1"), progress=False)
+    history = [json.loads(line) for line in (run.output / "metrics.jsonl").read_text().splitlines()]
+    for record in history:
+        scores = record["val_perturbed_macro_f1"]
+        assert list(scores) == list(PERTURBATIONS)  # clean first, then the report's conditions
+        assert scores["clean"] == record["val_macro_f1"]
+        assert record["val_robust_f1"] == pytest.approx(sum(scores.values()) / len(scores))
+    best = max(history, key=lambda r: r["val_robust_f1"])
+    assert run.best_epoch == best["epoch"] and run.best_metrics["val_robust_f1"] == best["val_robust_f1"]
+    # the perturbations change the faces, deterministically, keeping their shape
+    faces = (np.random.default_rng(0).random((4, 16, 16, 3)) * 255).astype(np.uint8)
+    for condition in list(PERTURBATIONS)[1:]:
+        once, again = perturb_images(faces, condition), perturb_images(faces, condition)
+        assert once.shape == faces.shape and np.array_equal(once, again), condition
+        assert not np.array_equal(once, faces), condition
+    assert np.array_equal(perturb_images(faces, "clean"), faces)
+    plain = train(_config(dataset, tmp_path / "p", epochs=1), progress=False)
+    record = json.loads((plain.output / "metrics.jsonl").read_text().splitlines()[0])
+    assert "val_robust_f1" not in record and "val_perturbed_macro_f1" not in record
+    with pytest.raises(TrainError, match="select_metric must be one of"):
+        train(_config(dataset, tmp_path / "bad", select_metric="accuracy"), progress=False)
+    seen: list[TrainConfig] = []
+
+    def capture(config: TrainConfig, resume: bool = False) -> None:
+        seen.append(config)
+        raise TrainError("captured")
+
+    monkeypatch.setattr(emovit.training, "train", capture)
+    base = ["train", str(tmp_path / "data"), "-o", str(tmp_path / "out")]
+    for extra, metric in (([], "macro_f1"), (["--select", "robust-f1"], "robust_f1")):
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert "captured" in result.output and seen[-1].select_metric == metric, result.output
+    from emovit.training.card import _recipe
+
+    cfg = {
+        "lr": 1e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 1,
+        "batch_size": 8,
+        "label_smoothing": 0,
+        "seed": 0,
+    }
+    state = {"epoch": 3, "best_epoch": 2, "elapsed_s": 60}
+    assert "(`--select robust-f1`)" in _recipe(
+        Path("r"), {"config": {**cfg, "select_metric": "robust_f1"}}, state
+    )
+    assert "--select" not in _recipe(Path("r"), {"config": cfg}, state)
+
+
 def test_augment_set_changes_one_strength_of_a_preset_and_refuses_nonsense(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -97,6 +97,17 @@ _CONFIG_OPTIONS = (
         help="flip: each teacher also sees the mirror image (mean of the log-probabilities).",
     ),
     click.option(
+        "--select",
+        "select_metric",
+        type=click.Choice(["macro-f1", "robust-f1"]),
+        default="macro-f1",
+        show_default=True,
+        callback=lambda _ctx, _param, value: value.replace("-", "_"),
+        help="Which validation score keeps an epoch: macro-F1 on the clean faces, or robust-f1, its "
+        "mean with the macro-F1 under each photo perturbation of scripts/robustness_report.py "
+        "(down-sampling, blur, JPEG, rotation, shift, brightness; 7 more validation passes an epoch).",
+    ),
+    click.option(
         "--teacher-input",
         type=click.Choice(["same", "clean"]),
         default="same",

@@ -539,12 +539,18 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         else ""
     )
     hours = float(state.get("elapsed_s", 0.0)) / 3600
+    chosen = (
+        " by the mean validation macro-F1 over the clean faces and the robustness report's "
+        "perturbations (`--select robust-f1`)"
+        if cfg.get("select_metric") == "robust_f1"
+        else ""
+    )
     return (
         f"`{run.name}`, {start}, learned {teacher}{targets}: AdamW lr {cfg['lr']} (weight decay "
         f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
         f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}{adjust}, flip/affine/photometric "
         f"augmentation and random erasing{photo}{mixing}, seed {cfg['seed']}; {state.get('epoch', '?')} "
-        f"epochs, best epoch {state.get('best_epoch', '?')} ({hours:.1f} h)."
+        f"epochs, best epoch {state.get('best_epoch', '?')}{chosen} ({hours:.1f} h)."
     )
 
 

@@ -69,6 +69,8 @@ Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 TeacherInput = Literal["same", "clean"]
 TEACHER_INPUTS: tuple[str, ...] = ("same", "clean")
+SelectMetric = Literal["macro_f1", "robust_f1"]
+SELECT_METRICS: tuple[str, ...] = ("macro_f1", "robust_f1")
 CHECKPOINT = "checkpoint"
 #: The sub-folder of a checkpoint holding its epoch's model when that epoch was the best.
 BEST_STAGED = "best"
@@ -127,6 +129,9 @@ class TrainConfig:
     grey: bool | None = None
     logit_adjust: float = 0.0
     val_leak_free: bool = False  # leave out validation images with a copy in training
+    # which validation score keeps an epoch: clean macro-F1, or its mean with the macro-F1 under
+    # each photo perturbation of the robustness report (emovit.data.perturb)
+    select_metric: SelectMetric = "macro_f1"
 
     def __post_init__(self) -> None:
         if self.balance is None:  # the logit-adjusted loss corrects for the class prior already
@@ -349,6 +354,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         raise TrainError(
             f"teacher_tta must be one of {TTA_MODES}, got {cfg.teacher_tta!r}", option="teacher_tta"
         )
+    if cfg.select_metric not in SELECT_METRICS:
+        raise TrainError(
+            f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}",
+            option="select_metric",
+        )
     if cfg.teacher_input not in TEACHER_INPUTS:
         raise TrainError(
             f"teacher_input must be one of {TEACHER_INPUTS}, got {cfg.teacher_input!r}",
@@ -426,6 +436,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     start = time.perf_counter()
     train_data = inputs.decode(train_samples, classes, targets=train_targets, threads=cfg.threads)
     val_data = inputs.decode(val_samples, classes, threads=cfg.threads)
+    perturbed = _perturbed_sets(val_data) if cfg.select_metric == "robust_f1" else {}
     cfg = _fit_batch_size(cfg, len(train_data), world, accelerator.is_main_process)
     micro = cfg.batch_size // (world * cfg.grad_accum)
     per_rank = cfg.batch_size // world
@@ -490,7 +501,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         history = history[: state["epoch"]]
         _log(
-            accelerator, f"resuming {out} after epoch {state['epoch']} (best macro-F1 {state['best_f1']:.4f})"
+            accelerator,
+            f"resuming {out} after epoch {state['epoch']} (best {cfg.select_metric.replace('_', '-')} "
+            f"{state['best_f1']:.4f})",
         )
         if (
             accelerator.is_main_process
@@ -577,7 +590,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         val_logits = _predict(model, accelerator, inputs, val_data, cfg.eval_batch_size)
         val_pred = val_logits.argmax(-1)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_data.labels)))
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": float(totals[0] / totals[2]),
             "train_accuracy": float(totals[1] / totals[2]),
@@ -585,9 +598,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             "val_accuracy": float((val_pred == val_data.labels).mean()),
             "val_macro_f1": macro_f1(val_data.labels, val_pred),
             "lr": float(scheduler.get_last_lr()[0]),
-            "epoch_time_s": round(time.perf_counter() - epoch_start, 2),
         }
-        improved = record["val_macro_f1"] > state["best_f1"]
+        if perturbed:
+            scores = {"clean": record["val_macro_f1"]}
+            for condition, images in perturbed.items():
+                logits = _predict(model, accelerator, inputs, images, cfg.eval_batch_size)
+                scores[condition] = macro_f1(val_data.labels, logits.argmax(-1))
+            record["val_perturbed_macro_f1"] = scores
+            record["val_robust_f1"] = float(np.mean(list(scores.values())))
+        record["epoch_time_s"] = round(time.perf_counter() - epoch_start, 2)
+        score = record["val_robust_f1" if perturbed else "val_macro_f1"]
+        improved = score > state["best_f1"]
         record["best"] = improved
         history.append(record)
         state.update(
@@ -596,7 +617,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             bad_epochs=0 if improved else state["bad_epochs"] + 1,
         )
         if improved:
-            state.update(best_f1=record["val_macro_f1"], best_epoch=epoch + 1)
+            state.update(best_f1=score, best_epoch=epoch + 1)
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             # The history first, whole and atomically (a resume keeps the lines of the epochs
@@ -629,7 +650,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             accelerator,
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.3f} | "
             f"val acc {record['val_accuracy']:.4f} macro-F1 {record['val_macro_f1']:.4f}"
-            f"{' (best)' if improved else ''} | {record['epoch_time_s']:.0f}s",
+            f"{f' robust-F1 {score:.4f}' if perturbed else ''}{' (best)' if improved else ''} | "
+            f"{record['epoch_time_s']:.0f}s",
         )
         if state["bad_epochs"] >= cfg.patience:
             stopped = "early stopping"
@@ -784,6 +806,18 @@ def _finished_run(out: Path, epochs: int) -> TrainResult | None:
         wall_time_s=float(state["wall_time_s"]),
         history=history,
     )
+
+
+def _perturbed_sets(val_data: LabelledImages) -> dict[str, LabelledImages]:
+    """The validation faces under each photo perturbation of the robustness report, made once
+    (they are deterministic), at the size training decoded them to."""
+    from emovit.data.perturb import PERTURBATIONS, perturb_images
+
+    return {
+        condition: dataclasses.replace(val_data, images=perturb_images(val_data.images, condition))
+        for condition, perturb in PERTURBATIONS.items()
+        if perturb is not None
+    }
 
 
 @torch.no_grad()
