@@ -150,7 +150,7 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # before the photo degradations (--teacher-input clean). Its best validation macro-F1 came at
 # epoch 1 (0.811 / 0.717); most robust so far (x0.25 0.485, blur 0.638), mean F1 over the
 # conditions 0.669 against wide's 0.668: the rule chose it, and it is released.
-# Round 11 (started in session 17, resumed by make) keeps wide-clean's recipe and keeps the epoch
+# Round 11 (prepared in session 17, not run yet: about 1.5 h here) keeps wide-clean's recipe and keeps the epoch
 # by the mean validation F1 under the perturbations (--select robust-f1), not by clean F1.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
