@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -68,9 +68,9 @@ __all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"
 Balance = Literal["none", "loss", "sampler"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 TeacherInput = Literal["same", "clean"]
-TEACHER_INPUTS: tuple[str, ...] = ("same", "clean")
+TEACHER_INPUTS: tuple[str, ...] = get_args(TeacherInput)
 SelectMetric = Literal["macro_f1", "robust_f1"]
-SELECT_METRICS: tuple[str, ...] = ("macro_f1", "robust_f1")
+SELECT_METRICS: tuple[str, ...] = get_args(SelectMetric)
 CHECKPOINT = "checkpoint"
 #: The sub-folder of a checkpoint holding its epoch's model when that epoch was the best.
 BEST_STAGED = "best"
