@@ -1192,6 +1192,8 @@ def test_select_robust_f1_keeps_the_epoch_best_under_the_perturbations(dataset: 
         assert record["val_robust_f1"] == pytest.approx(sum(scores.values()) / len(scores))
     best = max(history, key=lambda r: r["val_robust_f1"])
     assert run.best_epoch == best["epoch"] and run.best_metrics["val_robust_f1"] == best["val_robust_f1"]
+    card = (run.output / "README.md").read_text()
+    assert "Model selection used the mean validation macro-F1 over the clean faces" in card
     # the perturbations change the faces, deterministically, keeping their shape
     faces = (np.random.default_rng(0).random((4, 16, 16, 3)) * 255).astype(np.uint8)
     for condition in list(PERTURBATIONS)[1:]:
@@ -1202,6 +1204,7 @@ def test_select_robust_f1_keeps_the_epoch_best_under_the_perturbations(dataset: 
     plain = train(_config(dataset, tmp_path / "p", epochs=1), progress=False)
     record = json.loads((plain.output / "metrics.jsonl").read_text().splitlines()[0])
     assert "val_robust_f1" not in record and "val_perturbed_macro_f1" not in record
+    assert "Model selection used validation macro-F1 only" in (plain.output / "README.md").read_text()
     with pytest.raises(TrainError, match="select_metric must be one of"):
         train(_config(dataset, tmp_path / "bad", select_metric="accuracy"), progress=False)
     from emovit.training.card import _recipe

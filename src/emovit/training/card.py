@@ -91,6 +91,12 @@ def write_model_card(
     config_path = out / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     best = result.best_metrics
+    selection = (
+        "the mean validation macro-F1 over the clean faces and the robustness report's perturbations "
+        "(`--select robust-f1`)"
+        if cfg.select_metric == "robust_f1"
+        else "validation macro-F1"
+    )
     history = [
         [
             h["epoch"],
@@ -126,7 +132,7 @@ A `{(config.get("architectures") or ["?"])[0]}` emotion classifier trained with 
 | train (`{cfg.train_split}`) | {sum(train_counts.values())} | {_counts(train_counts)} |
 | validation (`{cfg.val_split}`) | {sum(val_counts.values())} | {_counts(val_counts)} |
 
-{targets} Model selection used validation macro-F1 only; no test data was seen in training.
+{targets} Model selection used {selection} only; no test data was seen in training.
 
 ## Architecture
 
