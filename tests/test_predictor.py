@@ -378,6 +378,9 @@ def test_many_faces_go_through_the_model_a_chunk_at_a_time(
     monkeypatch.setattr(tiny, "backend", lambda batch: sizes.append(len(batch)) or backend(batch))
     np.testing.assert_allclose(tiny.probabilities(pixels), whole, atol=1e-6)
     assert sizes == [4, 4, 3]
+    # no face, no model call: an empty answer of the right width
+    empty = tiny.probabilities(pixels[:0])
+    assert empty.shape == (0, len(tiny.labels)) and sizes == [4, 4, 3]
 
 
 def test_batches_of_other_shapes_in_one_model_call_fail_alone(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -657,8 +657,10 @@ class EmotionRecognizer:
     def _probabilities_once(self, pixel_values: np.ndarray) -> np.ndarray:
         # at most _MODEL_CHUNK faces per model call: a photo of hundreds of faces (or the server's
         # micro-batch of many requests) never needs the activations of all of them at once
+        if not len(pixel_values):  # no face: no model call (a backend may refuse an empty batch)
+            return np.zeros((0, len(self._order)), dtype=np.float32)
         chunks = [pixel_values[i : i + _MODEL_CHUNK] for i in range(0, len(pixel_values), _MODEL_CHUNK)]
-        logits = [self.backend(chunk) for chunk in chunks] or [self.backend(pixel_values)]
+        logits = [self.backend(chunk) for chunk in chunks]
         return to_result_order(softmax(np.concatenate(logits) if len(logits) > 1 else logits[0]), self._order)
 
     def classify_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
