@@ -5,13 +5,14 @@ write its model card (`emovit.training.release.release_model`). Run by ``make tr
 Usage:
     python scripts/build_default_model.py RUN_DIR DEST_DIR --data DATA [--speed SPEED.json]
         [--compare OTHER_RUN ...] [--onnx] [--labels VOTES.csv] [--robustness REPORT_DIR]
-        [--adjust-prior] [--augment-choice CHOICE_DIR] [--card-only]
+        [--adjust-prior [--tau-rule RULE]] [--augment-choice CHOICE_DIR] [--card-only]
 
 ``--compare`` names runs of other architectures, for the card's "why this architecture" table;
 ``--labels`` also scores the test split on a FER+ vote file's majority labels; ``--robustness``
 puts the table of ``scripts/robustness_report.py`` into the card; ``--adjust-prior`` folds a
 post-hoc logit adjustment chosen on the validation split into the released weights
-(`emovit.training.adjust`); ``--augment-choice`` puts the table of
+(`emovit.training.adjust`; ``--tau-rule`` says how tau is picked, see
+``scripts/tau_rule_study.py``); ``--augment-choice`` puts the table of
 ``scripts/choose_augmentation.py`` into the card. RUN_DIR may be that script's ``choice.json``:
 the run it chose is released. ``--card-only`` rewrites the card of an already built folder from its
 ``metrics.json`` (after the robustness report or the speed benchmark of the released model).
@@ -26,6 +27,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from emovit.training.adjust import DEFAULT_TAU_RULE, TAU_RULES
 
 NOT_FINISHED = 75
 
@@ -45,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, default=None, help="a FER+ vote file: also score its labels")
     parser.add_argument("--robustness", type=Path, default=None, help="the robustness report folder")
     parser.add_argument("--adjust-prior", action="store_true", help="tune a logit adjustment on validation")
+    parser.add_argument(
+        "--tau-rule",
+        choices=TAU_RULES,
+        default=DEFAULT_TAU_RULE,
+        help=f"how --adjust-prior picks tau (scripts/tau_rule_study.py; default {DEFAULT_TAU_RULE})",
+    )
     parser.add_argument("--augment-choice", type=Path, default=None, help="the augmentation choice folder")
     parser.add_argument("--card-only", action="store_true", help="only rewrite the card of DEST")
     args = parser.parse_args(argv)
@@ -82,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {refresh_card(args.run, args.dest, **shared)}")
         return 0
     metrics = release_model(
-        args.run, args.dest, args.data, onnx=args.onnx, adjust_prior=args.adjust_prior, **shared
+        args.run,
+        args.dest,
+        args.data,
+        onnx=args.onnx,
+        adjust_prior=args.adjust_prior,
+        tau_rule=args.tau_rule,
+        **shared,
     )
     print(
         json.dumps(

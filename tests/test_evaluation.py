@@ -37,6 +37,23 @@ def test_metrics_on_a_fixed_prediction_set() -> None:
     assert m["ece"] == pytest.approx(0.1)
 
 
+def test_resampled_macro_f1_is_macro_f1_of_each_resample() -> None:
+    """Row b of the weights counts each prediction that many times: the score must be
+    macro_f1 of the sample repeated so, a class absent from a resample's truth left out."""
+    from emovit.evaluation import macro_f1, resampled_macro_f1
+
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, 40)
+    y_pred = np.where(rng.random(40) < 0.6, y_true, rng.integers(0, 5, 40))  # class 4: predicted only
+    weights = rng.integers(0, 3, (25, 40)).astype(float)
+    weights[0, y_true == 2] = 0  # class 2 absent from this resample's truth
+    got = resampled_macro_f1(y_true, y_pred, weights)
+    for row, score in zip(weights.astype(int), got, strict=True):
+        items = np.repeat(np.arange(40), row)
+        assert score == pytest.approx(macro_f1(y_true[items], y_pred[items]))
+    assert got.shape == (25,)
+
+
 def test_ece_perfectly_calibrated_is_zero() -> None:
     confidence = np.array([0.25] * 4 + [0.75] * 4)
     correct = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=float)

@@ -68,8 +68,18 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
         ("happy,1 2 3 4", "bad row"),
         ("3", "bad row"),
     ):
-        bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n")
-        with pytest.raises(DatasetError, match=f"line 3: bad row.*{says}" if says != "bad row" else "line 3"):
+        # a bad row is named and left out; the good rows around it are read
+        bad.write_text(f"emotion,pixels,Usage\n3,1 2 3 4,Training\n{row},Training\n0,5 6 7 8,Training\n")
+        with pytest.warns(
+            UserWarning,
+            match=f"1 of 3 rows .* left out: line 3: bad row.*{says if says != 'bad row' else ''}",
+        ):
+            assert [s.name for s in read_samples(bad)] == ["bad.csv:2", "bad.csv:4"]
+        bad.write_text(f"emotion,pixels,Usage\n{row},Training\n")  # nothing left: an error
+        with pytest.raises(
+            DatasetError,
+            match=f"none of its 1 rows could be read \\(line 2: bad row.*{says if says != 'bad row' else ''}",
+        ):
             read_samples(bad)
     copy = tmp_path / "copy"  # the fixture is shared: change a copy
     shutil.copytree(dataset, copy)
@@ -569,9 +579,9 @@ def test_release_packages_a_model_with_card_and_metrics(
     tune = adjust.tune_prior_adjustment
 
     def strong(*args: Any, **kwargs: Any) -> adjust.PriorAdjustment:
-        found = tune(*args, **kwargs)
+        found = tune(*args, **kwargs, resamples=50)
         skewed = {c: (i + 1) / 10 for i, c in enumerate(CLASSES)}
-        return adjust.PriorAdjustment(1.0, skewed, found.table)
+        return adjust.PriorAdjustment(1.0, skewed, found.table, found.rule, found.resamples)
 
     monkeypatch.setattr(adjust, "tune_prior_adjustment", strong)
     robustness = tmp_path / "robustness"
@@ -588,6 +598,7 @@ def test_release_packages_a_model_with_card_and_metrics(
         labels=votes,
         robustness=robustness,
         adjust_prior=True,
+        tau_rule="resampled",  # the default, `none`, would keep tau 0 whatever the table says
     )
     assert sorted(p.name for p in dest.iterdir()) == [
         "README.md",
@@ -617,6 +628,10 @@ def test_release_packages_a_model_with_card_and_metrics(
     # the logit adjustment (forced strong here) is in the released weights, and every figure
     # is the released folder's, not the run's
     assert metrics["prior_adjustment"]["tau"] == 1.0 and "Post-hoc logit adjustment" in card
+    # picked by the rule asked for, the bootstrap-averaged macro-F1, and the card says so
+    assert metrics["prior_adjustment"]["rule"] == "resampled"
+    assert metrics["prior_adjustment"]["resamples"] == 50
+    assert "mean macro-F1 over 50 bootstrap resamples" in card
     assert "logits - 1 * log(prior)" in card
     cropped = FaceOptions(detector="none")
     released = evaluate(dest, dataset, split="test", faces=cropped)
@@ -1201,10 +1216,14 @@ def test_select_robust_f1_keeps_the_epoch_best_under_the_perturbations(dataset: 
         assert once.shape == faces.shape and np.array_equal(once, again), condition
         assert not np.array_equal(once, faces), condition
     assert np.array_equal(perturb_images(faces, "clean"), faces)
-    plain = train(_config(dataset, tmp_path / "p", epochs=1), progress=False)
+    mixing = AugmentConfig(mixup_alpha=0.2, mix_p=0.3)
+    plain = train(_config(dataset, tmp_path / "p", epochs=1, augment=mixing), progress=False)
     record = json.loads((plain.output / "metrics.jsonl").read_text().splitlines()[0])
     assert "val_robust_f1" not in record and "val_perturbed_macro_f1" not in record
-    assert "Model selection used validation macro-F1 only" in (plain.output / "README.md").read_text()
+    card = (plain.output / "README.md").read_text()
+    assert "Model selection used validation macro-F1 only" in card
+    # the run's card says how often mixing is applied, as the release card does
+    assert "mixup alpha 0.2, cutmix alpha 0.0 (on a share 0.3 of the batches)" in card
     with pytest.raises(TrainError, match="select_metric must be one of"):
         train(_config(dataset, tmp_path / "bad", select_metric="accuracy"), progress=False)
     from emovit.training.card import _recipe
@@ -1349,7 +1368,7 @@ def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(
     model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
     seven = build_random_model(tmp_path / "seven", "vit-test", id2label=dict(enumerate(EMOTIONS)))
     for folder, labels, classes in ((model, None, CLASSES), (seven, votes, EMOTIONS)):
-        found = tune_prior_adjustment(folder, dataset, labels=labels, prior_labels=labels)
+        found = tune_prior_adjustment(folder, dataset, labels=labels, prior_labels=labels, rule="best")
         best = max(r["macro_f1"] for r in found.table)
         assert (
             found.row(found.tau)["macro_f1"] == best
@@ -1389,6 +1408,48 @@ def test_prior_adjustment_is_chosen_on_validation_and_folded_into_the_bias(
         apply_prior_adjustment(model, PriorAdjustment(0.5, {"happy": 1.0}))
 
 
+def test_the_resampled_tau_rule_picks_the_best_mean_over_bootstrap_resamples() -> None:
+    from emovit.training.adjust import ValidationScores, score_taus
+
+    rng = np.random.default_rng(0)
+    y_true = rng.choice(3, 300, p=[0.6, 0.3, 0.1])
+    logits = rng.normal(size=(300, 3)) + 1.5 * np.eye(3)[y_true]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    scores = ValidationScores(["a", "b", "c"], probs, y_true, np.array([0.6, 0.3, 0.1]))
+    found = score_taus(scores, rule="resampled", resamples=300, seed=1)
+    means = [r["macro_f1_resampled"] for r in found.table]
+    assert found.rule == "resampled" and found.to_dict()["rule"] == "resampled"
+    assert found.row(found.tau)["macro_f1_resampled"] == max(means)
+    for row in found.table:  # a bootstrap mean is near the figure itself, and it varies
+        assert abs(row["macro_f1_resampled"] - row["macro_f1"]) < 0.03 and row["macro_f1_resampled_sd"] > 0
+    assert score_taus(scores, rule="resampled", resamples=300, seed=1).table == found.table
+    assert score_taus(scores, rule="resampled", resamples=300, seed=2).table != found.table
+    plain = score_taus(scores, rule="best")
+    assert "macro_f1_resampled" not in plain.table[0]
+    assert plain.row(plain.tau)["macro_f1"] == max(r["macro_f1"] for r in plain.table)
+    with pytest.raises(TrainError, match="tau rule 'median'"):
+        score_taus(scores, rule="median")  # type: ignore[arg-type]
+    kept = score_taus(scores, rule="none")
+    assert kept.tau == 0.0 and plain.tau != 0.0  # here a shift would have scored higher
+    assert len(kept.table) == len(plain.table)  # still scored, for the card and metrics.json
+    from emovit.training.card import _adjustment_block
+
+    block = _adjustment_block(kept.to_dict())
+    assert "kept as trained" in block and "rule `none`" in block and "(chosen)" not in block
+    assert "no shift beat" in _adjustment_block({**plain.to_dict(), "tau": 0.0})
+    # confident: the best mean among the taus that beat tau 0 on 90 % of the same resamples
+    sure = score_taus(scores, rule="confident", resamples=300, seed=1)
+    assert sure.table == found.table  # the same resamples score the same rows
+    eligible = [r for r in sure.table if not r["tau"] or r["beats_none_share"] >= 0.9]
+    assert sure.row(sure.tau) in eligible
+    assert sure.row(sure.tau)["macro_f1_resampled"] == max(r["macro_f1_resampled"] for r in eligible)
+    # a tau that wins on fewer resamples is passed over, even with the higher mean
+    unsure = [r for r in sure.table if r["tau"] and r["beats_none_share"] < 0.9]
+    assert found.row(found.tau) in unsure and sure.tau != found.tau  # here: resampled's pick
+    with pytest.raises(TrainError, match="must include 0"):
+        score_taus(scores, [0.5, 1.0], rule="confident")
+
+
 def test_a_prior_adjustment_killed_between_its_two_files_is_finished_not_repeated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1423,6 +1484,40 @@ def test_a_prior_adjustment_killed_between_its_two_files_is_finished_not_repeate
     assert json.loads((model / "config.json").read_text())["emovit_prior_adjustment"]["tau"] == 0.5
     with pytest.raises(TrainError, match="already adjusted"):
         apply_prior_adjustment(model, PriorAdjustment(0.5, skewed))
+
+
+def test_the_tau_rule_study_tunes_on_one_half_and_scores_the_other(
+    dataset: Path, votes: Path, tmp_path: Path
+) -> None:
+    script = _load_script("tau_rule_study")
+    y_true = np.repeat([0, 1, 2], [10, 5, 3])
+    tune, check = script.halves(y_true, np.random.default_rng(0))
+    assert sorted([*tune, *check]) == list(range(18)) and not set(tune) & set(check)
+    for k, size in enumerate((10, 5, 3)):  # every class split evenly (odd sizes: one more on a side)
+        assert abs(2 * int((y_true[tune] == k).sum()) - size) <= 1
+    model = build_random_model(tmp_path / "run", "vit-test", id2label=dict(enumerate(EMOTIONS)))
+    (model / "training_config.json").write_text(json.dumps({"config": {"labels": str(votes)}}))
+    out = tmp_path / "study"
+    args = [str(dataset), "--labels", str(votes), "--splits", "3", "--resamples", "20", "-o", str(out)]
+    assert script.main([*args, "--model", str(model), "--model", str(tmp_path / "missing")]) == 0
+    report = json.loads((out / "tau_rule.json").read_text())
+    assert [m["path"] for m in report["models"]] == [str(model)]  # the missing one is reported, not fatal
+    assert [f["path"] for f in report["failed"]] == [str(tmp_path / "missing")]
+    rules = report["models"][0]["rules"]
+    assert set(rules) == {"none", "best", "resampled", "confident"}
+    assert rules["none"]["tau_sd"] == 0.0 and rules["none"]["tau_on_whole_validation"] == 0.0
+    assert "Not scored" in (out / "tau_rule.md").read_text()
+
+    # the decision is the fixed rule: the highest mean held-out F1, ties to the simpler rule
+    def result(none: float, best: float, resampled: float, confident: float) -> dict[str, Any]:
+        held = {"none": none, "best": best, "resampled": resampled, "confident": confident}
+        return {"rules": {rule: {"held_out_macro_f1": f1} for rule, f1 in held.items()}}
+
+    assert script.decide([result(0.7, 0.7, 0.71, 0.70), result(0.7, 0.7, 0.695, 0.70)])["rule"] == "resampled"
+    assert script.decide([result(0.7, 0.7, 0.7, 0.71), result(0.7, 0.71, 0.7, 0.70)])["rule"] == "best"
+    assert script.decide([result(0.7, 0.7, 0.7, 0.7)])["rule"] == "none"
+    assert script.decide([result(0.7, 0.6, 0.6, 0.71)])["models_where_best_of_all"]["confident"] == 1
+    assert script.main([*args, "--model", str(tmp_path / "missing")]) == 1
 
 
 def _load_script(name: str) -> Any:

@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
     from emovit.results import ImageResult
 
-__all__ = ["EvaluationReport", "classification_metrics", "expected_calibration_error", "evaluate"]
+__all__ = [
+    "EvaluationReport",
+    "classification_metrics",
+    "evaluate",
+    "expected_calibration_error",
+    "macro_f1",
+    "resampled_macro_f1",
+]
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -55,6 +62,23 @@ def macro_f1(y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndar
 
     present = sorted(set(np.asarray(y_true).tolist()))
     return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+
+
+def resampled_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`macro_f1` of many resamples at once: row ``b`` of `weights` (``(B, N)``, e.g. the counts
+    of a bootstrap draw) says how often each of the `N` predictions counts. `y_true` and `y_pred`
+    are class indices; a class absent from a resample's truth is left out of its mean, as
+    `macro_f1` leaves out a class absent from the truth. Returns the ``B`` scores."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    classes = int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
+    truth = np.eye(classes)[y_true]  # (N, K) one-hot
+    guess = np.eye(classes)[y_pred]
+    tp = weights @ (truth * guess)
+    support, predicted = weights @ truth, weights @ guess
+    present = support > 0
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros_like(tp), where=present)
+    return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
 def classification_metrics(

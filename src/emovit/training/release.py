@@ -12,11 +12,14 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emovit.errors import TrainError
 from emovit.fileio import atomic_dir, write_text_atomic
-from emovit.training.card import recipe_run, write_release_card
+from emovit.training.card import write_release_card
+
+if TYPE_CHECKING:
+    from emovit.training.adjust import TauRule
 
 __all__ = ["refresh_card", "release_model"]
 
@@ -34,6 +37,7 @@ def release_model(
     labels: Path | None = None,
     robustness: Path | None = None,
     adjust_prior: bool = False,
+    tau_rule: TauRule | None = None,
     augment_choice: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate `run` on ``data``'s test split (face crops: no detection) and write the released
@@ -47,8 +51,9 @@ def release_model(
     ``scripts/robustness_report.py`` (its ``robustness.md`` becomes a section of the card);
     `augment_choice` the folder of ``scripts/choose_augmentation.py`` (its ``choice.md`` too).
     With `adjust_prior`, a post-hoc logit adjustment chosen on the validation split
-    (`emovit.training.adjust`) is folded into the released weights first (``metrics`` then holds
-    ``prior_adjustment``); every figure is measured on the released folder.
+    (`emovit.training.adjust`, picked by `tau_rule`, default its ``DEFAULT_TAU_RULE``) is folded
+    into the released weights first (``metrics`` then holds ``prior_adjustment``); every figure
+    is measured on the released folder.
     """
     from emovit.backends import ONNX_FILE
     from emovit.evaluation import evaluate
@@ -72,19 +77,17 @@ def release_model(
         write_text_atomic(stage / "config.json", json.dumps(config, indent=2) + "\n")
         adjustment = None
         if adjust_prior:
-            from emovit.training.adjust import apply_prior_adjustment, tune_prior_adjustment
-
-            trained_on = json.loads((recipe_run(run) / "training_config.json").read_text())["config"].get(
-                "labels"
+            from emovit.training.adjust import (
+                DEFAULT_TAU_RULE,
+                apply_prior_adjustment,
+                prior_labels_of,
+                tune_prior_adjustment,
             )
-            prior_labels = None
-            if trained_on:  # the prior is the mass of what the model learned from: the votes
-                prior_labels = Path(trained_on) if Path(trained_on).is_file() else labels
-                if prior_labels is None:
-                    raise TrainError(
-                        f"{run} was trained on the votes of {trained_on}: pass that file as labels"
-                    )
-            adjustment = tune_prior_adjustment(run, data, labels=labels, prior_labels=prior_labels)
+
+            prior_labels = prior_labels_of(run, labels)
+            adjustment = tune_prior_adjustment(
+                run, data, labels=labels, prior_labels=prior_labels, rule=tau_rule or DEFAULT_TAU_RULE
+            )
             if adjustment.tau != 0:
                 apply_prior_adjustment(stage, adjustment)
         if onnx:
