@@ -198,6 +198,30 @@ def test_a_report_cut_short_never_mixes_two_runs(
     assert json.loads((out / "metrics.json").read_text())["tta"] == "flip"  # beside the new ones
 
 
+def test_a_csvs_bad_rows_are_failure_rows_not_a_failed_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A FER2013 CSV with two bad rows among six good ones: six predictions, two rows of
+    failures.csv naming each line and why, and the bad rows count as wrong in accuracy_all."""
+    rng = np.random.default_rng(1)
+    lines = ["emotion,pixels,Usage"]
+    for i in range(6):
+        lines.append(f"{i % 3},{' '.join(map(str, face_like(i % 3, rng).ravel()))},PrivateTest")
+    lines.insert(3, "9,1 2 3 4,PrivateTest")  # line 4: no such emotion id
+    lines.insert(6, "0,1 2 3,PrivateTest")  # line 7: not a square image
+    data = tmp_path / "fer.csv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    report = evaluate(tiny_model_dir, data, out, faces=FaceOptions(detector="none"))
+    assert report.metrics["failed"] == {"bad_row": 2}
+    assert report.metrics["images_in_split"] == report.metrics["images_evaluated"] == 8
+    assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 6
+    with (out / "failures.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["image"] for r in rows] == ["fer.csv:4", "fer.csv:7"]
+    assert {(r["error_code"], r["error_stage"]) for r in rows} == {("bad_row", "read")}
+    assert "emotion 9" in rows[0]["error"] and "not a square image" in rows[1]["error"]
+    assert report.metrics["accuracy_all"] == pytest.approx(report.accuracy * 6 / 8)
+
+
 def test_evaluate_goes_through_the_predictor(tiny_model_dir: Path, labelled: Path) -> None:
     """Broken images are counted, not fatal; TTA is the predictor's; no face at all is a clear error."""
     from emovit.errors import DatasetError

@@ -226,8 +226,9 @@ def evaluate(
         )
     if split is None and "test" in list_splits(data):
         split = "test"
-    samples = read_samples(data, split)
-    total = len(samples)
+    bad_rows: list[tuple[str, str]] = []  # a CSV's unreadable rows: failures.csv names them
+    samples = read_samples(data, split, unreadable=bad_rows)
+    total = len(samples) + len(bad_rows)
     no_majority = None
     if labels is not None:
         samples, no_majority = _with_votes(samples, labels)
@@ -282,6 +283,9 @@ def evaluate(
                 advance()
     finally:
         recognizer.tta = previous_tta
+    for name, reason in bad_rows:
+        failed["bad_row"] = failed.get("bad_row", 0) + 1
+        unscored.append((Sample(np.zeros((0, 0), np.uint8), "", name), "bad_row", "read", reason))
     if not rows:
         raise DatasetError(
             f"{data}: none of the {len(kept)} images could be scored ({no_face} without a face, "
@@ -308,10 +312,10 @@ def evaluate(
                 "grey": recognizer.faces.grey,
             },
             "images_in_split": total,
-            "images_evaluated": len(kept),
+            "images_evaluated": len(kept) + len(bad_rows),
             "failed": failed,
             "no_face": no_face,
-            "accuracy_all": float((y_true == y_pred).sum() / len(kept)) if kept else 0.0,
+            "accuracy_all": float((y_true == y_pred).sum() / (len(kept) + len(bad_rows))),
             "leaks_excluded": leaks_excluded if references else None,
             "leak_reference": " + ".join(map(str, references)) if references else None,
             "classes_missing_from_model": unscorable,

@@ -134,20 +134,20 @@ def _read_folder(root: Path) -> list[Sample]:
     return samples
 
 
-def _read_csv(path: Path, split: str | None) -> list[Sample]:
+def _read_csv(path: Path, split: str | None, unreadable: list[tuple[str, str]] | None) -> list[Sample]:
     try:
-        return _read_csv_rows(path, split)
+        return _read_csv_rows(path, split, unreadable)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: not a FER2013 CSV file ({exc})") from None
 
 
-def _read_csv_rows(path: Path, split: str | None) -> list[Sample]:
+def _read_csv_rows(path: Path, split: str | None, unreadable: list[tuple[str, str]] | None) -> list[Sample]:
     """The rows of a FER2013 CSV (of one split). A bad row (an emotion that is no id, pixels
-    that are no square image of 0-255 values) is left out with a warning naming its line, as
-    `decode_samples` leaves out a broken file: three bad rows among thousands cost three images,
-    not the run."""
+    that are no square image of 0-255 values) is left out, as `decode_samples` leaves out a
+    broken file: three bad rows among thousands cost three images, not the run. Each is added
+    to `unreadable` as ``(name, reason)``, or without that list named in a warning."""
     samples: list[Sample] = []
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
@@ -169,26 +169,37 @@ def _read_csv_rows(path: Path, split: str | None) -> list[Sample]:
                 if side * side != len(pixels) or side == 0:
                     raise ValueError(f"{len(pixels)} pixels is not a square image")
             except (ValueError, OverflowError) as exc:
-                bad.append(f"line {row_number}: bad row ({exc})")
+                bad.append((f"{path.name}:{row_number}", f"line {row_number}: bad row ({exc})"))
                 continue
             sample_split = _split_key(row.get("Usage") or "")
             samples.append(
                 Sample(pixels.reshape(side, side), label, f"{path.name}:{row_number}", split=sample_split)
             )
     if bad and not samples:
-        raise DatasetError(f"{path}: none of its {len(bad)} rows could be read ({bad[0]})")
-    if bad:
+        raise DatasetError(f"{path}: none of its {len(bad)} rows could be read ({bad[0][1]})")
+    if bad and unreadable is not None:
+        unreadable.extend((name, f"{path}, {reason}") for name, reason in bad)
+    elif bad:
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         warnings.warn(
             f"{path}: {len(bad)} of {len(bad) + len(samples)} rows could not be read and are left out: "
-            f"{'; '.join(bad[:5])}{more}",
-            stacklevel=3,
+            f"{'; '.join(reason for _, reason in bad[:5])}{more}",
+            stacklevel=4,
         )
     return samples
 
 
-def read_samples(data: str | os.PathLike[str], split: str | None = None) -> list[Sample]:
+def read_samples(
+    data: str | os.PathLike[str],
+    split: str | None = None,
+    *,
+    unreadable: list[tuple[str, str]] | None = None,
+) -> list[Sample]:
     """The labelled samples of one split of `data` (or of `data` itself when it is a split).
+
+    The bad rows of a FER2013 CSV are left out: appended to `unreadable` as ``(name, reason)``
+    when it is given (`emovit.evaluation.evaluate` lists them in ``failures.csv``), else named
+    in a warning.
 
     Raises:
         DatasetError: no such folder/file, no such split, or no images.
@@ -198,7 +209,7 @@ def read_samples(data: str | os.PathLike[str], split: str | None = None) -> list
         raise DatasetError(f"{path}: no such dataset folder or CSV file")
     split = canonical_split(split) if split else split
     if path.is_file():
-        samples = _read_csv(path, split)
+        samples = _read_csv(path, split, unreadable)
     else:
         root = _split_dir(path, split) if split else None
         if split and root is None:
