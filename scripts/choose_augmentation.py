@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emovit.errors import EmovitError
-from emovit.fileio import write_text_atomic
+from emovit.fileio import write_report
 
 LABELS = "ferplus"
 NOT_FINISHED = 75  # EX_TEMPFAIL: a candidate is still training; run again once it has finished
@@ -153,10 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out = args.output or args.report.parent
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "choice.json", json.dumps(result, indent=2) + "\n")
     text = markdown(result)
-    write_text_atomic(out / "choice.md", text)
+    write_report(out, "choice", result, text)
     print(text, end="")
     return 0
 

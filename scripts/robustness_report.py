@@ -43,7 +43,7 @@ from emovit.data import (
 )
 from emovit.data.perturb import PERTURBATIONS
 from emovit.faces import FaceOptions
-from emovit.fileio import sha256_of, write_text_atomic
+from emovit.fileio import sha256_of, write_report
 from emovit.imageio import load_images
 from emovit.predictor import EmotionRecognizer
 
@@ -248,10 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(old)
         else:
             reports.append(measure(model, args.data, args.labels, args.yunet, args.limit, name, args.split))
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.output / "robustness.json", json.dumps(reports, indent=2) + "\n")
-    write_text_atomic(args.output / "robustness.md", markdown(reports))
-    print(markdown(reports))
+    text = markdown(reports)
+    write_report(args.output, "robustness", reports, text)
+    print(text)
     return 0
 
 

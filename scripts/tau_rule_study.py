@@ -36,7 +36,7 @@ import numpy as np
 
 from emovit.errors import EmovitError
 from emovit.evaluation import macro_f1
-from emovit.fileio import write_text_atomic
+from emovit.fileio import write_report
 from emovit.training.adjust import (
     TAU_RULES,
     ValidationScores,
@@ -185,10 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failed,
         "decision": decide(results),
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.output / "tau_rule.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(args.output / "tau_rule.md", markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    write_report(args.output, "tau_rule", report, text)
+    print(text)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from emovit.data import canonical_split, majority_label, read_samples, read_vote_labels, sample_votes
-from emovit.fileio import sha256_of, write_text_atomic
+from emovit.fileio import sha256_of, write_report
 from emovit.imageio import load_images
 from emovit.labels import EMOTIONS
 from emovit.predictor import EmotionRecognizer
@@ -146,10 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "ensembles": rows,
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.output / "ensembles.json", json.dumps(report, indent=2) + "\n")
     text = markdown(singles, rows, args.top)
-    write_text_atomic(args.output / "ensembles.md", text)
+    write_report(args.output, "ensembles", report, text)
     print(text)
     return 0
 

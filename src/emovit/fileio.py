@@ -25,7 +25,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, TextIO, overload
 
-__all__ = ["atomic_dir", "atomic_open", "atomic_output", "sha256_of", "temporary_prefix", "write_text_atomic"]
+__all__ = [
+    "atomic_dir",
+    "atomic_open",
+    "atomic_output",
+    "sha256_of",
+    "temporary_prefix",
+    "write_report",
+    "write_text_atomic",
+]
 
 
 @overload
@@ -145,6 +153,18 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_open(path) as handle:
         handle.write(text)
+
+
+def write_report(folder: str | os.PathLike[str], stem: str, record: Any, markdown: str) -> Path:
+    """A report as the scripts write one: ``STEM.json`` (`record`, indented) and ``STEM.md``
+    (`markdown`) in `folder` (created), each written atomically; returns the ``.md`` path."""
+    import json
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"{stem}.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out / f"{stem}.md", markdown)
+    return out / f"{stem}.md"
 
 
 def atomic_dir(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
