@@ -223,6 +223,10 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide  ## stage
 	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(TRAIN_DIR)/teacher-wide --teacher $(AUGMENT_DIR)/standard \
 	  --teacher-tta flip --teacher-input clean --distill-alpha 0.8 --distill-temperature 2 --select robust-f1 \
 	  $(call resume,$(AUGMENT_DIR)/wide-clean-robust)
+	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
+	  $(AUGMENT_DIR)/wide-clean-robust -o $(AUGMENT_DIR)/soup-wide3
+	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
+	  $(AUGMENT_DIR)/wide-clean-robust $(AUGMENT_DIR)/wide-ensemble3 $(AUGMENT_DIR)/wide-taught -o $(AUGMENT_DIR)/soup-wide5
 	$(BIN)/python scripts/robustness_report.py --reuse --split validation --data $(TRAIN_DATA) \
 	  --labels $(FERPLUS_LABELS) --yunet $(YUNET_MODEL) -o $(CHOICE_DIR) \
 	  --model $(TRAIN_DIR)/ferplus-stage2 --name "robust: --augment robust" \
@@ -239,7 +243,9 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide  ## stage
 	  --model $(AUGMENT_DIR)/wide-ensemble3 --name "wide-ensemble3: wide, 5 more epochs at lr 5e-5 taught (alpha 0.7) by the FER+ CNN teacher + the wider CNN teacher + standard (the best trio on validation), flip-TTA (added after round 7)" \
 	  --model $(AUGMENT_DIR)/wide-matched --name "wide-matched: wide, 18 more epochs at lr 1e-4 taught (alpha 0.8) by that trio, mixup on half the batches with the teacher answering on the same mixed faces (function matching), flip-TTA (added after round 8)" \
 	  --model $(AUGMENT_DIR)/wide-clean --name "wide-clean: wide-matched's recipe and seed with the teachers shown each face before the photo degradations (--teacher-input clean) (added after round 9)" \
-	  --model $(AUGMENT_DIR)/wide-clean-robust --name "wide-clean-robust: wide-clean with the epoch kept by the mean validation macro-F1 under the perturbations (--select robust-f1) (added after round 10)"
+	  --model $(AUGMENT_DIR)/wide-clean-robust --name "wide-clean-robust: wide-clean with the epoch kept by the mean validation macro-F1 under the perturbations (--select robust-f1) (added after round 10)" \
+	  --model $(AUGMENT_DIR)/soup-wide3 --name "soup-wide3: weight average of wide-matched, wide-clean and wide-clean-robust (added after round 11)" \
+	  --model $(AUGMENT_DIR)/soup-wide5 --name "soup-wide5: weight average of the five runs continued from wide (added after round 11)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
