@@ -47,7 +47,12 @@ $(VENV)/.installed-faces: $(VENV)/.installed
 
 install: $(VENV)/.installed          ## emovit and its core dependencies
 install-dev: $(VENV)/.installed-dev  ## plus the extras the tests need
+YUNET_MODEL ?= ../shared/models/face_detection_yunet_2023mar.onnx
 demo: $(VENV)/.installed-faces  ## classify the photos in examples/ with the embedded default model
+	@# offline machines: a local copy of the YuNet detector, where there is one, goes into the user cache
+	@if test -f "$(YUNET_MODEL)" && ! $(BIN)/python -c "from emovit.faces import YUNET, fetch; fetch(YUNET, allow_download=False)" 2>/dev/null; then \
+	  $(BIN)/emovit models fetch yunet --from "$(YUNET_MODEL)"; \
+	fi
 	@if $(BIN)/python -c "from emovit.models import resolve_model; resolve_model('default')" 2>/dev/null; then \
 	  $(BIN)/emovit predict examples/ --detector auto; \
 	else \
@@ -71,7 +76,6 @@ test: lint  ## ruff and mypy, then the test suite (the layering check is tests/t
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ROBUSTNESS_DIR ?= docs/reports/robustness
-YUNET_MODEL ?= ../shared/models/face_detection_yunet_2023mar.onnx
 train-default: augment-choice  ## train the embedded default model (hours on 2 CPU cores; resumable)
 	$(BIN)/python scripts/build_default_model.py $(CHOICE_DIR)/choice.json src/emovit/models/default \
 	  --data $(TRAIN_DATA) --labels $(FERPLUS_LABELS) --adjust-prior --compare $(TRAIN_DIR)/vit-student --onnx \

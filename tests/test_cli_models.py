@@ -87,7 +87,8 @@ def test_fetch_offline_fails_with_the_way_out(offline: None) -> None:
 def test_predict_works_offline_without_a_cached_detector(
     tiny_model_dir: Path, face_jpeg: Path, tmp_path: Path
 ) -> None:
-    """The default detector is auto: no YuNet in the cache and no network → Haar, one warning."""
+    """The default detector is auto: no YuNet in the cache and no network → Haar, one warning that
+    says how to install the file offline."""
     env = {**os.environ, "EMOVIT_HOME": str(tmp_path / "empty home"), "EMOVIT_YUNET_URL": OFFLINE}
     proc = subprocess.run(
         [sys.executable, "-m", "emovit.cli", "predict", str(face_jpeg), "--model", str(tiny_model_dir),
@@ -97,6 +98,7 @@ def test_predict_works_offline_without_a_cached_detector(
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "Haar" in warnings[0], proc.stderr
+    assert "emovit models fetch yunet --from PATH" in warnings[0]  # how to fix it offline
     assert len(proc.stdout.splitlines()) >= 2  # header + the face Haar found
 
 

@@ -1788,5 +1788,11 @@ def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, m
     bench.write_default_speed(report("AMD EPYC", ["avx2"], 1100.0))
     line = _speed_line(written())
     assert "1100 faces/s" in line and "(AMD EPYC; avx2)" in line
-    assert "another machine, 2 cores (Xeon; avx2, avx512f): 1600 faces/s" in line
+    table = line.split("\n\n", 2)[-1].splitlines()
+    assert table[0].startswith("| CPU | SIMD flags | cores |")
+    rows = table[2:]
+    assert len(rows) == 3 and rows[0].startswith("| AMD EPYC | avx2 | 2 |")  # this CPU first
+    assert "| Xeon | avx2, avx512f | 2 |" in rows[2] and "| 1600 (`onnx-fp32`) |" in rows[2]
+    assert "| Xeon | avx2, avx512f | 16 |" in rows[1] and "| 5000 (`onnx-fp32`) |" in rows[1]
+    assert _speed_line({**written(), "other_machines": []}).endswith("--only default`.")  # one CPU: no table
     assert _speed_line(None).startswith("see `benchmarks/`")

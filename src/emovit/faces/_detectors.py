@@ -267,6 +267,8 @@ def create_detector(
                 "--detector auto (falls back to haar) / haar / none"
             ) from None
         warnings.warn(
-            f"YuNet face detector unavailable ({exc}); using OpenCV's Haar cascade instead", stacklevel=2
+            f"YuNet face detector unavailable ({exc}); using OpenCV's Haar cascade instead (offline, "
+            "`emovit models fetch yunet --from PATH` installs a local copy of the file)",
+            stacklevel=2,
         )
         return HaarDetector()

@@ -332,10 +332,10 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
 
 
 def _speed_line(speed: dict[str, Any] | None) -> str:
-    """The card's speed sentence from a benchmark record (``default_speed.json``), with the
-    figures the same benchmark gave on other CPUs."""
+    """The card's speed paragraph from a benchmark record (``default_speed.json``); with figures
+    the same benchmark gave on other CPUs, a table of every CPU follows it."""
     if not speed:
-        return "see `benchmarks/` (`emovit bench`)"
+        return "see `benchmarks/` (`emovit bench`)."
     others = ", ".join(f"{k} {v:.0f}" for k, v in speed.get("per_backend", {}).items())
     machine = speed.get("machine") or {}
     speed_line = (
@@ -343,17 +343,32 @@ def _speed_line(speed: dict[str, Any] | None) -> str:
         f"{speed.get('batch_size', '?')} on {machine.get('cores', 2)} CPU cores{_cpu_words(machine)} with "
         f"`{speed.get('backend', '?')}`, the backend "
         f"`--backend auto` picks for this folder (all backends: {others}); reproduce with "
-        f"`{speed.get('command', 'emovit bench')}`"
+        f"`{speed.get('command', 'emovit bench')}`."
     )
-    for other in speed.get("other_machines", []):  # the same benchmark on other CPUs
-        figures = ", ".join(f"{k} {v:.0f}" for k, v in other.get("per_backend", {}).items())
-        cores = (other.get("machine") or {}).get("cores", "?")
-        speed_line += (
-            f". On another machine, {cores} cores{_cpu_words(other.get('machine') or {})}: "
-            f"{other['faces_per_s']:.0f} faces/s with `{other.get('backend', '?')}` in batches of "
-            f"{other.get('batch_size', '?')} ({figures})"
+    other_machines = speed.get("other_machines", [])
+    if not other_machines:
+        return speed_line
+    records = [speed, *other_machines]  # the latest figure of each CPU, this one first
+    backends = list(dict.fromkeys(k for r in records for k in r.get("per_backend", {})))
+    rows = []
+    for record in records:
+        cpu = record.get("machine") or {}
+        per_backend = record.get("per_backend", {})
+        rows.append(
+            [
+                cpu.get("model", "?"),
+                ", ".join(cpu.get("flags", [])) or "no AVX flags",
+                cpu.get("cores", "?"),
+                record.get("measured", "-"),
+                f"{record['faces_per_s']:.0f} (`{record.get('backend', '?')}`)",
+                *(f"{per_backend[k]:.0f}" if k in per_backend else "-" for k in backends),
+            ]
         )
-    return speed_line
+    header = ["CPU", "SIMD flags", "cores", "measured", "faces/s (backend auto)", *backends]
+    return (
+        f"{speed_line}\n\nThe same benchmark on every CPU it has run on (the latest figure of each; "
+        f"faces/s at batch {speed.get('batch_size', '?')}):\n\n{markdown_table(rows, header)}"
+    )
 
 
 def _cpu_words(machine: dict[str, Any]) -> str:
@@ -862,7 +877,7 @@ Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.
 
 {plus_block}{fer_block}{robust_block}## Speed
 
-{speed_line}.
+{speed_line}
 
 ## Intended use, limits and biases
 
