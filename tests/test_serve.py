@@ -243,6 +243,17 @@ def test_bad_requests(client: TestClient) -> None:
     )
     _assert_error(client.post("/v1/predict", json={"images": [{"data": "***"}]}), 422, "bad_base64")
     _assert_error(client.post("/v1/predict", json={"nope": 1}), 422, "bad_request")
+    # a malformed or empty JSON body: one short line naming where, never the body echoed back
+    json_headers = {"content-type": "application/json"}
+    cut = client.post("/v1/predict", content=b'{"images": [{"data": "c2VjcmV0', headers=json_headers)
+    _assert_error(cut, 422, "bad_request")
+    message = cut.json()["error"]["message"]
+    assert message.startswith("invalid JSON body: body: Invalid JSON") and "c2VjcmV0" not in message
+    assert "pydantic" not in message and "\n" not in message
+    empty = client.post("/v1/predict", json={"images": []})
+    _assert_error(empty, 422, "bad_request")
+    said = empty.json()["error"]["message"]
+    assert said.startswith("invalid JSON body: body.images: List should have at least 1")
     assert (
         client.post("/v1/predict?top_k=0", files=[("files", ("a.png", _png(), "image/png"))]).status_code
         == 422

@@ -283,15 +283,54 @@ def test_train_options_that_combine_badly_or_do_nothing_are_handled(dataset: Pat
     assert TrainConfig(data="d", output="o", logit_adjust=0.5).balance == "none"
     assert TrainConfig(data="d", output="o").balance == "loss"
     assert TrainConfig(data="d", output="o", logit_adjust=0.5, balance="sampler").balance == "sampler"
-    config, err = run("adjusted", "--logit-adjust", "0.5")
+    robust = ("--augment", "robust", "--augment-set", "blur_p=0.4")
+    config, err = run("adjusted", "--logit-adjust", "0.5", *robust)
     assert config["balance"] == "none" and "twice" not in err
+    # the run's own card names the flags that reproduce it, the photo degradations among them
+    card = (tmp_path / "adjusted" / "README.md").read_text()
+    assert "(`--logit-adjust 0.5`)" in card and "(`--augment robust` `--augment-set blur_p=0.4`)" in card
+    assert "the degradations of real photos: down-then-up sampling (p 0.3" in card and "blur (p 0.4)" in card
     config, err = run("both", "--logit-adjust", "0.5", "--balance", "loss")
     assert config["balance"] == "loss" and "corrects for the class prior twice" in err
     config, _ = run("plain")
     assert config["balance"] == "loss"
+    card = (tmp_path / "plain" / "README.md").read_text()
+    assert "(`--augment standard`)" in card and "degradations of real photos" not in card
+    assert "logit-adjusted" not in card
     config, err = run("mixed", "--no-augment", "--mixup", "0.4", "--distill-alpha", "0.9")
     assert (config["augment"]["mixup_alpha"], config["augment"]["mix_p"]) == (0.4, 0.5)
     assert "--distill-alpha has no effect without --teacher" in err
+
+
+def test_unknown_presets_and_config_fields_are_usage_errors(dataset: Path, tmp_path: Path) -> None:
+    """--arch and --set name the option at fault (exit 2), not an internal error (exit 3); a
+    --set key that is not a field of the config (a typo) is refused, not kept unused."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+    from emovit.errors import OptionError
+    from emovit.models import arch_preset
+
+    def run(*extra: str) -> tuple[int, str]:
+        args = ["train", str(dataset), "-o", str(tmp_path / "x"), "-b", "8", "--threads", "1",
+                "--epochs", "1", *extra]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        return result.exit_code, result.output
+
+    code, said = run("--arch", "nope")
+    assert code == 2 and "'--arch'" in said and "unknown architecture preset 'nope'" in said
+    assert "vit-tiny" in said and "internal error" not in said
+    code, said = run("--arch", "vit-test", "--set", "hiden_dropout_prob=0.1")
+    assert code == 2 and "'--set'" in said and "did you mean hidden_dropout_prob" in said
+    code, said = run("--arch", "mobilevit-xxs-64", "--set", "neck_hidden_sizes=[16,16")
+    assert code == 2 and "'--set'" in said and "neck_hidden_sizes='[16,16'" in said
+    assert "internal error" not in said and not (tmp_path / "x" / "model.safetensors").exists()
+    code, said = run("--init", "default", "--set", "hidden_sizes=[64,80")  # a checkpoint's config too
+    assert code == 2 and "'--set'" in said and "cannot load the model" not in said
+    with pytest.raises(OptionError) as raised:  # the library says the same, for TrainConfig.overrides
+        arch_preset("vit-test").build_config(bogus_field=1)
+    assert raised.value.option == "overrides"
+    assert arch_preset("vit-test").build_config(hidden_dropout_prob=0.25).hidden_dropout_prob == 0.25
 
 
 def test_resume_checks_the_classes_and_keeps_an_early_stop(dataset: Path, tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ __all__ = ["evaluate"]
     "--max-distance",
     type=click.IntRange(0, 64),
     default=None,
-    help="Perceptual-hash bits (of 64) within which an image is a near duplicate (with --exclude-leaks).",
+    help="Perceptual-hash bits (of 64) within which an image is a near duplicate (with --exclude-leaks). "
+    "[default: 4, as `emovit audit`]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr.")
 @click.pass_context

@@ -114,5 +114,6 @@ def explain(
             advance()
     if not quiet:
         report = f"{explained} face(s) explained in {len(paths) - failed} of {len(paths)} images"
-        click.echo(report + (f", {failed} failed" if failed else "") + f"; maps in {output}", err=True)
+        where = f"; maps in {output}" if explained else "; no maps written"
+        click.echo(report + (f", {failed} failed" if failed else "") + where, err=True)
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)

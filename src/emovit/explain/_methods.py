@@ -192,7 +192,7 @@ def gradcam_layer(
     if not shapes:
         raise OptionError(
             f"gradcam needs a network with a spatial feature map; {type(net).__name__} has none "
-            "(use --method rollout or grad-rollout for a ViT)",
+            "(rollout or grad-rollout apply to a ViT)",
             option="method",
         )
     ordered = [name for name, _ in stages if name in shapes]
@@ -215,7 +215,7 @@ def resolve_method(net: Any, method: str = "auto") -> str:
     if method in ("rollout", "grad-rollout") and not is_vit:
         raise OptionError(
             f"{method} needs a ViT (attention between image patches and a [CLS] token); "
-            f"{type(net).__name__} is not one: use --method smoothgrad or gradcam (or auto)",
+            f"{type(net).__name__} is not one: use smoothgrad or gradcam (or auto)",
             option="method",
         )
     return method

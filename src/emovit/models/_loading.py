@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from emovit.errors import LabelError, ModelLoadError, RandomWeightsWarning
+from emovit.errors import LabelError, ModelLoadError, OptionError, RandomWeightsWarning
 from emovit.labels import LabelMap
 from emovit.models._framing import Framing, read_framing
-from emovit.models._presets import identity_norms
+from emovit.models._presets import apply_config_overrides, identity_norms
 from emovit.models._registry import EMBEDDED, REGISTRY
 
 if TYPE_CHECKING:
@@ -326,8 +326,7 @@ def load_torch_model(
 
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        for key, value in (config_overrides or {}).items():
-            setattr(config, key, value)
+        apply_config_overrides(config, config_overrides or {})
         new_head = False
         if id2label is not None:
             labels = {int(k): str(v) for k, v in id2label.items()}
@@ -349,6 +348,8 @@ def load_torch_model(
             output_loading_info=True,
             **kwargs,
         )
+    except OptionError:  # a --set the config refuses: the option is to blame, not the folder
+        raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
     if new_head:

@@ -7,13 +7,14 @@ Any `ViTConfig` field can be overridden.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emovit.errors import OptionError
 from emovit.labels import EMOTIONS
 
-__all__ = ["ARCH_PRESETS", "ArchPreset", "REFERENCE_ID2LABEL", "arch_preset"]
+__all__ = ["ARCH_PRESETS", "ArchPreset", "REFERENCE_ID2LABEL", "apply_config_overrides", "arch_preset"]
 
 #: The reference checkpoint's class order.
 REFERENCE_ID2LABEL: dict[int, str] = dict(
@@ -58,13 +59,13 @@ class ArchPreset:
         from transformers import AutoConfig
 
         labels = id2label if id2label is not None else dict(enumerate(EMOTIONS))
-        fields = {**self.config, **overrides}
-        return AutoConfig.for_model(
+        config = AutoConfig.for_model(
             self.model_type,
-            **fields,
+            **self.config,
             id2label={int(k): v for k, v in labels.items()},
             label2id={v: int(k) for k, v in labels.items()},
         )
+        return apply_config_overrides(config, overrides)
 
     def build_model(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
         """A randomly initialised model of this preset, ready to train from scratch.
@@ -251,8 +252,33 @@ ARCH_PRESETS: dict[str, ArchPreset] = {
 
 
 def arch_preset(name: str) -> ArchPreset:
-    """Look up a preset by name (`KeyError` listing the known ones)."""
+    """Look up a preset by name (`OptionError` for ``arch``, listing the known ones)."""
     try:
         return ARCH_PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown architecture preset {name!r}; known: {', '.join(ARCH_PRESETS)}") from None
+        raise OptionError(
+            f"unknown architecture preset {name!r}; known: {', '.join(ARCH_PRESETS)}", option="arch"
+        ) from None
+
+
+def apply_config_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
+    """Set config fields (``--set KEY=VALUE``) on a transformers config, checked: a key that is
+    not a field of this model type's config (a typo would otherwise be kept silently as an
+    unused attribute) or a value the field refuses is an `OptionError` for ``overrides`` (``--set``)."""
+    import difflib
+
+    known = set(config.to_dict())
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise OptionError(
+                f"{key!r} is not a field of the {config.model_type} config{hint}", option="overrides"
+            )
+        try:
+            setattr(config, key, value)
+        except Exception as exc:  # noqa: BLE001 - transformers' strict fields raise their own types
+            reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+            raise OptionError(f"{key}={value!r} is refused by the {config.model_type} config: {reason}",
+                              option="overrides") from None  # fmt: skip
+    return config

@@ -6,8 +6,8 @@ Every error the service answers is ``{"error": {"code", "message", "request_id"}
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 
@@ -21,6 +21,7 @@ __all__ = [
     "install_error_handlers",
     "request_id_of",
     "status_for_input_error",
+    "validation_message",
 ]
 
 _STATUS_FOR_CODE = {"too_many_pixels": 413, "unsupported_format": 415, "unsupported_input": 415}
@@ -41,6 +42,14 @@ class ApiError(Exception):
 def status_for_input_error(code: str | None) -> int:
     """The status of a request whose every image failed with `code` (an `error_code`)."""
     return _STATUS_FOR_CODE.get(code or "", 422)
+
+
+def validation_message(errors: Sequence[Any], where: str = "") -> str:
+    """One short line for pydantic's validation errors: the first one's location and message
+    (``body.images: List should have at least 1 item``), never the input echoed back or a link."""
+    first = errors[0] if errors else {}
+    loc = ".".join(str(part) for part in (where, *first.get("loc", ())) if part != "")
+    return f"{loc or 'request'}: {first.get('msg', 'invalid request')}"
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -67,9 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        message = f"{where}: {first.get('msg', 'invalid request')}"
+        message = validation_message(exc.errors())
         return error_response(422, "bad_request", message, request_id_of(request.scope))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

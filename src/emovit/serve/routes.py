@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
+from pydantic import ValidationError
 
 from emovit.errors import DependencyError, EmovitError, InputError
 from emovit.imageio import declared_pixels
 from emovit.serve.batcher import QueueFullError
-from emovit.serve.errors import ApiError, status_for_input_error
+from emovit.serve.errors import ApiError, status_for_input_error, validation_message
 from emovit.serve.schemas import (
     ErrorResponse,
     ModelInfoResponse,
@@ -140,8 +141,9 @@ def _parse_images(body: bytes, content_type: str, media_type: str, state: ServeS
     else:
         try:
             payload = PredictRequest.model_validate_json(body)
-        except ValueError as exc:
-            raise ApiError(422, "bad_request", f"invalid JSON body: {str(exc)[:300]}") from None
+        except ValidationError as exc:
+            message = f"invalid JSON body: {validation_message(exc.errors(), 'body')}"
+            raise ApiError(422, "bad_request", message) from None
         if len(payload.images) > state.settings.max_images:  # before decoding any of them
             raise _too_many_images(state)
         images = []

@@ -119,6 +119,10 @@ def write_model_card(
     )
     aug = cfg.augment
     distill = f" Learned {distillation_words(cfg.to_dict())}." if cfg.teacher else ""
+    photo = f"; {_photo_words(aug.to_dict())}" if aug.downscale_p else ""
+    tau = cfg.logit_adjust
+    adjust = f"; {_adjust_words(tau)} (`--logit-adjust {tau}`)" if tau else ""
+    flags = _augment_flags(aug.to_dict())
     mixes = aug.mixup_alpha or aug.cutmix_alpha
     mix_share = f" (on a share {aug.mix_p} of the batches)" if mixes else ""
     text = f"""{_front_matter(["emovit", "facial-expression-recognition", config.get("model_type", "vit")])}
@@ -144,10 +148,11 @@ A `{(config.get("architectures") or ["?"])[0]}` emotion classifier trained with 
 
 AdamW (lr {cfg.lr}, weight decay {cfg.weight_decay}), {cfg.warmup_epochs} warm-up epochs then
 cosine decay to {cfg.min_lr}; global batch {cfg.batch_size} (gradient accumulation
-{cfg.grad_accum}); label smoothing {cfg.label_smoothing}; class balance `{cfg.balance}`;
-augmentation: flip {aug.hflip}, rotation ±{aug.rotate_deg}°, scale ±{aug.scale},
-translation ±{aug.translate / 2:g} of the side, brightness ±{aug.brightness}, contrast ±{aug.contrast},
-random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha}, cutmix alpha {aug.cutmix_alpha}{mix_share};
+{cfg.grad_accum}); label smoothing {cfg.label_smoothing}; class balance `{cfg.balance}`{adjust};
+augmentation ({flags}): flip {aug.hflip}, rotation ±{aug.rotate_deg}°,
+scale ±{aug.scale}, translation ±{aug.translate / 2:g} of the side, brightness ±{aug.brightness},
+contrast ±{aug.contrast}, random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha},
+cutmix alpha {aug.cutmix_alpha}{mix_share}{photo};
 seed {cfg.seed}; precision `{cfg.precision}`.{distill} The input is the model's own preprocessing
 (`preprocessor_config.json`), exactly as at inference. The full resolved configuration is in
 `training_config.json`, the per-epoch metrics in `metrics.jsonl`.
@@ -556,15 +561,7 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         f" (targets: the vote distributions of `{Path(cfg['labels']).name}`)" if cfg.get("labels") else ""
     )
     augment = cfg.get("augment") or {}
-    photo = (
-        f", and the degradations of real photos: down-then-up sampling (p {augment['downscale_p']}, "
-        f"to x{augment.get('downscale_min', '?')}), blur (p {augment.get('blur_p', 0)}), JPEG quality "
-        f"{augment.get('jpeg_quality', '?')} (p {augment.get('jpeg_p', 0)}), "
-        f"noise (p {augment.get('noise_p', 0)}), "
-        f"gamma {augment.get('gamma_range', '?')} (p {augment.get('gamma_p', 0)}) ({_augment_flags(augment)})"
-        if augment.get("downscale_p")
-        else ""
-    )
+    photo = f", and {_photo_words(augment)} ({_augment_flags(augment)})" if augment.get("downscale_p") else ""
     mixing = " or ".join(
         f"{name} (alpha {augment[key]}, `--{name} {augment[key]}`)"
         for name, key in (("mixup", "mixup_alpha"), ("cutmix", "cutmix_alpha"))
@@ -572,11 +569,7 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
     )
     if mixing:
         mixing = f", {mixing} on a share {augment.get('mix_p', '?')} of the batches"
-    adjust = (
-        f", logit-adjusted loss (tau {cfg['logit_adjust']}, Menon et al. 2021)"
-        if cfg.get("logit_adjust")
-        else ""
-    )
+    adjust = f", {_adjust_words(cfg['logit_adjust'])}" if cfg.get("logit_adjust") else ""
     hours = float(state.get("elapsed_s", 0.0)) / 3600
     chosen = (
         " by the mean validation macro-F1 over the clean faces and the robustness report's "
@@ -591,6 +584,21 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         f"augmentation and random erasing{photo}{mixing}, seed {cfg['seed']}; {state.get('epoch', '?')} "
         f"epochs, best epoch {state.get('best_epoch', '?')}{chosen} ({hours:.1f} h)."
     )
+
+
+def _photo_words(augment: dict[str, Any]) -> str:
+    """The degradations of real photos an augmentation applies, in words."""
+    return (
+        f"the degradations of real photos: down-then-up sampling (p {augment['downscale_p']}, "
+        f"to x{augment.get('downscale_min', '?')}), blur (p {augment.get('blur_p', 0)}), JPEG quality "
+        f"{augment.get('jpeg_quality', '?')} (p {augment.get('jpeg_p', 0)}), "
+        f"noise (p {augment.get('noise_p', 0)}), "
+        f"gamma {augment.get('gamma_range', '?')} (p {augment.get('gamma_p', 0)})"
+    )
+
+
+def _adjust_words(tau: float) -> str:
+    return f"logit-adjusted loss (tau {tau}, Menon et al. 2021)"
 
 
 def _augment_flags(augment: dict[str, Any]) -> str:
