@@ -437,3 +437,33 @@ def test_saved_images_never_replace_the_inputs(tiny_model_dir: Path, tmp_path: P
     assert "is one of the inputs: it is not replaced" in proc.stderr
     assert all((folder / name).read_bytes() == data for name, data in before.items())
     assert (folder / "a.annotated.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"max_faces": 2.5}, "max_faces"),
+        ({"max_faces": True}, "max_faces"),
+        ({"margin": float("nan")}, "margin"),
+        ({"margin": float("inf")}, "margin"),
+        ({"margin": "a"}, "margin"),
+        ({"min_face": 1.5}, "min_face"),
+        ({"align": "yes"}, "align"),
+        ({"grey": 1}, "grey"),
+        ({"det_threshold": 2}, "det_threshold"),
+        ({"detect_max_side": 10}, "detect_max_side"),
+    ],
+)
+def test_face_options_refuse_values_that_would_drop_or_fail_every_face(options: dict, option: str) -> None:
+    """max_faces=2.5 kept no face at all (silently), a NaN margin failed every crop: such values
+    are refused when the options are built, naming the option."""
+    from emovit.errors import OptionError
+
+    with pytest.raises(OptionError) as raised:
+        FaceOptions(**options)
+    assert raised.value.option == option
+
+
+def test_face_options_take_numpy_scalars() -> None:
+    options = FaceOptions(max_faces=np.int64(2), margin=np.float32(0.1), align=np.bool_(True))
+    assert options.max_faces == 2 and options.align

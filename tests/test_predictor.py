@@ -169,6 +169,87 @@ def test_bad_arguments(tiny_model_dir: Path) -> None:
         FaceOptions(detector="none", no_face="ignore")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"batch_size": 1.5}, "batch_size"),
+        ({"batch_size": "4"}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"threads": 1.5}, "threads"),
+        ({"max_pixels": 0}, "max_pixels"),
+        ({"decode_threads": 0}, "decode_threads"),
+        ({"prefetch": -1}, "prefetch"),
+        ({"faces": {"detector": "none"}}, "faces"),
+        ({"backend": "tensorrt"}, "backend"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
+def test_bad_option_values_are_refused_before_the_model_loads(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, options: dict, option: str
+) -> None:
+    """Each option value that cannot work is an OptionError naming it, raised by from_pretrained
+    before any weights are read (not a TypeError or a failure at the first predict)."""
+    import emovit.models
+    from emovit.errors import OptionError
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(emovit.models, "load_model", no_loading)
+    with pytest.raises(OptionError) as raised:
+        EmotionRecognizer.from_pretrained(str(tiny_model_dir), **options)
+    assert raised.value.option == option and option in str(raised.value)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: bogus"):
+        EmotionRecognizer.from_pretrained(str(tiny_model_dir), bogus=1)
+
+
+def test_per_call_options_are_checked_at_the_call(tiny: EmotionRecognizer) -> None:
+    """predict and stream check batch_size when called (stream too, not at its first result);
+    top_k refuses a negative count (a slice would drop the last labels silently); an empty path
+    is named as such (Path('') is the current folder)."""
+    from emovit.errors import OptionError
+
+    face = np.zeros((30, 30, 3), np.uint8)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(OptionError, match="batch_size"):
+            tiny.predict([face], batch_size=bad)
+        with pytest.raises(OptionError, match="batch_size"):
+            tiny.stream([face], batch_size=bad)  # no next(): refused at the call
+    result = tiny.predict(face)[0]
+    assert len(result.top_k(0)) == 0 and len(result.top_k(7)) == 7
+    for bad in (-1, 1.5):
+        with pytest.raises(OptionError, match="top_k"):
+            result.top_k(bad)
+        with pytest.raises(OptionError, match="top_k"):
+            result.to_dict(top_k=bad)
+    [empty] = tiny.predict([""])
+    assert (empty.error_code, empty.error) == ("not_found", "<empty path>: an empty path")
+
+
+def test_plot_draws_on_the_analysed_pixels_or_says_why_not(tiny: EmotionRecognizer, tmp_path: Path) -> None:
+    """A path is read again; an in-memory input (bytes, array, or a PIL image that was resized
+    after opening: its file holds other pixels) needs keep_pixels or image=; pixels of another
+    size than the analysed image are refused (the boxes would land elsewhere)."""
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 96, 3), 120, np.uint8)).save(photo)
+    opened = Image.open(photo)
+    opened.thumbnail((48, 48))  # 48x32 now; its filename still names the 96x64 file
+    [from_path] = tiny.predict([photo])
+    assert from_path.plot().shape == (64, 96, 3)
+    [in_memory] = tiny.predict([opened])
+    with pytest.raises(ValueError, match="keep_pixels=True"):
+        in_memory.plot()
+    assert in_memory.plot(np.asarray(opened.convert("RGB"))).shape == (32, 48, 3)
+    assert tiny.predict([opened], keep_pixels=True)[0].plot().shape == (32, 48, 3)
+    with pytest.raises(ValueError, match="the pixels to draw on are 96x64, the analysed image was 48x32"):
+        in_memory.plot(np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(ValueError, match="keep_pixels=True"):
+        tiny.predict([photo.read_bytes()])[0].save(tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_torch_backend_fast_vit_path_gives_the_models_logits(tiny_model_dir: Path) -> None:
     """The [CLS]-only last layer is an optimisation, not an approximation."""
     from emovit.backends import TorchBackend

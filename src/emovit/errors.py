@@ -49,6 +49,9 @@ __all__ = [
     "RandomWeightsWarning",
     "StorageError",
     "TrainError",
+    "check_count",
+    "check_flag",
+    "check_real",
 ]
 
 #: Where an input failed; ``worker`` only on the Ray engine (the worker died, stage unknown).
@@ -191,3 +194,59 @@ class StorageError(EmovitError, OSError):
 
 class RandomWeightsWarning(UserWarning):
     """A model with random weights was loaded (built for tests or demos): its output is noise."""
+
+
+# --------------------------------------------------------------------------- option checks
+
+
+def _is_bool(value: object) -> bool:
+    """Python's bool or a numpy bool scalar."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return isinstance(value, bool) or (kind == "b" and getattr(value, "ndim", 1) == 0)
+
+
+def check_count(value: object, option: str, minimum: int = 1, *, optional: bool = False) -> None:
+    """`value` is a whole number (an int or a numpy integer, not a bool) of at least `minimum`
+    (None too, when `optional`), else an `OptionError` naming `option`."""
+    import numbers
+
+    if value is None and optional:
+        return
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        raise OptionError(f"{option} must be a whole number, got {value!r}", option=option)
+    if value < minimum:
+        raise OptionError(f"{option} must be at least {minimum}, got {value}", option=option)
+
+
+def check_real(
+    value: object,
+    option: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    optional: bool = False,
+) -> None:
+    """`value` is a finite real number (not a bool) within [`low`, `high`] (None too, when
+    `optional`), else an `OptionError` naming `option`."""
+    import math
+    import numbers
+
+    if value is None and optional:
+        return
+    if _is_bool(value) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise OptionError(f"{option} must be a finite number, got {value!r}", option=option)
+    value = float(value)
+    if low is not None and high is not None and not low <= value <= high:
+        raise OptionError(f"{option} must be in [{low}, {high}], got {value}", option=option)
+    if low is not None and value < low:
+        raise OptionError(f"{option} must be {low} or more, got {value}", option=option)
+    if high is not None and value > high:
+        raise OptionError(f"{option} must be {high} or less, got {value}", option=option)
+
+
+def check_flag(value: object, option: str, *, optional: bool = False) -> None:
+    """`value` is True or False (None too, when `optional`), else an `OptionError` naming `option`."""
+    if value is None and optional:
+        return
+    if not _is_bool(value):
+        raise OptionError(f"{option} must be True or False, got {value!r}", option=option)

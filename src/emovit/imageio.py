@@ -313,6 +313,8 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
             path = Path(source)
         except TypeError:  # a PathLike whose path is bytes
             raise ImageError(label, "a path given as bytes: give it as str", "unsupported_input") from None
+        if not os.fspath(source):  # Path("") is the current folder
+            raise ImageError(label or "<empty path>", "an empty path", "not_found")
         check_file(path, label)
         try:
             return open(path, "rb")

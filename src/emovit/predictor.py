@@ -25,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import threading
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from emovit.errors import EmovitError, InputError, NoFaceError, OptionError
+from emovit.errors import EmovitError, InputError, NoFaceError, OptionError, check_count
 from emovit.faces import FaceOptions
 from emovit.imageio import DEFAULT_MAX_PIXELS, describe_source, load_image
 from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilities
@@ -150,6 +151,35 @@ def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> boo
     return ours and _onnxruntime_installed()
 
 
+def _check_options(
+    *,
+    faces: object = None,
+    batch_size: object = 16,
+    threads: object = None,
+    max_pixels: object = None,
+    backend: object = "auto",
+    precision: object = "fp32",
+    tta: object = "none",
+    prefetch: object = 1,
+    decode_threads: object = 2,
+) -> None:
+    """The recognizer's options, checked (an `OptionError` naming the first bad one); an
+    unknown keyword is a `TypeError`, as for any call."""
+    check_count(batch_size, "batch_size")
+    check_count(prefetch, "prefetch", 0)
+    check_count(decode_threads, "decode_threads")
+    check_count(threads, "threads", optional=True)
+    check_count(max_pixels, "max_pixels", optional=True)
+    if tta not in ("none", "flip"):
+        raise OptionError(f"tta must be 'none' or 'flip', got {tta!r}", option="tta")
+    if faces is not None and not isinstance(faces, FaceOptions):
+        raise OptionError(f"faces must be a FaceOptions, got {type(faces).__name__}", option="faces")
+    if isinstance(backend, str) and backend not in ("auto", "torch", "onnx"):
+        raise OptionError(f"backend must be auto, torch or onnx, got {backend!r}", option="backend")
+    if precision not in ("fp32", "bf16"):
+        raise OptionError(f"precision must be fp32 or bf16, got {precision!r}", option="precision")
+
+
 def _create_backend(name: str, model: LoadedModel, threads: int | None, precision: str = "fp32") -> Backend:
     """``auto``: onnxruntime when the folder has ``model.onnx`` and onnxruntime is installed
     (faster on CPU), else torch; torch whenever ``precision`` is bf16."""
@@ -238,15 +268,11 @@ class EmotionRecognizer:
         prefetch: int = 1,
         decode_threads: int = 2,
     ) -> None:
-        if batch_size < 1:
-            raise OptionError(f"batch_size must be at least 1, got {batch_size}", option="batch_size")
-        if prefetch < 0:
-            raise OptionError(f"prefetch must be 0 or more, got {prefetch}", option="prefetch")
-        if tta not in ("none", "flip"):
-            raise OptionError(f"tta must be 'none' or 'flip', got {tta!r}", option="tta")
+        _check_options(
+            faces=faces, batch_size=batch_size, threads=threads, max_pixels=max_pixels, backend=backend,
+            precision=precision, tta=tta, prefetch=prefetch, decode_threads=decode_threads,
+        )  # fmt: skip
         if threads is not None:
-            if threads < 1:
-                raise OptionError(f"threads must be at least 1, got {threads}", option="threads")
             import torch
 
             torch.set_num_threads(threads)
@@ -310,6 +336,10 @@ class EmotionRecognizer:
 
         if detector is not None:
             faces = (faces or FaceOptions()).replace(detector=detector)
+        unknown = sorted(set(options) - set(inspect.signature(cls.__init__).parameters) - {"model", "self"})
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected keyword arguments: {', '.join(unknown)}")
+        _check_options(faces=faces, **options)  # before the weights load
         folder = resolve_model(
             model, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
@@ -371,8 +401,15 @@ class EmotionRecognizer:
         errors: ErrorPolicy = "collect",
         keep_pixels: bool = False,
     ) -> Iterator[ImageResult]:
-        """Like `predict`, but yields results batch by batch (for long inputs and video)."""
+        """Like `predict`, but yields results batch by batch (for long inputs and video).
+        Its options are checked at the call, before the first result is asked for."""
         _check_errors(errors)
+        check_count(batch_size, "batch_size", optional=True)
+        return self._stream(inputs, batch_size, errors, keep_pixels)
+
+    def _stream(
+        self, inputs: Any, batch_size: int | None, errors: ErrorPolicy, keep_pixels: bool
+    ) -> Iterator[ImageResult]:
         for batch in self._prepared(inputs, batch_size, errors, keep_pixels):
             yield from self.infer([batch], errors=errors)[0]
 
@@ -380,7 +417,7 @@ class EmotionRecognizer:
         self, inputs: Any, batch_size: int | None, errors: ErrorPolicy, keep_pixels: bool
     ) -> Iterator[PreparedBatch]:
         """The inputs decoded, detected, cropped and preprocessed, batch by batch."""
-        size = batch_size or self.batch_size
+        size = self.batch_size if batch_size is None else batch_size
         items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
         chunks = iter(lambda: [(i, _snapshot(x)) for i, x in islice(numbered, size)], [])
@@ -953,6 +990,8 @@ class EmotionRecognizer:
                 raise error from exc
             return ImageResult(source=name).fail(error), None
         result = ImageResult(source=name, image_size=(image.shape[1], image.shape[0]))
+        if isinstance(source, str | os.PathLike):
+            result.path = os.fspath(source)  # what plot() reads again
         result.timings["decode"] = (time.perf_counter() - start) * 1e3
         return result, image
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from emovit.errors import check_count
+
 __all__ = [
     "EMOTION_COLOURS",
     "FRAME_ROW_FIELDS",
@@ -199,6 +201,7 @@ class FaceResult:
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The `k` most probable ``(label, probability)`` pairs, best first."""
+        check_count(k, "top_k", 0)
         return sorted(self.probs.items(), key=lambda kv: kv[1], reverse=True)[:k]
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
@@ -274,6 +277,8 @@ class ImageResult:
             or ``model``.
         timings: milliseconds per stage (decode, detect, preprocess, inference) for this input.
         image: the decoded RGB image, kept only when predicting with ``keep_pixels=True``.
+        path: the file the input was read from (None for bytes, arrays, PIL images and file
+            objects): what `plot` reads again when no pixels were kept.
     """
 
     source: str
@@ -284,6 +289,7 @@ class ImageResult:
     error_stage: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    path: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -319,6 +325,7 @@ class ImageResult:
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The first face's `k` most probable labels."""
+        check_count(k, "top_k", 0)
         return self.faces[0].top_k(k) if self.faces else []
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
@@ -347,18 +354,34 @@ class ImageResult:
         """The image with each face's box, label and score drawn on it (an RGB array).
 
         Args:
-            image: the pixels to draw on; default: the kept image, else the source re-read.
+            image: the pixels to draw on (the same size as the analysed image); default: the
+                kept image (``keep_pixels=True``), else the file the input was read from.
             explanations: lay each face's explanation map (`FaceResult.explanation`, from
                 `emovit.EmotionRecognizer.explain`) over its crop's place in the image.
+
+        Raises:
+            ValueError: no pixels to draw on (an in-memory input, predicted without
+                ``keep_pixels=True`` and no `image` given), or pixels of another size than
+                the analysed image (the boxes would land elsewhere).
         """
         from PIL import Image, ImageDraw, ImageFont
 
         from emovit.imageio import load_image
 
         if image is None:
-            image = self.image if self.image is not None else self.source
+            image = self.image if self.image is not None else self.path
+        if image is None:
+            raise ValueError(
+                f"{self.source}: the input was not a path, so there is no file to read its pixels "
+                "from again: pass image= (the analysed pixels), or predict with keep_pixels=True"
+            )
         pixels = load_image(image, max_pixels=None) if not isinstance(image, np.ndarray) else image
         pixels = np.ascontiguousarray(pixels[..., :3])
+        if self.image_size is not None and (pixels.shape[1], pixels.shape[0]) != tuple(self.image_size):
+            raise ValueError(
+                f"{self.source}: the pixels to draw on are {pixels.shape[1]}x{pixels.shape[0]}, the "
+                f"analysed image was {self.image_size[0]}x{self.image_size[1]} (the boxes would not fit)"
+            )
         for face in self.faces if explanations else []:
             if face.explanation is not None:
                 shown = replace(face.explanation, crop_map=face.explanation.display_map())

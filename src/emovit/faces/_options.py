@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from emovit.errors import OptionError
+from emovit.errors import OptionError, check_count, check_flag, check_real
 
 if TYPE_CHECKING:
     from emovit.faces._crop import BorderMode
@@ -71,24 +71,17 @@ class FaceOptions:
             raise OptionError(
                 f"unknown detector {self.detector!r}; use auto, yunet, haar or none", option="detector"
             )
-        if not 0 <= self.det_threshold <= 1:
-            raise OptionError(
-                f"det_threshold must be in [0, 1], got {self.det_threshold}", option="det_threshold"
-            )
-        if self.margin is not None and self.margin < 0:
-            raise OptionError(f"margin must be 0 or more, got {self.margin}", option="margin")
+        check_real(self.det_threshold, "det_threshold", 0, 1)
+        check_real(self.margin, "margin", 0, optional=True)
+        check_flag(self.align, "align", optional=True)
+        check_flag(self.grey, "grey", optional=True)
         if self.border not in ("pad", "clip"):
             raise OptionError(f"border must be 'pad' or 'clip', got {self.border!r}", option="border")
-        if self.min_face < 1:
-            raise OptionError(f"min_face must be at least 1, got {self.min_face}", option="min_face")
-        if self.max_faces is not None and self.max_faces < 1:
-            raise OptionError(f"max_faces must be at least 1, got {self.max_faces}", option="max_faces")
+        check_count(self.min_face, "min_face")
+        check_count(self.max_faces, "max_faces", optional=True)
         if self.no_face not in ("skip", "whole", "raise"):
             raise OptionError(f"no_face must be skip, whole or raise, got {self.no_face!r}", option="no_face")
-        if self.detect_max_side is not None and self.detect_max_side < 32:
-            raise OptionError(
-                f"detect_max_side must be at least 32, got {self.detect_max_side}", option="detect_max_side"
-            )
+        check_count(self.detect_max_side, "detect_max_side", 32, optional=True)
 
     def replace(self, **changes: Any) -> FaceOptions:
         """A copy with `changes` applied (None values are ignored: "not given")."""
