@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -245,3 +246,50 @@ def test_evaluate_goes_through_the_predictor(tiny_model_dir: Path, labelled: Pat
     assert report.metrics["accuracy_all"] == pytest.approx(report.accuracy * scored / (scored + 1))
     with pytest.raises(DatasetError, match="detector 'none'"):
         evaluate(tiny_model_dir, labelled, faces=FaceOptions(detector="haar"))
+
+
+def test_what_cannot_be_scored_is_named_for_what_it_is(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Split folders without a test split are not read as classes 'train' and 'validation'; a
+    tree of classes the model lacks, or of images that all fail, is said to be that (the
+    --detector none hint only where faces were not found); a file name that is not UTF-8 is
+    escaped in the CSVs, as predict writes it, not a crash after the model has run."""
+    from emovit.errors import DatasetError
+
+    rng = np.random.default_rng(2)
+    faces = FaceOptions(detector="none")
+
+    def tree(root: Path, files: dict[str, bytes | None]) -> Path:
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            if data is None:
+                Image.fromarray(face_like(0, rng)).save(root / name, format="PNG")
+            else:
+                (root / name).write_bytes(data)
+        return root
+
+    no_test = tree(tmp_path / "no-test", {"train/sad/a.png": None, "validation/sad/b.png": None})
+    with pytest.raises(
+        DatasetError, match=r"split folders \['train', 'validation'\] but no test split"
+    ) as raised:
+        evaluate(tiny_model_dir, no_test, faces=faces)
+    assert raised.value.option == "split"
+    assert evaluate(tiny_model_dir, no_test, split="validation", faces=faces).metrics["images"] == 1
+    other = tree(tmp_path / "other", {"test/contempt/a.png": None})
+    with pytest.raises(DatasetError, match="no image of a class the model has .*; found contempt: 1"):
+        evaluate(tiny_model_dir, other, faces=faces)
+    broken = tree(tmp_path / "broken", {"test/sad/a.png": b"not an image"})
+    with pytest.raises(DatasetError, match="none of the 1 images could be scored") as raised:
+        evaluate(tiny_model_dir, broken, faces=faces)
+    assert "detector 'none'" not in str(raised.value)  # the images failed: no face search to blame
+    odd = tmp_path / "odd" / "test" / "sad"
+    odd.mkdir(parents=True)
+    try:
+        (odd / os.fsdecode(b"lat\xe9.png")).write_bytes((tmp_path / "other/test/contempt/a.png").read_bytes())
+        (odd / os.fsdecode(b"br\xffoken.png")).write_bytes(b"not an image")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    out = tmp_path / "report"
+    evaluate(tiny_model_dir, odd.parent.parent, out, faces=faces)
+    assert "lat\\xe9.png,sad," in (out / "predictions.csv").read_text(encoding="utf-8")
+    failures = (out / "failures.csv").read_text(encoding="utf-8")
+    assert "br\\xffoken.png,sad,unsupported_format" in failures and (out / "report.md").is_file()

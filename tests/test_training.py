@@ -1090,6 +1090,14 @@ def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
     bad.write_text("split,file,neutral,happiness\ntrain,a.png,1,2\n")
     with pytest.raises(DatasetError, match="no vote column for"):
         read_vote_labels(bad)
+    # a row short of the header would count its missing votes as 0 (and could flip its label)
+    header = "split,file,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+    bad.write_text(header + "train,a.png,0,10,0,0,0,0,0,0,0,0\ntrain,b.png,1\n")
+    with pytest.raises(DatasetError, match=r"bad.csv, line 3: 3 cells, the header has 12 \(a missing vote"):
+        read_vote_labels(bad)
+    bad.write_text(header + "train,a.png,0,10,0,0,0,0,0,0,0,0,4\n")
+    with pytest.raises(DatasetError, match="line 2: 13 cells, the header has 12"):
+        read_vote_labels(bad)
     # a spreadsheet's UTF-8 with a byte-order mark reads the same; another encoding is named
     bom = tmp_path / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbf" + votes.read_bytes())

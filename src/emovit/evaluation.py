@@ -165,6 +165,11 @@ def _with_votes(samples: list[Sample], labels: str | os.PathLike[str]) -> tuple[
     return kept, len(samples) - len(kept)
 
 
+def _detector_name(recognizer: EmotionRecognizer) -> str:
+    """The recognizer's face detector by name (``custom`` for one of the caller's own)."""
+    return str(getattr(recognizer.detector, "name", "custom"))
+
+
 def _leak_references(
     exclude_leaks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
 ) -> list[str | os.PathLike[str]]:
@@ -224,8 +229,15 @@ def evaluate(
         recognizer = EmotionRecognizer.from_pretrained(
             model, device=device, faces=faces, backend=backend, threads=threads, batch_size=batch_size
         )
-    if split is None and "test" in list_splits(data):
-        split = "test"
+    if split is None:
+        found = list_splits(data)
+        if "test" in found:
+            split = "test"
+        elif found:  # train/validation folders read as classes would score nothing, misleadingly
+            raise DatasetError(
+                f"{data}: has the split folders {found} but no test split; name the one to score",
+                option="split",
+            )
     bad_rows: list[tuple[str, str]] = []  # a CSV's unreadable rows: failures.csv names them
     samples = read_samples(data, split, unreadable=bad_rows)
     total = len(samples) + len(bad_rows)
@@ -287,16 +299,25 @@ def evaluate(
         failed["bad_row"] = failed.get("bad_row", 0) + 1
         unscored.append((Sample(np.zeros((0, 0), np.uint8), "", name), "bad_row", "read", reason))
     if not rows:
+        if not kept:  # every class folder is one the model does not have
+            raise DatasetError(
+                f"{data}: no image of a class the model has ({', '.join(names)}); found "
+                f"{', '.join(f'{k}: {v}' for k, v in unscorable.items()) or 'no images'}"
+            )
+        hint = (
+            "; pre-cropped faces need detector 'none' (--detector none)"
+            if no_face and _detector_name(recognizer) != "none"
+            else ""
+        )
         raise DatasetError(
             f"{data}: none of the {len(kept)} images could be scored ({no_face} without a face, "
-            f"{sum(failed.values())} failed: {failed}); pre-cropped faces need detector 'none' "
-            "(--detector none)"
+            f"{sum(failed.values())} failed: {failed}){hint}"
         )
     probs_all = np.stack(rows)
     y_true = np.asarray([index[s.label] for s in scored], dtype=np.int64)
     y_pred = probs_all.argmax(axis=1)
     metrics = classification_metrics(y_true, y_pred, probs_all, names)
-    detector = recognizer.detector.name if hasattr(recognizer.detector, "name") else "custom"
+    detector = _detector_name(recognizer)
     metrics.update(
         {
             "model": recognizer.model.name,
@@ -349,6 +370,8 @@ def _write_report(
     labels: list[str],
     unscored: Sequence[tuple[Sample, str, str, str]] = (),
 ) -> None:
+    from emovit.writers import display_name  # a name that is not UTF-8: escaped, as predict writes it
+
     out.mkdir(parents=True, exist_ok=True)
     # A previous report in the folder goes first, so that a crash or Ctrl-C midway never leaves
     # this run's files beside another run's; every file goes through a temporary name (never
@@ -364,13 +387,20 @@ def _write_report(
         )
         for sample, t, p, row in zip(samples, y_true, y_pred, probs, strict=True):
             writer.writerow(
-                [sample.name, labels[t], labels[p], f"{row[p]:.5f}", int(t == p), *(f"{v:.5f}" for v in row)]
+                [
+                    display_name(sample.name),
+                    labels[t],
+                    labels[p],
+                    f"{row[p]:.5f}",
+                    int(t == p),
+                    *(f"{v:.5f}" for v in row),
+                ]
             )
     with atomic_open(out / "failures.csv") as handle:  # every image not scored, and why
         writer = csv.writer(handle)
         writer.writerow(["image", "true", "error_code", "error_stage", "error"])
         for sample, code, stage, error in unscored:
-            writer.writerow([sample.name, sample.label, code, stage, error])
+            writer.writerow([display_name(sample.name), sample.label, code, stage, display_name(error)])
     _plot_confusion(
         out / "confusion_matrix.png",
         np.asarray(metrics["confusion_matrix"]["rows_true_columns_predicted"]),

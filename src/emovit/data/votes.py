@@ -158,6 +158,13 @@ def _read_votes(path: Path, handle: TextIO) -> VoteLabels:
         split = _split_key(split_cell) if split_cell else None
         if split_cell and split is None:
             raise DatasetError(f"{path}, line {line}: unknown split {split_cell!r}", option="labels")
+        extra, short = row.get(None) or [], [c for c in columns if row[c] is None]
+        if extra or short:  # cells beyond or short of the header
+            cells = len(columns) - len(short) + len(extra)
+            why = "a missing vote would count as 0 and change the label" if short else "cells of no column"
+            raise DatasetError(
+                f"{path}, line {line}: {cells} cells, the header has {len(columns)} ({why})", option="labels"
+            )
         key = (split, _file_key(row[lower["file"]] or ""))
         vector = np.zeros(len(VOTE_CLASSES), dtype=np.float32)
         for column, index in vote_columns.items():
