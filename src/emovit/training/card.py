@@ -151,8 +151,8 @@ cosine decay to {cfg.min_lr}; global batch {cfg.batch_size} (gradient accumulati
 {cfg.grad_accum}); label smoothing {cfg.label_smoothing}; class balance `{cfg.balance}`{adjust};
 augmentation ({flags}): flip {aug.hflip}, rotation ±{aug.rotate_deg}°,
 scale ±{aug.scale}, translation ±{aug.translate / 2:g} of the side, brightness ±{aug.brightness},
-contrast ±{aug.contrast}, random erasing p={aug.erase_p}, mixup alpha {aug.mixup_alpha},
-cutmix alpha {aug.cutmix_alpha}{mix_share}{photo};
+contrast ±{aug.contrast}, random erasing p={aug.erase_p},
+mixup alpha {aug.mixup_alpha}, cutmix alpha {aug.cutmix_alpha}{mix_share}{photo};
 seed {cfg.seed}; precision `{cfg.precision}`.{distill} The input is the model's own preprocessing
 (`preprocessor_config.json`), exactly as at inference. The full resolved configuration is in
 `training_config.json`, the per-epoch metrics in `metrics.jsonl`.
