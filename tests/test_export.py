@@ -143,3 +143,45 @@ def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Pat
     assert report["agreement"]["torch"]["accuracy_change_vs_torch"] == 0.0
     for name in report["backends"]:
         assert name in result.output  # the table
+    # an -o under a file is refused before the benchmark runs, not after (its results lost)
+    (tmp_path / "a file").write_text("x")
+    refused = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "a file" / "bench.json")])
+    assert refused.exit_code == 2 and "its folder cannot be created" in refused.output
+    assert "repetition" not in refused.output
+
+
+def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """export records the weights' digest; backend auto runs torch (with one warning) where the
+    weights beside model.onnx changed since; an export into another model's folder or a run,
+    or onto a file, is refused (its config would sit beside weights it does not describe)."""
+    import shutil
+    import warnings
+
+    from emovit.models import build_random_model, weights_digest
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    export_onnx(str(folder), folder, check_images=2)  # into the model's own folder: fine
+    info = json.loads((folder / "export_info.json").read_text())
+    assert info["weights_sha256"] == weights_digest(folder)
+    assert isinstance(EmotionRecognizer.from_pretrained(folder, detector="none").backend, OnnxBackend)
+    other = tmp_path / "other"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_random_model(other, "vit-test", seed=1)
+    shutil.copy(other / "model.safetensors", folder / "model.safetensors")  # trained on since
+    with pytest.warns(UserWarning, match="exported from other weights") as said:
+        rec = EmotionRecognizer.from_pretrained(folder, detector="none")
+    assert (
+        isinstance(rec.backend, TorchBackend) and len([w for w in said if "exported" in str(w.message)]) == 1
+    )
+    with pytest.raises(
+        OptionError, match="holds another model or training run .*model.safetensors"
+    ) as raised:
+        export_onnx(str(tiny_model_dir), other, check_images=2)
+    assert raised.value.option == "output" and not (other / "model.onnx").exists()
+    (tmp_path / "a file").write_text("x")
+    with pytest.raises(OptionError, match="a file, not a folder"):
+        export_onnx(str(tiny_model_dir), tmp_path / "a file", check_images=2)

@@ -230,10 +230,54 @@ def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None
     assert more.exit_code == 0, more.output
     state = json.loads((out / "run_state.json").read_text())
     assert (state["epochs"], state["epochs_run"], state["complete"]) == (5, 4, False)
+    # DATA is read as given now (the run's own path may be relative to another folder), and a
+    # resume on other data (one more image) is refused, not trained on silently
+    import shutil
+
+    other_data = tmp_path / "other data"
+    shutil.copytree(dataset, other_data)
+    label = sorted((other_data / "train").iterdir())[0]
+    shutil.copy(sorted(label.iterdir())[0], label / "one more.png")
+    moved = CliRunner().invoke(main, ["train", str(other_data), *args[2:], "--resume"])
+    assert moved.exit_code == 2 and "the run in" in moved.output and "resume with the data it" in moved.output
+    assert "ignored: DATA" not in moved.stderr
     last = CliRunner().invoke(main, [*args, "--resume"])
     assert last.exit_code == 0, last.output
     state = json.loads((out / "run_state.json").read_text())
     assert (state["epochs"], state["epochs_run"], state["complete"]) == (5, 5, True)
+
+
+def test_a_run_keeps_no_onnx_export_of_other_weights_and_no_other_models_files(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """An ONNX export made of a paused run is removed when the resumed run publishes a new best
+    model (it answered as the old weights, and backend auto ran it); a new run is not written
+    into a model folder (an export, a copy) nor onto a file."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from emovit.backends.export import export_onnx
+    from emovit.cli import main
+    from emovit.training.trainer import _publish_best
+
+    out = tmp_path / "run"
+    args = ["train", str(dataset), "-o", str(out), "--arch", "vit-test", "-b", "8", "--threads", "1"]
+    first = CliRunner().invoke(main, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    export_onnx(str(out), out, check_images=2)
+    staged = tmp_path / "staged"  # a later epoch's best model, as a checkpoint stages it
+    staged.mkdir()
+    (staged / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    _publish_best(out, staged)
+    assert not (out / "model.onnx").exists() and not (out / "export_info.json").exists()
+    assert (out / "model.safetensors").is_file()
+    exported = tmp_path / "exported"
+    export_onnx(str(out), exported, check_images=2)
+    into = CliRunner().invoke(main, [*args[:2], "-o", str(exported), *args[4:], "--epochs", "1"])
+    assert into.exit_code == 2 and "holds a model (config.json, model.onnx" in into.output
+    (tmp_path / "a file").write_text("x")
+    onto = CliRunner().invoke(main, [*args[:2], "-o", str(tmp_path / "a file"), *args[4:], "--epochs", "1"])
+    assert onto.exit_code == 2 and "a file, not a folder for the run" in onto.output
 
 
 def test_validation_can_leave_out_copies_of_training_images(dataset: Path, tmp_path: Path) -> None:

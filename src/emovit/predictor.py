@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -128,6 +130,32 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+_STALE_WARNED: set[str] = set()
+
+
+def _export_matches_weights(folder: Path) -> bool:
+    """Whether the folder's ``model.onnx`` was exported from the weights beside it (an export
+    records their digest; an older export without it is trusted as before). A mismatch (the
+    run trained on after its export, or another model's files copied in) is warned about."""
+    from emovit.models import weights_digest
+
+    try:
+        recorded = json.loads((folder / "export_info.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if recorded is None or recorded == weights_digest(folder):
+        return True
+    if str(folder) in _STALE_WARNED:  # asked twice while a recognizer is built: said once
+        return False
+    _STALE_WARNED.add(str(folder))
+    warnings.warn(
+        f"{folder}: its model.onnx was exported from other weights than the ones beside it (export "
+        "again: emovit export); running the weights with torch",
+        stacklevel=3,
+    )
+    return False
+
+
 def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> bool:
     """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has an
     ``model.onnx`` emovit made (`emovit export` records ``export_info.json``; the embedded
@@ -143,6 +171,8 @@ def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> boo
     if not any(folder.glob("*.safetensors")):
         return True
     ours = (folder / "export_info.json").is_file()
+    if ours and not _export_matches_weights(folder):
+        return False
     if not ours:
         try:  # the embedded model (its model.onnx is checked by its release)
             ours = folder.resolve() == resolve_model(DEFAULT_MODEL).resolve()

@@ -28,7 +28,7 @@ import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
-from emovit.errors import ExportError
+from emovit.errors import ExportError, OptionError
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
@@ -115,6 +115,8 @@ def export_onnx(
     from emovit.models import load_torch_model, read_model_config, resolve_model
 
     source = resolve_model(model)
+    out = Path(output)
+    _check_output(out, source)
     fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
     _register_attention()
     loaded = load_torch_model(
@@ -122,7 +124,6 @@ def export_onnx(
     )
     net = loaded.model
     assert net is not None  # load_torch_model always loads the weights
-    out = Path(output)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -133,6 +134,27 @@ def export_onnx(
         if created:  # a failed check leaves no folder that `--backend auto` would pick up
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _check_output(out: Path, source: Path) -> None:
+    """Refuse an output that is a file, or a folder holding another model or a training run:
+    the export's config and ONNX file would sit beside weights they do not belong to (the
+    model's own folder, where its ONNX file goes beside its weights, is fine)."""
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{out}: a file, not a folder to write the model into", option="output")
+    if not out.is_dir() or out.resolve() == source.resolve():
+        return
+    other = sorted(p.name for p in out.iterdir() if p.suffix == ".safetensors" or p.name in _RUN_FILES)
+    if other:
+        raise OptionError(
+            f"{out} holds another model or training run ({', '.join(other)}): export into the "
+            f"model's own folder ({source}) or a new one",
+            option="output",
+        )
+
+
+#: What a training run folder holds besides its model (`emovit.training`).
+_RUN_FILES = frozenset({"training_config.json", "run_state.json", "checkpoint", "metrics.jsonl"})
 
 
 def _export_into(
@@ -151,7 +173,7 @@ def _export_into(
     (the same file system), then moved in, ``model.onnx`` last."""
     import torch
 
-    from emovit.models import FRAMING_FILE, read_model_config
+    from emovit.models import FRAMING_FILE, read_model_config, weights_digest
     from emovit.postprocess import softmax
 
     fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
@@ -230,6 +252,7 @@ def _export_into(
             "max_abs_logit_diff": logit_diff,
             "max_abs_prob_diff": prob_diff,
             "top1_agreement": agreement,
+            "weights_sha256": weights_digest(source),  # the weights this ONNX file answers as
         }
         (staging / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
         fp32_tolerance = FP32_TOLERANCE if tolerance is None else tolerance

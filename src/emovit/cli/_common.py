@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
 
 __all__ = [
+    "check_file_option",
     "echo_warning",
     "load_recognizer",
     "random_weights_banner",
@@ -81,3 +83,17 @@ def load_recognizer(
 def echo_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
     """Warnings as one plain line on stderr (no source line), for people at a terminal."""
     click.echo(f"warning: {message}", err=True)
+
+
+def check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
+    """A file the run writes at its end: its folder is made (or found impossible) now, not
+    after every input has been analysed."""
+    if not path:
+        return
+    if Path(path).is_dir():
+        raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
+                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip

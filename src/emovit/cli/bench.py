@@ -115,6 +115,9 @@ def bench(
         threads=recognizer.threads,
         crops_batch_size=crops_batch_size,
     )
+    from emovit.cli._common import check_file_option
+
+    check_file_option(click.get_current_context(), output, "--output")  # before the benchmark runs
     report = run_bench(config, progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(report))
     if output:

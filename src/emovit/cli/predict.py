@@ -137,7 +137,7 @@ def predict(
       emovit predict clip.mp4 --summary s.json --save-annotated out/ --plot out/
       emovit predict photos/ s3://bucket/clips/ --engine ray --workers 8 --output results/
     """
-    from emovit.cli._common import load_recognizer
+    from emovit.cli._common import check_file_option, load_recognizer
     from emovit.progress import progress_bar
     from emovit.sources import expand_sources
     from emovit.writers import ResultWriter, atomic_output
@@ -145,7 +145,7 @@ def predict(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
-    _check_file_option(ctx, summary, "--summary")  # either engine writes it at the end
+    check_file_option(ctx, summary, "--summary")  # either engine writes it at the end
     if runner.engine == "ray":
         if save_annotated or save_crops or plot or explain_dir:
             raise click.UsageError(
@@ -235,21 +235,9 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
     if output and Path(output).is_dir():
         raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
                                  ctx, param_hint="'--output'")  # fmt: skip
-    _check_file_option(ctx, output, "--output")
+    from emovit.cli._common import check_file_option
 
-
-def _check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
-    """A file the run writes at its end: its folder is made (or found impossible) now, not
-    after every input has been analysed."""
-    if not path:
-        return
-    if Path(path).is_dir():
-        raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
-                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
+    check_file_option(ctx, output, "--output")
 
 
 def _warn_unused(

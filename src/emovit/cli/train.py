@@ -312,7 +312,7 @@ def _ignored_on_resume(ctx: click.Context, output: str, config: Any) -> list[str
         name = param.name or ""
         key = _FIELD_OF.get(name, name)
         if (
-            key in ("epochs", "time_limit_min", "output", "resume")
+            key in ("epochs", "time_limit_min", "output", "resume", "data")  # DATA: checked by train
             or ctx.get_parameter_source(name) not in given
         ):
             continue

@@ -17,6 +17,7 @@ from emovit.models._loading import (
     read_model_config,
     resolve_device,
     resolve_model,
+    weights_digest,
 )
 from emovit.models._presets import ARCH_PRESETS, REFERENCE_ID2LABEL, ArchPreset, arch_preset
 from emovit.models._registry import REGISTRY, RegistryEntry, list_models
@@ -45,5 +46,6 @@ __all__ = [
     "read_model_config",
     "resolve_device",
     "resolve_model",
+    "weights_digest",
     "write_framing",
 ]

@@ -483,3 +483,16 @@ def build_random_model(
     model.save_pretrained(out, safe_serialization=True)
     (out / "preprocessor_config.json").write_text(json.dumps(spec.processor, indent=2) + "\n")
     return out
+
+
+def weights_digest(folder: str | os.PathLike[str]) -> str | None:
+    """One sha256 over a model folder's ``*.safetensors`` files (None without any): what an
+    export records, so that an ONNX file is known to belong to the weights beside it."""
+    import hashlib
+
+    from emovit.fileio import sha256_of
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    return hashlib.sha256("".join(f"{f.name}:{sha256_of(f)}\n" for f in files).encode()).hexdigest()

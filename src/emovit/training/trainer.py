@@ -347,9 +347,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         saved = TrainConfig.from_dict(json.loads((out / "training_config.json").read_text())["config"])
         saved.epochs, saved.time_limit_min = cfg.epochs, cfg.time_limit_min
         saved.output = cfg.output
+        # the data as named now: the run's own path may be relative to where it started (the
+        # images it decodes are checked against the run's counts below)
+        saved.data = cfg.data or saved.data
         cfg = saved
     elif ckpt.exists() or (out / "run_state.json").is_file():  # unfinished, or finished
         raise TrainError(f"{out} already holds a training run: pass --resume, or choose another -o folder")
+    elif out.exists() and not out.is_dir():
+        raise TrainError(f"{out}: a file, not a folder for the run", option="output")
+    elif out.is_dir() and (held := sorted(p.name for p in out.iterdir() if p.name in _MODEL_FILES)):
+        # a model folder (an export, a copy): its other files would sit beside the run's weights
+        raise TrainError(
+            f"{out} holds a model ({', '.join(held)}): choose another -o folder", option="output"
+        )
     if cfg.teacher_tta not in TTA_MODES:
         raise TrainError(
             f"teacher_tta must be one of {TTA_MODES}, got {cfg.teacher_tta!r}", option="teacher_tta"
@@ -482,11 +492,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if resume:
         from safetensors.torch import load_file
 
-        saved_classes = json.loads((out / "training_config.json").read_text())["resolved"]["classes"]
+        recorded = json.loads((out / "training_config.json").read_text())["resolved"]
+        saved_classes = recorded["classes"]
         if list(saved_classes) != list(classes):  # a renamed class folder, another --init's labels
             raise TrainError(
                 f"{out}: the run was started with the classes {saved_classes} and the data and model "
                 f"now give {list(classes)}; resume with the same data, or start a new run"
+            )
+        run_counts = (recorded.get("train_images"), recorded.get("val_images"))
+        if None not in run_counts and run_counts != (len(train_data), len(val_data)):  # another data set
+            raise TrainError(
+                f"{cfg.data}: {len(train_data)} training and {len(val_data)} validation images; the "
+                f"run in {out} trained on {run_counts[0]} and {run_counts[1]}: resume with the data it "
+                "started on, or start a new run",
+                option="data",
             )
         accelerator.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
@@ -853,6 +872,10 @@ def _stage_best(
     write_framing(folder, framing, **notes)
 
 
+#: Files of a model folder: a new run is not written among them.
+_MODEL_FILES = frozenset({"config.json", "model.safetensors", "model.onnx", "preprocessor_config.json"})
+
+
 def _publish_best(out: Path, staged: Path) -> None:
     """Copy the best model staged in a checkpoint into the run folder, each file replaced
     atomically and durably (the next checkpoint drops the staged copy: the published one must
@@ -862,6 +885,10 @@ def _publish_best(out: Path, staged: Path) -> None:
     for file in sorted(staged.iterdir()):
         with file.open("rb") as source, atomic_open(out / file.name, "wb") as target:
             shutil.copyfileobj(source, target)
+    if (out / "export_info.json").is_file():  # an ONNX export of an earlier epoch: not these weights
+        for name in ("model.onnx", "export_info.json"):
+            (out / name).unlink(missing_ok=True)
+        print(f"{out}: removed the ONNX export of an earlier epoch (emovit export it again)", file=sys.stderr)
 
 
 def _save_checkpoint(
