@@ -240,9 +240,17 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = lambda _: None
 
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of a `run_bench` report."""
+    machine = report.get("machine") or {}
+    cpu = (
+        [f"cpu {machine.get('model', '?')} ({', '.join(machine.get('flags', [])) or 'no AVX flags'}), "
+         f"{machine.get('cores', '?')} cores"]
+        if machine
+        else []
+    )  # fmt: skip
     lines = [
         f"model {report['model']}: {report['images']} images, batch {report['batch_size']}, "
         f"median of {report['repeats']}, {report['threads']} threads",
+        *cpu,
         f"{'backend':12s} {'img/s':>8s} {'x pipe':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'p50/pipe':>9s} "
         f"{'agree':>6s} {'max|dp|':>8s} {'acc':>6s} {'faces/s':>8s}",
     ]
