@@ -216,9 +216,7 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
     from emovit.backends import ONNX_FILE, OnnxBackend, TorchBackend
     from emovit.errors import ModelLoadError
 
-    if name not in ("auto", "torch", "onnx"):
-        raise OptionError(f"backend must be auto, torch or onnx, got {name!r}", option="backend")
-    if name == "onnx" and precision != "fp32":
+    if name == "onnx" and precision != "fp32":  # the names themselves: `_check_options`
         raise OptionError(
             f"precision {precision} is for the torch backend; the onnx one runs the model file as is",
             option="precision",
