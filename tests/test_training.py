@@ -157,8 +157,14 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     timely = train(_config(dataset, tmp_path / "last", epochs=1, time_limit_min=1e-9), progress=False)
     assert timely.stopped == "epochs"
     assert json.loads((timely.output / "run_state.json").read_text())["complete"]
-    with pytest.raises(TrainError, match="has not finished"):  # no stage on a paused one
+    with pytest.raises(TrainError, match="has not finished .resume it first"):  # no stage on a paused one
         train(_config(dataset, tmp_path / "next", arch=None, init=str(first.output)), progress=False)
+    # one stopped before its first epoch ended has nothing to resume: the message says so
+    stopped = tmp_path / "stopped early"
+    stopped.mkdir()
+    shutil.copy(first.output / "training_config.json", stopped / "training_config.json")
+    with pytest.raises(TrainError, match="stopped before its first epoch ended: train it again"):
+        train(_config(dataset, tmp_path / "next", arch=None, init=str(stopped)), progress=False)
     with pytest.raises(TrainError, match="--teacher .* has not finished"):  # nor a paused teacher
         train(_config(dataset, tmp_path / "taught", teacher=str(first.output)), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
@@ -173,8 +179,6 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
         [h["val_macro_f1"] for h in rest.history]
     )
     # A finished run resumes as a no-op, even without its optimizer checkpoint.
-    import shutil
-
     shutil.rmtree(tmp_path / "whole" / "checkpoint")
     again = train(_config(dataset, tmp_path / "whole", epochs=3), resume=True, progress=False)
     assert again.epochs_run == 3 and again.best_epoch == whole.best_epoch
@@ -241,6 +245,8 @@ def test_cli_resume_keeps_the_runs_epochs(dataset: Path, tmp_path: Path) -> None
     moved = CliRunner().invoke(main, ["train", str(other_data), *args[2:], "--resume"])
     assert moved.exit_code == 2 and "the run in" in moved.output and "resume with the data it" in moved.output
     assert "ignored: DATA" not in moved.stderr
+    fewer = CliRunner().invoke(main, [*args, "--resume", "--epochs", "2"])  # 4 trained: nothing to do
+    assert fewer.exit_code == 2 and "the run has trained 4 epochs; --epochs 2 is fewer" in fewer.output
     last = CliRunner().invoke(main, [*args, "--resume"])
     assert last.exit_code == 0, last.output
     state = json.loads((out / "run_state.json").read_text())

@@ -323,6 +323,14 @@ def unfinished_run(folder: str | os.PathLike[str]) -> bool:
     return (folder / "training_config.json").is_file()
 
 
+def _how_to_finish(folder: str | os.PathLike[str]) -> str:
+    """What finishes an unfinished run: a resume, or, stopped before its first epoch ended (no
+    checkpoint to resume from), training it again."""
+    if (Path(folder) / CHECKPOINT / "state.json").is_file():
+        return "resume it first with --resume"
+    return "it stopped before its first epoch ended: train it again, without --resume"
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Run (or resume) training as configured; returns the best epoch and where the model is.
 
@@ -344,6 +352,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             ckpt = out / f".{CHECKPOINT}.old"
         if not (ckpt / "state.json").is_file():
             raise TrainError(f"{out}: no checkpoint to resume from (run without --resume to start)")
+        done = int(json.loads((ckpt / "state.json").read_text()).get("epoch", 0))
+        if cfg.epochs < done:  # it would train nothing and say it finished
+            raise TrainError(
+                f"{out}: the run has trained {done} epochs; --epochs {cfg.epochs} is fewer (give more "
+                "to continue it, or leave --epochs out)",
+                option="epochs",
+            )
         saved = TrainConfig.from_dict(json.loads((out / "training_config.json").read_text())["config"])
         saved.epochs, saved.time_limit_min = cfg.epochs, cfg.time_limit_min
         saved.output = cfg.output
@@ -379,12 +394,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if cfg.init and cfg.arch:
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
     if cfg.init and unfinished_run(cfg.init):
-        raise TrainError(f"--init {cfg.init}: that run has not finished (resume it first with --resume)")
+        raise TrainError(f"--init {cfg.init}: that run has not finished ({_how_to_finish(cfg.init)})")
     for path in teacher_paths(cfg.teacher):  # a paused teacher would teach half of what it will
         if unfinished_run(path):
             raise TrainError(
-                f"--teacher {path}: that run has not finished (resume it first with --resume)",
-                option="teacher",
+                f"--teacher {path}: that run has not finished ({_how_to_finish(path)})", option="teacher"
             )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
