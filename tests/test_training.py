@@ -352,6 +352,25 @@ def test_train_options_that_combine_badly_or_do_nothing_are_handled(dataset: Pat
     assert "--distill-alpha has no effect without --teacher" in err
 
 
+def test_a_class_missing_from_a_split_is_warned_about(dataset: Path, tmp_path: Path) -> None:
+    """A class with no training image gets an output it never learns, one with no validation
+    image is left out of every choice of epoch: both are said, the run goes on."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    gone = sorted((data / "validation").iterdir())[0]
+    shutil.rmtree(gone)
+    args = ["train", str(data), "-o", str(tmp_path / "run"), "--arch", "vit-test", "-b", "8",
+            "--threads", "1", "--epochs", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"warning: no validation image of {gone.name}" in result.stderr
+    assert "no training image" not in result.stderr
+
+
 def test_unknown_presets_and_config_fields_are_usage_errors(dataset: Path, tmp_path: Path) -> None:
     """--arch and --set name the option at fault (exit 2), not an internal error (exit 3); a
     --set key that is not a field of the config (a typo) is refused, not kept unused."""

@@ -440,6 +440,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         classes = list(EMOTIONS)
     else:
         classes = order_labels(sorted({s.label for s in train_samples} | {s.label for s in val_samples}))
+        for split, samples in (("training", train_samples), ("validation", val_samples)):
+            missing = sorted(set(classes) - {s.label for s in samples})
+            if missing:  # an output never learned, or a class no choice of epoch looks at
+                _log(accelerator, f"warning: no {split} image of {', '.join(missing)}")
     model, classes, processor, inherited, notes = _build_model(cfg, classes)
     framing = _framing(cfg, inherited)
     # how the inherited framing was chosen stays with it; a changed framing drops the note
