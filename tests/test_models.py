@@ -81,6 +81,16 @@ def test_bad_references(ref: str) -> None:
         resolve_model(ref)
 
 
+def test_a_file_given_as_the_model_is_named_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo or weights file given as the model (a relative name reads like a Hub id) is said
+    to be a file, not looked up in the Hugging Face cache."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    for ref in ("photo.jpg", str(tmp_path / "photo.jpg")):
+        with pytest.raises(ModelLoadError, match="is a file, not a model folder"):
+            resolve_model(ref)
+
+
 def test_missing_embedded_model_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(_loading, "_embedded_folder", lambda: tmp_path / "nothing")
     with pytest.raises(ModelLoadError, match="make train-default"):

@@ -84,6 +84,10 @@ def resolve_model(
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
+    if path.exists() and ref not in REGISTRY:  # "afile.jpg" would read as a Hub id (owner-less name)
+        raise ModelLoadError(
+            f"{ref!r} is a file, not a model folder (the folder that holds config.json and the weights)"
+        )
     entry = REGISTRY.get(ref)
     if entry is not None and entry.location == EMBEDDED:
         folder = _embedded_folder()
