@@ -236,12 +236,10 @@ def check_real(
     if _is_bool(value) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise OptionError(f"{option} must be a finite number, got {value!r}", option=option)
     value = float(value)
-    if low is not None and high is not None and not low <= value <= high:
-        raise OptionError(f"{option} must be in [{low}, {high}], got {value}", option=option)
-    if low is not None and value < low:
-        raise OptionError(f"{option} must be {low} or more, got {value}", option=option)
-    if high is not None and value > high:
-        raise OptionError(f"{option} must be {high} or less, got {value}", option=option)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]"
+        bounds = f"{low} or more" if high is None else f"{high} or less" if low is None else bounds
+        raise OptionError(f"{option} must be {bounds}, got {value}", option=option)
 
 
 def check_flag(value: object, option: str, *, optional: bool = False) -> None:

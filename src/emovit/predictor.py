@@ -25,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import json
@@ -37,6 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -48,8 +50,6 @@ from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilit
 from emovit.results import FaceResult, FrameResult, ImageResult
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from emovit.backends import Backend
     from emovit.explain import Explainer, ExplainMethod
     from emovit.faces import Detection, DetectorName, FaceDetector
@@ -130,24 +130,35 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-_STALE_WARNED: set[str] = set()
-
-
 def _export_matches_weights(folder: Path) -> bool:
     """Whether the folder's ``model.onnx`` was exported from the weights beside it (an export
     records their digest; an older export without it is trusted as before). A mismatch (the
-    run trained on after its export, or another model's files copied in) is warned about."""
+    run trained on after its export, or another model's files copied in) is warned about.
+    The weights are hashed once per state of the files (size, modification time) and process:
+    building a recognizer asks twice."""
+    from emovit.backends import EXPORT_INFO
+
+    files = sorted([folder / EXPORT_INFO, *folder.glob("*.safetensors")])
+    try:
+        stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    except OSError:
+        return False
+    return _export_matches(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _export_matches(folder_name: str, stamp: tuple[tuple[str, int, int], ...]) -> bool:
+    """`_export_matches_weights` for one state of the folder's files (`stamp`)."""
+    from emovit.backends import EXPORT_INFO
     from emovit.models import weights_digest
 
+    folder = Path(folder_name)
     try:
-        recorded = json.loads((folder / "export_info.json").read_text()).get("weights_sha256")
+        recorded = json.loads((folder / EXPORT_INFO).read_text()).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         return False
     if recorded is None or recorded == weights_digest(folder):
         return True
-    if str(folder) in _STALE_WARNED:  # asked twice while a recognizer is built: said once
-        return False
-    _STALE_WARNED.add(str(folder))
     warnings.warn(
         f"{folder}: its model.onnx was exported from other weights than the ones beside it (export "
         "again: emovit export); running the weights with torch",
@@ -163,14 +174,14 @@ def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> boo
     weights; else torch. A third party's ``model.onnx`` beside safetensors weights (perhaps
     stale, quantised or fp16) is not trusted to answer as the weights do. Always torch for bf16
     (onnxruntime runs the model file as it is)."""
-    from emovit.backends import ONNX_FILE
+    from emovit.backends import EXPORT_INFO, ONNX_FILE
     from emovit.models import DEFAULT_MODEL, resolve_model
 
     if not (on_cpu and precision == "fp32" and (folder / ONNX_FILE).is_file()):
         return False
     if not any(folder.glob("*.safetensors")):
         return True
-    ours = (folder / "export_info.json").is_file()
+    ours = (folder / EXPORT_INFO).is_file()
     if ours and not _export_matches_weights(folder):
         return False
     if not ours:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
-from emovit.backends.onnx_backend import ONNX_FILE, OnnxBackend
+from emovit.backends.onnx_backend import EXPORT_INFO, ONNX_FILE, OnnxBackend
 from emovit.errors import ExportError, OptionError
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
@@ -254,7 +254,7 @@ def _export_into(
             "top1_agreement": agreement,
             "weights_sha256": weights_digest(source),  # the weights this ONNX file answers as
         }
-        (staging / "export_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         fp32_tolerance = FP32_TOLERANCE if tolerance is None else tolerance
         int8_tolerance = INT8_TOLERANCE if tolerance is None else tolerance
         if quantize is None and logit_diff > fp32_tolerance:

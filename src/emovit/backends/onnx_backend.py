@@ -9,9 +9,11 @@ import numpy as np
 
 from emovit.errors import DependencyError, ModelLoadError
 
-__all__ = ["ONNX_FILE", "OnnxBackend", "physical_cores"]
+__all__ = ["EXPORT_INFO", "ONNX_FILE", "OnnxBackend", "physical_cores"]
 
 ONNX_FILE = "model.onnx"
+#: What `emovit export` writes beside it: its check's figures and the weights' digest.
+EXPORT_INFO = "export_info.json"
 
 
 def physical_cores() -> int:

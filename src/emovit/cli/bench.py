@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from emovit.cli._common import check_file_option
 from emovit.cli._errors import EmovitCommand
 from emovit.cli._options import RecognizerOptions, batch_size_option, collect, threads_option
 
@@ -115,8 +116,6 @@ def bench(
         threads=recognizer.threads,
         crops_batch_size=crops_batch_size,
     )
-    from emovit.cli._common import check_file_option
-
     check_file_option(click.get_current_context(), output, "--output")  # before the benchmark runs
     report = run_bench(config, progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(report))

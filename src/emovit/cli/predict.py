@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, get_args
 
 import click
 
+from emovit.cli._common import check_file_option
 from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
 from emovit.cli._options import (
     EngineOptions,
@@ -137,7 +138,7 @@ def predict(
       emovit predict clip.mp4 --summary s.json --save-annotated out/ --plot out/
       emovit predict photos/ s3://bucket/clips/ --engine ray --workers 8 --output results/
     """
-    from emovit.cli._common import check_file_option, load_recognizer
+    from emovit.cli._common import load_recognizer
     from emovit.progress import progress_bar
     from emovit.sources import expand_sources
     from emovit.writers import ResultWriter, atomic_output
@@ -235,8 +236,6 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
     if output and Path(output).is_dir():
         raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
                                  ctx, param_hint="'--output'")  # fmt: skip
-    from emovit.cli._common import check_file_option
-
     check_file_option(ctx, output, "--output")
 
 

@@ -55,7 +55,7 @@ def release_model(
     into the released weights first (``metrics`` then holds ``prior_adjustment``); every figure
     is measured on the released folder.
     """
-    from emovit.backends import ONNX_FILE
+    from emovit.backends import EXPORT_INFO, ONNX_FILE
     from emovit.evaluation import evaluate
     from emovit.faces import FaceOptions
     from emovit.models import FRAMING_FILE
@@ -96,9 +96,9 @@ def release_model(
             with tempfile.TemporaryDirectory() as tmp:
                 export_onnx(str(stage), Path(tmp), check_images=64)
                 shutil.copy(Path(tmp) / ONNX_FILE, stage / ONNX_FILE)
-                info = json.loads((Path(tmp) / "export_info.json").read_text())  # its check's figures
+                info = json.loads((Path(tmp) / EXPORT_INFO).read_text())  # its check's figures
                 info["source"] = str(dest)  # exported from the staging folder, released as `dest`
-                write_text_atomic(stage / "export_info.json", json.dumps(info, indent=2) + "\n")
+                write_text_atomic(stage / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
         # the released folder itself is scored, with the backend `auto` gives users
         # leak-free: no duplicate of what training (train) or any choice (validation) saw
         seen = [data / "train", data / "validation"]

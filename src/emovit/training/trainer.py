@@ -903,8 +903,10 @@ def _publish_best(out: Path, staged: Path) -> None:
     for file in sorted(staged.iterdir()):
         with file.open("rb") as source, atomic_open(out / file.name, "wb") as target:
             shutil.copyfileobj(source, target)
-    if (out / "export_info.json").is_file():  # an ONNX export of an earlier epoch: not these weights
-        for name in ("model.onnx", "export_info.json"):
+    from emovit.backends import EXPORT_INFO, ONNX_FILE
+
+    if (out / EXPORT_INFO).is_file():  # an ONNX export of an earlier epoch: not these weights
+        for name in (ONNX_FILE, EXPORT_INFO):
             (out / name).unlink(missing_ok=True)
         print(f"{out}: removed the ONNX export of an earlier epoch (emovit export it again)", file=sys.stderr)
 
