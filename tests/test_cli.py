@@ -215,8 +215,12 @@ def test_info_and_version(tiny_model_dir: Path) -> None:
     details = json.loads(proc.stdout)
     assert details["labels"] == ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"]
     assert details["patch_size"] == 2 and details["parameters"] > 0
+    # how faces are cropped for it (no record: the default) and what --backend auto runs
+    assert details["framing"] == {"face_margin": 0.2, "face_align": True, "grey": False, "recorded": False}
+    assert "onnx" not in details and details["backend_auto_cpu"] == "torch"
     table = emovit("info", str(tiny_model_dir))
     assert "labels (id order)" in table.stdout and "0:sad" in table.stdout
+    assert "not recorded: the default" in table.stdout and "emovit export" in table.stdout
     version = emovit("--version")
     assert version.returncode == 0 and version.stdout.startswith("emovit, version ")
 

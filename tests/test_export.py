@@ -5,13 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
 from emovit import EmotionRecognizer
 from emovit.backends import OnnxBackend, TorchBackend
 from emovit.backends.export import ExportError, export_onnx
+from emovit.cli import main
 from emovit.errors import ModelLoadError, OptionError
+from emovit.models import describe_model
 
 from .conftest import make_image_zoo
 
@@ -168,6 +171,9 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     info = json.loads((folder / "export_info.json").read_text())
     assert info["weights_sha256"] == weights_digest(folder)
     assert isinstance(EmotionRecognizer.from_pretrained(folder, detector="none").backend, OnnxBackend)
+    onnx = describe_model(folder).to_dict()["onnx"]
+    assert onnx == {"file": "model.onnx", "exported_by_emovit": True, "quantize": None, "opset": 17,
+                    "matches_weights": True}  # fmt: skip
     other = tmp_path / "other"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -178,6 +184,10 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     assert (
         isinstance(rec.backend, TorchBackend) and len([w for w in said if "exported" in str(w.message)]) == 1
     )
+    shown = CliRunner().invoke(main, ["info", str(folder), "--format", "json"])  # says it, as auto does
+    details = json.loads(shown.output)
+    assert details["onnx"]["matches_weights"] is False and details["backend_auto_cpu"] == "torch"
+    assert "STALE:" in CliRunner().invoke(main, ["info", str(folder)]).output
     with pytest.raises(
         OptionError, match="holds another model or training run .*model.safetensors"
     ) as raised:

@@ -532,6 +532,7 @@ def test_resume_skips_done_inputs(
     )
     redo = len(uncommitted["inputs"])  # a full part or the last, shorter one: whichever sorts first
     assert report.skipped == len(inputs) - redo and report.rows == redo + 64
+    assert report.errors + report.earlier_errors == 5  # the folder's error rows, this run's or not
     assert f"{len(inputs) - redo} inputs skipped" in report.line()
     assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # swept
     assert_same_rows(list(emovit_ray.read_results(str(out))), local_rows(tiny_model_dir, everything))
@@ -711,7 +712,8 @@ def test_cli_writes_readable_parquet_and_videos(
 ) -> None:
     """`emovit predict FOLDER FILES VIDEO --engine ray` (on the session's Ray): Parquet files
     of the documented schema that pyarrow reads as one table; the video as one task whose
-    rows and summary are the local ones; the final line; --resume then has nothing to do."""
+    rows and summary are the local ones; the final line; --resume then has nothing to do and exits 1
+    as the run did (the folder holds an error row)."""
     disgust = require_shared(FER2013 / "test" / "disgust")
     clip = _clip(tmp_path / "a clip.mp4")
     out, summary = tmp_path / "results", tmp_path / "summary.json"
@@ -738,8 +740,10 @@ def test_cli_writes_readable_parquet_and_videos(
     _close(json.loads(summary.read_text()), {"videos": [json.loads(json.dumps(run.summary()))]})
 
     again = CliRunner().invoke(main, [*args, "--resume"])
-    assert again.exit_code == 0, again.output
+    # nothing left to do, but the folder's answer is still that one input failed (it said 0)
+    assert again.exit_code == 1, again.output
     assert f"{len(photos) + 1} inputs skipped" in again.stderr and "ray: 0 rows" in again.stderr
+    assert "with 1 error row)" in again.stderr
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2 and "--resume" in refused.output
 

@@ -761,6 +761,8 @@ class JobReport:
     duplicates: int = 0
     rows: int = 0
     errors: int = 0
+    #: error rows the folder already held for the skipped inputs (written by earlier runs)
+    earlier_errors: int = 0
     parts: int = 0
     seconds: float = 0.0
     workers: int = 0
@@ -780,7 +782,9 @@ class JobReport:
             f"in {self.seconds:.1f} s: {self.rows_per_s:,.1f} rows/s on {self.workers} workers"
         )
         if self.skipped:
-            text += f"; {self.skipped:,} inputs skipped (already in {self.output})"
+            text += f"; {self.skipped:,} inputs skipped (already in {self.output}"
+            n = self.earlier_errors
+            text += f", with {n:,} error row{'s' * (n != 1)})" if n else ")"
         if self.duplicates:
             text += f"; {self.duplicates:,} repeated inputs analysed once"
         if self.failed_inputs:
@@ -1334,6 +1338,9 @@ def predict_to_folder(
         todo = [source for key, source in first.items() if key not in done]
         report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
         report.duplicates = len(inputs) - len(unique)
+        report.earlier_errors = sum(
+            entry["errors"] for entry in entries if any(key in first for key in _entry_keys(entry))
+        )
         units = _units(todo, part_size, fmt)
         if units:
             kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}

@@ -154,4 +154,5 @@ def run_ray(
         write_text_atomic(summary, json.dumps({"videos": report.summaries}, indent=2) + "\n")
     if not quiet:
         click.echo(report.line(), err=True)
-    return EXIT_FAILED if report.errors else EXIT_OK
+    # the folder's answer, not only this run's: a resumed run keeps the exit code of the inputs it skipped
+    return EXIT_FAILED if report.errors or report.earlier_errors else EXIT_OK

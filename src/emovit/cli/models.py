@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,6 +24,10 @@ def info(model: str, fmt: str) -> None:
     from emovit.models import describe_model
 
     details = describe_model(model).to_dict()
+    details["backend_auto_cpu"] = _auto_backend(details)
+    if fmt == "table":  # the table says there is none, and how to make one
+        details = {**details, "onnx": details.get("onnx")}
+        details["backend_auto_cpu"] = details.pop("backend_auto_cpu")
     if fmt == "json":
         click.echo(json.dumps(details, indent=2))
         return
@@ -39,11 +45,55 @@ def info(model: str, fmt: str) -> None:
             table.add_row("labels (id order)", ", ".join(f"{i}:{lab}" for i, lab in enumerate(value)))
         elif key == "parameters" and value:
             table.add_row(key, f"{value:,} ({value / 1e6:.1f} M)")
+        elif key in ("framing", "onnx"):
+            words = _framing_words(value) if key == "framing" else _onnx_words(value, "parameters" in details)
+            table.add_row(key, words)
+        elif key == "backend_auto_cpu":
+            table.add_row("backend auto (CPU)", str(value))
         else:
             table.add_row(key, str(value))
     Console().print(table)
     if details["random_weights"]:
         random_weights_banner(model)
+
+
+def _auto_backend(details: dict[str, Any]) -> str:
+    """What ``--backend auto`` runs on the CPU for this folder (fp32): ``onnx-fp32``,
+    ``onnx-int8`` or ``torch``."""
+    import warnings
+
+    from emovit.predictor import _auto_picks_onnx
+
+    with warnings.catch_warnings():  # a stale export: the onnx row says so
+        warnings.simplefilter("ignore")
+        onnx = _auto_picks_onnx(Path(details["path"]), on_cpu=True)
+    if not onnx:
+        return "torch"
+    return "onnx-int8" if details["onnx"].get("quantize") else "onnx-fp32"
+
+
+def _framing_words(framing: dict[str, Any]) -> str:
+    """The framing row: margin, alignment, colour, and where it comes from."""
+    if "error" in framing:
+        return str(framing["error"])
+    words = [f"margin {framing['face_margin']:g}", "eyes aligned" if framing["face_align"] else "not aligned"]
+    words.append("grey" if framing["grey"] else "colour")
+    source = "recorded in emovit.json" if framing["recorded"] else "not recorded: the default"
+    return f"{', '.join(words)} ({source})"
+
+
+def _onnx_words(onnx: dict[str, Any] | None, weights: bool) -> str:
+    """The ONNX row: none, or its precision and whether it belongs to the weights beside it."""
+    if onnx is None:
+        return "none (create one with `emovit export`)"
+    if not weights:
+        return f"{onnx['file']} (the only weights: the onnx backend runs it)"
+    if not onnx["exported_by_emovit"]:
+        return f"{onnx['file']} (not exported by emovit: --backend auto does not trust it)"
+    words = [onnx["file"], str(onnx["quantize"] or "fp32")] + ([f"opset {onnx['opset']}"] if onnx["opset"] else [])
+    match = {True: "exported from these weights", False: "STALE: exported from other weights (export again)"}
+    words.append(match.get(onnx["matches_weights"], "weights digest not recorded"))
+    return ", ".join(words)
 
 
 @click.group(cls=EmovitGroup, invoke_without_command=True)

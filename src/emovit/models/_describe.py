@@ -121,9 +121,46 @@ class ModelInfo:
         """True for models emovit built with random weights (their output means nothing)."""
         return bool(self.config.get(RANDOM_WEIGHTS_KEY))
 
+    def framing(self) -> dict[str, Any]:
+        """How faces are cropped for this model: its ``emovit.json`` record (``recorded``
+        true) or the default every checkpoint without one gets; an unreadable record is
+        reported in ``error`` (loading the model refuses it)."""
+        from emovit.errors import ModelLoadError
+        from emovit.models._framing import Framing, read_framing
+
+        try:
+            framing = read_framing(self.path)
+        except ModelLoadError as exc:
+            return {"recorded": True, "error": str(exc)}
+        return {**(framing or Framing.default()).to_dict(), "recorded": framing is not None}
+
+    def onnx(self) -> dict[str, Any] | None:
+        """The folder's ``model.onnx`` as its ``export_info.json`` records it (None without
+        one): ``quantize`` (null: fp32), ``opset``, and ``matches_weights``: whether it was
+        exported from the safetensors weights beside it (null: not recorded, or no weights;
+        false: stale, so ``--backend auto`` runs the weights with torch)."""
+        import json
+
+        from emovit.backends.onnx_backend import EXPORT_INFO, ONNX_FILE
+        from emovit.models._loading import weights_digest
+
+        if not (self.path / ONNX_FILE).is_file():
+            return None
+        try:
+            info = json.loads((self.path / EXPORT_INFO).read_text(encoding="utf-8"))
+            info = info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            info = {}
+        recorded, digest = info.get("weights_sha256"), weights_digest(self.path)
+        out: dict[str, Any] = {"file": ONNX_FILE, "exported_by_emovit": bool(info)}
+        out |= {"quantize": info.get("quantize"), "opset": info.get("opset")}
+        out["matches_weights"] = None if recorded is None or digest is None else recorded == digest
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The architecture table as a JSON-ready dict: only the fields that apply to the
-        model's family (no null values); ``parameters`` is left out for ONNX-only folders."""
+        model's family (no null values); ``parameters`` is left out for ONNX-only folders;
+        ``framing`` (how faces are cropped) and ``onnx`` (left out without a model.onnx) last."""
         c = self.config
         id2label = c.get("id2label") or {}
         out: dict[str, Any] = {
@@ -143,6 +180,10 @@ class ModelInfo:
             k: self.processor[k] for k in _PROCESSOR_FIELDS if self.processor.get(k) is not None
         }
         out["random_weights"] = self.random_weights
+        out["framing"] = self.framing()
+        onnx = self.onnx()
+        if onnx is not None:
+            out["onnx"] = onnx
         return out
 
 
