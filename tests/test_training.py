@@ -59,6 +59,14 @@ def test_dataset_errors(tmp_path: Path, dataset: Path) -> None:
         read_samples(tmp_path / "nothing")
     with pytest.raises(DatasetError, match="has no 'bogus' split"):
         read_samples(dataset, "bogus")
+    flat = tmp_path / "flat"  # photos with no class folder: said so, not only "no labelled images"
+    flat.mkdir()
+    for image in sorted((dataset / "train" / CLASSES[0]).iterdir())[:3]:
+        (flat / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(
+        DatasetError, match=r"no labelled images found \(3 images lie directly in it: .*<class>/<image>"
+    ):
+        read_samples(flat)
     bad = tmp_path / "bad.csv"
     for row, says in (
         ("3,1 2 3", "not a square"),

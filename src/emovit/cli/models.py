@@ -90,7 +90,9 @@ def _onnx_words(onnx: dict[str, Any] | None, weights: bool) -> str:
         return f"{onnx['file']} (the only weights: the onnx backend runs it)"
     if not onnx["exported_by_emovit"]:
         return f"{onnx['file']} (not exported by emovit: --backend auto does not trust it)"
-    words = [onnx["file"], str(onnx["quantize"] or "fp32")] + ([f"opset {onnx['opset']}"] if onnx["opset"] else [])
+    words = [onnx["file"], str(onnx["quantize"] or "fp32")] + (
+        [f"opset {onnx['opset']}"] if onnx["opset"] else []
+    )
     match = {True: "exported from these weights", False: "STALE: exported from other weights (export again)"}
     words.append(match.get(onnx["matches_weights"], "weights digest not recorded"))
     return ", ".join(words)

@@ -224,8 +224,23 @@ def read_samples(
         samples = _read_folder(root or path)
     if not samples:
         where = f"{path} ({split} split)" if split else str(path)
-        raise DatasetError(f"{where}: no labelled images found")
+        loose = _loose_images(root or path) if path.is_dir() else 0
+        hint = (  # a flat folder: the label is the class folder's name (a vote file keys by it too)
+            f" ({loose:,} images lie directly in it: a labelled folder holds one folder per class, "
+            "<class>/<image>, or split folders of them)"
+            if loose
+            else ""
+        )
+        raise DatasetError(f"{where}: no labelled images found{hint}")
     return samples
+
+
+def _loose_images(folder: Path) -> int:
+    """Images directly in `folder` (not in a class folder)."""
+    try:
+        return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    except OSError:
+        return 0
 
 
 def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
