@@ -404,6 +404,36 @@ def test_overload_and_deadline(recognizer: EmotionRecognizer) -> None:
         )
 
 
+def test_loading_the_explainer_is_not_charged_to_the_first_explain_requests_deadline(
+    recognizer: EmotionRecognizer,
+) -> None:
+    """The first explain=true builds the explainer (an onnx server loads its torch weights then,
+    seconds on a busy machine): that one-off start-up cost ran inside the request's deadline,
+    and the first explain request could answer 504."""
+
+    class SlowLoad:
+        loads = 0
+
+        def __init__(self, rec: EmotionRecognizer) -> None:
+            self._rec = rec
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._rec, name)
+
+        def explainer(self, method: str = "auto") -> object:
+            if method not in self._rec._explainers:
+                SlowLoad.loads += 1
+                time.sleep(1.0)
+            return self._rec.explainer(method)  # type: ignore[arg-type]
+
+    with serving(SlowLoad(recognizer), deadline_s=0.8) as client:  # type: ignore[arg-type]
+        files = [("files", ("a.png", _png(), "image/png"))]
+        answer = client.post("/v1/predict?explain=true&detector=none", files=files)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"][0]["faces"][0]["explanation"]
+    assert SlowLoad.loads == 1
+
+
 def test_a_request_past_its_deadline_stops_decoding_and_detecting(tiny_model_dir: Path) -> None:
     """After a 504 the request's thread went on decoding and detecting all of its images (a
     worker's time for nobody); it now stops at the next image."""

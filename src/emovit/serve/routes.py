@@ -289,6 +289,9 @@ async def _predict(
         return results
 
     try:
+        if slot is not None:  # the first explain=true loads the explainer (torch weights of an onnx
+            # server): a one-off start-up cost, not charged to the request's deadline
+            await asyncio.to_thread(rec.explainer, explain_method)
         results = await asyncio.wait_for(run(), timeout=settings.deadline_s)
     except TimeoutError:
         metrics.rejections.labels("deadline").inc()
