@@ -207,6 +207,18 @@ def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path, photo_dir: 
         proc = emovit(command, str(photo_dir), "--model", str(tiny_model_dir), "-o", str(blocked / "out"))
         assert proc.returncode == 2, proc.stderr
         assert "'--output'" in proc.stderr and "Traceback" not in proc.stderr
+    # the results file or the summary named as one of the inputs: the photo was replaced by CSV
+    photo = sorted(photo_dir.glob("*.png"))[0]
+    before = photo.read_bytes()
+    for flag in ("-o", "--summary"):
+        proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), flag, str(photo))
+        assert proc.returncode == 2 and "is one of the inputs: it is not replaced" in proc.stderr, proc.stderr
+    assert photo.read_bytes() == before
+    if os.geteuid() != 0:  # a folder the user cannot write: said before the run (root writes anyway)
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), "-o", str(locked / "r.csv"))
+        assert proc.returncode == 2 and "its folder cannot be written" in proc.stderr, proc.stderr
 
 
 def test_info_and_version(tiny_model_dir: Path) -> None:

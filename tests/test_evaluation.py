@@ -179,24 +179,41 @@ def test_evaluate_scores_fer_plus_majority_labels(tiny_model_dir: Path, tmp_path
     assert voted.metrics["labels"] == str(votes)
 
 
-def test_a_report_cut_short_never_mixes_two_runs(
+def test_a_report_cut_short_leaves_the_previous_one_whole(
     tiny_model_dir: Path, labelled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A new report is written whole before it replaces the old one: a Ctrl-C or a full disk
+    while writing deleted the previous report and left part of the new one (exit 3 on a full
+    disk, naming a temporary file); the folder's other files are the user's."""
     import emovit.evaluation
+    from emovit.errors import StorageError
 
     out = labelled.parent / "report"
     faces = FaceOptions(detector="none")
     evaluate(tiny_model_dir, labelled, out, faces=faces)
-    assert (out / "report.md").is_file() and (out / "reliability.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "report.md" in before and "reliability.png" in before
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
+    def disk_full(path: Path, *args: object) -> None:
+        raise StorageError(f"{path}: cannot be written (No space left on device)")
+
     monkeypatch.setattr(emovit.evaluation, "_plot_confusion", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(tiny_model_dir, labelled, out, faces=faces, tta=True)
-    assert not (out / "report.md").exists() and not (out / "reliability.png").exists()  # no old files
-    assert json.loads((out / "metrics.json").read_text())["tta"] == "flip"  # beside the new ones
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half-new, no staging
+    monkeypatch.setattr(emovit.evaluation, "_plot_confusion", disk_full)
+    said = r"report: the report cannot be written \(No space left on device\); any previous one is kept"
+    with pytest.raises(StorageError, match=said):
+        evaluate(tiny_model_dir, labelled, out, faces=faces, tta=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    evaluate(tiny_model_dir, labelled, out, faces=faces, tta=True)  # then replaced, whole
+    assert json.loads((out / "metrics.json").read_text())["tta"] == "flip"
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
 def test_a_csvs_bad_rows_are_failure_rows_not_a_failed_run(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -306,15 +306,22 @@ def test_cli_explain_writes_a_png_and_the_raw_map_per_face(tmp_path: Path) -> No
     photos.mkdir()
     shutil.copy(FACE, photos / "astro face.jpg")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "clip.mp4").write_bytes(b"a video: not explained, and it did not stop the photos' maps")
     out = tmp_path / "why maps"
     done = _cli("explain", str(photos), "-o", str(out), "--detector", "none", "--target", "happy")
     assert done.returncode == 1, done.stderr  # the broken photo failed, the other was explained
     assert "broken.jpg" in done.stderr and "1 face(s) explained in 1 of 2 images" in done.stderr
+    assert (
+        "clip.mp4: a video; emovit explain takes photos" in done.stderr
+        and "1 video(s) left out" in done.stderr
+    )
     assert f"maps in {out}" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["astro face.face0.npy", "astro face.face0.png"]
     nothing = _cli("explain", str(photos / "broken.jpg"), "-o", str(tmp_path / "none"), "--detector", "none")
     assert nothing.returncode == 1 and "no maps written" in nothing.stderr  # no folder claimed
     assert "maps in" not in nothing.stderr and not (tmp_path / "none").exists()
+    only = _cli("explain", str(photos / "clip.mp4"), "-o", str(tmp_path / "none"))
+    assert only.returncode == 2 and "takes photos" in only.stderr, only.stderr
     raw = np.load(out / "astro face.face0.npy")
     _check_maps(raw, Image.open(FACE).size[::-1])  # detector none: the crop is the photo
     assert Image.open(out / "astro face.face0.png").mode == "RGB"

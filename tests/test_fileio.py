@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from emovit.fileio import atomic_open, write_text_atomic
+from emovit.errors import StorageError
+from emovit.fileio import atomic_open, write_image, write_text_atomic
 
 
 def test_a_new_file_gets_the_umask_permissions_and_a_replaced_one_keeps_its_own(tmp_path: Path) -> None:
@@ -38,6 +41,55 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     with pytest.raises(RuntimeError):
         crash()
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_a_write_the_storage_refuses_is_a_storage_error_naming_the_target(tmp_path: Path) -> None:
+    """A full disk or a read-only folder was an internal error naming the temporary file
+    (``.out.csv.l4r37jwl.part``); an error of the caller's own block is left as it is."""
+    import errno
+
+    target = tmp_path / "out.csv"
+    write_text_atomic(target, "old")
+
+    def fill(error: OSError) -> None:
+        with atomic_open(target) as handle:
+            handle.write("half")
+            raise error
+
+    with pytest.raises(StorageError, match=r"out\.csv: cannot be written \(No space left on device\)"):
+        fill(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.raises(FileNotFoundError):  # the caller's (an input it reads), not the storage's
+        fill(FileNotFoundError(errno.ENOENT, "no such input", "in.jpg"))
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(StorageError, match=r"a file/out\.csv: cannot be written"):
+        write_text_atomic(tmp_path / "a file" / "out.csv", "x")
+
+
+def test_an_image_cut_short_by_the_file_size_limit_is_not_left_under_its_name(tmp_path: Path) -> None:
+    """Pillow writes a JPEG straight to the file descriptor and ignores a short write: a full
+    disk (here a file-size limit) left a truncated image under the final name, and no error."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys, numpy as np\n"
+        "from emovit.fileio import write_image\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))\n"
+        "noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)\n"
+        "try:\n"
+        "    write_image(sys.argv[1], noise, 'JPEG', quality=95)\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    target = tmp_path / "big.jpg"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("StorageError") and "big.jpg: cannot be written" in done.stdout, done
+    assert list(tmp_path.iterdir()) == []
+    small = write_image(tmp_path / "small.png", np.zeros((8, 8, 3), np.uint8), "PNG")
+    assert Image.open(small).size == (8, 8)
 
 
 def test_a_folder_swap_interrupted_between_its_renames_is_put_back(tmp_path: Path) -> None:

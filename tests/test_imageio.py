@@ -106,6 +106,25 @@ def test_pixel_limit_refuses_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="over the limit"):
         load_image(np.zeros((100, 100), np.uint8), max_pixels=99)
     assert load_image(path, max_pixels=None).shape == (3000, 4000, 3)
+    # a 20000x20000 header (no pixel data): the limit said is emovit's, and raising it is obeyed;
+    # Pillow's own fixed limit (179 MP) answered first, in its words, whatever max_pixels was
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    )
+    with pytest.raises(ImageError, match=r"20000x20000 = 400,000,000 pixels, over the limit of 1,000,000 \("):
+        load_image(huge, max_pixels=1_000_000)
+    with pytest.raises(ImageError) as raised:  # past the limit: decoded, and its data is missing
+        load_image(huge, max_pixels=10**9)
+    assert raised.value.code != "too_many_pixels" and "truncated" in str(raised.value)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's limit is back for everyone else
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,25 @@ def test_stream_is_lazy(tiny: EmotionRecognizer) -> None:
     assert len(list(stream)) == 9
 
 
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
+def test_an_inputs_iterable_that_fails_gets_the_results_of_what_it_gave_first(
+    tiny: EmotionRecognizer, prefetch: int
+) -> None:
+    """A generator that raises after 7 images: the 7 results, then its exception (the batch
+    under way and the prefetched ones were lost: 2 inputs consumed, 1 result)."""
+
+    def source():
+        for i in range(7):
+            yield np.full((30, 30, 3), i * 20, np.uint8)
+        raise ValueError("the camera went away")
+
+    rec = EmotionRecognizer(tiny.model, faces=FaceOptions(detector="none"), prefetch=prefetch)
+    got = []
+    with pytest.raises(ValueError, match="the camera went away"):
+        got.extend(rec.stream(source(), batch_size=3))
+    assert len(got) == 7 and all(result.ok for result in got)
+
+
 def test_prefetch_keeps_memory_bounded_and_order(tiny: EmotionRecognizer, tmp_path: Path) -> None:
     """A long input: never more than (prefetch + 1) batches pulled ahead of the results,
     results in input order, broken inputs reported in place."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emovit.data import Sample
-from emovit.errors import DatasetError, OptionError
+from emovit.errors import DatasetError, OptionError, StorageError
 from emovit.fileio import atomic_open, write_text_atomic
 
 if TYPE_CHECKING:
@@ -299,6 +300,11 @@ def evaluate(
         failed["bad_row"] = failed.get("bad_row", 0) + 1
         unscored.append((Sample(np.zeros((0, 0), np.uint8), "", name), "bad_row", "read", reason))
     if not rows:
+        if not kept and leaks_excluded and not unscorable:
+            raise DatasetError(
+                f"{data}: all {leaks_excluded} images were left out as copies of images in "
+                f"{', '.join(map(str, references))} (--exclude-leaks): nothing left to score"
+            )
         if not kept:  # every class folder is one the model does not have
             raise DatasetError(
                 f"{data}: no image of a class the model has ({', '.join(names)}); found "
@@ -309,9 +315,12 @@ def evaluate(
             if no_face and _detector_name(recognizer) != "none"
             else ""
         )
+        from emovit.writers import display_name
+
+        first = "; ".join(display_name(error, controls=True) for *_, error in unscored[:3])
         raise DatasetError(
             f"{data}: none of the {len(kept)} images could be scored ({no_face} without a face, "
-            f"{sum(failed.values())} failed: {failed}){hint}"
+            f"{sum(failed.values())} failed: {failed}){hint}; first: {first}"
         )
     probs_all = np.stack(rows)
     y_true = np.asarray([index[s.label] for s in scored], dtype=np.int64)
@@ -370,14 +379,44 @@ def _write_report(
     labels: list[str],
     unscored: Sequence[tuple[Sample, str, str, str]] = (),
 ) -> None:
-    from emovit.writers import display_name  # a name that is not UTF-8: escaped, as predict writes it
-
-    out.mkdir(parents=True, exist_ok=True)
-    # A previous report in the folder goes first, so that a crash or Ctrl-C midway never leaves
-    # this run's files beside another run's; every file goes through a temporary name (never
-    # half a file), and report.md, written last, says the report is whole.
+    # The new report is written whole into a hidden folder beside the files it replaces, then
+    # each file is renamed into place, report.md (which says the report is whole) removed first
+    # and put last: a full disk or a crash while writing leaves the previous report as it was,
+    # and a crash among the renames never leaves a report.md beside another run's files. The
+    # folder's other files are the user's and stay.
+    staging = out / ".emovit-report.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write_report_files(staging, metrics, samples, y_true, y_pred, probs, labels, unscored)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, StorageError):  # named by the report, not its hidden staging folder
+            reason = str(exc).rsplit(": cannot be written ", 1)[-1]
+            raise StorageError(
+                f"{out}: the report cannot be written {reason}; any previous one is kept"
+            ) from None
+        raise
     for name in reversed(REPORT_FILES):  # report.md first
         (out / name).unlink(missing_ok=True)
+    for name in REPORT_FILES:  # report.md last
+        os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_report_files(
+    out: Path,
+    metrics: dict[str, Any],
+    samples: Sequence[Sample],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    unscored: Sequence[tuple[Sample, str, str, str]],
+) -> None:
+    """Every file of `REPORT_FILES` into `out`, each through a temporary name."""
+    from emovit.writers import display_name  # a name that is not UTF-8: escaped, as predict writes it
+
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(out / "confusion_matrix.json", json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
     with atomic_open(out / "predictions.csv") as handle:

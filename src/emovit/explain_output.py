@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovit.fileio import atomic_open
+from emovit.fileio import atomic_open, write_image
 from emovit.results import ImageResult
 
 __all__ = ["write_explanations"]
@@ -33,7 +33,6 @@ def write_explanations(
     """Write the PNG and the NPY of every face of `result` that has an explanation and its
     crop (`emovit.EmotionRecognizer.explain` keeps both) into `folder`; returns the paths.
     `check` sees each target first (and raises ``OSError`` for one that must not be written)."""
-    from PIL import Image
 
     written: list[Path] = []
     for index, face in enumerate(result.faces):
@@ -41,8 +40,7 @@ def write_explanations(
             continue
         base = Path(folder) / f"{stem}.face{index}"
         png, npy = check(base.with_name(base.name + ".png")), check(base.with_name(base.name + ".npy"))
-        with atomic_open(png, "wb", durable=False) as handle:
-            Image.fromarray(face.plot_explanation()).save(handle, format="PNG")
+        write_image(png, face.plot_explanation(), "PNG")
         with atomic_open(npy, "wb", durable=False) as handle:
             np.save(handle, face.explanation.crop_map.astype(np.float32, copy=False))
         written += [png, npy]

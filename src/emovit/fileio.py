@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -31,9 +32,14 @@ __all__ = [
     "atomic_output",
     "sha256_of",
     "temporary_prefix",
+    "write_image",
     "write_report",
     "write_text_atomic",
 ]
+
+#: Write failures that are the storage's, not the caller's: a full disk or quota, a file-size
+#: limit, a read-only file system, an I/O error.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 @overload
@@ -90,23 +96,59 @@ def temporary_prefix(target: Path) -> str:
 
 @contextlib.contextmanager
 def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".part", dir=target.parent)
+    """`atomic_open`. A failure to create, fill or rename the file (a full disk, a permission,
+    a read-only folder) is a `StorageError` naming `target`, not the temporary file."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise _storage_error(target, exc) from None
+    writing = False  # inside the caller's block: only storage errors are ours to rename there
     try:
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as handle:  # closes the descriptor whatever follows
             os.chmod(tmp, _file_mode(target))
+            writing = True
             yield handle
+            writing = False
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())  # the bytes on disk before the name points at them
         os.replace(tmp, target)
         if durable:
             _fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        from emovit.errors import EmovitError
+
+        storage = isinstance(exc, OSError) and (not writing or exc.errno in _STORAGE_ERRNOS)
+        if storage and not isinstance(exc, EmovitError):
+            raise _storage_error(target, exc) from None  # type: ignore[arg-type]
         raise
+
+
+def _storage_error(target: Path, exc: OSError) -> Exception:
+    from emovit.errors import StorageError
+
+    return StorageError(f"{target}: cannot be written ({exc.strerror or exc})")
+
+
+def write_image(path: str | os.PathLike[str], image: Any, fmt: str, **options: Any) -> Path:
+    """Write `image` (a Pillow image or an array) to `path` in Pillow's format `fmt`,
+    atomically: encoded in memory first, because Pillow writes some formats (JPEG) straight
+    to the file's descriptor and does not notice a short write (a full disk would leave a
+    truncated image under the final name)."""
+    import io
+
+    from PIL import Image
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt, **options)
+    with atomic_open(path, "wb", durable=False) as handle:
+        handle.write(buffer.getbuffer())
+    return Path(path)
 
 
 @contextlib.contextmanager

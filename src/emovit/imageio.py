@@ -354,13 +354,18 @@ def declared_pixels(data: bytes) -> int:
 
 def _open_header(stream: BinaryIO) -> Image.Image:
     """Pillow's lazily opened image of `stream`: its header read, in emovit's formats only,
-    under the lock (the warnings filter is process-wide), without a decompression-bomb warning
-    (the pixel limits are emovit's own)."""
+    under the lock (the warnings filter and Pillow's limit are process-wide), without Pillow's
+    decompression-bomb check: the pixel limit is emovit's own (``max_pixels``, checked on the
+    header next), and Pillow's fixed one (179 MP) refused images a raised limit allows."""
     from PIL import Image
 
     with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(stream, formats=readable_formats())
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(stream, formats=readable_formats())
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:

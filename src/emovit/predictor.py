@@ -455,25 +455,43 @@ class EmotionRecognizer:
     def _prepared(
         self, inputs: Any, batch_size: int | None, errors: ErrorPolicy, keep_pixels: bool
     ) -> Iterator[PreparedBatch]:
-        """The inputs decoded, detected, cropped and preprocessed, batch by batch."""
+        """The inputs decoded, detected, cropped and preprocessed, batch by batch. An exception
+        from the caller's iterable of inputs is raised after the results of every input it
+        gave before it (they were lost: the batch under way and the prefetched ones)."""
         size = self.batch_size if batch_size is None else batch_size
         items: Iterable[Any] = [inputs] if _is_single(inputs) else inputs
         numbered = enumerate(items)
-        chunks = iter(lambda: [(i, _snapshot(x)) for i, x in islice(numbered, size)], [])
+        failure: list[Exception] = []
+
+        def read() -> Iterator[list[tuple[int, Any]]]:
+            while not failure:
+                chunk: list[tuple[int, Any]] = []
+                try:
+                    for i, x in islice(numbered, size):
+                        chunk.append((i, _snapshot(x)))
+                except Exception as exc:  # noqa: BLE001 - the caller's; raised once the chunk is done
+                    failure.append(exc)
+                if chunk:
+                    yield chunk
+                if len(chunk) < size:
+                    return
+
         if self.prefetch == 0:
-            for chunk in chunks:
+            for chunk in read():
                 yield self._prepare(chunk, errors, keep_pixels)
-            return
-        # Batch N+1 is decoded and preprocessed in a thread while batch N is in the model;
-        # at most `prefetch` batches wait, so memory stays flat however long the input is.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovit-prefetch") as pool:
-            pending: deque[Future[PreparedBatch]] = deque()
-            for chunk in chunks:
-                pending.append(pool.submit(self._prepare, chunk, errors, keep_pixels))
-                if len(pending) > self.prefetch:
+        else:
+            # Batch N+1 is decoded and preprocessed in a thread while batch N is in the model;
+            # at most `prefetch` batches wait, so memory stays flat however long the input is.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emovit-prefetch") as pool:
+                pending: deque[Future[PreparedBatch]] = deque()
+                for chunk in read():
+                    pending.append(pool.submit(self._prepare, chunk, errors, keep_pixels))
+                    if len(pending) > self.prefetch:
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        if failure:
+            raise failure[0]
 
     # ------------------------------------------------------------------ video
 

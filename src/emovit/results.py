@@ -413,15 +413,13 @@ class ImageResult:
         """Write `plot` to `path` (format from the extension)."""
         from PIL import Image
 
-        from emovit.fileio import atomic_open
+        from emovit.fileio import write_image
 
         target = Path(path)
         fmt = Image.registered_extensions().get(target.suffix.lower())
         if fmt is None:
             raise ValueError(f"{target}: not an image file extension Pillow writes (use .jpg or .png)")
-        with atomic_open(target, "wb", durable=False) as handle:  # never half an image (a crash, Ctrl-C)
-            Image.fromarray(self.plot(image)).save(handle, format=fmt)
-        return target
+        return write_image(target, self.plot(image), fmt)  # never half an image (a crash, a full disk)
 
 
 #: The fields of a video row (`FrameResult.rows`), in order.

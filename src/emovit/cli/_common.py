@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,15 +88,26 @@ def echo_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None
     click.echo(f"warning: {message}", err=True)
 
 
-def check_file_option(ctx: click.Context, path: str | None, flag: str) -> None:
-    """A file the run writes at its end: its folder is made (or found impossible) now, not
-    after every input has been analysed."""
+def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: Sequence[str] = ()) -> None:
+    """A file the run writes at its end: its folder is made (or found impossible, or not
+    writable) now, not after every input has been analysed; one of the run's `inputs` is
+    refused (the results would replace the photo or video they describe)."""
     if not path:
         return
     if Path(path).is_dir():
         raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
+    target = os.path.realpath(path)
+    if any(target == os.path.realpath(source) for source in inputs if "://" not in source):
+        raise click.BadParameter(f"{path!r} is one of the inputs: it is not replaced",
+                                 ctx, param_hint=f"'{flag}'")  # fmt: skip
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
+                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
+    try:  # a read-only or foreign folder: said now, not after the run
+        with tempfile.TemporaryFile(dir=Path(path).parent):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(f"{path!r}: its folder cannot be written ({exc.strerror or exc})",
                                  ctx, param_hint=f"'{flag}'") from None  # fmt: skip

@@ -58,6 +58,7 @@ def _backends(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     "--crops-batch-size",
     type=click.IntRange(0),
     default=0,
+    show_default=True,
     help="Also time faces/s on decoded face crops in memory at this batch (0: skip).",
 )
 @click.option("--output", "-o", default=None, help="Write the JSON report here.")

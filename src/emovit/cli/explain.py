@@ -61,7 +61,7 @@ def explain(
     label) and OUTPUT/<image stem>.face<i>.npy (the raw map: float32, 0 to 1, at the crop's
     pixel size). SOURCES are as in `emovit predict` (photos only). The maps come from the
     model's torch weights, so --backend auto means torch here. A photo that fails is reported
-    on stderr and the others go on (exit 1).
+    on stderr and the others go on (exit 1); so is a video among them.
 
     \b
     Examples:
@@ -81,8 +81,13 @@ def explain(
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
     videos = [path for path in paths if is_video(path)]
-    if videos:
+    if videos and len(videos) == len(paths):
         raise click.UsageError(f"emovit explain takes photos; {display_name(videos[0])!r} is a video", ctx)
+    if videos:  # a video among photos (a folder holding both): its error, and the photos go on
+        paths = [path for path in paths if not is_video(path)]
+        for video in videos:
+            click.echo(f"error: {display_name(video, controls=True)}: a video; emovit explain takes photos",
+                       err=True)  # fmt: skip
     rec = None
     if recognizer.backend == "auto":  # the maps need the torch module: run the model on it too
         try:
@@ -114,6 +119,7 @@ def explain(
             advance()
     if not quiet:
         report = f"{explained} face(s) explained in {len(paths) - failed} of {len(paths)} images"
+        report += f" ({len(videos)} video(s) left out)" if videos else ""
         where = f"; maps in {output}" if explained else "; no maps written"
         click.echo(report + (f", {failed} failed" if failed else "") + where, err=True)
-    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+    ctx.exit(EXIT_FAILED if failed or videos else EXIT_OK)

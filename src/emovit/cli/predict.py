@@ -146,7 +146,7 @@ def predict(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
-    check_file_option(ctx, summary, "--summary")  # either engine writes it at the end
+    check_file_option(ctx, summary, "--summary", paths)  # either engine writes it at the end
     if runner.engine == "ray":
         if save_annotated or save_crops or plot or explain_dir:
             raise click.UsageError(
@@ -158,7 +158,7 @@ def predict(
                        output=output, top_k=top_k, summary=summary, quiet=quiet,
                        recursive=recursive)  # fmt: skip
         ctx.exit(code)
-    _check_local(ctx, runner, fmt, output)
+    _check_local(ctx, runner, fmt, output, paths)
     if not explain_dir and (target is not None or method != "auto"):
         raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
     fmt = fmt or "table"
@@ -226,7 +226,9 @@ def predict(
     ctx.exit(EXIT_FAILED if failed or unsaved else EXIT_OK)
 
 
-def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, output: str | None) -> None:
+def _check_local(
+    ctx: click.Context, runner: EngineOptions, fmt: str | None, output: str | None, paths: Sequence[str]
+) -> None:
     """The ray engine's flags and formats are usage errors with the local engine."""
     given = [flag for flag, value in [("--address", runner.address), ("--workers", runner.workers)] if value]
     given += ["--resume"] if runner.resume else []
@@ -236,7 +238,7 @@ def _check_local(ctx: click.Context, runner: EngineOptions, fmt: str | None, out
     if output and Path(output).is_dir():
         raise click.BadParameter(f"{output!r} is a folder; give a file (folders are for --engine ray)",
                                  ctx, param_hint="'--output'")  # fmt: skip
-    check_file_option(ctx, output, "--output")
+    check_file_option(ctx, output, "--output", paths)
 
 
 def _warn_unused(
@@ -314,10 +316,8 @@ def _save_outputs(
     """Write one result's explanation maps, annotated image and face crops (each atomically);
     False, with a warning naming the input, when one cannot be written: the other inputs and
     the results file go on."""
-    from PIL import Image
-
     from emovit.explain_output import write_explanations
-    from emovit.fileio import atomic_open
+    from emovit.fileio import write_image
 
     stem = names.next(result.source)
     try:
@@ -329,8 +329,7 @@ def _save_outputs(
             for index, face in enumerate(result.faces):
                 if face.crop is not None:
                     target = names.check(Path(crops) / f"{stem}_face{index}_{face.label}.png")
-                    with atomic_open(target, "wb", durable=False) as handle:
-                        Image.fromarray(face.crop).save(handle, format="PNG")
+                    write_image(target, face.crop, "PNG")
         return True
     except Exception as exc:  # noqa: BLE001 - this input's files (disk, memory): the others go on
         click.echo(f"warning: {result.source}: its images could not be saved ({_reason(exc)})", err=True)
