@@ -196,3 +196,9 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     (tmp_path / "a file").write_text("x")
     with pytest.raises(OptionError, match="a file, not a folder"):
         export_onnx(str(tiny_model_dir), tmp_path / "a file", check_images=2)
+    with pytest.raises(OptionError, match="the model folder cannot be created") as raised:  # before loading
+        export_onnx(str(tiny_model_dir), tmp_path / "a file" / "x", check_images=2)
+    assert raised.value.option == "output"
+    with pytest.raises(OptionError, match="opset 99") as raised:  # an internal error (exit 3)
+        export_onnx(str(tiny_model_dir), tmp_path / "late", opset=99, check_images=2)
+    assert raised.value.option == "opset" and not (tmp_path / "late").exists()

@@ -208,6 +208,20 @@ def test_presets_build_loadable_models_that_describe_themselves(preset: str, tmp
         assert "hidden_size" not in info and "num_hidden_layers" not in info
 
 
+def test_a_damaged_weights_file_is_named_not_an_internal_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A truncated model.safetensors (a copy cut short) was SafetensorError, exit 3, no file
+    named: info and every loading door say which file and that it is not readable."""
+    from emovit.errors import ModelLoadError
+
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: not readable safetensors weights"):
+        describe_model(folder)
+    with pytest.raises(ModelLoadError, match=r"cannot load the model \(.*header"):
+        EmotionRecognizer.from_pretrained(folder, device="cpu", detector="none")
+
+
 def test_describe_leaves_out_what_an_onnx_only_folder_lacks(tiny_model_dir: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_model_dir, tmp_path / "m")
     (folder / "model.safetensors").rename(folder / "model.onnx")  # only the file's presence matters here

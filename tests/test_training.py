@@ -451,6 +451,60 @@ def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) ->
         train(_config(dataset, tmp_path / "none"), resume=True, progress=False)
 
 
+def test_bad_options_data_and_outputs_are_named_before_training(dataset: Path, tmp_path: Path) -> None:
+    """Each was an internal error, a silent bad run or a model no door loads: a zero or negative
+    learning rate (the schedule climbed the loss), a --set value the model cannot be built with,
+    one class, a misspelled --val-split (replaced by a hold-out), an -o that cannot be made (said
+    after decoding). None leaves a folder behind."""
+    from emovit.errors import OptionError
+
+    bad = tmp_path / "bad"
+    for given, option in [
+        ({"lr": 0.0}, "lr"),
+        ({"min_lr": -1.0}, "min_lr"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"warmup_epochs": -3.0}, "warmup_epochs"),
+        ({"label_smoothing": 1.5}, "label_smoothing"),
+    ]:
+        with pytest.raises(OptionError) as raised:
+            train(_config(dataset, bad, **given), progress=False)
+        assert raised.value.option == option, given
+    with pytest.raises(OptionError, match=r"cannot be built with --set hidden_size=-5") as raised:
+        train(_config(dataset, bad, overrides={"hidden_size": -5}), progress=False)
+    assert raised.value.option == "overrides"
+    one = tmp_path / "one"
+    for split in ("train", "validation"):
+        (one / split).mkdir(parents=True)
+        (one / split / CLASSES[0]).symlink_to(dataset / split / CLASSES[0])
+    with pytest.raises(TrainError, match="one class only .* at least 2") as raised:
+        train(_config(one, bad), progress=False)
+    assert raised.value.option == "data"
+    with pytest.raises(TrainError, match="no 'valdiation' split .*leave --val-split out") as raised:
+        train(_config(dataset, bad, val_split="valdiation"), progress=False)
+    assert raised.value.option == "val_split"
+    assert not bad.exists()
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(TrainError, match="the run's folder cannot be created") as raised:
+        train(_config(dataset, tmp_path / "a file" / "run"), progress=False)
+    assert raised.value.option == "output"
+
+
+def test_a_damaged_checkpoint_is_named_on_resume(dataset: Path, tmp_path: Path) -> None:
+    """A truncated weights file or a broken state.json (a full disk, an edit) was an internal
+    error (SafetensorError, JSONDecodeError) naming no file."""
+    out = tmp_path / "run"
+    train(_config(dataset, out, epochs=3, time_limit_min=1e-9), progress=False)  # paused after 1
+    weights = out / "checkpoint" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:1000])
+    with pytest.raises(TrainError, match=r"checkpoint/model\.safetensors: missing or damaged .*restore it"):
+        train(_config(dataset, out, epochs=3), resume=True, progress=False)
+    weights.write_bytes(whole)
+    (out / "checkpoint" / "state.json").write_text("{not json")
+    with pytest.raises(TrainError, match=r"checkpoint/state\.json: missing or damaged"):
+        train(_config(dataset, out, epochs=3), resume=True, progress=False)
+
+
 def test_batch_size_must_fit(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="must divide"):
         train(_config(dataset, tmp_path / "x", batch_size=9, grad_accum=2), progress=False)

@@ -15,11 +15,13 @@ check has passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +30,7 @@ import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import EXPORT_INFO, ONNX_FILE, OnnxBackend
-from emovit.errors import ExportError, OptionError
+from emovit.errors import ExportError, OptionError, check_count
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
@@ -100,6 +102,24 @@ def _check_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([pre([im]) for im in images])
 
 
+@contextlib.contextmanager
+def _without_preprocess_advice() -> Iterator[None]:
+    """onnxruntime's quantizer logs, on the root logger, a warning that the model was not
+    pre-processed (shape inference), on every export: dropped for the call (the export's own
+    check against torch says whether the int8 model answers as it should)."""
+    import logging
+
+    def advice(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def export_onnx(
     model: str,
     output: str | Path,
@@ -114,22 +134,34 @@ def export_onnx(
 
     from emovit.models import load_torch_model, read_model_config, resolve_model
 
+    check_count(opset, "opset", 13)
     source = resolve_model(model)
     out = Path(output)
     _check_output(out, source)
-    fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
-    _register_attention()
-    loaded = load_torch_model(
-        source, attn_implementation=EXPORT_ATTENTION if fusable else "eager", float32=True
-    )
-    net = loaded.model
-    assert net is not None  # load_torch_model always loads the weights
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # a folder that cannot be made: said before the model loads
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError(
+            f"{out}: the model folder cannot be created ({exc.strerror or exc})", option="output"
+        ) from None
     try:
+        fusable = optimize and read_model_config(source).get("model_type", "") in _FUSABLE
+        _register_attention()
+        loaded = load_torch_model(
+            source, attn_implementation=EXPORT_ATTENTION if fusable else "eager", float32=True
+        )
+        net = loaded.model
+        assert net is not None  # load_torch_model always loads the weights
         return _export_into(
             out, source, loaded, net, model, quantize, opset, check_images, tolerance, optimize
         )
+    except RuntimeError as exc:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        if "opset" in str(exc).lower():  # one the exporter does not know (the help gives the lower bound)
+            raise OptionError(f"opset {opset}: {str(exc).strip().splitlines()[0]}", option="opset") from None
+        raise
     except BaseException:
         if created:  # a failed check leaves no folder that `--backend auto` would pick up
             shutil.rmtree(out, ignore_errors=True)
@@ -217,15 +249,16 @@ def _export_into(
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 quantized = Path(tmp) / "int8.onnx"
-                quantize_dynamic(
-                    str(current),
-                    str(quantized),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    op_types_to_quantize=["MatMul", "Attention"],
-                    # fused attention ops live in onnxruntime's own domain, beyond shape inference
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                )
+                with _without_preprocess_advice():
+                    quantize_dynamic(
+                        str(current),
+                        str(quantized),
+                        weight_type=QuantType.QInt8,
+                        per_channel=True,
+                        op_types_to_quantize=["MatMul", "Attention"],
+                        # fused attention ops live in onnxruntime's own domain, beyond shape inference
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                    )
                 current = quantized
             elif quantize is not None:
                 raise ExportError(f"unknown quantization {quantize!r}; use int8")

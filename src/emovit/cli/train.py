@@ -45,11 +45,11 @@ _CONFIG_OPTIONS = (
         help="Global batch per optimizer step (split over processes and --grad-accum).",
     ),
     click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True),
-    click.option("--lr", type=float, default=1e-3, show_default=True),
-    click.option("--min-lr", type=float, default=1e-5, show_default=True),
-    click.option("--weight-decay", type=float, default=0.05, show_default=True),
-    click.option("--warmup-epochs", type=float, default=2.0, show_default=True),
-    click.option("--label-smoothing", type=float, default=0.1, show_default=True),
+    click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True),
+    click.option("--min-lr", type=click.FloatRange(0), default=1e-5, show_default=True),
+    click.option("--weight-decay", type=click.FloatRange(0), default=0.05, show_default=True),
+    click.option("--warmup-epochs", type=click.FloatRange(0), default=2.0, show_default=True),
+    click.option("--label-smoothing", type=click.FloatRange(0, 0.99), default=0.1, show_default=True),
     click.option(
         "--balance",
         type=click.Choice(["none", "loss", "sampler"]),
@@ -240,6 +240,7 @@ def train(
 
     from emovit.training import AugmentConfig, TrainConfig
     from emovit.training import train as run_training
+    from emovit.training.trainer import CHECKPOINT, _how_to_finish, unfinished_run
 
     hf_logging.disable_progress_bar()
     augment = AugmentConfig.from_name("off" if no_augment else augment_name)
@@ -272,7 +273,15 @@ def train(
                 "change the rest)",
                 err=True,
             )
-    result = run_training(config, resume=resume)
+    try:
+        result = run_training(config, resume=resume)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what goes on from here (then "interrupted", exit 130)
+        if int(os.environ.get("RANK", "0")) == 0 and unfinished_run(output):
+            resumable = (Path(output) / CHECKPOINT / "state.json").is_file()
+            click.echo(f"{output}: the run is unfinished; " + (
+                "go on with the same command and --resume" if resumable else _how_to_finish(output)
+            ), err=True)  # fmt: skip
+        raise
     if int(os.environ.get("RANK", "0")) != 0:
         return
     best = result.best_metrics
@@ -437,7 +446,11 @@ def export(
 
     require("onnxruntime", "onnx", "emovit export")
     require("onnx", "onnx", "emovit export")
+    from transformers.utils import logging as hf_logging
+
     from emovit.backends.export import export_onnx
+
+    hf_logging.disable_progress_bar()  # the weights' loading bar: the one line below says what was made
 
     result = export_onnx(
         model,

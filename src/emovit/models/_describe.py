@@ -90,18 +90,23 @@ def architecture_fields(config: Mapping[str, Any]) -> dict[str, Any]:
 def count_parameters(folder: str | os.PathLike[str]) -> int | None:
     """Parameters in a folder's ``*.safetensors`` files, read from their headers, leaving out
     normalisation statistics (BatchNorm's running mean and variance); None without weights."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+
+    from emovit.errors import ModelLoadError
 
     total = 0
     for file in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(file), framework="numpy") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a Mapping
-                if key.endswith(_BUFFERS):
-                    continue
-                n = 1
-                for dim in f.get_slice(key).get_shape():
-                    n *= dim
-                total += n
+        try:
+            with safe_open(str(file), framework="numpy") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                    if key.endswith(_BUFFERS):
+                        continue
+                    n = 1
+                    for dim in f.get_slice(key).get_shape():
+                        n *= dim
+                    total += n
+        except (SafetensorError, OSError) as exc:  # cut short, or not safetensors at all
+            raise ModelLoadError(f"{file}: not readable safetensors weights ({exc})") from None
     return total or None
 
 

@@ -326,6 +326,7 @@ def load_torch_model(
             "but cannot be trained or exported again)"
         )
     target = resolve_device(device)
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForImageClassification
 
     try:
@@ -354,8 +355,8 @@ def load_torch_model(
         )
     except OptionError:  # a --set the config refuses: the option is to blame, not the folder
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"{folder}: cannot load the model ({exc})") from None
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # a damaged file too
+        raise ModelLoadError(f"{folder}: cannot load the model ({_first_line(exc)})") from None
     if new_head:
         _reinit_head(model)
     # layers the checkpoint did not give (a widened stage, a new head) were drawn afresh: their
@@ -500,3 +501,9 @@ def weights_digest(folder: str | os.PathLike[str]) -> str | None:
     if not files:
         return None
     return hashlib.sha256("".join(f"{f.name}:{sha256_of(f)}\n" for f in files).encode()).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's message on one line (safetensors and torch add context lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from emovit.data import (
     read_vote_labels,
     vote_targets,
 )
-from emovit.errors import LabelError, TrainError
+from emovit.errors import EmovitError, LabelError, OptionError, TrainError, check_real
 from emovit.fileio import atomic_dir, write_text_atomic
 from emovit.labels import EMOTIONS, order_labels
 from emovit.models import Framing
@@ -62,6 +62,8 @@ from emovit.progress import progress_bar
 from emovit.training.augment import AugmentConfig, augment_views, mix_batch
 from emovit.training.card import teacher_paths
 from emovit.training.inputs import TrainingInput
+
+_T = TypeVar("_T")
 
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "train", "unfinished_run"]
 
@@ -226,6 +228,30 @@ def _build_model(
     """The model to train, the class order it uses, its processor config, the framing the
     ``--init`` model records (None from scratch, or when it records none) and that record's
     notes (e.g. ``chosen_by``; empty from scratch)."""
+    torch.manual_seed(_seed(cfg, 999_999))
+    with _built_with(cfg.overrides):
+        return _built_model(cfg, classes)
+
+
+@contextlib.contextmanager
+def _built_with(overrides: dict[str, Any]) -> Any:
+    """`--set` values that the config accepts but the model cannot be built with (a negative
+    width, a zero patch size) are an `OptionError` on them, not an internal error."""
+    try:
+        yield
+    except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError) as exc:
+        if not overrides or isinstance(exc, EmovitError):
+            raise
+        given = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+        raise OptionError(
+            f"the model cannot be built with --set {given} ({type(exc).__name__}: {exc})", option="overrides"
+        ) from None
+
+
+def _built_model(
+    cfg: TrainConfig, classes: list[str]
+) -> tuple[torch.nn.Module, list[str], dict[str, Any], Framing | None, dict[str, Any]]:
+    """`_build_model`'s work."""
     from emovit.labels import LabelMap
     from emovit.models import (
         arch_preset,
@@ -237,7 +263,6 @@ def _build_model(
     )
     from emovit.preprocess import read_processor_config
 
-    torch.manual_seed(_seed(cfg, 999_999))
     if cfg.init:
         folder = resolve_model(cfg.init)
         init_labels = None
@@ -338,6 +363,56 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
         >>> cfg = TrainConfig(data="fer2013/", output="runs/tiny", arch="vit-tiny", epochs=5)
         >>> result = train(cfg)  # doctest: +SKIP
     """
+    _check_numbers(cfg)
+    out = Path(cfg.output)
+    created = False
+    if not resume and not out.exists():  # a folder that cannot be made: said now, not after decoding
+        try:
+            out.mkdir(parents=True, exist_ok=True)  # exist_ok: the other ranks of a torchrun job
+        except OSError as exc:
+            raise TrainError(
+                f"{out}: the run's folder cannot be created ({exc.strerror or exc})", option="output"
+            ) from None
+        created = True
+    try:
+        return _train(cfg, resume=resume, progress=progress)
+    except BaseException:
+        if created:  # still empty (the run failed before writing): no folder left behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """The optimiser's numbers, checked (an `OptionError` naming the first bad one): a negative
+    floor learning rate made the schedule end below zero, climbing the loss."""
+    check_real(cfg.lr, "lr", 0)
+    if cfg.lr == 0:
+        raise OptionError("lr must be more than 0, got 0.0", option="lr")
+    check_real(cfg.min_lr, "min_lr", 0)
+    check_real(cfg.weight_decay, "weight_decay", 0)
+    check_real(cfg.warmup_epochs, "warmup_epochs", 0)
+    check_real(cfg.label_smoothing, "label_smoothing", 0, 0.99)
+
+
+def _checkpoint_file(path: Path, read: Callable[[Path], _T]) -> _T:
+    """`read(path)` for one file of a run or its checkpoint; a missing or damaged one (cut
+    short by a full disk, edited) is a `TrainError` naming it, not an internal error."""
+    try:
+        return read(path)
+    except Exception as exc:  # noqa: BLE001 - JSON, safetensors, torch.load: each its own errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainError(
+            f"{path}: missing or damaged ({reason}); restore it, or start a new run in another -o folder"
+        ) from None
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainResult:
+    """`train`, once the options are checked and the run's folder exists."""
     from accelerate import Accelerator
 
     from emovit.evaluation import macro_f1
@@ -352,14 +427,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             ckpt = out / f".{CHECKPOINT}.old"
         if not (ckpt / "state.json").is_file():
             raise TrainError(f"{out}: no checkpoint to resume from (run without --resume to start)")
-        done = int(json.loads((ckpt / "state.json").read_text()).get("epoch", 0))
+        done = int(_checkpoint_file(ckpt / "state.json", _read_json).get("epoch", 0))
         if cfg.epochs < done:  # it would train nothing and say it finished
             raise TrainError(
                 f"{out}: the run has trained {done} epochs; --epochs {cfg.epochs} is fewer (give more "
                 "to continue it, or leave --epochs out)",
                 option="epochs",
             )
-        saved = TrainConfig.from_dict(json.loads((out / "training_config.json").read_text())["config"])
+        saved = TrainConfig.from_dict(
+            _checkpoint_file(out / "training_config.json", lambda path: _read_json(path)["config"])
+        )
         saved.epochs, saved.time_limit_min = cfg.epochs, cfg.time_limit_min
         saved.output = cfg.output
         # the data as named now: the run's own path may be relative to where it started (the
@@ -421,8 +498,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             "for the final figures (emovit evaluate), never trained on or chosen with"
         )
     train_samples = read_samples(cfg.data, train_split)
-    if val_split in list_splits(cfg.data) and val_split != train_split:
+    found = list_splits(cfg.data)
+    if val_split in found and val_split != train_split:
         val_samples = read_samples(cfg.data, val_split)
+    elif val_split != canonical_split(TrainConfig.val_split) and val_split != train_split:
+        # a split asked for by name (a typo among them) is not silently replaced by a hold-out
+        raise TrainError(
+            f"{cfg.data}: no {cfg.val_split!r} split (found {found or 'none'}); leave --val-split out "
+            "to hold out part of the training images",
+            option="val_split",
+        )
     else:
         # held out with a seed of its own: runs of other --seed values are chosen on one set
         train_samples, val_samples = _split_off_validation(train_samples, cfg.val_fraction, cfg.holdout_seed)
@@ -444,6 +529,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
             missing = sorted(set(classes) - {s.label for s in samples})
             if missing:  # an output never learned, or a class no choice of epoch looks at
                 _log(accelerator, f"warning: no {split} image of {', '.join(missing)}")
+    if len(classes) < 2:  # a one-output classifier learns nothing, and no door loads it
+        raise TrainError(
+            f"{cfg.data}: one class only ({', '.join(classes)}); a classifier needs at least 2",
+            option="data",
+        )
     model, classes, processor, inherited, notes = _build_model(cfg, classes)
     framing = _framing(cfg, inherited)
     # how the inherited framing was chosen stays with it; a changed framing drops the note
@@ -510,7 +600,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     if resume:
         from safetensors.torch import load_file
 
-        recorded = json.loads((out / "training_config.json").read_text())["resolved"]
+        recorded = _checkpoint_file(out / "training_config.json", lambda path: _read_json(path)["resolved"])
         saved_classes = recorded["classes"]
         if list(saved_classes) != list(classes):  # a renamed class folder, another --init's labels
             raise TrainError(
@@ -525,18 +615,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
                 "started on, or start a new run",
                 option="data",
             )
-        accelerator.unwrap_model(model).load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        unwrapped = accelerator.unwrap_model(model)
+        _checkpoint_file(
+            ckpt / "model.safetensors", lambda path: unwrapped.load_state_dict(load_file(str(path)))
+        )
+        _checkpoint_file(
+            ckpt / "optimizer.pt",
+            lambda path: optimizer.load_state_dict(torch.load(path, weights_only=True, map_location=device)),
+        )
+        _checkpoint_file(
+            ckpt / "scheduler.pt", lambda path: scheduler.load_state_dict(torch.load(path, weights_only=True))
+        )
         _restore_scaler(getattr(accelerator, "scaler", None), ckpt)
-        state = json.loads((ckpt / "state.json").read_text())
+        state = _checkpoint_file(ckpt / "state.json", _read_json)
         if state.get("f1_over") != "present":  # saved when macro-F1 averaged over every class
             present = len(set(val_data.labels.tolist()))
             if 0 < present < len(classes) and state["best_f1"] > 0:  # absent classes scored 0
                 state["best_f1"] *= len(classes) / present
             state["f1_over"] = "present"
-        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-        history = history[: state["epoch"]]
+        history = _checkpoint_file(out / "metrics.jsonl", _read_history)[: state["epoch"]]
         _log(
             accelerator,
             f"resuming {out} after epoch {state['epoch']} (best {cfg.select_metric.replace('_', '-')} "
@@ -830,10 +927,10 @@ def _finished_run(out: Path, epochs: int) -> TrainResult | None:
     path = out / RUN_STATE
     if not path.is_file():
         return None
-    state = json.loads(path.read_text())
+    state = _checkpoint_file(path, _read_json)
     if not state.get("complete") or state.get("epochs") != epochs:
         return None
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    history = _checkpoint_file(out / "metrics.jsonl", _read_history)
     return TrainResult(
         output=out,
         best_epoch=int(state["best_epoch"]),
@@ -843,6 +940,11 @@ def _finished_run(out: Path, epochs: int) -> TrainResult | None:
         wall_time_s=float(state["wall_time_s"]),
         history=history,
     )
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """A run's ``metrics.jsonl``: one record per epoch."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def _perturbed_sets(val_data: LabelledImages) -> dict[str, LabelledImages]:
