@@ -67,6 +67,18 @@ def test_fetch_from_a_wrong_file_names_it_and_installs_nothing(tmp_path: Path, o
     assert result.exit_code == 2
     assert "'--from'" in result.stderr and str(wrong) in result.stderr and YUNET.sha256 in result.stderr
     assert not cached().parent.exists() or list(cached().parent.iterdir()) == []  # no temporary file
+    device = run("models", "fetch", "yunet", "--from", os.devnull)  # it exists: "no such file" misled
+    assert device.exit_code == 2 and "not a regular file" in device.stderr, device.output
+
+
+def test_a_cache_that_cannot_be_made_is_not_blamed_on_the_network(
+    tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home").write_text("EMOVIT_HOME points at a file")
+    monkeypatch.setenv("EMOVIT_HOME", str(tmp_path / "home"))
+    result = run("models", "fetch", "yunet")
+    assert result.exit_code == 1 and "cannot create the cache folder" in result.stderr, result.output
+    assert "Offline?" not in result.stderr and "EMOVIT_HOME" in result.stderr
 
 
 def test_fetch_downloads_and_verifies(shared_yunet: Path, monkeypatch: pytest.MonkeyPatch) -> None:

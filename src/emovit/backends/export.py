@@ -298,8 +298,8 @@ def _export_into(
             )
         if quantize == "int8" and prob_diff > int8_tolerance:
             raise ExportError(
-                f"the int8 model differs from torch by {prob_diff:.3f} in probability (tolerance "
-                f"{int8_tolerance}); keep fp32 for this model (nothing was written to "
+                f"the int8 model differs from torch by {prob_diff:.3g} in probability (tolerance "
+                f"{int8_tolerance:g}); keep fp32 for this model (nothing was written to "
                 f"{out})"
             )
         if not (source / FRAMING_FILE).is_file():  # a previous export's framing is not this model's

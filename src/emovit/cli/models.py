@@ -149,6 +149,8 @@ def fetch(name: str, source: str | None) -> None:
         try:
             path = fetch(remote)
         except DownloadError as exc:
+            if str(exc).startswith("cannot create the cache folder"):  # not the network's fault
+                raise Failed(f"{exc} (EMOVIT_HOME sets where the cache is)") from None
             raise Failed(
                 f"{exc}. Offline? Copy {remote.filename} here and run "
                 f"`emovit models fetch {name} --from PATH`"

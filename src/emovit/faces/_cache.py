@@ -74,8 +74,11 @@ def fetch(remote: RemoteFile, *, timeout: float = 30.0, allow_download: bool = T
     if not allow_download:
         raise DownloadError(f"{remote.filename} is not in the cache ({target.parent})")
     url = remote.resolved_url()
-    try:
+    try:  # the cache's own folder first: its failure is not the network's
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the cache folder {target.parent}: {exc}") from None
+    try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             _copy_verified(
                 response,
@@ -98,7 +101,8 @@ def install(remote: RemoteFile, source: str | os.PathLike[str]) -> Path:
     """
     path = Path(source)
     if not path.is_file():
-        raise DownloadError(f"{path}: no such file", option="source")
+        what = "not a regular file" if path.exists() else "no such file"
+        raise DownloadError(f"{path}: {what}", option="source")
     target = cached_path(remote)
     try:
         with path.open("rb") as handle:
