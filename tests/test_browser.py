@@ -99,9 +99,52 @@ def test_upload_shows_boxes_and_labels(browser: object, server: str) -> None:
         " return coloured; }"
     )
     assert drawn > 50
-    assert "face(s) found" in page.locator("#status").text_content()
+    assert "face(s) found" in page.locator("#photo-status").text_content()
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
     assert errors == []
+
+
+def test_a_failed_photo_clears_the_last_result_and_says_why_beside_it(
+    browser: object, server: str, tmp_path: Path
+) -> None:
+    """The error went to one status line below the video section (out of sight) while the last
+    photo's canvas and bars stayed; the same file chosen again sent nothing (no retry); a
+    format the server reads and Chromium cannot draw (TIFF) threw the server's answer away."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    asked: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: asked.append(request.url) if "/v1/predict" in request.url else None)
+    page.goto(server)
+    page.set_input_files("#file-input", str(REPO / "examples" / "astronaut.jpg"))
+    page.wait_for_selector("#faces-list .face-label", timeout=30_000)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    for attempt in (1, 2):  # chosen twice: sent twice
+        page.set_input_files("#file-input", str(broken))
+        _until(lambda n=attempt: len(asked) == 1 + n, 30)
+        page.wait_for_selector("#photo-status.error", timeout=30_000)
+    assert "broken.jpg" in page.locator("#photo-status").text_content()
+    assert (
+        page.locator("#photo-status").is_visible() and page.locator("#photo-status").bounding_box()["y"] < 900
+    )
+    assert not page.locator("#photo-canvas").is_visible() and page.locator("#faces-list li").count() == 0
+    tiff = tmp_path / "face.tiff"
+    Image.open(REPO / "examples" / "astronaut.jpg").save(tiff)
+    page.set_input_files("#file-input", str(tiff))
+    page.wait_for_selector("#faces-list .face-label", timeout=30_000)
+    assert "cannot show this image format" in page.locator("#photo-status").text_content()
+    assert errors == []
+    page.close()
+
+
+def test_the_page_fits_a_phone_screen(browser: object, server: str) -> None:
+    """At 390 px the sections' 420 px minimum made the page scroll sideways (444 px wide)."""
+    page = browser.new_page(viewport={"width": 390, "height": 800})  # type: ignore[attr-defined]
+    page.goto(server)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    _until(lambda: "Ready." in (page.locator("#status").text_content() or ""), 30)  # /readyz said so
+    page.close()
 
 
 def test_webcam_and_capture_mode(browser: object, server: str) -> None:
@@ -140,8 +183,8 @@ def test_denied_camera_message(browser: object, server: str) -> None:
         " Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
     )
     page.click("#start-camera")
-    page.wait_for_selector("#status.error", timeout=10_000)
-    assert "denied" in page.locator("#status").text_content()
+    page.wait_for_selector("#camera-status.error", timeout=10_000)
+    assert "denied" in page.locator("#camera-status").text_content()
     page.screenshot(path=str(ARTIFACTS / "camera-denied.png"))
     context.close()
 
@@ -180,7 +223,12 @@ def test_video_panel_draws_the_timeline_and_summary(
     page.screenshot(path=str(ARTIFACTS / "video-panel.png"), full_page=True)
     page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video
     page.wait_for_selector("#video-status.error", timeout=30_000)
-    assert "Could not analyse the video" in page.locator("#video-status").text_content()
+    assert "Could not analyse the video astronaut.jpg" in page.locator("#video-status").text_content()
+    # the last clip's timeline and table are not left under this one's error
+    assert (
+        not page.locator("#video-timeline").is_visible() and not page.locator("#video-summary").is_visible()
+    )
+    assert not page.locator("#choose-clip").is_disabled()
     assert errors == []
 
 
@@ -281,9 +329,9 @@ def test_live_mode_waits_when_the_server_is_busy_and_stops_without_a_token(
     _pump_until(page, lambda: len(asked) >= 1)
     page.wait_for_timeout(2_000)
     assert len(asked) == 1, f"{len(asked)} requests while the server asked to wait 3 s"
-    assert "busy" in page.locator("#status").text_content()
+    assert "busy" in page.locator("#camera-status").text_content()
     answer.update(status=401, code="unauthorized")
-    _pump_until(page, lambda: "API token" in (page.locator("#status").text_content() or ""))
+    _pump_until(page, lambda: "API token" in (page.locator("#camera-status").text_content() or ""))
     assert page.locator("#stop-camera").is_disabled() and not page.locator("#start-camera").is_disabled()
     count = len(asked)
     page.wait_for_timeout(1_000)

@@ -187,6 +187,11 @@ def test_a_bad_base64_image_is_its_own_error_row(client: TestClient) -> None:
     assert first["ok"] and third["ok"] and first["source"] == "a.png"
     assert (bad["ok"], bad["error_code"], bad["error_stage"]) == (False, "bad_base64", "decode")
     assert bad["source"] == "bad.png" and "bad.png: invalid base64" in bad["error"]
+    # as people send it: wrapped at 76 columns (`base64 FILE`), or a data URL (canvas.toDataURL)
+    wrapped = "\n".join(good[i : i + 76] for i in range(0, len(good), 76))
+    as_sent = [{"data": wrapped}, {"data": f"data:image/png;base64,{good}"}]
+    answer = client.post("/v1/predict", json={"images": as_sent})
+    assert [r["ok"] for r in answer.json()["results"]] == [True, True], answer.text
 
 
 def test_results_carry_real_stage_timings(client: TestClient) -> None:

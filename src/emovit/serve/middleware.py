@@ -172,7 +172,9 @@ class BodyLimitMiddleware:
         video = route_path(scope) == "/v1/video"
         limit = settings.max_video_bytes if video else settings.max_body_bytes
         timeout = settings.video_body_timeout_s if video else settings.body_timeout_s
-        too_large = ApiError(413, "body_too_large", f"request body over {limit} bytes", _CLOSE)
+        too_large = ApiError(
+            413, "body_too_large", f"request body over {limit / 2**20:g} MiB ({limit:,} bytes)", _CLOSE
+        )
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             metrics.rejections.labels("body_too_large").inc()

@@ -64,7 +64,10 @@ class ErrorResponse(BaseModel):
 
 
 class Base64Image(BaseModel):
-    data: str = Field(description="the encoded image file (JPEG, PNG, ...), base64")
+    data: str = Field(
+        description="the encoded image file (JPEG, PNG, ...), base64; line breaks and a data URL "
+        "prefix (data:image/jpeg;base64,) are accepted"
+    )
     name: str | None = Field(None, description="a name to echo back as the result's source")
 
 

@@ -20,11 +20,16 @@ function authHeaders() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-function status(message, isError = false) {
-  const el = $("status");
+// Each part of the page says its own news beside itself: the page's (the model loading) in the
+// header, the photo's, the camera's and the video's in their sections.
+function say(id, message, isError = false) {
+  const el = $(id);
   el.textContent = message;
   el.classList.toggle("error", isError);
 }
+const status = (message, isError = false) => say("status", message, isError);
+const photoStatus = (message, isError = false) => say("photo-status", message, isError);
+const cameraStatus = (message, isError = false) => say("camera-status", message, isError);
 
 // An API error: its message, HTTP status and Retry-After (seconds), for the callers to decide.
 class ApiError extends Error {
@@ -35,16 +40,33 @@ class ApiError extends Error {
   }
 }
 
+// A request to the API, its JSON answer; an ApiError whose message a person can read: the
+// server's own, or what a proxy's page or a lost connection means.
+async function callApi(url, options) {
+  let response;
+  try {
+    response = await fetch(url, { ...options, headers: authHeaders() });
+  } catch (err) {
+    throw new ApiError("the server cannot be reached (is it still running?)", 0, 0);
+  }
+  const body = await response.json().catch(() => null);
+  const retryAfter = Number(response.headers.get("Retry-After")) || 0;
+  if (!response.ok) {
+    const known = { 413: "the upload is too large for this server", 502: "the server is not answering (bad gateway)",
+      503: "the server is busy", 504: "the server took too long" };
+    const message = body && body.error ? body.error.message : known[response.status] || `HTTP error ${response.status}`;
+    throw new ApiError(message, response.status, retryAfter);
+  }
+  if (!body) throw new ApiError("the server's answer was not readable", response.status, 0);
+  return body;
+}
+
 async function predict(blob, name) {
   const form = new FormData();
   form.append("files", blob, name);
   const why = $("why").checked ? "&explain=true" : "";
-  const response = await fetch(`/v1/predict?top_k=3${why}`, { method: "POST", body: form, headers: authHeaders() });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const message = body.error ? body.error.message : `HTTP ${response.status}`;
-    throw new ApiError(message, response.status, Number(response.headers.get("Retry-After")) || 0);
-  }
+  const body = await callApi(`/v1/predict?top_k=3${why}`, { method: "POST", body: form });
+  if (!Array.isArray(body.results) || !body.results.length) throw new ApiError("the server's answer was not readable", 200, 0);
   return body.results[0];
 }
 
@@ -179,37 +201,53 @@ function renderBars(list, faces) {
 let lastPhoto = null;
 let photoRequest = 0; // the newest photo request: an older answer that arrives later is dropped
 
+function clearPhoto() {
+  $("photo-canvas").hidden = true;
+  $("faces-list").replaceChildren();
+}
+
 async function handleFile(file) {
   if (!file || !file.type.startsWith("image/")) {
-    status("Please choose an image file.", true);
+    clearPhoto();
+    photoStatus("Please choose an image file.", true);
     return;
   }
   lastPhoto = file;
   const request = ++photoRequest;
-  status(`Analysing ${file.name} …`);
+  photoStatus(`Analysing ${file.name} …`);
   try {
-    // boxes are in the server's pixels, which follow the EXIF orientation, as browsers draw it
-    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file)]);
+    // boxes are in the server's pixels, which follow the EXIF orientation, as browsers draw it;
+    // a format the server reads and the browser cannot draw (TIFF, PPM) still gets its results
+    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file).catch(() => null)]);
     const heats = await heatImages(result.faces);
     if (request !== photoRequest) return;
     const canvas = $("photo-canvas");
-    canvas.width = bitmap.width;
-    canvas.height = bitmap.height;
-    canvas.hidden = false;
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(bitmap, 0, 0);
-    drawExplanations(ctx, result.faces, heats);
-    drawFaces(ctx, result.faces);
+    canvas.hidden = !bitmap;
+    if (bitmap) {
+      canvas.width = bitmap.width;
+      canvas.height = bitmap.height;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(bitmap, 0, 0);
+      drawExplanations(ctx, result.faces, heats);
+      drawFaces(ctx, result.faces);
+    }
     renderBars($("faces-list"), result.faces);
-    status(result.faces.length ? `${result.faces.length} face(s) found.` : "No face found in this photo.");
+    const found = result.ok === false ? `Could not analyse the photo: ${result.error}`
+      : result.faces.length ? `${result.faces.length} face(s) found.` : "No face found in this photo.";
+    photoStatus(found + (bitmap ? "" : " (this browser cannot show this image format)"), result.ok === false);
   } catch (err) {
-    if (request === photoRequest) status(`Could not analyse the photo: ${err.message}`, true);
+    if (request !== photoRequest) return;
+    clearPhoto(); // the previous photo's results are not this one's
+    photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
   }
 }
 
 function setUpPhoto() {
   const zone = $("drop-zone");
-  $("file-input").addEventListener("change", (e) => handleFile(e.target.files[0]));
+  $("file-input").addEventListener("change", (e) => {
+    handleFile(e.target.files[0]);
+    e.target.value = ""; // the same file chosen again (a retry) is sent again
+  });
   $("choose-file").addEventListener("click", () => $("file-input").click());
   zone.addEventListener("keydown", (e) => { // the drop zone opens the chooser from the keyboard too
     if (e.target === zone && (e.key === "Enter" || e.key === " ")) {
@@ -271,7 +309,7 @@ function cameraError(err) {
 async function startCamera() {
   if (camera.stream || camera.starting) return; // one camera at a time (a second click, capture mode)
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    status(cameraError(null), true);
+    cameraStatus(cameraError(null), true);
     return;
   }
   camera.starting = true;
@@ -280,7 +318,7 @@ async function startCamera() {
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
   } catch (err) {
-    status(cameraError(err), true);
+    cameraStatus(cameraError(err), true);
     $("start-camera").disabled = false;
     return;
   } finally {
@@ -292,7 +330,7 @@ async function startCamera() {
   video.srcObject = stream;
   await video.play().catch(() => {});
   $("stop-camera").disabled = false;
-  status("Camera on.");
+  cameraStatus("Camera on.");
   const fps = Math.min(10, Math.max(1, Number($("fps").value) || 3));
   camera.timer = setInterval(sendFrame, 1000 / fps);
 }
@@ -309,7 +347,19 @@ function stopCamera(message = "Camera off.", isError = false) {
   $("live-faces").replaceChildren();
   $("start-camera").disabled = false;
   $("stop-camera").disabled = true;
-  status(message, isError);
+  if (camera.capture && camera.capture.index < camera.capture.targets.length) {
+    $("capture-status").textContent = "Capture stopped with the camera.";
+  }
+  camera.capture = null;
+  cameraStatus(message, isError);
+}
+
+// A new frames/s applies at once to a running camera.
+function restartTimer() {
+  if (!camera.timer) return;
+  clearInterval(camera.timer);
+  const fps = Math.min(10, Math.max(1, Number($("fps").value) || 3));
+  camera.timer = setInterval(sendFrame, 1000 / fps);
 }
 
 function grabFrame() {
@@ -351,9 +401,9 @@ async function sendFrame() {
       // busy: wait as long as the server asks (at least 2 s) instead of asking again every frame
       const wait = Math.max(2, err.retryAfter || 0);
       camera.pausedUntil = Date.now() + wait * 1000;
-      status(`The server is busy (${err.message}); trying again in ${wait} s.`, true);
+      cameraStatus(`The server is busy (${err.message}); trying again in ${wait} s.`, true);
     } else {
-      status(`Live analysis failed: ${err.message}`, true);
+      cameraStatus(`Live analysis failed: ${err.message}`, true);
     }
   } finally {
     camera.busy = false;
@@ -365,10 +415,13 @@ function startCapture() {
   const targets = $("capture-targets").value.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean);
   const unknown = targets.filter((t) => !EMOTIONS.includes(t));
   if (!targets.length || unknown.length) {
-    status(`Targets must be among: ${EMOTIONS.join(", ")}`, true);
+    cameraStatus(`Targets must be among: ${EMOTIONS.join(", ")}`, true);
     return;
   }
-  camera.capture = { targets, index: 0, threshold: Number($("capture-threshold").value) || 0.6 };
+  // the threshold within the field's own bounds: above 0.99 nothing would ever be captured
+  const threshold = Math.min(0.99, Math.max(0.1, Number($("capture-threshold").value) || 0.6));
+  $("capture-threshold").value = String(threshold);
+  camera.capture = { targets, index: 0, threshold };
   camera.urls.forEach((url) => URL.revokeObjectURL(url)); // the previous captures' images
   camera.urls = [];
   $("captures").replaceChildren();
@@ -414,27 +467,36 @@ function videoStatus(message, isError = false) {
   el.classList.toggle("error", isError);
 }
 
+let videoRequest = 0; // the newest clip: one clip at a time, and no older answer shown over it
+
 async function analyseVideo(file) {
   if (!file) return;
   const fps = Math.min(30, Math.max(1, Number($("video-fps").value) || 10));
   const smooth = Math.min(5, Math.max(0, Number($("video-smooth").value) || 0));
   const form = new FormData();
   form.append("files", file, file.name);
-  videoStatus(`Analysing ${file.name} …`);
+  const request = ++videoRequest;
+  $("video-timeline").hidden = true; // the last clip's results are not this one's
+  $("video-summary").hidden = true;
+  $("choose-clip").disabled = true;
+  const started = Date.now();
+  const tick = () => videoStatus(`Analysing ${file.name} … ${Math.round((Date.now() - started) / 1000)} s`);
+  tick();
+  const clock = setInterval(tick, 1000);
   try {
-    const response = await fetch(`/v1/video?fps=${fps}&smooth=${smooth}`, {
-      method: "POST", body: form, headers: authHeaders(),
-    });
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    const body = await callApi(`/v1/video?fps=${fps}&smooth=${smooth}`, { method: "POST", body: form });
+    if (request !== videoRequest) return;
     drawTimeline($("video-timeline"), body.frames, body.summary);
     renderSummary(body.summary);
     const s = body.summary;
-    videoStatus(`${s.frames_analysed} frames analysed over ${s.duration_s.toFixed(1)} s: `
+    videoStatus(`${file.name}: ${s.frames_analysed} frames analysed over ${s.duration_s.toFixed(1)} s: `
       + `${s.tracks.length} face track(s), ${s.faces_per_frame.toFixed(2)} faces per frame.`
       + (s.warnings.length ? ` Warning: ${s.warnings.join(" ")}` : ""));
   } catch (err) {
-    videoStatus(`Could not analyse the video: ${err.message}`, true);
+    if (request === videoRequest) videoStatus(`Could not analyse the video ${file.name}: ${err.message}`, true);
+  } finally {
+    clearInterval(clock);
+    if (request === videoRequest) $("choose-clip").disabled = false;
   }
 }
 
@@ -536,8 +598,34 @@ document.addEventListener("DOMContentLoaded", () => {
   $("start-camera").addEventListener("click", startCamera);
   $("stop-camera").addEventListener("click", () => stopCamera());
   $("start-capture").addEventListener("click", startCapture);
-  $("video-input").addEventListener("change", (e) => analyseVideo(e.target.files[0]));
+  $("video-input").addEventListener("change", (e) => {
+    analyseVideo(e.target.files[0]);
+    e.target.value = ""; // the same clip chosen again (a retry) is sent again
+  });
+  $("fps").addEventListener("change", restartTimer);
   $("choose-clip").addEventListener("click", () => $("video-input").click());
   loadLabels();
-  status("Ready.");
+  waitUntilReady();
 });
+
+// The page says whether the model has loaded (/readyz), instead of "Ready." while it loads.
+async function waitUntilReady() {
+  for (let tries = 0; ; tries += 1) {
+    try {
+      const response = await fetch("/readyz");
+      if (response.ok) {
+        status("Ready.");
+        return;
+      }
+      const why = (await response.text().catch(() => "")).trim(); // plain text: loading, failed, ...
+      if (why !== "loading") {
+        status(`The server cannot answer: ${why || `HTTP ${response.status}`} (see the server's log).`, true);
+        return;
+      }
+      status("The model is loading …");
+    } catch (err) {
+      status("The server cannot be reached.", true);
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 500 * (tries + 1))));
+  }
+}
