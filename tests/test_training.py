@@ -452,7 +452,7 @@ def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) ->
 
 
 def test_bad_options_data_and_outputs_are_named_before_training(dataset: Path, tmp_path: Path) -> None:
-    """Each was an internal error, a silent bad run or a model no door loads: a zero or negative
+    """Each was an internal error, a silent bad run or a model no door loads: a negative
     learning rate (the schedule climbed the loss), a --set value the model cannot be built with,
     one class, a misspelled --val-split (replaced by a hold-out), an -o that cannot be made (said
     after decoding). None leaves a folder behind."""
@@ -460,7 +460,7 @@ def test_bad_options_data_and_outputs_are_named_before_training(dataset: Path, t
 
     bad = tmp_path / "bad"
     for given, option in [
-        ({"lr": 0.0}, "lr"),
+        ({"lr": -1e-3}, "lr"),
         ({"min_lr": -1.0}, "min_lr"),
         ({"weight_decay": -0.1}, "weight_decay"),
         ({"warmup_epochs": -3.0}, "warmup_epochs"),
@@ -503,6 +503,21 @@ def test_a_damaged_checkpoint_is_named_on_resume(dataset: Path, tmp_path: Path) 
     (out / "checkpoint" / "state.json").write_text("{not json")
     with pytest.raises(TrainError, match=r"checkpoint/state\.json: missing or damaged"):
         train(_config(dataset, out, epochs=3), resume=True, progress=False)
+
+
+def test_a_new_best_published_mid_session_takes_the_earlier_card_away(tmp_path: Path) -> None:
+    """A resumed run stopped by Ctrl-C after a new best epoch kept the earlier session's card
+    (best epoch 1) beside the new weights (best epoch 2); the session's end writes the card."""
+    from emovit.training.trainer import _publish_best
+
+    out, staged = tmp_path / "run", tmp_path / "staged"
+    out.mkdir()
+    staged.mkdir()
+    (out / "README.md").write_text("best epoch 1")
+    (out / "model.safetensors").write_bytes(b"epoch 1")
+    (staged / "model.safetensors").write_bytes(b"epoch 2")
+    _publish_best(out, staged)
+    assert (out / "model.safetensors").read_bytes() == b"epoch 2" and not (out / "README.md").exists()
 
 
 def test_batch_size_must_fit(dataset: Path, tmp_path: Path) -> None:

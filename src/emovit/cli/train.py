@@ -45,7 +45,7 @@ _CONFIG_OPTIONS = (
         help="Global batch per optimizer step (split over processes and --grad-accum).",
     ),
     click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True),
-    click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True),
+    click.option("--lr", type=click.FloatRange(0), default=1e-3, show_default=True),
     click.option("--min-lr", type=click.FloatRange(0), default=1e-5, show_default=True),
     click.option("--weight-decay", type=click.FloatRange(0), default=0.05, show_default=True),
     click.option("--warmup-epochs", type=click.FloatRange(0), default=2.0, show_default=True),

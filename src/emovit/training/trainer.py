@@ -386,9 +386,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
 def _check_numbers(cfg: TrainConfig) -> None:
     """The optimiser's numbers, checked (an `OptionError` naming the first bad one): a negative
     floor learning rate made the schedule end below zero, climbing the loss."""
-    check_real(cfg.lr, "lr", 0)
-    if cfg.lr == 0:
-        raise OptionError("lr must be more than 0, got 0.0", option="lr")
+    check_real(cfg.lr, "lr", 0)  # 0 is allowed: the initial weights, saved as a run (a baseline)
     check_real(cfg.min_lr, "min_lr", 0)
     check_real(cfg.weight_decay, "weight_decay", 0)
     check_real(cfg.warmup_epochs, "warmup_epochs", 0)
@@ -1005,6 +1003,9 @@ def _publish_best(out: Path, staged: Path) -> None:
     for file in sorted(staged.iterdir()):
         with file.open("rb") as source, atomic_open(out / file.name, "wb") as target:
             shutil.copyfileobj(source, target)
+    # an earlier session's card describes an earlier best epoch: the session's end writes this
+    # one's (a session stopped by Ctrl-C leaves no card rather than one about other weights)
+    (out / "README.md").unlink(missing_ok=True)
     from emovit.backends import EXPORT_INFO, ONNX_FILE
 
     if (out / EXPORT_INFO).is_file():  # an ONNX export of an earlier epoch: not these weights
