@@ -14,10 +14,11 @@ set.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -353,7 +354,9 @@ def evaluate(
     )
     out = Path(output) if output is not None else None
     if out is not None:
-        _write_report(out, metrics, scored, y_true, y_pred, probs_all, names, unscored)
+        files = {"metrics": metrics, "samples": scored, "y_true": y_true, "y_pred": y_pred}
+        files |= {"probs": probs_all, "labels": names, "unscored": unscored}
+        _write_report(out, functools.partial(_write_report_files, **files))
     return EvaluationReport(metrics=metrics, output=out)
 
 
@@ -369,16 +372,8 @@ REPORT_FILES = (
 )
 
 
-def _write_report(
-    out: Path,
-    metrics: dict[str, Any],
-    samples: Sequence[Sample],
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    probs: np.ndarray,
-    labels: list[str],
-    unscored: Sequence[tuple[Sample, str, str, str]] = (),
-) -> None:
+def _write_report(out: Path, write: Callable[[Path], None]) -> None:
+    """Put a report into `out`: ``write(folder)`` fills a fresh folder with `REPORT_FILES`."""
     # The new report is written whole into a hidden folder beside the files it replaces, then
     # each file is renamed into place, report.md (which says the report is whole) removed first
     # and put last: a full disk or a crash while writing leaves the previous report as it was,
@@ -388,7 +383,7 @@ def _write_report(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        _write_report_files(staging, metrics, samples, y_true, y_pred, probs, labels, unscored)
+        write(staging)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, StorageError):  # named by the report, not its hidden staging folder
