@@ -6,8 +6,9 @@
     3,589 FER2013 test images, and faces/s on 2,048 decoded face crops at batch 256
     (also written to default_speed.json, which the model card quotes).
 
-Writes benchmarks/results/bench_<name>.json and prints the tables.
-Usage: python benchmarks/bench_backends.py [--only reference|default] [--repeats 5]
+Writes benchmarks/results/bench_<name>.json (or into --out DIR: a quick look need not replace
+the figures the docs quote) and prints the tables.
+Usage: python benchmarks/bench_backends.py [--only reference|default] [--repeats 5] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
@@ -37,7 +40,7 @@ def reference_model(tmp: Path) -> Path:
     return tmp / "reference"
 
 
-def write_default_speed(report: dict) -> None:
+def write_default_speed(report: dict, results: Path = RESULTS) -> None:
     """The faces/s figure the default model's card quotes: the backend `auto` uses for it."""
     from emovit.backends import ONNX_FILE
     from emovit.models import resolve_model
@@ -50,12 +53,12 @@ def write_default_speed(report: dict) -> None:
         "faces": report["crops"],
         "threads": report["threads"],
         "per_backend": {k: v["faces_per_s"] for k, v in report["backends"].items() if "faces_per_s" in v},
-        "command": "python benchmarks/bench_backends.py --only default",
+        "command": report.get("command", "python benchmarks/bench_backends.py --only default"),
         "machine": report.get("machine"),
         "measured": time.strftime("%Y-%m-%d"),
     }
     # CPUs differ between machines: the latest figure of every other CPU stays beside this one
-    path = RESULTS / "default_speed.json"
+    path = results / "default_speed.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     others = [earlier, *earlier.get("other_machines", [])] if earlier else []
     seen = {_cpu(speed)}
@@ -65,7 +68,7 @@ def write_default_speed(report: dict) -> None:
         if "faces_per_s" in record and _cpu(record) not in seen:
             seen.add(_cpu(record))
             kept.append(record)
-    path.write_text(json.dumps({**speed, "other_machines": kept}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({**speed, "other_machines": kept}, indent=2) + "\n")
 
 
 def _cpu(record: dict) -> tuple[str, tuple[str, ...], str]:
@@ -82,7 +85,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["reference", "default"], default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-batch-size", type=int, default=4)
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS,
+        help="folder for the JSON results (default: benchmarks/results, the figures the docs quote)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.repeats < 1 or args.reference_batch_size < 1:
+        parser.error("--repeats and --reference-batch-size must be at least 1")
     test_dir = SHARED / "data" / "fer2013" / "test"
     if not test_dir.is_dir():
         sys.exit(f"skipped: {test_dir} is missing")
@@ -95,7 +104,7 @@ def main() -> None:
     samples = read_samples(test_dir)
     every = [str(s.source) for s in samples]
     labels = [s.label for s in samples]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         if args.only in (None, "reference"):
@@ -131,10 +140,10 @@ def main() -> None:
             report = run_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
             report["model"] = name
             report["command"] = "python " + " ".join(["benchmarks/bench_backends.py", *sys.argv[1:]])
-            (RESULTS / f"bench_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_text_atomic(args.out / f"bench_{name}.json", json.dumps(report, indent=2) + "\n")
             print(format_table(report), flush=True)
             if name == "default":
-                write_default_speed(report)
+                write_default_speed(report, args.out)
 
 
 if __name__ == "__main__":

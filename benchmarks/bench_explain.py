@@ -36,8 +36,12 @@ YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 
 def run(cmd: list[str]) -> float:
+    """The wall time of one command; a command that could not run (exit 2 or more: a bad
+    option, an internal error) stops the benchmark (exit 1 is some inputs failing)."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=False, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode >= 2:
+        sys.exit(f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
     return time.perf_counter() - start
 
 
@@ -63,6 +67,8 @@ def compare(
         times["predict"].append(run([*predict, *common, "--quiet"]))
         times["explain"].append(run([*explain, *common, "--quiet"]))
     files = len(list((out / "maps").glob("*.png")))
+    if not files:  # a time for explaining nothing is no figure
+        sys.exit(f"{name}: explain wrote no map ({' '.join(explain)})")
     shutil.rmtree(out / "maps", ignore_errors=True)
     medians = {key: statistics.median(value) for key, value in times.items()}
     row = {
@@ -123,7 +129,8 @@ def main() -> None:
     report = {
         "benchmark": "bench_explain",
         "what": "emovit explain vs emovit predict --backend torch, end to end, median wall time",
-        "model": f"default (MobileViT-XXS, 64 px; explain --method {args.method}: auto means smoothgrad, "
+        "model": f"default (MobileViT, 1.97 M parameters, 64 px; explain --method {args.method}: "
+        "auto means smoothgrad, "
         f"{SMOOTHGRAD_SAMPLES} samples); reference: ViT-B/16-224 with random weights (explain: grad-rollout)",
         "repeats": args.repeats,
         "results": rows,

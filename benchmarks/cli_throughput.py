@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from emovit.bench import machine_info
+from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
@@ -86,10 +88,9 @@ def main() -> None:
         "classification_s": round(classify_s, 2),
         "classification_images_per_s": round(len(rows) / classify_s, 2),
         "pipeline_parity_max_abs_prob_diff": worst,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from emovit.bench import machine_info
+from emovit.fileio import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 
@@ -96,10 +99,9 @@ def main() -> None:
         "faces_per_photo": "1-4",
         "faces_found_share": round(found / expected, 3),
         "latency_ms": {s: {"p50": pct(v, 50), "p95": pct(v, 95)} for s, v in stages.items()},
-        "cpus": os.cpu_count(),
+        "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

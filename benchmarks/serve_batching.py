@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emovit.bench import machine_info
+from emovit.fileio import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 
@@ -57,7 +60,13 @@ def run(model: Path, batching: bool, clients: int, seconds: float, image: bytes)
                 if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
                     break
             except OSError:
+                if proc.poll() is not None:
+                    sys.exit(
+                        f"the server exited (code {proc.returncode}) before it was ready: {' '.join(cmd)}"
+                    )
                 time.sleep(0.1)
+        else:  # no figures of a server that never answered
+            sys.exit(f"the server was not ready within 60 s: {' '.join(cmd)}")
         latencies: list[float] = []
         codes: list[int] = []
         lock = threading.Lock()
@@ -99,6 +108,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_batching.json")
     args = parser.parse_args()
     fixture = SHARED / "fixtures" / "dima806-facial-emotions"
     if not fixture.is_dir():
@@ -132,8 +142,8 @@ def main() -> None:
         "ratio_on_vs_off": median["on"] / median["off"] if median["off"] else None,
         "runs": runs,
     }
-    out = REPO / "benchmarks" / "results" / "serve_batching.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    report["machine"] = machine_info()
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("answered_per_s_median", "ratio_on_vs_off")}, indent=2))
 
 

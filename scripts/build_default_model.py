@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"releasing {choice['chosen_path']} (chosen in {args.run})")
         args.run = Path(choice["chosen_path"])
 
+    if not args.run.is_dir():  # a typo is not a run still training (exit 75 would tell make to wait)
+        print(f"{args.run}: no such training run folder", file=sys.stderr)
+        return 2
     state_path = args.run / "run_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     # a weight average (soup.json) is made only from finished runs (emovit.training.soup)

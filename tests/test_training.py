@@ -1037,6 +1037,14 @@ def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None
     assert proc.returncode == 75, proc.stderr  # make stops before measuring the old model
     assert "not finished (1 of 3 epochs)" in proc.stdout
     assert not (tmp_path / "dest").exists()
+    typo = subprocess.run(  # a misspelt run is no run still training: make must not wait for it
+        [*args[:2], str(tmp_path / "rnu"), *args[3:]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert typo.returncode == 2 and "no such training run folder" in typo.stderr, typo.stderr
 
 
 def test_teacher_flip_tta_and_ensembles_answer_the_mean_log_probabilities() -> None:
