@@ -40,7 +40,7 @@ def reference_model(tmp: Path) -> Path:
     return tmp / "reference"
 
 
-def write_default_speed(report: dict, results: Path = RESULTS) -> None:
+def write_default_speed(report: dict, results: Path | None = None) -> None:
     """The faces/s figure the default model's card quotes: the backend `auto` uses for it."""
     from emovit.backends import ONNX_FILE
     from emovit.models import resolve_model
@@ -58,7 +58,7 @@ def write_default_speed(report: dict, results: Path = RESULTS) -> None:
         "measured": time.strftime("%Y-%m-%d"),
     }
     # CPUs differ between machines: the latest figure of every other CPU stays beside this one
-    path = results / "default_speed.json"
+    path = (results or RESULTS) / "default_speed.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     others = [earlier, *earlier.get("other_machines", [])] if earlier else []
     seen = {_cpu(speed)}

@@ -167,7 +167,7 @@ def _export_matches(folder_name: str, stamp: tuple[tuple[str, int, int], ...]) -
     return False
 
 
-def _auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> bool:
+def auto_picks_onnx(folder: Path, on_cpu: bool, precision: str = "fp32") -> bool:
     """What ``backend="auto"`` chooses on a folder: onnxruntime on CPU when the folder has an
     ``model.onnx`` emovit made (`emovit export` records ``export_info.json``; the embedded
     model's is checked by its release) and onnxruntime is installed, or when there are no torch
@@ -238,7 +238,7 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
             "use backend onnx or auto",
             option="backend",
         )
-    auto_onnx = name == "auto" and _auto_picks_onnx(model.path, model.device == "cpu", precision)
+    auto_onnx = name == "auto" and auto_picks_onnx(model.path, model.device == "cpu", precision)
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
@@ -385,7 +385,7 @@ class EmotionRecognizer:
         backend = options.get("backend", "auto")
         on_cpu = resolve_device(device) == "cpu"
         precision = options.get("precision", "fp32")
-        wants_onnx = backend == "onnx" or (backend == "auto" and _auto_picks_onnx(folder, on_cpu, precision))
+        wants_onnx = backend == "onnx" or (backend == "auto" and auto_picks_onnx(folder, on_cpu, precision))
         loaded = load_model(folder, device=device, load_weights=not wants_onnx)
         loaded.name = os.fspath(model)
         return cls(loaded, faces=faces, **options)

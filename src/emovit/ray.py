@@ -1338,8 +1338,8 @@ def predict_to_folder(
         todo = [source for key, source in first.items() if key not in done]
         report = JobReport(inputs=len(unique), skipped=len(unique) - len(todo), output=output)
         report.duplicates = len(inputs) - len(unique)
-        report.earlier_errors = sum(
-            entry["errors"] for entry in entries if any(key in first for key in _entry_keys(entry))
+        report.earlier_errors = sum(  # the parts made only of this run's inputs (a part's count is whole)
+            entry.get("errors", 0) for entry in entries if all(key in first for key in _entry_keys(entry))
         )
         units = _units(todo, part_size, fmt)
         if units:

@@ -62,11 +62,11 @@ def _auto_backend(details: dict[str, Any]) -> str:
     ``onnx-int8`` or ``torch``."""
     import warnings
 
-    from emovit.predictor import _auto_picks_onnx
+    from emovit.predictor import auto_picks_onnx
 
     with warnings.catch_warnings():  # a stale export: the onnx row says so
         warnings.simplefilter("ignore")
-        onnx = _auto_picks_onnx(Path(details["path"]), on_cpu=True)
+        onnx = auto_picks_onnx(Path(details["path"]), on_cpu=True)
     if not onnx:
         return "torch"
     return "onnx-int8" if details["onnx"].get("quantize") else "onnx-fp32"

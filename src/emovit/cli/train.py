@@ -240,7 +240,7 @@ def train(
 
     from emovit.training import AugmentConfig, TrainConfig
     from emovit.training import train as run_training
-    from emovit.training.trainer import CHECKPOINT, _how_to_finish, unfinished_run
+    from emovit.training.trainer import CHECKPOINT, how_to_finish, unfinished_run
 
     hf_logging.disable_progress_bar()
     augment = AugmentConfig.from_name("off" if no_augment else augment_name)
@@ -279,7 +279,7 @@ def train(
         if int(os.environ.get("RANK", "0")) == 0 and unfinished_run(output):
             resumable = (Path(output) / CHECKPOINT / "state.json").is_file()
             click.echo(f"{output}: the run is unfinished; " + (
-                "go on with the same command and --resume" if resumable else _how_to_finish(output)
+                "go on with the same command and --resume" if resumable else how_to_finish(output)
             ), err=True)  # fmt: skip
         raise
     if int(os.environ.get("RANK", "0")) != 0:

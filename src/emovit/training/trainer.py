@@ -348,7 +348,7 @@ def unfinished_run(folder: str | os.PathLike[str]) -> bool:
     return (folder / "training_config.json").is_file()
 
 
-def _how_to_finish(folder: str | os.PathLike[str]) -> str:
+def how_to_finish(folder: str | os.PathLike[str]) -> str:
     """What finishes an unfinished run: a resume, or, stopped before its first epoch ended (no
     checkpoint to resume from), training it again."""
     if (Path(folder) / CHECKPOINT / "state.json").is_file():
@@ -469,11 +469,11 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
     if cfg.init and cfg.arch:
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
     if cfg.init and unfinished_run(cfg.init):
-        raise TrainError(f"--init {cfg.init}: that run has not finished ({_how_to_finish(cfg.init)})")
+        raise TrainError(f"--init {cfg.init}: that run has not finished ({how_to_finish(cfg.init)})")
     for path in teacher_paths(cfg.teacher):  # a paused teacher would teach half of what it will
         if unfinished_run(path):
             raise TrainError(
-                f"--teacher {path}: that run has not finished ({_how_to_finish(path)})", option="teacher"
+                f"--teacher {path}: that run has not finished ({how_to_finish(path)})", option="teacher"
             )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
