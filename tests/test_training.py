@@ -458,7 +458,7 @@ def test_bad_options_data_and_outputs_are_named_before_training(dataset: Path, t
     after decoding). None leaves a folder behind."""
     from emovit.errors import OptionError
 
-    bad = tmp_path / "bad"
+    bad = tmp_path / "new" / "bad"  # a folder this run would make, inside another it would make
     for given, option in [
         ({"lr": -1e-3}, "lr"),
         ({"min_lr": -1.0}, "min_lr"),
@@ -482,7 +482,7 @@ def test_bad_options_data_and_outputs_are_named_before_training(dataset: Path, t
     with pytest.raises(TrainError, match="no 'valdiation' split .*leave --val-split out") as raised:
         train(_config(dataset, bad, val_split="valdiation"), progress=False)
     assert raised.value.option == "val_split"
-    assert not bad.exists()
+    assert not (tmp_path / "new").exists()  # every folder it made, taken away again
     (tmp_path / "a file").write_text("")
     with pytest.raises(TrainError, match="the run's folder cannot be created") as raised:
         train(_config(dataset, tmp_path / "a file" / "run"), progress=False)

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +222,12 @@ def evaluate(
     if output is not None:  # a report that cannot be written fails now, not after the scoring
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=output):  # a read-only folder too
+                pass
         except OSError as exc:
-            raise OptionError(f"{output}: cannot create the report folder ({exc})", option="output") from None
+            raise OptionError(
+                f"{output}: cannot create or write the report folder ({exc.strerror or exc})", option="output"
+            ) from None
     from emovit.progress import progress_bar
 
     if isinstance(model, EmotionRecognizer):
@@ -381,22 +386,27 @@ def _write_report(out: Path, write: Callable[[Path], None]) -> None:
     # folder's other files are the user's and stay.
     staging = out / ".emovit-report.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         write(staging)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, StorageError):  # named by the report, not its hidden staging folder
+        if isinstance(exc, OSError):  # named by the report, not its hidden staging folder
             reason = str(exc).rsplit(": cannot be written ", 1)[-1]
+            reason = reason if isinstance(exc, StorageError) else f"({exc.strerror or exc})"
             raise StorageError(
                 f"{out}: the report cannot be written {reason}; any previous one is kept"
             ) from None
         raise
-    for name in reversed(REPORT_FILES):  # report.md first
-        (out / name).unlink(missing_ok=True)
-    for name in REPORT_FILES:  # report.md last
-        os.replace(staging / name, out / name)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for name in reversed(REPORT_FILES):  # report.md first
+            (out / name).unlink(missing_ok=True)
+        for name in REPORT_FILES:  # report.md last
+            os.replace(staging / name, out / name)
+    except OSError as exc:
+        raise StorageError(f"{out}: the report cannot be put in place ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_report_files(

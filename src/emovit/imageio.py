@@ -140,7 +140,7 @@ def load_image(
         try:
             image = _open_header(stream)
         except Image.DecompressionBombError as exc:
-            raise ImageError(label, f"too many pixels ({exc})", "too_many_pixels") from None
+            raise _bomb(label, exc, max_pixels) from None
         except Image.UnidentifiedImageError:
             raise ImageError(
                 label,
@@ -167,10 +167,14 @@ def load_image(
 
 def _decoded(decode: Callable[[], np.ndarray], label: str) -> np.ndarray:
     """Run `decode`, its decoder's errors as the `ImageError` of a corrupt image."""
+    from PIL import Image
+
     try:
         return decode()
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # some decoders (TIFF, GIF) check it again
+        raise _bomb(label, exc) from None
     except _DECODE_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageError(label, f"corrupt or truncated image data ({reason})") from None
@@ -354,18 +358,32 @@ def declared_pixels(data: bytes) -> int:
 
 def _open_header(stream: BinaryIO) -> Image.Image:
     """Pillow's lazily opened image of `stream`: its header read, in emovit's formats only,
-    under the lock (the warnings filter and Pillow's limit are process-wide), without Pillow's
-    decompression-bomb check: the pixel limit is emovit's own (``max_pixels``, checked on the
-    header next), and Pillow's fixed one (179 MP) refused images a raised limit allows."""
+    under the lock (the warnings filter is process-wide), without a decompression-bomb warning
+    (the pixel limits are emovit's own; Pillow's decoder keeps its fixed ceiling, `_bomb`)."""
     from PIL import Image
 
     with _PIL_LOCK, warnings.catch_warnings():  # the header only: the lock is short
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            return Image.open(stream, formats=readable_formats())
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+        return Image.open(stream, formats=readable_formats())
+
+
+def _bomb(label: str, exc: Exception, max_pixels: int | None = None) -> ImageError:
+    """Pillow's own ceiling (twice ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP), which applies
+    whatever ``max_pixels`` allows: emovit leaves the process-wide setting alone. Under a
+    lower `max_pixels`, that limit is the one named."""
+    from PIL import Image
+
+    ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if max_pixels is not None and max_pixels < ceiling:
+        return ImageError(
+            label, f"image is over {ceiling:,} pixels, over the limit of {max_pixels:,}", "too_many_pixels"
+        )
+    return ImageError(
+        label,
+        f"image is over {ceiling:,} pixels, the image decoder's own limit (whatever max_pixels "
+        f"allows): scale it down first ({exc})",
+        "too_many_pixels",
+    )
 
 
 def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -> None:

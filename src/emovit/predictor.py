@@ -845,6 +845,10 @@ class EmotionRecognizer:
         self._target_id(target, explainer)
         return self._explain_batch(batch, explainer, target, raise_errors)
 
+    def has_explainer(self, method: ExplainMethod = "auto") -> bool:
+        """Whether `explainer` (of `method`) is made already: no weights to load, no wait."""
+        return method in self._explainers
+
     def explainer(self, method: ExplainMethod = "auto") -> Explainer:
         """The `emovit.explain.Explainer` of `method` on this recognizer's torch model (made
         once per method; the torch weights are loaded here when the recognizer runs onnx)."""

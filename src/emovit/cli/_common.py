@@ -96,8 +96,16 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
         return
     if Path(path).is_dir():
         raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
-    target = os.path.realpath(path)
-    if any(target == os.path.realpath(source) for source in inputs if "://" not in source):
+    # only an existing file can be an input; only inputs of its name (or the name it links
+    # to) are resolved (a run of a million inputs does not resolve each)
+    target = os.path.realpath(path) if os.path.exists(path) else None
+    names = {os.path.basename(path), os.path.basename(target or "")}
+    same = target is not None and any(
+        os.path.basename(source) in names and os.path.realpath(source) == target
+        for source in inputs
+        if "://" not in source
+    )
+    if same:
         raise click.BadParameter(f"{path!r} is one of the inputs: it is not replaced",
                                  ctx, param_hint=f"'{flag}'")  # fmt: skip
     try:

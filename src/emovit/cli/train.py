@@ -277,7 +277,9 @@ def train(
         result = run_training(config, resume=resume)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what goes on from here (then "interrupted", exit 130)
         if int(os.environ.get("RANK", "0")) == 0 and unfinished_run(output):
-            resumable = (Path(output) / CHECKPOINT / "state.json").is_file()
+            resumable = any(  # the checkpoint, or the one set aside while the next is swapped in
+                (Path(output) / name / "state.json").is_file() for name in (CHECKPOINT, f".{CHECKPOINT}.old")
+            )
             click.echo(f"{output}: the run is unfinished; " + (
                 "go on with the same command and --resume" if resumable else how_to_finish(output)
             ), err=True)  # fmt: skip

@@ -9,6 +9,7 @@ Face cache, so a checkpoint downloaded once works offline (``HF_HUB_OFFLINE=1``)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -493,13 +494,22 @@ def build_random_model(
 def weights_digest(folder: str | os.PathLike[str]) -> str | None:
     """One sha256 over a model folder's ``*.safetensors`` files (None without any): what an
     export records, so that an ONNX file is known to belong to the weights beside it."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    # hashed once per state of the files (size, modification time) and process: `emovit info`,
+    # the server's /v1/models and the choice of backend all ask
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest(stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(stamp: tuple[tuple[str, int, int], ...]) -> str:
     import hashlib
 
     from emovit.fileio import sha256_of
 
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        return None
+    files = [Path(name) for name, *_ in stamp]
     return hashlib.sha256("".join(f"{f.name}:{sha256_of(f)}\n" for f in files).encode()).hexdigest()
 
 

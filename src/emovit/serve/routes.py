@@ -300,8 +300,8 @@ async def _predict(
         return results
 
     try:
-        if slot is not None:  # the first explain=true loads the explainer (torch weights of an onnx
-            # server): a one-off start-up cost, not charged to the request's deadline
+        if slot is not None and not rec.has_explainer(explain_method):  # the first explain=true loads
+            # it (the torch weights of an onnx server): a one-off start-up cost, not the request's
             await asyncio.to_thread(rec.explainer, explain_method)
         results = await asyncio.wait_for(run(), timeout=settings.deadline_s)
     except TimeoutError:

@@ -365,21 +365,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     """
     _check_numbers(cfg)
     out = Path(cfg.output)
-    created = False
+    created = []  # the folders this call made, deepest first
     if not resume and not out.exists():  # a folder that cannot be made: said now, not after decoding
+        created = [folder for folder in (out, *out.parents) if not folder.exists()]
         try:
             out.mkdir(parents=True, exist_ok=True)  # exist_ok: the other ranks of a torchrun job
         except OSError as exc:
             raise TrainError(
                 f"{out}: the run's folder cannot be created ({exc.strerror or exc})", option="output"
             ) from None
-        created = True
     try:
         return _train(cfg, resume=resume, progress=progress)
     except BaseException:
-        if created:  # still empty (the run failed before writing): no folder left behind
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        for folder in created:  # still empty (the run failed before writing): none left behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
 
 
@@ -499,7 +501,7 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
     found = list_splits(cfg.data)
     if val_split in found and val_split != train_split:
         val_samples = read_samples(cfg.data, val_split)
-    elif val_split != canonical_split(TrainConfig.val_split) and val_split != train_split:
+    elif val_split != canonical_split(TrainConfig.val_split) and val_split != train_split and not resume:
         # a split asked for by name (a typo among them) is not silently replaced by a hold-out
         raise TrainError(
             f"{cfg.data}: no {cfg.val_split!r} split (found {found or 'none'}); leave --val-split out "
@@ -614,16 +616,18 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
                 option="data",
             )
         unwrapped = accelerator.unwrap_model(model)
-        _checkpoint_file(
-            ckpt / "model.safetensors", lambda path: unwrapped.load_state_dict(load_file(str(path)))
+        # the files read (a damaged one is named), then given to the model built now (a
+        # mismatch is the model's, said in full by torch)
+        weights = _checkpoint_file(ckpt / "model.safetensors", lambda path: load_file(str(path)))
+        optimizer_state = _checkpoint_file(
+            ckpt / "optimizer.pt", lambda path: torch.load(path, weights_only=True, map_location=device)
         )
-        _checkpoint_file(
-            ckpt / "optimizer.pt",
-            lambda path: optimizer.load_state_dict(torch.load(path, weights_only=True, map_location=device)),
+        scheduler_state = _checkpoint_file(
+            ckpt / "scheduler.pt", lambda path: torch.load(path, weights_only=True)
         )
-        _checkpoint_file(
-            ckpt / "scheduler.pt", lambda path: scheduler.load_state_dict(torch.load(path, weights_only=True))
-        )
+        unwrapped.load_state_dict(weights)
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
         _restore_scaler(getattr(accelerator, "scaler", None), ckpt)
         state = _checkpoint_file(ckpt / "state.json", _read_json)
         if state.get("f1_over") != "present":  # saved when macro-F1 averaged over every class

@@ -208,6 +208,7 @@ function clearPhoto() {
 
 async function handleFile(file) {
   if (!file || !file.type.startsWith("image/")) {
+    photoRequest += 1; // an earlier photo's late answer must not replace this message
     clearPhoto();
     photoStatus("Please choose an image file.", true);
     return;
