@@ -165,4 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from emovit.errors import script_exit
+
+    raise SystemExit(script_exit(main))

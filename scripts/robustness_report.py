@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.model):
         parser.error("give one --name per --model")
+    if args.limit is not None and args.limit < 1:  # 0 ran the whole split, a negative cut its end
+        parser.error("--limit must be at least 1")
     names = args.name or args.model
     previous: dict[str, dict[str, object]] = {}
     saved = args.output / "robustness.json"
@@ -255,4 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from emovit.errors import script_exit
+
+    sys.exit(script_exit(main))

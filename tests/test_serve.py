@@ -347,6 +347,7 @@ def test_explanations_from_an_onnx_only_model_are_not_available(tmp_path: Path) 
 def test_headers_metrics_and_cors(client: TestClient, recognizer: EmotionRecognizer) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "emovit" in page.text
+    assert client.head("/").status_code == 200  # uptime probes ask with HEAD (it was 405)
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert client.get("/static/app.js").status_code == 200

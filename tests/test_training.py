@@ -1997,3 +1997,22 @@ def test_the_speed_record_keeps_the_latest_figure_of_every_cpu(tmp_path: Path, m
     assert "| Xeon | avx2, avx512f | 16 |" in rows[1] and "| 5000 (`onnx-fp32`) |" in rows[1]
     assert _speed_line({**written(), "other_machines": []}).endswith("--only default`.")  # one CPU: no table
     assert _speed_line(None).startswith("see `benchmarks/`")
+
+
+def test_a_scripts_error_is_one_line_not_a_traceback(capsys: Any, monkeypatch: Any) -> None:
+    """A misspelt model or data path ended the repository's scripts in a traceback."""
+    from emovit.errors import ModelLoadError, script_exit
+
+    monkeypatch.delenv("EMOVIT_DEBUG", raising=False)
+
+    def missing() -> int:
+        raise ModelLoadError("/nowhere: not a model folder")
+
+    assert script_exit(missing) == 2 and capsys.readouterr().err == "error: /nowhere: not a model folder\n"
+    assert (script_exit(lambda: None), script_exit(lambda: 75)) == (0, 75)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "robustness_report.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--model", "/nowhere", "--limit", "2"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "/nowhere" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

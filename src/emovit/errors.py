@@ -30,6 +30,7 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_real",
+    "script_exit",
 ]
 
 #: Where an input failed; ``worker`` only on the Ray engine (the worker died, stage unknown).
@@ -248,3 +250,19 @@ def check_flag(value: object, option: str, *, optional: bool = False) -> None:
         return
     if not _is_bool(value):
         raise OptionError(f"{option} must be True or False, got {value!r}", option=option)
+
+
+def script_exit(main: Callable[[], int | None]) -> int:
+    """The exit code of a repository script's ``main()`` (``scripts/``, ``benchmarks/``): an
+    emovit error or an unreadable file is one line on stderr naming it and exit 2, as the CLI
+    says them, not a traceback (``EMOVIT_DEBUG=1`` keeps the traceback)."""
+    import os
+    import sys
+
+    try:
+        return int(main() or 0)
+    except (EmovitError, OSError) as exc:
+        if os.environ.get("EMOVIT_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

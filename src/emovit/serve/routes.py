@@ -544,6 +544,6 @@ async def prometheus(request: Request) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime probes
 async def page() -> FileResponse:
     return FileResponse(str(_STATIC.joinpath("index.html")), media_type="text/html")
