@@ -53,6 +53,7 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_real",
+    "first_line",
     "script_exit",
 ]
 
@@ -250,6 +251,13 @@ def check_flag(value: object, option: str, *, optional: bool = False) -> None:
         return
     if not _is_bool(value):
         raise OptionError(f"{option} must be True or False, got {value!r}", option=option)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message on one line (safetensors, torch and the ONNX exporter add context
+    lines after the first); its type's name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def script_exit(main: Callable[[], int | None]) -> int:

@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from emovit.data import Sample
 from emovit.errors import DatasetError, OptionError, StorageError
-from emovit.fileio import atomic_open, write_text_atomic
+from emovit.fileio import atomic_open, check_writable, write_text_atomic
 
 if TYPE_CHECKING:
     from emovit.faces import FaceOptions
@@ -222,8 +221,7 @@ def evaluate(
     if output is not None:  # a report that cannot be written fails now, not after the scoring
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=output):  # a read-only folder too
-                pass
+            check_writable(output)  # a read-only folder too
         except OSError as exc:
             raise OptionError(
                 f"{output}: cannot create or write the report folder ({exc.strerror or exc})", option="output"

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_dir",
     "atomic_open",
     "atomic_output",
+    "check_writable",
     "sha256_of",
     "temporary_prefix",
     "write_image",
@@ -132,6 +133,13 @@ def _storage_error(target: Path, exc: OSError) -> Exception:
     from emovit.errors import StorageError
 
     return StorageError(f"{target}: cannot be written ({exc.strerror or exc})")
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Raise the `OSError` a write into `folder` would meet (read-only, no permission): an
+    unnamed temporary file is made there and dropped."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def write_image(path: str | os.PathLike[str], image: Any, fmt: str, **options: Any) -> Path:

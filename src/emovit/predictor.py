@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import inspect
 import io
-import json
 import os
 import threading
 import time
@@ -149,15 +148,10 @@ def _export_matches_weights(folder: Path) -> bool:
 @functools.lru_cache(maxsize=64)
 def _export_matches(folder_name: str, stamp: tuple[tuple[str, int, int], ...]) -> bool:
     """`_export_matches_weights` for one state of the folder's files (`stamp`)."""
-    from emovit.backends import EXPORT_INFO
-    from emovit.models import weights_digest
+    from emovit.models import export_matches_weights
 
     folder = Path(folder_name)
-    try:
-        recorded = json.loads((folder / EXPORT_INFO).read_text()).get("weights_sha256")
-    except (OSError, ValueError, AttributeError):
-        return False
-    if recorded is None or recorded == weights_digest(folder):
+    if export_matches_weights(folder) is not False:  # the same, or an older export (trusted)
         return True
     warnings.warn(
         f"{folder}: its model.onnx was exported from other weights than the ones beside it (export "

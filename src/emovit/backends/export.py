@@ -30,7 +30,7 @@ import numpy as np
 
 from emovit.backends._vit import cls_only_last_layer
 from emovit.backends.onnx_backend import EXPORT_INFO, ONNX_FILE, OnnxBackend
-from emovit.errors import ExportError, OptionError, check_count
+from emovit.errors import ExportError, OptionError, check_count, first_line
 
 __all__ = ["ExportError", "ExportResult", "export_onnx"]
 
@@ -160,7 +160,7 @@ def export_onnx(
         if created:
             shutil.rmtree(out, ignore_errors=True)
         if "opset" in str(exc).lower():  # one the exporter does not know (the help gives the lower bound)
-            raise OptionError(f"opset {opset}: {str(exc).strip().splitlines()[0]}", option="opset") from None
+            raise OptionError(f"opset {opset}: {first_line(exc)}", option="opset") from None
         raise
     except BaseException:
         if created:  # a failed check leaves no folder that `--backend auto` would pick up

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emovit.errors import DependencyError
+from emovit.fileio import check_writable
 
 if TYPE_CHECKING:
     from emovit.cli._options import RecognizerOptions
@@ -114,8 +114,7 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
         raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
                                  ctx, param_hint=f"'{flag}'") from None  # fmt: skip
     try:  # a read-only or foreign folder: said now, not after the run
-        with tempfile.TemporaryFile(dir=Path(path).parent):
-            pass
+        check_writable(Path(path).parent)
     except OSError as exc:
         raise click.BadParameter(f"{path!r}: its folder cannot be written ({exc.strerror or exc})",
                                  ctx, param_hint=f"'{flag}'") from None  # fmt: skip

@@ -80,11 +80,12 @@ def explain(
     paths = expand_sources(sources, recursive=recursive, stdin=sys.stdin if "-" in sources else None)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
-    videos = [path for path in paths if is_video(path)]
+    kinds = [is_video(path) for path in paths]  # once each: an unknown extension is probed with FFmpeg
+    videos = [path for path, video in zip(paths, kinds, strict=True) if video]
     if videos and len(videos) == len(paths):
         raise click.UsageError(f"emovit explain takes photos; {display_name(videos[0])!r} is a video", ctx)
     if videos:  # a video among photos (a folder holding both): its error, and the photos go on
-        paths = [path for path in paths if not is_video(path)]
+        paths = [path for path, video in zip(paths, kinds, strict=True) if not video]
         for video in videos:
             click.echo(f"error: {display_name(video, controls=True)}: a video; emovit explain takes photos",
                        err=True)  # fmt: skip

@@ -12,6 +12,7 @@ from emovit.models._loading import (
     DEFAULT_MODEL,
     LoadedModel,
     build_random_model,
+    export_matches_weights,
     load_model,
     load_torch_model,
     read_model_config,
@@ -46,6 +47,7 @@ __all__ = [
     "read_model_config",
     "resolve_device",
     "resolve_model",
+    "export_matches_weights",
     "weights_digest",
     "write_framing",
 ]

@@ -147,7 +147,7 @@ class ModelInfo:
         import json
 
         from emovit.backends.onnx_backend import EXPORT_INFO, ONNX_FILE
-        from emovit.models._loading import weights_digest
+        from emovit.models._loading import export_matches_weights
 
         if not (self.path / ONNX_FILE).is_file():
             return None
@@ -156,10 +156,9 @@ class ModelInfo:
             info = info if isinstance(info, dict) else {}
         except (OSError, ValueError):
             info = {}
-        recorded, digest = info.get("weights_sha256"), weights_digest(self.path)
         out: dict[str, Any] = {"file": ONNX_FILE, "exported_by_emovit": bool(info)}
         out |= {"quantize": info.get("quantize"), "opset": info.get("opset")}
-        out["matches_weights"] = None if recorded is None or digest is None else recorded == digest
+        out["matches_weights"] = export_matches_weights(self.path)
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from emovit.errors import LabelError, ModelLoadError, OptionError, RandomWeightsWarning
+from emovit.errors import LabelError, ModelLoadError, OptionError, RandomWeightsWarning, first_line
 from emovit.labels import LabelMap
 from emovit.models._framing import Framing, read_framing
 from emovit.models._presets import apply_config_overrides, identity_norms
@@ -357,7 +357,7 @@ def load_torch_model(
     except OptionError:  # a --set the config refuses: the option is to blame, not the folder
         raise
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # a damaged file too
-        raise ModelLoadError(f"{folder}: cannot load the model ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{folder}: cannot load the model ({first_line(exc)})") from None
     if new_head:
         _reinit_head(model)
     # layers the checkpoint did not give (a widened stage, a new head) were drawn afresh: their
@@ -491,6 +491,25 @@ def build_random_model(
     return out
 
 
+def export_matches_weights(folder: str | os.PathLike[str]) -> bool | None:
+    """Whether the folder's ONNX export was made from the safetensors weights beside it, by
+    the digest its ``export_info.json`` records: None when nothing is recorded (no export
+    record, an older export without the digest, or no weights); False for a record that
+    cannot be read (nothing vouches for the export)."""
+    record = Path(folder) / "export_info.json"
+    if not record.is_file():
+        return None
+    try:
+        info = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict):
+        return False
+    recorded = info.get("weights_sha256")
+    digest = weights_digest(folder) if recorded is not None else None
+    return None if recorded is None or digest is None else recorded == digest
+
+
 def weights_digest(folder: str | os.PathLike[str]) -> str | None:
     """One sha256 over a model folder's ``*.safetensors`` files (None without any): what an
     export records, so that an ONNX file is known to belong to the weights beside it."""
@@ -511,9 +530,3 @@ def _digest(stamp: tuple[tuple[str, int, int], ...]) -> str:
 
     files = [Path(name) for name, *_ in stamp]
     return hashlib.sha256("".join(f"{f.name}:{sha256_of(f)}\n" for f in files).encode()).hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    """An error's message on one line (safetensors and torch add context lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

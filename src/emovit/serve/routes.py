@@ -106,15 +106,14 @@ def _request_schema() -> dict[str, Any]:
 Upload = tuple[str, bytes | InputError]
 
 
-_DATA_URL = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+_DATA_URL = re.compile(r"^\s*data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 def _from_base64(text: str) -> bytes:
     """An image's bytes from base64 as people send it: wrapped at 76 columns (``base64 FILE``)
     or as a data URL (``data:image/jpeg;base64,...``, a canvas's toDataURL) too; anything
     else that is not base64 is refused (no silently skipped characters)."""
-    text = _DATA_URL.sub("", text.strip(), count=1) if text.lstrip()[:5].lower() == "data:" else text
-    return base64.b64decode("".join(text.split()), validate=True)
+    return base64.b64decode("".join(_DATA_URL.sub("", text, count=1).split()), validate=True)
 
 
 async def _images_from(request: Request, state: ServeState) -> list[Upload]:

@@ -53,7 +53,7 @@ from emovit.data import (
     read_vote_labels,
     vote_targets,
 )
-from emovit.errors import EmovitError, LabelError, OptionError, TrainError, check_real
+from emovit.errors import EmovitError, LabelError, OptionError, TrainError, check_real, first_line
 from emovit.fileio import atomic_dir, write_text_atomic
 from emovit.labels import EMOTIONS, order_labels
 from emovit.models import Framing
@@ -229,20 +229,14 @@ def _build_model(
     ``--init`` model records (None from scratch, or when it records none) and that record's
     notes (e.g. ``chosen_by``; empty from scratch)."""
     torch.manual_seed(_seed(cfg, 999_999))
-    with _built_with(cfg.overrides):
-        return _built_model(cfg, classes)
-
-
-@contextlib.contextmanager
-def _built_with(overrides: dict[str, Any]) -> Any:
-    """`--set` values that the config accepts but the model cannot be built with (a negative
-    width, a zero patch size) are an `OptionError` on them, not an internal error."""
     try:
-        yield
+        return _built_model(cfg, classes)
     except (ValueError, RuntimeError, ZeroDivisionError, TypeError, IndexError) as exc:
-        if not overrides or isinstance(exc, EmovitError):
+        # `--set` values the config accepts and the model cannot be built with (a negative
+        # width, a zero patch size) are an `OptionError` on them, not an internal error
+        if not cfg.overrides or isinstance(exc, EmovitError):
             raise
-        given = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+        given = ", ".join(f"{key}={value!r}" for key, value in cfg.overrides.items())
         raise OptionError(
             f"the model cannot be built with --set {given} ({type(exc).__name__}: {exc})", option="overrides"
         ) from None
@@ -401,9 +395,9 @@ def _checkpoint_file(path: Path, read: Callable[[Path], _T]) -> _T:
     try:
         return read(path)
     except Exception as exc:  # noqa: BLE001 - JSON, safetensors, torch.load: each its own errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainError(
-            f"{path}: missing or damaged ({reason}); restore it, or start a new run in another -o folder"
+            f"{path}: missing or damaged ({first_line(exc)}); restore it, or start a new run in "
+            "another -o folder"
         ) from None
 
 
