@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,16 @@ def test_yunet_by_name_offline_after_fetch_from(
     found = run(*args, "--format", "jsonl")
     assert found.exit_code == 0, found.output
     assert '"detection_score": 0.' in found.stdout
+
+
+def test_info_says_why_auto_runs_torch_without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` installs no onnxruntime: info said `torch` beside a good model.onnx, no why."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    details = json.loads(run("info", "default", "--format", "json").stdout)
+    assert details["onnx"]["matches_weights"] is True
+    assert details["backend_auto_cpu"] == "torch (onnxruntime is not installed: pip install 'emovit[onnx]')"

@@ -68,6 +68,15 @@ def _auto_backend(details: dict[str, Any]) -> str:
         warnings.simplefilter("ignore")
         onnx = auto_picks_onnx(Path(details["path"]), on_cpu=True)
     if not onnx:
+        import importlib.util
+
+        onnx_file = details.get("onnx")
+        if (
+            onnx_file
+            and onnx_file["matches_weights"] is not False
+            and not importlib.util.find_spec("onnxruntime")
+        ):
+            return "torch (onnxruntime is not installed: pip install 'emovit[onnx]')"
         return "torch"
     return "onnx-int8" if details["onnx"].get("quantize") else "onnx-fp32"
 
