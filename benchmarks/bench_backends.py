@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from emovit.bench import at_least_one
 from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,15 +84,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=["reference", "default"], default=None)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--reference-batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
+    parser.add_argument("--reference-batch-size", type=at_least_one, default=4)
     parser.add_argument(
         "--out", type=Path, default=RESULTS,
         help="folder for the JSON results (default: benchmarks/results, the figures the docs quote)",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.repeats < 1 or args.reference_batch_size < 1:
-        parser.error("--repeats and --reference-batch-size must be at least 1")
     test_dir = SHARED / "data" / "fer2013" / "test"
     if not test_dir.is_dir():
         sys.exit(f"skipped: {test_dir} is missing")

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 from emovit.explain import SMOOTHGRAD_SAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,9 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--faces", type=int, default=100)
-    parser.add_argument("--photos", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--faces", type=at_least_one, default=100)
+    parser.add_argument("--photos", type=at_least_one, default=20)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--method", default="auto", help="the default model's method (auto: smoothgrad)")
     parser.add_argument("--reference", action="store_true", help="also the ViT-B/16 reference architecture")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 from emovit.imageio import load_image
 from emovit.preprocess import Preprocessor
 
@@ -49,8 +49,8 @@ def _per_second(run: object, images: list[np.ndarray]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faces", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--faces", type=at_least_one, default=2048)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
     parser.add_argument(
         "-o", "--output", type=Path, default=REPO / "benchmarks" / "results" / "bench_preprocess.json"
     )

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
@@ -214,7 +214,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each engine (the best is compared)")
+    parser.add_argument(
+        "--repeats", type=at_least_one, default=2, help="runs of each engine (the best is compared)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_ray.json")
     args = parser.parse_args()
     if not TEST.is_dir():

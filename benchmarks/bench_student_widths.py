@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emovit.bench import at_least_one
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results"
@@ -65,15 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--crops", type=int, default=2048)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
+    parser.add_argument("--crops", type=at_least_one, default=2048)
     parser.add_argument(
         "--model", action="append", default=[], metavar="NAME=FOLDER", help="a trained folder too"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_student_widths.json")
     args = parser.parse_args()
-    if args.repeats < 1 or args.crops < 1:
-        parser.error("--repeats and --crops must be at least 1")
     for given in args.model:  # before five variants are built and exported
         folder = given.partition("=")[2]
         if not Path(folder).is_dir():

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
@@ -178,7 +178,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="video seconds timed per run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     parser.add_argument("--memory-fps", type=float, default=5.0)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_video.json")

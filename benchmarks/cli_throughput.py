@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=at_least_one, default=100)
+    parser.add_argument("--batch-size", type=at_least_one, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cli_throughput.json")
     args = parser.parse_args()
     test_dir = SHARED / "data" / "fer2013" / "test"

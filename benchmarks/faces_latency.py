@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="default")
-    parser.add_argument("--photos", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--photos", type=at_least_one, default=40)
+    parser.add_argument("--repeats", type=at_least_one, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "faces_latency.json")
     args = parser.parse_args()
     detector_model = SHARED / "models" / "face_detection_yunet_2023mar.onnx"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovit.bench import machine_info
+from emovit.bench import at_least_one, machine_info
 from emovit.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +106,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=at_least_one, default=2)
+    parser.add_argument("--clients", type=at_least_one, default=16)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_batching.json")
     args = parser.parse_args()
     fixture = SHARED / "fixtures" / "dima806-facial-emotions"

@@ -30,6 +30,9 @@ from pathlib import Path
 
 from emovit.training.adjust import DEFAULT_TAU_RULE, TAU_RULES
 
+# defaults are found from the repository, wherever the script is started
+REPO = Path(__file__).resolve().parents[1]
+
 NOT_FINISHED = 75
 
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dest", type=Path, help="the folder to write (src/emovit/models/default)")
     parser.add_argument("--data", type=Path, required=True, help="the dataset with a test split")
-    parser.add_argument("--speed", type=Path, default=Path("benchmarks/results/default_speed.json"))
+    parser.add_argument("--speed", type=Path, default=REPO / "benchmarks/results/default_speed.json")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other runs for the card")
     parser.add_argument("--onnx", action="store_true", help="also ship an fp32 model.onnx")
     parser.add_argument("--labels", type=Path, default=None, help="a FER+ vote file: also score its labels")

@@ -29,6 +29,9 @@ from emovit.faces import YuNetDetector, crop_face
 from emovit.fileio import write_text_atomic
 from emovit.imageio import load_image
 
+# defaults are found from the repository, wherever the script is started
+REPO = Path(__file__).resolve().parents[1]
+
 MARGINS = np.round(np.arange(-0.3, 0.501, 0.025), 3)
 CANVAS = (480, 640)  # height, width
 
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         help="faces to paste (train + validation; 600: the committed report)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/framing"))
+    parser.add_argument("-o", "--output", type=Path, default=REPO / "docs/reports/framing")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")

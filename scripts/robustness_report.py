@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,10 @@ from emovit.faces import FaceOptions
 from emovit.fileio import sha256_of, write_report
 from emovit.imageio import load_images
 from emovit.predictor import EmotionRecognizer
+
+# defaults are found from the repository, wherever the script is started
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 
 
 def _composite(face: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
@@ -116,8 +121,10 @@ def measure(
 ) -> dict[str, object]:
     split = canonical_split(split)  # recorded as train / validation / test (the choice checks it)
     samples = read_samples(data, split)
-    if limit:
-        samples = samples[:limit]
+    if limit and limit < len(samples):
+        # a fixed random subset, in the split's order: the first N were all one class (folder order)
+        keep = np.random.default_rng(0).choice(len(samples), size=limit, replace=False)
+        samples = [samples[i] for i in sorted(keep)]
     votes = read_vote_labels(labels)
     fer = [s.label for s in samples]
     ferplus = [majority_label(row) for row in sample_votes(samples, votes)]
@@ -215,14 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", required=True, help="a model (repeat to compare)")
     parser.add_argument("--name", action="append", default=[], help="a column name per --model, in order")
     parser.add_argument("--reuse", action="store_true", help="take already measured names from -o's JSON")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
-    parser.add_argument("--labels", type=Path, default=Path("../shared/data/ferplus/labels.csv"))
+    parser.add_argument("--data", type=Path, default=SHARED / "data/fer2013")
+    parser.add_argument("--labels", type=Path, default=SHARED / "data/ferplus/labels.csv")
     parser.add_argument("--yunet", type=Path, default=None, help="YuNet ONNX file: adds the composites")
     parser.add_argument(
         "--split", default="test", help="the split to score (validation: the one to choose augmentations on)"
     )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N test images (a quick look)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/robustness"))
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only N images: a fixed random subset of the split (a quick look)",
+    )
+    parser.add_argument("-o", "--output", type=Path, default=REPO / "docs/reports/robustness")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.model):
         parser.error("give one --name per --model")

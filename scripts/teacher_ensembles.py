@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from emovit.fileio import sha256_of, write_report
 from emovit.imageio import load_images
 from emovit.labels import EMOTIONS
 from emovit.predictor import EmotionRecognizer
+
+# defaults are found from the repository, wherever the script is started
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOVIT_SHARED", REPO.parent / "shared"))
 
 
 def log_probs(model: str, images: list[np.ndarray]) -> np.ndarray:
@@ -99,12 +104,12 @@ def markdown(singles: dict[str, dict[str, dict[str, float]]], rows: list[dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="trained model folders (or registry names)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013"))
-    parser.add_argument("--labels", type=Path, default=Path("../shared/data/ferplus/labels.csv"))
+    parser.add_argument("--data", type=Path, default=SHARED / "data/fer2013")
+    parser.add_argument("--labels", type=Path, default=SHARED / "data/ferplus/labels.csv")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--max-size", type=int, default=4, help="the largest ensemble to score")
     parser.add_argument("--top", type=int, default=10, help="rows of the overall table")
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/reports/teacher-ensembles"))
+    parser.add_argument("-o", "--output", type=Path, default=REPO / "docs/reports/teacher-ensembles")
     args = parser.parse_args(argv)
     if canonical_split(args.split) == "test":
         parser.error("teachers are chosen on validation only: the test split is never used to choose")
@@ -134,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = {m: resolve_model(m) / "model.safetensors" for m in args.models}
     report = {
         "settings": {
-            "data": str(args.data),
-            "labels": str(args.labels),
+            "data": os.path.relpath(args.data),  # no home folder in a committed report
+            "labels": os.path.relpath(args.labels),
             "split": args.split,
             "faces": len(keep),
         },

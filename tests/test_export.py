@@ -202,3 +202,29 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     with pytest.raises(OptionError, match="opset 99") as raised:  # an internal error (exit 3)
         export_onnx(str(tiny_model_dir), tmp_path / "late", opset=99, check_images=2)
     assert raised.value.option == "opset" and not (tmp_path / "late").exists()
+
+
+@pytest.mark.parametrize(
+    "script", ["bench_preprocess.py", "bench_video.py", "serve_batching.py", "bench_backends.py"]
+)
+def test_benchmark_counts_must_be_at_least_one(script: str) -> None:
+    """--repeats 0 (or --rounds 0) ended in a statistics error or a division by zero after the
+    models had loaded; it is now a usage error before any work."""
+    import argparse
+    import subprocess
+    import sys
+
+    from emovit.bench import at_least_one
+
+    assert at_least_one("3") == 3
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            at_least_one(bad)
+    option = "--rounds" if script == "serve_batching.py" else "--repeats"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    done = subprocess.run(
+        [sys.executable, str(path), option, "0"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and f"argument {option}: must be at least 1, not 0" in done.stderr, (
+        done.stderr
+    )

@@ -363,6 +363,20 @@ def test_headers_metrics_and_cors(client: TestClient, recognizer: EmotionRecogni
         assert allowed.headers["access-control-allow-origin"] == "http://example.test"
 
 
+def test_favicon_and_api_docs_page(client: TestClient, recognizer: EmotionRecognizer) -> None:
+    icon = client.get("/favicon.ico")  # browsers ask for it: it was a 404 in every page load's log
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert 'rel="icon" href="/static/favicon.svg"' in client.get("/").text
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "SwaggerUIBundle" in docs.text and "url: '/openapi.json'" in docs.text
+    # offline, the CDN's script never replaces the element's content: the schema's address stays
+    assert "could not load" in docs.text and '<a href="/openapi.json">' in docs.text
+    assert "fastapi.tiangolo.com" not in docs.text  # no third-party icon fetched from our page
+    assert client.get("/openapi.json").json()["info"]["title"] == "emovit"
+    with TestClient(create_app(recognizer), root_path="/api") as proxied:  # behind a proxy prefix
+        assert '<a href="/api/openapi.json">' in proxied.get("/api/docs").text
+
+
 class _SlowRecognizer:
     """Wraps a recognizer: counts model stage calls (`infer`, what the batcher runs) and the
     faces in each, and makes each one slow."""
@@ -692,6 +706,28 @@ def test_a_server_whose_model_fails_to_load_stops_and_says_why(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "failed to load" in done.stderr and "safetensors" in done.stderr
+
+
+def test_a_server_stopped_while_its_model_loads_starts_no_worker(recognizer: EmotionRecognizer) -> None:
+    """Stopped during loading, the lifespan found no worker to stop and returned; the loading
+    thread then warmed the model up and started a worker nobody stopped (the process aborted at
+    exit, "terminate called without an active exception"). Shutdown now waits for the loading,
+    which starts no worker once shutdown has begun."""
+    release = threading.Event()
+
+    def slow_factory() -> EmotionRecognizer:
+        release.wait(10)
+        return recognizer
+
+    app = create_app(slow_factory, ServeSettings(drain_timeout_s=10))
+    state = get_state(app)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+        threading.Timer(0.3, release.set).start()  # the load ends while the shutdown waits for it
+    release.wait(10)
+    time.sleep(1.0)  # whatever the loading thread does after the load, it has done by now
+    assert state.shutting_down and not state.ready
+    assert state.batcher is None or not state.batcher.alive
 
 
 def test_the_body_is_parsed_off_the_event_loop(

@@ -1522,6 +1522,28 @@ def test_robustness_report_scores_every_condition_and_reuses_same_weights(
         script.main([*args, "-o", str(out), "--reuse", "--limit", "5"])
 
 
+def test_robustness_report_quick_look_spans_the_classes_and_finds_its_defaults_anywhere(
+    dataset: Path, votes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--limit N took the split's first N images: in folder order, all of one class. The
+    default --data and --labels (../shared) were relative to where the script was started."""
+    shared = tmp_path / "shared"
+    (shared / "data" / "ferplus").mkdir(parents=True)
+    (shared / "data" / "fer2013").symlink_to(dataset, target_is_directory=True)
+    (shared / "data" / "ferplus" / "labels.csv").symlink_to(votes)
+    monkeypatch.setenv("EMOVIT_SHARED", str(shared))
+    script = _load_script("robustness_report")
+    model = build_random_model(tmp_path / "model", "vit-test", id2label=dict(enumerate(CLASSES)))
+    loaded: list[list[str]] = []
+    load = script.load_images
+    monkeypatch.setattr(script, "load_images", lambda sources: loaded.append(list(sources)) or load(sources))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no ../shared from here: the defaults come from EMOVIT_SHARED
+    assert script.main(["--model", str(model), "--limit", "4", "-o", str(tmp_path / "quick")]) == 0
+    assert len(loaded[0]) == 4 and len({Path(source).parent.name for source in loaded[0]}) > 1
+
+
 def test_teacher_ensembles_scores_every_subset_as_a_flip_teacher_answers(
     dataset: Path, votes: Path, tmp_path: Path
 ) -> None:

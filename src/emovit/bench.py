@@ -21,13 +21,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BENCH_BACKENDS", "BenchConfig", "machine_info", "run_bench"]
+__all__ = ["BENCH_BACKENDS", "BenchConfig", "at_least_one", "machine_info", "run_bench"]
 
 #: What `run_bench` times: torch (fp32, or bf16 where native), and ONNX exports of the model.
 BENCH_BACKENDS = ("torch", "torch-bf16", "onnx-fp32", "onnx-int8")
 
 #: The CPU flags that decide inference speed (AVX2-only EPYCs vs Xeons with AVX-512/AMX).
 SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def at_least_one(text: str) -> int:
+    """An ``argparse`` type for the benchmarks' counts (repeats, images, faces, rounds): a whole
+    number of at least 1 (0 repeats ended in a statistics error or a division by zero)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def machine_info() -> dict[str, Any]:

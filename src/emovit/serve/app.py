@@ -53,6 +53,9 @@ def _load(recognizer: EmotionRecognizer | Callable[[], EmotionRecognizer], state
         )
         warm = rec.prepare([np.full((64, 64, 3), 128, np.uint8)], faces=FaceOptions(detector="none"))
         rec.infer([warm])
+        if state.shutting_down:  # stopped while loading: nobody would stop a worker started now
+            logger.info("model loaded after shutdown began: not started")
+            return
         batcher.start()
         state.set_ready(rec, batcher)
         logger.info("model loaded and warmed up: ready")
@@ -105,9 +108,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_load, args=(recognizer, state), name="emovit-load", daemon=True).start()
+        loader = threading.Thread(target=_load, args=(recognizer, state), name="emovit-load", daemon=True)
+        loader.start()
         yield
         state.begin_shutdown()
+        # stopped while the model loads: let the loading end (it starts no worker now), so that
+        # no inference is still running when the process exits (that aborted it)
+        await asyncio.to_thread(loader.join, state.settings.drain_timeout_s)
         if state.batcher is not None:
             await asyncio.to_thread(state.batcher.stop, state.settings.drain_timeout_s)
         state.close()
@@ -117,6 +124,7 @@ def create_app(
         version=__version__,
         description="Facial emotion recognition: faces, boxes and per-emotion probabilities.",
         lifespan=lifespan,
+        docs_url=None,  # emovit.serve.routes.api_docs: the same page, with a word for offline browsers
     )
     app.state.emovit = state
     install_error_handlers(app)

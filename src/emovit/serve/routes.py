@@ -546,3 +546,37 @@ async def prometheus(request: Request) -> Response:
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime probes
 async def page() -> FileResponse:
     return FileResponse(str(_STATIC.joinpath("index.html")), media_type="text/html")
+
+
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+async def favicon() -> FileResponse:
+    """Browsers and bookmark tools ask for /favicon.ico whatever the page names: the same icon."""
+    return FileResponse(str(_STATIC.joinpath("favicon.svg")), media_type="image/svg+xml")
+
+
+# Swagger UI's script and style come from a CDN; a machine that cannot reach it would show a blank
+# page. The text sits inside the element Swagger UI renders into, so it shows only when the
+# script did not load.
+_DOCS_OFFLINE = (
+    '<div id="swagger-ui"><p style="font-family: sans-serif; margin: 2em">'
+    "The interactive API page needs Swagger UI from cdn.jsdelivr.net, which this browser could not "
+    "load. The API's schema is at <a href=\"{schema}\">{schema}</a> (OpenAPI, JSON); the README's "
+    '"HTTP service" section describes every endpoint.</p></div>'
+)
+
+
+@router.get("/docs", include_in_schema=False)
+async def api_docs(request: Request) -> Response:
+    """Swagger UI over /openapi.json, with the schema's address shown when the CDN is out of reach."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    root = request.scope.get("root_path", "").rstrip("/")
+    schema = f"{root}{request.app.openapi_url}"
+    icon = f"{root}/static/favicon.svg"
+    html = get_swagger_ui_html(
+        openapi_url=schema, title=f"{request.app.title} - API", swagger_favicon_url=icon
+    )
+    html = html.body.decode()
+    fallback = _DOCS_OFFLINE.format(schema=schema)
+    html = re.sub(r'<div id="swagger-ui">\s*</div>', lambda _: fallback, html, count=1)
+    return Response(html, media_type="text/html")
