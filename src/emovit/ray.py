@@ -670,17 +670,36 @@ def _compute(
     num_gpus: float,
     tasks: int | None = None,
     in_flight: int | None = None,
+    spare_cpus: float = 0,
 ) -> Any:
     """The actor pool: `workers` actors, or one per `num_cpus` CPUs (`num_gpus` GPUs) of the
     cluster; never more than `tasks` (an actor with nothing to do only costs its start);
-    `in_flight` tasks sent to an actor at a time (default: Ray Data's)."""
+    `in_flight` tasks sent to an actor at a time (default: Ray Data's).
+
+    `spare_cpus`: CPUs the dataset's other stages need (a user's dataset reads its files in
+    tasks of 1 CPU). Actors that took every CPU of the cluster left that read task waiting for
+    ever: the default pool leaves them free, and a fixed `workers` that would take them is
+    made smaller, with a warning (a ``(min, max)`` range is left to Ray, for clusters that grow).
+    """
     import ray
     import ray.data
 
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1
+    room = max(1, int((cpus - spare_cpus) // max(num_cpus, 1e-9))) if not num_gpus else None
     if workers is None:
-        resource, per_actor = ("GPU", num_gpus) if num_gpus else ("CPU", num_cpus)
-        available = ray.cluster_resources().get(resource, 1) if ray.is_initialized() else os.cpu_count() or 1
-        workers = max(1, int(available // max(per_actor, 1e-9)))
+        if num_gpus:
+            gpus = ray.cluster_resources().get("GPU", 1) if ray.is_initialized() else 1
+            workers = max(1, int(gpus // num_gpus))
+        else:
+            workers = room or 1
+    elif isinstance(workers, int) and room is not None and spare_cpus and workers > room:
+        warnings.warn(
+            f"{workers} workers of {num_cpus:g} CPU would take all {cpus:g} CPUs of the Ray cluster, "
+            f"and its read stage would wait for ever: using {room}; pass workers=(1, {workers}) "
+            "for a cluster that adds nodes",
+            stacklevel=3,
+        )
+        workers = room
     if isinstance(workers, tuple):
         return ray.data.ActorPoolStrategy(
             min_size=workers[0], max_size=workers[1], max_tasks_in_flight_per_actor=in_flight
@@ -708,7 +727,9 @@ def predict_dataset(
     as `ray.data.read_binary_files(..., include_paths=True)` gives), or ``item`` (strings).
 
     Each actor of the pool (`workers` of them: a number, a ``(min, max)`` range to autoscale,
-    default one per `num_cpus` CPUs of the cluster, or per `num_gpus` GPUs) loads the model
+    default one per `num_cpus` CPUs of the cluster but one, or per `num_gpus` GPUs; a number
+    whose actors would take every CPU is lowered, with a warning, so that the dataset's own read
+    tasks still get a CPU) loads the model
     once and classifies `batch_size` inputs per call; a broken input becomes its error row, as
     locally. A batch whose actor dies is tried `PART_TRIES` times in all, then fails the
     dataset (`predict_to_folder` instead isolates such an input as a ``worker_failed`` row).
@@ -735,7 +756,7 @@ def predict_dataset(
             fn_constructor_kwargs=kwargs,
             batch_size=batch_size,
             batch_format="pyarrow",
-            compute=_compute(workers, num_cpus, num_gpus),
+            compute=_compute(workers, num_cpus, num_gpus, spare_cpus=1),  # the dataset's reads
             num_cpus=num_cpus,
             num_gpus=num_gpus or None,
             **retries,
