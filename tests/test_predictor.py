@@ -188,6 +188,41 @@ def test_bad_arguments(tiny_model_dir: Path) -> None:
         FaceOptions(detector="none", no_face="ignore")  # type: ignore[arg-type]
 
 
+def test_wrong_kinds_of_argument_get_emovit_errors_that_say_what_to_do(
+    tiny: EmotionRecognizer, tiny_model_dir: Path
+) -> None:
+    """Each of these was a bare TypeError or AttributeError from deep inside, or, for
+    detector=None, accepted and then every image failed at detection."""
+    from emovit import InputError, ModelLoadError, OptionError, load_image
+
+    with pytest.raises(OptionError, match=r"from_pretrained"):
+        EmotionRecognizer("default")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="detector must be") as raised:
+        FaceOptions(detector=None)  # type: ignore[arg-type]
+    assert raised.value.option == "detector"
+    with pytest.raises(ModelLoadError, match="a str or a path"):
+        load_model(5)  # type: ignore[arg-type]
+    for bad in ("x", -1):
+        with pytest.raises(OptionError, match="max_pixels"):
+            load_image(np.zeros((8, 8, 3), np.uint8), max_pixels=bad)  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match="a URL: photos are read from files") as url:
+        load_image("https://example.com/a.jpg")
+    assert url.value.code == "not_found" and isinstance(url.value, InputError)
+    for thing in (5, None):  # one input, as an error row naming it (iterating it failed)
+        [row] = tiny.predict(thing)  # type: ignore[arg-type]
+        assert row.error_code == "unsupported_input" and type(thing).__name__ in row.error
+    with pytest.raises(OptionError, match="target must be one of"):
+        tiny.explain(np.zeros((30, 30, 3), np.uint8), method="grad-rollout", target=3)  # type: ignore[arg-type]
+
+
+def test_results_of_the_same_input_compare_equal_whatever_they_took(tiny: EmotionRecognizer) -> None:
+    face = np.full((30, 30, 3), 90, np.uint8)
+    first, second = tiny.predict(face)[0], tiny.predict(face)[0]
+    first.timings["decode"] = second.timings["decode"] + 1.0  # no two runs time alike
+    assert first == second
+    assert first != tiny.predict(np.full((30, 30, 3), 200, np.uint8))[0]
+
+
 @pytest.mark.parametrize(
     ("options", "option"),
     [

@@ -20,9 +20,11 @@ from emovit.errors import (
     DependencyError,
     EmovitError,
     ImageError,
+    InputError,
     LabelError,
     ModelLoadError,
     NoFaceError,
+    OptionError,
 )
 from emovit.labels import EMOTIONS
 
@@ -46,9 +48,11 @@ __all__ = [
     "FrameResult",
     "ImageError",
     "ImageResult",
+    "InputError",
     "LabelError",
     "ModelLoadError",
     "NoFaceError",
+    "OptionError",
     "__version__",
     "list_models",
     "load_image",

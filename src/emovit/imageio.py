@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeAlias, TypeVar, ov
 
 import numpy as np
 
-from emovit.errors import ImageError, InputError
+from emovit.errors import ImageError, InputError, check_count
+from emovit.sources import is_url
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -124,7 +125,9 @@ def load_image(
     Raises:
         ImageError: the input is missing, empty, truncated, not an image, too large, or an
             array of an unsupported shape or dtype.
+        OptionError: `max_pixels` is not a whole number of at least 1.
     """
+    check_count(max_pixels, "max_pixels", optional=True)
     label = name or describe_source(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, label, max_pixels)
@@ -319,6 +322,13 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
             raise ImageError(label, "a path given as bytes: give it as str", "unsupported_input") from None
         if not os.fspath(source):  # Path("") is the current folder
             raise ImageError(label or "<empty path>", "an empty path", "not_found")
+        if isinstance(source, str) and is_url(source) and not path.exists():
+            raise ImageError(  # it said "no such file"
+                label,
+                "a URL: photos are read from files, bytes or file objects, not downloaded (fetch it "
+                "first; `emovit predict --engine ray` reads s3:// and gs:// URLs)",
+                "not_found",
+            )
         check_file(path, label)
         try:
             return open(path, "rb")

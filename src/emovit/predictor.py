@@ -67,7 +67,9 @@ _MODEL_CHUNK = 256
 
 
 def _is_single(inputs: Any) -> bool:
-    if isinstance(inputs, _SINGLE):
+    """One input, not an iterable of them (what is neither, like None or 5, is one input too:
+    its error row names it; iterating it was a bare TypeError)."""
+    if isinstance(inputs, _SINGLE) or not isinstance(inputs, Iterable):
         return True
     from PIL import Image
 
@@ -301,6 +303,12 @@ class EmotionRecognizer:
         prefetch: int = 1,
         decode_threads: int = 2,
     ) -> None:
+        if not hasattr(model, "label_map"):  # a name or a folder: "'str' object has no attribute 'path'"
+            raise OptionError(
+                f"EmotionRecognizer takes a loaded model (emovit.load_model), got {model!r}; for a "
+                "registry name, Hub id or folder use EmotionRecognizer.from_pretrained(...)",
+                option="model",
+            )
         _check_options(
             faces=faces, batch_size=batch_size, threads=threads, max_pixels=max_pixels, backend=backend,
             precision=precision, tta=tta, prefetch=prefetch, decode_threads=decode_threads,
@@ -420,7 +428,8 @@ class EmotionRecognizer:
             batch_size: overrides the recognizer's batch size.
             errors: ``collect`` (default) turns an input that fails at any stage into a result
                 with ``error``, ``error_code`` and ``error_stage`` set and goes on; ``raise``
-                raises its `InputError` (`ImageError` for decoding).
+                raises its `InputError` (`ImageError` for decoding), or `NoFaceError` for an
+                input without a face under ``no_face="raise"``.
             keep_pixels: keep the decoded image and face crops on the results (for
                 `ImageResult.plot` / `save` without re-decoding; costs memory).
         """
@@ -901,7 +910,7 @@ class EmotionRecognizer:
             )
         from emovit.labels import canonical_label
 
-        name = target if target in self._labels else canonical_label(target)
+        name = target if target in self._labels or not isinstance(target, str) else canonical_label(target)
         if name not in self._labels:
             raise OptionError(
                 f"target must be one of the model's labels ({', '.join(self._labels)}), got {target!r}",

@@ -170,7 +170,8 @@ class FaceResult:
 
     Attributes:
         probs: probability per label, canonical emotions first in `emovit.EMOTIONS` order.
-        box: ``(x1, y1, x2, y2)`` in image pixels (None when the whole image was classified).
+        box: ``(x1, y1, x2, y2)`` in image pixels; the whole image's ``(0, 0, width, height)``
+            when it was classified whole (``detector="none"``, ``no_face="whole"``).
         landmarks: five ``(x, y)`` points (eyes, nose, mouth corners) when the detector gives them.
         detection_score: the face detector's confidence, when a detector ran.
         track_id: in a video, the face's track (the same person from frame to frame, from 1).
@@ -275,7 +276,10 @@ class ImageResult:
             ``corrupt_image``, ``detector_failed``, ``model_failed``, …).
         error_stage: the stage that failed: ``decode``, ``detect``, ``crop``, ``preprocess``
             or ``model``.
-        timings: milliseconds per stage (decode, detect, preprocess, inference) for this input.
+        timings: milliseconds per stage: decode and detect are this input's own; preprocess
+            and inference ran for a whole batch and are its share of the batch's time (by its
+            faces), so the inputs of one batch show the same figures. Results that differ only
+            in their timings compare equal.
         image: the decoded RGB image, kept only when predicting with ``keep_pixels=True``.
         path: the file the input was read from (None for bytes, arrays, PIL images and file
             objects): what `plot` reads again when no pixels were kept.
@@ -287,7 +291,7 @@ class ImageResult:
     error: str | None = None
     error_code: str | None = None
     error_stage: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)  # no two runs time alike
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     path: str | None = field(default=None, repr=False, compare=False)
 

@@ -71,6 +71,12 @@ class FaceOptions:
             raise OptionError(
                 f"unknown detector {self.detector!r}; use auto, yunet, haar or none", option="detector"
             )
+        if not isinstance(self.detector, str) and not callable(getattr(self.detector, "detect", None)):
+            raise OptionError(  # it was taken, and every image then failed at detection
+                f"detector must be auto, yunet, haar, none (each image is one face) or an object with a "
+                f"detect(image) method, got {self.detector!r}",
+                option="detector",
+            )
         check_real(self.det_threshold, "det_threshold", 0, 1)
         check_real(self.margin, "margin", 0, optional=True)
         check_flag(self.align, "align", optional=True)

@@ -81,6 +81,10 @@ def resolve_model(
         ModelLoadError: the folder is missing, the Hub is unreachable and the model is not
             cached, or the id does not exist; the message says what to do.
     """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise ModelLoadError(
+            f"a model is a registry name, a Hub id or a folder (a str or a path), got {name_or_path!r}"
+        )
     ref = os.fspath(name_or_path)
     path = Path(ref).expanduser()
     if path.is_dir():
