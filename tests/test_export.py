@@ -193,6 +193,12 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     ) as raised:
         export_onnx(str(tiny_model_dir), other, check_images=2)
     assert raised.value.option == "output" and not (other / "model.onnx").exists()
+    # an export folder (no weights) takes the same model again, never another one's export
+    export_onnx(str(other), tmp_path / "exported", check_images=2)
+    export_onnx(str(other), tmp_path / "exported", quantize="int8", check_images=2)  # the same model: fine
+    with pytest.raises(OptionError, match=r"holds another model .*model.onnx, config.json"):
+        export_onnx(str(tiny_model_dir), tmp_path / "exported", check_images=2)  # was replaced silently
+    assert json.loads((tmp_path / "exported" / "export_info.json").read_text())["quantize"] == "int8"
     (tmp_path / "a file").write_text("x")
     with pytest.raises(OptionError, match="a file, not a folder"):
         export_onnx(str(tiny_model_dir), tmp_path / "a file", check_images=2)

@@ -405,6 +405,39 @@ def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch
 
 
 @pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "no Ray cluster could be reached at '127.0.0.1:1'"),  # ray.init retried for ever
+        ("bogus:::", "is not a Ray cluster address"),  # an internal error, exit 3
+        ("ray://127.0.0.1:1", "no Ray cluster could be reached at 'ray://127.0.0.1:1'"),
+    ],
+)
+def test_an_address_without_a_cluster_is_refused_at_once(
+    face_jpeg: Path, monkeypatch: pytest.MonkeyPatch, address: str, message: str
+) -> None:
+    import ray
+
+    def never(**kwargs: object) -> None:
+        raise AssertionError("ray.init was reached")
+
+    monkeypatch.setattr(ray, "init", never)
+    args = [
+        "predict",
+        str(face_jpeg),
+        "--detector",
+        "none",
+        "--engine",
+        "ray",
+        "--address",
+        address,
+        "-o",
+        "o",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output and "--address" in result.output, result.output
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--format", "parquet"], "only with --engine ray"),

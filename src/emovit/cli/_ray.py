@@ -48,6 +48,34 @@ def _check_videos(paths: Sequence[str]) -> None:
             require(module, "video", "video analysis")
 
 
+def _check_address(ctx: click.Context, address: str | None) -> None:
+    """A ``host:port`` (or ``ray://host:port``) cluster address answers a TCP connection within
+    5 s: ray.init retried an unreachable one for ever, without a word."""
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise click.BadParameter(
+            f"{address!r} is not a Ray cluster address (host:port, ray://host:port or auto)",
+            ctx,
+            param_hint="'--address'",
+        )
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"no Ray cluster could be reached at {address!r} ({exc.strerror or exc})",
+            ctx,
+            param_hint="'--address'",
+        ) from None
+
+
 def _check_resources(ctx: click.Context, resources: dict[str, float], *, cuda: bool, threads: int) -> None:
     """A usage error for an actor the cluster can never place (Ray Data would wait for ever)."""
     if cuda and resources.get("GPU", 0) < 1:
@@ -100,6 +128,7 @@ def run_ray(
     load_recognizer(recognizer.replace(device="cpu", precision="fp32") if cuda else recognizer, faces)
     started = not ray.is_initialized()
     if started:
+        _check_address(ctx, runner.address)
         handler = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(
@@ -108,11 +137,12 @@ def run_ray(
                 logging_level=logging.WARNING if quiet else logging.INFO,
                 log_to_driver=not quiet,
             )
-        except ConnectionError as exc:  # no cluster at that address
+        except (ConnectionError, ValueError) as exc:  # no cluster there; ray:// without ray[client]
             if runner.address is None:
                 raise
+            hint = " (pip install 'ray[client]')" if "ray[client]" in str(exc) else ""
             raise click.BadParameter(
-                f"no Ray cluster could be reached at {runner.address!r} ({exc})",
+                f"no Ray cluster could be reached at {runner.address!r} ({exc}){hint}",
                 ctx,
                 param_hint="'--address'",
             ) from None
