@@ -1263,8 +1263,13 @@ def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
     partial = tmp_path / "partial.csv"
     lines = votes.read_text().splitlines()
     partial.write_text("\n".join(line for line in lines if not line.startswith("test,angry/000")) + "\n")
-    with pytest.raises(DatasetError, match="1 of .* images have no vote row"):
+    with pytest.raises(DatasetError, match="1 of .* images have no vote row .* the file has no row for them"):
         sample_votes(read_samples(dataset, "test"), read_vote_labels(partial))
+    # an empty vote cell is no 0 (read as one, it flipped the majority without a word), and the
+    # line named is the file's own, blank lines counted
+    bad.write_text(header + "\ntrain,a.png,0,10,0,0,0,0,0,0,0,0\n\ntrain,b.png,4,3,,0,0,0,0,0,0,0\n")
+    with pytest.raises(DatasetError, match=r"bad.csv, line 5: surprise must be a vote count >= 0 .*got ''"):
+        read_vote_labels(bad)
 
 
 def test_training_on_vote_distributions(dataset: Path, votes: Path, tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ def _read_votes(path: Path, handle: TextIO) -> VoteLabels:
     if missing:
         raise DatasetError(f"{path}: no vote column for {missing}", option="labels")
     votes: dict[tuple[str | None, str], np.ndarray] = {}
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num  # the file's line (blank lines are skipped, not counted)
         split_cell = row.get(lower["split"], "") if "split" in lower else None
         split = _split_key(split_cell) if split_cell else None
         if split_cell and split is None:
@@ -168,13 +169,14 @@ def _read_votes(path: Path, handle: TextIO) -> VoteLabels:
         key = (split, _file_key(row[lower["file"]] or ""))
         vector = np.zeros(len(VOTE_CLASSES), dtype=np.float32)
         for column, index in vote_columns.items():
-            try:
-                count = float(row[column] or 0)
+            try:  # an empty cell is no count: read as 0, it changed the majority without a word
+                count = float(row[column])
             except ValueError:
                 count = math.nan
             if not math.isfinite(count) or count < 0:
                 raise DatasetError(
-                    f"{path}, line {line}: {column} must be a vote count >= 0, got {row[column]!r}",
+                    f"{path}, line {line}: {column} must be a vote count >= 0 (0 written out), "
+                    f"got {row[column]!r}",
                     option="labels",
                 )
             vector[index] += count
@@ -226,10 +228,15 @@ def sample_votes(samples: Sequence[Sample], votes: VoteLabels) -> np.ndarray:
         else:
             out[i] = row
     if missing:
+        why = (  # the others matched: the paths are written right, these rows are simply absent
+            "the file has no row for them (it names the other images: add their rows, or move "
+            "these images out of the tree)"
+            if len(missing) < len(samples)
+            else "the file's 'file' column must hold each image's path inside its split folder"
+        )
+        shown = ", ".join(missing[:3])
         raise DatasetError(
-            f"{len(missing)} of {len(samples)} images have no vote row (e.g. {', '.join(missing[:3])}); "
-            "the file's 'file' column must hold each image's path inside its split folder",
-            option="labels",
+            f"{len(missing)} of {len(samples)} images have no vote row (e.g. {shown}); {why}", option="labels"
         )
     return out
 
