@@ -214,6 +214,11 @@ def test_usage_errors_exit_two(tiny_model_dir: Path, tmp_path: Path, photo_dir: 
         proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), flag, str(photo))
         assert proc.returncode == 2 and "is one of the inputs: it is not replaced" in proc.stderr, proc.stderr
     assert photo.read_bytes() == before
+    same = tmp_path / "same.json"  # the summary, written last, replaced the rows
+    proc = emovit(
+        "predict", str(photo_dir), "--model", str(tiny_model_dir), "-o", str(same), "--summary", str(same)
+    )
+    assert proc.returncode == 2 and "is --output too" in proc.stderr and not same.exists(), proc.stderr
     if os.geteuid() != 0:  # a folder the user cannot write: said before the run (root writes anyway)
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)

@@ -262,6 +262,10 @@ def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path
     assert cut[0].time_s == pytest.approx(0.5)
     with pytest.raises(OptionError):
         tiny_whole.predict_video(plain, fps=5, every=2)
+    # not finite: fps=inf never ended (a sampling step of 0), smooth=nan made every score NaN
+    for bad in ({"fps": float("inf")}, {"fps": 1e12}, {"smooth": float("nan")}, {"start": float("nan")}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            tiny_whole.predict_video(plain, **bad)
     # a start after the last frame (the clip is 2 s): an error row, not a silent "complete"
     run = tiny_whole.predict_video(plain, start=100)
     (row,) = list(run)
@@ -415,6 +419,24 @@ def test_truncated_file_keeps_the_frames_before_the_damage(
             quiet = tiny_whole.predict_video(cut.read_bytes(), name="upload", quiet=True)
             assert len(list(quiet)) == len(results)
         assert quiet.summary()["warnings"] == summary["warnings"]
+
+
+def test_a_file_cut_inside_its_first_frame_is_corrupt_not_an_empty_success(
+    tiny_whole: EmotionRecognizer, clips: Path
+) -> None:
+    """It was "1 of 1 inputs analysed (0 frames)", complete, exit 0: no frame decoded, no word."""
+    import av
+
+    whole = write_clip(clips / "short.mkv", noise_frames(10))
+    with av.open(str(whole)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+        cut_at = int(first.pos) + first.size // 2
+    cut = clips / "cut-in-first-frame.mkv"
+    cut.write_bytes(whole.read_bytes()[:cut_at])
+    run = tiny_whole.predict_video(cut)
+    (row,) = list(run)
+    assert (row.ok, row.error_code) == (False, "corrupt_video") and "not one frame" in (row.error or "")
+    assert run.summary()["error_code"] == "corrupt_video"
 
 
 def test_a_damaged_packet_in_the_middle_is_skipped_not_the_end(

@@ -147,6 +147,11 @@ def predict(
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
     check_file_option(ctx, summary, "--summary", paths)  # either engine writes it at the end
+    if summary and output and os.path.abspath(summary) == os.path.abspath(output):
+        raise click.BadParameter(  # the summary, written last, replaced the rows without a word
+            f"{summary!r} is --output too: give the video summaries a file of their own",
+            ctx, param_hint="'--summary'",
+        )  # fmt: skip
     if runner.engine == "ray":
         if save_annotated or save_crops or plot or explain_dir:
             raise click.UsageError(

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from emovit.errors import OptionError
+from emovit.errors import OptionError, check_real
 
 __all__ = [
     "DEFAULT_SMOOTH_S",
@@ -31,6 +31,8 @@ __all__ = [
 #: smoothed probabilities average about the last 0.6 s (a step change crosses half-way after
 #: 0.3 x ln 2 = 0.2 s), which removes the flicker and still follows every real change.
 DEFAULT_SMOOTH_S = 0.3
+#: The highest ``fps`` taken: above any camera's rate, every frame is analysed anyway.
+MAX_FPS = 1000.0
 #: How many analysed frames a face may go undetected and keep its track id (as ByteTrack).
 DEFAULT_TRACK_BUFFER = 30
 #: Video frames are searched for faces on a copy whose longest side is this (boxes come back
@@ -66,6 +68,12 @@ class VideoOptions:
     queue_frames: int = 16
 
     def __post_init__(self) -> None:
+        # NaN and infinity passed the comparisons below: fps=inf never ended (the sampling step
+        # was 0), smooth=nan made every probability NaN
+        check_real(self.fps, "fps", 0, MAX_FPS, optional=True)
+        check_real(self.start, "start", 0)
+        check_real(self.end, "end", optional=True)
+        check_real(self.smooth, "smooth", 0)
         if self.fps is not None:
             if not self.fps > 0:
                 raise OptionError(f"fps must be more than 0, got {self.fps}", option="fps")

@@ -529,6 +529,11 @@ class VideoReader:
             self._decode_frames()
             if self._damaged and not self.frames_decoded:
                 raise InputError(self.name, f"damaged video data ({self._damaged[0]})", "corrupt_video")
+            if not self.frames_decoded and not self.options.start and not self._stop.is_set():
+                raise InputError(  # a file cut before its first whole frame was "1 of 1 analysed"
+                    self.name, "not one frame could be decoded (a truncated or damaged file, or a "
+                    "stream without frames)", "corrupt_video",
+                )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
             self._put(_End(exc))
         else:
@@ -689,7 +694,7 @@ class VideoReader:
                     image = np.ascontiguousarray(np.rot90(image, turns))
                     self.info.rotation = turns * 90
                     self.info.width, self.info.height = image.shape[1], image.shape[0]
-                self.last_time_s = t
+                self.last_time_s = t = round(t, 6)  # microseconds: 0.09999999999999998 was 0.1 s
                 decoded = DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3)
                 if not self._put(decoded):
                     return
