@@ -95,3 +95,22 @@ def test_cli_json_shape(planted: Path) -> None:
     report = json.loads(proc.stdout)
     assert set(report) >= {"images", "pairs", "label_conflicts"}
     assert all(set(p) == {"a", "b", "exact", "near"} for p in report["pairs"])
+
+
+def test_cli_table_exits_one_with_unreadable_images_and_141_when_its_reader_goes(planted: Path) -> None:
+    """Unreadable images were listed with exit 0 (predict and evaluate exit 1); `| head` ended
+    in rich's own exit 1; piped, the title and each example wrapped over several lines."""
+    good = (planted / "test" / "happy" / "s0.png").read_bytes()
+    (planted / "test" / "happy" / "broken.png").write_bytes(good[: len(good) // 3])
+    command = [sys.executable, "-m", "emovit.cli", "audit", str(planted)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 1 and "unreadable images (in no pair): 1" in proc.stdout, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.strip().startswith("duplicates (near = perceptual hash within 4 bits)") for line in lines)
+    assert any(" ~ " in line and line.rstrip().endswith(")") and "[" not in line for line in lines)
+    as_json = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["unreadable"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None
+    reader.stdout.close()  # the reader went away before the report
+    assert reader.wait(timeout=300) == 141

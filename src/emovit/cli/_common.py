@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "random_weights_banner",
     "require",
     "stderr_console",
+    "stdout_console",
 ]
 
 
@@ -35,6 +37,20 @@ def stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    """A rich console for a command's report on stdout. Piped, it wraps no line (a file or
+    ``grep`` gets whole lines) and draws tables 140 wide; a reader that goes away (``| head``)
+    is the commands' exit 141, not rich's own exit 1."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    tty = sys.stdout.isatty()
+    return _Console(width=None if tty else 140, no_color=not tty, soft_wrap=not tty)
 
 
 def random_weights_banner(name: str) -> None:

@@ -31,8 +31,9 @@ def info(model: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(details, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from emovit.cli._common import stdout_console
 
     table = Table(title=f"emovit info {model}", show_header=False)
     table.add_column("field", style="bold")
@@ -52,7 +53,7 @@ def info(model: str, fmt: str) -> None:
             table.add_row("backend auto (CPU)", str(value))
         else:
             table.add_row(key, str(value))
-    Console().print(table)
+    stdout_console().print(table)
     if details["random_weights"]:
         random_weights_banner(model)
 

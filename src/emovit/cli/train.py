@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from emovit.cli._errors import EmovitCommand
+from emovit.cli._errors import EXIT_FAILED, EmovitCommand
 from emovit.cli._options import collect, threads_option
 
 __all__ = ["audit", "export", "train"]
@@ -394,12 +394,19 @@ def audit(data: str, fmt: str, max_distance: int, examples: int) -> None:
     report = run_audit(data, max_distance=max_distance, examples_per_pair=examples)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    from rich.console import Console
+    else:
+        _print_audit(report, max_distance)
+    if report.unreadable:  # inputs that failed: exit 1, as predict and evaluate
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _print_audit(report: Any, max_distance: int) -> None:
     from rich.table import Table
 
-    console = Console()
-    console.print("images: " + ", ".join(f"{k} {v}" for k, v in report.images.items()))
+    from emovit.cli._common import stdout_console
+
+    console = stdout_console()
+    console.print("images: " + ", ".join(f"{k} {v}" for k, v in report.images.items()), markup=False)
     table = Table(title=f"duplicates (near = perceptual hash within {max_distance} bits)")
     for column in ("a", "b", "exact", "near"):
         table.add_column(column, justify="right" if column in ("exact", "near") else "left")
@@ -408,7 +415,10 @@ def audit(data: str, fmt: str, max_distance: int, examples: int) -> None:
     console.print(table)
     console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
     for ex in report.examples:
-        console.print(f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} {ex['labels']}")
+        labels = " / ".join(map(str, ex["labels"])) if isinstance(ex["labels"], list) else ex["labels"]
+        console.print(
+            f"  {ex['kind']:5s} d={ex['distance']:2d} {ex['a']} ~ {ex['b']} ({labels})", markup=False
+        )
     if report.unreadable:
         console.print(f"unreadable images (in no pair): {len(report.unreadable)}", markup=False)
         for bad in report.unreadable[:20]:
