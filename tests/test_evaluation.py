@@ -270,7 +270,7 @@ def test_what_cannot_be_scored_is_named_for_what_it_is(tiny_model_dir: Path, tmp
     tree of classes the model lacks, or of images that all fail, is said to be that (the
     --detector none hint only where faces were not found); a file name that is not UTF-8 is
     escaped in the CSVs, as predict writes it, not a crash after the model has run."""
-    from emovit.errors import DatasetError
+    from emovit.errors import DatasetError, OptionError
 
     rng = np.random.default_rng(2)
     faces = FaceOptions(detector="none")
@@ -290,6 +290,17 @@ def test_what_cannot_be_scored_is_named_for_what_it_is(tiny_model_dir: Path, tmp
     ) as raised:
         evaluate(tiny_model_dir, no_test, faces=faces)
     assert raised.value.option == "split"
+    # refused before its report: the report folders it made are gone (empty ones were left)
+    with pytest.raises(DatasetError, match="no test split"):
+        evaluate(tiny_model_dir, no_test, tmp_path / "new" / "report", faces=faces)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    with pytest.raises(DatasetError, match="no test split"):
+        evaluate(tiny_model_dir, no_test, tmp_path / "kept", faces=faces)
+    assert (tmp_path / "kept").is_dir()
+    (tmp_path / "a file").write_text("x")
+    with pytest.raises(OptionError, match="a file, not a report folder"):
+        evaluate(tiny_model_dir, no_test, tmp_path / "a file", faces=faces)
     assert evaluate(tiny_model_dir, no_test, split="validation", faces=faces).metrics["images"] == 1
     other = tree(tmp_path / "other", {"test/contempt/a.png": None})
     with pytest.raises(DatasetError, match="no image of a class the model has .*; found contempt: 1"):

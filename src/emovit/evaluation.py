@@ -215,17 +215,73 @@ def evaluate(
         >>> round(report.accuracy, 3)  # doctest: +SKIP
         0.68
     """
+    made = None if output is None else _report_folder(output)
+    try:
+        return _evaluate(
+            model, data, output, split=split, faces=faces, tta=tta, labels=labels,
+            exclude_leaks=exclude_leaks, max_distance=max_distance, batch_size=batch_size,
+            device=device, backend=backend, threads=threads, progress=progress,
+        )  # fmt: skip
+    except BaseException:
+        if made is not None:  # refused or stopped before its report: no empty folder left behind
+            _remove_empty(made, Path(output))  # type: ignore[arg-type]
+        raise
+
+
+def _report_folder(output: str | os.PathLike[str]) -> Path | None:
+    """Create the report folder (and its missing parents) and check it can be written, before
+    any scoring; the topmost folder created (None: it was there)."""
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{output}: a file, not a report folder", option="output")
+    made = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        made = folder
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        check_writable(path)  # a read-only folder too
+    except OSError as exc:
+        if made is not None:
+            _remove_empty(made, path)
+        raise OptionError(
+            f"{output}: cannot create or write the report folder ({exc.strerror or exc})", option="output"
+        ) from None
+    return made
+
+
+def _remove_empty(top: Path, path: Path) -> None:
+    """Remove `path` and its parents up to `top`, each only while empty."""
+    for folder in (path, *path.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+
+
+def _evaluate(
+    model: str | os.PathLike[str] | EmotionRecognizer,
+    data: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    *,
+    split: str | None,
+    faces: FaceOptions | None,
+    tta: bool,
+    labels: str | os.PathLike[str] | None,
+    exclude_leaks: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    max_distance: int | None,
+    batch_size: int,
+    device: str,
+    backend: str,
+    threads: int | None,
+    progress: bool,
+) -> EvaluationReport:
+    """`evaluate` once its report folder is made."""
     from emovit.data import DEFAULT_MAX_DISTANCE, find_leaks, list_splits, read_samples
     from emovit.predictor import EmotionRecognizer
-
-    if output is not None:  # a report that cannot be written fails now, not after the scoring
-        try:
-            Path(output).mkdir(parents=True, exist_ok=True)
-            check_writable(output)  # a read-only folder too
-        except OSError as exc:
-            raise OptionError(
-                f"{output}: cannot create or write the report folder ({exc.strerror or exc})", option="output"
-            ) from None
     from emovit.progress import progress_bar
 
     if isinstance(model, EmotionRecognizer):
