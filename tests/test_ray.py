@@ -404,6 +404,22 @@ def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch
     assert "no Ray cluster could be reached at 'auto'" in result.output and "--address" in result.output
 
 
+def test_ctrl_c_says_how_to_finish_the_run(
+    ray_session: Any, face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said only "interrupted", though the folder's committed parts are kept for --resume."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emovit_ray, "predict_to_folder", interrupted)
+    out = tmp_path / "rows"
+    args = ["predict", str(face_jpeg), "--detector", "none", "--engine", "ray", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert f"the same command with --resume finishes {out}" in result.output
+
+
 @pytest.mark.parametrize(
     ("address", "message"),
     [

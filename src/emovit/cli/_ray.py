@@ -152,6 +152,11 @@ def run_ray(
     _check_resources(ctx, ray.cluster_resources(), cuda=cuda, threads=recognizer.threads or 1)
     context = DataContext.get_current()
     progress, context.enable_progress_bars = context.enable_progress_bars, not quiet
+    # quiet: Ray Data's own warning that its bars are off is no news (emovit turned them off)
+    bars_log = logging.getLogger("ray.data._internal.progress")
+    bars_level = bars_log.level
+    if quiet:
+        bars_log.setLevel(logging.ERROR)
     try:
         report = predict_to_folder(
             paths,
@@ -174,7 +179,13 @@ def run_ray(
             tta=recognizer.tta,
             expand=False,
         )
+    except KeyboardInterrupt:  # the committed parts stay: say how to finish
+        click.echo(
+            f"stopped: the parts written are kept; the same command with --resume finishes {output}", err=True
+        )
+        raise
     finally:
+        bars_log.setLevel(bars_level)
         context.enable_progress_bars = progress
         if started:
             ray.shutdown()
