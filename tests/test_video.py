@@ -1161,3 +1161,22 @@ def test_the_sound_ends_with_the_pictures_whatever_its_packets(tmp_path: Path) -
             writer.write(FrameResult(source="x", frame=index, time_s=index / 10), background(64, 48))
     sound_out = _sound(target)
     assert sound_out is not None and len(sound_out[0]) / sound_out[1] == pytest.approx(1.5, abs=0.03)
+
+
+def test_a_videos_progress_moves_with_its_frames(tiny_whole: EmotionRecognizer, plain: Path) -> None:
+    """predict's bar counted inputs: one long video sat at 0 % until it was done."""
+    from emovit.cli._video import VideoJob
+    from emovit.video import VideoOptions
+
+    for options, frames in ((VideoOptions(), 60), (VideoOptions(start=0.5, end=1.0), 15)):
+        steps: list[float] = []
+        writer = ResultWriter(io.StringIO(), "jsonl", list(tiny_whole.labels), video=True)
+        VideoJob(tiny_whole, options).run(str(plain), "plain", writer, None, steps.append)
+        assert len(steps) > frames // 2 and all(step >= 0 for step in steps)
+        assert sum(steps) == pytest.approx(1.0) and sum(steps[:-1]) > 0.8  # moved as it went
+    missing: list[float] = []
+    writer = ResultWriter(io.StringIO(), "jsonl", list(tiny_whole.labels), video=True)
+    VideoJob(tiny_whole, VideoOptions()).run(
+        str(plain.with_name("absent.mp4")), "absent", writer, None, missing.append
+    )
+    assert sum(missing) == pytest.approx(1.0)  # a failed video counts as done too

@@ -123,11 +123,21 @@ class VideoJob:
         if self.plot and self.missing is None:  # without the extra no timeline is drawn anyway
             require("matplotlib", "video", "--plot")
 
-    def run(self, path: str, stem: str, writer: ResultWriter, stop: Interrupt | None = None) -> bool:
+    def run(
+        self,
+        path: str,
+        stem: str,
+        writer: ResultWriter,
+        stop: Interrupt | None = None,
+        advance: Callable[[float], None] | None = None,
+    ) -> bool:
         """Analyse one video into `writer` (and the annotated video and timeline); True when
         it or one of its frames failed. Stops after the frame at hand when `stop` is requested;
         the files are closed even when interrupted. An annotated video or timeline that cannot
-        be written is a warning naming the video (counted in `unsaved`): its rows go on."""
+        be written is a warning naming the video (counted in `unsaved`): its rows go on.
+        `advance` gets the shares of this video analysed (by frame time, 1 in all): one long
+        video moves the progress bar as it goes."""
+        done = 0.0
         if self.missing is not None:  # this video's error row (and summary); the photos go on
             from emovit.errors import InputError
             from emovit.results import FrameResult
@@ -139,6 +149,8 @@ class VideoJob:
                 path, self.rec.labels, self.options, error=str(error), error_code=error.code
             )
             self.summaries.append(refused.to_dict())
+            if advance is not None:
+                advance(1.0)
             return True
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
@@ -156,6 +168,11 @@ class VideoJob:
                 if frame.frame is None:
                     continue
                 self.frames += 1
+                if advance is not None:
+                    share = self._share(frame.time_s, run.info)
+                    if share > done:
+                        advance(share - done)
+                        done = share
                 if annotate and frame.image is not None:
                     try:
                         if video is None:
@@ -199,7 +216,17 @@ class VideoJob:
                 except errors as exc:
                     self._unsaved(path, "timeline", exc)
             self.unsaved += self._warned
+            if advance is not None:
+                advance(1.0 - done)
         return failed
+
+    def _share(self, time_s: float | None, info: Any) -> float:
+        """How far into the analysed span (start to end, or to the duration) `time_s` is."""
+        end = self.options.end if self.options.end is not None else getattr(info, "duration_s", None)
+        span = (end or 0.0) - self.options.start
+        if time_s is None or span <= 0:
+            return 0.0
+        return min(1.0, max(0.0, (time_s - self.options.start) / span))
 
     def _unsaved(self, path: str, what: str, exc: BaseException) -> None:
         click.echo(f"warning: {path}: its {what} could not be written ({exc}); its rows go on", err=True)

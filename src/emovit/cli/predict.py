@@ -192,8 +192,7 @@ def predict(
                     break
                 if is_video and videos is not None:
                     for path in batch:
-                        failed += videos.run(path, names.next(path), writer, stopped)
-                        advance()
+                        failed += videos.run(path, names.next(path), writer, stopped, advance)
                         if stopped.requested:
                             break
                     continue
