@@ -745,11 +745,15 @@ def test_http_video_endpoint(
         summary = body["summary"]
         assert summary["source"] == "short.mp4" and summary["frames_analysed"] == 10
         assert sum(summary["tracks"][0]["share"].values()) == pytest.approx(1.0)
+        # a window of the clip, as the CLI's --start/--end (they were ignored: all 30 frames)
+        window = post("short.mp4", short.read_bytes(), "?start=0.5&end=0.8").json()  # type: ignore[attr-defined]
+        assert [f["frame"] for f in window["frames"]] == list(range(15, 24))
 
         def error(response: object, status: int, code: str) -> None:
             assert response.status_code == status, response.text[:300]  # type: ignore[attr-defined]
             assert response.json()["error"]["code"] == code  # type: ignore[attr-defined]
 
+        error(post("short.mp4", short.read_bytes(), "?start=0.8&end=0.5"), 422, "bad_request")
         error(post("notes.mp4", b"plain text, not a video " * 10), 415, "unsupported_format")
         error(post("empty.mp4", b""), 422, "empty_file")
         error(post("audio.m4a", write_audio_only(clips / "sound.m4a").read_bytes()), 422, "no_video_stream")

@@ -460,6 +460,8 @@ async def video(
     fps: float | None = Query(None, gt=0, le=120, description="frames analysed per second (default: all)"),
     every: int | None = Query(None, ge=1, le=1000, description="analyse every N-th frame (not with fps)"),
     smooth: float | None = Query(None, ge=0, le=30, description="smoothing time constant, s (0: off)"),
+    start: float = Query(0.0, ge=0, le=86400, description="analyse from this time, s"),
+    end: float | None = Query(None, gt=0, le=86400, description="stop at this time, s (default: the end)"),
     top_k: int = Query(3, ge=1, le=20),
 ) -> Any:
     """Analyse one video clip (multipart field ``files``): every analysed frame with its faces
@@ -471,11 +473,13 @@ async def video(
     state = get_state(request.app)
     rec, _, server_faces = state.require_ready()
     settings, metrics = state.settings, state.metrics
-    start = time.perf_counter()
+    began = time.perf_counter()
     try:
-        # the limit's tolerance is the declared duration's (`_analyse_video`)
-        end = settings.max_video_seconds + _DURATION_SLACK_S
-        options = VideoOptions(fps=fps, every=every, end=end).replace(smooth=smooth)
+        # the limit's tolerance is the declared duration's (`_analyse_video`); start and end
+        # choose a window of the clip (they were ignored), whose length the limit still bounds
+        limit = settings.max_video_seconds + _DURATION_SLACK_S
+        end = limit if end is None else min(end, limit)
+        options = VideoOptions(fps=fps, every=every, start=start, end=end).replace(smooth=smooth)
     except EmovitError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     stop = threading.Event()
@@ -496,7 +500,7 @@ async def video(
             raise ApiError(422, "bad_request", str(exc)) from None
         finally:  # answered, timed out, or the request cancelled (shutdown): the thread stops
             stop.set()  # after its batch, and its slot comes back then
-    metrics.latency.labels("/v1/video").observe(time.perf_counter() - start)
+    metrics.latency.labels("/v1/video").observe(time.perf_counter() - began)
     return {"model": _model_name(rec), "frames": frames, "summary": summary}
 
 
