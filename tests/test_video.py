@@ -251,6 +251,22 @@ def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecogn
     # --fps samples by time, not by frame count: one frame per 0.25 s window
     sampled = list(tiny_whole.predict_video(clips / "vfr.mp4", fps=4))
     assert [f.time_s for f in sampled] == pytest.approx([0.0, 0.4, 1.0, 1.5])
+    # the annotated video shows each frame until the next (the last as long as the gap before
+    # it): its file said 1.1 s for these 1.5 s, the encoder's B-frames timing it at its own rate
+    import av
+
+    from emovit.video_output import AnnotatedVideoWriter
+
+    for name, source in (("all", list(tiny_whole.predict_video(clip, keep_pixels=True))), ("sampled", None)):
+        frames = source or list(tiny_whole.predict_video(clip, fps=4, keep_pixels=True))
+        target = clips / f"vfr-{name}.annotated.mp4"
+        with AnnotatedVideoWriter(target, fps=30) as writer:
+            for frame in frames:
+                writer.write(frame)
+        with av.open(str(target)) as container:
+            shown = [float(f.time) for f in container.decode(video=0)]
+            assert container.duration / 1e6 == pytest.approx(1.5 + (1.5 - frames[-2].time_s), abs=0.01)
+        assert shown == pytest.approx([f.time_s for f in frames], abs=1e-3)
 
 
 def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path) -> None:

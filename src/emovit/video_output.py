@@ -97,6 +97,11 @@ class AnnotatedVideoWriter:
         self._size: tuple[int, int] = (0, 0)
         self._origin: float | None = None
         self._last_pts = -1
+        # each frame lasts until the next one: packets wait for their frame's duration (the
+        # encoder's own assumed its nominal rate, and a variable-rate clip's file said 1.2 s
+        # for its 2 s); the last frame lasts as long as the gap before it
+        self._durations: dict[int, int] = {}
+        self._waiting: list[Any] = []
 
     def _open(self, width: int, height: int) -> None:
         av = _av()
@@ -119,7 +124,9 @@ class AnnotatedVideoWriter:
         stream.time_base = Fraction(1, self._tick)
         stream.codec_context.time_base = Fraction(1, self._tick)
         if codec != "mpeg4":
-            stream.options = {"preset": "veryfast", "crf": "23"}
+            # no B-frames: their decoding times are earlier frames' times, so a variable-rate clip's
+            # file ended early (the MP4 sample durations follow the decoding times)
+            stream.options = {"preset": "veryfast", "crf": "23", "bf": "0"}
         else:
             stream.bit_rate = 4_000_000
         self._stream = stream
@@ -143,15 +150,31 @@ class AnnotatedVideoWriter:
             if self._sound is not None:
                 self._sound.origin_s = self.audio_offset_s + time_s
         pts = max(round((time_s - self._origin) * self._tick), self._last_pts + 1)
+        gap = pts - self._last_pts if self._last_pts >= 0 else round(self._tick / self.fps)
+        if self._last_pts >= 0:
+            self._durations[self._last_pts] = gap
         self._last_pts = pts
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
         video_frame.pts, video_frame.time_base = pts, Fraction(1, self._tick)
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
+        self._mux(self._container, self._stream.encode(video_frame))
         self.frames += 1
-        self._end_s = pts / self._tick + 1.0 / self.fps
+        self._durations.setdefault(pts, gap)  # the last frame's, until the next one comes
+        self._end_s = (pts + gap) / self._tick
         if self._sound is not None:  # the sound up to this frame: the file stays interleaved
             self._sound.mux_until(self._container, pts / self._tick)
+
+    def _mux(self, container: Any, packets: Any, *, last: bool = False) -> None:
+        """Mux `packets` in order, each once its frame's duration is known (`last`: all)."""
+        self._waiting.extend(packets)
+        while self._waiting:
+            packet = self._waiting[0]
+            if packet.pts is not None and packet.pts in self._durations:
+                if not last and packet.pts == self._last_pts:
+                    break  # the newest frame: its duration is a guess until the next one
+                packet.duration = self._durations.pop(packet.pts)
+            elif not last and packet.pts is not None:
+                break
+            container.mux(self._waiting.pop(0))
 
     def close(self) -> Path | None:
         """Flush the encoder and put the file in place (None when no frame was written)."""
@@ -159,8 +182,7 @@ class AnnotatedVideoWriter:
             return None
         container, self._container = self._container, None
         try:
-            for packet in self._stream.encode():
-                container.mux(packet)
+            self._mux(container, self._stream.encode(), last=True)
             if self._sound is not None:  # the sound of the last frame's time on screen
                 self._sound.finish(container, self._end_s)
             container.close()
