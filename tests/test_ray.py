@@ -404,6 +404,25 @@ def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch
     assert "no Ray cluster could be reached at 'auto'" in result.output and "--address" in result.output
 
 
+def test_spool_files_of_actors_that_died_are_swept(tmp_path: Path) -> None:
+    """A killed actor's part spool stayed in the temporary folder for good."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    files = {
+        "dead": tmp_path / f".emovit-part-{gone.pid}-abc.tmp",
+        "alive": tmp_path / f".emovit-part-{os.getppid()}-abc.tmp",
+        "mine": tmp_path / f".emovit-part-{os.getpid()}-abc.tmp",
+        "other": tmp_path / ".emovit-part-x-abc.tmp",
+    }
+    for path in files.values():
+        path.write_bytes(b"rows")
+    emovit_ray._sweep_spools(str(tmp_path))
+    assert {name for name, path in files.items() if path.exists()} == {"alive", "mine", "other"}
+
+
 def test_ctrl_c_says_how_to_finish_the_run(
     ray_session: Any, face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -576,6 +576,24 @@ def _write_part(fs: Any, base: str, name: str, rows: list[dict[str, Any]], fmt: 
         spool.discard()
 
 
+def _sweep_spools(folder: str) -> None:
+    """Delete the spool files of actors that are gone: one killed mid-part (a lost node, Ctrl-C)
+    left its file in the temporary folder for good. A file names its process."""
+    import glob
+
+    for path in glob.glob(os.path.join(folder, ".emovit-part-*-*.tmp")):
+        pid = os.path.basename(path).split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone: its part was never committed from this file
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except OSError:  # alive, another user's process: not ours to judge
+            continue
+
+
 class _Spool:
     """A part's rows in a local temporary file, added a chunk at a time (Parquet row groups, or
     JSONL lines as the local writer writes them): what is held in memory is one chunk."""
@@ -583,7 +601,8 @@ class _Spool:
     def __init__(self, fmt: RowFormat) -> None:
         import tempfile
 
-        handle, self.path = tempfile.mkstemp(prefix=".emovit-part-", suffix=".tmp")
+        _sweep_spools(tempfile.gettempdir())
+        handle, self.path = tempfile.mkstemp(prefix=f".emovit-part-{os.getpid()}-", suffix=".tmp")
         os.close(handle)
         self.fmt, self.rows, self.errors = fmt, 0, 0
         self._writer: Any = None
