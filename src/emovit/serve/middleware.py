@@ -173,7 +173,7 @@ class BodyLimitMiddleware:
         limit = settings.max_video_bytes if video else settings.max_body_bytes
         timeout = settings.video_body_timeout_s if video else settings.body_timeout_s
         too_large = ApiError(
-            413, "body_too_large", f"request body over {limit / 2**20:g} MiB ({limit:,} bytes)", _CLOSE
+            413, "body_too_large", f"request body over {limit / 2**20:.3g} MiB ({limit:,} bytes)", _CLOSE
         )
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:

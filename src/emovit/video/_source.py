@@ -162,7 +162,8 @@ def _open_container(source: VideoInput, label: str) -> Any:
         if isinstance(exc, av.error.ArgumentError) and "format_whitelist" in options:
             raise InputError(
                 label, "not a video container emovit opens from bytes (playlists and lists of other "
-                f"files never are); it opens {_IN_MEMORY_FORMATS.replace(',', ', ')}",
+                "files never are); it opens MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg, ASF, MXF, "
+                "NUT, IVF, DV and raw H.264/HEVC/AV1/MPEG video/MJPEG streams",
                 "unsupported_format",
             ) from None  # fmt: skip
         raise InputError(label, f"cannot open the video ({exc})", "not_found") from None
