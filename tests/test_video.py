@@ -1200,3 +1200,32 @@ def test_a_videos_progress_moves_with_its_frames(tiny_whole: EmotionRecognizer, 
         str(plain.with_name("absent.mp4")), "absent", writer, None, missing.append
     )
     assert sum(missing) == pytest.approx(1.0)  # a failed video counts as done too
+
+
+def test_the_timeline_spans_the_analysed_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without faces its axis ran 0..1 s (a 1.5 s clip); one frame gave -0.05..0.05 s."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from emovit.results import FaceResult
+    from emovit.video_output import TimelineRecorder
+
+    spans: list[tuple[float, float]] = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **k: spans.append(self.axes[-1].get_xlim()) or save(self, *a, **k)
+    )
+    face = FaceResult(probs={"happy": 0.9, "sad": 0.1}, track_id=1)
+    cases = {
+        "faceless": [FrameResult("v.mp4", frame=i, time_s=i * 0.5) for i in range(4)],
+        "one frame": [FrameResult("v.mp4", faces=[face], frame=0, time_s=0.0)],
+        "face midway": [
+            FrameResult("v.mp4", faces=[face] if i == 2 else [], frame=i, time_s=i / 2) for i in range(5)
+        ],
+    }
+    for name, frames in cases.items():
+        recorder = TimelineRecorder(["happy", "sad"])
+        for frame in frames:
+            recorder.add(frame)
+        recorder.save(tmp_path / f"{name}.png")
+    assert spans == [(0.0, 1.5), (0.0, 1.0), (0.0, 2.0)]

@@ -397,6 +397,7 @@ class TimelineRecorder:
         self.max_panels = max_panels
         self._times: dict[int, array[float]] = {}
         self._probs: dict[int, array[float]] = {}
+        self._span: tuple[float, float] | None = None  # the analysed frames' first and last times
 
     @property
     def tracks(self) -> int:
@@ -405,6 +406,8 @@ class TimelineRecorder:
     def add(self, frame: FrameResult) -> None:
         if frame.time_s is None:
             return
+        first, last = self._span or (frame.time_s, frame.time_s)
+        self._span = (min(first, frame.time_s), max(last, frame.time_s))
         for face in frame.faces:
             if face.track_id is None:
                 continue
@@ -441,6 +444,9 @@ class TimelineRecorder:
             axes[0].text(0.5, 0.5, "no faces found", ha="center", va="center", transform=axes[0].transAxes)
             axes[0].set_yticks([])
         axes[-1].set_xlabel("time (s)")
+        if self._span is not None:  # the analysed span, not only where faces were (or 0..1)
+            first, last = self._span
+            axes[-1].set_xlim(first, last if last > first else first + 1.0)
         if shown:
             axes[0].legend(
                 loc="upper center", bbox_to_anchor=(0.5, 1.32), ncol=len(self.labels), frameon=False
