@@ -361,6 +361,9 @@ def test_is_video(clips: Path, plain: Path, tmp_path: Path) -> None:
     jpeg = tmp_path / "photo.data"
     Image.new("RGB", (20, 20)).save(jpeg, "JPEG")
     assert not is_video(jpeg)  # an image decoder reads it: a photo
+    misnamed = tmp_path / "photo.mp4"  # a JPEG under a video's name: it was refused as "a still image"
+    misnamed.write_bytes(jpeg.read_bytes())
+    assert not is_video(misnamed) and is_video(tmp_path / "absent.mp4") and is_video(plain)
     assert probe_video(plain).frames == 60
 
 

@@ -327,7 +327,8 @@ def is_video(source: str | os.PathLike[str]) -> bool:
     """Whether the CLI treats `source` as a video rather than a photo.
 
     A URL (http, https, rtsp, …) or a known video extension (mp4, mov, mkv, webm, avi, m4v, …)
-    is a video; a still-image extension (JPEG, PNG, GIF, WebP, …) never is. Any other file is a
+    is a video, unless an image decoder reads the file (a photo saved under a video's name); a
+    still-image extension (JPEG, PNG, GIF, WebP, …) never is. Any other file is a
     video when no image decoder reads it and FFmpeg finds a video stream in it, or sound (an
     audio file then fails as a video without a video stream; the probe needs PyAV, without it
     such files take the photo path)."""
@@ -335,19 +336,12 @@ def is_video(source: str | os.PathLike[str]) -> bool:
     if is_url(text):
         return urlsplit(text).scheme.lower() in VIDEO_URL_SCHEMES
     suffix = Path(text).suffix.lower()
-    if suffix in VIDEO_EXTENSIONS:
-        return True
-    if suffix in IMAGE_EXTENSIONS or not Path(text).is_file():
+    if suffix in IMAGE_EXTENSIONS:
         return False
-    from PIL import Image
-
-    from emovit.imageio import readable_formats
-
-    try:
-        with Image.open(text, formats=readable_formats()):
-            return False  # an image decoder reads it: a photo
-    except Exception:  # noqa: BLE001 - not an image emovit reads (or a bomb, or broken): try FFmpeg
-        pass
+    if suffix in VIDEO_EXTENSIONS:  # a photo whatever its name (a JPEG saved as .mp4 was refused)
+        return not (Path(text).is_file() and _an_image(text))
+    if not Path(text).is_file() or _an_image(text):
+        return False
     try:
         av = _av()
     except DependencyError:
@@ -359,6 +353,19 @@ def is_video(source: str | os.PathLike[str]) -> bool:
             media = _moving_pictures(container) or container.streams.audio
             return bool(media) and not _is_still(container)
     except (av.error.FFmpegError, OSError):
+        return False
+
+
+def _an_image(path: str) -> bool:
+    """Whether one of emovit's image decoders reads `path`'s header."""
+    from PIL import Image
+
+    from emovit.imageio import readable_formats
+
+    try:
+        with Image.open(path, formats=readable_formats()):
+            return True
+    except Exception:  # noqa: BLE001 - not an image emovit reads (or a bomb, or broken)
         return False
 
 
