@@ -656,7 +656,10 @@ def test_cli_video_outputs(tiny_model_dir: Path, yunet: Path, crossing: Path, tm
         good["frames_analysed"] == 40
         and len(good["tracks"]) == 2
         and bad["error_code"] == "unsupported_format"
-    )
+    )  # each video's summary names its files (videos of one stem get _1, _2: nothing mapped them back)
+    assert (good["annotated"], good["timeline"]) == (
+        str(out / "two faces.annotated.mp4"), str(out / "two faces.timeline.png")
+    )  # fmt: skip
     av = pytest.importorskip("av")
     with av.open(str(out / "two faces.annotated.mp4")) as container:
         decoded = list(container.decode(video=0))

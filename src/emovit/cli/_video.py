@@ -201,20 +201,24 @@ class VideoJob:
                     break
         finally:
             run.close()
-            if video is not None:
-                try:
-                    video.close()
-                except errors as exc:
-                    self._unsaved(path, "annotated video", exc)
             summary = run.summary()
             self.summaries.append(summary)
+            if video is not None:
+                try:
+                    written = video.close()
+                except errors as exc:
+                    self._unsaved(path, "annotated video", exc)
+                else:  # which file is whose: videos of one name get _1, _2 after their stem
+                    summary["annotated"] = None if written is None else str(written)
             if timeline is not None and summary.get("error") is None:
                 try:
-                    timeline.save(
+                    plotted = timeline.save(
                         self.check(Path(self.plot or ".") / f"{stem}.timeline.png"), title=Path(path).name
                     )
                 except errors as exc:
                     self._unsaved(path, "timeline", exc)
+                else:
+                    summary["timeline"] = str(plotted)
             self.unsaved += self._warned
             if advance is not None:
                 advance(1.0 - done)
