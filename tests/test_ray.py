@@ -405,22 +405,34 @@ def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch
 
 
 def test_spool_files_of_actors_that_died_are_swept(tmp_path: Path) -> None:
-    """A killed actor's part spool stayed in the temporary folder for good."""
+    """A killed actor's part spool stayed in the temporary folder for good. Only this host's
+    files of processes that are gone and untouched for an hour go (a container sharing the
+    folder has other pids, and a live spool is being written)."""
     import subprocess
     import sys
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
+    mine = emovit_ray._spool_prefix()
+    here = mine.rsplit("-", 2)[0]
     files = {
-        "dead": tmp_path / f".emovit-part-{gone.pid}-abc.tmp",
-        "alive": tmp_path / f".emovit-part-{os.getppid()}-abc.tmp",
-        "mine": tmp_path / f".emovit-part-{os.getpid()}-abc.tmp",
-        "other": tmp_path / ".emovit-part-x-abc.tmp",
+        "dead": tmp_path / f"{here}-{gone.pid}-abc.tmp",
+        "dead, recent": tmp_path / f"{here}-{gone.pid}-def.tmp",
+        "alive": tmp_path / f"{here}-{os.getppid()}-abc.tmp",
+        "mine": tmp_path / f"{mine}abc.tmp",
+        "other host": tmp_path / f".emovit-part-elsewhere-{gone.pid}-abc.tmp",
     }
     for path in files.values():
         path.write_bytes(b"rows")
+        if "recent" not in str(path):
+            os.utime(path, (0, 0))  # written long ago
     emovit_ray._sweep_spools(str(tmp_path))
-    assert {name for name, path in files.items() if path.exists()} == {"alive", "mine", "other"}
+    assert {name for name, path in files.items() if path.exists()} == {
+        "dead, recent",
+        "alive",
+        "mine",
+        "other host",
+    }
 
 
 def test_ctrl_c_says_how_to_finish_the_run(

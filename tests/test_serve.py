@@ -709,6 +709,34 @@ def test_a_server_whose_model_fails_to_load_stops_and_says_why(tmp_path: Path) -
     assert "failed to load" in done.stderr and "safetensors" in done.stderr
 
 
+def test_probes_schema_auth_and_cors_as_clients_use_them(recognizer: EmotionRecognizer) -> None:
+    """HEAD /livez and /readyz were 405; /readyz's 503 and the bearer scheme were missing from
+    the schema (/docs had no Authorize button); a browser could not send X-Request-ID through
+    CORS; "Bearer  token" (RFC 7235 allows more than one space) was refused."""
+    with serving(recognizer, token="s3cret", cors_origins=["http://example.test"]) as client:
+        assert client.head("/livez").status_code == 200 and client.head("/readyz").status_code == 200
+        schema = client.get("/openapi.json").json()
+        assert "503" in schema["paths"]["/readyz"]["get"]["responses"]
+        assert schema["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+        assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
+        assert "security" not in schema["paths"]["/livez"]["get"]
+        preflight = {
+            "Origin": "http://example.test",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-request-id",
+        }
+        assert client.options("/v1/predict", headers=preflight).status_code == 200
+        files = [("files", ("a.png", _png(), "image/png"))]
+        spaced = client.post("/v1/predict", files=files, headers={"Authorization": "Bearer  s3cret"})
+        assert spaced.status_code == 200, spaced.text[:200]
+        assert (
+            client.post("/v1/predict", files=files, headers={"Authorization": "Bearer s3cre"}).status_code
+            == 401
+        )
+    with serving(recognizer) as open_server:  # no token: no scheme claimed
+        assert "securitySchemes" not in open_server.get("/openapi.json").json()["components"]
+
+
 def test_a_server_stopped_while_its_model_loads_starts_no_worker(recognizer: EmotionRecognizer) -> None:
     """Stopped during loading, the lifespan found no worker to stop and returned; the loading
     thread then warmed the model up and started a worker nobody stopped (the process aborted at

@@ -9,6 +9,7 @@ the embedded default model where they do.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import http.server
 import io
@@ -267,6 +268,12 @@ def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecogn
             shown = [float(f.time) for f in container.decode(video=0)]
             assert container.duration / 1e6 == pytest.approx(1.5 + (1.5 - frames[-2].time_s), abs=0.01)
         assert shown == pytest.approx([f.time_s for f in frames], abs=1e-3)
+    twins = [dataclasses.replace(frames[0], time_s=t) for t in (0.0, 0.0, 0.5, 0.5)]  # times repeat
+    with AnnotatedVideoWriter(clips / "twins.annotated.mp4", fps=10) as writer:
+        for frame in twins:
+            writer.write(frame)
+    with av.open(str(clips / "twins.annotated.mp4")) as container:  # the last shown a frame (0.1 s)
+        assert container.duration / 1e6 == pytest.approx(0.6, abs=0.01)
 
 
 def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path) -> None:
@@ -776,6 +783,12 @@ def test_http_video_endpoint(
             assert response.json()["error"]["code"] == code  # type: ignore[attr-defined]
 
         error(post("short.mp4", short.read_bytes(), "?start=0.8&end=0.5"), 422, "bad_request")
+        # a window of a clip longer than the limit: the limit bounds what is analysed, from start
+        for query, first in (("?start=1&end=2", 30), ("?start=0.6", 18)):
+            windowed = post("long.mp4", plain.read_bytes(), query)
+            assert windowed.status_code == 200, windowed.text[:300]  # type: ignore[attr-defined]
+            assert windowed.json()["frames"][0]["frame"] == first  # type: ignore[attr-defined]
+        error(post("long.mp4", plain.read_bytes(), "?start=0.2"), 413, "video_too_long")  # 0.2 + 1.5 < 2
         error(post("notes.mp4", b"plain text, not a video " * 10), 415, "unsupported_format")
         error(post("empty.mp4", b""), 422, "empty_file")
         error(post("audio.m4a", write_audio_only(clips / "sound.m4a").read_bytes()), 422, "no_video_stream")
@@ -787,7 +800,10 @@ def test_http_video_endpoint(
             undeclared.setattr("emovit.video._source._tag_seconds", lambda tag: None)
             error(post("long.mkv", long_mkv), 413, "video_too_long")
             assert post("short.mkv", short_mkv).status_code == 200  # type: ignore[attr-defined]
-        assert 'emovit_rejections_total{reason="video_too_long"} 2.0' in client.get("/metrics").text
+            # a window the client ends is not the limit's end: it was 413 "longer than the limit"
+            windowed = post("short.mkv", short_mkv, "?end=0.5")
+            assert windowed.status_code == 200, windowed.text[:300]  # type: ignore[attr-defined]
+        assert 'emovit_rejections_total{reason="video_too_long"} 3.0' in client.get("/metrics").text
         error(post("big.mp4", b"\0" * 2_100_000), 413, "body_too_large")
         error(post("short.mp4", short.read_bytes(), "?fps=5&every=2"), 422, "bad_request")
         two = [("files", ("a.mp4", short.read_bytes(), "video/mp4"))] * 2

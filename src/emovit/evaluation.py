@@ -27,7 +27,7 @@ import numpy as np
 
 from emovit.data import Sample
 from emovit.errors import DatasetError, OptionError, StorageError
-from emovit.fileio import atomic_open, check_writable, write_text_atomic
+from emovit.fileio import atomic_open, check_writable, make_folders, remove_empty, write_text_atomic
 
 if TYPE_CHECKING:
     from emovit.faces import FaceOptions
@@ -215,7 +215,7 @@ def evaluate(
         >>> round(report.accuracy, 3)  # doctest: +SKIP
         0.68
     """
-    made = None if output is None else _report_folder(output)
+    made = [] if output is None else _report_folder(output)
     try:
         return _evaluate(
             model, data, output, split=split, faces=faces, tta=tta, labels=labels,
@@ -223,43 +223,26 @@ def evaluate(
             device=device, backend=backend, threads=threads, progress=progress,
         )  # fmt: skip
     except BaseException:
-        if made is not None:  # refused or stopped before its report: no empty folder left behind
-            _remove_empty(made, Path(output))  # type: ignore[arg-type]
+        remove_empty(made)  # refused or stopped before its report: no empty folder left behind
         raise
 
 
-def _report_folder(output: str | os.PathLike[str]) -> Path | None:
+def _report_folder(output: str | os.PathLike[str]) -> list[Path]:
     """Create the report folder (and its missing parents) and check it can be written, before
-    any scoring; the topmost folder created (None: it was there)."""
+    any scoring; the folders made, deepest first."""
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{output}: a file, not a report folder", option="output")
-    made = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        made = folder
+    made: list[Path] = []
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        made = make_folders(path)
         check_writable(path)  # a read-only folder too
     except OSError as exc:
-        if made is not None:
-            _remove_empty(made, path)
+        remove_empty(made)
         raise OptionError(
             f"{output}: cannot create or write the report folder ({exc.strerror or exc})", option="output"
         ) from None
     return made
-
-
-def _remove_empty(top: Path, path: Path) -> None:
-    """Remove `path` and its parents up to `top`, each only while empty."""
-    for folder in (path, *path.parents):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        if folder == top:
-            return
 
 
 def _evaluate(

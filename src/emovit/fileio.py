@@ -31,6 +31,8 @@ __all__ = [
     "atomic_open",
     "atomic_output",
     "check_writable",
+    "make_folders",
+    "remove_empty",
     "sha256_of",
     "temporary_prefix",
     "write_image",
@@ -133,6 +135,25 @@ def _storage_error(target: Path, exc: OSError) -> Exception:
     from emovit.errors import StorageError
 
     return StorageError(f"{target}: cannot be written ({exc.strerror or exc})")
+
+
+def make_folders(path: str | os.PathLike[str]) -> list[Path]:
+    """Create the folder `path` and its missing parents; the folders made, deepest first (what
+    `remove_empty` takes away again when the work meant for them fails). Raises `OSError`."""
+    folder = Path(path)
+    created = [f for f in (folder, *folder.parents) if not f.exists()]
+    folder.mkdir(parents=True, exist_ok=True)  # exist_ok: another process (a torchrun rank) too
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first), stopping at the first that is not empty: a command that
+    failed before writing leaves no empty folder behind, and never removes anything written."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def check_writable(folder: str | os.PathLike[str]) -> None:

@@ -403,7 +403,7 @@ def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -
         raise ImageError(
             label,
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} (raise max_pixels if this is intended)",
+            f"{max_pixels:,} (max_pixels; --max-pixels for the CLI and the server)",
             "too_many_pixels",
         )
 

@@ -576,22 +576,32 @@ def _write_part(fs: Any, base: str, name: str, rows: list[dict[str, Any]], fmt: 
         spool.discard()
 
 
+#: A spool untouched this long (seconds) may be swept once its process is gone: a live one is
+#: written a chunk at a time, and another container sharing the folder has other pids.
+_STALE_SPOOL_S = 3600.0
+
+
+def _spool_prefix() -> str:
+    """A spool file's name: its host and process, for `_sweep_spools` to judge."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64]
+    return f".emovit-part-{host}-{os.getpid()}-"
+
+
 def _sweep_spools(folder: str) -> None:
-    """Delete the spool files of actors that are gone: one killed mid-part (a lost node, Ctrl-C)
-    left its file in the temporary folder for good. A file names its process."""
+    """Delete the spool files of this host's actors that are gone: one killed mid-part (a lost
+    node, Ctrl-C) left its file in the temporary folder for good. Only files of this host
+    name, of a process that no longer runs, untouched for an hour (a container sharing the
+    folder sees other pids)."""
     import glob
 
-    for path in glob.glob(os.path.join(folder, ".emovit-part-*-*.tmp")):
-        pid = os.path.basename(path).split("-")[2]
-        if not pid.isdigit() or int(pid) == os.getpid():
+    prefix = _spool_prefix().rsplit("-", 2)[0] + "-"  # this host's, any process
+    for path in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*-*.tmp")):
+        pid = os.path.basename(path)[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # gone: its part was never committed from this file
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if time.time() - os.path.getmtime(path) > _STALE_SPOOL_S:
                 os.unlink(path)
-        except OSError:  # alive, another user's process: not ours to judge
-            continue
 
 
 class _Spool:
@@ -602,7 +612,7 @@ class _Spool:
         import tempfile
 
         _sweep_spools(tempfile.gettempdir())
-        handle, self.path = tempfile.mkstemp(prefix=f".emovit-part-{os.getpid()}-", suffix=".tmp")
+        handle, self.path = tempfile.mkstemp(prefix=_spool_prefix(), suffix=".tmp")
         os.close(handle)
         self.fmt, self.rows, self.errors = fmt, 0, 0
         self._writer: Any = None

@@ -158,8 +158,10 @@ class AnnotatedVideoWriter:
         video_frame.pts, video_frame.time_base = pts, Fraction(1, self._tick)
         self._mux(self._container, self._stream.encode(video_frame))
         self.frames += 1
-        self._durations.setdefault(pts, gap)  # the last frame's, until the next one comes
-        self._end_s = (pts + gap) / self._tick
+        # the last frame's, until the next one comes: the gap before it, and at least a frame of
+        # the nominal rate (a frame bumped one tick after its twin would show for one tick)
+        shown = self._durations.setdefault(pts, max(gap, round(self._tick / self.fps)))
+        self._end_s = (pts + shown) / self._tick
         if self._sound is not None:  # the sound up to this frame: the file stays interleaved
             self._sound.mux_until(self._container, pts / self._tick)
 
@@ -169,8 +171,6 @@ class AnnotatedVideoWriter:
         while self._waiting:
             packet = self._waiting[0]
             if packet.pts is not None and packet.pts in self._durations:
-                if not last and packet.pts == self._last_pts:
-                    break  # the newest frame: its duration is a guess until the next one
                 packet.duration = self._durations.pop(packet.pts)
             elif not last and packet.pts is not None:
                 break

@@ -55,6 +55,8 @@ def _check_address(ctx: click.Context, address: str | None) -> None:
 
     if address is None or address in ("auto", "local"):
         return
+    if "://" in address and not address.startswith("ray://"):  # another client builder's (anyscale://)
+        return
     try:
         parts = urlsplit(address if "://" in address else f"//{address}")
         host, port = parts.hostname, parts.port
@@ -181,7 +183,8 @@ def run_ray(
         )
     except KeyboardInterrupt:  # the committed parts stay: say how to finish
         click.echo(
-            f"stopped: the parts written are kept; the same command with --resume finishes {output}", err=True
+            f"stopped: parts already written are kept; the same command with --resume finishes {output}",
+            err=True,
         )
         raise
     finally:

@@ -226,8 +226,8 @@ class VideoJob:
 
     def _share(self, time_s: float | None, info: Any) -> float:
         """How far into the analysed span (start to end, or to the duration) `time_s` is."""
-        end = self.options.end if self.options.end is not None else getattr(info, "duration_s", None)
-        span = (end or 0.0) - self.options.start
+        ends = [e for e in (self.options.end, getattr(info, "duration_s", None)) if e is not None]
+        span = (min(ends) if ends else 0.0) - self.options.start  # --end 1000 on a 10 s clip: 10 s
         if time_s is None or span <= 0:
             return 0.0
         return min(1.0, max(0.0, (time_s - self.options.start) / span))

@@ -83,6 +83,12 @@ def _add_request_models(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, model in models.items():
                 components.setdefault(name, model)
+            if app.state.emovit.settings.token:  # /docs gets its Authorize button, clients the scheme
+                schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                for path, operations in schema.get("paths", {}).items():
+                    if path.startswith("/v1/"):
+                        for operation in operations.values():
+                            operation["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -137,7 +143,8 @@ def create_app(
     app.add_middleware(ApiGateMiddleware, state=state)
     if state.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=state.settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])  # fmt: skip
     app.add_middleware(RequestContextMiddleware, state=state)
     return app

@@ -148,7 +148,8 @@ class ApiGateMiddleware:
                             {"Retry-After": str(settings.retry_after_s), **_CLOSE})  # fmt: skip
         if settings.token:
             header = dict(scope["headers"]).get(b"authorization", b"")  # the bytes as sent
-            given = header[7:] if header[:7].lower() == b"bearer " else b""
+            scheme, _, rest = header.partition(b" ")
+            given = rest.strip(b" ") if scheme.lower() == b"bearer" else b""  # RFC 7235: 1*SP between
             if not hmac.compare_digest(given, settings.token.encode("utf-8")):
                 self.state.metrics.rejections.labels("unauthorized").inc()
                 return ApiError(401, "unauthorized", "a valid bearer token is required",

@@ -422,9 +422,11 @@ def _analyse_video(
     options: VideoOptions,
     stop: threading.Event,
     top_k: int,
+    capped: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One uploaded clip's frames and summary (in a worker thread), or the `ApiError` for it.
-    Its warnings go into the summary only: nothing a client uploads is logged."""
+    Its warnings go into the summary only: nothing a client uploads is logged. `capped`: the
+    window's end is the duration limit's (from `options.start`), not the client's own."""
     from emovit.errors import InputError
     from emovit.video import probe_video
 
@@ -433,10 +435,11 @@ def _analyse_video(
     except InputError as exc:
         raise ApiError(status_for_input_error(exc.code), exc.code, str(exc)) from None
     limit = settings.max_video_seconds
-    if info.duration_s is not None and info.duration_s > limit + _DURATION_SLACK_S:
-        raise ApiError(
-            413, "video_too_long", f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit"
-        )
+    if capped and info.duration_s is not None and info.duration_s > options.start + limit + _DURATION_SLACK_S:
+        raise ApiError(  # a window the client ends within the limit is fine, however long the clip
+            413, "video_too_long", f"{name}: {info.duration_s:.1f} s is over the {limit:g} s limit "
+            "(analyse a window of it: start and end)",
+        )  # fmt: skip
     if info.width * info.height > settings.max_pixels:
         raise ApiError(413, "too_many_pixels", f"{name}: its frames are {info.width}x{info.height}, "
                        f"over the limit of {settings.max_pixels:,} pixels")  # fmt: skip
@@ -447,7 +450,7 @@ def _analyse_video(
     if len(frames) == 1 and frames[0]["frame"] is None:  # the whole video failed
         code = frames[0]["error_code"] or "internal"
         raise ApiError(status_for_input_error(code), code, frames[0]["error"] or "unreadable video")
-    if info.duration_s is None and run.reached_end:  # no declared duration: found by decoding
+    if info.duration_s is None and run.reached_end and capped:  # no declared duration: by decoding
         raise ApiError(413, "video_too_long", f"{name}: longer than the {limit:g} s limit")
     return frames, run.summary()
 
@@ -475,17 +478,21 @@ async def video(
     settings, metrics = state.settings, state.metrics
     began = time.perf_counter()
     try:
-        # the limit's tolerance is the declared duration's (`_analyse_video`); start and end
-        # choose a window of the clip (they were ignored), whose length the limit still bounds
-        limit = settings.max_video_seconds + _DURATION_SLACK_S
-        end = limit if end is None else min(end, limit)
-        options = VideoOptions(fps=fps, every=every, start=start, end=end).replace(smooth=smooth)
+        # at most --max-video-seconds from start is analysed (the tolerance is the declared
+        # duration's, `_analyse_video`): a client's end within that ends the window; without one
+        # (or past it) the clip must end there (413 video_too_long)
+        cap = start + settings.max_video_seconds + _DURATION_SLACK_S
+        capped = end is None or end > cap
+        options = VideoOptions(fps=fps, every=every, start=start, end=cap if capped else end)
+        options = options.replace(smooth=smooth)
     except EmovitError as exc:
         raise ApiError(422, "bad_request", str(exc)) from None
     stop = threading.Event()
     with _take(state, state.video_slots) as slot:  # before the body is read: see JobSlots
         name, data = await _video_from(request)
-        job = slot.submit(_analyse_video, rec, server_faces, settings, data, name, options, stop, top_k)
+        job = slot.submit(
+            _analyse_video, rec, server_faces, settings, data, name, options, stop, top_k, capped
+        )
         try:
             frames, summary = await asyncio.wait_for(job, timeout=settings.video_deadline_s)
         except TimeoutError:
@@ -519,13 +526,23 @@ async def models(request: Request) -> Any:
     return info
 
 
-@router.get("/livez", response_class=PlainTextResponse)
+@router.api_route("/livez", methods=["GET", "HEAD"], response_class=PlainTextResponse)  # HEAD: probes
 async def livez() -> str:
     """The process is up."""
     return "ok"
 
 
-@router.get("/readyz", response_class=PlainTextResponse)
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],
+    response_class=PlainTextResponse,
+    responses={
+        503: {
+            "description": "loading, shutting down, or the model worker stopped",
+            "content": {"text/plain": {}},
+        }
+    },
+)
 async def readyz(request: Request) -> Response:
     """200 once the model has loaded and run a warm-up inference; 503 before and while shutting down."""
     state = get_state(request.app)
@@ -577,10 +594,10 @@ async def api_docs(request: Request) -> Response:
     root = request.scope.get("root_path", "").rstrip("/")
     schema = f"{root}{request.app.openapi_url}"
     icon = f"{root}/static/favicon.svg"
-    html = get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=schema, title=f"{request.app.title} - API", swagger_favicon_url=icon
     )
-    html = html.body.decode()
+    html = bytes(page.body).decode()
     fallback = _DOCS_OFFLINE.format(schema=schema)
     html = re.sub(r'<div id="swagger-ui">\s*</div>', lambda _: fallback, html, count=1)
     return Response(html, media_type="text/html")

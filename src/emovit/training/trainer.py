@@ -54,7 +54,7 @@ from emovit.data import (
     vote_targets,
 )
 from emovit.errors import EmovitError, LabelError, OptionError, TrainError, check_real, first_line
-from emovit.fileio import atomic_dir, write_text_atomic
+from emovit.fileio import atomic_dir, make_folders, remove_empty, write_text_atomic
 from emovit.labels import EMOTIONS, order_labels
 from emovit.models import Framing
 from emovit.postprocess import TTA_MODES, TtaMode
@@ -359,11 +359,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     """
     _check_numbers(cfg)
     out = Path(cfg.output)
-    created = []  # the folders this call made, deepest first
+    created: list[Path] = []  # the folders this call made, deepest first
     if not resume and not out.exists():  # a folder that cannot be made: said now, not after decoding
-        created = [folder for folder in (out, *out.parents) if not folder.exists()]
         try:
-            out.mkdir(parents=True, exist_ok=True)  # exist_ok: the other ranks of a torchrun job
+            created = make_folders(out)
         except OSError as exc:
             raise TrainError(
                 f"{out}: the run's folder cannot be created ({exc.strerror or exc})", option="output"
@@ -371,11 +370,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool | None = Non
     try:
         return _train(cfg, resume=resume, progress=progress)
     except BaseException:
-        for folder in created:  # still empty (the run failed before writing): none left behind
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty(created)  # still empty (the run failed before writing): none left behind
         raise
 
 
