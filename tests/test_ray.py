@@ -380,13 +380,16 @@ def test_urls_of_schemes_with_digits_are_urls() -> None:
     assert emovit_ray._remote("s3://bucket/photos")
 
 
-def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_cluster_at_the_address_is_a_usage_error(
+    face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ray
 
     def unreachable(**kwargs: object) -> None:
         raise ConnectionError("Could not find any running Ray instance")
 
     monkeypatch.setattr(ray, "init", unreachable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a command's start (another test's Ray runs)
     args = [
         "predict",
         str(face_jpeg),
@@ -397,7 +400,7 @@ def test_no_cluster_at_the_address_is_a_usage_error(face_jpeg: Path, monkeypatch
         "--address",
         "auto",
         "-o",
-        "out",
+        str(tmp_path / "rows"),
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
@@ -422,9 +425,9 @@ def test_spool_files_of_actors_that_died_are_swept(tmp_path: Path) -> None:
         "mine": tmp_path / f"{mine}abc.tmp",
         "other host": tmp_path / f".emovit-part-elsewhere-{gone.pid}-abc.tmp",
     }
-    for path in files.values():
+    for name, path in files.items():
         path.write_bytes(b"rows")
-        if "recent" not in str(path):
+        if name != "dead, recent":
             os.utime(path, (0, 0))  # written long ago
     emovit_ray._sweep_spools(str(tmp_path))
     assert {name for name, path in files.items() if path.exists()} == {
@@ -460,7 +463,7 @@ def test_ctrl_c_says_how_to_finish_the_run(
     ],
 )
 def test_an_address_without_a_cluster_is_refused_at_once(
-    face_jpeg: Path, monkeypatch: pytest.MonkeyPatch, address: str, message: str
+    face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str, message: str
 ) -> None:
     import ray
 
@@ -468,6 +471,7 @@ def test_an_address_without_a_cluster_is_refused_at_once(
         raise AssertionError("ray.init was reached")
 
     monkeypatch.setattr(ray, "init", never)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a command's start (another test's Ray runs)
     args = [
         "predict",
         str(face_jpeg),
@@ -478,7 +482,7 @@ def test_an_address_without_a_cluster_is_refused_at_once(
         "--address",
         address,
         "-o",
-        "o",
+        str(tmp_path / "rows"),
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and message in result.output and "--address" in result.output, result.output

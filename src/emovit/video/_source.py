@@ -702,7 +702,7 @@ class VideoReader:
                     image = np.ascontiguousarray(np.rot90(image, turns))
                     self.info.rotation = turns * 90
                     self.info.width, self.info.height = image.shape[1], image.shape[0]
-                self.last_time_s = t = round(t, 6)  # microseconds: 0.09999999999999998 was 0.1 s
+                self.last_time_s = t = round(t, 9)  # nanoseconds: 0.09999999999999998 was 0.1 s
                 decoded = DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3)
                 if not self._put(decoded):
                     return
