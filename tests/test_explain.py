@@ -395,6 +395,11 @@ def test_server_adds_explanation_png_when_asked(default_rec: EmotionRecognizer) 
         assert face["explanation"]["target"] == "happy" and np.asarray(png).max() == 255
         bad = client.post("/v1/predict?explain=true&explain_method=rollout", files=files)
         assert bad.status_code == 422 and "ViT" in bad.json()["error"]["message"]
+        # a bad target is refused before any work: with no face found it was a 200
+        blank = {"files": ("blank.png", _png_bytes(np.zeros((64, 64, 3), np.uint8)), "image/png")}
+        for upload in (files, blank):
+            wrong = client.post("/v1/predict?explain=true&explain_target=bogus", files=upload)
+            assert wrong.status_code == 422 and "target must be one of" in wrong.json()["error"]["message"]
         # explanations are served one at a time (max_explain_jobs): another answers 503 at once,
         # plain requests go on, and every slot comes back
         from emovit.serve.state import get_state
@@ -554,3 +559,9 @@ def test_smoothgrad_noise_and_gradcam_probe_follow_the_models_input() -> None:
     at_64, size_64 = gradcam_layer(net)
     at_128, size_128 = gradcam_layer(net, size=(128, 128))
     assert min(size_64) >= 7 and min(size_128) >= 7 and at_128 != at_64  # a deeper stage fits at 128
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()

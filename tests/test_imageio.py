@@ -308,3 +308,17 @@ def test_a_dark_sixteen_bit_pnm_stays_dark() -> None:
     values = np.full((4, 4), 200, dtype=">u2")
     pgm = b"P5\n4 4\n65535\n" + values.tobytes()
     assert load_image(pgm).max() <= 1
+
+
+def test_a_file_cut_right_after_its_signature_is_corrupt_not_of_another_format() -> None:
+    """A PNG of 8 bytes (its signature only) was `unsupported_format`, the same PNG cut at
+    5,000 bytes `corrupt_image`: both are damaged files of a format emovit reads."""
+    from emovit import load_image
+
+    for head, name in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff\xe0", "JPEG"), (b"GIF89a", "GIF")):
+        with pytest.raises(ImageError, match=f"a {name} file cut short") as raised:
+            load_image(head)
+        assert raised.value.code == "corrupt_image"
+    with pytest.raises(ImageError) as raised:
+        load_image(b"plain text, no image")
+    assert raised.value.code == "unsupported_format"

@@ -145,6 +145,11 @@ def load_image(
         except Image.DecompressionBombError as exc:
             raise _bomb(label, exc, max_pixels) from None
         except Image.UnidentifiedImageError:
+            known = _signature(stream)
+            if known:  # a PNG cut right after its signature is damaged, not of another format
+                raise ImageError(
+                    label, f"corrupt or truncated image data (a {known} file cut short)"
+                ) from None
             raise ImageError(
                 label,
                 "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM, "
@@ -166,6 +171,29 @@ def load_image(
     finally:
         if not isinstance(source, io.IOBase) and hasattr(stream, "close"):
             stream.close()
+
+
+#: The first bytes of the formats emovit reads that no other file starts with.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _signature(stream: Any) -> str | None:
+    """The format whose signature `stream` starts with (None: none, or it cannot be re-read)."""
+    try:
+        stream.seek(0)
+        head = stream.read(16)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _decoded(decode: Callable[[], np.ndarray], label: str) -> np.ndarray:

@@ -852,6 +852,12 @@ class EmotionRecognizer:
         """Whether `explainer` (of `method`) is made already: no weights to load, no wait."""
         return method in self._explainers
 
+    def check_explanation(self, method: ExplainMethod = "auto", target: str | None = None) -> None:
+        """Raise the `OptionError` `explain` would raise for `method` and `target` (a method that
+        does not fit the model, a target that is not one of its labels), before any input is
+        read: a server checks a request with it before decoding and inference."""
+        self._target_id(target, self.explainer(method))
+
     def explainer(self, method: ExplainMethod = "auto") -> Explainer:
         """The `emovit.explain.Explainer` of `method` on this recognizer's torch model (made
         once per method; the torch weights are loaded here when the recognizer runs onnx)."""

@@ -302,6 +302,8 @@ async def _predict(
         if slot is not None and not rec.has_explainer(explain_method):  # the first explain=true loads
             # it (the torch weights of an onnx server): a one-off start-up cost, not the request's
             await asyncio.to_thread(rec.explainer, explain_method)
+        if slot is not None:  # a bad target: 422 before decoding and inference (an image without a
+            rec.check_explanation(explain_method, explain_target)  # face skipped the check: 200)
         results = await asyncio.wait_for(run(), timeout=settings.deadline_s)
     except TimeoutError:
         metrics.rejections.labels("deadline").inc()
