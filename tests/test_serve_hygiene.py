@@ -285,6 +285,7 @@ def test_slow_headers_are_cut_off(live: tuple[Any, str]) -> None:
     # the 1 s header timeout counts from the first byte: a timer each line restarted would
     # answer only after the trickle ends (6 s)
     assert answer.startswith(b"HTTP/1.1 408") and closed < 4, (answer, closed)
+    assert b'"code": "header_timeout"' in answer and b"x-request-id: " in answer
     with _connect(url) as sock:  # a connection that never says anything is closed too
         assert _read_all(sock, 10) == b""
     assert "request headers not received within 1 s" in server_log(proc)
@@ -304,7 +305,9 @@ def test_slow_body_and_big_headers_over_the_wire(live: tuple[Any, str]) -> None:
     assert answer.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in answer, answer
     with _connect(url) as sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
-        assert _read_all(sock, 10).startswith(b"HTTP/1.1 431")
+        refused = _read_all(sock, 10)  # the app's error shape with a request id (it was plain text)
+        assert refused.startswith(b"HTTP/1.1 431") and b'"code": "headers_too_large"' in refused, refused
+        assert b"x-request-id: " in refused and b"application/json" in refused
     with _connect(url) as sock:  # and a normal request on the same server still works
         sock.sendall(head + body)
         answer = _read_all(sock, 10)

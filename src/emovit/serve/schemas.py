@@ -27,6 +27,8 @@ REQUEST_ERROR_CODES = {
     "body_too_large": "the request body is over the limit (413)",
     "too_many_images": "more images than the limit (413)",
     "body_timeout": "the request body did not arrive within the time limit (408)",
+    "header_timeout": "the request line and headers did not arrive within 10 s (408, connection closed)",
+    "headers_too_large": "the request line and headers are over 16 KiB (431, connection closed)",
     "unsupported_media_type": "neither multipart/form-data nor JSON (415)",
     "no_images": "no images in the request (422)",
     "bad_request": "a malformed multipart or JSON body, or invalid query parameters (422)",

@@ -36,10 +36,18 @@ logger = logging.getLogger("emovit.serve")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _plain_response(status: str, text: str) -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection (written straight to the socket)."""
-    body = text.encode()
-    head = f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
+def _plain_response(status: str, text: str, code: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection (written straight to the socket), in
+    the app's error shape with a request id (it was plain text, with no X-Request-ID)."""
+    import json
+    import uuid
+
+    request_id = uuid.uuid4().hex
+    body = json.dumps({"error": {"code": code, "message": text, "request_id": request_id}}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\nx-content-type-options: nosniff\r\n"
+    )
     return head.encode() + b"connection: close\r\n\r\n" + body
 
 
@@ -64,7 +72,11 @@ class _HeadLimitsProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE and self._head_size(data) > self.max_header_bytes:
-            self._refuse("431 Request Header Fields Too Large", "the request headers are too large")
+            self._refuse(
+                "431 Request Header Fields Too Large",
+                "the request headers are too large",
+                "headers_too_large",
+            )
             return
         super().data_received(data)
         if not self._waiting_on_client():
@@ -96,10 +108,10 @@ class _HeadLimitsProtocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
-    def _refuse(self, status: str, text: str) -> None:
+    def _refuse(self, status: str, text: str, code: str) -> None:
         """Answer `status` and close, when no request of the app is in progress."""
         if self.conn.our_state is h11.IDLE:
-            self.transport.write(_plain_response(status, text))
+            self.transport.write(_plain_response(status, text, code))
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             logger.info("%s: %s: connection closed", client, text)
         self.transport.close()
@@ -110,7 +122,9 @@ class _HeadLimitsProtocol(H11Protocol):
             return
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
             self._refuse(
-                "408 Request Timeout", f"request headers not received within {self.header_timeout:g} s"
+                "408 Request Timeout",
+                f"request headers not received within {self.header_timeout:g} s",
+                "header_timeout",
             )
         else:  # an idle connection, or the unread rest of an answered request
             self.transport.close()
