@@ -37,6 +37,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -604,6 +605,12 @@ def _sweep_spools(folder: str) -> None:
                 os.unlink(path)
 
 
+@functools.cache
+def _sweep_spools_once(folder: str) -> None:
+    """`_sweep_spools`, once per process and folder (not a listing of the folder per part)."""
+    _sweep_spools(folder)
+
+
 class _Spool:
     """A part's rows in a local temporary file, added a chunk at a time (Parquet row groups, or
     JSONL lines as the local writer writes them): what is held in memory is one chunk."""
@@ -611,7 +618,7 @@ class _Spool:
     def __init__(self, fmt: RowFormat) -> None:
         import tempfile
 
-        _sweep_spools(tempfile.gettempdir())
+        _sweep_spools_once(tempfile.gettempdir())
         handle, self.path = tempfile.mkstemp(prefix=_spool_prefix(), suffix=".tmp")
         os.close(handle)
         self.fmt, self.rows, self.errors = fmt, 0, 0

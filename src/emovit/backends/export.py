@@ -178,10 +178,10 @@ def _check_output(out: Path, source: Path) -> None:
         return
     other = sorted(p.name for p in out.iterdir() if p.suffix == ".safetensors" or p.name in _RUN_FILES)
     if not other:  # an earlier export: this model's (again, or int8) or another's, silently replaced
-        from emovit.models import weights_digest
+        from emovit.models import export_matches_weights
 
         other = [name for name in ("model.onnx", "config.json") if (out / name).exists()]
-        if other and _exported_weights(out) == weights_digest(source):
+        if other and export_matches_weights(out, weights=source):
             other = []
     if other:
         raise OptionError(
@@ -189,15 +189,6 @@ def _check_output(out: Path, source: Path) -> None:
             f"model's own folder ({source}) or a new one",
             option="output",
         )
-
-
-def _exported_weights(folder: Path) -> str | None:
-    """The weights digest an earlier export in `folder` recorded (None: none, or unreadable)."""
-    try:
-        info = json.loads((folder / "export_info.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return info.get("weights_sha256") if isinstance(info, dict) else None
 
 
 #: What a training run folder holds besides its model (`emovit.training`).

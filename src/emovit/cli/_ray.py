@@ -71,11 +71,14 @@ def _check_address(ctx: click.Context, address: str | None) -> None:
     try:
         socket.create_connection((host, port), timeout=5).close()
     except OSError as exc:
-        raise click.BadParameter(
-            f"no Ray cluster could be reached at {address!r} ({exc.strerror or exc})",
-            ctx,
-            param_hint="'--address'",
-        ) from None
+        raise _unreachable(ctx, address, str(exc.strerror or exc)) from None
+
+
+def _unreachable(ctx: click.Context, address: str, why: str) -> click.BadParameter:
+    """The usage error for a cluster address nothing answers at."""
+    return click.BadParameter(
+        f"no Ray cluster could be reached at {address!r} ({why})", ctx, param_hint="'--address'"
+    )
 
 
 def _check_resources(ctx: click.Context, resources: dict[str, float], *, cuda: bool, threads: int) -> None:
@@ -142,12 +145,8 @@ def run_ray(
         except (ConnectionError, ValueError) as exc:  # no cluster there; ray:// without ray[client]
             if runner.address is None:
                 raise
-            hint = " (pip install 'ray[client]')" if "ray[client]" in str(exc) else ""
-            raise click.BadParameter(
-                f"no Ray cluster could be reached at {runner.address!r} ({exc}){hint}",
-                ctx,
-                param_hint="'--address'",
-            ) from None
+            hint = "; pip install 'ray[client]'" if "ray[client]" in str(exc) else ""
+            raise _unreachable(ctx, runner.address, f"{exc}{hint}") from None
         finally:  # ray.init makes SIGTERM exit at once: keep the command's clean stop (exit 130)
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)

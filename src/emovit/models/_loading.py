@@ -495,11 +495,13 @@ def build_random_model(
     return out
 
 
-def export_matches_weights(folder: str | os.PathLike[str]) -> bool | None:
-    """Whether the folder's ONNX export was made from the safetensors weights beside it, by
-    the digest its ``export_info.json`` records: None when nothing is recorded (no export
-    record, an older export without the digest, or no weights); False for a record that
-    cannot be read (nothing vouches for the export)."""
+def export_matches_weights(
+    folder: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None
+) -> bool | None:
+    """Whether the folder's ONNX export was made from the safetensors weights beside it (or
+    those of the folder `weights`), by the digest its ``export_info.json`` records: None when
+    nothing is recorded (no export record, an older export without the digest, or no weights);
+    False for a record that cannot be read (nothing vouches for the export)."""
     record = Path(folder) / "export_info.json"
     if not record.is_file():
         return None
@@ -510,7 +512,7 @@ def export_matches_weights(folder: str | os.PathLike[str]) -> bool | None:
     if not isinstance(info, dict):
         return False
     recorded = info.get("weights_sha256")
-    digest = weights_digest(folder) if recorded is not None else None
+    digest = weights_digest(folder if weights is None else weights) if recorded is not None else None
     return None if recorded is None or digest is None else recorded == digest
 
 
