@@ -274,6 +274,10 @@ def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pyt
     entry = {"part": "part-0123456789abcdef01234567.parquet", "inputs": ["b.jpg"]}
     emovit_ray._commit(fs, base, entry)  # now it holds results made with top-k 4
     emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True)
+    # the recognizer's defaults, given (as the command gives them) or not, are the same settings
+    emovit_ray.predict_to_folder(
+        ["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True, precision="fp32", tta="none"
+    )
     with pytest.raises(OptionError, match=r"other options \(top_k: 4, now 5\)") as caught:
         emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=5, expand=False, resume=True)
     assert caught.value.option == "output"
@@ -281,6 +285,39 @@ def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pyt
         emovit_ray.predict_to_folder(
             ["a.jpg"], out, "m", faces=faces.replace(margin=0.3), top_k=4, expand=False, resume=True
         )
+
+
+def test_a_resume_with_other_options_is_refused_before_ray_starts(
+    face_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command compared the options only inside predict_to_folder, after ray.init (~10 s);
+    options that change no row (batch size) still may change."""
+    import ray
+
+    monkeypatch.setattr(emovit_ray, "_PartRun", _NoCluster)
+    out = tmp_path / "rows"
+    common = [str(face_jpeg), "--detector", "none", "--model", "default", "--top-k", "3"]
+    from emovit.video import VideoOptions
+
+    faces, video = FaceOptions(detector="none"), VideoOptions()  # the command's defaults
+    emovit_ray.predict_to_folder(
+        common[:1], str(out), "default", faces=faces, video=video, top_k=3, expand=False
+    )
+    fs, base = emovit_ray._filesystem(str(out))
+    emovit_ray._commit(fs, base, {"part": "part-0123456789abcdef01234567.parquet", "inputs": ["b.jpg"]})
+
+    def started(**kwargs: object) -> None:
+        raise AssertionError("ray.init was reached")
+
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    args = ["predict", *common[:-1], "4", "--engine", "ray", "-o", str(out), "--resume"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "other options (top_k: 3, now 4)" in result.output
+    same = ["predict", *common, "--batch-size", "7", "--engine", "ray", "-o", str(out), "--resume"]
+    result = CliRunner().invoke(main, same)  # the check lets it through, to Ray
+    assert result.exit_code == 3 and "ray.init was reached" in result.output, result.output
 
 
 class _NoCluster:

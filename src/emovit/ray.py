@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -1214,7 +1215,17 @@ def _alive(pid: object, started: object = None) -> bool:
 
 #: Options that change no row (how fast, where, how much at once): a resume may change them.
 _FREE_OPTIONS = frozenset(
-    {"batch_size", "threads", "device", "max_pixels", "backend", "batch_frames", "queue_frames"}
+    {
+        "batch_size",
+        "threads",
+        "device",
+        "max_pixels",
+        "backend",
+        "batch_frames",
+        "queue_frames",
+        "prefetch",
+        "decode_threads",
+    }
 )
 
 
@@ -1230,7 +1241,17 @@ def _settings(
         values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}  # no deep copy
         return {k: v for k, v in values.items() if k not in _FREE_OPTIONS}
 
-    chosen = {k: v for k, v in recognizer.items() if k not in _FREE_OPTIONS}
+    # an option not given is the recognizer's default: a run of the library (no precision) and
+    # its resume by the command (precision fp32) have the same settings
+    from emovit.predictor import EmotionRecognizer
+
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(EmotionRecognizer.__init__).parameters.items()
+        if param.kind is param.KEYWORD_ONLY and name != "faces"
+    }
+    given = {k: v for k, v in recognizer.items() if v is not None}
+    chosen = {k: v for k, v in (defaults | given).items() if k not in _FREE_OPTIONS}
     settings = {"model": model, "top_k": top_k, "faces": fields(faces), "video": fields(video), **chosen}
 
     def named(value: Any) -> str:  # a detector object: its name (its repr names its address)
@@ -1240,10 +1261,16 @@ def _settings(
 
 
 def _check_settings(
-    fs: Any, base: str, output: str, settings: dict[str, Any], entries: list[dict[str, Any]]
+    fs: Any,
+    base: str,
+    output: str,
+    settings: dict[str, Any],
+    entries: list[dict[str, Any]],
+    *,
+    record: bool = True,
 ) -> None:
-    """Record the run's settings, or (a folder with results) refuse other ones: rows of two
-    setups would mix."""
+    """Record the run's settings (unless not `record`), or (a folder with results) refuse other
+    ones: rows of two setups would mix."""
     path = f"{base}/{_MANIFEST}/{_SETTINGS}"
     saved = None
     if entries:  # a folder without results (a run stopped before its first part) starts afresh
@@ -1251,7 +1278,8 @@ def _check_settings(
         with contextlib.suppress(FileNotFoundError), fs.open_input_stream(path) as handle:
             saved = json.loads(handle.read().decode())
     if saved is None:
-        _write_json(fs, path, settings, "the run's settings")
+        if record:
+            _write_json(fs, path, settings, "the run's settings")
         return
     changed = _changed(saved, settings)
     if changed:
@@ -1274,16 +1302,42 @@ def _changed(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> li
     return out
 
 
-def check_output_folder(output: str, fmt: RowFormat = "parquet", *, resume: bool = False) -> None:
+def check_output_folder(
+    output: str,
+    fmt: RowFormat = "parquet",
+    *,
+    resume: bool = False,
+    model: str | None = None,
+    top_k: int | None = None,
+    faces: FaceOptions | None = None,
+    video: VideoOptions | None = None,
+    **recognizer: Any,
+) -> None:
     """Raise the `OptionError` `predict_to_folder` would raise for `output` (a file, someone
-    else's files, results without `resume`, another format), writing nothing: a command checks
-    it before it starts a cluster."""
+    else's files, results without `resume`, another format, and, given the `model` and the
+    options, a resume with options other than the folder's results were made with), writing
+    nothing: a command checks it before it starts a cluster."""
     if fmt not in _EXTENSIONS:
         raise OptionError(f"format must be parquet or jsonl, got {fmt!r}", option="fmt")
-    fs, base, _ = _checked_output(output, fmt, resume)
+    output = output if is_url(output) else os.path.abspath(output)
+    fs, base, entries = _checked_output(output, fmt, resume)
     lock = _lock_path(fs, base)
     if lock is not None:  # held by a run going on (`_folder_lock`)
         _refuse_if_held(output, lock, _lock_holder(lock))
+    if model is not None:
+        model, faces = _absolute(model, faces)
+        settings = _settings(model, top_k, faces, video, recognizer)
+        _check_settings(fs, base, output, settings, entries, record=False)
+
+
+def _absolute(model: str, faces: FaceOptions | None) -> tuple[str, FaceOptions | None]:
+    """A local model folder and detector file by absolute path: the workers of a cluster do not
+    share the driver's working folder (and a run's settings name them so)."""
+    if not is_url(model) and os.path.exists(model):
+        model = os.path.abspath(model)
+    if faces is not None and faces.detector_model is not None:
+        faces = faces.replace(detector_model=os.path.abspath(faces.detector_model))
+    return model, faces
 
 
 def _checked_output(output: str, fmt: str, resume: bool) -> tuple[Any, str, list[dict[str, Any]]]:
@@ -1364,10 +1418,7 @@ def predict_to_folder(
     # the workers of a cluster do not share the driver's working folder: local names are made
     # absolute here (the manifest keys inputs by absolute path already)
     output = output if is_url(output) else os.path.abspath(output)
-    if not is_url(model) and os.path.exists(model):
-        model = os.path.abspath(model)
-    if faces is not None and faces.detector_model is not None:
-        faces = faces.replace(detector_model=os.path.abspath(faces.detector_model))
+    model, faces = _absolute(model, faces)
     fs, base, entries = _checked_output(output, fmt, resume)
     try:
         fs.create_dir(f"{base}/{_MANIFEST}", recursive=True)

@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -122,14 +122,28 @@ def run_ray(
     from emovit.cli._common import load_recognizer
     from emovit.ray import check_output_folder, expand_remote, predict_to_folder
 
-    check_output_folder(output, fmt, resume=runner.resume)  # type: ignore[arg-type]  # before a cluster starts
+    cuda = recognizer.device.startswith("cuda")
+    # what the rows depend on (and how they are made), as predict_to_folder takes it
+    options: dict[str, Any] = {
+        "faces": faces,
+        "video": video,
+        "top_k": top_k,
+        "batch_size": recognizer.batch_size,
+        "device": "cuda" if cuda else recognizer.device,  # Ray shows each actor its one GPU as cuda:0
+        "backend": recognizer.backend,
+        "precision": recognizer.precision,
+        "threads": recognizer.threads,
+        "max_pixels": recognizer.max_pixels,
+        "tta": recognizer.tta,
+    }
+    # before a cluster starts: the folder, and a resume's options against its results'
+    check_output_folder(output, fmt, resume=runner.resume, model=recognizer.model, **options)  # type: ignore[arg-type]
     paths = expand_remote(paths, recursive=recursive)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
     _check_videos(paths)
     # fails early, on the flag at fault; the random-weights banner. On the CPU: the driver of a
     # GPU job may have no GPU (`ray job submit` runs it on the head node), the workers have them
-    cuda = recognizer.device.startswith("cuda")
     load_recognizer(recognizer.replace(device="cpu", precision="fp32") if cuda else recognizer, faces)
     started = not ray.is_initialized()
     if started:
@@ -165,20 +179,11 @@ def run_ray(
             recognizer.model,
             fmt=fmt,  # type: ignore[arg-type]
             resume=runner.resume,
-            faces=faces,
-            video=video,
             workers=runner.workers,
             num_gpus=1 if cuda else 0,
             num_cpus=recognizer.threads or 1,  # an actor's threads are the CPUs it reserves
-            batch_size=recognizer.batch_size,
-            top_k=top_k,
-            device="cuda" if cuda else recognizer.device,  # Ray shows each actor its one GPU as cuda:0
-            backend=recognizer.backend,
-            precision=recognizer.precision,
-            threads=recognizer.threads,
-            max_pixels=recognizer.max_pixels,
-            tta=recognizer.tta,
             expand=False,
+            **options,
         )
     except KeyboardInterrupt:  # the committed parts stay: say how to finish
         click.echo(
