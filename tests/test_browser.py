@@ -232,6 +232,44 @@ def test_video_panel_draws_the_timeline_and_summary(
     assert errors == []
 
 
+def test_a_clip_shows_its_upload_and_can_be_cancelled(
+    browser: object, server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A long clip said only "Analysing … N s" from the first byte sent (no upload progress)
+    and could not be stopped; Cancel now ends the request, and the server stops its analysis
+    (its one video slot is free for the next clip at once)."""
+    pytest.importorskip("av")
+    from .video_clips import background, paste, write_clip
+
+    face = np.asarray(Image.open(REPO / "examples" / "astronaut_face.jpg").convert("RGB").resize((120, 140)))
+    frames = []
+    for i in range(600):  # 20 s at 30 frames/s: seconds of analysis
+        canvas = background(320, 240, seed=i % 5)
+        paste(canvas, face, 60 + i % 90, 50)
+        frames.append(canvas)
+    folder = tmp_path_factory.mktemp("long")
+    clip = write_clip(folder / "long.mp4", frames)
+    short = write_clip(folder / "short.mp4", frames[:10])
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server)
+    assert page.locator("#cancel-clip").is_disabled() and not page.locator("#video-progress").is_visible()
+    page.fill("#video-fps", "30")
+    page.set_input_files("#video-input", str(clip))
+    _until(lambda: "Analysing long.mp4" in (page.locator("#video-status").text_content() or ""), 30)
+    assert page.locator("#video-progress").is_visible() and page.locator("#choose-clip").is_disabled()
+    page.click("#cancel-clip")
+    _until(lambda: "Cancelled" in (page.locator("#video-status").text_content() or ""))
+    assert page.locator("#video-status").text_content() == "Cancelled: long.mp4 was not analysed."
+    assert not page.locator("#choose-clip").is_disabled() and page.locator("#cancel-clip").is_disabled()
+    assert not page.locator("#video-progress").is_visible() and not page.locator("#video-summary").is_visible()
+    page.set_input_files("#video-input", str(short))  # the slot the cancelled clip held is free
+    page.wait_for_selector("#video-summary tbody tr", timeout=60_000)
+    assert "10 frames analysed" in page.locator("#video-status").text_content()
+    assert errors == []
+
+
 def _canvas_sum(page: object, selector: str) -> list[int]:
     """Per-channel pixel sums of a canvas (what was drawn on it)."""
     return page.evaluate(  # type: ignore[attr-defined]

@@ -118,6 +118,32 @@ class _Broken:
         raise RuntimeError("boom in /srv/secret/path")
 
 
+class _Watched:
+    """A recognizer that counts the video frames its runs have yielded."""
+
+    def __init__(self, rec: EmotionRecognizer) -> None:
+        self._rec, self.frames = rec, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._rec, name)
+
+    def predict_video(self, *args: Any, **kwargs: Any) -> object:
+        return _CountedRun(self._rec.predict_video(*args, **kwargs), self)
+
+
+class _CountedRun:
+    def __init__(self, run: Any, watched: _Watched) -> None:
+        self._run, self._watched = run, watched
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._run, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        for frame in self._run:
+            self._watched.frames += 1
+            yield frame
+
+
 # ---------------------------------------------------------------------------------- in-process
 
 
@@ -220,6 +246,44 @@ def test_video_uploads_have_their_own_body_timeout(recognizer: EmotionRecognizer
     with serving(recognizer, body_timeout_s=60.0, video_body_timeout_s=0.3) as client:
         status, body, _ = _status_and_body(_call(client.app, slow(), path="/v1/video"))
     assert status == 408 and body["error"]["code"] == "body_timeout" and "0.3 s" in body["error"]["message"]
+
+
+def test_a_clip_whose_client_left_is_not_analysed_to_the_end(
+    recognizer: EmotionRecognizer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clip's analysis ran to its end for nobody when the client had gone (the page's Cancel, a
+    closed tab), holding the one video slot; it now stops after its batch (``client_gone``)."""
+    pytest.importorskip("av")
+    from .video_clips import background, write_clip
+
+    clip = write_clip(tmp_path / "long.mp4", [background(48, 48, seed=i % 7) for i in range(240)])
+    body = _multipart(clip.read_bytes(), "long.mp4")
+
+    def client(stays: bool) -> Any:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            if stays:
+                await asyncio.sleep(60)
+            return {"type": "http.disconnect"}
+
+        return receive
+
+    watched = _Watched(recognizer)
+    with serving(watched) as app_client, caplog.at_level(logging.INFO):
+        status, answer, _ = _status_and_body(_call(app_client.app, client(True), path="/v1/video"))
+        assert status == 200 and answer["summary"]["frames_analysed"] == watched.frames == 240
+        assert 'reason="client_gone"' not in app_client.get("/metrics").text
+        watched.frames = 0
+        sent = _call(app_client.app, client(False), path="/v1/video")
+        metrics = app_client.get("/metrics").text
+    assert sent == [] and watched.frames < 240  # nobody to answer: stopped, not run to the end
+    assert 'emovit_rejections_total{reason="client_gone"} 1.0' in metrics
+    assert 'emovit_requests_total{path="/v1/video",status="499"} 1.0' in metrics
+    assert any("the client left while its video was analysed" in r.getMessage() for r in caplog.records)
+    assert not any("long.mp4" in r.getMessage() for r in caplog.records)  # nothing uploaded is logged
 
 
 def test_streamed_body_over_the_limit_is_413(recognizer: EmotionRecognizer) -> None:

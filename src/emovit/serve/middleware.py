@@ -3,7 +3,7 @@
 * `RequestContextMiddleware`: a request id for every request (``X-Request-ID``), security
   headers, request metrics, and the last line of defence: an exception that escapes the app
   becomes a JSON 500 naming the request id (logged once, with that id), and a client that
-  disconnects mid-upload one info line;
+  disconnects mid-upload (or leaves while its video is analysed) one info line;
 * (CORS, when origins are configured);
 * `ApiGateMiddleware`: ``/v1/`` refuses new requests while shutting down (503) and checks
   the bearer token (401);
@@ -96,10 +96,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except ClientDisconnect:
+        except ClientDisconnect as gone:  # reading the body, or a route that saw it (`_stop_when_gone`)
             status = 499  # nginx's "client closed request": nobody is left to answer
-            logger.info("request %s: %s %s: the client disconnected before the request was read",
-                        request_id, method, path)  # fmt: skip
+            why = str(gone) or "the client disconnected before the request was read"
+            logger.info("request %s: %s %s: %s", request_id, method, path, why)
         except ApiError as problem:  # raised outside a route (e.g. while a middleware read the body)
             if status == 0:
                 await problem.response(request_id)(scope, receive, send_with_headers)

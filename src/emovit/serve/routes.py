@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from emovit.errors import DependencyError, EmovitError, InputError
 from emovit.imageio import declared_pixels
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from emovit.faces import FaceOptions
     from emovit.predictor import EmotionRecognizer
     from emovit.results import ImageResult
+    from emovit.serve.metrics import Metrics
     from emovit.serve.settings import ServeSettings
     from emovit.serve.state import JobSlots, ServeState, Slot
     from emovit.video import VideoOptions
@@ -406,6 +408,21 @@ async def _video_from(request: Request) -> tuple[str, bytes]:
     return safe_name(parts[0].filename, 0), bytes(parts[0].data)
 
 
+async def _stop_when_gone(
+    request: Request, stop: threading.Event, metrics: Metrics, every_s: float = 0.25
+) -> bool:
+    """Set `stop` when the client goes away while its clip is analysed (the page's Cancel, a
+    closed tab, a client's timeout): the analysis ends after its batch and frees its slot, rather
+    than run to the end for nobody. Counted as the rejection ``client_gone``; True then."""
+    while not stop.is_set():
+        if await request.is_disconnected():
+            stop.set()
+            metrics.rejections.labels("client_gone").inc()
+            return True
+        await asyncio.sleep(every_s)
+    return False
+
+
 def _take(state: ServeState, slots: JobSlots) -> Slot:
     """A slot of `slots`, or 503 (counted as ``queue_full``) when all are busy."""
     try:
@@ -495,6 +512,7 @@ async def video(
         job = slot.submit(
             _analyse_video, rec, server_faces, settings, data, name, options, stop, top_k, capped
         )
+        watch = asyncio.ensure_future(_stop_when_gone(request, stop, metrics))
         try:
             frames, summary = await asyncio.wait_for(job, timeout=settings.video_deadline_s)
         except TimeoutError:
@@ -507,8 +525,11 @@ async def video(
             raise ApiError(501, "not_available", f"this server cannot analyse videos: {exc}") from None
         except EmovitError as exc:
             raise ApiError(422, "bad_request", str(exc)) from None
-        finally:  # answered, timed out, or the request cancelled (shutdown): the thread stops
-            stop.set()  # after its batch, and its slot comes back then
+        finally:  # answered, timed out, the client gone, or the request cancelled (shutdown): the
+            stop.set()  # thread stops after its batch, and its slot comes back then
+            watch.cancel()
+    if watch.done() and not watch.cancelled() and watch.result():  # nobody to answer: logged as 499
+        raise ClientDisconnect("the client left while its video was analysed; the analysis stopped")
     metrics.latency.labels("/v1/video").observe(time.perf_counter() - began)
     return {"model": _model_name(rec), "frames": frames, "summary": summary}
 

@@ -40,25 +40,62 @@ class ApiError extends Error {
   }
 }
 
-// A request to the API, its JSON answer; an ApiError whose message a person can read: the
-// server's own, or what a proxy's page or a lost connection means.
+const UNREACHABLE = "the server cannot be reached (is it still running?)";
+
+// An API answer (its HTTP status, Retry-After header and text): the JSON body, or an ApiError
+// whose message a person can read: the server's own, or what a proxy's page means.
+function apiAnswer(status, retryAfterHeader, text) {
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    body = null;
+  }
+  const retryAfter = Number(retryAfterHeader) || 0;
+  if (status < 200 || status > 299) {
+    const known = { 413: "the upload is too large for this server", 502: "the server is not answering (bad gateway)",
+      503: "the server is busy", 504: "the server took too long" };
+    const message = body && body.error ? body.error.message : known[status] || `HTTP error ${status}`;
+    throw new ApiError(message, status, retryAfter);
+  }
+  if (!body) throw new ApiError("the server's answer was not readable", status, 0);
+  return body;
+}
+
+// A request to the API, its JSON answer or an ApiError (a lost connection too).
 async function callApi(url, options) {
   let response;
   try {
     response = await fetch(url, { ...options, headers: authHeaders() });
   } catch (err) {
-    throw new ApiError("the server cannot be reached (is it still running?)", 0, 0);
+    throw new ApiError(UNREACHABLE, 0, 0);
   }
-  const body = await response.json().catch(() => null);
-  const retryAfter = Number(response.headers.get("Retry-After")) || 0;
-  if (!response.ok) {
-    const known = { 413: "the upload is too large for this server", 502: "the server is not answering (bad gateway)",
-      503: "the server is busy", 504: "the server took too long" };
-    const message = body && body.error ? body.error.message : known[response.status] || `HTTP error ${response.status}`;
-    throw new ApiError(message, response.status, retryAfter);
-  }
-  if (!body) throw new ApiError("the server's answer was not readable", response.status, 0);
-  return body;
+  const text = await response.text().catch(() => "");
+  return apiAnswer(response.status, response.headers.get("Retry-After"), text);
+}
+
+// An upload to the API that reports its progress (onProgress(sent, total) while the body goes
+// out, onProgress(null) once it has all gone) and can be cancelled: { answer, cancel }. The
+// answer is callApi's; a cancelled upload rejects with an ApiError whose `cancelled` is true.
+function uploadApi(url, form, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const answer = new Promise((resolve, reject) => {
+    xhr.open("POST", url);
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0);
+    xhr.upload.onload = () => onProgress(null);
+    xhr.onload = () => {
+      try {
+        resolve(apiAnswer(xhr.status, xhr.getResponseHeader("Retry-After"), xhr.responseText));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    xhr.onerror = () => reject(new ApiError(UNREACHABLE, 0, 0));
+    xhr.onabort = () => reject(Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true }));
+    xhr.send(form);
+  });
+  return { answer, cancel: () => xhr.abort() };
 }
 
 async function predict(blob, name) {
@@ -469,6 +506,22 @@ function videoStatus(message, isError = false) {
 }
 
 let videoRequest = 0; // the newest clip: one clip at a time, and no older answer shown over it
+let cancelVideo = null; // stops the clip under way (its upload, or the server's analysis of it)
+
+const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
+
+// A wait of `ms` that can be cancelled: { done, cancel }; done rejects as a cancelled upload does.
+function cancellableDelay(ms) {
+  let cancel = null;
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    cancel = () => {
+      clearTimeout(timer);
+      reject(Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true }));
+    };
+  });
+  return { done, cancel };
+}
 
 async function analyseVideo(file) {
   if (!file) return;
@@ -480,12 +533,47 @@ async function analyseVideo(file) {
   $("video-timeline").hidden = true; // the last clip's results are not this one's
   $("video-summary").hidden = true;
   $("choose-clip").disabled = true;
-  const started = Date.now();
-  const tick = () => videoStatus(`Analysing ${file.name} … ${Math.round((Date.now() - started) / 1000)} s`);
-  tick();
+  const progress = $("video-progress");
+  progress.hidden = false;
+  progress.value = 0;
+  let analysing = null; // when the upload ended and the server's analysis began
+  const tick = () => {
+    if (analysing === null) return;
+    progress.removeAttribute("value"); // indeterminate: the server does not say how far it is
+    videoStatus(`Analysing ${file.name} … ${Math.round((Date.now() - analysing) / 1000)} s`);
+  };
+  const onProgress = (sent, total) => {
+    if (sent === null) {
+      analysing = Date.now();
+      tick();
+    } else if (total) {
+      progress.value = sent / total;
+      videoStatus(`Uploading ${file.name} … ${Math.round((100 * sent) / total)} % `
+        + `(${megabytes(sent)} of ${megabytes(total)} MB)`);
+    }
+  };
   const clock = setInterval(tick, 1000);
+  $("cancel-clip").disabled = false;
   try {
-    const body = await callApi(`/v1/video?fps=${fps}&smooth=${smooth}`, { method: "POST", body: form });
+    let body = null;
+    for (let attempt = 1; body === null; attempt += 1) {
+      analysing = null;
+      videoStatus(`Uploading ${file.name} …`);
+      const upload = uploadApi(`/v1/video?fps=${fps}&smooth=${smooth}`, form, onProgress);
+      cancelVideo = upload.cancel;
+      try {
+        body = await upload.answer;
+      } catch (err) {
+        // busy with another clip (perhaps one just cancelled): wait as the server asks, a few times
+        if (err.status !== 503 || !err.retryAfter || attempt >= 5 || request !== videoRequest) throw err;
+        analysing = null;
+        progress.value = 0;
+        videoStatus(`Waiting ${err.retryAfter} s to send ${file.name} again (${err.message}) …`);
+        const wait = cancellableDelay(err.retryAfter * 1000);
+        cancelVideo = wait.cancel;
+        await wait.done;
+      }
+    }
     if (request !== videoRequest) return;
     drawTimeline($("video-timeline"), body.frames, body.summary);
     renderSummary(body.summary);
@@ -494,10 +582,17 @@ async function analyseVideo(file) {
       + `${s.tracks.length} face track(s), ${s.faces_per_frame.toFixed(2)} faces per frame.`
       + (s.warnings.length ? ` Warning: ${s.warnings.join(" ")}` : ""));
   } catch (err) {
-    if (request === videoRequest) videoStatus(`Could not analyse the video ${file.name}: ${err.message}`, true);
+    if (request !== videoRequest) return;
+    if (err.cancelled) videoStatus(`Cancelled: ${file.name} was not analysed.`);
+    else videoStatus(`Could not analyse the video ${file.name}: ${err.message}`, true);
   } finally {
     clearInterval(clock);
-    if (request === videoRequest) $("choose-clip").disabled = false;
+    if (request === videoRequest) {
+      $("choose-clip").disabled = false;
+      $("cancel-clip").disabled = true;
+      progress.hidden = true;
+      cancelVideo = null;
+    }
   }
 }
 
@@ -605,6 +700,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("fps").addEventListener("change", restartTimer);
   $("choose-clip").addEventListener("click", () => $("video-input").click());
+  $("cancel-clip").addEventListener("click", () => cancelVideo && cancelVideo());
   loadLabels();
   waitUntilReady();
 });
