@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,29 @@ def test_unreadable_images_are_listed_and_pair_with_nothing(planted: Path) -> No
     test = read_samples(planted, "test")
     leaked = {Path(test[i].name).name for i in find_leaks(test, read_samples(planted, "train"))}
     assert leaked == {"leak_exact.png", "leak_conflict.png", "leak_near.jpg"}
+
+
+def test_a_csvs_bad_rows_are_unreadable_entries(tmp_path: Path) -> None:
+    """A FER2013 CSV's bad rows were only a warning: the JSON said "unreadable": [] and the
+    command exited 0, while evaluate counts the same rows as failures (exit 1)."""
+    pixels = " ".join(["7"] * 16)
+    rows = [f"3,{pixels},Training", "9,1 2 3 4,Training", f"0,{pixels},PrivateTest", "0,1 2 3,PrivateTest"]
+    data = tmp_path / "fer.csv"
+    data.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # listed, not warned about
+        report = audit(data).to_dict()
+    assert report["images"] == {"train": 1, "test": 1}
+    assert [(u["split"], u["name"]) for u in report["unreadable"]] == [
+        ("train", "fer.csv:3"),
+        ("test", "fer.csv:5"),
+    ]
+    assert (
+        "emotion 9" in report["unreadable"][0]["error"] and "not a square" in report["unreadable"][1]["error"]
+    )
+    command = [sys.executable, "-m", "emovit.cli", "audit", str(data), "--format", "json"]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 1 and len(json.loads(proc.stdout)["unreadable"]) == 2, proc.stderr
 
 
 def test_cli_json_shape(planted: Path) -> None:

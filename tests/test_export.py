@@ -116,6 +116,11 @@ def test_export_keeps_the_models_framing(tiny_model_dir: Path, tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [
         "config.json", "export_info.json", "model.onnx", "preprocessor_config.json"
     ]  # fmt: skip
+    # a damaged framing record was copied as it was: the export then would not load
+    (source / "emovit.json").write_text('{"face_margin": "wide"}')
+    with pytest.raises(ModelLoadError, match="unreadable framing record"):
+        export_onnx(str(source), tmp_path / "damaged", check_images=2)
+    assert not (tmp_path / "damaged").exists()
 
 
 def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -137,6 +137,16 @@ def test_remote_code_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
         load_model(folder)
 
 
+def test_a_config_without_a_model_type_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """It said "unknown model_type None", which reads like a Python internal."""
+    folder = _copy(tiny_model_dir, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="config.json names no model_type"):
+        load_model(folder)
+
+
 def test_remote_code_in_the_processor_config_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A processor config naming its own class (auto_map) is refused before transformers could
     import the folder's Python file, even where emovit would fall back to transformers' processor."""

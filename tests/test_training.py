@@ -181,6 +181,9 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     assert state["complete"] and state["epochs_run"] == 3
     a = load_file(str(whole.output / "checkpoint" / "model.safetensors"))
     b = load_file(str(rest.output / "checkpoint" / "model.safetensors"))
+    # its files are as readable as the run's others (safetensors wrote the weights 0600)
+    modes = {path.stat().st_mode & 0o777 for path in (rest.output / "checkpoint").iterdir() if path.is_file()}
+    assert modes == {(rest.output / "config.json").stat().st_mode & 0o777}
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
     assert [h["val_macro_f1"] for h in whole.history] == pytest.approx(
@@ -1154,6 +1157,32 @@ def test_teacher_tta_is_checked(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="teacher_tta must be one of"):
         train(_config(dataset, tmp_path / "b", teacher_tta="mirror", teacher=str(tmp_path)), progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("option", ["--init", "--teacher"])
+def test_a_model_option_that_finds_no_model_is_named(dataset: Path, tmp_path: Path, option: str) -> None:
+    """ "Error: model '...' is not in the Hugging Face cache" named no option, and --teacher's
+    came only after the data had been decoded."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    missing = str(tmp_path / "nosuch")
+    args = ["train", str(dataset), "-o", str(tmp_path / "run"), "--epochs", "1", option, missing]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert "decoded" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_fp16_is_refused_on_the_cpu(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate ignores fp16 on the CPU: the run trained in fp32 and its config and card said
+    fp16."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainError, match="fp16 trains on a GPU only") as caught:
+        train(_config(dataset, tmp_path / "run", precision="fp16"), progress=False)
+    assert caught.value.option == "precision" and not (tmp_path / "run").exists()
 
 
 def test_a_teacher_of_another_input_size_is_refused(dataset: Path, tmp_path: Path) -> None:

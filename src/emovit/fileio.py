@@ -32,6 +32,7 @@ __all__ = [
     "atomic_output",
     "check_writable",
     "make_folders",
+    "plain_mode",
     "remove_empty",
     "sha256_of",
     "temporary_prefix",
@@ -85,6 +86,13 @@ def _file_mode(target: Path) -> int:
         return target.stat().st_mode & 0o777
     except OSError:
         return 0o666 & ~_umask()
+
+
+def plain_mode(path: str | os.PathLike[str]) -> None:
+    """Give the new file `path` the mode a plain ``open`` gives (0666 less the umask): some
+    writers (safetensors' ``save_file``) make their files private (0600), which another user
+    resuming or reading the run cannot open."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def temporary_prefix(target: Path) -> str:

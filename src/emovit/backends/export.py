@@ -132,10 +132,11 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model` (Hub id, folder, registry name) to an ONNX model folder and verify it."""
 
-    from emovit.models import load_torch_model, read_model_config, resolve_model
+    from emovit.models import load_torch_model, read_framing, read_model_config, resolve_model
 
     check_count(opset, "opset", 13)
     source = resolve_model(model)
+    read_framing(source)  # a damaged emovit.json is refused here: copied, the export would not load
     out = Path(output)
     _check_output(out, source)
     created = not out.exists()

@@ -63,7 +63,7 @@ _CONFIG_OPTIONS = (
         type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
         default="auto",
         show_default=True,
-        help="auto: bf16/fp16 autocast on GPU, fp32 on CPU.",
+        help="auto: bf16/fp16 autocast on GPU, fp32 on CPU. fp16: GPU only.",
     ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option(

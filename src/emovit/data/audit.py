@@ -8,7 +8,8 @@
 Counts for a split pair ``(a, b)``: how many images of ``b`` have a copy in ``a``; for
 ``a == b``, how many images are extra copies of an earlier image of the same split.
 ``label_conflicts`` counts duplicate pairs (exact or near, in any splits) whose labels differ.
-Images that cannot be read are listed (``unreadable``) and take part in no pair.
+Images that cannot be read (and a FER2013 CSV's bad rows) are listed (``unreadable``) and take
+part in no pair.
 """
 
 from __future__ import annotations
@@ -121,11 +122,16 @@ class AuditReport:
         }
 
 
-def _split_samples(data: str | os.PathLike[str]) -> dict[str, list[Sample]]:
-    splits = list_splits(data)
-    if not splits:
-        return {"all": read_samples(data)}
-    return {split: read_samples(data, split) for split in splits}
+def _split_samples(
+    data: str | os.PathLike[str], bad_rows: dict[str, list[tuple[str, str]]]
+) -> dict[str, list[Sample]]:
+    """Each split's samples; a FER2013 CSV's bad rows go into `bad_rows` (by split)."""
+    splits = list_splits(data) or [None]
+    by_split = {}
+    for split in splits:
+        name = split or "all"
+        by_split[name] = read_samples(data, split, unreadable=bad_rows.setdefault(name, []))
+    return by_split
 
 
 def audit(
@@ -136,7 +142,8 @@ def audit(
     threads: int | None = None,
 ) -> AuditReport:
     """Find exact and near duplicates within and across the splits of `data`."""
-    by_split = _split_samples(data)
+    bad_rows: dict[str, list[tuple[str, str]]] = {}
+    by_split = _split_samples(data, bad_rows)
     hashes = {split: hash_samples(samples, threads) for split, samples in by_split.items()}
     names = list(by_split)
     pairs: list[dict[str, Any]] = []
@@ -174,6 +181,10 @@ def audit(
                     }
                 )
     unreadable = [
+        {"split": split, "name": name, "error": error}
+        for split, rows in bad_rows.items()
+        for name, error in rows
+    ] + [
         {"split": split, "name": by_split[split][i].name, "error": error}
         for split, h in hashes.items()
         for i, error in sorted(h.failed.items())

@@ -194,6 +194,10 @@ def _check_folder(folder: Path, config: dict[str, Any]) -> None:
     from transformers import CONFIG_MAPPING
 
     model_type = config.get("model_type")
+    if model_type is None:
+        raise ModelLoadError(
+            f"{folder}: config.json names no model_type (a transformers model's config has one)"
+        )
     if model_type not in CONFIG_MAPPING:
         raise ModelLoadError(f"{folder}: unknown model_type {model_type!r} in config.json")
     labels = config.get("id2label") or {}

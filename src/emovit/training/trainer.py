@@ -34,7 +34,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -53,10 +53,18 @@ from emovit.data import (
     read_vote_labels,
     vote_targets,
 )
-from emovit.errors import EmovitError, LabelError, OptionError, TrainError, check_real, first_line
-from emovit.fileio import atomic_dir, make_folders, remove_empty, write_text_atomic
+from emovit.errors import (
+    EmovitError,
+    LabelError,
+    ModelLoadError,
+    OptionError,
+    TrainError,
+    check_real,
+    first_line,
+)
+from emovit.fileio import atomic_dir, make_folders, plain_mode, remove_empty, write_text_atomic
 from emovit.labels import EMOTIONS, order_labels
-from emovit.models import Framing
+from emovit.models import Framing, resolve_model
 from emovit.postprocess import TTA_MODES, TtaMode
 from emovit.progress import progress_bar
 from emovit.training.augment import AugmentConfig, augment_views, mix_batch
@@ -258,24 +266,31 @@ def _built_model(
     from emovit.preprocess import read_processor_config
 
     if cfg.init:
-        folder = resolve_model(cfg.init)
-        init_labels = None
-        id2label = read_model_config(folder).get("id2label") or {}
-        if len(id2label) == len(classes):
-            with contextlib.suppress(LabelError):  # labels that do not map: a new task
-                names = list(LabelMap.from_id2label(id2label).names)
-                init_labels = names if set(names) == set(classes) else None
-        # the same classes keep the checkpoint's order and head; others get a new head
-        order = init_labels or classes
-        model = load_torch_model(
-            folder,
-            id2label=dict(enumerate(order)),
-            ignore_mismatched_sizes=True,
-            config_overrides=cfg.overrides,
-            float32=True,  # trained in float32 (or under autocast) whatever it was saved in
-        ).model
-        assert model is not None  # load_torch_model always loads the weights
-        return model, order, read_processor_config(folder), read_framing(folder), read_framing_notes(folder)
+        with _blame("init"):  # a folder that cannot be found or loaded: --init's fault
+            folder = resolve_model(cfg.init)
+            init_labels = None
+            id2label = read_model_config(folder).get("id2label") or {}
+            if len(id2label) == len(classes):
+                with contextlib.suppress(LabelError):  # labels that do not map: a new task
+                    names = list(LabelMap.from_id2label(id2label).names)
+                    init_labels = names if set(names) == set(classes) else None
+            # the same classes keep the checkpoint's order and head; others get a new head
+            order = init_labels or classes
+            model = load_torch_model(
+                folder,
+                id2label=dict(enumerate(order)),
+                ignore_mismatched_sizes=True,
+                config_overrides=cfg.overrides,
+                float32=True,  # trained in float32 (or under autocast) whatever it was saved in
+            ).model
+            assert model is not None  # load_torch_model always loads the weights
+            return (
+                model,
+                order,
+                read_processor_config(folder),
+                read_framing(folder),
+                read_framing_notes(folder),
+            )
     preset = arch_preset(cfg.arch or "vit-tiny")
     model = preset.build_model(dict(enumerate(classes)), **cfg.overrides)
     size = int(getattr(model.config, "image_size", None) or preset.config["image_size"])
@@ -311,6 +326,17 @@ def _soft_ce(
 
 
 # --------------------------------------------------------------------------- the run
+
+
+@contextlib.contextmanager
+def _blame(option: str) -> Iterator[None]:
+    """A model that cannot be found or loaded in here is the fault of the option `option` (the
+    command's error names it: ``--init``, ``--teacher``), not of a ``--model``."""
+    try:
+        yield
+    except ModelLoadError as exc:
+        exc.option = option
+        raise
 
 
 def _precision(requested: Precision) -> str:
@@ -461,11 +487,22 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
         raise TrainError("give --init (start from a checkpoint) or --arch (from scratch), not both")
     if cfg.init and unfinished_run(cfg.init):
         raise TrainError(f"--init {cfg.init}: that run has not finished ({how_to_finish(cfg.init)})")
+    if cfg.init:  # found before the data is decoded (minutes); the error names the option
+        with _blame("init"):
+            resolve_model(cfg.init)
     for path in teacher_paths(cfg.teacher):  # a paused teacher would teach half of what it will
+        with _blame("teacher"):
+            resolve_model(path)
         if unfinished_run(path):
             raise TrainError(
                 f"--teacher {path}: that run has not finished ({how_to_finish(path)})", option="teacher"
             )
+    if cfg.precision == "fp16" and not torch.cuda.is_available():  # accelerate ignores it on the CPU
+        raise TrainError(
+            "--precision fp16 trains on a GPU only (on the CPU it would train in fp32 and say fp16): "
+            "use fp32, or bf16 (fast on CPUs with AVX512_BF16 or AMX)",
+            option="precision",
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
@@ -506,7 +543,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
 
         leaked = find_leaks(val_samples, train_samples, threads=cfg.threads)
         val_samples = [sample for i, sample in enumerate(val_samples) if i not in leaked]
-        _log(accelerator, f"validation: {len(leaked)} images with a copy in training left out")
+        images = f"{len(leaked)} image{'s' if len(leaked) != 1 else ''}"
+        _log(accelerator, f"validation: {images} with a copy in training left out")
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
         train_samples = [train_samples[i] for i in sorted(keep)]
@@ -860,7 +898,8 @@ def _load_teacher(
 
     members = []
     for path in teacher_paths(cfg.teacher):
-        loaded = load_torch_model(path, device=str(student.device), float32=True)
+        with _blame("teacher"):
+            loaded = load_torch_model(path, device=str(student.device), float32=True)
         names = list(loaded.label_map.names)
         missing = [c for c in classes if c not in names]
         if missing:
@@ -1026,6 +1065,7 @@ def _save_checkpoint(
     def write(tmp: Path) -> None:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
+        plain_mode(tmp / "model.safetensors")  # safetensors writes it 0600
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
