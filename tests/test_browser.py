@@ -263,7 +263,9 @@ def test_a_clip_shows_its_upload_and_can_be_cancelled(
     _until(lambda: "Cancelled" in (page.locator("#video-status").text_content() or ""))
     assert page.locator("#video-status").text_content() == "Cancelled: long.mp4 was not analysed."
     assert not page.locator("#choose-clip").is_disabled() and page.locator("#cancel-clip").is_disabled()
-    assert not page.locator("#video-progress").is_visible() and not page.locator("#video-summary").is_visible()
+    assert (
+        not page.locator("#video-progress").is_visible() and not page.locator("#video-summary").is_visible()
+    )
     page.set_input_files("#video-input", str(short))  # the slot the cancelled clip held is free
     page.wait_for_selector("#video-summary tbody tr", timeout=60_000)
     assert "10 frames analysed" in page.locator("#video-status").text_content()

@@ -126,7 +126,7 @@ def _split_samples(
     data: str | os.PathLike[str], bad_rows: dict[str, list[tuple[str, str]]]
 ) -> dict[str, list[Sample]]:
     """Each split's samples; a FER2013 CSV's bad rows go into `bad_rows` (by split)."""
-    splits = list_splits(data) or [None]
+    splits: list[str | None] = [*list_splits(data)] or [None]
     by_split = {}
     for split in splits:
         name = split or "all"

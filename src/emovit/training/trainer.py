@@ -543,8 +543,8 @@ def _train(cfg: TrainConfig, *, resume: bool, progress: bool | None) -> TrainRes
 
         leaked = find_leaks(val_samples, train_samples, threads=cfg.threads)
         val_samples = [sample for i, sample in enumerate(val_samples) if i not in leaked]
-        images = f"{len(leaked)} image{'s' if len(leaked) != 1 else ''}"
-        _log(accelerator, f"validation: {images} with a copy in training left out")
+        copies = f"{len(leaked)} image{'s' if len(leaked) != 1 else ''}"
+        _log(accelerator, f"validation: {copies} with a copy in training left out")
     if cfg.max_train_samples and len(train_samples) > cfg.max_train_samples:
         keep = np.random.default_rng(cfg.seed).permutation(len(train_samples))[: cfg.max_train_samples]
         train_samples = [train_samples[i] for i in sorted(keep)]
