@@ -445,8 +445,20 @@ def test_unreadable_training_images_are_left_out_and_named(dataset: Path, tmp_pa
     with pytest.warns(UserWarning, match="1 of 3 images could not be read.*broken.png"):
         decoded = decode_samples([samples[0], bad, samples[1]], CLASSES)
     assert len(decoded) == 2 and decoded.names == [samples[0].name, samples[1].name]
+    assert len(decoded.unreadable) == 1 and decoded.unreadable[0].startswith(str(broken))
     with pytest.raises(DatasetError, match="none of the 1 images"):
         decode_samples([bad], CLASSES)
+    # a run says so in its card and its config (it said only the counts it used)
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    (copy / "train" / "happy" / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="could not be read"):
+        run = train(_config(copy, tmp_path / "run", epochs=1), progress=False)
+    resolved = json.loads((run.output / "training_config.json").read_text())["resolved"]
+    assert [Path(name.split(":")[0]).name for name in resolved["unreadable"]["train"]] == ["broken.png"]
+    assert resolved["unreadable"]["validation"] == []
+    card = (run.output / "README.md").read_text()
+    assert "1 train image could not be read and was left out" in card
 
 
 def test_resume_without_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:

@@ -260,6 +260,8 @@ class LabelledImages:
         names: the images' names, for reports.
         targets: ``N x K`` float32 training targets: one-hot `labels` unless soft targets
             (e.g. FER+ vote distributions) were given.
+        unreadable: the split's images that could not be read and are left out, each as its
+            error (``name: reason``).
     """
 
     images: np.ndarray
@@ -267,6 +269,7 @@ class LabelledImages:
     classes: tuple[str, ...]
     names: list[str]
     targets: np.ndarray | None = field(default=None, repr=False)
+    unreadable: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -327,6 +330,7 @@ def decode_samples(
         errors="collect",
     )
     failed = [i for i, image in enumerate(decoded) if isinstance(image, ImageError)]
+    unreadable: list[str] = []
     if failed:  # a few broken files among thousands: left out, named, the rest goes on
         if len(failed) == len(samples):
             raise DatasetError(f"none of the {len(samples)} images could be read (first: {decoded[0]})")
@@ -334,6 +338,7 @@ def decode_samples(
         more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
         left_out = f"{len(failed)} of {len(samples)} images could not be read and are left out"
         warnings.warn(f"{left_out}: {shown}{more}", stacklevel=2)
+        unreadable = [str(decoded[i]) for i in failed]
         keep = np.setdiff1d(np.arange(len(samples)), failed)
         samples = [samples[i] for i in keep]
         decoded = [decoded[i] for i in keep]
@@ -352,4 +357,5 @@ def decode_samples(
         classes=tuple(classes),
         names=[s.name for s in samples],
         targets=targets,
+        unreadable=unreadable,
     )

@@ -77,6 +77,24 @@ def _framing_line(framing: Framing | None) -> str:
 # --------------------------------------------------------------------------- run card
 
 
+def _unreadable_words(out: Path) -> str:
+    """A sentence on the images left out because they could not be read (``training_config.json``
+    names them), or nothing."""
+    try:
+        resolved = json.loads((out / "training_config.json").read_text())["resolved"]
+        left = {split: len(names) for split, names in resolved.get("unreadable", {}).items() if names}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if not left:
+        return ""
+    counts = " and ".join(f"{n} {split}" for split, n in left.items())
+    many = sum(left.values()) != 1
+    return (
+        f" {counts} image{'s' if many else ''} could not be read and {'were' if many else 'was'} "
+        "left out (named in `training_config.json`)."
+    )
+
+
 def write_model_card(
     out: Path,
     cfg: TrainConfig,
@@ -138,7 +156,7 @@ A `{(config.get("architectures") or ["?"])[0]}` emotion classifier trained with 
 | train (`{cfg.train_split}`) | {sum(train_counts.values())} | {_counts(train_counts)} |
 | validation (`{cfg.val_split}`) | {sum(val_counts.values())} | {_counts(val_counts)} |
 
-{targets} Model selection used {selection} only; no test data was seen in training.
+{targets}{_unreadable_words(out)} Model selection used {selection} only; no test data was seen in training.
 
 ## Architecture
 

@@ -1107,6 +1107,8 @@ def _write_config(
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "train_images": len(train_data),
             "val_images": len(val_data),
+            # images that could not be read and were left out (named in the warning, kept here)
+            "unreadable": {"train": train_data.unreadable, "validation": val_data.unreadable},
             "processor": processor,
             "versions": {
                 "emovit": __version__,
