@@ -380,6 +380,48 @@ def test_live_mode_waits_when_the_server_is_busy_and_stops_without_a_token(
     page.close()
 
 
+def test_a_busy_server_is_tried_again_and_its_error_goes_when_frames_pass(
+    browser: object, server: str, tmp_path: Path
+) -> None:
+    """A photo the server was too busy for (the page's own camera held the explain slot) was
+    an error at once, the Retry-After ignored; the camera's "busy" error stayed red after the
+    frames went through again; a photo without a file name extension was refused unsent."""
+    import json
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    refused: list[str] = []
+
+    def busy_once(route: object) -> None:
+        if not refused:
+            refused.append(route.request.url)  # type: ignore[attr-defined]
+            body = json.dumps({"error": {"code": "overloaded", "message": "busy", "request_id": "x"}})
+            headers = {"Retry-After": "1", "Content-Type": "application/json"}
+            route.fulfill(status=503, body=body, headers=headers)  # type: ignore[attr-defined]
+        else:
+            route.continue_()  # type: ignore[attr-defined]
+
+    page.route("**/v1/predict*", busy_once)
+    page.goto(server)
+    plain = tmp_path / "astronaut"  # a JPEG without an extension: the browser gives it no type
+    plain.write_bytes((REPO / "examples" / "astronaut.jpg").read_bytes())
+    page.set_input_files("#file-input", str(plain))
+    _until(
+        lambda: "Waiting 1 s to send astronaut again" in (page.locator("#photo-status").text_content() or "")
+    )
+    page.wait_for_selector("#faces-list .face-label", timeout=30_000)
+    assert "face(s) found" in page.locator("#photo-status").text_content() and len(refused) == 1
+    refused.clear()  # the camera's first frame is refused, the next go through
+    page.click("#start-camera")
+    _pump_until(page, lambda: "busy" in (page.locator("#camera-status").text_content() or ""))
+    _pump_until(page, lambda: page.locator("#camera-status").text_content() == "Camera on.")
+    assert "error" not in (page.locator("#camera-status").get_attribute("class") or "")
+    page.click("#stop-camera")
+    assert errors == []
+    page.close()
+
+
 def test_one_camera_however_often_it_is_started(browser: object, server: str) -> None:
     """A second start during the permission prompt (or capture mode's start) opened a second
     stream and timer; Stop ended only one, and the other went on sending frames."""

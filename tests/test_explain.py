@@ -252,6 +252,11 @@ def test_target_names_the_label_to_explain(default_rec: EmotionRecognizer) -> No
     with pytest.raises(OptionError, match="needs a ViT") as caught:
         default_rec.explain(FACE, method="rollout")
     assert caught.value.option == "method"
+    # batch_size 0 read no input for ever (a spinning core); others were internal errors
+    for bad in (0, -1, 2.5, "4"):
+        with pytest.raises(OptionError, match="batch_size") as caught:
+            default_rec.explain(FACE, batch_size=bad)  # type: ignore[arg-type]
+        assert caught.value.option == "batch_size"
 
 
 def test_vit_explanations_through_the_pipeline() -> None:
@@ -367,6 +372,13 @@ def test_cli_a_map_that_fails_to_save_loses_no_other_work(
     assert explained.exit_code == 1
     assert "b.jpg: its maps could not be written (MemoryError)" in explained.stderr
     assert sorted(p.stem for p in (tmp_path / "why").glob("*.png")) == ["a.face0", "c.face0"]
+    # a folder that cannot be made was found only when the first maps were written: every map
+    # computed for nothing ("0 of 3 images", exit 1); now a usage error before the model runs
+    (tmp_path / "a file").write_text("")
+    blocked = CliRunner().invoke(
+        main, ["explain", *photos, "--detector", "none", "-o", str(tmp_path / "a file" / "x")]
+    )
+    assert blocked.exit_code == 2 and "Invalid value for '--output'" in blocked.stderr, blocked.stderr
 
 
 # ---------------------------------------------------------------------------- server

@@ -374,12 +374,16 @@ def test_saved_image_names_never_collide_and_fit_the_file_system() -> None:
     assert wide == "顔" * 50 and len(wide.encode()) == 150
 
 
-def test_cli_keeps_every_row_when_images_cannot_be_saved(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A long file name saves under a shortened stem; a folder that cannot be written loses
-    those images, with a warning and exit 1, never the results file."""
+def test_cli_keeps_every_row_when_images_cannot_be_saved(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long file name saves under a shortened stem; an image that cannot be written loses
+    that image, with a warning and exit 1, never the results file. A folder that cannot be
+    made is refused before the model runs (it was found at the first image)."""
     from click.testing import CliRunner
 
     from emovit.cli import main
+    from emovit.results import ImageResult
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -392,10 +396,25 @@ def test_cli_keeps_every_row_when_images_cannot_be_saved(tiny_model_dir: Path, t
     assert len(out.read_text().splitlines()) == 2 and len(list((tmp_path / "crops").iterdir())) == 2
     blocked = tmp_path / "a file"
     blocked.write_text("")
-    result = CliRunner().invoke(main, [*base, "-o", str(out), "--save-annotated", str(blocked / "sub")])
+    for flag in ("--save-annotated", "--save-crops", "--explain", "--plot"):
+        result = CliRunner().invoke(
+            main, [*base, "-o", str(tmp_path / "r.jsonl"), flag, str(blocked / "sub")]
+        )
+        assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output, result.output
+        assert "the folder cannot be written" in result.output and not (tmp_path / "r.jsonl").exists()
+    real = ImageResult.save
+
+    def full_disk_on_b(self: ImageResult, path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(str(self.source)).name == "b.png":
+            raise OSError(28, "No space left on device")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(ImageResult, "save", full_disk_on_b)
+    result = CliRunner().invoke(main, [*base, "-o", str(out), "--save-annotated", str(tmp_path / "ann")])
     assert result.exit_code == 1
     assert len(out.read_text().splitlines()) == 2  # both rows, whatever failed after them
     assert "b.png: its images could not be saved" in result.output
+    assert len(list((tmp_path / "ann").iterdir())) == 1
 
 
 def test_cli_saves_annotated_images_and_crops(yunet_path: Path, tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -302,6 +302,12 @@ def test_plot_draws_on_the_analysed_pixels_or_says_why_not(tiny: EmotionRecogniz
     with pytest.raises(ValueError, match="keep_pixels=True"):
         tiny.predict([photo.read_bytes()])[0].save(tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
+    # a failed input (a path) was said to be "not a path"
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    [failed] = tiny.predict([text])
+    with pytest.raises(ValueError, match=r"notes.jpg: the input failed \(.*\): there is nothing to draw"):
+        failed.save(tmp_path / "out.png")
 
 
 def test_torch_backend_fast_vit_path_gives_the_models_logits(tiny_model_dir: Path) -> None:

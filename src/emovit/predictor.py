@@ -826,6 +826,7 @@ class EmotionRecognizer:
         """Like `explain`, but yields results batch by batch. The method and target are checked
         (and the torch model loaded) before the first input is read."""
         _check_errors(errors)
+        check_count(batch_size, "batch_size", optional=True)  # 0 read no input, for ever
         explainer = self.explainer(method)
         self._target_id(target, explainer)
         for batch in self._prepared(inputs, batch_size, errors, keep_pixels):

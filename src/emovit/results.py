@@ -372,12 +372,15 @@ class ImageResult:
 
         from emovit.imageio import load_image
 
+        if image is None and not self.ok:  # nothing was analysed: no boxes, perhaps no pixels
+            raise ValueError(f"{self.source}: the input failed ({self.error}): there is nothing to draw")
         if image is None:
             image = self.image if self.image is not None else self.path
         if image is None:
             raise ValueError(
                 f"{self.source}: the input was not a path, so there is no file to read its pixels "
-                "from again: pass image= (the analysed pixels), or predict with keep_pixels=True"
+                "from again: pass image= (the analysed pixels), or predict (or explain) with "
+                "keep_pixels=True"
             )
         pixels = load_image(image, max_pixels=None) if not isinstance(image, np.ndarray) else image
         pixels = np.ascontiguousarray(pixels[..., :3])

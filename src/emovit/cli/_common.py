@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_file_option",
+    "check_folder_option",
     "echo_warning",
     "load_recognizer",
     "random_weights_banner",
@@ -102,6 +103,19 @@ def load_recognizer(
 def echo_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
     """Warnings as one plain line on stderr (no source line), for people at a terminal."""
     click.echo(f"warning: {message}", err=True)
+
+
+def check_folder_option(ctx: click.Context, path: str | None, flag: str) -> None:
+    """A folder the run writes into: made (or found impossible, or not writable) now, not when
+    the first result is written after the model has run (every image's work then lost)."""
+    if not path:
+        return
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        check_writable(path)
+    except OSError as exc:
+        raise click.BadParameter(f"{path!r}: the folder cannot be written ({exc.strerror or exc})",
+                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
 
 
 def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: Sequence[str] = ()) -> None:

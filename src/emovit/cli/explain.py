@@ -68,7 +68,7 @@ def explain(
       emovit explain examples/astronaut.jpg -o why/
       emovit explain faces/ -o why/ --method gradcam --target happy --detector none
     """
-    from emovit.cli._common import load_recognizer
+    from emovit.cli._common import check_folder_option, load_recognizer
     from emovit.cli.predict import _OutputNames, _reason
     from emovit.errors import OptionError
     from emovit.explain_output import write_explanations
@@ -89,6 +89,7 @@ def explain(
         for video in videos:
             click.echo(f"error: {display_name(video, controls=True)}: a video; emovit explain takes photos",
                        err=True)  # fmt: skip
+    check_folder_option(ctx, output, "--output")  # before any map is computed
     rec = None
     if recognizer.backend == "auto":  # the maps need the torch module: run the model on it too
         try:

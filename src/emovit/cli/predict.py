@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, get_args
 
 import click
 
-from emovit.cli._common import check_file_option
+from emovit.cli._common import check_file_option, check_folder_option
 from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
 from emovit.cli._options import (
     EngineOptions,
@@ -164,6 +164,9 @@ def predict(
                        recursive=recursive)  # fmt: skip
         ctx.exit(code)
     _check_local(ctx, runner, fmt, output, paths)
+    for flag, folder in (("--save-annotated", save_annotated), ("--save-crops", save_crops),
+                         ("--plot", plot), ("--explain", explain_dir)):  # fmt: skip
+        check_folder_option(ctx, folder, flag)  # made and found writable before the model runs
     if not explain_dir and (target is not None or method != "auto"):
         raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
     fmt = fmt or "table"

@@ -98,6 +98,23 @@ function uploadApi(url, form, onProgress) {
   return { answer, cancel: () => xhr.abort() };
 }
 
+// `call()`, again while the server answers 503 with a Retry-After (busy with other work: the
+// camera's maps, another clip; or loading), at most `tries` times in all: onWait(seconds, err)
+// says so first, and `sleep(ms)` waits (a cancellable one may reject, which ends the retries).
+async function retryWhenBusy(call, { onWait, isCurrent = () => true, sleep = delay, tries = 5 }) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (err) {
+      if (err.status !== 503 || !err.retryAfter || attempt >= tries || !isCurrent()) throw err;
+      onWait(err.retryAfter, err);
+      await sleep(err.retryAfter * 1000);
+    }
+  }
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function predict(blob, name) {
   const form = new FormData();
   form.append("files", blob, name);
@@ -244,7 +261,8 @@ function clearPhoto() {
 }
 
 async function handleFile(file) {
-  if (!file || !file.type.startsWith("image/")) {
+  // a file the browser cannot type (no extension) goes to the server, which reads its bytes
+  if (!file || (file.type && !file.type.startsWith("image/"))) {
     photoRequest += 1; // an earlier photo's late answer must not replace this message
     clearPhoto();
     photoStatus("Please choose an image file.", true);
@@ -256,7 +274,11 @@ async function handleFile(file) {
   try {
     // boxes are in the server's pixels, which follow the EXIF orientation, as browsers draw it;
     // a format the server reads and the browser cannot draw (TIFF, PPM) still gets its results
-    const [result, bitmap] = await Promise.all([predict(file, file.name), createImageBitmap(file).catch(() => null)]);
+    const answer = retryWhenBusy(() => predict(file, file.name), {
+      isCurrent: () => request === photoRequest,
+      onWait: (seconds, err) => photoStatus(`Waiting ${seconds} s to send ${file.name} again (${err.message}) …`),
+    });
+    const [result, bitmap] = await Promise.all([answer, createImageBitmap(file).catch(() => null)]);
     const heats = await heatImages(result.faces);
     if (request !== photoRequest) return;
     const canvas = $("photo-canvas");
@@ -306,6 +328,7 @@ function setUpPhoto() {
 // ---------------------------------------------------------------- camera
 const camera = {
   stream: null, timer: null, busy: false, starting: false, smoothed: [], capture: null, pausedUntil: 0, urls: [],
+  failing: false, // the status shows a frame's error (cleared by the next frame that goes through)
 };
 const SMOOTHING = 0.5; // weight of the newest frame in the running average
 
@@ -431,8 +454,11 @@ async function sendFrame() {
     drawFaces(ctx, faces);
     renderBars($("live-faces"), faces);
     checkCapture(frame, faces);
+    if (camera.failing) cameraStatus("Camera on."); // the last frame's error is over
+    camera.failing = false;
   } catch (err) {
     if (camera.stream !== stream) return;
+    camera.failing = true;
     if (err.status === 401) {
       stopCamera("The server needs a valid API token: enter it above, then start the camera again.", true);
     } else if (err.status === 503 || err.status === 504 || err.status === 429) {
@@ -555,25 +581,26 @@ async function analyseVideo(file) {
   const clock = setInterval(tick, 1000);
   $("cancel-clip").disabled = false;
   try {
-    let body = null;
-    for (let attempt = 1; body === null; attempt += 1) {
+    const send = () => {
       analysing = null;
+      progress.value = 0;
       videoStatus(`Uploading ${file.name} …`);
       const upload = uploadApi(`/v1/video?fps=${fps}&smooth=${smooth}`, form, onProgress);
       cancelVideo = upload.cancel;
-      try {
-        body = await upload.answer;
-      } catch (err) {
-        // busy with another clip (perhaps one just cancelled): wait as the server asks, a few times
-        if (err.status !== 503 || !err.retryAfter || attempt >= 5 || request !== videoRequest) throw err;
+      return upload.answer;
+    };
+    const body = await retryWhenBusy(send, { // busy with another clip, perhaps one just cancelled
+      isCurrent: () => request === videoRequest,
+      onWait: (seconds, err) => {
         analysing = null;
-        progress.value = 0;
-        videoStatus(`Waiting ${err.retryAfter} s to send ${file.name} again (${err.message}) …`);
-        const wait = cancellableDelay(err.retryAfter * 1000);
+        videoStatus(`Waiting ${seconds} s to send ${file.name} again (${err.message}) …`);
+      },
+      sleep: (ms) => {
+        const wait = cancellableDelay(ms);
         cancelVideo = wait.cancel;
-        await wait.done;
-      }
-    }
+        return wait.done;
+      },
+    });
     if (request !== videoRequest) return;
     drawTimeline($("video-timeline"), body.frames, body.summary);
     renderSummary(body.summary);
