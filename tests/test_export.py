@@ -155,7 +155,7 @@ def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Pat
     # an -o under a file is refused before the benchmark runs, not after (its results lost)
     (tmp_path / "a file").write_text("x")
     refused = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "a file" / "bench.json")])
-    assert refused.exit_code == 2 and "its folder cannot be created" in refused.output
+    assert refused.exit_code == 2 and "its folder cannot be written there" in refused.output
     assert "repetition" not in refused.output
 
 

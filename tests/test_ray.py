@@ -278,6 +278,20 @@ def test_a_resume_with_other_options_is_refused(tmp_path: Path, monkeypatch: pyt
     emovit_ray.predict_to_folder(
         ["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True, precision="fp32", tta="none"
     )
+    # a folder whose settings were recorded before the defaults were (no precision or tta, no
+    # video options) resumes with them: it was refused ("precision: null, now fp32")
+    path = Path(out) / "_manifest" / "_settings.json"
+    recorded = json.loads(path.read_text())
+    path.write_text(
+        json.dumps({k: v for k, v in recorded.items() if k not in ("precision", "tta")} | {"video": None})
+    )
+    emovit_ray.predict_to_folder(
+        ["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True, precision="fp32", tta="none"
+    )
+    with pytest.raises(OptionError, match=r"tta: \"none\", now \"flip\""):
+        emovit_ray.predict_to_folder(
+            ["a.jpg"], out, "m", faces=faces, top_k=4, expand=False, resume=True, tta="flip"
+        )
     with pytest.raises(OptionError, match=r"other options \(top_k: 4, now 5\)") as caught:
         emovit_ray.predict_to_folder(["a.jpg"], out, "m", faces=faces, top_k=5, expand=False, resume=True)
     assert caught.value.option == "output"

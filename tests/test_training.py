@@ -182,7 +182,9 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     a = load_file(str(whole.output / "checkpoint" / "model.safetensors"))
     b = load_file(str(rest.output / "checkpoint" / "model.safetensors"))
     # its files are as readable as the run's others (safetensors wrote the weights 0600)
-    modes = {path.stat().st_mode & 0o777 for path in (rest.output / "checkpoint").iterdir() if path.is_file()}
+    modes = {
+        path.stat().st_mode & 0o777 for path in (rest.output / "checkpoint").rglob("*") if path.is_file()
+    }
     assert modes == {(rest.output / "config.json").stat().st_mode & 0o777}
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)

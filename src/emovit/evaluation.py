@@ -5,7 +5,7 @@ stages as `emovit predict`, face detection included) and writes a report folder:
 ``metrics.json``, ``confusion_matrix.json`` / ``.png``, ``reliability.png``,
 ``predictions.csv``, ``failures.csv`` (the images that failed or had no face, and why) and
 ``report.md`` (written whole in a hidden folder, then moved over a previous report, report.md
-last: a crash leaves the previous report as it was). Metrics come
+last: a crash while writing leaves the previous report as it was). Metrics come
 from scikit-learn. Dataset labels are mapped onto the model's by name; classes the model lacks
 are reported and left out of the scores (a model cannot be right about a class it does not
 have). ``exclude_leaks`` drops test images that also appear (exactly or nearly) in a training

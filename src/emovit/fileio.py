@@ -30,6 +30,7 @@ __all__ = [
     "atomic_dir",
     "atomic_open",
     "atomic_output",
+    "check_creatable",
     "check_writable",
     "make_folders",
     "plain_mode",
@@ -169,6 +170,18 @@ def check_writable(folder: str | os.PathLike[str]) -> None:
     unnamed temporary file is made there and dropped."""
     with tempfile.TemporaryFile(dir=folder):
         pass
+
+
+def check_creatable(folder: str | os.PathLike[str]) -> None:
+    """Raise the `OSError` making `folder` and writing into it would meet (a file where a folder
+    must be, a read-only or foreign folder), creating nothing: its nearest existing ancestor
+    must be a folder this process can write."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe))
+    check_writable(probe)
 
 
 def write_image(path: str | os.PathLike[str], image: Any, fmt: str, **options: Any) -> Path:

@@ -1252,6 +1252,10 @@ def _settings(
     }
     given = {k: v for k, v in recognizer.items() if v is not None}
     chosen = {k: v for k, v in (defaults | given).items() if k not in _FREE_OPTIONS}
+    from emovit.faces import FaceOptions
+    from emovit.video import VideoOptions
+
+    faces, video = faces or FaceOptions(), video or VideoOptions()  # what None means
     settings = {"model": model, "top_k": top_k, "faces": fields(faces), "video": fields(video), **chosen}
 
     def named(value: Any) -> str:  # a detector object: its name (its repr names its address)
@@ -1281,13 +1285,28 @@ def _check_settings(
         if record:
             _write_json(fs, path, settings, "the run's settings")
         return
-    changed = _changed(saved, settings)
+    changed = _changed(_with_defaults(saved), settings)
     if changed:
         raise OptionError(
             f"{output} holds results made with other options ({'; '.join(changed)}): resume it with "
             "the same ones, or write into another folder",
             option="output",
         )
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run recorded before the defaults were (or before an option existed):
+    an option it left out, and faces or video options it recorded as null, are the defaults."""
+    defaults = _settings("", None, None, None, {})
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key in ("model", "top_k"):  # always recorded; a null top_k means all labels
+            continue
+        if out.get(key) is None:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = value | out[key]  # a field added since
+    return out
 
 
 def _changed(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:

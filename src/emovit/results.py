@@ -364,9 +364,10 @@ class ImageResult:
                 `emovit.EmotionRecognizer.explain`) over its crop's place in the image.
 
         Raises:
-            ValueError: no pixels to draw on (an in-memory input, predicted without
-                ``keep_pixels=True`` and no `image` given), or pixels of another size than
-                the analysed image (the boxes would land elsewhere).
+            ValueError: a failed input (nothing was analysed), no pixels to draw on (an
+                in-memory input, predicted without ``keep_pixels=True`` and no `image` given),
+                or pixels of another size than the analysed image (the boxes would land
+                elsewhere).
         """
         from PIL import Image, ImageDraw, ImageFont
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emovit.errors import DependencyError
-from emovit.fileio import check_writable
+from emovit.fileio import check_creatable
 
 if TYPE_CHECKING:
     from emovit.cli._options import RecognizerOptions
@@ -105,17 +105,22 @@ def echo_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None
     click.echo(f"warning: {message}", err=True)
 
 
-def check_folder_option(ctx: click.Context, path: str | None, flag: str) -> None:
-    """A folder the run writes into: made (or found impossible, or not writable) now, not when
-    the first result is written after the model has run (every image's work then lost)."""
-    if not path:
-        return
+def _check_creatable(ctx: click.Context, folder: str | Path, flag: str, what: str) -> None:
+    """`fileio.check_creatable` as the usage error of `flag` (`what`: the value as shown)."""
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        check_writable(path)
+        check_creatable(folder)
     except OSError as exc:
-        raise click.BadParameter(f"{path!r}: the folder cannot be written ({exc.strerror or exc})",
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise click.BadParameter(f"{what} cannot be written there ({reason})",
                                  ctx, param_hint=f"'{flag}'") from None  # fmt: skip
+
+
+def check_folder_option(ctx: click.Context, path: str | None, flag: str) -> None:
+    """A folder the run writes into: found impossible to make, or not writable, now, not when
+    the first result is written after the model has run (every image's work then lost). Nothing
+    is created (a run refused later for another reason leaves no empty folder)."""
+    if path:
+        _check_creatable(ctx, path, flag, f"{path!r}: the folder")
 
 
 def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: Sequence[str] = ()) -> None:
@@ -138,13 +143,5 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
     if same:
         raise click.BadParameter(f"{path!r} is one of the inputs: it is not replaced",
                                  ctx, param_hint=f"'{flag}'")  # fmt: skip
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(f"{path!r}: its folder cannot be created ({exc.strerror or exc})",
-                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
-    try:  # a read-only or foreign folder: said now, not after the run
-        check_writable(Path(path).parent)
-    except OSError as exc:
-        raise click.BadParameter(f"{path!r}: its folder cannot be written ({exc.strerror or exc})",
-                                 ctx, param_hint=f"'{flag}'") from None  # fmt: skip
+    # a read-only or foreign folder, a file in the way: said now, not after the run
+    _check_creatable(ctx, Path(path).parent, flag, f"{path!r}: its folder")

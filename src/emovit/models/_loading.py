@@ -485,6 +485,7 @@ def build_random_model(
     """
     import torch
 
+    from emovit.fileio import plain_mode
     from emovit.models._presets import REFERENCE_ID2LABEL, arch_preset
 
     spec = arch_preset(preset)
@@ -495,6 +496,8 @@ def build_random_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    for weights in out.glob("*.safetensors"):  # safetensors writes them 0600
+        plain_mode(weights)
     (out / "preprocessor_config.json").write_text(json.dumps(spec.processor, indent=2) + "\n")
     return out
 

@@ -1018,6 +1018,8 @@ def _stage_best(
 
     folder.mkdir()
     model.save_pretrained(folder, safe_serialization=True)
+    for weights in folder.glob("*.safetensors"):  # safetensors writes them 0600
+        plain_mode(weights)
     write_text_atomic(folder / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
     write_framing(folder, framing, **notes)
 

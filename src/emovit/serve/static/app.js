@@ -109,6 +109,7 @@ async function retryWhenBusy(call, { onWait, isCurrent = () => true, sleep = del
       if (err.status !== 503 || !err.retryAfter || attempt >= tries || !isCurrent()) throw err;
       onWait(err.retryAfter, err);
       await sleep(err.retryAfter * 1000);
+      if (!isCurrent()) throw err; // another photo or clip was chosen meanwhile: not sent again
     }
   }
 }
@@ -555,7 +556,9 @@ async function analyseVideo(file) {
   const smooth = Math.min(5, Math.max(0, Number($("video-smooth").value) || 0));
   const form = new FormData();
   form.append("files", file, file.name);
+  if (cancelVideo) cancelVideo(); // one clip at a time: an earlier one still going is stopped
   const request = ++videoRequest;
+  const current = () => request === videoRequest;
   $("video-timeline").hidden = true; // the last clip's results are not this one's
   $("video-summary").hidden = true;
   $("choose-clip").disabled = true;
@@ -564,11 +567,12 @@ async function analyseVideo(file) {
   progress.value = 0;
   let analysing = null; // when the upload ended and the server's analysis began
   const tick = () => {
-    if (analysing === null) return;
+    if (analysing === null || !current()) return;
     progress.removeAttribute("value"); // indeterminate: the server does not say how far it is
     videoStatus(`Analysing ${file.name} … ${Math.round((Date.now() - analysing) / 1000)} s`);
   };
   const onProgress = (sent, total) => {
+    if (!current()) return;
     if (sent === null) {
       analysing = Date.now();
       tick();
@@ -590,7 +594,7 @@ async function analyseVideo(file) {
       return upload.answer;
     };
     const body = await retryWhenBusy(send, { // busy with another clip, perhaps one just cancelled
-      isCurrent: () => request === videoRequest,
+      isCurrent: current,
       onWait: (seconds, err) => {
         analysing = null;
         videoStatus(`Waiting ${seconds} s to send ${file.name} again (${err.message}) …`);
