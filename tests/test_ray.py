@@ -667,13 +667,18 @@ def test_resume_skips_done_inputs(
 
 
 def test_an_input_that_kills_its_worker_every_time_is_one_error_row(
-    ray_session: Any, tiny_model_dir: Path, fer_images: list[str], tmp_path: Path
+    ray_session: Any,
+    tiny_model_dir: Path,
+    fer_images: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A poison photo (its worker dies on it, however often Ray tries) used to stall the run
     for ever (Ray restarts actors and retries their tasks without limit). Its part is given up
     after PART_TRIES tries, its inputs are tried alone, and only the poison becomes an error
     row; the run ends and every other input has its rows, those after the poison in its part
     too. A resume tries the poison again (the cause may have been passing)."""
+    monkeypatch.setattr(emovit_ray, "PART_TRIES", 2)  # each try restarts an actor (seconds): two show it
     poison = tmp_path / "poison.png"
     Image.new("L", (33, 40), 128).save(poison)
     good = fer_images[:15]
@@ -690,7 +695,7 @@ def test_an_input_that_kills_its_worker_every_time_is_one_error_row(
     assert set(rows) == set(inputs)
     bad = rows.pop(str(poison))
     assert (bad["ok"], bad["error_code"], bad["error_stage"]) == (False, "worker_failed", "worker")
-    assert str(poison) in bad["error"] and "3 tries" in bad["error"]
+    assert str(poison) in bad["error"] and "2 tries" in bad["error"]
     assert_same_rows(list(rows.values()), local_rows(tiny_model_dir, good))
     assert {p.name for p in out.iterdir() if p.is_file()} == _committed(out)  # no stray part
     assert emovit_ray.done_inputs(str(out)) == set(good)

@@ -256,7 +256,7 @@ def test_a_clip_whose_client_left_is_not_analysed_to_the_end(
     pytest.importorskip("av")
     from .video_clips import background, write_clip
 
-    clip = write_clip(tmp_path / "long.mp4", [background(48, 48, seed=i % 7) for i in range(240)])
+    clip = write_clip(tmp_path / "long.mp4", [background(48, 48, seed=i % 7) for i in range(150)])
     body = _multipart(clip.read_bytes(), "long.mp4")
 
     def client(stays: bool) -> Any:
@@ -274,12 +274,12 @@ def test_a_clip_whose_client_left_is_not_analysed_to_the_end(
     watched = _Watched(recognizer)
     with serving(watched) as app_client, caplog.at_level(logging.INFO):
         status, answer, _ = _status_and_body(_call(app_client.app, client(True), path="/v1/video"))
-        assert status == 200 and answer["summary"]["frames_analysed"] == watched.frames == 240
+        assert status == 200 and answer["summary"]["frames_analysed"] == watched.frames == 150
         assert 'reason="client_gone"' not in app_client.get("/metrics").text
         watched.frames = 0
         sent = _call(app_client.app, client(False), path="/v1/video")
         metrics = app_client.get("/metrics").text
-    assert sent == [] and watched.frames < 240  # nobody to answer: stopped, not run to the end
+    assert sent == [] and watched.frames < 150  # nobody to answer: stopped, not run to the end
     assert 'emovit_rejections_total{reason="client_gone"} 1.0' in metrics
     assert 'emovit_requests_total{path="/v1/video",status="499"} 1.0' in metrics
     assert any("the client left while its video was analysed" in r.getMessage() for r in caplog.records)
