@@ -41,6 +41,10 @@ class ApiError extends Error {
 }
 
 const UNREACHABLE = "the server cannot be reached (is it still running?)";
+// What a request or a wait the user cancelled rejects with.
+const cancelled = () => Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true });
+// The status while a busy server's Retry-After runs out.
+const waiting = (name, seconds, err) => `Waiting ${seconds} s to send ${name} again (${err.message}) …`;
 
 // An API answer (its HTTP status, Retry-After header and text): the JSON body, or an ApiError
 // whose message a person can read: the server's own, or what a proxy's page means.
@@ -92,7 +96,7 @@ function uploadApi(url, form, onProgress) {
       }
     };
     xhr.onerror = () => reject(new ApiError(UNREACHABLE, 0, 0));
-    xhr.onabort = () => reject(Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true }));
+    xhr.onabort = () => reject(cancelled());
     xhr.send(form);
   });
   return { answer, cancel: () => xhr.abort() };
@@ -277,7 +281,7 @@ async function handleFile(file) {
     // a format the server reads and the browser cannot draw (TIFF, PPM) still gets its results
     const answer = retryWhenBusy(() => predict(file, file.name), {
       isCurrent: () => request === photoRequest,
-      onWait: (seconds, err) => photoStatus(`Waiting ${seconds} s to send ${file.name} again (${err.message}) …`),
+      onWait: (seconds, err) => photoStatus(waiting(file.name, seconds, err)),
     });
     const [result, bitmap] = await Promise.all([answer, createImageBitmap(file).catch(() => null)]);
     const heats = await heatImages(result.faces);
@@ -544,7 +548,7 @@ function cancellableDelay(ms) {
     const timer = setTimeout(resolve, ms);
     cancel = () => {
       clearTimeout(timer);
-      reject(Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true }));
+      reject(cancelled());
     };
   });
   return { done, cancel };
@@ -597,7 +601,7 @@ async function analyseVideo(file) {
       isCurrent: current,
       onWait: (seconds, err) => {
         analysing = null;
-        videoStatus(`Waiting ${seconds} s to send ${file.name} again (${err.message}) …`);
+        videoStatus(waiting(file.name, seconds, err));
       },
       sleep: (ms) => {
         const wait = cancellableDelay(ms);
