@@ -75,8 +75,11 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# Two pytest workers (pytest-xdist), a test file each at a time: most of the suite's time is
+# single-threaded start-up (real CLI processes, servers, Ray actors). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: lint  ## ruff and mypy, then the test suite (the layering check is tests/test_layering.py)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ROBUSTNESS_DIR ?= docs/reports/robustness
 train-default: augment-choice  ## train the embedded default model (hours on 2 CPU cores; resumable)

@@ -28,7 +28,8 @@ def require_shared(path: Path) -> Path:
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's caches or the network: a private HF cache, offline mode."""
     home = tmp_path_factory.mktemp("home")
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "EMOVIT_TOKEN"):
+    # COLUMNS: a piped table's width (pytest-xdist's workers set it to 80)
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "EMOVIT_TOKEN", "COLUMNS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf" / "hub"))

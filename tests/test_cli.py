@@ -243,7 +243,16 @@ def test_info_and_version(tiny_model_dir: Path) -> None:
 
 
 def test_table_output_lists_every_input(photo_dir: Path, tiny_model_dir: Path) -> None:
-    proc = emovit("predict", str(photo_dir), "--model", str(tiny_model_dir), "--detector", "none")
+    # wide enough for the paths whole, however long the temporary folder's name
+    proc = emovit(
+        "predict",
+        str(photo_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--detector",
+        "none",
+        env={"COLUMNS": "1000"},
+    )
     text = io.StringIO(proc.stdout).read()
     for name in GOOD | BAD:
         assert name in text

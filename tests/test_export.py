@@ -134,7 +134,8 @@ def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Pat
         image.convert("RGB").save(images / label / f"{len(list((images / label).iterdir()))}.png")
     report_path = tmp_path / "bench.json"
     args = ["bench", str(tiny_model_dir), "--images", str(images), "--count", "4", "--agreement", "6"]
-    args += ["--repeats", "2", "--batch-size", "2", "--crops-batch-size", "4", "-o", str(report_path)]
+    args += ["--repeats", "2", "--batch-size", "2", "--crops-batch-size", "4", "--crops", "64"]
+    args += ["-o", str(report_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
@@ -145,6 +146,7 @@ def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Pat
         # faces/s on in-memory crops is measured for emovit's backends, not the pipeline
         assert ("faces_per_s" in row) == (name != "hf-pipeline")
     assert report["backends"]["hf-pipeline"]["throughput_vs_pipeline"] == pytest.approx(1.0)
+    assert (report["crops"], report["crops_batch_size"]) == (64, 4)
     fp32 = report["agreement"]["onnx-fp32"]
     assert fp32["images"] == 6 and fp32["top1_agreement_vs_torch"] == 1.0
     assert fp32["max_abs_prob_diff_vs_torch"] < 1e-4

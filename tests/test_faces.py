@@ -345,12 +345,19 @@ def test_cli_without_opencv_names_the_detector_option(tiny_model_dir: Path) -> N
     photo = Path(__file__).parents[1] / "examples" / "astronaut_face.jpg"
     args = [sys.executable, "-c", code, "predict", str(photo), "--model", str(tiny_model_dir), "--format=csv"]
 
-    def run(detector: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*args, f"--detector={detector}"], capture_output=True, text=True, timeout=300)
+    def run(detector: str, *more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, f"--detector={detector}", *more], capture_output=True, text=True, timeout=300
+        )
 
-    failed = run("haar")
+    # said before the model loads (seconds): a model folder that is not there is not reached
+    failed = run("haar", "--model", str(tiny_model_dir.parent / "not there"))
     assert failed.returncode == 2
-    assert "'--detector'" in failed.stderr and "emovit[faces]" in failed.stderr
+    assert (
+        "'--detector'" in failed.stderr
+        and "emovit[faces]" in failed.stderr
+        and "not there" not in failed.stderr
+    )
     auto = run("auto")
     assert auto.returncode == 0, auto.stderr
     assert "emovit[faces]" in auto.stderr and len(auto.stdout.strip().splitlines()) == 2  # header + one face

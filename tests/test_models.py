@@ -68,8 +68,17 @@ def test_uncached_hub_id_offline_is_one_clear_error() -> None:
     assert "give a local folder as the model" in message  # says what to do (whether MODEL or --model)
 
 
-def test_unreachable_hub_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def _online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode off, in the environment and in huggingface_hub's copy of it (read when it
+    was first imported: with HF_HUB_OFFLINE=1 then, it refused every download here)."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+def test_unreachable_hub_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _online(monkeypatch)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(ModelLoadError, match="cannot be reached|cannot download"):
         resolve_model("someone/not-cached")
@@ -276,7 +285,7 @@ def test_hub_download_through_a_local_server_then_offline(
     from .hub import FakeHub
 
     with FakeHub({REFERENCE_ID: tiny_model_dir}) as hub:
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        _online(monkeypatch)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         folder = resolve_model(REFERENCE_ID)
         assert any(

@@ -622,9 +622,14 @@ def _cli_train(dataset: Path, out: Path, nproc: int) -> subprocess.CompletedProc
 def test_two_processes_equal_one(dataset: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo): sharded data, one set of checkpoints, and the
     same weights as the 1-process run with the same global batch."""
-    single = _cli_train(dataset, tmp_path / "single", 1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # side by side: each spends seconds starting up
+        runs = [
+            pool.submit(_cli_train, dataset, tmp_path / name, n) for name, n in (("single", 1), ("double", 2))
+        ]
+        single, double = (run.result() for run in runs)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = _cli_train(dataset, tmp_path / "double", 2)
     assert double.returncode == 0, double.stderr[-3000:]
     assert "2 process(es), micro-batch 4" in double.stderr
     lines = (tmp_path / "double" / "metrics.jsonl").read_text().splitlines()

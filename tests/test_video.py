@@ -1126,9 +1126,10 @@ def test_an_annotated_video_keeps_the_sound_in_step_with_the_pictures(
     sound = _sound(out / "talk.annotated.mp4")
     assert sound is not None and len(sound[0]) / sound[1] == pytest.approx(4 - start, abs=0.1)  # as shown
     assert _loudness(sound, 0.05, 0.42) < 0.01 and _loudness(sound, 0.58, 4 - start - 0.2) > 0.2
-    proc = emovit(*args, str(tmp_path / "mute"), "--no-annotated-audio")
-    assert proc.returncode == 0, proc.stderr
-    assert _sound(tmp_path / "mute" / "talk.annotated.mp4") is None
+    if start == 0.5:  # once is enough (a run costs seconds)
+        proc = emovit(*args, str(tmp_path / "mute"), "--no-annotated-audio")
+        assert proc.returncode == 0, proc.stderr
+        assert _sound(tmp_path / "mute" / "talk.annotated.mp4") is None
 
 
 def test_a_gap_in_the_sound_stays_a_gap(tmp_path: Path) -> None:

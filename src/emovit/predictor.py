@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from emovit.errors import EmovitError, InputError, NoFaceError, OptionError, check_count
-from emovit.faces import FaceOptions
+from emovit.faces import FaceOptions, check_detector
 from emovit.imageio import DEFAULT_MAX_PIXELS, describe_source, load_image
 from emovit.postprocess import TtaMode, softmax, to_result_order, tta_probabilities
 from emovit.results import FaceResult, FrameResult, ImageResult
@@ -211,6 +211,8 @@ def _check_options(
         raise OptionError(f"tta must be 'none' or 'flip', got {tta!r}", option="tta")
     if faces is not None and not isinstance(faces, FaceOptions):
         raise OptionError(f"faces must be a FaceOptions, got {type(faces).__name__}", option="faces")
+    if faces is not None:
+        check_detector(faces.detector)  # OpenCV missing: said before the weights load
     if isinstance(backend, str) and backend not in ("auto", "torch", "onnx"):
         raise OptionError(f"backend must be auto, torch or onnx, got {backend!r}", option="backend")
     if precision not in ("fp32", "bf16"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from typing import Any, Literal, TextIO
 from emovit.fileio import atomic_output
 from emovit.results import FaceResult, FrameResult, ImageResult
 
-__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name", "result_rows"]
+__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name", "result_rows", "table_width"]
 
 OutputFormat = Literal["table", "json", "jsonl", "csv"]
 
@@ -54,6 +55,15 @@ def display_name(source: str, *, controls: bool = False) -> str:
     if controls:
         text = _CONTROL.sub(lambda m: _NAMED_CONTROLS.get(m[0], f"\\x{ord(m[0]):02x}"), text)
     return text
+
+
+def table_width(is_tty: bool) -> int | None:
+    """The width of a table drawn by rich: a terminal's own (None); piped, ``COLUMNS`` where it
+    is set to a number (``COLUMNS=250 emovit predict … | less``), else 140."""
+    if is_tty:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 140
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -212,5 +222,5 @@ class ResultWriter:
         self._pending.clear()
         self._tables += 1
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        console = Console(file=self.stream, no_color=not is_tty, width=None if is_tty else 140)
+        console = Console(file=self.stream, no_color=not is_tty, width=table_width(is_tty))
         console.print(table)

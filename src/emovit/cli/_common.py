@@ -42,16 +42,18 @@ def stderr_console() -> Any:
 
 def stdout_console() -> Any:
     """A rich console for a command's report on stdout. Piped, it wraps no line (a file or
-    ``grep`` gets whole lines) and draws tables 140 wide; a reader that goes away (``| head``)
-    is the commands' exit 141, not rich's own exit 1."""
+    ``grep`` gets whole lines) and draws tables ``COLUMNS`` or 140 wide; a reader that goes
+    away (``| head``) is the commands' exit 141, not rich's own exit 1."""
     from rich.console import Console
+
+    from emovit.writers import table_width
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError
 
     tty = sys.stdout.isatty()
-    return _Console(width=None if tty else 140, no_color=not tty, soft_wrap=not tty)
+    return _Console(width=table_width(tty), no_color=not tty, soft_wrap=not tty)
 
 
 def random_weights_banner(name: str) -> None:

@@ -61,6 +61,13 @@ def _backends(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     show_default=True,
     help="Also time faces/s on decoded face crops in memory at this batch (0: skip).",
 )
+@click.option(
+    "--crops",
+    type=click.IntRange(1),
+    default=2048,
+    show_default=True,
+    help="Face crops classified per repetition of the faces/s timing.",
+)
 @click.option("--output", "-o", default=None, help="Write the JSON report here.")
 def bench(
     model: str,
@@ -72,6 +79,7 @@ def bench(
     backends: tuple[str, ...],
     no_pipeline: bool,
     crops_batch_size: int,
+    crops: int,
     output: str | None,
 ) -> None:
     """Compare emovit's backends with the transformers pipeline on the same images.
@@ -116,6 +124,7 @@ def bench(
         pipeline=not no_pipeline,
         threads=recognizer.threads,
         crops_batch_size=crops_batch_size,
+        crops=crops,
     )
     check_file_option(click.get_current_context(), output, "--output")  # before the benchmark runs
     report = run_bench(config, progress=lambda msg: click.echo(msg, err=True))

@@ -21,6 +21,7 @@ from emovit.faces._detectors import (
     ScaledDetector,
     WholeImageDetector,
     YuNetDetector,
+    check_detector,
     create_detector,
 )
 from emovit.faces._options import DEFAULT_DETECTOR, FaceOptions, NoFacePolicy
@@ -39,6 +40,7 @@ __all__ = [
     "ScaledDetector",
     "WholeImageDetector",
     "YuNetDetector",
+    "check_detector",
     "create_detector",
     "crop_face",
     "crop_matrix",

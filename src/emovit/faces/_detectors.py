@@ -21,6 +21,7 @@ __all__ = [
     "ScaledDetector",
     "WholeImageDetector",
     "YuNetDetector",
+    "check_detector",
     "create_detector",
 ]
 
@@ -224,6 +225,14 @@ class HaarDetector:
             Detection(box=(x / scale, y / scale, (x + w) / scale, (y + h) / scale))
             for x, y, w, h in (map(float, box) for box in boxes)
         ]
+
+
+def check_detector(name: object) -> None:
+    """Raise the `DependencyError` that `create_detector` would for a named detector that needs
+    OpenCV (haar, yunet) where it is not installed: cheap, so a caller says it before it loads
+    a model (seconds). Other names and detector objects pass."""
+    if name in ("haar", "yunet"):
+        _cv2()
 
 
 def create_detector(
