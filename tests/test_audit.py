@@ -132,6 +132,9 @@ def test_cli_table_exits_one_with_unreadable_images_and_141_when_its_reader_goes
     lines = proc.stdout.splitlines()
     assert any(line.strip().startswith("duplicates (near = perceptual hash within 4 bits)") for line in lines)
     assert any(" ~ " in line and line.rstrip().endswith(")") and "[" not in line for line in lines)
+    # the examples have their own heading (they were listed under "label conflicts", same labels too)
+    heading = next(i for i, line in enumerate(lines) if line.startswith("examples of duplicate pairs"))
+    assert " ~ " in lines[heading + 1] and lines[heading - 1].startswith("label conflicts")
     as_json = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, timeout=300)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["unreadable"]
     reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -221,9 +221,29 @@ def test_video_panel_draws_the_timeline_and_summary(
     )
     assert coloured > 200  # the emotion lines were drawn in the track's panel
     page.screenshot(path=str(ARTIFACTS / "video-panel.png"), full_page=True)
-    page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video
+    # a window of the clip (a video over the server's limit was refused with "analyse a window
+    # of it: start and end", which the page had no way to ask for)
+    window = clip.with_name("window.mp4")
+    window.write_bytes(clip.read_bytes())
+    page.fill("#video-start", "0.5")
+    page.set_input_files("#video-input", str(window))
+    page.wait_for_function(
+        "() => document.getElementById('video-status').textContent.startsWith('window.mp4: ')"
+    )
+    assert "5 frames analysed" in page.locator("#video-status").text_content()
+    page.fill("#video-end", "0.5")  # not after the start: said here, nothing sent
+    page.set_input_files("#video-input", str(clip))
     page.wait_for_selector("#video-status.error", timeout=30_000)
-    assert "Could not analyse the video astronaut.jpg" in page.locator("#video-status").text_content()
+    assert "must be after the start" in page.locator("#video-status").text_content()
+    page.fill("#video-start", "0")
+    page.fill("#video-end", "")
+    page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video
+    page.wait_for_function(
+        "() => document.getElementById('video-status').textContent.includes('astronaut.jpg')"
+    )
+    status = page.locator("#video-status").text_content()
+    assert "Could not analyse the video astronaut.jpg" in status
+    assert status.count("astronaut.jpg") == 1, status  # the server's "astronaut.jpg: …" said it twice
     # the last clip's timeline and table are not left under this one's error
     assert (
         not page.locator("#video-timeline").is_visible() and not page.locator("#video-summary").is_visible()

@@ -369,6 +369,12 @@ def test_options_without_effect_on_these_inputs_are_named(
     result = CliRunner().invoke(main, [*args, "--plot", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
     assert "warning: --plot describe videos, and no input is a video" in result.stderr
+    assert "for videos" not in result.stderr  # the video options' defaults say nothing
+    sampled = CliRunner().invoke(main, [*args, "--fps", "3", "--start", "5"])  # silently nothing
+    assert (
+        sampled.exit_code == 0
+        and "warning: --fps, --start: for videos, and no input is a video" in sampled.stderr
+    )
     unused = CliRunner().invoke(main, [*args, "--detector-model", str(tmp_path / "yunet.onnx")])
     assert unused.exit_code == 0, unused.output
     assert "--detector-model is for YuNet; --detector none does not read it" in unused.stderr

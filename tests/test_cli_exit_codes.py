@@ -212,3 +212,20 @@ def test_a_piped_table_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatc
     for columns in ("", "wide"):
         monkeypatch.setenv("COLUMNS", columns)
         assert source not in table() and max(len(line) for line in table().splitlines()) == 140
+
+
+def test_a_table_whose_reader_went_away_is_a_broken_pipe_not_exit_1() -> None:
+    """`emovit predict … | head` exited 1 (rich's own console ends the process so on a broken
+    pipe: "some inputs failed") with the table format, 141 with the others."""
+    import io
+
+    from emovit.results import FaceResult, ImageResult
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    writer = ResultWriter(Gone(), "table", ["happy", "sad"])
+    writer.write(ImageResult("a.jpg", faces=[FaceResult({"happy": 0.9, "sad": 0.1}, box=(1, 2, 3, 4))]))
+    with pytest.raises(BrokenPipeError):
+        writer.close()

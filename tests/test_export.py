@@ -206,6 +206,14 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     with pytest.raises(OptionError, match=r"holds another model .*model.onnx, config.json"):
         export_onnx(str(tiny_model_dir), tmp_path / "exported", check_images=2)  # was replaced silently
     assert json.loads((tmp_path / "exported" / "export_info.json").read_text())["quantize"] == "int8"
+    holiday = tmp_path / "holiday"  # a folder of photos: the model's files went in among them
+    holiday.mkdir()
+    (holiday / "IMG_0001.jpg").write_bytes(b"a photo")
+    with pytest.raises(OptionError, match=r"holiday is not empty \(IMG_0001.jpg\) and holds no model"):
+        export_onnx(str(tiny_model_dir), holiday, check_images=2)
+    assert [p.name for p in holiday.iterdir()] == ["IMG_0001.jpg"]
+    (tmp_path / "empty").mkdir()
+    export_onnx(str(tiny_model_dir), tmp_path / "empty", check_images=2)  # an empty folder: fine
     (tmp_path / "a file").write_text("x")
     with pytest.raises(OptionError, match="a file, not a folder"):
         export_onnx(str(tiny_model_dir), tmp_path / "a file", check_images=2)
@@ -240,4 +248,40 @@ def test_benchmark_counts_must_be_at_least_one(script: str) -> None:
     )
     assert done.returncode == 2 and f"argument {option}: must be at least 1, not 0" in done.stderr, (
         done.stderr
+    )
+
+
+def test_the_bench_table_keeps_its_columns_where_figures_are_missing() -> None:
+    """Without the pipeline (or agreement, or faces/s) each "-" took one character, not its
+    column's width: every figure after it slid left under the wrong heading."""
+    from emovit.bench import format_table
+
+    row = {"images_per_s": 7.72, "throughput_vs_pipeline": None, "latency_ms_p50": 373.8}
+    row |= {"latency_ms_p95": 1576.1, "latency_p50_vs_pipeline": None}
+    report = {"model": "m", "images": 4, "batch_size": 2, "repeats": 1, "threads": 2}
+    report |= {
+        "backends": {"torch": row, "onnx-fp32": {**row, "throughput_vs_pipeline": 1.5}},
+        "agreement": {},
+    }
+    header, *rows = format_table(report).splitlines()[1:]
+    assert all(len(line) == len(header) for line in rows), [header, *rows]
+    assert rows[0].split() == ["torch", "7.72", "-", "373.8", "1576.1", "-", "-", "-", "-", "-"]
+
+
+def test_bench_without_images_says_where_its_default_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run away from the repository, bench's default (../shared) was "no such image folder"."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    monkeypatch.setenv("EMOVIT_SHARED", str(tmp_path))
+    result = CliRunner().invoke(main, ["bench", "--count", "1"])
+    assert result.exit_code == 2 and "set EMOVIT_SHARED to the folder holding data/fer2013" in result.output
+    result = CliRunner().invoke(main, ["bench", "--images", str(tmp_path / "mine")])
+    assert (
+        result.exit_code == 2
+        and "no such image folder" in result.output
+        and "EMOVIT_SHARED" not in result.output
     )

@@ -591,6 +591,11 @@ def test_every_openapi_reference_resolves(client: TestClient) -> None:
     schemas = document["components"]["schemas"]
     assert "#/components/schemas/PredictRequest" in refs
     assert sorted(ref for ref in refs if ref.rsplit("/", 1)[-1] not in schemas) == []
+    # GET and HEAD of /livez and /readyz shared one operationId (FastAPI warned on every load
+    # of the schema; client generators refuse duplicates)
+    ids = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), ids
+    assert {"get", "head"} <= set(document["paths"]["/readyz"])  # probes may HEAD them: documented
 
 
 def test_openapi_conformance(recognizer: EmotionRecognizer) -> None:

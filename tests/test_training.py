@@ -1313,6 +1313,14 @@ def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
     partial.write_text("\n".join(line for line in lines if not line.startswith("test,angry/000")) + "\n")
     with pytest.raises(DatasetError, match="1 of .* images have no vote row .* the file has no row for them"):
         sample_votes(read_samples(dataset, "test"), read_vote_labels(partial))
+    # a split's class folders copied out on their own (no split folder): the file has their rows
+    # under "test", which was not said (only "the 'file' column must hold each image's path")
+    flat = tmp_path / "flat"
+    shutil.copytree(dataset / "test", flat)
+    with pytest.raises(
+        DatasetError, match="the images have no split, but the file has rows for these paths under split test"
+    ):
+        sample_votes(read_samples(flat), read_vote_labels(votes))
     # an empty vote cell is no 0 (read as one, it flipped the majority without a word), and the
     # line named is the file's own, blank lines counted
     bad.write_text(header + "\ntrain,a.png,0,10,0,0,0,0,0,0,0,0\n\ntrain,b.png,4,3,,0,0,0,0,0,0,0\n")

@@ -242,6 +242,23 @@ def test_smoothing_reduces_label_flips(clips: Path) -> None:
 # ---------------------------------------------------------------------- decoding
 
 
+def test_a_video_given_as_a_photo_says_where_videos_go(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """`predict` (and POST /v1/predict) on a video said "not an image file", no way onwards;
+    told by its content (a video under another name too), not its name (a text file called
+    .mp4 is no video)."""
+    mp4 = write_clip(clips / "talk.mp4", noise_frames(3))
+    mkv = write_clip(clips / "talk.mkv", noise_frames(3))
+    renamed = clips / "talk.bin"
+    renamed.write_bytes(mp4.read_bytes())
+    (clips / "notes.mp4").write_text("not a video at all")
+    results = tiny_whole.predict([mp4, mkv, renamed, mp4.read_bytes(), clips / "notes.mp4"])
+    assert [r.error_code for r in results] == ["unsupported_format"] * 5
+    assert all(
+        "a video, not a photo" in (r.error or "") and "predict_video" in (r.error or "") for r in results[:4]
+    )
+    assert "not an image file" in (results[4].error or "")
+
+
 def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecognizer, clips: Path) -> None:
     pts = [0, 33, 50, 120, 400, 433, 466, 1000, 1017, 1500]
     for suffix in ("mp4", "mkv"):
@@ -289,6 +306,15 @@ def test_sampling_every_fps_start_end(tiny_whole: EmotionRecognizer, plain: Path
     for bad in ({"fps": float("inf")}, {"fps": 1e12}, {"smooth": float("nan")}, {"start": float("nan")}):
         with pytest.raises(OptionError, match=next(iter(bad))):
             tiny_whole.predict_video(plain, **bad)
+    # a frame's pixels, not kept: said as a frame's (it was "the input was not a path")
+    with pytest.raises(
+        ValueError, match=r"\(frame 3\): a video frame's pixels .* predict_video with keep_pixels"
+    ):
+        tenth[1].plot()
+    # one range for fps however it is out (-1 said "in [0, 1000.0]", 0 "more than 0")
+    for fps in (0, -1, 1e12):
+        with pytest.raises(OptionError, match=r"fps must be in \(0, 1000\.0\], got"):
+            tiny_whole.predict_video(plain, fps=fps)
     # a start after the last frame (the clip is 2 s): an error row, not a silent "complete"
     run = tiny_whole.predict_video(plain, start=100)
     (row,) = list(run)

@@ -272,7 +272,8 @@ def format_table(report: dict[str, Any]) -> str:
         agree = report["agreement"].get(name, {})
 
         def fmt(value: Any, spec: str) -> str:
-            return format(value, spec) if isinstance(value, float) else "-"
+            # a missing figure's "-" takes its column's width (the columns after it slid left)
+            return format(value, spec) if isinstance(value, float) else format("-", f">{spec.split('.')[0]}")
 
         cells = [
             f"{name:12s}",

@@ -228,9 +228,10 @@ def check_real(
     high: float | None = None,
     *,
     optional: bool = False,
+    above_low: bool = False,
 ) -> None:
-    """`value` is a finite real number (not a bool) within [`low`, `high`] (None too, when
-    `optional`), else an `OptionError` naming `option`."""
+    """`value` is a finite real number (not a bool) within [`low`, `high`] (within (`low`,
+    `high`] with `above_low`; None too, when `optional`), else an `OptionError` naming `option`."""
     import math
     import numbers
 
@@ -239,9 +240,15 @@ def check_real(
     if _is_bool(value) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise OptionError(f"{option} must be a finite number, got {value!r}", option=option)
     value = float(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]"
-        bounds = f"{low} or more" if high is None else f"{high} or less" if low is None else bounds
+    too_low = low is not None and (value <= low if above_low else value < low)
+    if too_low or (high is not None and value > high):
+        bounds = f"{'(' if above_low else '['}{low}, {high}]"
+        if high is None:
+            bounds = f"more than {low}" if above_low else f"{low} or more"
+        elif low is None:
+            bounds = f"{high} or less"
+        else:
+            bounds = f"in {bounds}"
         raise OptionError(f"{option} must be {bounds}, got {value}", option=option)
 
 

@@ -150,6 +150,13 @@ def load_image(
                 raise ImageError(
                     label, f"corrupt or truncated image data (a {known} file cut short)"
                 ) from None
+            if _looks_like_video(stream):  # it was "not an image file": no way onwards
+                raise ImageError(
+                    label,
+                    "a video, not a photo: videos are analysed frame by frame by "
+                    "EmotionRecognizer.predict_video, POST /v1/video and `emovit predict`",
+                    "unsupported_format",
+                ) from None
             raise ImageError(
                 label,
                 "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM, "
@@ -194,6 +201,28 @@ def _signature(stream: Any) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
+#: ISO media brands of still images (HEIF, AVIF): an ``ftyp`` box with another brand is a video
+_STILL_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+
+
+def _looks_like_video(stream: Any) -> bool:
+    """Whether an input no image decoder reads starts as a video does: MP4/MOV/3GP, Matroska/
+    WebM, AVI, FLV, MPEG program or transport stream (its content, not its name)."""
+    try:
+        stream.seek(0)
+        head = stream.read(189)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (
+        (head[4:8] == b"ftyp" and head[8:12] not in _STILL_BRANDS)
+        or head.startswith((b"\x1a\x45\xdf\xa3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        or (len(head) == 189 and head[0] == head[188] == 0x47)  # transport stream: 188-byte packets
+    )
 
 
 def _decoded(decode: Callable[[], np.ndarray], label: str) -> np.ndarray:

@@ -352,6 +352,14 @@ class ImageResult:
         """`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(top_k), **json_kw)
 
+    def _no_pixels(self) -> str:
+        """Why there are no pixels to draw on, and how to keep them."""
+        return (
+            f"{self.source}: the input was read from memory (an image object, an array or bytes), "
+            "not from a path, so there is no file to read its pixels from again: pass image= "
+            "(the analysed pixels), or predict (or explain) with keep_pixels=True"
+        )
+
     def plot(
         self, image: Any = None, *, font_size: int | None = None, explanations: bool = True
     ) -> np.ndarray:
@@ -378,11 +386,7 @@ class ImageResult:
         if image is None:
             image = self.image if self.image is not None else self.path
         if image is None:
-            raise ValueError(
-                f"{self.source}: the input was not a path, so there is no file to read its pixels "
-                "from again: pass image= (the analysed pixels), or predict (or explain) with "
-                "keep_pixels=True"
-            )
+            raise ValueError(self._no_pixels())
         pixels = load_image(image, max_pixels=None) if not isinstance(image, np.ndarray) else image
         pixels = np.ascontiguousarray(pixels[..., :3])
         if self.image_size is not None and (pixels.shape[1], pixels.shape[0]) != tuple(self.image_size):
@@ -452,6 +456,12 @@ class FrameResult(ImageResult):
 
     frame: int | None = None
     time_s: float | None = None
+
+    def _no_pixels(self) -> str:
+        return (
+            f"{self.source} (frame {self.frame}): a video frame's pixels are not kept unless asked "
+            "for: pass image= (the frame's pixels), or predict_video with keep_pixels=True"
+        )
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         """`ImageResult.to_dict` with ``frame`` and ``time_s`` (faces carry ``track_id`` and

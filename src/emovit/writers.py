@@ -24,7 +24,15 @@ from typing import Any, Literal, TextIO
 from emovit.fileio import atomic_output
 from emovit.results import FaceResult, FrameResult, ImageResult
 
-__all__ = ["OutputFormat", "ResultWriter", "atomic_output", "display_name", "result_rows", "table_width"]
+__all__ = [
+    "OutputFormat",
+    "ResultWriter",
+    "atomic_output",
+    "display_name",
+    "result_rows",
+    "rich_console",
+    "table_width",
+]
 
 OutputFormat = Literal["table", "json", "jsonl", "csv"]
 
@@ -55,6 +63,19 @@ def display_name(source: str, *, controls: bool = False) -> str:
     if controls:
         text = _CONTROL.sub(lambda m: _NAMED_CONTROLS.get(m[0], f"\\x{ord(m[0]):02x}"), text)
     return text
+
+
+def rich_console(file: Any = None, *, is_tty: bool = False, **options: Any) -> Any:
+    """A rich console writing to `file` (default stdout), `table_width` wide; a reader that
+    goes away (``| head``) raises BrokenPipeError (the commands' exit 141), where rich's own
+    console exits 1 on its own."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console(file=file, width=table_width(is_tty), no_color=not is_tty, **options)
 
 
 def table_width(is_tty: bool) -> int | None:
@@ -192,7 +213,6 @@ class ResultWriter:
         self.stream.flush()
 
     def _write_table(self) -> None:
-        from rich.console import Console
         from rich.table import Table
         from rich.text import Text
 
@@ -222,5 +242,5 @@ class ResultWriter:
         self._pending.clear()
         self._tables += 1
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        console = Console(file=self.stream, no_color=not is_tty, width=table_width(is_tty))
+        console = rich_console(self.stream, is_tty=is_tty)
         console.print(table)

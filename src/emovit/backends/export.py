@@ -190,6 +190,15 @@ def _check_output(out: Path, source: Path) -> None:
             f"model's own folder ({source}) or a new one",
             option="output",
         )
+    exported = any((out / name).exists() for name in ("model.onnx", "config.json", "export_info.json"))
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if files and not exported:  # a folder of photos or papers: the model's files went in among them
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        raise OptionError(
+            f"{out} is not empty ({shown}) and holds no model: export into a new folder or the "
+            f"model's own ({source})",
+            option="output",
+        )
 
 
 #: What a training run folder holds besides its model (`emovit.training`).

@@ -44,16 +44,10 @@ def stdout_console() -> Any:
     """A rich console for a command's report on stdout. Piped, it wraps no line (a file or
     ``grep`` gets whole lines) and draws tables ``COLUMNS`` or 140 wide; a reader that goes
     away (``| head``) is the commands' exit 141, not rich's own exit 1."""
-    from rich.console import Console
-
-    from emovit.writers import table_width
-
-    class _Console(Console):
-        def on_broken_pipe(self) -> None:
-            raise BrokenPipeError
+    from emovit.writers import rich_console
 
     tty = sys.stdout.isatty()
-    return _Console(width=table_width(tty), no_color=not tty, soft_wrap=not tty)
+    return rich_console(is_tty=tty, soft_wrap=not tty)
 
 
 def random_weights_banner(name: str) -> None:

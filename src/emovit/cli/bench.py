@@ -32,7 +32,11 @@ def _backends(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @click.command(cls=EmovitCommand)
 @click.argument("model", default="default")
 @click.option(
-    "--images", "image_dir", default=None, help="Folder of images (default: FER2013 test beside the repo)."
+    "--images",
+    "image_dir",
+    default=None,
+    help="Folder of images (default: FER2013's test split, $EMOVIT_SHARED/data/fer2013/test, "
+    "EMOVIT_SHARED being ../shared unless set).",
 )
 @click.option(
     "--count", type=click.IntRange(1), default=32, show_default=True, help="Images timed per repetition."
@@ -97,7 +101,12 @@ def bench(
     shared = Path(os.environ.get("EMOVIT_SHARED", "../shared"))
     root = Path(image_dir) if image_dir else shared / "data" / "fer2013" / "test"
     if not root.is_dir():
-        raise click.BadParameter(f"{root}: no such image folder", param_hint="'--images'")
+        default = (
+            ""
+            if image_dir
+            else " (the default: set EMOVIT_SHARED to the folder holding data/fer2013, or give --images)"
+        )
+        raise click.BadParameter(f"{root}: no such image folder{default}", param_hint="'--images'")
     paths = expand_sources([str(root)], videos=False)
     if not paths:
         raise click.BadParameter(f"{root}: no images", param_hint="'--images'")

@@ -93,7 +93,7 @@ __all__ = ["predict"]
     type=click.Path(file_okay=False),
     default=None,
     help="Photos: also write where on each face the model looked into DIR, as `emovit explain` does "
-    "(<stem>.face<i>.png and .npy per face); the rows then carry each map's method and target.",
+    "(<stem>.face<i>.png and .npy per face); json and jsonl rows then carry each map's method and target.",
 )
 @explain_method_option
 @explain_target_option
@@ -173,7 +173,16 @@ def predict(
     from emovit.cli._video import VideoJob, interruptible, video_flags
 
     flags = video_flags(paths)
-    _warn_unused(flags, summary=summary, plot=plot, save_crops=save_crops, explain=explain_dir)
+    from click.core import ParameterSource
+
+    video_given = [  # the video options the user gave (their defaults say nothing)
+        f"--{name.replace('_', '-')}"
+        for name in ("fps", "every", "start", "end", "smooth", "track_buffer")
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+    _warn_unused(
+        flags, summary=summary, plot=plot, save_crops=save_crops, explain=explain_dir, video_given=video_given
+    )
     rec = load_recognizer(recognizer, faces)
     keep = bool(save_annotated or save_crops)
     names = _OutputNames(paths)
@@ -255,6 +264,7 @@ def _warn_unused(
     plot: str | None,
     save_crops: str | None,
     explain: str | None = None,
+    video_given: Sequence[str] = (),
 ) -> None:
     """Say which given options the inputs leave without effect (they are not errors: a folder
     may hold photos one day and videos the next)."""
@@ -262,6 +272,8 @@ def _warn_unused(
         unused = [flag for flag, value in (("--summary", summary), ("--plot", plot)) if value]
         if unused:
             click.echo(f"warning: {' and '.join(unused)} describe videos, and no input is a video", err=True)
+        if video_given:  # --fps 3 on photos was silently nothing
+            click.echo(f"warning: {', '.join(video_given)}: for videos, and no input is a video", err=True)
         return
     for flag, value, what in (
         ("--save-crops", save_crops, "saves the faces"),

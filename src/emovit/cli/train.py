@@ -414,6 +414,8 @@ def _print_audit(report: Any, max_distance: int) -> None:
         table.add_row(pair["a"], pair["b"], str(pair["exact"]), str(pair["near"]))
     console.print(table)
     console.print(f"label conflicts (duplicate pairs with different labels): {report.label_conflicts}")
+    if report.examples:  # they were listed under the conflicts, same-label pairs among them
+        console.print(f"examples of duplicate pairs ({len(report.examples)}; labels a / b):")
     for ex in report.examples:
         labels = " / ".join(map(str, ex["labels"])) if isinstance(ex["labels"], list) else ex["labels"]
         console.print(

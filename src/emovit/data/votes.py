@@ -232,13 +232,37 @@ def sample_votes(samples: Sequence[Sample], votes: VoteLabels) -> np.ndarray:
             "the file has no row for them (it names the other images: add their rows, or move "
             "these images out of the tree)"
             if len(missing) < len(samples)
-            else "the file's 'file' column must hold each image's path inside its split folder"
+            else _split_mismatch(samples, votes)
+            or "the file's 'file' column must hold each image's path inside its split folder"
         )
         shown = ", ".join(missing[:3])
         raise DatasetError(
             f"{len(missing)} of {len(samples)} images have no vote row (e.g. {shown}); {why}", option="labels"
         )
     return out
+
+
+def _split_mismatch(samples: Sequence[Sample], votes: VoteLabels) -> str | None:
+    """Why no sample matched when their paths are in the file under another split (a class-
+    folder tree whose own folder name, taken as its split, is none of the file's), else None."""
+    splits = sorted({split for split, _ in votes.rows if split is not None})
+    found = [
+        split
+        for sample in samples[:50]
+        for split in splits
+        if sample.key is not None and votes.get(split, sample.key) is not None
+    ]
+    if not found:
+        return None
+    split = samples[0].split
+    taken = (
+        "have no split" if split is None else f"are taken as split {split!r}, which the file has no rows for"
+    )
+    return (
+        f"the images {taken}, but the file has rows for these paths under split "
+        f"{', '.join(sorted(set(found)))}: give the images in a folder named after their split "
+        "(DATA/<split>/<class>/<image>)"
+    )
 
 
 def vote_targets(

@@ -549,23 +549,26 @@ async def models(request: Request) -> Any:
     return info
 
 
-@router.api_route("/livez", methods=["GET", "HEAD"], response_class=PlainTextResponse)  # HEAD: probes
+@router.get("/livez", response_class=PlainTextResponse)
+@router.head("/livez", response_class=PlainTextResponse, operation_id="livez_head")  # HEAD: probes
 async def livez() -> str:
     """The process is up."""
     return "ok"
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    response_class=PlainTextResponse,
-    responses={
+_READYZ: dict[str, Any] = {
+    "response_class": PlainTextResponse,
+    "responses": {
         503: {
             "description": "loading, shutting down, or the model worker stopped",
             "content": {"text/plain": {}},
         }
     },
-)
+}
+
+
+@router.get("/readyz", **_READYZ)
+@router.head("/readyz", operation_id="readyz_head", **_READYZ)  # HEAD: probes
 async def readyz(request: Request) -> Response:
     """200 once the model has loaded and run a warm-up inference; 503 before and while shutting down."""
     state = get_state(request.app)

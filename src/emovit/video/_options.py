@@ -70,13 +70,11 @@ class VideoOptions:
     def __post_init__(self) -> None:
         # NaN and infinity passed the comparisons below: fps=inf never ended (the sampling step
         # was 0), smooth=nan made every probability NaN
-        check_real(self.fps, "fps", 0, MAX_FPS, optional=True)
+        check_real(self.fps, "fps", 0, MAX_FPS, optional=True, above_low=True)
         check_real(self.start, "start", 0)
         check_real(self.end, "end", optional=True)
         check_real(self.smooth, "smooth", 0)
         if self.fps is not None:
-            if not self.fps > 0:
-                raise OptionError(f"fps must be more than 0, got {self.fps}", option="fps")
             object.__setattr__(self, "fps", float(self.fps))
         if self.every is not None and self.every < 1:
             raise OptionError(f"every must be at least 1, got {self.every}", option="every")

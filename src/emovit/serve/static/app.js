@@ -43,6 +43,8 @@ class ApiError extends Error {
 const UNREACHABLE = "the server cannot be reached (is it still running?)";
 // What a request or a wait the user cancelled rejects with.
 const cancelled = () => Object.assign(new ApiError("cancelled", 0, 0), { cancelled: true });
+// The server's message about a file, without the file's name it starts with (the page names it).
+const unnamed = (message, name) => (message.startsWith(`${name}: `) ? message.slice(name.length + 2) : message);
 // The status while a busy server's Retry-After runs out.
 const waiting = (name, seconds, err) => `Waiting ${seconds} s to send ${name} again (${err.message}) …`;
 
@@ -303,7 +305,7 @@ async function handleFile(file) {
   } catch (err) {
     if (request !== photoRequest) return;
     clearPhoto(); // the previous photo's results are not this one's
-    photoStatus(`Could not analyse ${file.name}: ${err.message}`, true);
+    photoStatus(`Could not analyse ${file.name}: ${unnamed(err.message, file.name)}`, true);
   }
 }
 
@@ -558,6 +560,13 @@ async function analyseVideo(file) {
   if (!file) return;
   const fps = Math.min(30, Math.max(1, Number($("video-fps").value) || 10));
   const smooth = Math.min(5, Math.max(0, Number($("video-smooth").value) || 0));
+  const start = Math.max(0, Number($("video-start").value) || 0);
+  const end = Number($("video-end").value) || 0; // empty or 0: to the end of the clip
+  if (end && end <= start) {
+    videoStatus(`The end (${end} s) must be after the start (${start} s).`, true);
+    return;
+  }
+  const query = `fps=${fps}&smooth=${smooth}` + (start ? `&start=${start}` : "") + (end ? `&end=${end}` : "");
   const form = new FormData();
   form.append("files", file, file.name);
   if (cancelVideo) cancelVideo(); // one clip at a time: an earlier one still going is stopped
@@ -593,7 +602,7 @@ async function analyseVideo(file) {
       analysing = null;
       progress.value = 0;
       videoStatus(`Uploading ${file.name} …`);
-      const upload = uploadApi(`/v1/video?fps=${fps}&smooth=${smooth}`, form, onProgress);
+      const upload = uploadApi(`/v1/video?${query}`, form, onProgress);
       cancelVideo = upload.cancel;
       return upload.answer;
     };
@@ -619,7 +628,7 @@ async function analyseVideo(file) {
   } catch (err) {
     if (request !== videoRequest) return;
     if (err.cancelled) videoStatus(`Cancelled: ${file.name} was not analysed.`);
-    else videoStatus(`Could not analyse the video ${file.name}: ${err.message}`, true);
+    else videoStatus(`Could not analyse the video ${file.name}: ${unnamed(err.message, file.name)}`, true);
   } finally {
     clearInterval(clock);
     if (request === videoRequest) {
