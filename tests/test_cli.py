@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from emovit import EMOTIONS
-from emovit.errors import ERROR_CODES
+from emovit.errors import ERROR_CODES, ImageError
 
 from .conftest import encode
 
@@ -116,6 +116,15 @@ def test_sources_globs_of_folders_and_paths_that_cannot_be_looked_at(photo_dir: 
         assert listed == ["broken.png", "shown.png"], recursive
     too_long = str(tmp_path / ("n" * 300 + ".jpg"))  # OSError: File name too long, when looked at
     assert expand_sources([too_long, str(tmp_path / ("n" * 300 + "*"))]) == [too_long, too_long[:-4] + "*"]
+    # a pattern that matches nothing is an error row that says it was a pattern ("no such file")
+    from emovit.imageio import load_image
+
+    with pytest.raises(
+        ImageError, match=r"nothing/\*\*/\*.png: no such file \(nor any that this pattern matches\)"
+    ):
+        load_image(expand_sources([str(tmp_path / "nothing" / "**" / "*.png")])[0])
+    with pytest.raises(ImageError, match=r"gone.jpg: no such file$"):
+        load_image(str(tmp_path / "gone.jpg"))
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_row(

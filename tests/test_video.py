@@ -760,6 +760,11 @@ def test_cli_sigterm_leaves_complete_files(tiny_model_dir: Path, clips: Path, tm
     assert 0 < len(rows) < 400 and [r["frame"] for r in rows] == list(range(len(rows)))
     summary = json.loads((out / "s.json").read_text())["videos"][0]
     assert summary["frames_analysed"] == len(rows) and not summary["complete"]
+    # says why it is incomplete (warnings were empty: a reader could not tell it from a damaged file)
+    assert summary["warnings"] == [
+        f"interrupted (Ctrl-C or SIGTERM) after {len(rows)} analysed frames: its rows, summary and "
+        "annotated video stop there"
+    ]
     av = pytest.importorskip("av")
     with av.open(str(out / "long.annotated.mp4")) as container:
         assert len(list(container.decode(video=0))) == len(rows)

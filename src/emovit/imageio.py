@@ -358,7 +358,9 @@ def check_file(
             raise error(label, f"is a directory, not {what}", "not_found")
         info = path.stat()
     except FileNotFoundError:
-        raise error(label, "no such file", "not_found") from None
+        pattern = set("*?[") & set(os.fspath(path))  # a glob that matched nothing is kept as a source
+        raise error(label, "no such file (nor any that this pattern matches)" if pattern else "no such file",
+                    "not_found") from None  # fmt: skip
     except OSError as exc:
         raise error(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
     except InputError:  # a folder, said above (an InputError is a ValueError too)

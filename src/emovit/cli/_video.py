@@ -202,6 +202,12 @@ class VideoJob:
         finally:
             run.close()
             summary = run.summary()
+            if stop is not None and stop.requested and not summary.get("complete"):
+                # an interrupted video's summary said only "complete": false, as a damaged file's does
+                summary.setdefault("warnings", []).append(
+                    f"interrupted (Ctrl-C or SIGTERM) after {summary.get('frames_analysed', 0)} analysed "
+                    "frames: its rows, summary and annotated video stop there"
+                )
             self.summaries.append(summary)
             if video is not None:
                 try:
