@@ -235,6 +235,7 @@ def test_video_panel_draws_the_timeline_and_summary(
     page.set_input_files("#video-input", str(clip))
     page.wait_for_selector("#video-status.error", timeout=30_000)
     assert "must be after the start" in page.locator("#video-status").text_content()
+    assert not page.locator("#video-timeline").is_visible()  # the window clip's, not under this error
     page.fill("#video-start", "0")
     page.fill("#video-end", "")
     page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video

@@ -209,9 +209,11 @@ def test_a_piped_table_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("COLUMNS", "400")
     assert source in table()
-    for columns in ("", "wide"):
+    for columns in ("", "wide", "0", "-5"):
         monkeypatch.setenv("COLUMNS", columns)
         assert source not in table() and max(len(line) for line in table().splitlines()) == 140
+    monkeypatch.setenv("COLUMNS", "12")  # 80 at least: narrower, the labels were cut to "…"
+    assert max(len(line) for line in table().splitlines()) == 80 and "happy" in table()
 
 
 def test_a_table_whose_reader_went_away_is_a_broken_pipe_not_exit_1() -> None:
@@ -229,3 +231,20 @@ def test_a_table_whose_reader_went_away_is_a_broken_pipe_not_exit_1() -> None:
     writer.write(ImageResult("a.jpg", faces=[FaceResult({"happy": 0.9, "sad": 0.1}, box=(1, 2, 3, 4))]))
     with pytest.raises(BrokenPipeError):
         writer.close()
+
+
+def test_the_faces_of_a_group_photo_are_told_apart_in_the_table() -> None:
+    """Three rows of one photo with nothing to tell its faces apart (csv and json give the
+    face's index and box; video rows their track): each row says its face's index."""
+    import io
+
+    from emovit.results import FaceResult, ImageResult
+
+    faces = [FaceResult({"happy": p, "sad": 1 - p}, box=(i, 0, i + 9, 9)) for i, p in enumerate((0.9, 0.2))]
+    buffer = io.StringIO()
+    writer = ResultWriter(buffer, "table", ["happy", "sad"])
+    writer.write(ImageResult("group.jpg", faces=faces))
+    writer.write(ImageResult("one.jpg", faces=faces[:1]))
+    writer.close()
+    table = buffer.getvalue()
+    assert "face 0: happy" in table and "face 1: sad" in table and table.count("face ") == 2

@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -300,3 +301,31 @@ def test_hub_download_through_a_local_server_then_offline(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rec = EmotionRecognizer.from_pretrained(REFERENCE_ID, device="cpu", detector="none")
     assert rec.model.path == folder
+
+
+def test_loading_weights_draws_no_bar_and_keeps_a_callers_hook(
+    tiny_model_dir: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' "Loading weights" bar reached every library user's stderr at each load
+    (the CLI hid it by turning all of transformers' bars off); a tqdm hook of the caller's own
+    still sees the other bars, and is theirs again afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    from emovit.models import load_torch_model
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # as in a fresh process (the CLI tests turn it off)
+    seen: list[str] = []
+
+    def mine(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        seen.append(kwargs.get("desc", ""))
+        return factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(mine)
+    try:
+        capfd.readouterr()
+        load_torch_model(tiny_model_dir)
+        assert "Loading weights" not in capfd.readouterr().err
+        assert seen == ["Loading weights"]  # the caller's hook was asked (with the bar disabled)
+        assert hf_logging.set_tqdm_hook(mine) is mine  # theirs again
+    finally:
+        hf_logging.set_tqdm_hook(previous)

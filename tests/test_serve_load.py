@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow
 
 CLIENTS = 16
-SECONDS = float(os.environ.get("EMOVIT_LOAD_SECONDS", "5"))
+SECONDS = float(os.environ.get("EMOVIT_LOAD_SECONDS", "10"))
 
 
 def _start(model: Path, **settings: object) -> tuple[subprocess.Popen, str]:

@@ -1321,6 +1321,16 @@ def test_vote_file_errors(tmp_path: Path, dataset: Path, votes: Path) -> None:
         DatasetError, match="the images have no split, but the file has rows for these paths under split test"
     ):
         sample_votes(read_samples(flat), read_vote_labels(votes))
+    # a split folder whose images the file lists under another split: not "no rows for 'test'"
+    moved = tmp_path / "moved"
+    for image in (dataset / "train").glob("*/*.png"):  # training images the test split has no name of
+        if not (dataset / "test" / image.parent.name / image.name).exists():
+            (moved / "test" / image.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, moved / "test" / image.parent.name / image.name)
+    with pytest.raises(
+        DatasetError, match="the file lists these paths under split train(, validation)?, not test"
+    ):
+        sample_votes(read_samples(moved, "test"), read_vote_labels(votes))
     # an empty vote cell is no 0 (read as one, it flipped the majority without a word), and the
     # line named is the file's own, blank lines counted
     bad.write_text(header + "\ntrain,a.png,0,10,0,0,0,0,0,0,0,0\n\ntrain,b.png,4,3,,0,0,0,0,0,0,0\n")

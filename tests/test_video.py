@@ -251,12 +251,15 @@ def test_a_video_given_as_a_photo_says_where_videos_go(tiny_whole: EmotionRecogn
     renamed = clips / "talk.bin"
     renamed.write_bytes(mp4.read_bytes())
     (clips / "notes.mp4").write_text("not a video at all")
-    results = tiny_whole.predict([mp4, mkv, renamed, mp4.read_bytes(), clips / "notes.mp4"])
-    assert [r.error_code for r in results] == ["unsupported_format"] * 5
+    sound = b"\x00\x00\x00\x20ftypM4A " + bytes(400)  # an ISO media file of sound only
+    packets = b"G" + b"x" * 187 + b"G" + b"y" * 200  # two "sync bytes" are no transport stream
+    inputs = [mp4, mkv, renamed, mp4.read_bytes(), clips / "notes.mp4", sound, packets]
+    results = tiny_whole.predict(inputs)
+    assert [r.error_code for r in results] == ["unsupported_format"] * len(inputs)
     assert all(
         "a video, not a photo" in (r.error or "") and "predict_video" in (r.error or "") for r in results[:4]
     )
-    assert "not an image file" in (results[4].error or "")
+    assert all("not an image file" in (r.error or "") for r in results[4:])
 
 
 def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecognizer, clips: Path) -> None:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeAlias, TypeVar, ov
 import numpy as np
 
 from emovit.errors import ImageError, InputError, check_count
-from emovit.sources import is_url
+from emovit.sources import has_glob, is_url
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -153,8 +153,9 @@ def load_image(
             if _looks_like_video(stream):  # it was "not an image file": no way onwards
                 raise ImageError(
                     label,
-                    "a video, not a photo: videos are analysed frame by frame by "
-                    "EmotionRecognizer.predict_video, POST /v1/video and `emovit predict`",
+                    "a video, not a photo (by its content): videos are analysed frame by frame by "
+                    "EmotionRecognizer.predict_video, POST /v1/video, and `emovit predict` when the "
+                    "file has a video's extension (.mp4, .mov, .mkv, …)",
                     "unsupported_format",
                 ) from None
             raise ImageError(
@@ -203,26 +204,15 @@ def _signature(stream: Any) -> str | None:
     return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
-#: ISO media brands of still images (HEIF, AVIF): an ``ftyp`` box with another brand is a video
-_STILL_BRANDS = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
-)
-
-
 def _looks_like_video(stream: Any) -> bool:
-    """Whether an input no image decoder reads starts as a video does: MP4/MOV/3GP, Matroska/
-    WebM, AVI, FLV, MPEG program or transport stream (its content, not its name)."""
+    """Whether an input no image decoder reads starts as a video does (its content, not its name)."""
+    from emovit.sources import VIDEO_HEAD_BYTES, looks_like_video
+
     try:
         stream.seek(0)
-        head = stream.read(189)
+        return looks_like_video(stream.read(VIDEO_HEAD_BYTES))
     except (OSError, ValueError, AttributeError):
         return False
-    return (
-        (head[4:8] == b"ftyp" and head[8:12] not in _STILL_BRANDS)
-        or head.startswith((b"\x1a\x45\xdf\xa3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))
-        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-        or (len(head) == 189 and head[0] == head[188] == 0x47)  # transport stream: 188-byte packets
-    )
 
 
 def _decoded(decode: Callable[[], np.ndarray], label: str) -> np.ndarray:
@@ -358,9 +348,13 @@ def check_file(
             raise error(label, f"is a directory, not {what}", "not_found")
         info = path.stat()
     except FileNotFoundError:
-        pattern = set("*?[") & set(os.fspath(path))  # a glob that matched nothing is kept as a source
-        raise error(label, "no such file (nor any that this pattern matches)" if pattern else "no such file",
-                    "not_found") from None  # fmt: skip
+        # a glob that matched nothing is kept as a source: said so (read as one, it matches none)
+        missing = (
+            "no such file (and read as a pattern it matches none)"
+            if has_glob(os.fspath(path))
+            else "no such file"
+        )
+        raise error(label, missing, "not_found") from None
     except OSError as exc:
         raise error(label, f"cannot access the file ({exc.strerror or exc})", "not_found") from None
     except InputError:  # a folder, said above (an InputError is a ValueError too)

@@ -15,8 +15,11 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "VIDEO_URL_SCHEMES",
+    "VIDEO_HEAD_BYTES",
     "expand_sources",
+    "has_glob",
     "is_url",
+    "looks_like_video",
     "stdin_paths",
 ]
 
@@ -35,6 +38,30 @@ VIDEO_EXTENSIONS = frozenset(
 VIDEO_URL_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp"})
 _MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 _GLOB_CHARS = set("*?[")
+#: ISO media brands that are no video: still images (HEIF, AVIF), sound (M4A, M4B), raw photos (CR3)
+_NOT_VIDEO_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis", b"avio",
+     b"M4A ", b"M4B ", b"M4P ", b"crx "}
+)  # fmt: skip
+#: The bytes `looks_like_video` wants to see (three MPEG-TS packets' sync bytes).
+VIDEO_HEAD_BYTES = 377
+
+
+def has_glob(text: str) -> bool:
+    """Whether `text` holds a glob's wildcard (``*``, ``?``, ``[``)."""
+    return bool(_GLOB_CHARS & set(text))
+
+
+def looks_like_video(head: bytes) -> bool:
+    """Whether a file's first bytes (`VIDEO_HEAD_BYTES` of them) start a video container: MP4/
+    MOV/3GP (an ``ftyp`` box whose brand is no still image or sound), Matroska/WebM, AVI, FLV,
+    an MPEG program stream or an MPEG transport stream (three 188-byte packets)."""
+    return (
+        (head[4:8] == b"ftyp" and head[8:12] not in _NOT_VIDEO_BRANDS)
+        or head.startswith((b"\x1a\x45\xdf\xa3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        or (len(head) >= 377 and head[0] == head[188] == head[376] == 0x47)
+    )
 
 
 def _walk(folder: Path, recursive: bool, videos: bool) -> Iterator[str]:
@@ -147,7 +174,7 @@ def _expand(sources: Iterable[str], recursive: bool, videos: bool) -> list[str]:
         kind = None if is_url(source) else _is_dir(path)
         if kind:
             out.extend(_walk(path, recursive, videos))
-        elif kind is None and not is_url(source) and _GLOB_CHARS & set(source):
+        elif kind is None and not is_url(source) and has_glob(source):
             matches = sorted(glob.glob(source, recursive=True))
             found: dict[str, None] = {}  # `**` matches a folder and its sub-folders: each file once
             for match in matches:  # a matched folder gives its files, like a folder source

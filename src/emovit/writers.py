@@ -80,11 +80,12 @@ def rich_console(file: Any = None, *, is_tty: bool = False, **options: Any) -> A
 
 def table_width(is_tty: bool) -> int | None:
     """The width of a table drawn by rich: a terminal's own (None); piped, ``COLUMNS`` where it
-    is set to a number (``COLUMNS=250 emovit predict … | less``), else 140."""
+    is set to a number (``COLUMNS=250 emovit predict … | less``; 80 at least: narrower, the
+    labels were cut), else 140."""
     if is_tty:
         return None
-    columns = os.environ.get("COLUMNS", "")
-    return int(columns) if columns.isdigit() and int(columns) > 0 else 140
+    columns = os.environ.get("COLUMNS", "").strip()
+    return max(int(columns), 80) if columns.isdecimal() and int(columns) > 0 else 140
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -235,9 +236,11 @@ class ResultWriter:
                 continue
             if not result.faces:
                 table.add_row(source, cell("no face", "yellow"), "", "")
-            for face in result.faces:
+            for index, face in enumerate(result.faces):
                 tops = ", ".join(f"{lab} {s:.2f}" for lab, s in face.top_k(k))
                 label = face.label if face.track_id is None else f"#{face.track_id} {face.label}"
+                if face.track_id is None and len(result.faces) > 1:  # which is which: the csv's face index
+                    label = f"face {index}: {label}"
                 table.add_row(source, label, f"{face.score:.3f}", tops)
         self._pending.clear()
         self._tables += 1

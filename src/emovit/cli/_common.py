@@ -72,12 +72,11 @@ def load_recognizer(
     """Build the recognizer the options describe. Errors propagate as `EmovitError`s naming
     the argument at fault (the command maps it to its flag); a random-weights model gets a
     banner on stderr instead of a warning."""
-    from transformers.utils import logging as hf_logging
-
     from emovit.errors import RandomWeightsWarning
     from emovit.predictor import EmotionRecognizer
 
-    hf_logging.disable_progress_bar()
+    # transformers' bars stay on: a Hub download shows its progress (the loader hides the
+    # weights' loading bar itself)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         recognizer = EmotionRecognizer.from_pretrained(

@@ -71,6 +71,7 @@ __all__ = [
     "tta_option",
     "video_options",
     "workers_option",
+    "option_names",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -368,16 +369,21 @@ resume_option = click.option(
 # ---------------------------------------------------------------------- grouping
 
 
+def option_names(*options: Decorator) -> list[str]:
+    """The parameter names of click option decorators."""
+    probe: Any = lambda: None  # noqa: E731 - only collects the parameters' names
+    for option in options:
+        option(probe)
+    return [param.name for param in probe.__click_params__]
+
+
 def collect(into: str, build: Callable[..., Any], *options: Decorator) -> Decorator:
     """Apply click `options` to a command and pass their values to it as one argument,
     ``into=build(**values)`` (option names are `build`'s keyword names); the options appear in
     help in the order given."""
 
     def decorator(command: F) -> F:
-        probe: Any = lambda: None  # noqa: E731 - only collects the parameters' names
-        for option in options:
-            option(probe)
-        names = [param.name for param in probe.__click_params__]
+        names = option_names(*options)
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

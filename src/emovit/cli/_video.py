@@ -202,11 +202,17 @@ class VideoJob:
         finally:
             run.close()
             summary = run.summary()
-            if stop is not None and stop.requested and not summary.get("complete"):
+            if (
+                stop is not None
+                and stop.requested
+                and not summary.get("complete")
+                and not summary.get("error")
+            ):
                 # an interrupted video's summary said only "complete": false, as a damaged file's does
+                outputs = "rows, summary and annotated video" if self.annotated else "rows and summary"
                 summary.setdefault("warnings", []).append(
                     f"interrupted (Ctrl-C or SIGTERM) after {summary.get('frames_analysed', 0)} analysed "
-                    "frames: its rows, summary and annotated video stop there"
+                    f"frames: its {outputs} stop there"
                 )
             self.summaries.append(summary)
             if video is not None:

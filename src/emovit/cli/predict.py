@@ -16,12 +16,14 @@ import click
 from emovit.cli._common import check_file_option, check_folder_option
 from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
 from emovit.cli._options import (
+    VIDEO_OPTIONS,
     EngineOptions,
     RecognizerOptions,
     engine_options,
     explain_method_option,
     explain_target_option,
     face_options,
+    option_names,
     plot_option,
     recognizer_options,
     summary_option,
@@ -177,7 +179,7 @@ def predict(
 
     video_given = [  # the video options the user gave (their defaults say nothing)
         f"--{name.replace('_', '-')}"
-        for name in ("fps", "every", "start", "end", "smooth", "track_buffer")
+        for name in [*option_names(*VIDEO_OPTIONS), "annotated_audio"]
         if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     ]
     _warn_unused(

@@ -460,11 +460,7 @@ def export(
 
     require("onnxruntime", "onnx", "emovit export")
     require("onnx", "onnx", "emovit export")
-    from transformers.utils import logging as hf_logging
-
     from emovit.backends.export import export_onnx
-
-    hf_logging.disable_progress_bar()  # the weights' loading bar: the one line below says what was made
 
     result = export_onnx(
         model,

@@ -254,15 +254,18 @@ def _split_mismatch(samples: Sequence[Sample], votes: VoteLabels) -> str | None:
     ]
     if not found:
         return None
-    split = samples[0].split
-    taken = (
-        "have no split" if split is None else f"are taken as split {split!r}, which the file has no rows for"
-    )
-    return (
-        f"the images {taken}, but the file has rows for these paths under split "
-        f"{', '.join(sorted(set(found)))}: give the images in a folder named after their split "
-        "(DATA/<split>/<class>/<image>)"
-    )
+    split, under = samples[0].split, ", ".join(sorted(set(found)))
+    if split is None:
+        return (
+            f"the images have no split, but the file has rows for these paths under split {under}: "
+            "give the images in a folder named after their split (DATA/<split>/<class>/<image>)"
+        )
+    if split not in splits:
+        return (
+            f"the images are taken as split {split!r}, which the file has no rows for, but it has rows "
+            f"for these paths under split {under}: give the images in a folder named after their split"
+        )
+    return f"the file lists these paths under split {under}, not {split}"
 
 
 def vote_targets(

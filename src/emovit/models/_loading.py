@@ -9,12 +9,13 @@ Face cache, so a checkpoint downloaded once works offline (``HF_HUB_OFFLINE=1``)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -353,15 +354,16 @@ def load_torch_model(
             import torch
 
             kwargs["dtype"] = torch.float32
-        model, loading = AutoModelForImageClassification.from_pretrained(
-            folder,
-            config=config,
-            ignore_mismatched_sizes=ignore_mismatched_sizes,
-            use_safetensors=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-            **kwargs,
-        )
+        with _no_weight_loading_bar():
+            model, loading = AutoModelForImageClassification.from_pretrained(
+                folder,
+                config=config,
+                ignore_mismatched_sizes=ignore_mismatched_sizes,
+                use_safetensors=True,
+                trust_remote_code=False,
+                output_loading_info=True,
+                **kwargs,
+            )
     except OptionError:  # a --set the config refuses: the option is to blame, not the folder
         raise
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # a damaged file too
@@ -390,6 +392,31 @@ def load_torch_model(
         label_map=LabelMap.from_id2label(model.config.id2label),
         device=target,
     )
+
+
+@contextlib.contextmanager
+def _no_weight_loading_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while a folder's weights load: it reached the
+    stderr (and logs) of every library user, each time a model loaded. Its other bars (a
+    download's) stay as configured; a hook of the caller's own is kept and restored."""
+    from transformers.utils import logging as hf_logging
+
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    if set_hook is None:  # an older transformers: its bars as they are
+        yield
+        return
+    previous: Any = None
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == "Loading weights":
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
 
 
 def _label_names(id2label: Mapping[Any, str]) -> tuple[str, ...] | None:

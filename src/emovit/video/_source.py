@@ -30,7 +30,14 @@ import numpy as np
 
 from emovit.errors import DependencyError, InputError
 from emovit.imageio import check_file
-from emovit.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIDEO_URL_SCHEMES, is_url
+from emovit.sources import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    VIDEO_HEAD_BYTES,
+    VIDEO_URL_SCHEMES,
+    is_url,
+    looks_like_video,
+)
 from emovit.video._options import VideoOptions
 
 __all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "decode_packets", "is_video", "probe_video"]
@@ -170,22 +177,21 @@ def _open_container(source: VideoInput, label: str) -> Any:
 
 
 def _looks_like_a_container(source: VideoInput) -> bool:
-    """Whether `source` starts like a video container FFmpeg knows (MP4/MOV, Matroska/WebM,
-    AVI): one it then cannot open is damaged, not of an unknown format."""
+    """Whether `source` starts like a video container FFmpeg knows (`looks_like_video`): one it
+    then cannot open is damaged, not of an unknown format."""
     head = b""
     with contextlib.suppress(Exception):
         if isinstance(source, bytes | bytearray | memoryview):
-            head = bytes(source[:12])
+            head = bytes(source[:VIDEO_HEAD_BYTES])
         elif isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
-                head = file.read(12)
+                head = file.read(VIDEO_HEAD_BYTES)
         elif hasattr(source, "seekable") and source.seekable():
             at = source.tell()  # where FFmpeg left it: the head is read from the start
             source.seek(0)
-            head = source.read(12)
+            head = source.read(VIDEO_HEAD_BYTES)
             source.seek(at)
-    mp4, matroska = head[4:8] == b"ftyp", head[:4] == b"\x1a\x45\xdf\xa3"
-    return mp4 or matroska or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
+    return looks_like_video(head)
 
 
 def _video_stream(container: Any, label: str) -> Any:

@@ -563,6 +563,8 @@ async function analyseVideo(file) {
   const start = Math.max(0, Number($("video-start").value) || 0);
   const end = Number($("video-end").value) || 0; // empty or 0: to the end of the clip
   if (end && end <= start) {
+    $("video-timeline").hidden = true; // the last clip's results are not under this error
+    $("video-summary").hidden = true;
     videoStatus(`The end (${end} s) must be after the start (${start} s).`, true);
     return;
   }
