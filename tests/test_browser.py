@@ -240,7 +240,8 @@ def test_video_panel_draws_the_timeline_and_summary(
     page.fill("#video-end", "")
     page.set_input_files("#video-input", str(REPO / "examples" / "astronaut.jpg"))  # not a video
     page.wait_for_function(
-        "() => document.getElementById('video-status').textContent.includes('astronaut.jpg')"
+        "() => document.getElementById('video-status').textContent"
+        ".startsWith('Could not analyse the video astronaut.jpg')  // not 'Uploading astronaut.jpg'"
     )
     status = page.locator("#video-status").text_content()
     assert "Could not analyse the video astronaut.jpg" in status

@@ -60,7 +60,7 @@ def looks_like_video(head: bytes) -> bool:
         (head[4:8] == b"ftyp" and head[8:12] not in _NOT_VIDEO_BRANDS)
         or head.startswith((b"\x1a\x45\xdf\xa3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))
         or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-        or (len(head) >= 377 and head[0] == head[188] == head[376] == 0x47)
+        or (len(head) >= VIDEO_HEAD_BYTES and head[0] == head[188] == head[376] == 0x47)
     )
 
 
