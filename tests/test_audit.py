@@ -68,14 +68,31 @@ def test_find_leaks_marks_the_test_copies(planted: Path) -> None:
     assert leaked == {"leak_exact.png", "leak_conflict.png", "leak_near.jpg"}
 
 
-def test_unreadable_images_are_listed_and_pair_with_nothing(planted: Path) -> None:
+def test_unreadable_images_are_listed_and_pair_with_nothing(
+    planted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two broken files (the same bytes, in both splits) match neither each other nor anything:
     the audit and the leak search go on over the readable images."""
     good = (planted / "test" / "happy" / "s0.png").read_bytes()
     for split in ("train", "test"):
         (planted / split / "happy" / "broken.png").write_bytes(good[: len(good) // 3])
+    import contextlib
+
+    import emovit.progress
+
+    bars: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def bar(total: int | None, description: str, **kw: object) -> object:  # [total, advances]
+        bars.append([total or 0, 0])
+        yield lambda n=1: bars[-1].__setitem__(1, bars[-1][1] + n)
+
+    monkeypatch.setattr(emovit.progress, "progress_bar", bar)
     report = audit(planted).to_dict()
     assert report["images"] == {"train": 14, "test": 10}
+    # a progress bar while the images are hashed (a full FER2013 audit said nothing for 30 s),
+    # one step per image, readable or not
+    assert bars == [[24, 24]]
     assert sorted((u["split"], Path(u["name"]).name) for u in report["unreadable"]) == [
         ("test", "broken.png"),
         ("train", "broken.png"),

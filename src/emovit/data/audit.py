@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,18 +61,31 @@ def _hash_image(image: np.ndarray) -> tuple[bytes, int]:
     return digest, int(np.packbits(bits).view(">u8")[0])
 
 
-def hash_samples(samples: Sequence[Sample], threads: int | None = None) -> Hashes:
+def hash_samples(
+    samples: Sequence[Sample], threads: int | None = None, advance: Callable[[], None] | None = None
+) -> Hashes:
     """Exact and perceptual hashes of every sample (decoded and hashed on threads); a sample
-    that cannot be read is recorded in `Hashes.failed`, and the others go on."""
+    that cannot be read is recorded in `Hashes.failed`, and the others go on. `advance` is
+    called once per sample (a progress bar)."""
+
+    def hashed(image: np.ndarray) -> tuple[bytes, int]:
+        result = _hash_image(image)
+        if advance is not None:
+            advance()
+        return result
+
     pairs = load_images(
         [s.source for s in samples],
         names=[s.name for s in samples],
         threads=threads,
         max_pixels=None,
-        then=_hash_image,
+        then=hashed,
         errors="collect",
     )
     failed = {i: str(p) for i, p in enumerate(pairs) if isinstance(p, ImageError)}
+    if advance is not None:
+        for _ in failed:  # the unreadable ones, counted too
+            advance()
     pairs = [(uuid.uuid4().bytes, 0) if i in failed else p for i, p in enumerate(pairs)]
     phash = np.asarray([p[1] for p in pairs], dtype=np.uint64)
     return Hashes(exact=[p[0] for p in pairs], phash=phash, failed=failed)
@@ -140,11 +153,17 @@ def audit(
     max_distance: int = DEFAULT_MAX_DISTANCE,
     examples_per_pair: int = 5,
     threads: int | None = None,
+    progress: bool | None = None,
 ) -> AuditReport:
-    """Find exact and near duplicates within and across the splits of `data`."""
+    """Find exact and near duplicates within and across the splits of `data`. `progress`: a
+    bar on stderr while the images are hashed (default: when stderr is a terminal)."""
+    from emovit.progress import progress_bar
+
     bad_rows: dict[str, list[tuple[str, str]]] = {}
     by_split = _split_samples(data, bad_rows)
-    hashes = {split: hash_samples(samples, threads) for split, samples in by_split.items()}
+    total = sum(len(samples) for samples in by_split.values())
+    with progress_bar(total, "hashing images", enabled=progress, unit="images") as advance:
+        hashes = {split: hash_samples(samples, threads, advance) for split, samples in by_split.items()}
     names = list(by_split)
     pairs: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
