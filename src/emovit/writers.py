@@ -14,6 +14,7 @@ characters shown as ``\\n``, ``\\x1b``, …).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import re
@@ -69,13 +70,19 @@ def rich_console(file: Any = None, *, is_tty: bool = False, **options: Any) -> A
     """A rich console writing to `file` (default stdout), `table_width` wide; a reader that
     goes away (``| head``) raises BrokenPipeError (the commands' exit 141), where rich's own
     console exits 1 on its own."""
+    return _pipe_console_class()(file=file, width=table_width(is_tty), no_color=not is_tty, **options)
+
+
+@functools.cache
+def _pipe_console_class() -> Any:
+    """rich's Console, a broken pipe raised (made once: rich is imported only when needed)."""
     from rich.console import Console
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError
 
-    return _Console(file=file, width=table_width(is_tty), no_color=not is_tty, **options)
+    return _Console
 
 
 def table_width(is_tty: bool) -> int | None:

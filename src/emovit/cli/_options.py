@@ -59,6 +59,7 @@ __all__ = [
     "min_face_option",
     "model_option",
     "no_face_option",
+    "option_names",
     "plot_option",
     "precision_option",
     "recognizer_options",
@@ -71,7 +72,6 @@ __all__ = [
     "tta_option",
     "video_options",
     "workers_option",
-    "option_names",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 import click
+from click.core import ParameterSource
 
 from emovit.cli._common import check_file_option, check_folder_option
 from emovit.cli._errors import EXIT_FAILED, EXIT_OK, EmovitCommand
@@ -175,8 +176,6 @@ def predict(
     from emovit.cli._video import VideoJob, interruptible, video_flags
 
     flags = video_flags(paths)
-    from click.core import ParameterSource
-
     video_given = [  # the video options the user gave (their defaults say nothing)
         f"--{name.replace('_', '-')}"
         for name in [*option_names(*VIDEO_OPTIONS), "annotated_audio"]
