@@ -248,3 +248,30 @@ def test_the_faces_of_a_group_photo_are_told_apart_in_the_table() -> None:
     writer.close()
     table = buffer.getvalue()
     assert "face 0: happy" in table and "face 1: sad" in table and table.count("face ") == 2
+
+
+def test_ctrl_c_while_the_command_line_loads_is_an_interrupt_not_a_traceback() -> None:
+    """A Ctrl-C in the first third of a second (Python importing the command line, before its
+    handler exists) printed a KeyboardInterrupt traceback. The console script (and
+    ``python -m emovit``) load it themselves: `interrupted`, exit 130."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'emovit.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['emovit', '--version']\n"
+        "from emovit.__main__ import main\n"
+        "main()\n"
+    )
+    interrupted = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert interrupted.stderr == "interrupted\n"
+    loaded = subprocess.run(
+        [sys.executable, "-m", "emovit", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert loaded.returncode == 0 and loaded.stdout.startswith("emovit, version"), loaded.stderr

@@ -311,7 +311,8 @@ def test_cli_explain_writes_a_png_and_the_raw_map_per_face(tmp_path: Path) -> No
     photos.mkdir()
     shutil.copy(FACE, photos / "astro face.jpg")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
-    (photos / "clip.mp4").write_bytes(b"a video: not explained, and it did not stop the photos' maps")
+    # an MP4's first box: a video, not explained, and it does not stop the photos' maps
+    (photos / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
     out = tmp_path / "why maps"
     done = _cli("explain", str(photos), "-o", str(out), "--detector", "none", "--target", "happy")
     assert done.returncode == 1, done.stderr  # the broken photo failed, the other was explained
@@ -326,7 +327,11 @@ def test_cli_explain_writes_a_png_and_the_raw_map_per_face(tmp_path: Path) -> No
     assert nothing.returncode == 1 and "no maps written" in nothing.stderr  # no folder claimed
     assert "maps in" not in nothing.stderr and not (tmp_path / "none").exists()
     only = _cli("explain", str(photos / "clip.mp4"), "-o", str(tmp_path / "none"))
-    assert only.returncode == 2 and "takes photos" in only.stderr, only.stderr
+    assert only.returncode == 2 and "clip.mp4' is a video" in only.stderr, only.stderr
+    # a text file saved as .mp4 was called "a video"
+    (tmp_path / "notes.mp4").write_text("meeting notes")
+    named = _cli("explain", str(tmp_path / "notes.mp4"), "-o", str(tmp_path / "none"))
+    assert named.returncode == 2 and "notes.mp4' is not a photo (named like a video" in named.stderr
     raw = np.load(out / "astro face.face0.npy")
     _check_maps(raw, Image.open(FACE).size[::-1])  # detector none: the crop is the photo
     assert Image.open(out / "astro face.face0.png").mode == "RGB"

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "writers": 4,
     # 5 the command line
     "cli": 5,
+    "__main__": 5,  # the console script: loads the command line
 }
 #: (importer, imported) pairs that the layers allow but the design forbids.
 FORBIDDEN = {("evaluation", "training")}

@@ -678,6 +678,8 @@ def test_cli_video_outputs(tiny_model_dir: Path, yunet: Path, crossing: Path, tm
         "--save-annotated", str(out), "--plot", str(out),
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr  # the broken clip is an error row; the rest goes on
+    # the text file named .mp4 was counted among the videos analysed
+    assert "2 of 3 inputs analysed (1 video(s), 40 frames), 1 failed" in proc.stderr
     rows = list(csv.DictReader((out / "rows.csv").open()))
     by_source = {Path(r["source"]).name for r in rows}
     assert by_source == {"two faces.mp4", "a photo.png", "broken.mp4"}

@@ -13,7 +13,6 @@ Examples:
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from emovit.errors import (
@@ -33,11 +32,6 @@ if TYPE_CHECKING:
     from emovit.models import list_models, load_model
     from emovit.predictor import EmotionRecognizer
     from emovit.results import FaceResult, FrameResult, ImageResult
-
-try:
-    __version__ = version("emovit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "DependencyError",
@@ -70,7 +64,21 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata takes about 50 ms to import: it is
+    read when first asked for, so that the ``emovit`` command starts sooner)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("emovit")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

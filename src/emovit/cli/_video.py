@@ -112,6 +112,7 @@ class VideoJob:
     plot: str | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     frames: int = 0
+    opened: int = 0  # videos that opened (a file named .mp4 that is no video is an error row, not one)
     check: Callable[[Path], Path] = field(default=lambda path: path, repr=False)  # refuses an input's name
     unsaved: int = 0  # videos whose annotated video or timeline (or both) could not be written
     _warned: bool = field(default=False, repr=False)  # the video at hand lost an output
@@ -201,6 +202,7 @@ class VideoJob:
                     break
         finally:
             run.close()
+            self.opened += run.info is not None
             summary = run.summary()
             if (
                 stop is not None

@@ -83,12 +83,14 @@ def explain(
     kinds = [is_video(path) for path in paths]  # once each: an unknown extension is probed with FFmpeg
     videos = [path for path, video in zip(paths, kinds, strict=True) if video]
     if videos and len(videos) == len(paths):
-        raise click.UsageError(f"emovit explain takes photos; {display_name(videos[0])!r} is a video", ctx)
+        raise click.UsageError(
+            f"emovit explain takes photos; {display_name(videos[0])!r} is {_a_video(videos[0])}", ctx
+        )
     if videos:  # a video among photos (a folder holding both): its error, and the photos go on
         paths = [path for path, video in zip(paths, kinds, strict=True) if not video]
         for video in videos:
-            click.echo(f"error: {display_name(video, controls=True)}: a video; emovit explain takes photos",
-                       err=True)  # fmt: skip
+            name = display_name(video, controls=True)
+            click.echo(f"error: {name}: {_a_video(video)}; emovit explain takes photos", err=True)
     check_folder_option(ctx, output, "--output")  # before any map is computed
     rec = None
     if recognizer.backend == "auto":  # the maps need the torch module: run the model on it too
@@ -125,3 +127,21 @@ def explain(
         where = f"; maps in {output}" if explained else "; no maps written"
         click.echo(report + (f", {failed} failed" if failed else "") + where, err=True)
     ctx.exit(EXIT_FAILED if failed or videos else EXIT_OK)
+
+
+def _a_video(path: str) -> str:
+    """What a source taken for a video is, in words: a file whose first bytes start no video
+    container emovit knows is only named like one (a text file saved as ``.mp4``: it was
+    called a video)."""
+    from emovit.sources import VIDEO_HEAD_BYTES, looks_like_video
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(VIDEO_HEAD_BYTES)
+    except OSError:  # a URL, a camera
+        return "a video"
+    return (
+        "a video"
+        if looks_like_video(head)
+        else "not a photo (named like a video; its bytes start no video format emovit knows)"
+    )

@@ -232,7 +232,7 @@ def predict(
         kind = "images classified" if videos is None else "inputs analysed"
         report = f"{len(paths) - failed} of {len(paths)} {kind}"
         if videos is not None:
-            report += f" ({sum(flags)} video(s), {videos.frames} frames)"
+            report += f" ({videos.opened} video(s), {videos.frames} frames)"
         if failed:
             report += f", {failed} failed (see the error rows)"
         if unsaved:
