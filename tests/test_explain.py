@@ -412,11 +412,22 @@ def test_server_adds_explanation_png_when_asked(default_rec: EmotionRecognizer) 
         assert face["explanation"]["target"] == "happy" and np.asarray(png).max() == 255
         bad = client.post("/v1/predict?explain=true&explain_method=rollout", files=files)
         assert bad.status_code == 422 and "ViT" in bad.json()["error"]["message"]
+        assert bad.json()["error"]["message"].startswith("explain_method: ")  # which parameter
+        # without explain=true they were ignored: a 200 without maps, no word why
+        for query in ("explain_target=happy", "explain_method=smoothgrad", "explain=false&explain_target=x"):
+            ignored = client.post(f"/v1/predict?{query}", files=files)
+            assert ignored.status_code == 422, ignored.text
+            assert "applies with explain=true only" in ignored.json()["error"]["message"]
         # a bad target is refused before any work: with no face found it was a 200
         blank = {"files": ("blank.png", _png_bytes(np.zeros((64, 64, 3), np.uint8)), "image/png")}
         for upload in (files, blank):
             wrong = client.post("/v1/predict?explain=true&explain_target=bogus", files=upload)
-            assert wrong.status_code == 422 and "target must be one of" in wrong.json()["error"]["message"]
+            message = wrong.json()["error"]["message"]
+            assert (
+                wrong.status_code == 422
+                and message.startswith("explain_target: ")
+                and "must be one of" in message
+            )
         # explanations are served one at a time (max_explain_jobs): another answers 503 at once,
         # plain requests go on, and every slot comes back
         from emovit.serve.state import get_state

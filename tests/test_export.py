@@ -154,6 +154,7 @@ def test_bench_prints_the_side_by_side_table_and_writes_json(tiny_model_dir: Pat
     for name in report["backends"]:
         assert name in result.output  # the table
     assert f"cpu {report['machine']['model']} (" in result.output  # figures hold for the CPU named
+    assert "Loading weights" not in result.output  # the pipeline baseline's bar broke into the table
     # an -o under a file is refused before the benchmark runs, not after (its results lost)
     (tmp_path / "a file").write_text("x")
     refused = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "a file" / "bench.json")])

@@ -101,7 +101,10 @@ def _pipeline_runner(
 ) -> tuple[Callable[[list[str]], Any], Callable[[str], Any]]:
     from transformers import pipeline
 
-    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    from emovit.models import no_weight_loading_bar
+
+    with no_weight_loading_bar():  # the baseline's loading bar broke into emovit's output
+        classifier = pipeline("image-classification", model=str(folder), device="cpu")
     return (lambda paths: classifier(paths, batch_size=batch_size, top_k=1)), (
         lambda p: classifier(p, top_k=1)
     )

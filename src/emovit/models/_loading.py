@@ -39,6 +39,7 @@ __all__ = [
     "LoadedModel",
     "load_model",
     "load_torch_model",
+    "no_weight_loading_bar",
     "read_model_config",
     "resolve_device",
     "resolve_model",
@@ -354,7 +355,7 @@ def load_torch_model(
             import torch
 
             kwargs["dtype"] = torch.float32
-        with _no_weight_loading_bar():
+        with no_weight_loading_bar():
             model, loading = AutoModelForImageClassification.from_pretrained(
                 folder,
                 config=config,
@@ -395,7 +396,7 @@ def load_torch_model(
 
 
 @contextlib.contextmanager
-def _no_weight_loading_bar() -> Iterator[None]:
+def no_weight_loading_bar() -> Iterator[None]:
     """transformers' "Loading weights" bar off while a folder's weights load: it reached the
     stderr (and logs) of every library user, each time a model loaded. Its other bars (a
     download's) stay as configured; a hook of the caller's own is kept and restored."""

@@ -250,6 +250,10 @@ async def predict(
     also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
     state.require_ready()
+    if not explain and (explain_method != "auto" or explain_target is not None):
+        # they were ignored: the caller got no maps and no word why
+        given = "explain_method" if explain_method != "auto" else "explain_target"
+        raise ApiError(422, "bad_request", f"{given} applies with explain=true only (add explain=true)")
     if explain and not state.explainable:
         # the installation's limit, not the request's: said before the body is read
         raise ApiError(501, "not_available", "this server's model runs from ONNX only: explanations "
@@ -259,6 +263,10 @@ async def predict(
         return await _predict(
             request, state, slot, detector, no_face, top_k, explain_method, explain_target, start
         )
+
+
+#: the library's option names (`OptionError.option`) of explain's query parameters
+_EXPLAIN_PARAMS = {"method": "explain_method", "target": "explain_target"}
 
 
 async def _predict(
@@ -310,8 +318,9 @@ async def _predict(
     except TimeoutError:
         metrics.rejections.labels("deadline").inc()
         raise ApiError(504, "deadline", f"not answered within {settings.deadline_s:g} s") from None
-    except EmovitError as exc:
-        raise ApiError(422, "bad_request", str(exc)) from None
+    except EmovitError as exc:  # the explain method or target: the query parameter named
+        param = _EXPLAIN_PARAMS.get(getattr(exc, "option", None) or "")
+        raise ApiError(422, "bad_request", f"{param}: {exc}" if param else str(exc)) from None
     finally:  # answered, timed out, or cancelled (the client left, shutdown): no more decoding
         stop.set()
     results = _in_request_order(images, results)
