@@ -613,3 +613,26 @@ def test_file_objects_from_a_generator_are_read_before_it_closes_them(
     results = tiny.predict(opened(), batch_size=4)
     assert all(r.ok for r in results), [r.error for r in results]
     assert [Path(r.source).name for r in results] == [p.name for p in paths]
+
+
+def test_file_objects_already_read_or_closed_say_so(tiny: EmotionRecognizer, tmp_path: Path) -> None:
+    """A file object read to its end said "no bytes (empty input)" under the file's name, as if
+    the file on disk were empty; a closed one "cannot decode (ValueError: read of closed file)"."""
+    path = tmp_path / "face.png"
+    path.write_bytes(encode(Image.fromarray(np.full((30, 30, 3), 90, np.uint8))))
+    read = path.open("rb")
+    read.read()
+    closed = path.open("rb")
+    closed.close()
+    spent = io.BytesIO(path.read_bytes())
+    spent.read()
+    results = tiny.predict([read, closed, spent, io.BytesIO(b""), path.open("rb")])
+    codes = [(r.ok, r.error_code) for r in results]
+    assert codes == [(False, "empty_file"), (False, "unsupported_input"), (False, "empty_file"),
+                     (False, "empty_file"), (True, None)]  # fmt: skip
+    size = path.stat().st_size
+    expected = f"{path}: no bytes left to read: the file object is at byte {size}, its end"
+    assert results[0].error == expected + " (read before; seek(0) first)"
+    assert "the file object is closed" in (results[1].error or "")
+    assert "at byte" in (results[2].error or "") and results[3].error == "<file #3>: no bytes (empty input)"
+    read.close()

@@ -392,6 +392,9 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
             raise ImageError(label, "no bytes (empty input)", "empty_file")
         return io.BytesIO(bytes(source))
     if hasattr(source, "read"):
+        if getattr(source, "closed", False) is True:  # it said "cannot decode (ValueError: ...)"
+            raise ImageError(label, "the file object is closed (open it again, or give its path)",
+                             "unsupported_input")  # fmt: skip
         try:
             data = source.read()
         except OSError as exc:
@@ -399,6 +402,10 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         if not isinstance(data, bytes | bytearray):
             raise ImageError(label, "file object must be opened in binary mode", "unsupported_input")
         if not data:
+            at = _position(source)
+            if at:  # it said "no bytes", as if the file on disk were empty
+                raise ImageError(label, f"no bytes left to read: the file object is at byte {at}, its end "
+                                 "(read before; seek(0) first)", "empty_file")  # fmt: skip
             raise ImageError(label, "no bytes (empty input)", "empty_file")
         return io.BytesIO(bytes(data))
     raise ImageError(
@@ -407,6 +414,14 @@ def _open_stream(source: Any, label: str) -> BinaryIO:
         "file object, a PIL image or a uint8 numpy array",
         "unsupported_input",
     )
+
+
+def _position(stream: Any) -> int:
+    """Where a file object stands (0 when it cannot say: a pipe, a socket)."""
+    try:
+        return int(stream.tell())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
 
 
 def declared_pixels(data: bytes) -> int:

@@ -86,9 +86,12 @@ def _snapshot(source: Any) -> Any:
         return bytes(source)
     if hasattr(source, "read") and not isinstance(source, str | bytes | os.PathLike):
         try:  # a generator may close (or reuse) its file once the next item is asked for
-            data = io.BytesIO(source.read())
+            content = source.read()
         except Exception:  # noqa: BLE001 - read again later, where its failure is an error row
             return source
+        if not content:  # its error row says why from the file object (read to its end before?)
+            return source
+        data = io.BytesIO(content)
         name = getattr(source, "name", None)
         if isinstance(name, str) and name:
             data.name = name  # error rows name it as they would have
