@@ -581,6 +581,42 @@ def test_a_dataset_that_reads_its_files_gets_a_cpu_beside_the_actors(
         assert len(rows) == 6 and all(row["ok"] for row in rows)
 
 
+def test_a_one_cpu_cluster_reads_and_classifies(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """On a Ray cluster of 1 CPU the default pool's one actor took that CPU and the dataset's
+    read task waited for ever. The actor reserves no CPU there (a warning says so) and shares
+    it with the reads. A Ray of its own (1 CPU), in a process bounded in time."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(folder / f"{i}.png")
+    script = f"""
+import logging, threading, warnings
+import ray
+from emovit import ray as emovit_ray
+from emovit.faces import FaceOptions
+ray.init(num_cpus=1, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False,
+         logging_level=logging.WARNING, runtime_env={{"env_vars": {{"HF_HUB_OFFLINE": "1"}}}})
+ray.data.DataContext.get_current().enable_progress_bars = False
+files = ray.data.read_binary_files({str(folder)!r}, include_paths=True)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    rows = emovit_ray.predict_dataset(files, {str(tiny_model_dir)!r}, faces=FaceOptions(detector="none"))
+print("warned:", any("has 1 CPU(s)" in str(w.message) for w in caught))
+out = []
+run = threading.Thread(target=lambda: out.extend(rows.take_all()), daemon=True)
+run.start()
+run.join(150)
+print("rows:", len(out), "ok:", all(row["ok"] for row in out))
+ray.shutdown()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "warned: True" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "rows: 4 ok: True" in done.stdout, done.stdout + done.stderr[-2000:]  # "rows: 0": it hung
+
+
 @pytest.fixture(scope="module")
 def killed_run(
     ray_session: Any,

@@ -721,7 +721,7 @@ def _compute(
     import ray
     import ray.data
 
-    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1
+    cpus = _cluster_cpus()
     room = max(1, int((cpus - spare_cpus) // max(num_cpus, 1e-9))) if not num_gpus else None
     if workers is None:
         if num_gpus:
@@ -743,6 +743,30 @@ def _compute(
         )
     size = max(1, min(workers, tasks or workers))
     return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight)
+
+
+def _cluster_cpus() -> float:
+    """The CPUs of the Ray cluster (this machine's before ray.init)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1)
+
+
+def _actor_cpus(num_cpus: float, num_gpus: float, spare_cpus: float) -> float:
+    """The CPUs each actor reserves: `num_cpus`, unless the cluster is too small to keep
+    `spare_cpus` for the dataset's read tasks beside one such actor (a 1-CPU cluster: the actor
+    took its only CPU and the read task waited for ever). Then the actor reserves what is left
+    (none on 1 CPU) and shares the CPU with the reads, with a warning."""
+    cpus = _cluster_cpus()
+    if num_gpus or cpus - spare_cpus >= num_cpus:
+        return num_cpus
+    fitted = max(0.0, cpus - spare_cpus)
+    warnings.warn(
+        f"the Ray cluster has {cpus:g} CPU(s): an actor reserving {num_cpus:g} would leave the "
+        f"dataset's read tasks none; it reserves {fitted:g} and shares the CPU with them",
+        stacklevel=3,
+    )
+    return fitted
 
 
 def predict_dataset(
@@ -787,14 +811,15 @@ def predict_dataset(
     kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
     kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
     kwargs["recognizer"] = {"batch_size": batch_size, **recognizer}
+    reserved = _actor_cpus(num_cpus, num_gpus, spare_cpus=1)  # the dataset's reads
     with _bounded_retries() as retries:  # a batch that kills its actor every time fails the dataset
         return dataset.map_batches(
             BatchPredictor,
             fn_constructor_kwargs=kwargs,
             batch_size=batch_size,
             batch_format="pyarrow",
-            compute=_compute(workers, num_cpus, num_gpus, spare_cpus=1),  # the dataset's reads
-            num_cpus=num_cpus,
+            compute=_compute(workers, num_cpus, num_gpus, spare_cpus=1),
+            num_cpus=reserved,
             num_gpus=num_gpus or None,
             **retries,
         )
