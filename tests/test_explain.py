@@ -313,13 +313,15 @@ def test_cli_explain_writes_a_png_and_the_raw_map_per_face(tmp_path: Path) -> No
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     # an MP4's first box: a video, not explained, and it does not stop the photos' maps
     (photos / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
+    (photos / "notes.mp4").write_text("meeting notes")  # it was called "a video"
     out = tmp_path / "why maps"
     done = _cli("explain", str(photos), "-o", str(out), "--detector", "none", "--target", "happy")
     assert done.returncode == 1, done.stderr  # the broken photo failed, the other was explained
     assert "broken.jpg" in done.stderr and "1 face(s) explained in 1 of 2 images" in done.stderr
     assert (
         "clip.mp4: a video; emovit explain takes photos" in done.stderr
-        and "1 video(s) left out" in done.stderr
+        and "notes.mp4: not a photo (named like a video" in done.stderr
+        and "(1 video(s) and 1 other file(s) left out)" in done.stderr
     )
     assert f"maps in {out}" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["astro face.face0.npy", "astro face.face0.png"]
@@ -328,9 +330,7 @@ def test_cli_explain_writes_a_png_and_the_raw_map_per_face(tmp_path: Path) -> No
     assert "maps in" not in nothing.stderr and not (tmp_path / "none").exists()
     only = _cli("explain", str(photos / "clip.mp4"), "-o", str(tmp_path / "none"))
     assert only.returncode == 2 and "clip.mp4' is a video" in only.stderr, only.stderr
-    # a text file saved as .mp4 was called "a video"
-    (tmp_path / "notes.mp4").write_text("meeting notes")
-    named = _cli("explain", str(tmp_path / "notes.mp4"), "-o", str(tmp_path / "none"))
+    named = _cli("explain", str(photos / "notes.mp4"), "-o", str(tmp_path / "none"))
     assert named.returncode == 2 and "notes.mp4' is not a photo (named like a video" in named.stderr
     raw = np.load(out / "astro face.face0.npy")
     _check_maps(raw, Image.open(FACE).size[::-1])  # detector none: the crop is the photo
@@ -418,6 +418,8 @@ def test_server_adds_explanation_png_when_asked(default_rec: EmotionRecognizer) 
             ignored = client.post(f"/v1/predict?{query}", files=files)
             assert ignored.status_code == 422, ignored.text
             assert "applies with explain=true only" in ignored.json()["error"]["message"]
+        both = client.post("/v1/predict?explain_method=gradcam&explain_target=sad", files=files)
+        assert both.json()["error"]["message"].startswith("explain_method and explain_target apply")
         # a bad target is refused before any work: with no face found it was a 200
         blank = {"files": ("blank.png", _png_bytes(np.zeros((64, 64, 3), np.uint8)), "image/png")}
         for upload in (files, blank):

@@ -636,3 +636,22 @@ def test_file_objects_already_read_or_closed_say_so(tiny: EmotionRecognizer, tmp
     assert "the file object is closed" in (results[1].error or "")
     assert "at byte" in (results[2].error or "") and results[3].error == "<file #3>: no bytes (empty input)"
     read.close()
+    # from a generator that closes each file once the next is asked for: the same words (the
+    # empty one and the one read before were called closed), and a text-mode file an error row
+    (tmp_path / "empty.png").write_bytes(b"")
+
+    def opened():  # type: ignore[no-untyped-def]
+        with (tmp_path / "empty.png").open("rb") as empty:
+            yield empty
+        with path.open("rb") as spent_file:
+            spent_file.read()
+            yield spent_file
+        yield io.StringIO("text, not bytes")
+        with path.open("rb") as good:
+            yield good
+
+    rows = tiny.predict(opened(), batch_size=4)
+    assert [(r.ok, r.error_code) for r in rows] == [(False, "empty_file"), (False, "empty_file"),
+                                                    (False, "unsupported_input"), (True, None)]  # fmt: skip
+    assert rows[0].error is not None and rows[0].error.endswith("empty.png: no bytes (empty input)")
+    assert "at byte" in (rows[1].error or "") and "binary mode" in (rows[2].error or "")

@@ -581,6 +581,21 @@ def test_a_dataset_that_reads_its_files_gets_a_cpu_beside_the_actors(
         assert len(rows) == 6 and all(row["ok"] for row in rows)
 
 
+def test_actors_reserve_what_the_cluster_can_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an actor of predict_dataset reserves, by cluster size (no Ray needed)."""
+    import warnings
+
+    fit = emovit_ray._actor_cpus
+    for cpus, asked, workers, expected in [(2, 1, None, 1), (4, 2, 3, 2), (1, 1, (1, 4), 1), (1, 1, None, 0),
+                                           (1, 1, 2, 0), (2, 2, None, 1), (1, 0.5, None, 0)]:  # fmt: skip
+        monkeypatch.setattr(emovit_ray, "_cluster_cpus", lambda c=cpus: float(c))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert fit(asked, 0, spare_cpus=1, workers=workers) == expected, (cpus, asked, workers)
+        assert bool(caught) == (expected != asked), (cpus, asked, workers)
+    assert fit(1, 1, spare_cpus=1, workers=None) == 1  # a GPU actor: as asked
+
+
 def test_a_one_cpu_cluster_reads_and_classifies(tiny_model_dir: Path, tmp_path: Path) -> None:
     """On a Ray cluster of 1 CPU the default pool's one actor took that CPU and the dataset's
     read task waited for ever. The actor reserves no CPU there (a warning says so) and shares

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from emovit.predictor import EmotionRecognizer
     from emovit.results import FaceResult, FrameResult, ImageResult
 
+__version__: str  # read when first asked for (`__getattr__`)
+
 __all__ = [
     "DependencyError",
     "EMOTIONS",

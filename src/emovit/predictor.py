@@ -87,11 +87,11 @@ def _snapshot(source: Any) -> Any:
     if hasattr(source, "read") and not isinstance(source, str | bytes | os.PathLike):
         try:  # a generator may close (or reuse) its file once the next item is asked for
             content = source.read()
+            data = io.BytesIO(content)
+            if not content:  # where it stood: its error row tells an empty file from one read before
+                data.seek(source.tell())
         except Exception:  # noqa: BLE001 - read again later, where its failure is an error row
-            return source
-        if not content:  # its error row says why from the file object (read to its end before?)
-            return source
-        data = io.BytesIO(content)
+            return source  # (text mode, closed, a pipe that cannot tell)
         name = getattr(source, "name", None)
         if isinstance(name, str) and name:
             data.name = name  # error rows name it as they would have

@@ -752,18 +752,23 @@ def _cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count() or 1)
 
 
-def _actor_cpus(num_cpus: float, num_gpus: float, spare_cpus: float) -> float:
+def _actor_cpus(
+    num_cpus: float, num_gpus: float, spare_cpus: float, workers: int | tuple[int, int] | None
+) -> float:
     """The CPUs each actor reserves: `num_cpus`, unless the cluster is too small to keep
     `spare_cpus` for the dataset's read tasks beside one such actor (a 1-CPU cluster: the actor
-    took its only CPU and the read task waited for ever). Then the actor reserves what is left
-    (none on 1 CPU) and shares the CPU with the reads, with a warning."""
+    took its only CPU and the read task waited for ever). Then the pool's one actor reserves
+    what is left (none on 1 CPU) and shares the CPU with the reads, with a warning. A
+    ``(min, max)`` pool keeps `num_cpus`: actors reserving nothing would neither be bounded by
+    the CPUs nor ask an autoscaling cluster for nodes."""
     cpus = _cluster_cpus()
-    if num_gpus or cpus - spare_cpus >= num_cpus:
+    if num_gpus or isinstance(workers, tuple) or cpus - spare_cpus >= num_cpus:
         return num_cpus
     fitted = max(0.0, cpus - spare_cpus)
     warnings.warn(
         f"the Ray cluster has {cpus:g} CPU(s): an actor reserving {num_cpus:g} would leave the "
-        f"dataset's read tasks none; it reserves {fitted:g} and shares the CPU with them",
+        f"dataset's read tasks none; it reserves {fitted:g} and shares the CPU with them "
+        f"(its model still runs {max(1, int(num_cpus))} thread(s))",
         stacklevel=3,
     )
     return fitted
@@ -790,7 +795,8 @@ def predict_dataset(
     Each actor of the pool (`workers` of them: a number, a ``(min, max)`` range to autoscale,
     default one per `num_cpus` CPUs of the cluster but one, or per `num_gpus` GPUs; a number
     whose actors would take every CPU is lowered, with a warning, so that the dataset's own read
-    tasks still get a CPU) loads the model
+    tasks still get a CPU; on a cluster of one CPU the one actor reserves none and shares it) loads
+    the model
     once and classifies `batch_size` inputs per call; a broken input becomes its error row, as
     locally. A batch whose actor dies is tried `PART_TRIES` times in all, then fails the
     dataset (`predict_to_folder` instead isolates such an input as a ``worker_failed`` row).
@@ -811,7 +817,7 @@ def predict_dataset(
     kwargs: dict[str, Any] = {"model": model, "faces": faces, "video": video, "top_k": top_k}
     kwargs |= {"num_cpus": num_cpus, "max_bytes": max_bytes}
     kwargs["recognizer"] = {"batch_size": batch_size, **recognizer}
-    reserved = _actor_cpus(num_cpus, num_gpus, spare_cpus=1)  # the dataset's reads
+    reserved = _actor_cpus(num_cpus, num_gpus, spare_cpus=1, workers=workers)  # the dataset's reads
     with _bounded_retries() as retries:  # a batch that kills its actor every time fails the dataset
         return dataset.map_batches(
             BatchPredictor,

@@ -26,7 +26,6 @@ import warnings
 
 import click
 
-from emovit import __version__
 from emovit.cli._common import echo_warning
 from emovit.cli._errors import EmovitGroup
 from emovit.cli.bench import bench
@@ -43,7 +42,14 @@ __all__ = ["main"]
 @click.group(
     cls=EmovitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
-@click.version_option(__version__, "--version", prog_name="emovit")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _, value: _show_version(ctx) if value and not ctx.resilient_parsing else None,
+    help="Show the version and exit.",
+)
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
@@ -51,6 +57,14 @@ def main(ctx: click.Context, debug: bool) -> None:
     previous = warnings.showwarning
     warnings.showwarning = echo_warning
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
+
+
+def _show_version(ctx: click.Context) -> None:
+    """``emovit --version``: the version is read only when asked (importlib.metadata, ~50 ms)."""
+    from emovit import __version__
+
+    click.echo(f"emovit, version {__version__}")
+    ctx.exit()
 
 
 for _command in (predict, explain, evaluate, info, models, train, audit, export, bench, serve):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -86,11 +87,14 @@ def explain(
         raise click.UsageError(
             f"emovit explain takes photos; {display_name(videos[0])!r} is {_a_video(videos[0])}", ctx
         )
+    real_videos = 0
     if videos:  # a video among photos (a folder holding both): its error, and the photos go on
         paths = [path for path, video in zip(paths, kinds, strict=True) if not video]
         for video in videos:
-            name = display_name(video, controls=True)
-            click.echo(f"error: {name}: {_a_video(video)}; emovit explain takes photos", err=True)
+            what = _a_video(video)
+            real_videos += what == "a video"
+            click.echo(f"error: {display_name(video, controls=True)}: {what}; emovit explain takes photos",
+                       err=True)  # fmt: skip
     check_folder_option(ctx, output, "--output")  # before any map is computed
     rec = None
     if recognizer.backend == "auto":  # the maps need the torch module: run the model on it too
@@ -123,25 +127,30 @@ def explain(
             advance()
     if not quiet:
         report = f"{explained} face(s) explained in {len(paths) - failed} of {len(paths)} images"
-        report += f" ({len(videos)} video(s) left out)" if videos else ""
+        if videos:  # a text file named .mp4 is no video: "other files" (their error lines say why)
+            others = len(videos) - real_videos
+            kinds_left = [f"{real_videos} video(s)"] * bool(real_videos) + [f"{others} other file(s)"] * bool(
+                others
+            )
+            report += f" ({' and '.join(kinds_left)} left out)"
         where = f"; maps in {output}" if explained else "; no maps written"
         click.echo(report + (f", {failed} failed" if failed else "") + where, err=True)
     ctx.exit(EXIT_FAILED if failed or videos else EXIT_OK)
 
 
 def _a_video(path: str) -> str:
-    """What a source taken for a video is, in words: a file whose first bytes start no video
-    container emovit knows is only named like one (a text file saved as ``.mp4``: it was
-    called a video)."""
-    from emovit.sources import VIDEO_HEAD_BYTES, looks_like_video
+    """What a source taken for a video is, in words: a file named like a video that FFmpeg
+    cannot read either is "not a photo" (a text file saved as ``.mp4`` was called a video)."""
+    from emovit.errors import EmovitError, InputError
+    from emovit.video import probe_video
 
-    try:
-        with open(path, "rb") as file:
-            head = file.read(VIDEO_HEAD_BYTES)
-    except OSError:  # a URL, a camera
+    if not Path(path).is_file():  # a URL, a camera, a pipe: not opened here
         return "a video"
-    return (
-        "a video"
-        if looks_like_video(head)
-        else "not a photo (named like a video; its bytes start no video format emovit knows)"
-    )
+    try:
+        probe_video(path, max_pixels=1)  # the container and its stream, no frame decoded
+    except InputError as exc:
+        if exc.code in ("unsupported_format", "empty_file"):
+            return f"not a photo (named like a video: {exc.problem})"
+    except EmovitError:  # PyAV missing: the name is all there is to go by
+        pass
+    return "a video"

@@ -399,7 +399,13 @@ def load_torch_model(
 def no_weight_loading_bar() -> Iterator[None]:
     """transformers' "Loading weights" bar off while a folder's weights load: it reached the
     stderr (and logs) of every library user, each time a model loaded. Its other bars (a
-    download's) stay as configured; a hook of the caller's own is kept and restored."""
+    download's) stay as configured; a hook of the caller's own is kept and restored.
+
+    Examples:
+        >>> from transformers import pipeline
+        >>> with no_weight_loading_bar():  # doctest: +SKIP
+        ...     classifier = pipeline("image-classification", model="path/to/model")
+    """
     from transformers.utils import logging as hf_logging
 
     set_hook = getattr(hf_logging, "set_tqdm_hook", None)

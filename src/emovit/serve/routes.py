@@ -237,10 +237,14 @@ async def predict(
         "`explanation_png` (the map as an 8-bit grey PNG at the face crop's size, base64)",
     ),
     explain_method: Literal["auto", "rollout", "grad-rollout", "gradcam", "smoothgrad"] = Query(
-        "auto", description="with explain: the map's method (auto: grad-rollout for ViTs, else smoothgrad)"
+        "auto",
+        description="with explain=true (else 422): the map's method (auto: grad-rollout for ViTs, else "
+        "smoothgrad)",
     ),
     explain_target: str | None = Query(
-        None, max_length=40, description="with explain: the label to explain (default: each face's own)"
+        None,
+        max_length=40,
+        description="with explain=true (else 422): the label to explain (default: each face's own)",
     ),
 ) -> Any:
     """Classify the faces in one or more images (multipart field ``files``, or JSON base64).
@@ -250,10 +254,12 @@ async def predict(
     also carries its explanation map (computed on the model's torch weights)."""
     state = get_state(request.app)
     state.require_ready()
-    if not explain and (explain_method != "auto" or explain_target is not None):
-        # they were ignored: the caller got no maps and no word why
-        given = "explain_method" if explain_method != "auto" else "explain_target"
-        raise ApiError(422, "bad_request", f"{given} applies with explain=true only (add explain=true)")
+    given = [name for name, value in (("explain_method", explain_method != "auto"),
+                                      ("explain_target", explain_target is not None)) if value]  # fmt: skip
+    if given and not explain:  # they were ignored: the caller got no maps and no word why
+        verb = "applies" if len(given) == 1 else "apply"
+        message = f"{' and '.join(given)} {verb} with explain=true only (add explain=true)"
+        raise ApiError(422, "bad_request", message)
     if explain and not state.explainable:
         # the installation's limit, not the request's: said before the body is read
         raise ApiError(501, "not_available", "this server's model runs from ONNX only: explanations "
