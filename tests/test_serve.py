@@ -425,6 +425,63 @@ def test_overload_and_deadline(recognizer: EmotionRecognizer) -> None:
         )
 
 
+def test_a_busy_job_kind_says_when_its_running_job_should_end() -> None:
+    """Retry-After of a full JobSlots: the server's floor until a job has ended, then what is
+    left of the running job by the moving average of the jobs' times, at most MAX_RETRY_AFTER_S."""
+    import asyncio
+
+    from emovit.serve.errors import ApiError
+    from emovit.serve.state import JobSlots
+
+    now = [100.0]
+    slots = JobSlots("explain", 1, clock=lambda: now[0])
+
+    def retry_after() -> int:
+        with pytest.raises(ApiError) as caught:
+            slots.take(1)
+        wait = caught.value.headers["Retry-After"]
+        assert caught.value.status == 503 and caught.value.code == "overloaded"
+        assert caught.value.message.endswith(f"busy with another explain job, retry in about {wait} s")
+        return int(wait)
+
+    def takes(seconds: float) -> None:  # a job that lasts `seconds` on the fake clock
+        now[0] += seconds
+
+    async def while_running(*moves: float) -> list[int]:
+        """Retry-After while a job runs, after each move of the fake clock."""
+        release = threading.Event()
+        with slots.take(1) as slot:
+            running = slot.submit(release.wait, 10)
+        seen = []
+        for move in moves:
+            now[0] += move
+            seen.append(retry_after())
+        release.set()
+        await running
+        await asyncio.sleep(0.05)  # the slot comes back through the loop
+        return seen
+
+    async def scenario() -> None:
+        with slots.take(1):  # taken, not yet running: nothing to go by
+            assert retry_after() == 1
+        assert await while_running(0.0) == [1]  # no job has ended yet
+        assert slots.typical_s == pytest.approx(0.0, abs=1e-9)
+        with slots.take(1) as slot:
+            await slot.submit(takes, 10.0)
+        await asyncio.sleep(0.05)
+        assert slots.busy == 0 and slots.typical_s == pytest.approx(3.0)  # 0.7 * 0 + 0.3 * 10
+        assert await while_running(0.0, 1.5, 30.0) == [3, 2, 1]  # 3 s, 1.5 left, overdue: the floor
+        assert slots.typical_s == pytest.approx(0.7 * 3.0 + 0.3 * 31.5)
+        with slots.take(1) as slot:
+            await slot.submit(takes, 1000.0)
+        await asyncio.sleep(0.05)
+        assert await while_running(0.0) == [JobSlots.MAX_RETRY_AFTER_S]
+        assert slots.busy == 0 and not slots._running
+
+    asyncio.run(scenario())
+    slots.close()
+
+
 def test_loading_the_explainer_is_not_charged_to_the_first_explain_requests_deadline(
     recognizer: EmotionRecognizer,
 ) -> None:

@@ -36,7 +36,8 @@ class ServeSettings:
         max_header_bytes: request line plus headers over this answer 431.
         max_connections: open connections and requests before uvicorn answers 503 (None: no limit).
         drain_timeout_s: on SIGTERM, seconds to finish the requests already taken.
-        retry_after_s: the ``Retry-After`` of 503 answers.
+        retry_after_s: the ``Retry-After`` of 503 answers (the least, for a busy explain or
+            video slot, which estimates when its running job ends: `JobSlots`).
         cors_origins: browser origins allowed to call the API (CORS is off when empty).
         max_video_bytes: ``/v1/video`` bodies over this answer 413 (instead of max_body_bytes).
         video_body_timeout_s: seconds to receive a whole ``/v1/video`` body before 408 (instead

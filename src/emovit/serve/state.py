@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,21 +41,58 @@ class JobSlots:
     all held in memory) and gives it back when its job's thread has ended, not when the
     client stops waiting (a 504): `Slot.submit`. A slot taken but never submitted (the body
     was bad) is given back when its ``with`` block ends.
+
+    When all are busy, the 503's ``Retry-After`` is when the first running job should end, from
+    how long the kind's jobs have taken (a moving average), so clients of a server busy with a
+    ten-second explanation do not knock every second; never less than the server's
+    ``retry_after_s`` nor more than `MAX_RETRY_AFTER_S`.
     """
 
-    def __init__(self, kind: str, limit: int) -> None:
+    #: the longest Retry-After an estimate gives
+    MAX_RETRY_AFTER_S = 60
+    #: the weight of the latest job in the moving average of job times
+    _LATEST_WEIGHT = 0.3
+
+    def __init__(self, kind: str, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.kind, self.limit = kind, limit
         self.busy = 0  # changed on the event loop's thread only
+        self.typical_s: float | None = None  # the moving average of the jobs' times, once one ended
+        self._running: dict[int, float] = {}  # the submitted jobs' start times, by Slot id
+        self._clock = clock
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def take(self, retry_after_s: int) -> Slot:
         """A slot, or a 503 with Retry-After when all are busy."""
         if self.busy >= self.limit:
+            wait = self.retry_after(retry_after_s)
             raise ApiError(503, "overloaded", f"the server is busy with another {self.kind} job, retry "
-                           "shortly", {"Retry-After": str(retry_after_s)})  # fmt: skip
+                           f"in about {wait} s", {"Retry-After": str(wait)})  # fmt: skip
         self.busy += 1
         return Slot(self)
+
+    def retry_after(self, floor_s: int) -> int:
+        """Whole seconds until the first running job should end (at least `floor_s`; `floor_s`
+        while no job has ended yet to tell how long they take)."""
+        if self.typical_s is None or not self._running:
+            return floor_s
+        now = self._clock()
+        left = min(self.typical_s - (now - started) for started in self._running.values())
+        return max(floor_s, min(math.ceil(left), self.MAX_RETRY_AFTER_S))
+
+    def _started(self, slot: Slot, at: float) -> None:
+        self._running[id(slot)] = at
+
+    def _ended(self, slot: Slot, took_s: float | None) -> None:
+        """On the event loop: `slot` is given back, its job having taken `took_s` (None: it
+        never ran)."""
+        self.busy -= 1
+        self._running.pop(id(slot), None)
+        if took_s is not None:
+            latest = self._LATEST_WEIGHT
+            self.typical_s = (
+                took_s if self.typical_s is None else (1 - latest) * self.typical_s + latest * took_s
+            )
 
     def pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -75,22 +114,23 @@ class Slot:
         self.slots = slots
         self._submitted = False
 
-    def _give_back(self) -> None:
-        self.slots.busy -= 1
-
     def submit(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> asyncio.Future[_T]:
         """Run ``fn(*args, **kwargs)`` in the kind's pool (called on the event loop); the slot
         is given back when it has run, or was cancelled before it started."""
         if self._submitted:
             raise RuntimeError("a slot runs one job")
         loop = asyncio.get_running_loop()
+        slots = self.slots
+        started = slots._clock()
 
-        def ended(_: object) -> None:  # in the worker thread
+        def ended(job: Future[_T]) -> None:  # in the worker thread (or here, when cancelled)
+            took = None if job.cancelled() else slots._clock() - started
             with contextlib.suppress(RuntimeError):  # the server's loop has closed meanwhile
-                loop.call_soon_threadsafe(self._give_back)
+                loop.call_soon_threadsafe(slots._ended, self, took)
 
-        job = self.slots.pool().submit(fn, *args, **kwargs)
+        job = slots.pool().submit(fn, *args, **kwargs)
         self._submitted = True
+        slots._started(self, started)
         job.add_done_callback(ended)
         return asyncio.wrap_future(job)
 
@@ -99,7 +139,7 @@ class Slot:
 
     def __exit__(self, *exc: object) -> None:
         if not self._submitted:
-            self._give_back()
+            self.slots._ended(self, None)
 
 
 @dataclass
