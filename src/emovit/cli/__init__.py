@@ -53,7 +53,7 @@ __all__ = ["main"]
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """Tell which emotion each face in a photo or camera stream shows."""
+    """Tell which emotion each face in a photo, video or camera stream shows."""
     previous = warnings.showwarning
     warnings.showwarning = echo_warning
     ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
