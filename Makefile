@@ -186,7 +186,7 @@ STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --ba
   $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT)
 STRONG = --augment-set downscale_p=0.5 --augment-set downscale_min=0.2 --augment-set blur_p=0.4 \
   --augment-set blur_sigma=2.0 --augment-set jpeg_p=0.4 --augment-set jpeg_quality=20,90 --augment-set noise_p=0.3
-augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-teacher-wide-long  ## stage 5 under other augmentations, and the choice on validation (resumable)
+augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-teacher-wide-long train-teacher-clean  ## stage 5 under other augmentations, and the choice on validation (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/standard $(STAGE5) --augment standard \
 	  $(call resume,$(AUGMENT_DIR)/standard)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/strong $(STAGE5) --augment robust $(STRONG) \
@@ -251,6 +251,13 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(AUGMENT_DIR)/distilled \
 	  --teacher $(AUGMENT_DIR)/strong --teacher-tta flip --teacher-input clean --distill-alpha 0.8 \
 	  --distill-temperature 2 --select robust-f1 $(call resume,$(AUGMENT_DIR)/wide-long-taught)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/clean-taught --init $(AUGMENT_DIR)/wide-long-taught \
+	  --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 5e-5 --warmup-epochs 0.25 --label-smoothing 0.05 \
+	  --balance none --logit-adjust 0.5 --patience 10 --seed 15 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) \
+	  --augment robust $(STRONG) --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 \
+	  --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(TRAIN_DIR)/teacher-clean --teacher $(TRAIN_DIR)/ferplus-stage2 \
+	  --teacher $(AUGMENT_DIR)/strong --teacher-tta flip --teacher-input clean --distill-alpha 0.8 \
+	  --distill-temperature 2 --select robust-f1 $(call resume,$(AUGMENT_DIR)/clean-taught)
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
 	  $(AUGMENT_DIR)/wide-clean-robust -o $(AUGMENT_DIR)/soup-wide3
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
@@ -274,7 +281,8 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  --model $(AUGMENT_DIR)/wide-clean-robust --name "wide-clean-robust: wide-clean with the epoch kept by the mean validation macro-F1 under the perturbations (--select robust-f1) (added after round 10)" \
 	  --model $(AUGMENT_DIR)/soup-wide3 --name "soup-wide3: weight average of wide-matched, wide-clean and wide-clean-robust (added after round 11)" \
 	  --model $(AUGMENT_DIR)/soup-wide5 --name "soup-wide5: weight average of the five runs continued from wide (added after round 11)" \
-	  --model $(AUGMENT_DIR)/wide-long-taught --name "wide-long-taught: wide-clean-robust, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-wide-long (teacher-ferplus, teacher-wide-long, distilled, strong) (added after round 11)"
+	  --model $(AUGMENT_DIR)/wide-long-taught --name "wide-long-taught: wide-clean-robust, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-wide-long (teacher-ferplus, teacher-wide-long, distilled, strong) (added after round 11)" \
+	  --model $(AUGMENT_DIR)/clean-taught --name "clean-taught: wide-long-taught, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-clean (teacher-wide-long, teacher-clean, ferplus-stage2, strong) (added after round 12)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
@@ -291,25 +299,25 @@ train-teacher-ferplus: train-teacher  ## the CNN teacher on the FER+ votes (resu
 	  --balance none --logit-adjust 0.5 --augment robust --patience 22 --seed 6 $(DEFAULT_FRAMING) \
 	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-ferplus)
 
-# Session 15: a wider ResNet (widths 48-384, 6.3 M parameters) trained from scratch on the FER+
+# The wider CNN teacher (ResNet widths 48-384, 6.3 M parameters) on the FER+ votes: what the three
+# teacher-wide* runs share; each adds its augmentation, schedule length and seed.
+WIDE_TEACHER = --arch resnet-teacher-64 --set 'hidden_sizes=[48,96,192,384]' --set embedding_size=48 \
+  --labels $(FERPLUS_LABELS) --batch-size 128 --lr 1e-3 --warmup-epochs 1 --label-smoothing 0.05 \
+  --balance none --logit-adjust 0.5 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT)
+
+# Session 15: the wider ResNet trained from scratch on the FER+
 # votes, with the same augmentation and loss: the first of the stronger teachers that the
 # closing plan of issue 15 asks for (trained here on the CPU, 24 epochs in about 45 minutes).
 train-teacher-wide: $(VENV)/.installed-dev  ## a wider CNN teacher, from scratch on the FER+ votes (resumable)
-	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-wide --arch resnet-teacher-64 \
-	  --set 'hidden_sizes=[48,96,192,384]' --set embedding_size=48 --labels $(FERPLUS_LABELS) \
-	  --epochs 24 --batch-size 128 --lr 1e-3 --warmup-epochs 1 --label-smoothing 0.05 --balance none \
-	  --logit-adjust 0.5 --augment robust --patience 24 --seed 11 $(DEFAULT_FRAMING) \
-	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-wide)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-wide $(WIDE_TEACHER) --augment robust \
+	  --epochs 24 --patience 24 --seed 11 $(call resume,$(TRAIN_DIR)/teacher-wide)
 
 # Session 25: the wider CNN teacher's recipe with a longer schedule (34 epochs, another seed): the
 # 24-epoch run was still rising when its cosine schedule ended (val 0.807, augmented train accuracy
 # 0.766 below it), and a stronger teacher raises what distillation into the student can reach.
 train-teacher-wide-long: $(VENV)/.installed-dev  ## the wider CNN teacher on a 34-epoch schedule (resumable)
-	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-wide-long --arch resnet-teacher-64 \
-	  --set 'hidden_sizes=[48,96,192,384]' --set embedding_size=48 --labels $(FERPLUS_LABELS) \
-	  --epochs 34 --batch-size 128 --lr 1e-3 --warmup-epochs 1 --label-smoothing 0.05 --balance none \
-	  --logit-adjust 0.5 --augment robust --patience 34 --seed 12 $(DEFAULT_FRAMING) \
-	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-wide-long)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-wide-long $(WIDE_TEACHER) --augment robust \
+	  --epochs 34 --patience 34 --seed 12 $(call resume,$(TRAIN_DIR)/teacher-wide-long)
 
 # Session 27: the wider CNN teacher without the photo degradations (--augment standard, flips,
 # small affine, lighting and erasing only), 30 epochs, another seed: teacher-wide-long still fitted
@@ -318,11 +326,8 @@ train-teacher-wide-long: $(VENV)/.installed-dev  ## the wider CNN teacher on a 3
 # epoch 22 of 30): validation 0.811 / macro-F1 0.737 against teacher-wide-long's 0.810 / 0.719,
 # training faces fitted at 0.828; the same accuracy in 40 % of the time, the best macro-F1 of any run.
 train-teacher-clean: $(VENV)/.installed-dev  ## the wider CNN teacher without photo degradations (resumable)
-	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-clean --arch resnet-teacher-64 \
-	  --set 'hidden_sizes=[48,96,192,384]' --set embedding_size=48 --labels $(FERPLUS_LABELS) \
-	  --epochs 30 --batch-size 128 --lr 1e-3 --warmup-epochs 1 --label-smoothing 0.05 --balance none \
-	  --logit-adjust 0.5 --augment standard --patience 30 --seed 14 $(DEFAULT_FRAMING) \
-	  --time-limit $(TIME_LIMIT) $(call resume,$(TRAIN_DIR)/teacher-clean)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-clean $(WIDE_TEACHER) --augment standard \
+	  --epochs 30 --patience 30 --seed 14 $(call resume,$(TRAIN_DIR)/teacher-clean)
 
 train-vit-student: train-teacher  ## the plain-ViT comparison run (the same teacher; resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/vit-student --arch vit-student-64 --epochs 20 \
