@@ -169,8 +169,14 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # mirror, the best single model) raised the best ensemble only to 0.838 / 0.761; "wide-long-taught"
 # continues the released model 10 epochs under that ensemble (longer, patient distillation; 0.9 h
 # here): clean validation 0.812 / 0.711, mean over the conditions 0.778 / 0.673 against 0.779 /
-# 0.670, quarter resolution 0.495 against 0.488; the rule chose it (again within noise) and it is
-# the released model (docs/reports/augment-choice/choice.md).
+# 0.670, quarter resolution 0.495 against 0.488; the rule chose it (again within noise) and it was
+# released.
+# Round 13 (session 28): a teacher without the photo degradations (train-teacher-clean, 0.822 /
+# 0.744 with its mirror) made the best ensemble 0.840 / 0.757 (teacher-wide-long, teacher-clean,
+# ferplus-stage2, strong); "clean-taught" continues the released model 10 epochs under it with
+# round 12's recipe and another seed (1.0 h here): clean validation 0.812 / 0.716, mean over the
+# conditions 0.780 / 0.677 against 0.778 / 0.673, quarter resolution 0.510 against 0.495; the rule
+# chose it and it is the released model (docs/reports/augment-choice/choice.md).
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 teacher-ensembles: train-teacher-wide train-teacher-wide-long train-teacher-clean  ## every ensemble of up to four trained runs, scored on validation as a teacher (5 min)
