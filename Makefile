@@ -192,6 +192,14 @@ STAGE5 = --init $(TRAIN_DIR)/ferplus --labels $(FERPLUS_LABELS) --epochs 10 --ba
   $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT)
 STRONG = --augment-set downscale_p=0.5 --augment-set downscale_min=0.2 --augment-set blur_p=0.4 \
   --augment-set blur_sigma=2.0 --augment-set jpeg_p=0.4 --augment-set jpeg_quality=20,90 --augment-set noise_p=0.3
+# Rounds 13 and 14: round 12's recipe (mixup, teachers on the clean face, epoch kept by robust
+# validation F1) under the best validation ensemble after teacher-clean.
+CLEAN_TAUGHT = --labels $(FERPLUS_LABELS) --batch-size 128 --lr 5e-5 --warmup-epochs 0.25 --label-smoothing 0.05 \
+  --balance none --logit-adjust 0.5 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) \
+  --augment robust $(STRONG) --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 \
+  --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(TRAIN_DIR)/teacher-clean --teacher $(TRAIN_DIR)/ferplus-stage2 \
+  --teacher $(AUGMENT_DIR)/strong --teacher-tta flip --teacher-input clean --distill-alpha 0.8 \
+  --distill-temperature 2 --select robust-f1
 augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-teacher-wide-long train-teacher-clean  ## stage 5 under other augmentations, and the choice on validation (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/standard $(STAGE5) --augment standard \
 	  $(call resume,$(AUGMENT_DIR)/standard)
@@ -257,13 +265,10 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  --teacher $(TRAIN_DIR)/teacher-ferplus --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(AUGMENT_DIR)/distilled \
 	  --teacher $(AUGMENT_DIR)/strong --teacher-tta flip --teacher-input clean --distill-alpha 0.8 \
 	  --distill-temperature 2 --select robust-f1 $(call resume,$(AUGMENT_DIR)/wide-long-taught)
-	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/clean-taught --init $(AUGMENT_DIR)/wide-long-taught \
-	  --labels $(FERPLUS_LABELS) --epochs 10 --batch-size 128 --lr 5e-5 --warmup-epochs 0.25 --label-smoothing 0.05 \
-	  --balance none --logit-adjust 0.5 --patience 10 --seed 15 $(DEFAULT_FRAMING) --time-limit $(TIME_LIMIT) \
-	  --augment robust $(STRONG) --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 \
-	  --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(TRAIN_DIR)/teacher-clean --teacher $(TRAIN_DIR)/ferplus-stage2 \
-	  --teacher $(AUGMENT_DIR)/strong --teacher-tta flip --teacher-input clean --distill-alpha 0.8 \
-	  --distill-temperature 2 --select robust-f1 $(call resume,$(AUGMENT_DIR)/clean-taught)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/clean-taught --init $(AUGMENT_DIR)/wide-long-taught $(CLEAN_TAUGHT) \
+	  --epochs 10 --patience 10 --seed 15 $(call resume,$(AUGMENT_DIR)/clean-taught)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/clean-taught-more --init $(AUGMENT_DIR)/clean-taught $(CLEAN_TAUGHT) \
+	  --epochs 8 --patience 8 --seed 16 $(call resume,$(AUGMENT_DIR)/clean-taught-more)
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
 	  $(AUGMENT_DIR)/wide-clean-robust -o $(AUGMENT_DIR)/soup-wide3
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
@@ -288,7 +293,8 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  --model $(AUGMENT_DIR)/soup-wide3 --name "soup-wide3: weight average of wide-matched, wide-clean and wide-clean-robust (added after round 11)" \
 	  --model $(AUGMENT_DIR)/soup-wide5 --name "soup-wide5: weight average of the five runs continued from wide (added after round 11)" \
 	  --model $(AUGMENT_DIR)/wide-long-taught --name "wide-long-taught: wide-clean-robust, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-wide-long (teacher-ferplus, teacher-wide-long, distilled, strong) (added after round 11)" \
-	  --model $(AUGMENT_DIR)/clean-taught --name "clean-taught: wide-long-taught, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-clean (teacher-wide-long, teacher-clean, ferplus-stage2, strong) (added after round 12)"
+	  --model $(AUGMENT_DIR)/clean-taught --name "clean-taught: wide-long-taught, 10 more epochs at lr 5e-5 with its recipe, taught by the best ensemble on validation after teacher-clean (teacher-wide-long, teacher-clean, ferplus-stage2, strong) (added after round 12)" \
+	  --model $(AUGMENT_DIR)/clean-taught-more --name "clean-taught-more: clean-taught, 8 more epochs with the same teachers and recipe, another seed (patient distillation) (added after round 13)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
