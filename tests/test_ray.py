@@ -851,7 +851,9 @@ def test_a_part_is_written_as_the_local_jsonl(
 
 def _clip(path: Path, frames: int = 12) -> Path:
     av = pytest.importorskip("av")
-    face = np.asarray(Image.open(sorted((FER2013 / "test" / "happy").glob("*.jpg"))[0]).convert("RGB"))
+    face = np.asarray(
+        Image.open(sorted(require_shared(FER2013 / "test" / "happy").glob("*.jpg"))[0]).convert("RGB")
+    )
     out = av.open(str(path), "w")
     stream = out.add_stream("libx264", rate=10)
     stream.width, stream.height, stream.pix_fmt = 96, 96, "yuv420p"
