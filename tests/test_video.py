@@ -266,9 +266,15 @@ def test_times_are_exact_on_a_variable_frame_rate_clip(tiny_whole: EmotionRecogn
     pts = [0, 33, 50, 120, 400, 433, 466, 1000, 1017, 1500]
     for suffix in ("mp4", "mkv"):
         clip = write_clip(clips / f"vfr.{suffix}", noise_frames(len(pts)), pts_ms=pts)
-        frames = list(tiny_whole.predict_video(clip))
+        run = tiny_whole.predict_video(clip)
+        frames = list(run)
         assert [f.frame for f in frames] == list(range(len(pts)))
         assert [f.time_s for f in frames] == pytest.approx([p / 1000 for p in pts], abs=1e-9)
+        # the mean rate is the frames counted over the duration, whatever rate the file declares
+        summary = run.summary()
+        assert summary["complete"] and summary["duration_s"] == pytest.approx(1.533, abs=0.002)
+        assert summary["video"]["average_fps"] == pytest.approx(10 / summary["duration_s"])
+        assert summary["video"]["fps"] > 2 * summary["video"]["average_fps"]
     # --fps samples by time, not by frame count: one frame per 0.25 s window
     sampled = list(tiny_whole.predict_video(clips / "vfr.mp4", fps=4))
     assert [f.time_s for f in sampled] == pytest.approx([0.0, 0.4, 1.0, 1.5])
@@ -694,6 +700,7 @@ def test_cli_video_outputs(tiny_model_dir: Path, yunet: Path, crossing: Path, tm
         good["frames_analysed"] == 40
         and len(good["tracks"]) == 2
         and bad["error_code"] == "unsupported_format"
+        and good["video"]["average_fps"] == pytest.approx(30, rel=0.01)
     )  # each video's summary names its files (videos of one stem get _1, _2: nothing mapped them back)
     assert (good["annotated"], good["timeline"]) == (
         str(out / "two faces.annotated.mp4"), str(out / "two faces.timeline.png")

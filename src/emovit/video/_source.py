@@ -80,7 +80,12 @@ class VideoInfo:
     Attributes:
         width, height: frame size in pixels, upright (rotation applied), in square pixels (an
             anamorphic video's frames are stretched to the width players show).
-        fps: the stream's average frame rate (None when the file gives none).
+        fps: the stream's frame rate as FFmpeg reads it (None when the file gives none): a
+            constant-rate video's rate; for a variable-rate file, the finest rate its timestamps
+            use, which times frames that carry none.
+        average_fps: frames per second on average: the declared frame count over the declared
+            duration when the file gives both (None otherwise); a summary of a video read to
+            its end gives the frames counted over the duration analysed instead.
         duration_s: the video stream's duration (None when unknown: live streams, some files).
         rotation: degrees the frames are turned counter-clockwise to stand upright.
         codec: the video codec's name.
@@ -99,12 +104,14 @@ class VideoInfo:
     codec: str = ""
     frames: int | None = None
     start_s: float = 0.0
+    average_fps: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "width": self.width,
             "height": self.height,
             "fps": self.fps,
+            "average_fps": self.average_fps,
             "duration_s": self.duration_s,
             "rotation": self.rotation,
             "codec": self.codec,
@@ -260,14 +267,16 @@ def _info(container: Any, stream: Any) -> VideoInfo:
         duration = container.duration / 1_000_000  # the container's: only the video's when alone
     context = stream.codec_context
     sar = _non_square(stream)
+    frames = int(stream.frames) or None
     return VideoInfo(
         width=int(context.width) if sar is None else max(2, round(context.width * sar)),
         height=int(context.height),
         fps=fps if fps and fps > 0 else None,
         duration_s=duration,
         codec=context.name or "",
-        frames=int(stream.frames) or None,
+        frames=frames,
         start_s=_declared_start(container, stream),
+        average_fps=round(frames / duration, 6) if frames and duration else None,
     )
 
 
@@ -406,6 +415,7 @@ class VideoReader:
         self.incomplete = False  # the frames ended before the video did (damage, truncation)
         self.reached_end = False  # a frame at or after `options.end` was decoded: the video goes on
         self.frames_decoded = 0
+        self.frames_in_range = 0  # decoded within options.start/end, analysed or not
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
         self._source = source  # opened again when a failed seek left the demuxer at its end
@@ -694,6 +704,7 @@ class VideoReader:
                         while next_time <= t:
                             next_time += 1.0 / opts.fps
                 since_start += 1
+                self.frames_in_range = since_start
                 if not take:
                     continue
                 shown = frame.width if self._sar is None else max(2, round(frame.width * self._sar))

@@ -123,6 +123,10 @@ class VideoSummary:
                     "mean_probs": {label: float(v) for label, v in zip(self.labels, means, strict=True)},
                 }
             )
+        video = self.info.to_dict() if self.info is not None else None
+        counted = self._reader.frames_in_range if self._reader is not None else 0
+        if video is not None and self.complete and counted and duration > 0:
+            video["average_fps"] = round(counted / duration, 6)  # measured: right for variable rates
         out: dict[str, Any] = {
             "source": self.source,
             "frames_analysed": self.frames_analysed,
@@ -133,7 +137,7 @@ class VideoSummary:
             "frames_failed": self.frames_failed,
             "complete": self.complete,
             "warnings": list(self.warnings),
-            "video": self.info.to_dict() if self.info is not None else None,
+            "video": video,
         }
         if self.error is not None:
             out["error"], out["error_code"] = self.error, self.error_code
