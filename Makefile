@@ -363,6 +363,7 @@ train-teacher-clean: $(VENV)/.installed-dev  ## the wider CNN teacher without ph
 # 0.818, 0.822 with their mirrors), and the best ensemble rises with its best member. Result
 # (3,055 s here, best epoch 22 of 24): validation 0.814 / 0.729, 0.821 / 0.739 with its mirror;
 # with `distilled` it makes the best ensemble on validation, 0.842 / 0.770 (was 0.840 / 0.757).
+# Its weights (43 MB) are not in the repository (over its 30 MB limit): this target trains them.
 train-teacher-r18: $(VENV)/.installed-dev  ## the clean CNN teacher at ResNet-18 widths (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-r18 $(WIDE_TEACHER) --set 'hidden_sizes=[64,128,256,512]' \
 	  --set embedding_size=64 --augment standard --epochs 24 --patience 24 --seed 17 $(call resume,$(TRAIN_DIR)/teacher-r18)
