@@ -656,7 +656,6 @@ class VideoReader:
         tolerance = 0.5 / fps if fps else 1e-3
         index, previous = -1, None
         next_time = opts.start
-        since_start = 0
         warned_times = False
         damaged = 0  # damaged packets seen when the last frame was numbered
         try:
@@ -696,15 +695,14 @@ class VideoReader:
                     return
                 take = True
                 if opts.every is not None:
-                    take = since_start % opts.every == 0
+                    take = self.frames_in_range % opts.every == 0
                 elif opts.fps is not None:
                     take = t + tolerance >= next_time
                     if take:
                         next_time += 1.0 / opts.fps
                         while next_time <= t:
                             next_time += 1.0 / opts.fps
-                since_start += 1
-                self.frames_in_range = since_start
+                self.frames_in_range += 1
                 if not take:
                     continue
                 shown = frame.width if self._sar is None else max(2, round(frame.width * self._sar))
