@@ -128,6 +128,23 @@ def test_missing_processor_config_is_a_clear_error(tmp_path: Path) -> None:
         create_preprocessor(tmp_path)
 
 
+def test_with_input_size_sets_the_resize_and_the_crop() -> None:
+    from emovit.preprocess import with_input_size
+
+    plain = {"size": {"height": 64, "width": 64}, "resample": 2}
+    assert with_input_size(plain, 80) == {"size": {"height": 80, "width": 80}, "resample": 2}
+    assert plain["size"] == {"height": 64, "width": 64}  # a copy
+    cropped = {
+        "size": {"shortest_edge": 256},
+        "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224},
+    }
+    resized = Preprocessor.from_config(with_input_size(cropped, 96))
+    assert resized.output_size == (96, 96)
+    with pytest.raises(ValueError, match="image_size must be a positive"):
+        with_input_size(plain, 0)
+
+
 @pytest.mark.parametrize("name", ["vit-48-bicubic-imagenet", "vit-64x32-nearest-no-normalize"])
 def test_a_training_batch_is_the_inference_input(name: str, tmp_path: Path) -> None:
     """One definition of the model input: without augmentation, the trainer's batch (decoded by

@@ -1204,10 +1204,63 @@ def test_fp16_is_refused_on_the_cpu(dataset: Path, tmp_path: Path, monkeypatch: 
     assert caught.value.option == "precision" and not (tmp_path / "run").exists()
 
 
-def test_a_teacher_of_another_input_size_is_refused(dataset: Path, tmp_path: Path) -> None:
+def test_a_teacher_of_another_input_size_teaches_at_its_own_size(dataset: Path, tmp_path: Path) -> None:
+    """A 64-px teacher teaches a 30-px student (it sees the batch resized to 64x64)."""
     teacher = build_random_model(tmp_path / "teacher", "mobilevit-xxs-64", id2label=dict(enumerate(CLASSES)))
-    with pytest.raises(TrainError, match="takes 64x64 images and the student 30x30"):
-        train(_config(dataset, tmp_path / "student", teacher=str(teacher)), progress=False)
+    result = train(_config(dataset, tmp_path / "student", epochs=1, teacher=str(teacher)), progress=False)
+    assert result.epochs_run == 1 and _input_size(result.output) == {"height": 30, "width": 30}
+
+
+def test_the_teacher_sees_the_batch_at_its_input_size() -> None:
+    """A batch at the student's size reaches a teacher of another size resampled to the
+    teacher's (bilinear, antialiased: a flat image stays flat), and unchanged at the same size."""
+    import torch
+
+    from emovit.training.inputs import TrainingInput
+    from emovit.training.trainer import _Teacher
+
+    seen: list[torch.Tensor] = []
+
+    def model(pixel_values: torch.Tensor) -> Any:
+        from types import SimpleNamespace
+
+        seen.append(pixel_values)
+        return SimpleNamespace(logits=pixel_values.mean(dim=(2, 3)).repeat(1, 2)[:, :4])
+
+    processor = arch_preset("vit-test").processor
+    small = TrainingInput.from_config({**processor, "size": {"height": 12, "width": 12}}, torch.device("cpu"))
+    student = TrainingInput.from_config(processor, torch.device("cpu"))  # 30x30
+    batch = student.pixels(np.full((2, 30, 30, 3), 200, np.uint8))
+    _Teacher([(model, small, [0, 1, 2, 3]), (model, student, [0, 1, 2, 3])], tta="flip")(batch)
+    assert seen[0].shape == (4, 3, 12, 12) and seen[1].shape == (4, 3, 30, 30)
+    torch.testing.assert_close(seen[0], small.model_input(torch.full((4, 3, 12, 12), 200.0)))
+    assert torch.equal(seen[1], student.model_input(torch.cat([batch, batch.flip(-1)])))
+
+
+def test_init_with_a_new_input_size_feeds_that_size(dataset: Path, tmp_path: Path) -> None:
+    """``--init`` with ``--set image_size=N``: the run's processor resizes to N (not the
+    checkpoint's size), and the saved model takes N x N faces."""
+    first = train(_config(dataset, tmp_path / "first", epochs=1), progress=False)
+    result = train(
+        _config(
+            dataset,
+            tmp_path / "bigger",
+            epochs=1,
+            arch=None,
+            init=str(first.output),
+            overrides={"image_size": 36},
+        ),
+        progress=False,
+    )
+    assert _input_size(result.output) == {"height": 36, "width": 36}
+    assert json.loads((result.output / "config.json").read_text())["image_size"] == 36
+    assert _input_size(first.output) == {"height": 30, "width": 30}
+    faces = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    assert load_model(result.output).preprocessor(list(faces)).shape == (2, 3, 36, 36)
+
+
+def _input_size(folder: Path) -> Any:
+    return json.loads((folder / "preprocessor_config.json").read_text())["size"]
 
 
 def test_a_grey_teacher_sees_a_colour_students_batch_grey() -> None:

@@ -82,6 +82,20 @@ def read_processor_config(folder: str | Path) -> dict[str, Any]:
     return config
 
 
+def with_input_size(config: Mapping[str, Any], image_size: int) -> dict[str, Any]:
+    """A copy of processor `config` that feeds the model `image_size` x `image_size` pixels: the
+    resize target (and the centre crop, when there is one) set to that size. Used when a model's
+    input size is overridden (``--set image_size=80``), with or without ``--init``."""
+    side = int(image_size)
+    if side < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size!r}")
+    config = dict(config)
+    config["size"] = {"height": side, "width": side}
+    if config.get("do_center_crop") and "crop_size" in config:
+        config["crop_size"] = {"height": side, "width": side}
+    return config
+
+
 def _triple(value: Any, name: str) -> tuple[float, float, float]:
     if isinstance(value, int | float):
         return (float(value),) * 3

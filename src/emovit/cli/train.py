@@ -179,7 +179,13 @@ def _given(**values: Any) -> dict[str, Any]:
 @click.command(cls=EmovitCommand)
 @click.argument("data")
 @click.option("--output", "-o", required=True, help="Folder for the model, checkpoints and metrics.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a model config field.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a model config field (image_size also sets the input size, with or without --init).",
+)
 @collect("fields", dict, *_CONFIG_OPTIONS)
 @collect("newer", _given, *_LABEL_AND_FRAMING_OPTIONS)
 @click.option(

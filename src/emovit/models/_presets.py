@@ -49,10 +49,10 @@ class ArchPreset:
     def processor_config(self, image_size: int | None = None) -> dict[str, Any]:
         """The preset's ``preprocessor_config.json`` content, for `image_size` when the model's
         input size was overridden (``--set image_size=64``)."""
+        from emovit.preprocess import with_input_size
+
         config = dict(self.processor)
-        if image_size is not None:
-            config["size"] = {"height": int(image_size), "width": int(image_size)}
-        return config
+        return config if image_size is None else with_input_size(config, image_size)
 
     def build_config(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
         """A transformers config for this preset (labels default to the canonical seven)."""

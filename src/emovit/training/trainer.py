@@ -263,7 +263,7 @@ def _built_model(
         read_model_config,
         resolve_model,
     )
-    from emovit.preprocess import read_processor_config
+    from emovit.preprocess import read_processor_config, with_input_size
 
     if cfg.init:
         with _blame("init"):  # a folder that cannot be found or loaded: --init's fault
@@ -284,10 +284,13 @@ def _built_model(
                 float32=True,  # trained in float32 (or under autocast) whatever it was saved in
             ).model
             assert model is not None  # load_torch_model always loads the weights
+            processor = read_processor_config(folder)
+            if "image_size" in cfg.overrides:  # a new input size: the processor feeds it
+                processor = with_input_size(processor, int(cfg.overrides["image_size"]))
             return (
                 model,
                 order,
-                read_processor_config(folder),
+                processor,
                 read_framing(folder),
                 read_framing_notes(folder),
             )
@@ -876,7 +879,7 @@ class _Teacher:
         answers = [
             answer
             for model, inputs, order in self.members
-            for answer in model(pixel_values=inputs.model_input(inputs.as_trained(batch)))
+            for answer in model(pixel_values=_teacher_input(inputs, batch))
             .logits.float()[:, order]
             .chunk(views)
         ]
@@ -885,12 +888,22 @@ class _Teacher:
         return torch.stack([F.log_softmax(a, dim=-1) for a in answers]).mean(dim=0)
 
 
+def _teacher_input(inputs: TrainingInput, pixels: torch.Tensor) -> torch.Tensor:
+    """A teacher's model input for the student's ``NCHW`` pixel values: at the teacher's input
+    size (resampled bilinearly with antialiasing when the student's differs), as it was trained
+    to see them (grey for a grey teacher), through its normalisation."""
+    if tuple(pixels.shape[-2:]) != inputs.size:
+        pixels = F.interpolate(pixels, size=inputs.size, mode="bilinear", align_corners=False, antialias=True)
+    return inputs.model_input(inputs.as_trained(pixels))
+
+
 def _load_teacher(
     cfg: TrainConfig, classes: list[str], student: TrainingInput, framing: Framing | None = None
 ) -> _Teacher:
     """The ``--teacher`` model(s), on the student's device. Each sees the student's augmented
-    pixels through its own normalisation, so its input size must be the student's; a grey
-    teacher sees them grey. A teacher whose recorded framing differs from the student's
+    pixels through its own normalisation, resized to its own input size when that differs from
+    the student's (a student trained at a larger input than its teachers); a grey teacher sees
+    them grey. A teacher whose recorded framing differs from the student's
     `framing` (margin, alignment; colour where the student is grey) is warned about: it sees
     faces framed unlike those it learned from."""
     from emovit.models import load_torch_model
@@ -910,13 +923,6 @@ def _load_teacher(
         )
         if framing is not None:
             _warn_framing(path, taught, framing)
-        if inputs.size != student.size:
-            raise TrainError(
-                f"teacher {path} takes {inputs.size[0]}x{inputs.size[1]} images and the student "
-                f"{student.size[0]}x{student.size[1]}: distillation shows both the same augmented batch, "
-                "so their input sizes must match (train the teacher at the student's size)",
-                option="teacher",
-            )
         assert loaded.model is not None  # load_torch_model always loads the weights
         for param in loaded.model.parameters():
             param.requires_grad_(False)
