@@ -185,10 +185,10 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # seed 18 (0.6 h): clean validation 0.817 / 0.723, mean over the conditions 0.780 / 0.675
 # (quarter resolution 0.506); the weight average of the two runs continued from clean-taught
 # ("soup-taught2") 0.818 / 0.723, mean 0.781 / 0.675. The rule keeps clean-taught (0.677).
-# Round 16 (session 30): a larger input, "taught-80": clean-taught continued at 80 px (0.649 on
-# validation before training at that size) under teacher-r18 + distilled, 10 epochs at lr 1.5e-4,
-# seed 19 (0.8 h): clean validation 0.806 / 0.705, mean over the conditions 0.768 / 0.652; not
-# eligible (more than 0.01 below the best clean accuracy), the rule keeps clean-taught.
+# Round 16 (session 30): a larger input, "taught-80": clean-taught continued at 80 px (0.51x the
+# speed, benchmarks/results/bench_student_input_size.json) under teacher-r18 + distilled, 10 epochs
+# at lr 1.5e-4, seed 19 (0.8 h): clean validation 0.806 / 0.705, mean over the conditions 0.768 /
+# 0.652; not eligible (more than 0.01 below the best clean accuracy), the rule keeps clean-taught.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
 teacher-ensembles: train-teacher-wide train-teacher-wide-long train-teacher-clean train-teacher-r18  ## every ensemble of up to four trained runs, scored on validation as a teacher (5 min)
