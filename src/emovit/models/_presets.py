@@ -51,8 +51,7 @@ class ArchPreset:
         input size was overridden (``--set image_size=64``)."""
         from emovit.preprocess import with_input_size
 
-        config = dict(self.processor)
-        return config if image_size is None else with_input_size(config, image_size)
+        return dict(self.processor) if image_size is None else with_input_size(self.processor, image_size)
 
     def build_config(self, id2label: dict[int, str] | None = None, **overrides: Any) -> Any:
         """A transformers config for this preset (labels default to the canonical seven)."""

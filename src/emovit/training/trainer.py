@@ -286,7 +286,7 @@ def _built_model(
             assert model is not None  # load_torch_model always loads the weights
             processor = read_processor_config(folder)
             if "image_size" in cfg.overrides:  # a new input size: the processor feeds it
-                processor = with_input_size(processor, int(cfg.overrides["image_size"]))
+                processor = with_input_size(processor, cfg.overrides["image_size"])
             return (
                 model,
                 order,
