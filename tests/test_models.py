@@ -269,6 +269,50 @@ def test_load_torch_model_keeps_or_renews_the_head(tiny_model_dir: Path) -> None
     assert not two.model.training and two.path == tiny_model_dir
 
 
+@pytest.mark.parametrize("kind", ["vit", "deit"])
+def test_a_vit_at_another_size_keeps_its_position_embeddings_resampled(kind: str, tmp_path: Path) -> None:
+    """``config_overrides={"image_size": N}`` (``--init DIR --set image_size=N``) on a ViT or
+    DeiT: the position embeddings are the checkpoint's, resampled to the new patch grid, so the
+    model answers N x N faces as the checkpoint does with transformers' run-time
+    ``interpolate_pos_encoding``; nothing drawn afresh, and the size survives a save."""
+    import torch
+    from transformers import DeiTConfig, DeiTForImageClassification, ViTConfig, ViTForImageClassification
+
+    fields = {"image_size": 32, "patch_size": 8, "hidden_size": 24, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 32, "num_labels": 3}  # fmt: skip
+    torch.manual_seed(0)
+    if kind == "vit":
+        base: Any = ViTForImageClassification(ViTConfig(**fields))
+    else:
+        base = DeiTForImageClassification(DeiTConfig(**fields))
+    with torch.no_grad():  # a table with structure: a resampled one differs from a fresh draw
+        base.base_model.embeddings.position_embeddings.normal_(0.0, 1.0)
+    base.eval().save_pretrained(tmp_path / "base")
+    faces = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        expected = base(pixel_values=faces, interpolate_pos_encoding=True).logits
+
+    def at(size: int) -> Any:
+        overrides = {"image_size": size}
+        loaded = load_torch_model(tmp_path / "base", config_overrides=overrides, ignore_mismatched_sizes=True)
+        return loaded.model
+
+    model = at(48)
+    assert model.config.image_size == 48
+    assert model.base_model.embeddings.position_embeddings.shape[1] == 36 + (1 if kind == "vit" else 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=faces).logits, expected)
+    model.save_pretrained(tmp_path / "bigger")
+    again = load_torch_model(tmp_path / "bigger").model  # a plain load: no mismatch, same answers
+    with torch.no_grad():
+        torch.testing.assert_close(again(pixel_values=faces).logits, expected)
+    assert at(16).base_model.embeddings.position_embeddings.shape[1] == 4 + (1 if kind == "vit" else 2)
+    from emovit.errors import OptionError
+
+    with pytest.raises(OptionError, match="image_size=4 is smaller than the model's 8x8 patches"):
+        at(4)
+
+
 def test_one_loader_in_the_source() -> None:
     """Every checkpoint becomes a torch module in `load_torch_model`, behind the safety checks."""
     src = Path(__file__).resolve().parents[1] / "src" / "emovit"

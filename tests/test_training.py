@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from emovit import EMOTIONS, EmotionRecognizer
 from emovit.data import decode_samples, list_splits, read_samples
 from emovit.errors import DatasetError
-from emovit.models import Framing, arch_preset, build_random_model, load_model
+from emovit.models import Framing, arch_preset, build_random_model, load_model, load_torch_model
 from emovit.training import AugmentConfig, TrainConfig, TrainError, train
 
 from .servers import free_port
@@ -927,8 +927,6 @@ def test_a_widened_init_keeps_its_norms_and_starts_the_new_ones_as_identities(tm
     import torch
     from transformers import MobileViTModel
 
-    from emovit.models import load_torch_model
-
     torch.manual_seed(0)
     base = arch_preset("mobilevit-xxs-64").build_model()
     with torch.no_grad():  # "trained" norms: not identities, so a reset would show
@@ -1257,6 +1255,19 @@ def test_init_with_a_new_input_size_feeds_that_size(dataset: Path, tmp_path: Pat
     assert _input_size(first.output) == {"height": 30, "width": 30}
     faces = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
     assert load_model(result.output).preprocessor(list(faces)).shape == (2, 3, 36, 36)
+    # the run starts from the checkpoint's answers at 36 px: its ViT position embeddings are
+    # resampled to the larger patch grid, not drawn afresh
+    import torch
+
+    from emovit.training.trainer import _build_model
+
+    cfg = _config(dataset, tmp_path / "x", arch=None, init=str(first.output), overrides={"image_size": 36})
+    built = _build_model(cfg, list(CLASSES))[0].eval()
+    checkpoint = load_torch_model(first.output).model
+    pixels = torch.rand(2, 3, 36, 36)
+    with torch.no_grad():
+        expected = checkpoint(pixel_values=pixels, interpolate_pos_encoding=True).logits
+        torch.testing.assert_close(built(pixel_values=pixels).logits, expected)
 
 
 def _input_size(folder: Path) -> Any:

@@ -184,7 +184,8 @@ def _given(**values: Any) -> dict[str, Any]:
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a model config field (image_size also sets the input size, with or without --init).",
+    help="Override a model config field (image_size also sets the input size, with or without --init; "
+    "a ViT continued at another size keeps its position embeddings, resampled).",
 )
 @collect("fields", dict, *_CONFIG_OPTIONS)
 @collect("newer", _given, *_LABEL_AND_FRAMING_OPTIONS)

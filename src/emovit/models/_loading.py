@@ -312,7 +312,8 @@ def load_torch_model(
             (truncated normal, zero bias), never reused by position.
         ignore_mismatched_sizes: allow weights whose shape changed (a head for another number
             of labels, a ``config_overrides`` change); needed when `id2label` changes the count.
-        config_overrides: config fields to set before the weights are loaded.
+        config_overrides: config fields to set before the weights are loaded (``image_size``
+            on a ViT or DeiT: its position embeddings are resampled to the new patch grid).
         attn_implementation: transformers' attention implementation (the export registers one).
         float32: load the weights as float32 whatever dtype they were saved in (training, the
             export, explanations); by default they keep it, as transformers' pipeline does.
@@ -342,7 +343,12 @@ def load_torch_model(
 
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        saved_size = getattr(config, "image_size", None)
         apply_config_overrides(config, config_overrides or {})
+        # a ViT at another input size loads at its own, then resamples its position embeddings
+        regrid = None
+        if config.model_type in _POSITION_GRID_TYPES and "image_size" in (config_overrides or {}):
+            regrid, config.image_size = int(config.image_size), saved_size
         new_head = False
         if id2label is not None:
             labels = {int(k): str(v) for k, v in id2label.items()}
@@ -371,6 +377,8 @@ def load_torch_model(
         raise ModelLoadError(f"{folder}: cannot load the model ({first_line(exc)})") from None
     if new_head:
         _reinit_head(model)
+    if regrid is not None:
+        _resize_position_grid(model, regrid)
     # layers the checkpoint did not give (a widened stage, a new head) were drawn afresh: their
     # norms start as identities, as in a model built from scratch (keys in the model's naming)
     fresh = {*loading["missing_keys"], *(key for key, *_ in loading["mismatched_keys"])}
@@ -393,6 +401,47 @@ def load_torch_model(
         label_map=LabelMap.from_id2label(model.config.id2label),
         device=target,
     )
+
+
+#: Model types whose only use of ``image_size`` is their table of absolute position
+#: embeddings, one per patch (plus class/distillation tokens): at another input size that table
+#: is resampled (`_resize_position_grid`), not drawn afresh.
+_POSITION_GRID_TYPES = frozenset({"vit", "deit", "vit_msn"})
+
+
+def _resize_position_grid(model: Any, size: int) -> None:
+    """Make a loaded ViT-style model take `size` x `size` input: its position embeddings are
+    resampled bicubically to the new patch grid (as transformers' ``interpolate_pos_encoding``
+    does at run time, so the model starts out answering as the checkpoint does at that size),
+    the class/distillation token rows kept as they are."""
+    import torch
+
+    for module in list(model.modules()):
+        table = getattr(module, "position_embeddings", None)
+        patches: Any = getattr(module, "patch_embeddings", None)
+        if not isinstance(table, torch.nn.Parameter) or table.dim() != 3 or patches is None:
+            continue
+        if not hasattr(patches, "num_patches"):
+            continue
+        (old_h, old_w), (ph, pw) = patches.image_size, patches.patch_size
+        new_h, new_w = size // ph, size // pw
+        if new_h < 1 or new_w < 1:
+            raise OptionError(
+                f"image_size={size} is smaller than the model's {ph}x{pw} patches", option="overrides"
+            )
+        prefix = table.shape[1] - (old_h // ph) * (old_w // pw)  # class (and distillation) tokens
+        tokens, cells = table.detach()[:, :prefix].float(), table.detach()[:, prefix:].float()
+        cells = cells.reshape(1, old_h // ph, old_w // pw, -1).permute(0, 3, 1, 2)
+        cells = torch.nn.functional.interpolate(
+            cells, size=(new_h, new_w), mode="bicubic", align_corners=False
+        )
+        cells = cells.permute(0, 2, 3, 1).reshape(1, new_h * new_w, -1)
+        module.position_embeddings = torch.nn.Parameter(torch.cat([tokens, cells], dim=1).to(table.dtype))
+        patches.image_size = (size, size)
+        patches.num_patches = new_h * new_w
+        if hasattr(module, "image_size"):
+            module.image_size = (size, size)
+    model.config.image_size = size
 
 
 @contextlib.contextmanager
