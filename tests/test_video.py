@@ -48,6 +48,7 @@ from .video_clips import (
     paste,
     write_audio_only,
     write_clip,
+    write_held_last_frame,
     write_with_cover_art,
     write_with_sound,
     zero_timestamps,
@@ -494,10 +495,11 @@ def test_a_file_cut_inside_its_first_frame_is_corrupt_not_an_empty_success(
         cut_at = int(first.pos) + first.size // 2
     cut = clips / "cut-in-first-frame.mkv"
     cut.write_bytes(whole.read_bytes()[:cut_at])
-    run = tiny_whole.predict_video(cut)
-    (row,) = list(run)
-    assert (row.ok, row.error_code) == (False, "corrupt_video") and "not one frame" in (row.error or "")
-    assert run.summary()["error_code"] == "corrupt_video"
+    for options in (VideoOptions(), VideoOptions(start=0.1)):  # with --start it was a success
+        run = tiny_whole.predict_video(cut, options=options)
+        (row,) = list(run)
+        assert (row.ok, row.error_code) == (False, "corrupt_video") and "not one frame" in (row.error or "")
+        assert run.summary()["error_code"] == "corrupt_video"
 
 
 def test_a_damaged_packet_in_the_middle_is_skipped_not_the_end(
@@ -1090,18 +1092,57 @@ def test_a_server_without_the_video_extra_says_so(
     assert error["code"] == "not_available" and "pip install 'emovit[video]'" in error["message"]
 
 
-@pytest.mark.parametrize(("container", "name"), [("mpegts", "keyframes.ts"), ("h264", "raw.h264")])
+_EVERY_SECOND = {"g": "30", "bf": "0"}
+#: x264's usual settings: B-frames, a key frame every 2 s (a camcorder's or broadcast TS file)
+_B_FRAMES = {"g": "60", "keyint_min": "60", "sc_threshold": "0", "preset": "veryfast"}
+
+
+@pytest.mark.parametrize(
+    ("container", "name", "codec_options"),
+    [
+        ("mpegts", "keyframes.ts", _EVERY_SECOND),
+        ("h264", "raw.h264", _EVERY_SECOND),
+        ("mpegts", "b.ts", _B_FRAMES),
+    ],
+)
 def test_start_lands_on_the_first_frame_after_it(
-    tiny_whole: EmotionRecognizer, clips: Path, container: str, name: str
+    tiny_whole: EmotionRecognizer, clips: Path, container: str, name: str, codec_options: dict[str, str]
 ) -> None:
     """MPEG-TS seeks land on the next key frame (frames between the start and it were lost);
     a raw H.264 stream cannot seek at all, and the failed seek left the demuxer at its end
-    (no frame analysed, nothing said). Both now start at the first frame at or after --start."""
-    frames = [background(64, 48, seed=i) for i in range(60)]  # 2 s at 30 fps, a key frame every 1 s
-    clip = write_clip(clips / name, frames, container=container, codec_options={"g": "30", "bf": "0"})
+    (no frame analysed, nothing said). Both now start at the first frame at or after --start.
+    With B-frames even a TS seek to the stream's first time lands on the next key frame (2 s):
+    that is no start either, the reader decodes from the first frame."""
+    frames = [background(64, 48, seed=i) for i in range(90)]  # 3 s at 30 fps
+    clip = write_clip(clips / name, frames, container=container, codec_options=codec_options)
     options = VideoOptions(start=0.5, fps=10, smooth=0)
     times = [round(frame.time_s or 0, 3) for frame in tiny_whole.predict_video(clip, options=options)]
-    assert times[:3] == [0.5, 0.6, 0.7] and len(times) == 15, times
+    assert times[:3] == [0.5, 0.6, 0.7] and len(times) == 25, times
+
+
+def test_a_last_frame_held_on_screen_is_not_a_truncation(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """A video ending on a still (its last frame shown 3 s) was "truncated or damaged",
+    incomplete, its duration the last frame's start."""
+    clip = write_held_last_frame(clips / "still-end.mp4", noise_frames(7), hold_ms=3000)
+    run = tiny_whole.predict_video(clip, options=VideoOptions(smooth=0))
+    assert len(list(run)) == 7
+    summary = run.summary()
+    assert summary["complete"] and not summary["warnings"], summary
+    assert summary["duration_s"] == pytest.approx(3.2, abs=0.01)
+
+
+def test_joined_ts_segments_count_every_second_they_hold(tiny_whole: EmotionRecognizer, clips: Path) -> None:
+    """Two TS segments joined by copying (a dashcam's or camera's pieces): the container says 1 s,
+    the frames run 2 s. The summary's duration and rate were the container's (1 s, 60 fps)."""
+    frames = [background(64, 48, seed=i) for i in range(30)]
+    one = write_clip(clips / "segment.ts", frames, container="mpegts")
+    joined = clips / "joined.ts"
+    joined.write_bytes(one.read_bytes() * 2)
+    run = tiny_whole.predict_video(joined, options=VideoOptions(smooth=0), quiet=True)
+    assert len(list(run)) == 60
+    summary = run.summary()
+    assert summary["duration_s"] == pytest.approx(2.0, abs=0.05)
+    assert summary["fps_analysed"] == pytest.approx(30.0, abs=1.0)
 
 
 def test_avi_with_b_frames_starts_at_zero(tiny_whole: EmotionRecognizer, clips: Path) -> None:

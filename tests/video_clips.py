@@ -160,6 +160,29 @@ def zero_timestamps(mp4: Path, out: Path) -> Path:
     return out
 
 
+def write_held_last_frame(path: Path, frames: Sequence[np.ndarray], hold_ms: int, fps: int = 30) -> Path:
+    """An MP4 whose last frame stays on screen `hold_ms` (a screen recording that ends on a
+    still): the container's duration runs that far past the last frame's start."""
+    av = pytest.importorskip("av")
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=fps)
+    height, width = frames[0].shape[:2]
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+    stream.options = {"bf": "0", "preset": "ultrafast"}
+    packets = []
+    for index, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = round(index * 1000 / fps), Fraction(1, 1000)
+        packets += stream.encode(frame)
+    packets += stream.encode()
+    for index, packet in enumerate(packets):
+        packet.duration = hold_ms if index == len(packets) - 1 else round(1000 / fps)
+        out.mux(packet)
+    out.close()
+    return path
+
+
 def write_with_cover_art(path: Path, frames: Sequence[np.ndarray] = ()) -> Path:
     """An MP4 (an .m4a when there are no `frames`) with sound and a cover picture (a one-frame
     mjpeg stream marked as attached), and the `frames` as a real video stream after it."""

@@ -418,6 +418,7 @@ class VideoReader:
         self.frames_in_range = 0  # decoded within options.start/end, analysed or not
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
+        self._last_shown_until_s: float | None = None  # and when it leaves the screen, if known
         self._source = source  # opened again when a failed seek left the demuxer at its end
         self._container = _open_container(source, self.name)
         try:
@@ -527,6 +528,8 @@ class VideoReader:
         duration, last, fps = self.info.duration_s, self._last_decoded_s, self.info.fps
         if duration is None or last is None or self._stop.is_set():
             return
+        # a last frame held on screen (a screen recording ending on a still) is not missing ones
+        last = max(last, self._last_shown_until_s or last)
         if self.options.end is not None and self.options.end <= duration:
             return
         slack = max(0.25, 3.0 / fps) if fps else 0.5
@@ -553,7 +556,7 @@ class VideoReader:
             self._decode_frames()
             if self._damaged and not self.frames_decoded:
                 raise InputError(self.name, f"damaged video data ({self._damaged[0]})", "corrupt_video")
-            if not self.frames_decoded and not self.options.start and not self._stop.is_set():
+            if not self.frames_decoded and not self._stop.is_set():
                 raise InputError(  # a file cut before its first whole frame was "1 of 1 analysed"
                     self.name, "not one frame could be decoded (a truncated or damaged file, or a "
                     "stream without frames)", "corrupt_video",
@@ -627,7 +630,8 @@ class VideoReader:
         """Decoded frames from the key frame before `start`, and whether they come from a seek.
 
         A demuxer may land after the target (MPEG-TS lands on the next key frame): then it seeks
-        again further back (1 s, 2 s, 4 s), and at worst decodes from the first frame."""
+        again further back (1 s, 2 s, 4 s), and at worst decodes from the first frame (with
+        B-frames a TS seek to the stream's very first time lands on the next key frame too)."""
         back = 0.0
         for _ in range(4):
             target = max(0.0, start - back)
@@ -638,8 +642,10 @@ class VideoReader:
             if first is None:  # nothing after the seek: the demuxer is at the end
                 break
             t = None if first.pts is None else float(first.time) - origin
-            if t is None or t <= start + tolerance or target == 0.0:
+            if t is None or t <= start + tolerance:
                 return itertools.chain([first], frames), True
+            if target == 0.0:  # even a seek to the first frame landed after the start
+                break
             back = max(1.0, 2 * back)
         self._rewind()
         return self._decoded(), False
@@ -687,6 +693,8 @@ class VideoReader:
                     damaged = len(self._damaged)
                     index = max(index, round(t * fps))
                 previous = self._last_decoded_s = t
+                shown = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+                self._last_shown_until_s = t + float(shown) if shown is not None else None
                 self.frames_decoded += 1
                 if t < opts.start - 1e-9:
                     continue

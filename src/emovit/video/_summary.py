@@ -91,16 +91,19 @@ class VideoSummary:
 
     def duration_s(self) -> float:
         """Seconds of video analysed: the declared duration (within ``start``/``end``) when
-        the whole video was read, else up to the end of the last analysed frame."""
+        the whole video was read, or up to the end of the last analysed frame when that is
+        later (a container that declares too little: joined TS segments) or the video was not
+        read to its end."""
         start = self.options.start if self.options is not None else 0.0
         end = self.options.end if self.options is not None else None
         declared = self.info.duration_s if self.info is not None else None
-        if self.complete and declared:
-            return max(0.0, min(declared, end if end is not None else declared) - start)
-        if self.last_s is None:
-            return 0.0
         step = 1.0 / self.info.fps if self.info is not None and self.info.fps else 0.0
-        return max(0.0, self.last_s + step - min(start, self.first_s or 0.0))
+        seen = 0.0 if self.last_s is None else self.last_s + step - min(start, self.first_s or 0.0)
+        if end is not None:
+            seen = min(seen, end - start)
+        if self.complete and declared:
+            return max(0.0, min(declared, end if end is not None else declared) - start, seen)
+        return max(0.0, seen)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary (the README's schema): source, frames_analysed, duration_s,
