@@ -959,13 +959,26 @@ def test_serve_flags_reach_the_settings(tiny_model_dir: Path, monkeypatch: pytes
     args = ["serve", "--model", str(tiny_model_dir), "--max-images", "3", "--max-request-megapixels", "2.5",
             "--body-timeout", "7", "--video-body-timeout", "90", "--max-video-jobs", "2",
             "--max-explain-jobs", "4"]  # fmt: skip
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, "--max-connections", "100"], env={"EMOVIT_TOKEN": "s3cret\n"})
     assert result.exit_code == 0, result.output
     settings = seen["s"]
     assert (settings.max_images, settings.max_request_pixels) == (3, 2_500_000)
     assert settings.max_faces == 64 and seen["factory"]().faces.max_faces is None  # the app's default
     assert (settings.body_timeout_s, settings.video_body_timeout_s) == (7.0, 90.0)
     assert (settings.max_video_jobs, settings.max_explain_jobs) == (2, 4)
+    assert settings.max_connections == 100  # it had no flag
+    assert settings.token == "s3cret"  # read from a file with its newline, no client could send it
+    # a raised --max-pixels: the default request budget (50 MP) refused every image over it
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_model_dir), "--max-pixels", "120000000"])
+    assert result.exit_code == 0, result.output
+    assert (seen["s"].max_pixels, seen["s"].max_request_pixels, seen["s"].max_connections) == (
+        120_000_000,
+        120_000_000,
+        None,
+    )
+    given = ["--max-pixels", "120000000", "--max-request-megapixels", "60"]  # a budget given stays
+    assert CliRunner().invoke(main, ["serve", "--model", str(tiny_model_dir), *given]).exit_code == 0
+    assert seen["s"].max_request_pixels == 60_000_000
 
 
 def test_serve_on_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:

@@ -168,6 +168,44 @@ def test_every_response_has_a_request_id(recognizer: EmotionRecognizer) -> None:
         assert replaced.headers["x-request-id"] != "bad id\twith spaces"
 
 
+def test_a_request_cut_off_by_the_shutdown_gets_its_503_and_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the drain time is over uvicorn cancels what is still running: the client gets its
+    503 shutting_down, and the middleware ends there; it raised the cancellation on, and uvicorn
+    logged "Exception in ASGI application" with a traceback for each request cut off."""
+    from emovit.serve.middleware import RequestContextMiddleware
+    from emovit.serve.state import ServeState
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(60)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def main() -> asyncio.Task[None]:
+        app = RequestContextMiddleware(slow, ServeState())
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": []}
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        await asyncio.wait([task])
+        return task
+
+    with caplog.at_level(logging.INFO, logger="emovit.serve"):
+        task = asyncio.run(main())
+    assert not task.cancelled() and task.exception() is None
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 503 and json.loads(body)["error"]["code"] == "shutting_down"
+    assert "cut off by the shutdown" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_unknown_paths_and_methods_answer_json(recognizer: EmotionRecognizer) -> None:
     with serving(recognizer) as client:
         missing = client.get("/v1/nothing")
@@ -398,3 +436,21 @@ def test_disconnect_mid_upload_over_the_wire(live: tuple[Any, str]) -> None:
     log = server_log(proc)
     assert log.count(said) == before + 1, log[-2000:]
     assert "Traceback" not in log and "Exception in ASGI" not in log and '" 500' not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_a_malformed_multipart_body_leaves_no_trace_of_its_bytes(live: tuple[Any, str]) -> None:
+    """python-multipart's own warning quoted the client's bytes on the server's stderr."""
+    proc, url = live
+    body = b"xQz7-not-a-multipart-body"
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: multipart/form-data; boundary=X\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with _connect(url) as sock:
+        sock.sendall(head + body)
+        answer = _read_all(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    time.sleep(0.3)
+    log = server_log(proc)
+    assert "Expected boundary" not in log and "got 120" not in log, log[-2000:]

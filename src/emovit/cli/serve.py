@@ -88,7 +88,7 @@ __all__ = ["serve"]
     default=50.0,
     show_default=True,
     help="Pixels of all of a request's images together, read from their headers before decoding "
-    "(more answer 413).",
+    "(more answer 413); unless given, at least one image of --max-pixels.",
 )
 @click.option(
     "--body-timeout",
@@ -125,6 +125,13 @@ __all__ = ["serve"]
     show_default=True,
     help="On SIGTERM, seconds to finish queued work.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=None,
+    help="Open connections and requests at once; more answer 503 (default: no limit; each "
+    "upload in flight holds up to --max-body-mb in memory).",
+)
 def serve(
     host: str,
     port: int,
@@ -147,6 +154,7 @@ def serve(
     max_video_jobs: int,
     max_explain_jobs: int,
     drain_timeout: float,
+    max_connections: int | None,
 ) -> None:
     """Serve the HTTP API and the web page (upload, live camera, expression capture, video).
 
@@ -160,6 +168,8 @@ def serve(
         raise click.BadParameter(
             "is empty: the server would be open to anyone; leave it unset for that", param_hint="--token"
         )
+    if token is not None:  # a token read from a file ends in a newline no header can carry
+        token = token.strip()
     _check_bind(host, port)
     import signal
 
@@ -183,17 +193,30 @@ def serve(
         deadline_s=deadline,
         cors_origins=list(cors_origins),
         drain_timeout_s=drain_timeout,
+        max_connections=max_connections,
         max_video_bytes=int(max_video_mb * 1024 * 1024),
         max_video_seconds=max_video_seconds,
         video_deadline_s=video_deadline,
         max_images=max_images,
-        max_request_pixels=int(max_request_megapixels * 1_000_000),
+        max_request_pixels=_request_pixels(max_request_megapixels, recognizer.max_pixels),
         body_timeout_s=body_timeout,
         video_body_timeout_s=video_body_timeout,
         max_video_jobs=max_video_jobs,
         max_explain_jobs=max_explain_jobs,
     )
     run_server(create_app(factory, settings), host=host, port=port, settings=settings)
+
+
+def _request_pixels(megapixels: float, max_pixels: int | None) -> int:
+    """The request's pixel budget: as given, or by default at least one image at the per-image
+    limit (a raised --max-pixels was otherwise refused by the default budget, 50 MP)."""
+    from click.core import ParameterSource
+
+    budget = int(megapixels * 1_000_000)
+    given = click.get_current_context().get_parameter_source("max_request_megapixels")
+    if given is ParameterSource.DEFAULT and max_pixels:
+        budget = max(budget, max_pixels)
+    return budget
 
 
 def _check_bind(host: str, port: int) -> None:

@@ -112,7 +112,11 @@ class RequestContextMiddleware:
                 with contextlib.suppress(Exception):
                     await stopping.response(request_id)(scope, receive, send_with_headers)
                 status = 503
-            raise
+            # the drain time is over and the client has its answer: a planned stop, not an error
+            # (raised on, uvicorn logged "Exception in ASGI application" and a traceback for each)
+            logger.info(
+                "request %s: %s %s: cut off by the shutdown (drain time over)", request_id, method, path
+            )
         except Exception:
             logger.exception("request %s: %s %s failed with an unexpected error", request_id, method, path)
             if status == 0:

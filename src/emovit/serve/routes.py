@@ -180,7 +180,8 @@ def _parse_images(body: bytes, content_type: str, media_type: str, state: ServeS
         raise ApiError(
             413, "too_many_pixels",
             f"the request's images hold {total:,} pixels in all, over the limit of {budget:,} "
-            f"(the largest, {name}, {largest:,}): send fewer",
+            f"(the largest, {name}, {largest:,}): "
+            + ("send fewer or smaller images" if len(counted) > 1 else "send a smaller image"),
         )  # fmt: skip
     return images
 

@@ -153,6 +153,10 @@ def _log_config() -> dict[str, Any]:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["emovit"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # the multipart parser's warnings quote the client's bytes ("expected boundary character
+    # 45, got 120") on stderr, outside the server's log: a malformed body is already the
+    # client's 4xx, and nothing uploaded is logged
+    config["loggers"]["python_multipart"] = {"handlers": [], "level": "CRITICAL", "propagate": False}
     return config
 
 
