@@ -387,3 +387,62 @@ def test_options_without_effect_on_these_inputs_are_named(
     unused = CliRunner().invoke(main, [*args, "--detector-model", str(tmp_path / "yunet.onnx")])
     assert unused.exit_code == 0, unused.output
     assert "--detector-model is for YuNet; --detector none does not read it" in unused.stderr
+
+
+def test_outputs_that_are_pipes_links_or_empty(photo_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``-o`` on a FIFO (or /dev/null, /dev/stdout) replaced it with a file, and its reader got
+    nothing (as root, ``-o /dev/null`` replaced the system's); on a symbolic link it replaced
+    the link; ``-o ""`` (an unset shell variable) ran the whole job, then lost it writing to
+    ".". Now the FIFO gets the rows, the link's file is updated, and "" is a usage error."""
+    import stat
+    import threading
+
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    args = ["predict", str(photo_dir / "b.jpg"), "--model", str(tiny_model_dir), "--detector", "none",
+            "--format", "csv", "-q"]  # fmt: skip
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = CliRunner().invoke(main, [*args, "-o", str(fifo)])
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and b"b.jpg,ok" in got[0]
+    real = tmp_path / "kept" / "results.csv"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert CliRunner().invoke(main, [*args, "-o", str(link)]).exit_code == 0
+    assert link.is_symlink() and "b.jpg,ok" in real.read_text()
+    for flag in ("-o", "--summary", "--save-crops"):
+        empty = CliRunner().invoke(main, [*args, flag, ""])
+        assert empty.exit_code == 2 and "is empty" in empty.output, (flag, empty.output)
+
+
+def test_stdin_with_nul_bytes_and_globs_round_a_link_loop(
+    photo_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`find -print0 | emovit predict -` (or an image's bytes piped in) was an internal error
+    with no row; a `**` glob through a link to a parent folder gave one photo 40 rows."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    opts = ["--model", str(tiny_model_dir), "--detector", "none", "--format", "csv", "-q"]
+    listing = f"{photo_dir / 'b.jpg'}\0{photo_dir / 'a face.png'}\0".encode()
+    nul = CliRunner().invoke(main, ["predict", "-", *opts], input=listing)
+    assert nul.exit_code == 2 and "NUL bytes" in nul.output and "find -print" in nul.output, nul.output
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.jpg").write_bytes((photo_dir / "b.jpg").read_bytes())
+    (tree / "sub" / "up").symlink_to("..")
+    looped = CliRunner().invoke(main, ["predict", f"{tree}/**/*.jpg", *opts])
+    assert looped.exit_code == 0, looped.output
+    assert [line.split(",")[1] for line in looped.output.splitlines() if "a.jpg," in line] == ["ok"], (
+        looped.output
+    )

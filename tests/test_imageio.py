@@ -322,3 +322,21 @@ def test_a_file_cut_right_after_its_signature_is_corrupt_not_of_another_format()
     with pytest.raises(ImageError) as raised:
         load_image(b"plain text, no image")
     assert raised.value.code == "unsupported_format"
+
+
+def test_a_heic_photo_says_what_reads_it() -> None:
+    """An iPhone's HEIC photos were "not an image file in a format emovit reads (..., HEIF, ...)"
+    where nothing reads HEIF: every photo of the folder looked broken."""
+    import importlib.util
+
+    if importlib.util.find_spec("pillow_heif") is not None:
+        pytest.skip("pillow-heif is installed here: HEIF photos are read")
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)
+    with pytest.raises(
+        ImageError, match=r"a HEIF photo, which this installation cannot read \(pip install pillow-heif\)"
+    ) as caught:
+        load_image(heic, name="IMG_0001.HEIC")
+    assert caught.value.code == "unsupported_format"
+    with pytest.raises(ImageError) as other:
+        load_image(b"\0\0\0\x18ftypqt  " + bytes(64), name="x.jpg")
+    assert "HEIF photo" not in str(other.value)  # a QuickTime brand: not taken for a photo

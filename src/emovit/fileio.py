@@ -21,6 +21,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,7 +110,21 @@ def temporary_prefix(target: Path) -> str:
 @contextlib.contextmanager
 def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]:
     """`atomic_open`. A failure to create, fill or rename the file (a full disk, a permission,
-    a read-only folder) is a `StorageError` naming `target`, not the temporary file."""
+    a read-only folder) is a `StorageError` naming `target`, not the temporary file. A symbolic
+    link is written through (the file it names is replaced, the link stays); a device, a FIFO
+    or a socket (``/dev/null``, ``/dev/stdout``, a pipe) is written in place, as a stream: a
+    rename would replace it with a file (as root, ``-o /dev/null`` replaced the system's)."""
+    kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    if is_stream_target(target):
+        try:
+            handle = open(target, mode, **kwargs)  # noqa: SIM115 - closed below, errors renamed
+        except OSError as exc:
+            raise _storage_error(target, exc) from None
+        with handle:
+            yield handle
+        return
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".part", dir=target.parent)
@@ -117,7 +132,6 @@ def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]
         raise _storage_error(target, exc) from None
     writing = False  # inside the caller's block: only storage errors are ours to rename there
     try:
-        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as handle:  # closes the descriptor whatever follows
             os.chmod(tmp, _file_mode(target))
             writing = True
@@ -138,6 +152,16 @@ def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]
         if storage and not isinstance(exc, EmovitError):
             raise _storage_error(target, exc) from None  # type: ignore[arg-type]
         raise
+
+
+def is_stream_target(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` names (or links to) an existing device, FIFO or socket: an output
+    written in place, never replaced by a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _storage_error(target: Path, exc: OSError) -> Exception:

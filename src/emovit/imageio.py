@@ -31,6 +31,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -79,11 +80,46 @@ IMAGE_FORMATS: tuple[str, ...] = (
 
 
 def readable_formats() -> list[str]:
-    """`IMAGE_FORMATS` that this Pillow can open (asking for another raises)."""
+    """`IMAGE_FORMATS` that this Pillow can open (asking for another raises); HEIF too where
+    pillow-heif is installed (its opener is registered on first use)."""
     from PIL import Image
 
     Image.init()
+    _register_heif()
     return [name for name in IMAGE_FORMATS if name in Image.OPEN]
+
+
+@functools.cache
+def _register_heif() -> None:
+    """Register pillow-heif's HEIF/HEIC opener (iPhone photos) when it is installed."""
+    try:
+        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+#: ISO base media brands (bytes 8-12, after ``ftyp``) of still-image formats, by format.
+_HEIF_BRANDS = {
+    **dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"), "HEIF"),
+    **dict.fromkeys((b"avif", b"avis"), "AVIF"),
+}
+#: What reads a format this installation cannot.
+_HOW_TO_READ = {
+    "HEIF": "pip install pillow-heif",
+    "AVIF": "a Pillow with AVIF (the wheels of Pillow 11.3 and later)",
+}
+
+
+def _unreadable_photo(stream: Any) -> str | None:
+    """The format of a HEIF/HEIC or AVIF photo this Pillow cannot open (None: not one)."""
+    try:
+        stream.seek(0)
+        head = stream.read(12)
+    except (OSError, ValueError, AttributeError):
+        return None
+    kind = _HEIF_BRANDS.get(head[8:12]) if head[4:8] == b"ftyp" else None
+    return kind if kind is not None and kind not in readable_formats() else None
 
 
 #: Serialises what is not thread-safe in Pillow: opening under a warnings filter (the filter
@@ -150,6 +186,13 @@ def load_image(
                 raise ImageError(
                     label, f"corrupt or truncated image data (a {known} file cut short)"
                 ) from None
+            photo = _unreadable_photo(stream)
+            if photo:  # an iPhone's photos were "not an image file", in a list that named HEIF
+                raise ImageError(
+                    label,
+                    f"a {photo} photo, which this installation cannot read ({_HOW_TO_READ[photo]})",
+                    "unsupported_format",
+                ) from None
             if _looks_like_video(stream):  # it was "not an image file": no way onwards
                 raise ImageError(
                     label,
@@ -160,8 +203,7 @@ def load_image(
                 ) from None
             raise ImageError(
                 label,
-                "not an image file in a format emovit reads (JPEG, PNG, GIF, WebP, TIFF, BMP, PNM, "
-                "AVIF, HEIF, JPEG 2000)",
+                f"not an image file in a format emovit reads ({_format_names()})",
                 "unsupported_format",
             ) from None
         except _DECODE_ERRORS as exc:
@@ -190,6 +232,15 @@ _SIGNATURES = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
+
+
+#: How formats are named to people.
+_FORMAT_NAMES = {"WEBP": "WebP", "PPM": "PNM", "JPEG2000": "JPEG 2000"}
+
+
+def _format_names() -> str:
+    """The formats this installation reads, as people name them."""
+    return ", ".join(_FORMAT_NAMES.get(name, name) for name in readable_formats())
 
 
 def _signature(stream: Any) -> str | None:

@@ -129,6 +129,14 @@ def stdin_paths(stdin: TextIO | BinaryIO) -> list[str]:
         lines = [_decode_name(line.rstrip(b"\r\n")) for line in raw]
     else:
         lines = [str(line).rstrip("\r\n") for line in stdin]
+    if any("\0" in line for line in lines):  # no file name holds one: not a list of paths
+        from emovit.errors import OptionError
+
+        raise OptionError(
+            "'-': standard input holds NUL bytes: give one path per line (`find -print0` "
+            "separates them with NUL bytes: use `find -print`; an image's bytes are not a path)",
+            option="sources",
+        )
     return [line for line in lines if line.strip()]
 
 
@@ -174,14 +182,15 @@ def _expand(sources: Iterable[str], recursive: bool, videos: bool) -> list[str]:
         kind = None if is_url(source) else _is_dir(path)
         if kind:
             out.extend(_walk(path, recursive, videos))
-        elif kind is None and not is_url(source) and has_glob(source):
+        elif kind is None and not is_url(source) and has_glob(source) and "\0" not in source:
             matches = sorted(glob.glob(source, recursive=True))
-            found: dict[str, None] = {}  # `**` matches a folder and its sub-folders: each file once
+            # each file once: `**` matches a folder and its sub-folders, and follows symbolic
+            # links, a link to a parent folder round and round (one photo, 40 paths to it)
+            found: dict[str, str] = {}
             for match in matches:  # a matched folder gives its files, like a folder source
-                found.update(
-                    dict.fromkeys(_walk(Path(match), recursive, videos) if _is_dir(Path(match)) else [match])
-                )
-            out.extend(found)
+                for file in _walk(Path(match), recursive, videos) if _is_dir(Path(match)) else [match]:
+                    found.setdefault(os.path.realpath(file), file)
+            out.extend(found.values())
             if not matches:
                 out.append(source)
         else:

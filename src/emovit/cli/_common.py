@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emovit.errors import DependencyError
-from emovit.fileio import check_creatable
+from emovit.fileio import check_creatable, is_stream_target
 
 if TYPE_CHECKING:
     from emovit.cli._options import RecognizerOptions
@@ -114,6 +114,8 @@ def check_folder_option(ctx: click.Context, path: str | None, flag: str) -> None
     """A folder the run writes into: found impossible to make, or not writable, now, not when
     the first result is written after the model has run (every image's work then lost). Nothing
     is created (a run refused later for another reason leaves no empty folder)."""
+    if path == "":  # an unset shell variable: not "no folder", and not the current one
+        raise click.BadParameter("is empty; give a folder", ctx, param_hint=f"'{flag}'")
     if path:
         _check_creatable(ctx, path, flag, f"{path!r}: the folder")
 
@@ -122,10 +124,16 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
     """A file the run writes at its end: its folder is made (or found impossible, or not
     writable) now, not after every input has been analysed; one of the run's `inputs` is
     refused (the results would replace the photo or video they describe)."""
-    if not path:
+    if path is None:
         return
+    if not path:  # an unset shell variable: the run's work was lost at the end, writing to "."
+        raise click.BadParameter("is empty; give a file", ctx, param_hint=f"'{flag}'")
     if Path(path).is_dir():
         raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
+    if is_stream_target(path):  # /dev/null, /dev/stdout, a FIFO: written in place
+        if not os.access(path, os.W_OK):
+            raise click.BadParameter(f"{path!r} cannot be written", ctx, param_hint=f"'{flag}'")
+        return
     # only an existing file can be an input; only inputs of its name (or the name it links
     # to) are resolved (a run of a million inputs does not resolve each)
     target = os.path.realpath(path) if os.path.exists(path) else None

@@ -299,7 +299,7 @@ class _OutputNames:
     def __init__(self, inputs: Sequence[str] = ()) -> None:
         self.counts: dict[str, int] = {}
         self.used: set[str] = set()
-        self.inputs = {os.path.realpath(p) for p in inputs if "://" not in p}
+        self.inputs = {os.path.realpath(p) for p in inputs if "://" not in p and "\0" not in p}
 
     def check(self, target: Path) -> Path:
         """`target`, unless it is one of the run's inputs (an output never replaces a photo)."""
