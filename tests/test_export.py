@@ -192,6 +192,9 @@ def test_an_onnx_file_answers_only_for_the_weights_it_was_exported_from(
     assert (
         isinstance(rec.backend, TorchBackend) and len([w for w in said if "exported" in str(w.message)]) == 1
     )
+    with pytest.raises(OptionError, match="exported from other weights .*or use backend torch") as refused:
+        EmotionRecognizer.from_pretrained(folder, detector="none", backend="onnx")  # by name: it ran stale
+    assert refused.value.option == "backend"
     shown = CliRunner().invoke(main, ["info", str(folder), "--format", "json"])  # says it, as auto does
     details = json.loads(shown.output)
     assert details["onnx"]["matches_weights"] is False and details["backend_auto_cpu"] == "torch"

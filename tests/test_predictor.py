@@ -503,6 +503,10 @@ def test_the_onnx_backend_on_a_gpu_device_is_refused_not_run_on_the_cpu(tmp_path
         with pytest.raises(OptionError, match="onnx backend runs on the CPU") as caught:
             _create_backend("onnx" if model else "auto", loaded, None)  # type: ignore[arg-type]
         assert caught.value.option == "device"
+    onnx_only = SimpleNamespace(path=tmp_path, device="cpu", model=None)  # bf16 fell back to onnx silently
+    with pytest.raises(OptionError, match="only model.onnx .*precision bf16 is for the torch") as caught:
+        _create_backend("auto", onnx_only, None, precision="bf16")  # type: ignore[arg-type]
+    assert caught.value.option == "precision"
 
 
 def test_many_faces_go_through_the_model_a_chunk_at_a_time(

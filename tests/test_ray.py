@@ -930,6 +930,10 @@ def test_cli_writes_readable_parquet_and_videos(
     assert "with 1 error row)" in again.stderr
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2 and "--resume" in refused.output
+    quiet = [*args[:3], *args[4:]]  # the photos and the broken file
+    quiet[quiet.index(str(out))] = str(tmp_path / "quiet")
+    silent = CliRunner().invoke(main, [*quiet, "-q"])
+    assert silent.exit_code == 1 and "INFO" not in silent.stderr, silent.stderr  # Ray Data's lines too
 
 
 def test_a_folder_another_run_is_writing_is_refused_and_a_dead_runs_lock_taken_over(tmp_path: Path) -> None:

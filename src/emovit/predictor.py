@@ -227,6 +227,7 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
     (faster on CPU), else torch; torch whenever ``precision`` is bf16."""
     from emovit.backends import ONNX_FILE, OnnxBackend, TorchBackend
     from emovit.errors import ModelLoadError
+    from emovit.models import export_matches_weights
 
     if name == "onnx" and precision != "fp32":  # the names themselves: `_check_options`
         raise OptionError(
@@ -239,10 +240,22 @@ def _create_backend(name: str, model: LoadedModel, threads: int | None, precisio
             "use backend onnx or auto",
             option="backend",
         )
+    if model.model is None and precision != "fp32":  # auto falls back to onnx: not silently fp32
+        raise OptionError(
+            f"{model.path} has only {ONNX_FILE} (no safetensors weights): precision {precision} is for "
+            "the torch backend; onnxruntime runs the model file as is",
+            option="precision",
+        )
     auto_onnx = name == "auto" and auto_picks_onnx(model.path, model.device == "cpu", precision)
     if name == "onnx" or auto_onnx or model.model is None:
         if not (model.path / ONNX_FILE).is_file():
             raise ModelLoadError(f"{model.path}: no {ONNX_FILE} for the onnx backend (see `emovit export`)")
+        if name == "onnx" and export_matches_weights(model.path) is False:
+            raise OptionError(  # asked for by name: a stale export would answer for other weights
+                f"{model.path}: its {ONNX_FILE} was exported from other weights than the ones beside it; "
+                "export again (emovit export) or use backend torch",
+                option="backend",
+            )
         if model.device != "cpu":  # onnxruntime runs here on the CPU only: not silently
             raise OptionError(
                 f"the onnx backend runs on the CPU; device {model.device!r} needs the torch backend",

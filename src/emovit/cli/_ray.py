@@ -149,6 +149,11 @@ def run_ray(
     if started:
         _check_address(ctx, runner.address)
         handler = signal.getsignal(signal.SIGTERM)
+        # quiet: the local cluster's note that token authentication is on is no news either
+        auth_log = logging.getLogger("ray._private.authentication")
+        auth_level = auth_log.level
+        if quiet:
+            auth_log.setLevel(logging.ERROR)
         try:
             ray.init(
                 address=runner.address,
@@ -162,6 +167,7 @@ def run_ray(
             hint = "; pip install 'ray[client]'" if "ray[client]" in str(exc) else ""
             raise _unreachable(ctx, runner.address, f"{exc}{hint}") from None
         finally:  # ray.init makes SIGTERM exit at once: keep the command's clean stop (exit 130)
+            auth_log.setLevel(auth_level)
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)
     _check_resources(ctx, ray.cluster_resources(), cuda=cuda, threads=recognizer.threads or 1)
@@ -170,8 +176,13 @@ def run_ray(
     # quiet: Ray Data's own warning that its bars are off is no news (emovit turned them off)
     bars_log = logging.getLogger("ray.data._internal.progress")
     bars_level = bars_log.level
+    # quiet: Ray Data's INFO lines on the console too (its log file in the session keeps them)
+    consoles = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
+    console_levels = [h.level for h in consoles]
     if quiet:
         bars_log.setLevel(logging.ERROR)
+        for console in consoles:
+            console.setLevel(max(console.level, logging.WARNING))
     try:
         report = predict_to_folder(
             paths,
@@ -193,6 +204,8 @@ def run_ray(
         raise
     finally:
         bars_log.setLevel(bars_level)
+        for console, level in zip(consoles, console_levels, strict=True):
+            console.setLevel(level)
         context.enable_progress_bars = progress
         if started:
             ray.shutdown()
