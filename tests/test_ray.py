@@ -772,6 +772,28 @@ def test_a_remote_photo_over_the_read_limit_is_an_error_row(
     assert rows[1]["error_code"] == "too_large" and f"{sizes[big]:,} bytes" in rows[1]["error"]
 
 
+def test_a_camera_in_a_dataset_is_an_error_row_not_opened(
+    tiny_model_dir: Path, fer_images: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch job never opens a live camera (it would run for ever on whichever machine its
+    worker is): ``camera://0`` is an ``unsupported_input`` row, the photos beside it answer."""
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("av")
+
+    def no_camera(*args: Any) -> Any:
+        raise AssertionError("a worker opened a camera")
+
+    monkeypatch.setattr(cv2, "VideoCapture", no_camera)
+    predictor = emovit_ray.BatchPredictor(str(tiny_model_dir), faces=NONE)
+    inputs = ["camera://0", fer_images[0]]
+    rows = predictor(pa.Table.from_pylist([{"path": path} for path in inputs])).to_pylist()
+    assert [(row["source"], row["ok"]) for row in rows] == [("camera://0", False), (fer_images[0], True)]
+    assert (
+        rows[0]["error_code"] == "unsupported_input"
+        and "a live camera is not read by a batch job" in rows[0]["error"]
+    )
+
+
 def test_a_part_that_cannot_be_written_stops_the_run_with_the_reason(
     tiny_model_dir: Path, fer_images: list[str], tmp_path: Path
 ) -> None:

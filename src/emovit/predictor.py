@@ -545,7 +545,8 @@ class EmotionRecognizer:
         recent frames, ``raw_probs`` are the frame's own.
 
         Args:
-            source: a path, an http(s)/rtsp URL, the file's bytes or a binary file object.
+            source: a path, an http(s)/rtsp URL, a live camera (``camera://0``), the file's bytes or a
+                binary file object.
             fps, every, start, end, smooth, track_buffer: override `options`
                 (`emovit.video.VideoOptions`: sampling, tracking and smoothing).
             faces: the face options for this video (default: the recognizer's).
@@ -606,12 +607,12 @@ class EmotionRecognizer:
     ) -> Iterator[FrameResult]:
         """Decode → faces → preprocess → model (batches of frames, the next one prepared in a
         thread while this one is in the model) → tracks → smoothing, frame by frame."""
-        from emovit.video import ProbabilitySmoother, Tracker, VideoReader
+        from emovit.video import ProbabilitySmoother, Tracker, open_video
 
         errors: ErrorPolicy = "raise" if raise_errors else "collect"
         try:
             options, detector = self._video_detector(faces)
-            reader = VideoReader(source, options=video, name=label, max_pixels=max_pixels, quiet=quiet)
+            reader = open_video(source, options=video, name=label, max_pixels=max_pixels, quiet=quiet)
         except InputError as exc:
             if raise_errors:
                 raise
@@ -621,6 +622,8 @@ class EmotionRecognizer:
         tracker, smoother = Tracker(video.track_buffer), ProbabilitySmoother(video.smooth)
         frame_bytes = max(1, reader.info.width * reader.info.height * 3)
         per_batch = max(1, min(video.batch_frames, (64 << 20) // frame_bytes))  # 4K: a few at a time
+        # a camera's frames are answered as they come: no batch waits for later frames
+        per_batch, ahead = (1, 0) if reader.live else (per_batch, max(1, self.prefetch))
         frames = iter(reader)
         chunks = iter(lambda: list(islice(frames, per_batch)), [])
 
@@ -635,7 +638,7 @@ class EmotionRecognizer:
                     for chunk in chunks:
                         pending.append(pool.submit(self._prepare_frames, chunk, label, options, detector,
                                                    raise_errors, keep_pixels))  # fmt: skip
-                        if len(pending) > max(1, self.prefetch):
+                        if len(pending) > ahead:
                             yield from finish(pending.popleft().result())
                         if stop is not None and stop.is_set():  # not the whole video: the summary says so
                             summary.stopped = True

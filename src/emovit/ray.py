@@ -444,8 +444,18 @@ class BatchPredictor:
         """The rows of every analysed frame of one video, and its summary (as locally). With a
         `sink`, the rows go to it a few thousand at a time as the frames are analysed (and the
         list returned is empty): a long video's rows never sit in memory together."""
+        from emovit.video import is_camera
+
         collected: list[dict[str, Any]] = []
         add = sink or collected.extend
+        if is_camera(source):  # it would run for ever, on whichever machine the worker is
+            error = InputError(
+                name, "a live camera is not read by a batch job (it never ends; run it with "
+                "`emovit predict` or `EmotionRecognizer.predict_video`)", "unsupported_input",
+            )  # fmt: skip
+            rows, summary = _failed_video(name, error, self.top_k)
+            add(rows)
+            return collected, summary
         if isinstance(source, str) and _remote(source):
             try:
                 fs, path = self.reader.filesystem(source)

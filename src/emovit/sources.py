@@ -35,7 +35,9 @@ VIDEO_EXTENSIONS = frozenset(
      ".mts", ".ts", ".3gp", ".3g2", ".ogv", ".y4m", ".h264", ".h265", ".hevc", ".mjpeg", ".mxf", ".vob"}
 )  # fmt: skip
 #: URL schemes handed to FFmpeg as video streams.
-VIDEO_URL_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp"})
+VIDEO_URL_SCHEMES = frozenset(
+    {"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "camera"}  # camera://0: live
+)
 _MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 _GLOB_CHARS = set("*?[")
 #: ISO media brands that are no video: still images (HEIF, AVIF), sound (M4A, M4B), raw photos (CR3)

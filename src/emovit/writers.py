@@ -121,7 +121,9 @@ class ResultWriter:
     """Writes results in one format; jsonl and csv stream row by row, json and table at the end.
 
     `video` adds the video columns to the CSV header from the start (a run that mixes photos
-    and videos); without it they appear when the first result is a video frame."""
+    and videos); without it they appear when the first result is a video frame. `live` (a
+    camera among the inputs) prints the table's rows as they come, in fixed columns under one
+    header, instead of a table every few hundred results."""
 
     def __init__(
         self,
@@ -131,9 +133,10 @@ class ResultWriter:
         top_k: int | None = None,
         *,
         video: bool = False,
+        live: bool = False,
     ) -> None:
         self.stream, self.fmt, self.labels, self.top_k = stream, fmt, tuple(labels), top_k
-        self.video = video
+        self.video, self.live = video, live
         self._pending: list[ImageResult] = []
         self._tables = 0  # tables printed (a table every TABLE_CHUNK results)
         self._json_rows = 0
@@ -209,7 +212,7 @@ class ResultWriter:
                 self._json_rows += 1
         else:  # a table of a few hundred results at a time: a long video never piles up either
             self._pending.append(result)
-            if len(self._pending) >= TABLE_CHUNK:
+            if self.live or len(self._pending) >= TABLE_CHUNK:
                 self._write_table()
         self.stream.flush()
 
@@ -228,11 +231,18 @@ class ResultWriter:
             return Text(display_name(text, controls=True), style=style)
 
         k = self.top_k or 3
-        table = Table(show_lines=False, header_style="bold")
-        table.add_column("source", overflow="fold")
-        table.add_column("label")
-        table.add_column("score", justify="right")
-        table.add_column(f"top {k}", overflow="fold")
+        if self.live:  # a few rows at a time under one header: columns of fixed widths line up
+            table = Table(box=None, show_header=not self._tables, header_style="bold", pad_edge=False)
+            table.add_column("source", overflow="fold", width=36)
+            table.add_column("label", width=18)
+            table.add_column("score", justify="right", width=5)
+            table.add_column(f"top {k}", overflow="fold")
+        else:
+            table = Table(show_lines=False, header_style="bold")
+            table.add_column("source", overflow="fold")
+            table.add_column("label")
+            table.add_column("score", justify="right")
+            table.add_column(f"top {k}", overflow="fold")
         for result in self._pending:
             source = cell(result.source)
             if isinstance(result, FrameResult) and result.time_s is not None:

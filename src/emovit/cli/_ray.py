@@ -141,6 +141,14 @@ def run_ray(
     paths = expand_remote(paths, recursive=recursive)
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
+    from emovit.video import is_camera
+
+    cameras = [path for path in paths if is_camera(path)]
+    if cameras:  # a batch job's worker, maybe on another machine, would open a camera of its own
+        raise click.UsageError(
+            f"{cameras[0]}: a live camera is read on this machine, not by a batch job: run it "
+            "without --engine ray", ctx
+        )  # fmt: skip
     _check_videos(paths)
     # fails early, on the flag at fault; the random-weights banner. On the CPU: the driver of a
     # GPU job may have no GPU (`ray job submit` runs it on the head node), the workers have them

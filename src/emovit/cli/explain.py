@@ -92,7 +92,7 @@ def explain(
         paths = [path for path, video in zip(paths, kinds, strict=True) if not video]
         for video in videos:
             what = _a_video(video)
-            real_videos += what == "a video"
+            real_videos += what in ("a video", "a live camera")
             click.echo(f"error: {display_name(video, controls=True)}: {what}; emovit explain takes photos",
                        err=True)  # fmt: skip
     check_folder_option(ctx, output, "--output")  # before any map is computed
@@ -142,9 +142,11 @@ def _a_video(path: str) -> str:
     """What a source taken for a video is, in words: a file named like a video that FFmpeg
     cannot read either is "not a photo" (a text file saved as ``.mp4`` was called a video)."""
     from emovit.errors import EmovitError, InputError
-    from emovit.video import probe_video
+    from emovit.video import is_camera, probe_video
 
-    if not Path(path).is_file():  # a URL, a camera, a pipe: not opened here
+    if is_camera(path):
+        return "a live camera"
+    if not Path(path).is_file():  # a URL, a pipe: not opened here
         return "a video"
     try:
         probe_video(path, max_pixels=1)  # the container and its stream, no frame decoded

@@ -130,7 +130,8 @@ def predict(
     """Classify the emotion of every face in images and videos.
 
     SOURCES are image or video files, folders (searched recursively), globs ('faces/*.png'),
-    http(s)/rtsp URLs of videos, or '-' to read one path per line from stdin. A broken input
+    http(s)/rtsp URLs of videos, camera://0 (this machine's first camera, live: till --end or
+    Ctrl-C), or '-' to read one path per line from stdin. A broken input
     becomes an error row; the run goes on. Videos give one row per analysed frame and face,
     with the face's track id and its probabilities smoothed over time.
 
@@ -174,6 +175,7 @@ def predict(
         raise click.UsageError("--method and --target choose the maps of --explain DIR", ctx)
     fmt = fmt or "table"
     from emovit.cli._video import VideoJob, interruptible, video_flags
+    from emovit.video import is_camera
 
     flags = video_flags(paths)
     video_given = [  # the video options the user gave (their defaults say nothing)
@@ -194,7 +196,8 @@ def predict(
         else None
     )
     with atomic_output(output, sys.stdout) as stream:
-        writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None)
+        live = any(is_camera(path) for path in paths)  # its rows as they come, not at Ctrl-C
+        writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None, live=live)
         with (
             progress_bar(len(paths), "classifying", enabled=False if quiet else None) as advance,
             interruptible(True) as stopped,
@@ -308,9 +311,12 @@ class _OutputNames:
         return target
 
     def next(self, source: str) -> str:
+        from emovit.video import is_camera
         from emovit.writers import display_name
 
         stem = display_name(Path(source).stem, controls=True) if not source.startswith("<") else "image"
+        if is_camera(source):  # camera://0: camera-0.annotated.mp4, not 0.annotated.mp4
+            stem = f"camera-{stem}"
         stem = stem.encode()[: self.MAX_STEM_BYTES].decode("utf-8", "ignore") or "image"  # whole characters
         count, candidate = self.counts.get(self._key(stem), 0), stem
         while self._key(candidate) in self.used:  # `a_1` of a.jpg must not overwrite a_1.jpg's

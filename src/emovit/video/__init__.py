@@ -1,5 +1,6 @@
-"""Video stages: decoding and sampling (`VideoReader`), face tracks (`Tracker`), smoothing over
-time (`ProbabilitySmoother`) and the per-video summary (`VideoSummary`).
+"""Video stages: decoding and sampling (`VideoReader`; `CameraReader` for a live camera,
+``camera://0``; `open_video` picks), face tracks (`Tracker`), smoothing over time
+(`ProbabilitySmoother`) and the per-video summary (`VideoSummary`).
 
 `emovit.EmotionRecognizer.predict_video` composes them with the photo stages (faces,
 preprocess, model); the CLI and the server use it. Decoding needs the ``[video]`` extra
@@ -11,6 +12,7 @@ Examples:
     2
 """
 
+from emovit.video._camera import CameraReader, camera_device, is_camera, open_video
 from emovit.video._options import (
     DEFAULT_SMOOTH_S,
     DEFAULT_TRACK_BUFFER,
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_SMOOTH_S",
     "DEFAULT_TRACK_BUFFER",
     "VIDEO_DETECT_MAX_SIDE",
+    "CameraReader",
     "DecodedFrame",
     "ProbabilitySmoother",
     "Tracker",
@@ -41,7 +44,10 @@ __all__ = [
     "VideoPrediction",
     "VideoReader",
     "VideoSummary",
+    "camera_device",
     "decode_packets",
+    "is_camera",
     "is_video",
+    "open_video",
     "probe_video",
 ]

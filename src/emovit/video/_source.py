@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, Self
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,7 +40,16 @@ from emovit.sources import (
 )
 from emovit.video._options import VideoOptions
 
-__all__ = ["DecodedFrame", "VideoInfo", "VideoReader", "decode_packets", "is_video", "probe_video"]
+__all__ = [
+    "DecodedFrame",
+    "FrameReader",
+    "FrameSampler",
+    "VideoInfo",
+    "VideoReader",
+    "decode_packets",
+    "is_video",
+    "probe_video",
+]
 
 VideoInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 # Stills that FFmpeg also opens (as one-frame "videos"): they always take the photo path.
@@ -384,62 +393,85 @@ def _an_image(path: str) -> bool:
         return False
 
 
-class VideoReader:
-    """Decodes one video in a background thread and yields the frames `options` selects.
+class FrameSampler:
+    """Which frames `VideoOptions` chooses, given each frame's time: those within start/end,
+    every N-th of them or one per 1/fps seconds (`tolerance`: half a frame interval)."""
 
-    Opening happens at construction (an `InputError` names the problem: missing, empty, not a
-    video, no video stream); decoding starts on iteration. A decoding error after some frames
-    ends the video there with a warning (in `warnings` and through `warnings.warn`): the frames
-    before the damage are kept. An error before the first frame raises ``corrupt_video``.
+    def __init__(self, options: VideoOptions, tolerance: float) -> None:
+        self.options = options
+        self.tolerance = tolerance
+        self.in_range = 0  # frames seen within start/end, chosen or not
+        self._next_time = options.start
 
-    Examples:
-        >>> with VideoReader("clip.mp4", options=VideoOptions(fps=5)) as reader:  # doctest: +SKIP
-        ...     for frame in reader:
-        ...         frame.index, frame.time_s, frame.image.shape
+    def verdict(self, t: float) -> Literal["before", "end", "skip", "take"]:
+        """``before`` the start, at or past the ``end``, or within them: ``take`` or ``skip``."""
+        opts = self.options
+        if t < opts.start - 1e-9:
+            return "before"
+        if opts.end is not None and t >= opts.end - 1e-9:
+            return "end"
+        take = True
+        if opts.every is not None:
+            take = self.in_range % opts.every == 0
+        elif opts.fps is not None:
+            take = t + self.tolerance >= self._next_time
+            if take:
+                self._next_time += 1.0 / opts.fps
+                while self._next_time <= t:
+                    self._next_time += 1.0 / opts.fps
+        self.in_range += 1
+        return "take" if take else "skip"
+
+
+class FrameReader:
+    """A source of frames read in a background thread into a bounded queue, and yielded with
+    the frames `options` selects (`FrameSampler`): what a video file and a camera share.
+
+    A subclass opens its source at construction (setting `info`, then calling `_open_queue`),
+    reads it in `_decode_frames` (handing each chosen frame to `_put`) and lets it go in
+    `_release`. A `live` source (a camera) does not wait for the analysis: when the queue is
+    full its oldest frame is dropped (counted in `dropped`), so what is analysed stays current.
     """
 
-    def __init__(
-        self,
-        source: VideoInput,
-        *,
-        options: VideoOptions | None = None,
-        name: str | None = None,
-        max_pixels: int | None = None,
-        quiet: bool = False,
-    ) -> None:
+    live = False
+    info: VideoInfo
+    #: Said when the source ended before its first frame.
+    _no_frames = "not one frame could be decoded (a truncated or damaged file, or a stream without frames)"
+
+    def __init__(self, options: VideoOptions | None, name: str, max_pixels: int | None, quiet: bool) -> None:
         self.options = options or VideoOptions()
-        self.name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
+        self.name = name
         self.max_pixels = max_pixels
         self.quiet = quiet  # warnings only in `warnings`, never printed (a server's uploads)
         self.warnings: list[str] = []
         self.incomplete = False  # the frames ended before the video did (damage, truncation)
         self.reached_end = False  # a frame at or after `options.end` was decoded: the video goes on
         self.frames_decoded = 0
-        self.frames_in_range = 0  # decoded within options.start/end, analysed or not
+        self.dropped = 0  # chosen frames a live source dropped because the analysis fell behind
         self.last_time_s: float | None = None  # of the last frame chosen for analysis
         self._last_decoded_s: float | None = None  # of the last frame decoded at all
         self._last_shown_until_s: float | None = None  # and when it leaves the screen, if known
-        self._source = source  # opened again when a failed seek left the demuxer at its end
-        self._container = _open_container(source, self.name)
-        try:
-            self._stream = _video_stream(self._container, self.name)
-            self.info = _info(self._container, self._stream)
-            self._check_pixels(self.info.width, self.info.height)
-        except BaseException:
-            self._container.close()
-            raise
-        self._stream.thread_type = "AUTO"
-        self._sar = _non_square(self._stream)  # such pixels are stretched to square ones
-        frame_bytes = max(1, self.info.width * self.info.height * 3)
-        self._queue: queue.Queue[DecodedFrame | _End] = queue.Queue(
-            max(2, min(self.options.queue_frames, _QUEUE_BYTES // frame_bytes))
-        )
+        self._sampler = FrameSampler(self.options, 1e-3)
+        self._queue: queue.Queue[DecodedFrame | _End] = queue.Queue(2)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
         self._notes: list[str] = []  # warnings found by the decoding thread, raised by the consumer
         self._damaged: list[str] = []  # the decoder's error for each packet skipped as damaged
         self._notes_raised = 0
+
+    @property
+    def frames_in_range(self) -> int:
+        """Frames read within options.start/end, analysed or not."""
+        return self._sampler.in_range
+
+    def _open_queue(self, frames: int) -> None:
+        """Size the queue for `info`'s frames (at most `_QUEUE_BYTES`, at most `frames`) and
+        time the sampling by `info.fps`."""
+        frame_bytes = max(1, self.info.width * self.info.height * 3)
+        self._queue = queue.Queue(max(2, min(frames, _QUEUE_BYTES // frame_bytes)))
+        fps = self.info.fps
+        self._sampler = FrameSampler(self.options, 0.5 / fps if fps else 1e-3)
 
     # ------------------------------------------------------------------ consumer side
 
@@ -493,9 +525,9 @@ class VideoReader:
                 except queue.Empty:
                     self._thread.join(0.05)
         with contextlib.suppress(Exception):  # closing a damaged file must not hide the real outcome
-            self._container.close()
+            self._release()
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -543,12 +575,17 @@ class VideoReader:
     # ------------------------------------------------------------------ decoding thread
 
     def _put(self, item: DecodedFrame | _End) -> bool:
+        """Queue `item` for the consumer (False once it stopped): a file's reader waits for room,
+        a live one makes room by dropping the oldest frame waiting."""
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queue.put(item, timeout=None if self.live else 0.1, block=not self.live)
                 return True
             except queue.Full:
-                continue
+                if self.live:
+                    with contextlib.suppress(queue.Empty):
+                        self._queue.get_nowait()
+                        self.dropped += 1
         return False
 
     def _decode(self) -> None:
@@ -557,10 +594,8 @@ class VideoReader:
             if self._damaged and not self.frames_decoded:
                 raise InputError(self.name, f"damaged video data ({self._damaged[0]})", "corrupt_video")
             if not self.frames_decoded and not self._stop.is_set():
-                raise InputError(  # a file cut before its first whole frame was "1 of 1 analysed"
-                    self.name, "not one frame could be decoded (a truncated or damaged file, or a "
-                    "stream without frames)", "corrupt_video",
-                )  # fmt: skip
+                # a file cut before its first whole frame was "1 of 1 analysed"
+                raise InputError(self.name, self._no_frames, "corrupt_video")
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
             self._put(_End(exc))
         else:
@@ -570,7 +605,60 @@ class VideoReader:
                     f"{len(self._damaged)} damaged packet(s) skipped ({self._damaged[0]}): the frames "
                     "they held are missing, the others are kept"
                 )
+            if self.dropped:
+                self._notes.append(
+                    f"{self.dropped} frame(s) dropped: the analysis was slower than the frames chosen "
+                    "(fewer frames per second keep up)"
+                )
             self._put(_End())
+
+    def _decode_frames(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Let the source go (its file, its device)."""
+
+
+class VideoReader(FrameReader):
+    """Decodes one video in a background thread and yields the frames `options` selects.
+
+    Opening happens at construction (an `InputError` names the problem: missing, empty, not a
+    video, no video stream); decoding starts on iteration. A decoding error after some frames
+    ends the video there with a warning (in `warnings` and through `warnings.warn`): the frames
+    before the damage are kept. An error before the first frame raises ``corrupt_video``.
+
+    Examples:
+        >>> with VideoReader("clip.mp4", options=VideoOptions(fps=5)) as reader:  # doctest: +SKIP
+        ...     for frame in reader:
+        ...         frame.index, frame.time_s, frame.image.shape
+    """
+
+    def __init__(
+        self,
+        source: VideoInput,
+        *,
+        options: VideoOptions | None = None,
+        name: str | None = None,
+        max_pixels: int | None = None,
+        quiet: bool = False,
+    ) -> None:
+        label = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
+        super().__init__(options, label, max_pixels, quiet)
+        self._source = source  # opened again when a failed seek left the demuxer at its end
+        self._container = _open_container(source, self.name)
+        try:
+            self._stream = _video_stream(self._container, self.name)
+            self.info = _info(self._container, self._stream)
+            self._check_pixels(self.info.width, self.info.height)
+        except BaseException:
+            self._container.close()
+            raise
+        self._stream.thread_type = "AUTO"
+        self._sar = _non_square(self._stream)  # such pixels are stretched to square ones
+        self._open_queue(self.options.queue_frames)
+
+    def _release(self) -> None:
+        self._container.close()
 
     def _origin(self) -> float:
         """The time of the stream's first frame (MPEG-TS streams start at 1.4 s, say)."""
@@ -659,9 +747,8 @@ class VideoReader:
         opts = self.options
         fps = self.info.fps
         origin = self.info.start_s = self._origin()
-        tolerance = 0.5 / fps if fps else 1e-3
+        tolerance = self._sampler.tolerance
         index, previous = -1, None
-        next_time = opts.start
         warned_times = False
         damaged = 0  # damaged packets seen when the last frame was numbered
         try:
@@ -696,22 +783,11 @@ class VideoReader:
                 shown = frame.duration * frame.time_base if frame.duration and frame.time_base else None
                 self._last_shown_until_s = t + float(shown) if shown is not None else None
                 self.frames_decoded += 1
-                if t < opts.start - 1e-9:
-                    continue
-                if opts.end is not None and t >= opts.end - 1e-9:
+                verdict = self._sampler.verdict(t)
+                if verdict == "end":
                     self.reached_end = True
                     return
-                take = True
-                if opts.every is not None:
-                    take = self.frames_in_range % opts.every == 0
-                elif opts.fps is not None:
-                    take = t + tolerance >= next_time
-                    if take:
-                        next_time += 1.0 / opts.fps
-                        while next_time <= t:
-                            next_time += 1.0 / opts.fps
-                self.frames_in_range += 1
-                if not take:
+                if verdict != "take":
                     continue
                 shown = frame.width if self._sar is None else max(2, round(frame.width * self._sar))
                 self._check_pixels(max(shown, frame.width), frame.height)  # the declared size can lie

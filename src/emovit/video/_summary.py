@@ -17,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     from emovit.results import FrameResult
     from emovit.video._options import VideoOptions
-    from emovit.video._source import VideoInfo, VideoReader
+    from emovit.video._source import FrameReader, VideoInfo
 
 __all__ = ["VideoPrediction", "VideoSummary"]
 
@@ -50,9 +50,9 @@ class VideoSummary:
     first_s: float | None = None
     last_s: float | None = None
     tracks: dict[int, _TrackStats] = field(default_factory=dict)
-    _reader: VideoReader | None = field(default=None, repr=False, compare=False)
+    _reader: FrameReader | None = field(default=None, repr=False, compare=False)
 
-    def attach(self, reader: VideoReader) -> None:
+    def attach(self, reader: FrameReader) -> None:
         """Follow `reader`: its video's facts, its warnings and whether its frames ended early."""
         self.info = reader.info
         self.warnings = reader.warnings
