@@ -18,7 +18,14 @@ pytest.importorskip("scipy")
 
 from emovit import EmotionRecognizer  # noqa: E402
 from emovit.errors import InputError  # noqa: E402
-from emovit.video import CameraReader, VideoOptions, camera_device, is_camera, is_video  # noqa: E402
+from emovit.video import (  # noqa: E402
+    STOPPED_NOTE,
+    CameraReader,
+    VideoOptions,
+    camera_device,
+    is_camera,
+    is_video,
+)
 
 
 class FakeCamera:
@@ -29,6 +36,8 @@ class FakeCamera:
     frames: ClassVar[list[np.ndarray]] = []
     fps: ClassVar[float] = 30.0
     loop: ClassVar[bool] = True
+    dead: ClassVar[bool] = False  # opens, never sends a frame
+    garbled: ClassVar[bool] = False  # sends frames that cannot be decoded
     opened: ClassVar[list[FakeCamera]] = []
 
     def __init__(self, device: Any, api: int | None = None) -> None:
@@ -50,7 +59,7 @@ class FakeCamera:
         }.get(prop, 0.0)
 
     def grab(self) -> bool:
-        if not self.loop and self.sent >= len(self.frames):
+        if self.dead or (not self.loop and self.sent >= len(self.frames)):
             return False
         delay = self.next_at - time.monotonic()
         if delay > 0:
@@ -59,7 +68,9 @@ class FakeCamera:
         self.sent += 1
         return True
 
-    def retrieve(self) -> tuple[bool, np.ndarray]:
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        if self.garbled:
+            return False, None
         return True, self.frames[(self.sent - 1) % len(self.frames)].copy()
 
     def release(self) -> None:
@@ -83,6 +94,7 @@ def camera(monkeypatch: pytest.MonkeyPatch) -> type[FakeCamera]:
         opened: ClassVar[list[FakeCamera]] = []
 
     monkeypatch.setattr(cv2, "VideoCapture", Camera)
+    monkeypatch.setattr("emovit.video._camera._SILENT_S", 0.3)  # a silent camera is given up sooner
     return Camera
 
 
@@ -97,6 +109,8 @@ def test_camera_sources_are_named_by_number_or_device() -> None:
     assert camera_device("camera://12") == 12 and camera_device("camera:///dev/video7") == "/dev/video7"
     with pytest.raises(InputError, match=r"camera://front: not a camera: give its number \(camera://0"):
         camera_device("camera://front")
+    with pytest.raises(InputError, match="on Linux, its device path"):  # not a video file by its name
+        camera_device("camera:///tmp/clip.mp4")
 
 
 def test_a_camera_is_analysed_at_its_pace_until_the_end(
@@ -105,7 +119,7 @@ def test_a_camera_is_analysed_at_its_pace_until_the_end(
     run = whole.predict_video("camera://0", fps=10, end=0.55, keep_pixels=True)
     frames = list(run)
     times = [frame.time_s for frame in frames]
-    assert 4 <= len(frames) <= 7, times  # 10 a second of a 30-fps camera for 0.55 s
+    assert 2 <= len(frames) <= 6, times  # 10 a second of a 30-fps camera for 0.55 s (fewer: dropped)
     assert times == sorted(set(times)) and times[0] == 0.0 and times[-1] < 0.55
     assert np.diff(times).min() > 0.06  # one in three of its frames, not all of them
     assert all(frame.ok and frame.source == "camera://0" and len(frame.faces) == 1 for frame in frames)
@@ -121,10 +135,11 @@ def test_a_camera_that_stops_sending_keeps_its_frames(
     whole: EmotionRecognizer, camera: type[FakeCamera]
 ) -> None:
     camera.loop = False  # 8 frames, then unplugged
+    camera.fps = 10.0  # slow enough that the analysis keeps up, even on a loaded machine
     run = whole.predict_video("camera:///dev/video7")
     with pytest.warns(UserWarning, match=r"camera:///dev/video7: the camera stopped sending frames after"):
         frames = list(run)
-    assert len(frames) == 8 and [f.frame for f in frames] == list(range(8))
+    assert [f.frame for f in frames] == list(range(8))
     summary = run.summary()
     assert summary["complete"] is False
     assert any("camera stopped sending frames" in w for w in summary["warnings"]), summary["warnings"]
@@ -220,3 +235,108 @@ def test_a_live_table_prints_each_row_as_it_comes_under_one_header() -> None:
     assert buffer.getvalue().splitlines() == lines and lines[0].split()[:3] == ["source", "label", "score"]
     starts = {line.index("#1 happy") for line in lines[1:]}
     assert len(starts) == 1  # one column, row after row
+
+
+def test_a_camera_that_sends_nothing_or_garbage_is_an_error_row(
+    whole: EmotionRecognizer, camera: type[FakeCamera]
+) -> None:
+    camera.dead = True
+    [silent] = list(whole.predict_video("camera://0"))
+    assert silent.error_code == "not_found" and "opened but sent no frame in 0.3 s" in (silent.error or "")
+    camera.dead, camera.garbled = False, True
+    [garbled] = list(whole.predict_video("camera://0"))
+    assert garbled.error_code == "corrupt_video" and "cannot be decoded" in (garbled.error or "")
+    assert [c.released for c in camera.opened] == [True, True]
+
+
+def test_a_stop_ends_a_camera_run_while_it_waits_for_a_frame(
+    whole: EmotionRecognizer, camera: type[FakeCamera]
+) -> None:
+    """Before --start no frame comes: a stop (Ctrl-C) ends the wait at once, not at the next frame."""
+    import threading
+
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    run = whole.predict_video("camera://0", start=30, stop=stop)
+    assert list(run) == []
+    assert time.monotonic() - began < 3
+    summary = run.summary()
+    assert summary["complete"] is False and summary["warnings"] == [STOPPED_NOTE]
+    assert camera.opened[0].released
+
+
+def test_the_end_of_a_live_run_never_replaces_its_last_frame(camera: type[FakeCamera]) -> None:
+    camera.fps = 200.0
+    with CameraReader("camera://0", options=VideoOptions(end=0.25), quiet=True) as reader:
+        got = []
+        for frame in reader:
+            got.append(frame)
+            time.sleep(0.03)
+    assert reader.dropped > 0 and got[-1].time_s == reader.last_time_s  # the newest chosen frame
+    assert len(got) + reader.dropped == reader.frames_in_range
+    assert [w for w in reader.warnings if "dropped" in w] == [
+        f"{reader.dropped} frame(s) dropped: the analysis was slower than the frames chosen (fewer frames "
+        "per second keep up)"
+    ]
+
+
+_CLI_WITH_A_CAMERA = """
+import sys, cv2
+from tests.test_camera import FakeCamera, _frames
+class Camera(FakeCamera):
+    frames = _frames(8)
+    opened = []
+    def __init__(self, *args):
+        super().__init__(*args)
+        print("test camera opened", file=sys.stderr, flush=True)
+cv2.VideoCapture = Camera
+from emovit.cli import main
+main(sys.argv[1:], prog_name="emovit")
+"""
+
+
+def test_ctrl_c_ends_a_cli_camera_run_at_once_even_before_a_frame(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Waiting for --start (no frame yet), one Ctrl-C ends the run within a moment: exit 130 and
+    a summary that says it was interrupted (once: not also the library's 'stopped on request')."""
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    summary = tmp_path / "s.json"
+    cmd = [
+        sys.executable, "-c", _CLI_WITH_A_CAMERA, "predict", "camera://0", "--model", str(tiny_model_dir),
+        "--detector", "none", "--format", "jsonl", "--start", "60", "--summary", str(summary),
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or []], daemon=True)
+    reader.start()
+    try:
+        while "test camera opened" not in lines.get(timeout=120):  # the model loaded, the camera open
+            pass
+    except queue.Empty:
+        proc.kill()
+        pytest.fail("the CLI never opened the camera")
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        stdout = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    reader.join(5)
+    stderr = "".join(lines.queue)
+    assert time.monotonic() - sent < 5, "Ctrl-C waited for a frame"
+    assert proc.returncode == 130, stderr
+    assert stdout == ""
+    [video] = json.loads(summary.read_text())["videos"]
+    assert video["frames_analysed"] == 0 and video["complete"] is False
+    assert video["warnings"] == [
+        "interrupted (Ctrl-C or SIGTERM) after 0 analysed frames: its rows and summary stop there"
+    ]

@@ -607,12 +607,14 @@ class EmotionRecognizer:
     ) -> Iterator[FrameResult]:
         """Decode → faces → preprocess → model (batches of frames, the next one prepared in a
         thread while this one is in the model) → tracks → smoothing, frame by frame."""
-        from emovit.video import ProbabilitySmoother, Tracker, open_video
+        from emovit.video import STOPPED_NOTE, ProbabilitySmoother, Tracker, open_video
 
         errors: ErrorPolicy = "raise" if raise_errors else "collect"
         try:
             options, detector = self._video_detector(faces)
-            reader = open_video(source, options=video, name=label, max_pixels=max_pixels, quiet=quiet)
+            reader = open_video(
+                source, options=video, name=label, max_pixels=max_pixels, quiet=quiet, stop=stop
+            )
         except InputError as exc:
             if raise_errors:
                 raise
@@ -641,10 +643,6 @@ class EmotionRecognizer:
                         if len(pending) > ahead:
                             yield from finish(pending.popleft().result())
                         if stop is not None and stop.is_set():  # not the whole video: the summary says so
-                            summary.stopped = True
-                            summary.warnings.append(
-                                "stopped on request: the rest of the video was not analysed"
-                            )
                             break
                 except InputError as exc:  # the video could not be decoded at all
                     if raise_errors:
@@ -652,6 +650,9 @@ class EmotionRecognizer:
                     if summary.frames_analysed == 0 and not pending:
                         yield _failed_video(label, exc)
                         return
+                if stop is not None and stop.is_set():  # not the whole video: the summary says so
+                    summary.stopped = True
+                    summary.warnings.append(STOPPED_NOTE)
                 while pending:
                     yield from finish(pending.popleft().result())
         finally:

@@ -62,6 +62,8 @@ class Interrupt:
 
     requested: bool = False
     interrupted: bool = False
+    #: set with `requested`: a video waiting for its next frame (a camera) stops waiting
+    event: threading.Event = field(default_factory=threading.Event)
 
 
 @contextlib.contextmanager
@@ -81,6 +83,7 @@ def interruptible(enabled: bool) -> Iterator[Interrupt]:
         if state.requested:
             raise KeyboardInterrupt
         state.requested = True
+        state.event.set()
 
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -153,11 +156,14 @@ class VideoJob:
             if advance is not None:
                 advance(1.0)
             return True
+        from emovit.video import STOPPED_NOTE, is_camera
         from emovit.video_output import AnnotatedVideoWriter, TimelineRecorder
 
         errors = _output_errors()
         self._warned = False
-        run = self.rec.predict_video(path, options=self.options, keep_pixels=bool(self.annotated))
+        run = self.rec.predict_video(
+            path, options=self.options, keep_pixels=bool(self.annotated), stop=stop.event if stop else None
+        )
         video: AnnotatedVideoWriter | None = None
         annotate = bool(self.annotated)
         timeline = TimelineRecorder(self.rec.labels) if self.plot else None
@@ -212,7 +218,10 @@ class VideoJob:
             ):
                 # an interrupted video's summary said only "complete": false, as a damaged file's does
                 outputs = "rows, summary and annotated video" if self.annotated else "rows and summary"
-                summary.setdefault("warnings", []).append(
+                notes = summary.setdefault("warnings", [])
+                if STOPPED_NOTE in notes:  # the library's word for it: this one says why and where
+                    notes.remove(STOPPED_NOTE)
+                notes.append(
                     f"interrupted (Ctrl-C or SIGTERM) after {summary.get('frames_analysed', 0)} analysed "
                     f"frames: its {outputs} stop there"
                 )
@@ -227,7 +236,8 @@ class VideoJob:
             if timeline is not None and summary.get("error") is None:
                 try:
                     plotted = timeline.save(
-                        self.check(Path(self.plot or ".") / f"{stem}.timeline.png"), title=Path(path).name
+                        self.check(Path(self.plot or ".") / f"{stem}.timeline.png"),
+                        title=path if is_camera(path) else Path(path).name,
                     )
                 except errors as exc:
                     self._unsaved(path, "timeline", exc)

@@ -198,8 +198,8 @@ def predict(
     with atomic_output(output, sys.stdout) as stream:
         live = any(is_camera(path) for path in paths)  # its rows as they come, not at Ctrl-C
         writer = ResultWriter(stream, fmt, rec.labels, top_k, video=videos is not None, live=live)
-        with (
-            progress_bar(len(paths), "classifying", enabled=False if quiet else None) as advance,
+        with (  # no bar beside a camera's rows: it has no end to measure, and would garble them
+            progress_bar(len(paths), "classifying", enabled=False if quiet or live else None) as advance,
             interruptible(True) as stopped,
         ):
             for is_video, group in itertools.groupby(zip(paths, flags, strict=True), key=lambda x: x[1]):

@@ -28,12 +28,13 @@ from emovit.video._source import (
     is_video,
     probe_video,
 )
-from emovit.video._summary import VideoPrediction, VideoSummary
+from emovit.video._summary import STOPPED_NOTE, VideoPrediction, VideoSummary
 from emovit.video._tracker import Tracker
 
 __all__ = [
     "DEFAULT_SMOOTH_S",
     "DEFAULT_TRACK_BUFFER",
+    "STOPPED_NOTE",
     "VIDEO_DETECT_MAX_SIDE",
     "CameraReader",
     "DecodedFrame",

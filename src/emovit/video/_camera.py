@@ -1,6 +1,7 @@
 """Live cameras: ``camera://0`` (the first camera), ``camera://1``, or a device path on Linux
-(``camera:///dev/video2``), read with OpenCV's capture (V4L2 on Linux, AVFoundation on macOS,
-Media Foundation or DirectShow on Windows; PyAV's FFmpeg builds carry no camera input).
+(``camera:///dev/video2``, opened with V4L2), read with OpenCV's capture (V4L2 on Linux,
+AVFoundation on macOS, Media Foundation or DirectShow on Windows; PyAV's FFmpeg builds carry no
+camera input).
 
 A camera has no timeline of its own: a frame's time is when it arrived, in seconds since the
 first one, so ``start``, ``end``, ``fps`` and the smoothing work as on a file. The camera does
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,10 +30,14 @@ from emovit.video._source import DecodedFrame, FrameReader, VideoInfo, VideoRead
 __all__ = ["CAMERA_SCHEME", "CameraReader", "camera_device", "is_camera", "open_video"]
 
 CAMERA_SCHEME = "camera"
-#: Frames chosen and waiting for the analysis at most: a live view keeps only the newest.
-_LIVE_QUEUE = 2
-#: Failed reads in a row after which the camera is taken as gone (unplugged, taken over).
-_FAILED_READS = 10
+#: Seconds without a frame after which the camera is taken as gone (unplugged, taken over), or,
+#: before its first frame, as not sending (another program holds it; it is still warming up).
+_SILENT_S = 5.0
+#: Frames in a row that arrive but cannot be decoded after which the camera is given up.
+_UNDECODABLE = 30
+#: Seconds one V4L2 read waits for a frame (OpenCV's default, 10, held a stalled camera that long
+#: at each try, and Ctrl-C with it); OpenCV reads it once, at the first read of any camera.
+_V4L_WAIT_S = "2"
 
 
 def is_camera(source: Any) -> bool:
@@ -51,11 +58,11 @@ def camera_device(source: str) -> int | str:
     rest = source.partition("://")[2]
     if rest.isascii() and rest.isdigit():
         return int(rest)
-    if rest.startswith("/") and len(rest) > 1:
+    if rest.startswith("/dev/") and len(rest) > len("/dev/"):
         return rest
     raise InputError(
-        source, "not a camera: give its number (camera://0 is the first camera) or its device path "
-        "(camera:///dev/video0)", "unsupported_input",
+        source, "not a camera: give its number (camera://0 is the first camera) or, on Linux, its "
+        "device path (camera:///dev/video0)", "unsupported_input",
     )  # fmt: skip
 
 
@@ -74,8 +81,9 @@ class CameraReader(FrameReader):
     timed by their arrival (see the module's docstring).
 
     Opening happens at construction: a camera that does not exist, is in use or may not be
-    read is an `InputError` (code ``not_found``) naming it. A camera that stops sending ends
-    the run with a warning; the frames before are kept.
+    read is an `InputError` (code ``not_found``) naming it, as is one that opens but sends no
+    frame within `_SILENT_S` seconds. A camera that stops sending ends the run with a warning;
+    the frames before are kept.
 
     Examples:
         >>> with CameraReader("camera://0", options=VideoOptions(fps=5, end=10)) as camera:  # doctest: +SKIP
@@ -84,7 +92,6 @@ class CameraReader(FrameReader):
     """
 
     live = True
-    _no_frames = "the camera opened but sent no frame"
 
     def __init__(
         self,
@@ -94,14 +101,17 @@ class CameraReader(FrameReader):
         name: str | None = None,
         max_pixels: int | None = None,
         quiet: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
-        super().__init__(options, name or source, max_pixels, quiet)
+        super().__init__(options, name or source, max_pixels, quiet, stop)
         device = camera_device(source)
+        if sys.platform.startswith("linux"):
+            os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", _V4L_WAIT_S)
         cv2 = _cv2()
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its warnings: said below
-        try:
-            capture = cv2.VideoCapture(device, cv2.CAP_ANY)
+        try:  # a path is a V4L2 device (any backend would open a video file by its name too)
+            capture = cv2.VideoCapture(device, cv2.CAP_ANY if isinstance(device, int) else cv2.CAP_V4L2)
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
@@ -125,7 +135,7 @@ class CameraReader(FrameReader):
         except BaseException:
             capture.release()
             raise
-        self._open_queue(_LIVE_QUEUE)
+        self._open_queue(1, least=1)  # the newest frame only: what is analysed stays current
 
     def _release(self) -> None:
         with contextlib.suppress(Exception):
@@ -134,23 +144,27 @@ class CameraReader(FrameReader):
     def _decode_frames(self) -> None:
         cv2 = _cv2()
         origin: float | None = None
-        failed = 0
+        heard = time.monotonic()  # when the camera last sent a frame (or was opened)
+        undecodable = 0
         while not self._stop.is_set():
-            begin = time.perf_counter()
             if not self._capture.grab():  # the next frame, not yet converted
-                failed += 1
-                if failed < _FAILED_READS:
+                silent = time.monotonic() - heard
+                if silent < _SILENT_S:
                     time.sleep(0.05)
                     continue
-                if self.frames_decoded:
-                    self.incomplete = True
-                    self._notes.append(
-                        f"the camera stopped sending frames after {self._last_decoded_s or 0:.2f} s "
-                        "(unplugged, or taken by another program); the frames before are kept"
-                    )
+                if not self.frames_decoded:
+                    raise InputError(
+                        self.name, f"the camera opened but sent no frame in {_SILENT_S:g} s (another "
+                        "program may be using it)", "not_found",
+                    )  # fmt: skip
+                self.incomplete = True
+                self._notes.append(
+                    f"the camera stopped sending frames after {self._last_decoded_s or 0:.2f} s "
+                    "(unplugged, or taken by another program); the frames before are kept"
+                )
                 return
-            failed = 0
-            now = time.monotonic()
+            begin = time.perf_counter()
+            heard = now = time.monotonic()
             origin = now if origin is None else origin
             t = now - origin
             self._last_decoded_s = t
@@ -164,7 +178,14 @@ class CameraReader(FrameReader):
                 continue
             ok, bgr = self._capture.retrieve()
             if not ok or bgr is None:
+                undecodable += 1
+                if undecodable >= _UNDECODABLE:
+                    raise InputError(
+                        self.name, f"the camera sends frames that cannot be decoded ({undecodable} in a "
+                        "row)", "corrupt_video",
+                    )  # fmt: skip
                 continue
+            undecodable = 0
             channels = 1 if bgr.ndim == 2 else bgr.shape[2]
             code = {1: cv2.COLOR_GRAY2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels, cv2.COLOR_BGR2RGB)
             image = cv2.cvtColor(bgr, code)
@@ -183,9 +204,9 @@ def open_video(
     name: str | None = None,
     max_pixels: int | None = None,
     quiet: bool = False,
+    stop: threading.Event | None = None,
 ) -> FrameReader:
     """The reader for `source`: a `CameraReader` for ``camera://...``, else a `VideoReader`
-    (a file, a URL, bytes or a file object)."""
-    if is_camera(source):
-        return CameraReader(source, options=options, name=name, max_pixels=max_pixels, quiet=quiet)
-    return VideoReader(source, options=options, name=name, max_pixels=max_pixels, quiet=quiet)
+    (a file, a URL, bytes or a file object); `stop` ends its frames from elsewhere (Ctrl-C)."""
+    reader = CameraReader if is_camera(source) else VideoReader
+    return reader(source, options=options, name=name, max_pixels=max_pixels, quiet=quiet, stop=stop)

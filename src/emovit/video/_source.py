@@ -431,6 +431,7 @@ class FrameReader:
     reads it in `_decode_frames` (handing each chosen frame to `_put`) and lets it go in
     `_release`. A `live` source (a camera) does not wait for the analysis: when the queue is
     full its oldest frame is dropped (counted in `dropped`), so what is analysed stays current.
+    `stop` (an event set from elsewhere: Ctrl-C) ends the frames while waiting for the next.
     """
 
     live = False
@@ -438,8 +439,16 @@ class FrameReader:
     #: Said when the source ended before its first frame.
     _no_frames = "not one frame could be decoded (a truncated or damaged file, or a stream without frames)"
 
-    def __init__(self, options: VideoOptions | None, name: str, max_pixels: int | None, quiet: bool) -> None:
+    def __init__(
+        self,
+        options: VideoOptions | None,
+        name: str,
+        max_pixels: int | None,
+        quiet: bool,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.options = options or VideoOptions()
+        self.stopped = False  # ended by `stop` before the source did
         self.name = name
         self.max_pixels = max_pixels
         self.quiet = quiet  # warnings only in `warnings`, never printed (a server's uploads)
@@ -454,6 +463,7 @@ class FrameReader:
         self._sampler = FrameSampler(self.options, 1e-3)
         self._queue: queue.Queue[DecodedFrame | _End] = queue.Queue(2)
         self._stop = threading.Event()
+        self._halt = stop
         self._thread: threading.Thread | None = None
         self._started = False
         self._notes: list[str] = []  # warnings found by the decoding thread, raised by the consumer
@@ -465,11 +475,11 @@ class FrameReader:
         """Frames read within options.start/end, analysed or not."""
         return self._sampler.in_range
 
-    def _open_queue(self, frames: int) -> None:
-        """Size the queue for `info`'s frames (at most `_QUEUE_BYTES`, at most `frames`) and
-        time the sampling by `info.fps`."""
+    def _open_queue(self, frames: int, least: int = 2) -> None:
+        """Size the queue for `info`'s frames (at most `_QUEUE_BYTES`, at most `frames`, at
+        least `least`) and time the sampling by `info.fps`."""
         frame_bytes = max(1, self.info.width * self.info.height * 3)
-        self._queue = queue.Queue(max(2, min(frames, _QUEUE_BYTES // frame_bytes)))
+        self._queue = queue.Queue(max(least, min(frames, _QUEUE_BYTES // frame_bytes)))
         fps = self.info.fps
         self._sampler = FrameSampler(self.options, 0.5 / fps if fps else 1e-3)
 
@@ -477,14 +487,20 @@ class FrameReader:
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         if self._started:
-            raise RuntimeError("a VideoReader can be iterated once")
+            raise RuntimeError(f"a {type(self).__name__} can be iterated once")
         self._started = True
         self._thread = threading.Thread(target=self._decode, name="emovit-video-decode", daemon=True)
         self._thread.start()
         yielded = 0
         try:
             while True:
-                item = self._queue.get()
+                try:  # a wait for the next frame (a camera's, before --start) ends on `stop`
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self._halt is not None and self._halt.is_set():
+                        self.stopped = True
+                        return
+                    continue
                 while self._notes_raised < len(self._notes):
                     self._warn(self._notes[self._notes_raised])
                     self._notes_raised += 1
@@ -576,13 +592,15 @@ class FrameReader:
 
     def _put(self, item: DecodedFrame | _End) -> bool:
         """Queue `item` for the consumer (False once it stopped): a file's reader waits for room,
-        a live one makes room by dropping the oldest frame waiting."""
+        a live one makes room for a frame by dropping the oldest frame waiting (the end of
+        the frames waits, as a file's do: it never replaces a frame)."""
+        evict = self.live and isinstance(item, DecodedFrame)
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=None if self.live else 0.1, block=not self.live)
+                self._queue.put(item, timeout=None if evict else 0.1, block=not evict)
                 return True
             except queue.Full:
-                if self.live:
+                if evict:
                     with contextlib.suppress(queue.Empty):
                         self._queue.get_nowait()
                         self.dropped += 1
@@ -641,9 +659,10 @@ class VideoReader(FrameReader):
         name: str | None = None,
         max_pixels: int | None = None,
         quiet: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         label = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<video>")
-        super().__init__(options, label, max_pixels, quiet)
+        super().__init__(options, label, max_pixels, quiet, stop)
         self._source = source  # opened again when a failed seek left the demuxer at its end
         self._container = _open_container(source, self.name)
         try:

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from emovit.video._options import VideoOptions
     from emovit.video._source import FrameReader, VideoInfo
 
-__all__ = ["VideoPrediction", "VideoSummary"]
+__all__ = ["STOPPED_NOTE", "VideoPrediction", "VideoSummary"]
+
+#: The warning of a video stopped on request (`EmotionRecognizer.predict_video`'s ``stop``).
+STOPPED_NOTE = "stopped on request: the rest of the video was not analysed"
 
 
 @dataclass
