@@ -1,5 +1,7 @@
 # emovit — the README's commands. Everything runs inside .venv, created on first use.
 PYTHON ?= python3
+# the read-only data and models beside the repository (the tests read EMOVIT_SHARED too)
+SHARED ?= $(or $(EMOVIT_SHARED),../shared)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
@@ -21,7 +23,7 @@ TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 # package with its card. runs/default is tracked in git so that a run longer than one working
 # session continues in the next one.
 # `train-vit-student` is the plain-ViT run the card compares against (why the default is a hybrid).
-TRAIN_DATA ?= ../shared/data/fer2013
+TRAIN_DATA ?= $(SHARED)/data/fer2013
 TRAIN_DIR  ?= runs/default
 TIME_LIMIT ?= 170
 # The framing the default model records (emovit.json; later stages inherit it through --init):
@@ -51,7 +53,7 @@ help:  ## list the targets and what each does
 
 install: $(VENV)/.installed          ## emovit and its core dependencies
 install-dev: $(VENV)/.installed-dev  ## plus the extras the tests need
-YUNET_MODEL ?= ../shared/models/face_detection_yunet_2023mar.onnx
+YUNET_MODEL ?= $(SHARED)/models/face_detection_yunet_2023mar.onnx
 demo: $(VENV)/.installed-faces  ## classify the photos in examples/ with the embedded default model
 	@# offline machines: a local copy of the YuNet detector, where there is one, goes into the user cache
 	@if test -f "$(YUNET_MODEL)" && ! $(BIN)/python -c "from emovit.faces import YUNET, fetch; fetch(YUNET, allow_download=False)" 2>/dev/null; then \
@@ -111,7 +113,7 @@ train-fer2013: train-teacher  ## the FER2013 stages (1-3) of the default model (
 # Stages 4 and 5: the FER+ vote distributions (contempt/unknown/not-a-face votes dropped),
 # photo-like augmentation (--augment robust) and a logit-adjusted loss, continuing stage 3; stage 5
 # is a warm restart of stage 4 at half the learning rate.
-FERPLUS_LABELS ?= ../shared/data/ferplus/labels.csv
+FERPLUS_LABELS ?= $(SHARED)/data/ferplus/labels.csv
 train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/ferplus --init $(TRAIN_DIR)/mobilevit-stage3 \
 	  --labels $(FERPLUS_LABELS) --epochs 12 --batch-size 128 --lr 3e-4 --warmup-epochs 1 \
