@@ -424,6 +424,50 @@ def test_outputs_that_are_pipes_links_or_empty(photo_dir: Path, tiny_model_dir: 
         assert empty.exit_code == 2 and "is empty" in empty.output, (flag, empty.output)
 
 
+def test_a_linked_output_is_checked_where_its_file_is(
+    photo_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A link is written through to its file: the up-front check looks at that file's folder
+    (it looked at the link's, and the run failed at its end), and a --summary linked to the
+    -o file is refused (the summary replaced the rows)."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    args = ["predict", str(photo_dir / "b.jpg"), "--model", str(tiny_model_dir), "--detector", "none",
+            "--format", "csv", "-q"]  # fmt: skip
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    dangling = tmp_path / "rows.csv"
+    dangling.symlink_to(blocker / "sub" / "rows.csv")  # its folder can never be made
+    refused = CliRunner().invoke(main, [*args, "-o", str(dangling)])
+    assert refused.exit_code == 2 and "rows.csv" in refused.output and "its folder" in refused.output
+    rows = tmp_path / "out.csv"
+    alias = tmp_path / "summary.json"
+    alias.symlink_to(rows)
+    same = CliRunner().invoke(main, [*args, "-o", str(rows), "--summary", str(alias)])
+    assert same.exit_code == 2 and "is --output too" in same.output
+
+
+def test_an_empty_output_folder_is_a_usage_error_everywhere(
+    photo_dir: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-o "$UNSET"``: train trained into the current folder, evaluate wrote its report there."""
+    from click.testing import CliRunner
+
+    from emovit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ["train", str(photo_dir), "--arch", "vit-test", "--epochs", "1", "-o", ""],
+        ["export", str(tiny_model_dir), "-o", ""],
+        ["evaluate", str(photo_dir), "--model", str(tiny_model_dir), "--detector", "none", "-o", ""],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "is empty; give a folder" in result.output, (args, result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stdin_with_nul_bytes_and_globs_round_a_link_loop(
     photo_dir: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

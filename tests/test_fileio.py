@@ -161,3 +161,58 @@ def test_outputs_written_by_the_thousand_may_skip_the_disk_round_trip(
     assert synced == [] and (tmp_path / "crop.png").read_bytes() == b"png"
     write_text_atomic(tmp_path / "results.csv", "a,b\n")
     assert len(synced) == 2  # the file, then its folder
+
+
+@pytest.mark.skipif(os.name != "posix", reason="descriptor names (/dev/fd/N) are POSIX")
+def test_a_named_descriptor_is_written_through_not_replaced(tmp_path: Path) -> None:
+    """``-o /dev/stdout`` with standard output appended to a log: the rows go after the log's
+    lines, through the same open file (a rename replaced the log, and reopening the name
+    truncated it)."""
+    from emovit.fileio import inherited_descriptor
+
+    log = tmp_path / "run.log"
+    log.write_text("earlier line\n")
+    inode = log.stat().st_ino
+    with log.open("a") as appended:
+        for name in (f"/dev/fd/{appended.fileno()}", f"/proc/self/fd/{appended.fileno()}"):
+            if not os.path.exists(name):
+                continue
+            assert inherited_descriptor(name) == appended.fileno()
+            with atomic_open(name, named=True) as handle:
+                handle.write(f"rows through {name}\n")
+    lines = log.read_text().splitlines()
+    assert lines[0] == "earlier line" and len(lines) >= 2 and log.stat().st_ino == inode
+    assert inherited_descriptor("/dev/stdout") == 1 and inherited_descriptor("/dev/stderr") == 2
+    assert (
+        inherited_descriptor(tmp_path / "fd" / "3") is None and inherited_descriptor("/proc/1/fd/1") is None
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="symbolic links and FIFOs")
+def test_only_a_named_path_is_followed_a_planted_link_or_fifo_is_replaced(tmp_path: Path) -> None:
+    """A link planted in an output folder (``out/a.annotated.png`` → another file) must not steer
+    emovit's own writes: the link is replaced by the file, its target untouched; a FIFO there
+    too (its write would block). The path the user named (``-o``) is followed."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.annotated.png").symlink_to(victim)
+    write_image(out / "a.annotated.png", np.zeros((4, 4, 3), np.uint8), "PNG")
+    assert victim.read_text() == "keep me" and not (out / "a.annotated.png").is_symlink()
+    os.mkfifo(out / "s.json")
+    write_text_atomic(out / "s.json", "{}")
+    assert (out / "s.json").is_file() and (out / "s.json").read_text() == "{}"
+    named = tmp_path / "named.csv"
+    named.symlink_to(victim)
+    write_text_atomic(named, "rows\n", named=True)
+    assert named.is_symlink() and victim.read_text() == "rows\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_named_stream_the_storage_refuses_is_a_storage_error() -> None:
+    with (
+        pytest.raises(StorageError, match="/dev/full: cannot be written"),
+        atomic_open("/dev/full", named=True) as f,
+    ):
+        f.write("x" * 100_000)

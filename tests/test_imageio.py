@@ -340,3 +340,19 @@ def test_a_heic_photo_says_what_reads_it() -> None:
     with pytest.raises(ImageError) as other:
         load_image(b"\0\0\0\x18ftypqt  " + bytes(64), name="x.jpg")
     assert "HEIF photo" not in str(other.value)  # a QuickTime brand: not taken for a photo
+
+
+def test_a_broken_pillow_heif_is_a_warning_not_every_image_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pillow-heif installed without a working libheif raised on first use, so every image
+    failed to open; now HEIF is left out with one warning and other images read as before."""
+    import sys
+    import types
+
+    from emovit import imageio
+
+    def broken() -> None:
+        raise OSError("libheif.so.1: cannot open shared object file")
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", types.SimpleNamespace(register_heif_opener=broken))
+    with pytest.warns(UserWarning, match="pillow-heif is installed but could not be used"):
+        imageio._register_heif.__wrapped__()

@@ -993,3 +993,15 @@ def test_a_folder_another_run_is_writing_is_refused_and_a_dead_runs_lock_taken_o
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pid_start": "0"}))
     with emovit_ray._folder_lock(fs, base, str(out)):
         assert json.loads(lock.read_text())["pid_start"] != "0"
+
+
+def test_quiet_hides_only_the_note_that_token_authentication_is_on() -> None:
+    """-q drops Ray's note that token authentication is enabled; its warning that it is
+    disabled (anyone on the network may run code) still shows."""
+    from emovit.cli._ray import _no_auth_on_note
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _no_auth_on_note(record("Token authentication is enabled for this Ray cluster. Set ..."))
+    assert _no_auth_on_note(record("Token authentication is disabled for this Ray cluster. Anyone ..."))

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -33,6 +34,8 @@ __all__ = [
     "atomic_output",
     "check_creatable",
     "check_writable",
+    "inherited_descriptor",
+    "is_stream_target",
     "make_folders",
     "plain_mode",
     "remove_empty",
@@ -46,25 +49,33 @@ __all__ = [
 #: Write failures that are the storage's, not the caller's: a full disk or quota, a file-size
 #: limit, a read-only file system, an I/O error.
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+#: Names of a descriptor the process holds: /dev/stdout, /dev/fd/3, /proc/self/fd/1.
+_DESCRIPTOR_NAME = re.compile(r"/dev/(?:std(in|out|err)|fd/(\d+))|/proc/(self|thread-self|\d+)/fd/(\d+)")
 
 
 @overload
 def atomic_open(
-    path: str | os.PathLike[str], mode: Literal["w"] = "w", *, durable: bool = True
+    path: str | os.PathLike[str], mode: Literal["w"] = "w", *, durable: bool = True, named: bool = False
 ) -> contextlib.AbstractContextManager[TextIO]: ...
 @overload
 def atomic_open(
-    path: str | os.PathLike[str], mode: Literal["wb"], *, durable: bool = True
+    path: str | os.PathLike[str], mode: Literal["wb"], *, durable: bool = True, named: bool = False
 ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 def atomic_open(
-    path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True
+    path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True, named: bool = False
 ) -> contextlib.AbstractContextManager[Any]:
     """Open `path` for writing through a temporary file that replaces it when the block ends
     without an exception (text mode: UTF-8, no newline translation). `durable` flushes it to
     disk first (fsync), so that a power loss never leaves the name on an empty file; outputs
     written by the thousand (a crop or a map per face) pass False: whole or absent still holds
-    for a crash or Ctrl-C, and they cost no disk round trip each."""
-    return _atomic_open(Path(path), mode, durable)
+    for a crash or Ctrl-C, and they cost no disk round trip each.
+
+    `named`: the path is one the user gave (``-o``, ``--summary``), so it is taken as the user
+    meant it: a descriptor the process holds (``/dev/stdout`` redirected to a log) is written
+    through that descriptor, a device, FIFO or socket (``/dev/null``, a pipe) in place, and a
+    symbolic link through to the file it names. The names emovit makes itself (in an output
+    folder) never are: a link or FIFO planted there is replaced by the file, as always."""
+    return _atomic_open(Path(path), mode, durable, named)
 
 
 def _umask() -> int:
@@ -108,22 +119,18 @@ def temporary_prefix(target: Path) -> str:
 
 
 @contextlib.contextmanager
-def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]:
+def _atomic_open(target: Path, mode: str, durable: bool = True, named: bool = False) -> Iterator[Any]:
     """`atomic_open`. A failure to create, fill or rename the file (a full disk, a permission,
-    a read-only folder) is a `StorageError` naming `target`, not the temporary file. A symbolic
-    link is written through (the file it names is replaced, the link stays); a device, a FIFO
-    or a socket (``/dev/null``, ``/dev/stdout``, a pipe) is written in place, as a stream: a
-    rename would replace it with a file (as root, ``-o /dev/null`` replaced the system's)."""
+    a read-only folder) is a `StorageError` naming `target`, not the temporary file. With
+    `named`: a descriptor the process holds, a device, a FIFO or a socket is written in place,
+    as a stream (a rename would replace it with a file: as root, ``-o /dev/null`` replaced the
+    system's, and ``-o /dev/stdout`` a log that standard output was appended to), and a
+    symbolic link is written through (the file it names is replaced, the link stays)."""
     kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-    if is_stream_target(target):
-        try:
-            handle = open(target, mode, **kwargs)  # noqa: SIM115 - closed below, errors renamed
-        except OSError as exc:
-            raise _storage_error(target, exc) from None
-        with handle:
-            yield handle
+    if named and (inherited_descriptor(target) is not None or is_stream_target(target)):
+        yield from _stream(target, mode, kwargs)
         return
-    if target.is_symlink():
+    if named and target.is_symlink():
         target = Path(os.path.realpath(target))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +159,47 @@ def _atomic_open(target: Path, mode: str, durable: bool = True) -> Iterator[Any]
         if storage and not isinstance(exc, EmovitError):
             raise _storage_error(target, exc) from None  # type: ignore[arg-type]
         raise
+
+
+def _stream(target: Path, mode: str, kwargs: dict[str, Any]) -> Iterator[Any]:
+    """`target` opened in place (a descriptor the process holds is duplicated, not opened
+    again: opening ``/dev/stdout`` anew truncates the file it was redirected to); a write
+    the storage refuses (``/dev/full``) is a `StorageError` naming it."""
+    from emovit.errors import EmovitError
+
+    fd = inherited_descriptor(target)
+    try:
+        handle = os.fdopen(os.dup(fd), mode, **kwargs) if fd is not None else open(target, mode, **kwargs)  # noqa: SIM115
+    except OSError as exc:
+        raise _storage_error(target, exc) from None
+    try:
+        with handle:
+            yield handle
+    except OSError as exc:
+        if exc.errno in _STORAGE_ERRNOS and not isinstance(exc, EmovitError):
+            raise _storage_error(target, exc) from None
+        raise
+
+
+def inherited_descriptor(path: str | os.PathLike[str]) -> int | None:
+    """The descriptor of this process that `path` names, by its name alone (``/dev/stdout``:
+    1, ``/dev/fd/3``: 3, ``/proc/self/fd/2``: 2), or None; only on POSIX systems.
+
+    Examples:
+        >>> inherited_descriptor("/dev/stdout"), inherited_descriptor("out.csv")
+        (1, None)
+    """
+    if os.name != "posix":
+        return None
+    match = _DESCRIPTOR_NAME.fullmatch(os.path.normpath(os.path.abspath(os.fspath(path))))
+    if match is None:
+        return None
+    std, fd, process, proc_fd = match.groups()
+    if process is not None and process not in ("self", "thread-self") and int(process) != os.getpid():
+        return None  # another process's descriptor: a path like any other
+    if std is not None:
+        return ("in", "out", "err").index(std)
+    return int(fd if fd is not None else proc_fd)
 
 
 def is_stream_target(path: str | os.PathLike[str]) -> bool:
@@ -231,7 +279,7 @@ def atomic_output(path: str | os.PathLike[str] | None, stdout: TextIO) -> Iterat
     if path is None:
         yield stdout
         return
-    with atomic_open(path) as handle:
+    with atomic_open(path, named=True) as handle:
         yield handle
 
 
@@ -265,9 +313,9 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with atomic_open(path) as handle:
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, named: bool = False) -> None:
+    """Write `text` to `path` atomically (`named`: a path the user gave, see `atomic_open`)."""
+    with atomic_open(path, named=named) as handle:
         handle.write(text)
 
 

@@ -94,9 +94,14 @@ def _register_heif() -> None:
     """Register pillow-heif's HEIF/HEIC opener (iPhone photos) when it is installed."""
     try:
         from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    register_heif_opener()
+
+        register_heif_opener()
+    except Exception as exc:  # noqa: BLE001 - a broken install (no libheif) must not fail every image
+        if not isinstance(exc, ImportError):
+            warnings.warn(
+                f"pillow-heif is installed but could not be used ({exc}); HEIF photos are not read",
+                stacklevel=2,
+            )
 
 
 #: ISO base media brands (bytes 8-12, after ``ftyp``) of still-image formats, by format.

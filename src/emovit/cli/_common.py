@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emovit.errors import DependencyError
-from emovit.fileio import check_creatable, is_stream_target
+from emovit.fileio import check_creatable, inherited_descriptor, is_stream_target
 
 if TYPE_CHECKING:
     from emovit.cli._options import RecognizerOptions
@@ -27,6 +27,7 @@ __all__ = [
     "check_folder_option",
     "echo_warning",
     "load_recognizer",
+    "non_empty_folder",
     "random_weights_banner",
     "require",
     "stderr_console",
@@ -120,6 +121,14 @@ def check_folder_option(ctx: click.Context, path: str | None, flag: str) -> None
         _check_creatable(ctx, path, flag, f"{path!r}: the folder")
 
 
+def non_empty_folder(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for a folder option: '' (an unset shell variable) is a usage error, not
+    the current folder (``train -o ''`` trained into it)."""
+    if value == "":
+        raise click.BadParameter("is empty; give a folder", ctx, param)
+    return value
+
+
 def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: Sequence[str] = ()) -> None:
     """A file the run writes at its end: its folder is made (or found impossible, or not
     writable) now, not after every input has been analysed; one of the run's `inputs` is
@@ -130,7 +139,9 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
         raise click.BadParameter("is empty; give a file", ctx, param_hint=f"'{flag}'")
     if Path(path).is_dir():
         raise click.BadParameter(f"{path!r} is a folder; give a file", ctx, param_hint=f"'{flag}'")
-    if is_stream_target(path):  # /dev/null, /dev/stdout, a FIFO: written in place
+    if inherited_descriptor(path) is not None:  # /dev/stdout, /dev/fd/3: written through it
+        return
+    if is_stream_target(path):  # /dev/null, a FIFO: written in place
         if not os.access(path, os.W_OK):
             raise click.BadParameter(f"{path!r} cannot be written", ctx, param_hint=f"'{flag}'")
         return
@@ -146,5 +157,7 @@ def check_file_option(ctx: click.Context, path: str | None, flag: str, inputs: S
     if same:
         raise click.BadParameter(f"{path!r} is one of the inputs: it is not replaced",
                                  ctx, param_hint=f"'{flag}'")  # fmt: skip
-    # a read-only or foreign folder, a file in the way: said now, not after the run
-    _check_creatable(ctx, Path(path).parent, flag, f"{path!r}: its folder")
+    # a read-only or foreign folder, a file in the way: said now, not after the run (a link's
+    # file is replaced where it is: that folder, not the link's)
+    folder = Path(os.path.realpath(path)).parent if os.path.islink(path) else Path(path).parent
+    _check_creatable(ctx, folder, flag, f"{path!r}: its folder")

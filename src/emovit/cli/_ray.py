@@ -48,6 +48,11 @@ def _check_videos(paths: Sequence[str]) -> None:
             require(module, "video", "video analysis")
 
 
+def _no_auth_on_note(record: logging.LogRecord) -> bool:
+    """A logging filter: False for Ray's note that token authentication is enabled."""
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 def _check_address(ctx: click.Context, address: str | None) -> None:
     """A ``host:port`` (or ``ray://host:port``) cluster address answers a TCP connection within
     5 s: ray.init retried an unreachable one for ever, without a word."""
@@ -158,10 +163,10 @@ def run_ray(
         _check_address(ctx, runner.address)
         handler = signal.getsignal(signal.SIGTERM)
         # quiet: the local cluster's note that token authentication is on is no news either
-        auth_log = logging.getLogger("ray._private.authentication")
-        auth_level = auth_log.level
+        # (the warning that it is off, and anyone on the network may run code, stays)
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
         if quiet:
-            auth_log.setLevel(logging.ERROR)
+            auth_log.addFilter(_no_auth_on_note)
         try:
             ray.init(
                 address=runner.address,
@@ -175,7 +180,7 @@ def run_ray(
             hint = "; pip install 'ray[client]'" if "ray[client]" in str(exc) else ""
             raise _unreachable(ctx, runner.address, f"{exc}{hint}") from None
         finally:  # ray.init makes SIGTERM exit at once: keep the command's clean stop (exit 130)
-            auth_log.setLevel(auth_level)
+            auth_log.removeFilter(_no_auth_on_note)
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)
     _check_resources(ctx, ray.cluster_resources(), cuda=cuda, threads=recognizer.threads or 1)
@@ -220,7 +225,7 @@ def run_ray(
     if summary:
         from emovit.fileio import write_text_atomic
 
-        write_text_atomic(summary, json.dumps({"videos": report.summaries}, indent=2) + "\n")
+        write_text_atomic(summary, json.dumps({"videos": report.summaries}, indent=2) + "\n", named=True)
     if not quiet:
         click.echo(report.line(), err=True)
     # the folder's answer, not only this run's: a resumed run keeps the exit code of the inputs it skipped

@@ -265,4 +265,4 @@ class VideoJob:
 
         from emovit.fileio import write_text_atomic
 
-        write_text_atomic(path, json.dumps({"videos": self.summaries}, indent=2) + "\n")
+        write_text_atomic(path, json.dumps({"videos": self.summaries}, indent=2) + "\n", named=True)

@@ -76,8 +76,9 @@ def evaluate(
       emovit evaluate ../shared/data/fer2013/test --model default -o reports/default \\
           --detector none --exclude-leaks ../shared/data/fer2013/train
     """
-    from emovit.cli._common import load_recognizer, require
+    from emovit.cli._common import check_folder_option, load_recognizer, require
 
+    check_folder_option(ctx, output, "--output")  # '' (an unset variable) is not "here"
     require("sklearn", "train", "emovit evaluate")
     require("matplotlib", "train", "emovit evaluate")
     from emovit.evaluation import evaluate as run_evaluation

@@ -151,7 +151,7 @@ def predict(
     if not paths:
         raise click.UsageError("no input images found in the given sources", ctx)
     check_file_option(ctx, summary, "--summary", paths)  # either engine writes it at the end
-    if summary and output and os.path.abspath(summary) == os.path.abspath(output):
+    if summary and output and os.path.realpath(summary) == os.path.realpath(output):  # links too
         raise click.BadParameter(  # the summary, written last, replaced the rows without a word
             f"{summary!r} is --output too: give the video summaries a file of their own",
             ctx, param_hint="'--summary'",

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from emovit.cli._common import non_empty_folder
 from emovit.cli._errors import EXIT_FAILED, EmovitCommand
 from emovit.cli._options import collect, threads_option
 
@@ -178,7 +179,13 @@ def _given(**values: Any) -> dict[str, Any]:
 
 @click.command(cls=EmovitCommand)
 @click.argument("data")
-@click.option("--output", "-o", required=True, help="Folder for the model, checkpoints and metrics.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    callback=non_empty_folder,
+    help="Folder for the model, checkpoints and metrics.",
+)
 @click.option(
     "--set",
     "overrides",
@@ -440,7 +447,7 @@ def _print_audit(report: Any, max_distance: int) -> None:
 @click.option(
     "--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantization of MatMuls."
 )
-@click.option("--output", "-o", required=True, help="The model folder to write.")
+@click.option("--output", "-o", required=True, callback=non_empty_folder, help="The model folder to write.")
 @click.option("--opset", type=click.IntRange(13), default=17, show_default=True)
 @click.option("--no-optimize", is_flag=True, help="Skip onnxruntime's transformer fusions.")
 @click.option(
