@@ -120,7 +120,7 @@ def test_a_camera_is_analysed_at_its_pace_until_the_end(
     frames = list(run)
     times = [frame.time_s for frame in frames]
     assert 2 <= len(frames) <= 6, times  # 10 a second of a 30-fps camera for 0.55 s (fewer: dropped)
-    assert times == sorted(set(times)) and times[0] == 0.0 and times[-1] < 0.55
+    assert times == sorted(set(times)) and times[0] < 0.35 and times[-1] < 0.55  # 0.0 but on a loaded machine
     assert np.diff(times).min() > 0.06  # one in three of its frames, not all of them
     assert all(frame.ok and frame.source == "camera://0" and len(frame.faces) == 1 for frame in frames)
     assert frames[0].image is not None and tuple(frames[0].image[0, 0]) == (0, 0, 255)  # BGR became RGB
@@ -135,12 +135,15 @@ def test_a_camera_that_stops_sending_keeps_its_frames(
     whole: EmotionRecognizer, camera: type[FakeCamera]
 ) -> None:
     camera.loop = False  # 8 frames, then unplugged
-    camera.fps = 10.0  # slow enough that the analysis keeps up, even on a loaded machine
+    camera.fps = 10.0
     run = whole.predict_video("camera:///dev/video7")
     with pytest.warns(UserWarning, match=r"camera:///dev/video7: the camera stopped sending frames after"):
         frames = list(run)
-    assert [f.frame for f in frames] == list(range(8))
     summary = run.summary()
+    # every frame, but those a loaded machine had no time for (counted): the last one is kept
+    dropped = sum(int(w.split()[0]) for w in summary["warnings"] if "frame(s) dropped" in w)
+    indices = [f.frame for f in frames]
+    assert indices == sorted(set(indices)) and indices[-1] == 7 and len(indices) + dropped == 8
     assert summary["complete"] is False
     assert any("camera stopped sending frames" in w for w in summary["warnings"]), summary["warnings"]
     assert camera.opened[0].device == "/dev/video7"

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from emovit.errors import DependencyError, InputError
 from emovit.sources import is_url
 from emovit.video._options import VideoOptions
-from emovit.video._source import DecodedFrame, FrameReader, VideoInfo, VideoReader
+from emovit.video._source import FrameReader, VideoInfo, VideoReader
 
 __all__ = ["CAMERA_SCHEME", "CameraReader", "camera_device", "is_camera", "open_video"]
 
@@ -192,8 +192,7 @@ class CameraReader(FrameReader):
             height, width = image.shape[:2]
             self._check_pixels(width, height)
             self.info.width, self.info.height = width, height  # what it sends, whatever it said
-            self.last_time_s = t = round(t, 9)
-            if not self._put(DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3)):
+            if not self._deliver(index, t, image, begin):
                 return
 
 

@@ -630,6 +630,12 @@ class FrameReader:
                 )
             self._put(_End())
 
+    def _deliver(self, index: int, t: float, image: np.ndarray, begin: float) -> bool:
+        """Hand a chosen frame (read since `begin`, a `time.perf_counter`) to the consumer;
+        False once it stopped. Its time is kept to the nanosecond (0.09999999999999998 was 0.1 s)."""
+        self.last_time_s = t = round(t, 9)
+        return self._put(DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3))
+
     def _decode_frames(self) -> None:
         raise NotImplementedError
 
@@ -820,9 +826,7 @@ class VideoReader(FrameReader):
                     image = np.ascontiguousarray(np.rot90(image, turns))
                     self.info.rotation = turns * 90
                     self.info.width, self.info.height = image.shape[1], image.shape[0]
-                self.last_time_s = t = round(t, 9)  # nanoseconds: 0.09999999999999998 was 0.1 s
-                decoded = DecodedFrame(index, t, image, (time.perf_counter() - begin) * 1e3)
-                if not self._put(decoded):
+                if not self._deliver(index, t, image, begin):
                     return
         except av.error.EOFError:
             return
