@@ -127,8 +127,9 @@ def _atomic_open(target: Path, mode: str, durable: bool = True, named: bool = Fa
     system's, and ``-o /dev/stdout`` a log that standard output was appended to), and a
     symbolic link is written through (the file it names is replaced, the link stays)."""
     kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-    if named and (inherited_descriptor(target) is not None or is_stream_target(target)):
-        yield from _stream(target, mode, kwargs)
+    fd = inherited_descriptor(target) if named else None
+    if named and (fd is not None or is_stream_target(target)):
+        yield from _stream(target, mode, kwargs, fd)
         return
     if named and target.is_symlink():
         target = Path(os.path.realpath(target))
@@ -161,13 +162,12 @@ def _atomic_open(target: Path, mode: str, durable: bool = True, named: bool = Fa
         raise
 
 
-def _stream(target: Path, mode: str, kwargs: dict[str, Any]) -> Iterator[Any]:
-    """`target` opened in place (a descriptor the process holds is duplicated, not opened
-    again: opening ``/dev/stdout`` anew truncates the file it was redirected to); a write
-    the storage refuses (``/dev/full``) is a `StorageError` naming it."""
+def _stream(target: Path, mode: str, kwargs: dict[str, Any], fd: int | None) -> Iterator[Any]:
+    """`target` opened in place (`fd`, the descriptor the process holds that it names, is
+    duplicated, not opened again: opening ``/dev/stdout`` anew truncates the file it was
+    redirected to); a write the storage refuses (``/dev/full``) is a `StorageError` naming it."""
     from emovit.errors import EmovitError
 
-    fd = inherited_descriptor(target)
     try:
         handle = os.fdopen(os.dup(fd), mode, **kwargs) if fd is not None else open(target, mode, **kwargs)  # noqa: SIM115
     except OSError as exc:

@@ -231,18 +231,17 @@ class ResultWriter:
             return Text(display_name(text, controls=True), style=style)
 
         k = self.top_k or 3
-        if self.live:  # a few rows at a time under one header: columns of fixed widths line up
-            table = Table(box=None, show_header=not self._tables, header_style="bold", pad_edge=False)
-            table.add_column("source", overflow="fold", width=36)
-            table.add_column("label", width=18)
-            table.add_column("score", justify="right", width=5)
-            table.add_column(f"top {k}", overflow="fold")
-        else:
-            table = Table(show_lines=False, header_style="bold")
-            table.add_column("source", overflow="fold")
-            table.add_column("label")
-            table.add_column("score", justify="right")
-            table.add_column(f"top {k}", overflow="fold")
+        # live: a few rows at a time under one header, in columns of fixed widths that line up
+        table = (
+            Table(box=None, show_header=not self._tables, header_style="bold", pad_edge=False)
+            if self.live
+            else Table(show_lines=False, header_style="bold")
+        )
+        source_width, label_width, score_width = (36, 18, 5) if self.live else (None, None, None)
+        table.add_column("source", overflow="fold", width=source_width)
+        table.add_column("label", width=label_width)
+        table.add_column("score", justify="right", width=score_width)
+        table.add_column(f"top {k}", overflow="fold")
         for result in self._pending:
             source = cell(result.source)
             if isinstance(result, FrameResult) and result.time_s is not None:

@@ -14,7 +14,6 @@ Needs OpenCV (``opencv-python-headless``, in the ``[video]`` and ``[faces]`` ext
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 
 from emovit.errors import DependencyError, InputError
 from emovit.sources import is_url
-from emovit.video._options import VideoOptions
+from emovit.video._options import MAX_FPS, VideoOptions
 from emovit.video._source import FrameReader, VideoInfo, VideoReader
 
 __all__ = ["CAMERA_SCHEME", "CameraReader", "camera_device", "is_camera", "open_video"]
@@ -116,7 +115,7 @@ class CameraReader(FrameReader):
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
-            where = f"camera number {device}" if isinstance(device, int) else os.fspath(device)
+            where = f"camera number {device}" if isinstance(device, int) else device
             raise InputError(
                 self.name, f"cannot open {where}: there is no such camera, another program is using "
                 "it, or this user may not read it", "not_found",
@@ -126,7 +125,7 @@ class CameraReader(FrameReader):
         self.info = VideoInfo(
             width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
             height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            fps=fps if 0 < fps < 1000 else None,
+            fps=fps if 0 < fps <= MAX_FPS else None,  # 0: the camera does not say
             duration_s=None,
             codec="camera",
         )
@@ -138,8 +137,7 @@ class CameraReader(FrameReader):
         self._open_queue(1, least=1)  # the newest frame only: what is analysed stays current
 
     def _release(self) -> None:
-        with contextlib.suppress(Exception):
-            self._capture.release()
+        self._capture.release()
 
     def _decode_frames(self) -> None:
         cv2 = _cv2()

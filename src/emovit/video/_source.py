@@ -436,8 +436,6 @@ class FrameReader:
 
     live = False
     info: VideoInfo
-    #: Said when the source ended before its first frame.
-    _no_frames = "not one frame could be decoded (a truncated or damaged file, or a stream without frames)"
 
     def __init__(
         self,
@@ -612,8 +610,10 @@ class FrameReader:
             if self._damaged and not self.frames_decoded:
                 raise InputError(self.name, f"damaged video data ({self._damaged[0]})", "corrupt_video")
             if not self.frames_decoded and not self._stop.is_set():
-                # a file cut before its first whole frame was "1 of 1 analysed"
-                raise InputError(self.name, self._no_frames, "corrupt_video")
+                raise InputError(  # a file cut before its first whole frame was "1 of 1 analysed"
+                    self.name, "not one frame could be decoded (a truncated or damaged file, or a "
+                    "stream without frames)", "corrupt_video",
+                )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which decides
             self._put(_End(exc))
         else:
