@@ -32,6 +32,7 @@ from typing import Any
 
 from emovit.errors import EmovitError
 from emovit.fileio import write_report
+from emovit.training.card import record_folder
 
 LABELS = "ferplus"
 NOT_FINISHED = 75  # EX_TEMPFAIL: a candidate is still training; run again once it has finished
@@ -87,7 +88,7 @@ def choose(reports: list[dict[str, Any]], max_clean_loss: float = 0.01) -> dict[
         raise ValueError(f"no clean condition for {missing}")
     rows = [score(report) for report in reports]
     for row in rows:  # what each alternative cost (a finished run's own record; a soup has none)
-        state = Path(str(row["path"])) / "run_state.json"
+        state = record_folder(Path(str(row["path"]))) / "run_state.json"
         row["wall_time_h"] = (
             round(float(json.loads(state.read_text()).get("wall_time_s", 0)) / 3600, 2)
             if row["path"] and state.is_file()

@@ -173,6 +173,11 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     shutil.copy(first.output / "training_config.json", stopped / "training_config.json")
     with pytest.raises(TrainError, match="stopped before its first epoch ended: train it again"):
         train(_config(dataset, tmp_path / "next", arch=None, init=str(stopped)), progress=False)
+    # one whose checkpoint folder was removed (copied without it) ran epochs: the message says so
+    copied = tmp_path / "copied"
+    shutil.copytree(first.output, copied, ignore=shutil.ignore_patterns("checkpoint"))
+    with pytest.raises(TrainError, match="stopped after epoch 1 and its checkpoint folder is gone"):
+        train(_config(dataset, tmp_path / "next", arch=None, init=str(copied)), progress=False)
     with pytest.raises(TrainError, match="--teacher .* has not finished"):  # nor a paused teacher
         train(_config(dataset, tmp_path / "taught", teacher=str(first.output)), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)
@@ -851,6 +856,24 @@ def test_release_packages_a_model_with_card_and_metrics(
     (robustness / "robustness.md").write_text("| condition | after |\n|---|---|\n| jpeg | 0.3 |\n")
     refresh_card(stage2.output, dest, labels=votes, robustness=robustness)
     assert "| jpeg | 0.3 |" in (dest / "README.md").read_text()
+    # a stage trained on a GPU is timed apart from the CPU's hours, and marked in the recipe
+    from emovit.training import card as card_module
+
+    def gpu_stage2(training: dict[str, Any]) -> bool:
+        return training.get("config", {}).get("init") == str(student.output)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(card_module, "on_gpu", gpu_stage2)
+        refresh_card(stage2.output, dest, labels=votes, robustness=robustness)
+    gpu_card = (dest / "README.md").read_text()
+    assert "h on a GPU)." in gpu_card.split("Stage 2: `stage2`")[1].split("\n")[0]
+    cpu_line = next(line for line in gpu_card.splitlines() if line.startswith("Training wall time"))
+    assert "stage 1 " in cpu_line and "stage 2 " not in cpu_line.split(" On a GPU")[0]
+    assert (
+        " On a GPU (an NVIDIA H200 lent for minutes, `scripts/gpu_round.py`): stage 2 0 min = 0 min."
+        in cpu_line
+    )
+    assert "on 2 CPU cores (the runs the recipe marks on a GPU lent for minutes)" in gpu_card
     # the comparison table names both runs, with the accuracy each reached in equal time
     assert (
         "Stage 1: `student`, from scratch" in card and "Stage 2: `stage2`, continued from `student`" in card
@@ -1038,6 +1061,41 @@ def test_the_card_counts_the_runs_only_the_candidates_not_taken_used(tmp_path: P
     candidate = run("wide-more", 7, init=released, teacher=[shared_teacher, own_teacher])
     not_taken, helpers, seconds = untaken_cost([released, candidate], {released, shared_teacher})
     assert (not_taken, helpers, seconds) == ([candidate], ["teacher-wide"], 47.0)
+
+
+def test_the_card_follows_a_best_epoch_folder_to_its_run_record_and_marks_gpu_runs(tmp_path: Path) -> None:
+    """A run stopped before its schedule ended (a GPU lent for minutes) is refused as --init; its
+    best epoch copied into a model folder, with the run's record in ``run-record/``, is not. The
+    card follows such a folder to the stages before it, reads its time there, and tells a GPU's
+    time from the CPU's."""
+    from emovit.training.card import _cpu_epoch_seconds, _recipe, record_folder, run_stages, run_state
+
+    def run(folder: Path, init: Path | None, device: str, seconds: float, complete: bool = True) -> Path:
+        folder.mkdir(parents=True)
+        config = {"init": str(init) if init else None, "arch": "mobilevit-xxs-64", "lr": 1e-4,
+                  "weight_decay": 0.05, "warmup_epochs": 1, "batch_size": 128, "label_smoothing": 0.05,
+                  "seed": 1}  # fmt: skip
+        (folder / "training_config.json").write_text(
+            json.dumps({"config": config, "resolved": {"device": device}})
+        )
+        state = {"epochs_run": 2, "best_epoch": 2, "wall_time_s": seconds, "complete": complete}
+        (folder / "run_state.json").write_text(json.dumps(state))
+        (folder / "metrics.jsonl").write_text(json.dumps({"epoch_time_s": seconds / 2}) + "\n")
+        return folder
+
+    first = run(tmp_path / "first", None, "cpu", 7200)
+    gpu = tmp_path / "gpu-best"
+    run(gpu / "run-record", first, "cuda", 360, complete=False)  # the record beside the weights
+    last = run(tmp_path / "last", gpu, "cpu", 3600)
+    assert record_folder(gpu) == gpu / "run-record" and record_folder(last) == last
+    assert [stage for stage, _ in run_stages(last)] == [first, gpu, last]
+    assert run_state(gpu) == {"epoch": 2, "best_epoch": 2, "elapsed_s": 360}
+    stages = dict(run_stages(last))
+    assert _recipe(gpu, stages[gpu], run_state(gpu)).endswith("(0.1 h on a GPU).")
+    assert _recipe(last, stages[last], run_state(last)).endswith("(1.0 h).")
+    # the CPU's seconds an epoch leave the GPU's epochs out
+    assert _cpu_epoch_seconds([{"epoch_time_s": 400.0}, {"epoch_time_s": 16.0, "gpu": True}]) == "400"
+    assert _cpu_epoch_seconds([{"epoch_time_s": 16.0, "gpu": True}]) == "-"
 
 
 def test_the_build_script_leaves_an_unfinished_run_alone(tmp_path: Path) -> None:

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from emovit.training.trainer import TrainConfig, TrainResult
 
 __all__ = [
+    "RUN_RECORD",
     "architecture_rows",
     "markdown_table",
+    "on_gpu",
+    "record_folder",
     "run_stages",
     "run_state",
     "run_summary",
@@ -81,7 +84,7 @@ def _unreadable_words(out: Path) -> str:
     """A sentence on the images left out because they could not be read (``training_config.json``
     names them), or nothing."""
     try:
-        resolved = json.loads((out / "training_config.json").read_text())["resolved"]
+        resolved = json.loads((record_folder(out) / "training_config.json").read_text())["resolved"]
         left = {split: len(names) for split, names in resolved.get("unreadable", {}).items() if names}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ""
@@ -201,9 +204,37 @@ neutral faces; accuracy differs across classes (see above) and likely across dem
 # --------------------------------------------------------------------------- run history
 
 
+#: Where a model folder made from a run's best epoch keeps that run's record
+#: (``training_config.json``, ``run_state.json``, ``metrics.jsonl``): a run stopped before its
+#: schedule ended (a GPU lent for minutes) is refused as ``--init``, its best epoch copied out
+#: is not, and the record beside it keeps the recipe and the time.
+RUN_RECORD = "run-record"
+
+
+def record_folder(folder: Path) -> Path:
+    """The folder with the training record of `folder`: itself, or its `RUN_RECORD`."""
+    if (
+        not (folder / "training_config.json").is_file()
+        and (folder / RUN_RECORD / "training_config.json").is_file()
+    ):
+        return folder / RUN_RECORD
+    return folder
+
+
+def on_gpu(training: dict[str, Any]) -> bool:
+    """Whether a run (its ``training_config.json``) trained on a GPU."""
+    return (training.get("resolved") or {}).get("device") == "cuda"
+
+
+def _training(run: Path) -> dict[str, Any]:
+    path = record_folder(run) / "training_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_state(run: Path) -> dict[str, Any]:
     """Epochs, best epoch and training seconds of a run: from its checkpoint, or from
     ``run_state.json`` (all a finished run keeps in git)."""
+    run = record_folder(run)
     checkpoint = run / "checkpoint" / "state.json"
     if checkpoint.is_file():
         return json.loads(checkpoint.read_text())
@@ -223,8 +254,12 @@ def run_stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
     each earlier run it continued from (a run folder with its ``training_config.json``)."""
     stages: list[tuple[Path, dict[str, Any]]] = []
     current: Path | None = run
-    while current is not None and (current / "training_config.json").is_file() and len(stages) < 16:
-        training = json.loads((current / "training_config.json").read_text())
+    while (
+        current is not None
+        and (record_folder(current) / "training_config.json").is_file()
+        and len(stages) < 16
+    ):
+        training = json.loads((record_folder(current) / "training_config.json").read_text())
         stages.insert(0, (current, training))
         init = training["config"].get("init")
         current = Path(init) if init else None
@@ -270,7 +305,8 @@ def untaken_cost(candidates: Sequence[Path], taken: set[Path]) -> tuple[list[Pat
     runs only they used (their teachers and earlier stages), and the seconds all of those took."""
     kept = {p.resolve() for p in taken}
     not_taken = sorted(
-        {c for c in candidates if c.resolve() not in kept and (c / "metrics.jsonl").is_file()}, key=str
+        {c for c in candidates if c.resolve() not in kept and (record_folder(c) / "metrics.jsonl").is_file()},
+        key=str,
     )
     runs = {r.resolve(): r for c in not_taken for r in _cost_runs(c) if r.resolve() not in kept}
     own = {c.resolve() for c in not_taken}
@@ -296,11 +332,14 @@ def run_summary(run: Path) -> dict[str, Any]:
     for stage, training in stages:
         # validation scores the labels the stage trained on: a vote file's majority or the folders
         labels = "votes" if training.get("config", {}).get("labels") else "folders"
-        lines = (stage / "metrics.jsonl").read_text().splitlines()
+        gpu = on_gpu(training)
+        lines = (record_folder(stage) / "metrics.jsonl").read_text().splitlines()
         for line in filter(str.strip, lines):
             h = json.loads(line)
             elapsed += float(h["epoch_time_s"])
-            history.append({**h, "epoch": len(history) + 1, "elapsed_s": elapsed, "labels": labels})
+            history.append(
+                {**h, "epoch": len(history) + 1, "elapsed_s": elapsed, "labels": labels, "gpu": gpu}
+            )
     return {
         "name": run.name,
         "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
@@ -316,6 +355,12 @@ def _parameter_words(run: dict[str, Any]) -> str:
     """The run's parameter count, from its first stage's when a stage changed it."""
     last, first = run["parameters"] or 0, run.get("first_parameters") or run["parameters"] or 0
     return f"{last / 1e6:.2f} M" if first == last else f"{first / 1e6:.2f} M, then {last / 1e6:.2f} M"
+
+
+def _cpu_epoch_seconds(history: list[dict[str, Any]]) -> str:
+    """The mean seconds of an epoch on the CPU (epochs a GPU ran are left out)."""
+    cpu = [h["epoch_time_s"] for h in history if not h.get("gpu")]
+    return f"{sum(cpu) / len(cpu):.0f}" if cpu else "-"
 
 
 def _comparison(runs: list[dict[str, Any]]) -> str:
@@ -340,7 +385,7 @@ def _comparison(runs: list[dict[str, Any]]) -> str:
             [
                 f"`{r['name']}` ({r['architecture']}, {r['image_size']} px)",
                 _parameter_words(r),
-                f"{sum(h['epoch_time_s'] for h in r['history']) / len(r['history']):.0f}",
+                _cpu_epoch_seconds(r["history"]),
                 f"{max(h['val_accuracy'] for h in within if h.get('labels', 'folders') == kind):.3f} "
                 f"(epoch {within[-1]['epoch']}{', vote majority' if kind == 'votes' else ''})",
                 *(best(r, k) for k in kinds or ["folders"]),
@@ -600,7 +645,8 @@ def _recipe(run: Path, training: dict[str, Any], state: dict[str, Any]) -> str:
         f"{cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch(s) then cosine decay, batch "
         f"{cfg['batch_size']}, label smoothing {cfg['label_smoothing']}{adjust}, flip/affine/photometric "
         f"augmentation and random erasing{photo}{mixing}, seed {cfg['seed']}; {state.get('epoch', '?')} "
-        f"epochs, best epoch {state.get('best_epoch', '?')}{chosen} ({hours:.1f} h)."
+        f"epochs, best epoch {state.get('best_epoch', '?')}{chosen} ({hours:.1f} h"
+        f"{' on a GPU' if on_gpu(training) else ''})."
     )
 
 
@@ -660,7 +706,7 @@ def _soup_recipe(soup: dict[str, Any], stages: int) -> tuple[str, float, list[st
     names = [f"`{Path(i['path']).name}`" for i in soup["ingredients"]]
     for n, ingredient in enumerate(soup["ingredients"][1:], start=1):
         other = Path(ingredient["path"])
-        training = json.loads((other / "training_config.json").read_text())
+        training = _training(other)
         state = run_state(other)
         label = f"{stages}{_letters(n)}"
         lines.append(f"{stages + n}. Stage {label}, beside stage {stages}: {_recipe(other, training, state)}")
@@ -798,14 +844,38 @@ def write_release_card(
             f"{i}. Stage {i}: {_recipe(stage, training, state)}"
             for i, ((stage, training), state) in enumerate(zip(stages, states, strict=True), start=1)
         )
+    gpu_teachers = {t for t in teachers if on_gpu(_training(t))}
+    gpu_teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in gpu_teachers)
+    teacher_s -= gpu_teacher_s
+    cpu_teachers = teachers - gpu_teachers
     named = (
-        "teacher " if len(teachers) == 1 else f"teacher runs ({', '.join(sorted(t.name for t in teachers))}) "
+        "teacher "
+        if len(cpu_teachers) == 1
+        else f"teacher runs ({', '.join(sorted(t.name for t in cpu_teachers))}) "
     )
+    gpu_stage = [on_gpu(training) for _, training in stages]
     times = ([named + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
         (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
-        for i, t in enumerate(stage_s, start=1)
+        for i, (t, gpu) in enumerate(zip(stage_s, gpu_stage, strict=True), start=1)
+        if not gpu
     ]
-    total_s = teacher_s + sum(stage_s)
+    gpu_times = (
+        [f"teacher runs ({', '.join(sorted(t.name for t in gpu_teachers))}) {gpu_teacher_s / 60:.0f} min"]
+        if gpu_teachers
+        else []
+    ) + [
+        f"stage {i} {t / 60:.0f} min"
+        for i, (t, gpu) in enumerate(zip(stage_s, gpu_stage, strict=True), 1)
+        if gpu
+    ]
+    gpu_s = gpu_teacher_s + sum(t for t, gpu in zip(stage_s, gpu_stage, strict=True) if gpu)
+    gpu_line = (
+        f" On a GPU (an NVIDIA H200 lent for minutes, `scripts/gpu_round.py`): {' + '.join(gpu_times)}"
+        f" = {gpu_s / 60:.0f} min."
+        if gpu_times
+        else ""
+    )
+    total_s = teacher_s + sum(t for t, gpu in zip(stage_s, gpu_stage, strict=True) if not gpu)
     # the candidates the choice did not take were trained by `make train-default` too
     taken = {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))
     not_taken, helpers, other_s = untaken_cost(candidates, taken)
@@ -843,6 +913,7 @@ def write_release_card(
         "fer2013",
         *(["ferplus"] if trained_votes else []),
     ]
+    gpu_words = " (the runs the recipe marks on a GPU lent for minutes)" if gpu_line else ""
     trained_on = (
         "FER2013 faces, last with the FER+ annotators' vote distributions as targets"
         if trained_votes
@@ -863,7 +934,7 @@ def write_release_card(
 # emovit default model
 
 The model `emovit predict` uses when no `--model` is given: a `{arch}` trained by
-emovit's own tools (`make train-default`) on {trained_on}, offline, on 2 CPU cores. It loads
+emovit's own tools (`make train-default`) on {trained_on}, offline, on 2 CPU cores{gpu_words}. It loads
 with `AutoModelForImageClassification` too.
 
 ## Data and splits
@@ -899,7 +970,7 @@ Parameters: {parameters}. Labels (id order): {class_names}.
 
 {adjustment_block}Resolved configurations: `training_config.json` of each run ({run_folders}).
 
-Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.{others_line}
+Training wall time on 2 CPU cores: {" + ".join(times)} = {total_s / 3600:.1f} h.{gpu_line}{others_line}
 
 {plus_block}{fer_block}{robust_block}## Speed
 

@@ -372,10 +372,20 @@ def unfinished_run(folder: str | os.PathLike[str]) -> bool:
 
 
 def how_to_finish(folder: str | os.PathLike[str]) -> str:
-    """What finishes an unfinished run: a resume, or, stopped before its first epoch ended (no
-    checkpoint to resume from), training it again."""
-    if (Path(folder) / CHECKPOINT / "state.json").is_file():
+    """What finishes an unfinished run: a resume, or, with no checkpoint to resume from (stopped
+    before its first epoch ended, or its checkpoint folder removed), training it again."""
+    folder = Path(folder)
+    if (folder / CHECKPOINT / "state.json").is_file():
         return "resume it first with --resume"
+    try:
+        done = int(json.loads((folder / RUN_STATE).read_text()).get("epochs_run", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        done = 0
+    if done > 0:  # its best epoch is there, but nothing to continue the run from
+        return (
+            f"it stopped after epoch {done} and its checkpoint folder is gone, so it cannot be "
+            "resumed: train it again, without --resume"
+        )
     return "it stopped before its first epoch ended: train it again, without --resume"
 
 
