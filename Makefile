@@ -10,7 +10,7 @@ TEST_EXTRAS := dev,train,onnx,faces,serve,video,ray
 
 .PHONY: help demo test lint format install install-dev clean train-default train-teacher train-vit-student \
   train-fer2013 train-ferplus augment-choice train-teacher-ferplus teacher-ensembles train-teacher-wide \
-  train-teacher-wide-long train-teacher-clean train-teacher-r18
+  train-teacher-wide-long train-teacher-clean train-teacher-r18 train-teacher-gpu teacher-ensembles-gpu
 
 # The embedded default model: a CNN teacher, then a MobileViT (convolutions + transformer
 # blocks) distilled from it, then two more stages that each continue the MobileViT (--init) on
@@ -193,8 +193,23 @@ train-ferplus: train-fer2013  ## the FER+ stage of the default model (resumable)
 # 0.652; not eligible (more than 0.01 below the best clean accuracy). "taught-80-more", 8 more
 # epochs at lr 5e-5, seed 20 (0.8 h): clean validation 0.814 / 0.718, mean over the conditions
 # 0.772 / 0.658 (quarter resolution 0.453 against 0.510): the rule keeps clean-taught.
+# Round 17 (session 34, a GPU lent for 15 minutes, scripts/gpu_round.py on an H200): two teachers
+# at ResNet-18 widths trained on the GPU for 52 and 59 epochs (train-teacher-gpu; validation 0.826
+# / 0.747 and 0.820 / 0.749, the best single models; with `strong` the best ensemble, 0.849 / 0.787,
+# was 0.842 / 0.770), then "gpu-taught": clean-taught continued under the two at lr 2e-4, batch
+# 256, a 40-epoch schedule of which the lease's time ran 22 epochs (GPU_TAUGHT_RUN, best epoch 20:
+# clean validation 0.815 / 0.721). Its best epoch is the model folder $(AUGMENT_DIR)/gpu-taught
+# (the run's record beside it in run-record/: the run itself is unfinished, so emovit refuses it
+# as --init). "gpu-taught-cpu" continues it 7 epochs on the CPU with round 12's recipe under the
+# best trio (gpu-r18, gpu-r18-mix, strong), seed 25.
 AUGMENT_DIR ?= runs/augment-choice
 CHOICE_DIR  ?= docs/reports/augment-choice
+# Session 34: the GPU round's teachers beside the best earlier members (80 s).
+teacher-ensembles-gpu: train-teacher-gpu  ## the GPU round's teachers in every ensemble of up to four, on validation
+	$(BIN)/python scripts/teacher_ensembles.py $(TRAIN_DIR)/gpu-r18 $(TRAIN_DIR)/gpu-r18-mix $(TRAIN_DIR)/teacher-clean \
+	  $(TRAIN_DIR)/teacher-wide-long $(AUGMENT_DIR)/distilled $(AUGMENT_DIR)/strong $(TRAIN_DIR)/ferplus-stage2 \
+	  $(AUGMENT_DIR)/gpu-taught --data $(TRAIN_DATA) --labels $(FERPLUS_LABELS) -o docs/reports/teacher-ensembles-gpu
+
 teacher-ensembles: train-teacher-wide train-teacher-wide-long train-teacher-clean train-teacher-r18  ## every ensemble of up to four trained runs, scored on validation as a teacher (5 min)
 	$(BIN)/python scripts/teacher_ensembles.py $(TRAIN_DIR)/teacher-ferplus $(TRAIN_DIR)/teacher-wide \
 	  $(TRAIN_DIR)/teacher-wide-long $(TRAIN_DIR)/teacher-clean $(TRAIN_DIR)/teacher-r18 $(TRAIN_DIR)/ferplus \
@@ -219,7 +234,24 @@ CLEAN_TAUGHT = $(PATIENT) \
   --teacher $(TRAIN_DIR)/teacher-wide-long --teacher $(TRAIN_DIR)/teacher-clean --teacher $(TRAIN_DIR)/ferplus-stage2 \
   --teacher $(AUGMENT_DIR)/strong $(TAUGHT_BY)
 R18_TAUGHT = $(PATIENT) --teacher $(TRAIN_DIR)/teacher-r18 --teacher $(AUGMENT_DIR)/distilled $(TAUGHT_BY)
-augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-teacher-wide-long train-teacher-clean train-teacher-r18  ## stage 5 under other augmentations, and the choice on validation (resumable)
+GPU_TAUGHT = $(PATIENT) --teacher $(TRAIN_DIR)/gpu-r18 --teacher $(TRAIN_DIR)/gpu-r18-mix --teacher $(AUGMENT_DIR)/strong \
+  $(TAUGHT_BY)
+# The GPU round's student (scripts/gpu_round.py's STUDENT): 22 epochs of a 40-epoch schedule, one
+# epoch a call (--time-limit 0), so that an interrupted make continues where it stopped.
+GPU_TAUGHT_RUN = $(AUGMENT_DIR)/gpu-taught-run
+GPU_STUDENT = --init $(AUGMENT_DIR)/clean-taught --labels $(FERPLUS_LABELS) --batch-size 256 --lr 2e-4 --warmup-epochs 1 \
+  --patience 1000 --label-smoothing 0.05 --balance none --logit-adjust 0.5 $(DEFAULT_FRAMING) --augment robust $(STRONG) \
+  --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 --teacher $(TRAIN_DIR)/gpu-r18-mix --teacher $(TRAIN_DIR)/gpu-r18 \
+  $(TAUGHT_BY) --seed 24 --epochs 40 --time-limit 0
+$(AUGMENT_DIR)/gpu-taught/model.safetensors: | train-teacher-gpu
+	until grep -qs '"epochs_run": 22,' $(GPU_TAUGHT_RUN)/run_state.json; do \
+	  $(BIN)/emovit train $(TRAIN_DATA) -o $(GPU_TAUGHT_RUN) $(GPU_STUDENT) $(call resume,$(GPU_TAUGHT_RUN)) || exit 1; done
+	mkdir -p $(AUGMENT_DIR)/gpu-taught/run-record
+	cp $(GPU_TAUGHT_RUN)/metrics.jsonl $(GPU_TAUGHT_RUN)/training_config.json $(GPU_TAUGHT_RUN)/run_state.json \
+	  $(AUGMENT_DIR)/gpu-taught/run-record/
+	cp $(GPU_TAUGHT_RUN)/README.md $(GPU_TAUGHT_RUN)/config.json $(GPU_TAUGHT_RUN)/emovit.json \
+	  $(GPU_TAUGHT_RUN)/preprocessor_config.json $(GPU_TAUGHT_RUN)/model.safetensors $(AUGMENT_DIR)/gpu-taught/
+augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-teacher-wide-long train-teacher-clean train-teacher-r18 train-teacher-gpu  ## stage 5 under other augmentations, and the choice on validation (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/standard $(STAGE5) --augment standard \
 	  $(call resume,$(AUGMENT_DIR)/standard)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/strong $(STAGE5) --augment robust $(STRONG) \
@@ -294,6 +326,9 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  $(R18_TAUGHT) --lr 1.5e-4 --warmup-epochs 0.5 --epochs 10 --patience 10 --seed 19 $(call resume,$(AUGMENT_DIR)/taught-80)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/taught-80-more --init $(AUGMENT_DIR)/taught-80 $(R18_TAUGHT) \
 	  --epochs 8 --patience 8 --seed 20 $(call resume,$(AUGMENT_DIR)/taught-80-more)
+	$(MAKE) $(AUGMENT_DIR)/gpu-taught/model.safetensors
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(AUGMENT_DIR)/gpu-taught-cpu --init $(AUGMENT_DIR)/gpu-taught $(GPU_TAUGHT) \
+	  --epochs 7 --patience 7 --seed 25 $(call resume,$(AUGMENT_DIR)/gpu-taught-cpu)
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/wide-matched $(AUGMENT_DIR)/wide-clean \
 	  $(AUGMENT_DIR)/wide-clean-robust -o $(AUGMENT_DIR)/soup-wide3
 	$(BIN)/python scripts/make_soup.py $(AUGMENT_DIR)/clean-taught-more \
@@ -325,7 +360,9 @@ augment-choice: train-ferplus train-teacher-ferplus train-teacher-wide train-tea
 	  --model $(AUGMENT_DIR)/r18-taught --name "r18-taught: clean-taught, 8 more epochs with its recipe, taught by the best ensemble on validation after teacher-r18 (teacher-r18, distilled: 0.842 / 0.770) (added after round 14)" \
 	  --model $(AUGMENT_DIR)/soup-taught2 --name "soup-taught2: weight average of the two runs continued from clean-taught, clean-taught-more and r18-taught (added after round 15)" \
 	  --model $(AUGMENT_DIR)/taught-80 --name "taught-80: clean-taught continued at 80 px input (1.25x; the teachers see each batch at their 64 px), 10 epochs at lr 1.5e-4 taught by teacher-r18 + distilled (added after round 15)" \
-	  --model $(AUGMENT_DIR)/taught-80-more --name "taught-80-more: taught-80, 8 more epochs at lr 5e-5 with the same teachers, another seed (added after round 16)"
+	  --model $(AUGMENT_DIR)/taught-80-more --name "taught-80-more: taught-80, 8 more epochs at lr 5e-5 with the same teachers, another seed (added after round 16)" \
+	  --model $(AUGMENT_DIR)/gpu-taught --name "gpu-taught: clean-taught continued on a GPU at lr 2e-4, batch 256, under the two GPU-trained ResNet-18-width teachers, 22 epochs of a 40-epoch schedule (added after round 16)" \
+	  --model $(AUGMENT_DIR)/gpu-taught-cpu --name "gpu-taught-cpu: gpu-taught, 7 more epochs at lr 5e-5 on the CPU taught by gpu-r18, gpu-r18-mix and strong (the best trio on validation: 0.849 / 0.787) (added after round 16)"
 	$(BIN)/python scripts/choose_augmentation.py $(CHOICE_DIR)/robustness.json
 
 train-teacher: $(VENV)/.installed-dev  ## the CNN teacher used (in training only) by the default model
@@ -381,6 +418,20 @@ train-teacher-clean: $(VENV)/.installed-dev  ## the wider CNN teacher without ph
 train-teacher-r18: $(VENV)/.installed-dev  ## the clean CNN teacher at ResNet-18 widths (resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/teacher-r18 $(WIDE_TEACHER) --set 'hidden_sizes=[64,128,256,512]' \
 	  --set embedding_size=64 --augment standard --epochs 24 --patience 24 --seed 17 $(call resume,$(TRAIN_DIR)/teacher-r18)
+
+# Session 34: the two teachers of the GPU round (scripts/gpu_round.py's TEACHERS; each trained
+# its warm-up epoch, then was resumed to the epochs that fitted the lease: 52 and 59). ResNet-18
+# widths, batch 256, lr 2e-3; gpu-r18-mix with mixup on half the batches. On the H200 2.7-3.4 s an
+# epoch with three runs side by side; on 2 CPU cores about 2 minutes an epoch. Their weights are
+# kept in float16 (22 MB each; the GPU machine's return limit), read back as float32.
+GPU_TEACHER = --arch resnet-teacher-64 --set 'hidden_sizes=[64,128,256,512]' --set embedding_size=64 \
+  --labels $(FERPLUS_LABELS) --batch-size 256 --lr 2e-3 --warmup-epochs 1 --patience 1000 --label-smoothing 0.05 \
+  --balance none --logit-adjust 0.5 $(DEFAULT_FRAMING) --augment standard --time-limit $(TIME_LIMIT)
+train-teacher-gpu: $(VENV)/.installed-dev  ## the GPU round's two CNN teachers (resumable; hours on a CPU)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/gpu-r18-mix $(GPU_TEACHER) --augment-set mixup_alpha=1.0 \
+	  --augment-set mix_p=0.5 --epochs 52 --seed 21 $(call resume,$(TRAIN_DIR)/gpu-r18-mix)
+	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/gpu-r18 $(GPU_TEACHER) --epochs 59 --seed 22 \
+	  $(call resume,$(TRAIN_DIR)/gpu-r18)
 
 train-vit-student: train-teacher  ## the plain-ViT comparison run (the same teacher; resumable)
 	$(BIN)/emovit train $(TRAIN_DATA) -o $(TRAIN_DIR)/vit-student --arch vit-student-64 --epochs 20 \
