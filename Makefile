@@ -245,7 +245,8 @@ GPU_STUDENT = --init $(AUGMENT_DIR)/clean-taught --labels $(FERPLUS_LABELS) --ba
   $(TAUGHT_BY) --seed 24 --epochs 40 --time-limit 0
 $(AUGMENT_DIR)/gpu-taught/model.safetensors: | train-teacher-gpu
 	until grep -qs '"epochs_run": 22,' $(GPU_TAUGHT_RUN)/run_state.json; do \
-	  $(BIN)/emovit train $(TRAIN_DATA) -o $(GPU_TAUGHT_RUN) $(GPU_STUDENT) $(call resume,$(GPU_TAUGHT_RUN)) || exit 1; done
+	  $(BIN)/emovit train $(TRAIN_DATA) -o $(GPU_TAUGHT_RUN) $(GPU_STUDENT) \
+	    $$(test -f $(GPU_TAUGHT_RUN)/checkpoint/state.json && echo --resume) || exit 1; done
 	mkdir -p $(AUGMENT_DIR)/gpu-taught/run-record
 	cp $(GPU_TAUGHT_RUN)/metrics.jsonl $(GPU_TAUGHT_RUN)/training_config.json $(GPU_TAUGHT_RUN)/run_state.json \
 	  $(AUGMENT_DIR)/gpu-taught/run-record/
