@@ -244,9 +244,11 @@ GPU_STUDENT = --init $(AUGMENT_DIR)/clean-taught --labels $(FERPLUS_LABELS) --ba
   --augment-set mixup_alpha=1.0 --augment-set mix_p=0.5 --teacher $(TRAIN_DIR)/gpu-r18-mix --teacher $(TRAIN_DIR)/gpu-r18 \
   $(TAUGHT_BY) --seed 24 --epochs 40 --time-limit 0
 $(AUGMENT_DIR)/gpu-taught/model.safetensors: | train-teacher-gpu
-	until grep -qs '"epochs_run": 22,' $(GPU_TAUGHT_RUN)/run_state.json; do \
+	until $(BIN)/python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["epochs_run"] < 22)' \
+	    $(GPU_TAUGHT_RUN)/run_state.json 2>/dev/null; do \
 	  $(BIN)/emovit train $(TRAIN_DATA) -o $(GPU_TAUGHT_RUN) $(GPU_STUDENT) \
-	    $$(test -f $(GPU_TAUGHT_RUN)/checkpoint/state.json && echo --resume) || exit 1; done
+	    $$(test -f $(GPU_TAUGHT_RUN)/run_state.json -o -f $(GPU_TAUGHT_RUN)/checkpoint/state.json && echo --resume) \
+	    || exit 1; done
 	mkdir -p $(AUGMENT_DIR)/gpu-taught/run-record
 	cp $(GPU_TAUGHT_RUN)/metrics.jsonl $(GPU_TAUGHT_RUN)/training_config.json $(GPU_TAUGHT_RUN)/run_state.json \
 	  $(AUGMENT_DIR)/gpu-taught/run-record/

@@ -113,6 +113,7 @@ class Round:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
             proc.logf.close()  # type: ignore[attr-defined]
             self.log(f"{name}: exit {proc.returncode}")
 
@@ -194,6 +195,11 @@ class Round:
                     f"{name}: {len(hist)} epochs{'' if done else ' (unfinished)'}, best {json.dumps(best)}"
                 )
 
+    def trained_as_planned(self, name: str) -> bool:
+        run = self.record["runs"].get(name, {})
+        planned = run.get("epochs_planned", 0)
+        return self.finished(name) and planned > 1 and run.get("epochs_done") == planned
+
     def finished(self, name: str) -> bool:
         state = self.work / name / "run_state.json"
         return state.is_file() and bool(json.loads(state.read_text()).get("complete"))
@@ -214,8 +220,9 @@ class Round:
                          *("--max-train-samples", "2048")]  # fmt: skip
                 hard = teacher_end + 0.3 * (student_end - teacher_end)  # the student gives way
                 self.stage(TEACHERS, teacher_end, 4, preflight=("preflight", check), hard_end=hard)
-                # a teacher stopped by the backstop is unfinished: emovit train refuses it
-                teachers = [str(self.work / n) for n in TEACHERS if self.finished(n)]
+                # a teacher stopped by the backstop is unfinished (emovit train refuses it), and
+                # one that got no epoch past its warm-up has not learned enough to teach
+                teachers = [str(self.work / n) for n in TEACHERS if self.trained_as_planned(n)]
             self.record["teachers"] = teachers
             if teachers:
                 taught = [x for t in teachers for x in ("--teacher", t)]
@@ -250,6 +257,7 @@ class Round:
                 rel = path.relative_to(self.work)
                 if (
                     path.is_file()
+                    and not path.resolve().is_relative_to(out.resolve())
                     and not {"checkpoint", "packed"} & set(rel.parts)
                     and path.name not in weights
                 ):
@@ -269,7 +277,13 @@ class Round:
         import torch
         from safetensors.torch import load_file, save_file
 
-        trained = [n for n in TEACHERS if str(self.work / n) in self.record.get("teachers", [])]
+        # the teachers this round trained (not ones given with --teacher: the caller has those)
+        trained = [
+            n
+            for n in TEACHERS
+            if str(self.work / n) in self.record.get("teachers", [])
+            and "best" in self.record["runs"].get(n, {})
+        ]
         if not trained:
             return
         room = self.args.return_mib * 2**20 - sum(p.stat().st_size for p in out.iterdir())

@@ -134,3 +134,49 @@ def test_what_comes_back_fits_the_limits(tmp_path: Path) -> None:
     assert members("teachers.tar") == [f"{names[1]}/model.safetensors", f"{names[2]}/model.safetensors"]
     assert f"{names[0]}/metrics.jsonl" in members("runs.tar")  # every run's record
     assert not any(n.endswith("model.safetensors") for n in members("runs.tar"))
+
+
+def test_an_archive_is_split_into_parts_that_join_again(tmp_path: Path) -> None:
+    archive = tmp_path / "big.tar"
+    data = np.random.default_rng(0).integers(0, 256, 31 * 2**20 + 5, dtype=np.uint8).tobytes()
+    archive.write_bytes(data)
+    (tmp_path / "out").mkdir()
+    _script("gpu_round").Round.split(archive, tmp_path / "out")
+    parts = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in parts] == ["big.tar.part00", "big.tar.part01", "big.tar.part02"]
+    assert all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    assert b"".join(p.read_bytes() for p in parts) == data
+
+
+def test_only_teachers_trained_as_planned_teach(tmp_path: Path) -> None:
+    gpu_round = _script("gpu_round")
+    work = tmp_path / "work"
+    a, b, c = list(gpu_round.TEACHERS)
+    _run(work / a, 10, True, 0.7)
+    _run(work / b, 10, True, 0.7)  # finished, but its plan was the warm-up alone
+    _run(work / c, 10, False, 0.7)  # stopped by the backstop
+    run = gpu_round.Round(Namespace(out=tmp_path / "out", work=work, return_mib=10.0, budget=1, reserve=0))
+    run.record["runs"] = {
+        a: {"epochs_planned": 5, "epochs_done": 5},
+        b: {"epochs_planned": 1, "epochs_done": 1},
+        c: {"epochs_planned": 5, "epochs_done": 3},
+    }
+    assert [n for n in gpu_round.TEACHERS if run.trained_as_planned(n)] == [a]
+
+
+def test_a_finished_student_comes_back_without_its_checkpoint_and_given_teachers_stay(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    gpu_round = _script("gpu_round")
+    work, out = tmp_path / "work", tmp_path / "out"
+    _run(work / "gpu-taught", 1000, True, 0.71)
+    (work / "gpu-taught" / "checkpoint").mkdir()
+    (work / "gpu-taught" / "checkpoint" / "optimizer.pt").write_bytes(b"o")
+    given = work / next(iter(gpu_round.TEACHERS))
+    _run(given, 1000, True, 0.7)  # a teacher given with --teacher: no record of this round
+    run = gpu_round.Round(Namespace(out=out, work=work, return_mib=10.0, budget=1, reserve=0))
+    run.record["teachers"] = [str(given)]
+    run.pack()
+    with tarfile.open(out / "student.tar.part00") as tar:
+        names = tar.getnames()
+    assert "gpu-taught/model.safetensors" in names and not any("checkpoint" in n for n in names)
+    assert not list(out.glob("teachers.tar.part*"))

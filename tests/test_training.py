@@ -178,6 +178,10 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
     shutil.copytree(first.output, copied, ignore=shutil.ignore_patterns("checkpoint"))
     with pytest.raises(TrainError, match="stopped after epoch 1 and its checkpoint folder is gone"):
         train(_config(dataset, tmp_path / "next", arch=None, init=str(copied)), progress=False)
+    # only the previous checkpoint left (killed between a commit's two renames): --resume takes it up
+    shutil.copytree(first.output / "checkpoint", copied / ".checkpoint.old")
+    with pytest.raises(TrainError, match="has not finished .resume it first"):
+        train(_config(dataset, tmp_path / "next", arch=None, init=str(copied)), progress=False)
     with pytest.raises(TrainError, match="--teacher .* has not finished"):  # nor a paused teacher
         train(_config(dataset, tmp_path / "taught", teacher=str(first.output)), progress=False)
     rest = train(_config(dataset, tmp_path / "split", epochs=3), resume=True, progress=False)

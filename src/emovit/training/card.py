@@ -763,7 +763,6 @@ def write_release_card(
     # soup teacher's ingredients (the recipe's stages and a soup's ingredients are counted there)
     counted = {stage for stage, _ in stages} | set(_soup_ingredients(run))
     teachers = _cost_runs(run) - counted
-    teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in teachers)
     summaries = [run_summary(base)] + [run_summary(c) for c in compare if (c / "metrics.jsonl").is_file()]
     comparison = _comparison(summaries) if len(summaries) > 1 else ""
     summary = summaries[0]
@@ -846,8 +845,8 @@ def write_release_card(
         )
     gpu_teachers = {t for t in teachers if on_gpu(_training(t))}
     gpu_teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in gpu_teachers)
-    teacher_s -= gpu_teacher_s
     cpu_teachers = teachers - gpu_teachers
+    teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in cpu_teachers)
     named = (
         "teacher "
         if len(cpu_teachers) == 1

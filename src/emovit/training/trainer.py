@@ -375,7 +375,9 @@ def how_to_finish(folder: str | os.PathLike[str]) -> str:
     """What finishes an unfinished run: a resume, or, with no checkpoint to resume from (stopped
     before its first epoch ended, or its checkpoint folder removed), training it again."""
     folder = Path(folder)
-    if (folder / CHECKPOINT / "state.json").is_file():
+    # a kill between the two renames of a checkpoint's commit leaves only the old one: --resume
+    # takes it up
+    if any((folder / name / "state.json").is_file() for name in (CHECKPOINT, f".{CHECKPOINT}.old")):
         return "resume it first with --resume"
     try:
         done = int(json.loads((folder / RUN_STATE).read_text()).get("epochs_run", 0))
