@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,8 +227,14 @@ def on_gpu(training: dict[str, Any]) -> bool:
 
 
 def _training(run: Path) -> dict[str, Any]:
+    """A run's ``training_config.json`` ({} for a folder that is no run)."""
     path = record_folder(run) / "training_config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _seconds(runs: Iterable[Path]) -> float:
+    """The training seconds of `runs` together."""
+    return sum(float(run_state(r).get("elapsed_s", 0.0)) for r in runs)
 
 
 def run_state(run: Path) -> dict[str, Any]:
@@ -254,12 +260,7 @@ def run_stages(run: Path) -> list[tuple[Path, dict[str, Any]]]:
     each earlier run it continued from (a run folder with its ``training_config.json``)."""
     stages: list[tuple[Path, dict[str, Any]]] = []
     current: Path | None = run
-    while (
-        current is not None
-        and (record_folder(current) / "training_config.json").is_file()
-        and len(stages) < 16
-    ):
-        training = json.loads((record_folder(current) / "training_config.json").read_text())
+    while current is not None and (training := _training(current)) and len(stages) < 16:
         stages.insert(0, (current, training))
         init = training["config"].get("init")
         current = Path(init) if init else None
@@ -311,7 +312,7 @@ def untaken_cost(candidates: Sequence[Path], taken: set[Path]) -> tuple[list[Pat
     runs = {r.resolve(): r for c in not_taken for r in _cost_runs(c) if r.resolve() not in kept}
     own = {c.resolve() for c in not_taken}
     helpers = sorted({r.name for key, r in runs.items() if key not in own})
-    return not_taken, helpers, sum(float(run_state(r).get("elapsed_s", 0.0)) for r in runs.values())
+    return not_taken, helpers, _seconds(runs.values())
 
 
 def recipe_run(run: Path) -> Path:
@@ -844,37 +845,33 @@ def write_release_card(
             for i, ((stage, training), state) in enumerate(zip(stages, states, strict=True), start=1)
         )
     gpu_teachers = {t for t in teachers if on_gpu(_training(t))}
-    gpu_teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in gpu_teachers)
     cpu_teachers = teachers - gpu_teachers
-    teacher_s = sum(float(run_state(t).get("elapsed_s", 0.0)) for t in cpu_teachers)
+    teacher_s, gpu_teacher_s = _seconds(cpu_teachers), _seconds(gpu_teachers)
     named = (
         "teacher "
         if len(cpu_teachers) == 1
         else f"teacher runs ({', '.join(sorted(t.name for t in cpu_teachers))}) "
     )
-    gpu_stage = [on_gpu(training) for _, training in stages]
+    cpu_stages: list[tuple[int, float]] = []
+    gpu_stages: list[tuple[int, float]] = []
+    for i, ((_, training), seconds) in enumerate(zip(stages, stage_s, strict=True), start=1):
+        (gpu_stages if on_gpu(training) else cpu_stages).append((i, seconds))
     times = ([named + f"{teacher_s / 3600:.1f} h"] if teacher_s else []) + [
-        (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h"
-        for i, (t, gpu) in enumerate(zip(stage_s, gpu_stage, strict=True), start=1)
-        if not gpu
+        (f"stage {i} " if len(stages) > 1 else "model ") + f"{t / 3600:.1f} h" for i, t in cpu_stages
     ]
     gpu_times = (
         [f"teacher runs ({', '.join(sorted(t.name for t in gpu_teachers))}) {gpu_teacher_s / 60:.0f} min"]
         if gpu_teachers
         else []
-    ) + [
-        f"stage {i} {t / 60:.0f} min"
-        for i, (t, gpu) in enumerate(zip(stage_s, gpu_stage, strict=True), 1)
-        if gpu
-    ]
-    gpu_s = gpu_teacher_s + sum(t for t, gpu in zip(stage_s, gpu_stage, strict=True) if gpu)
+    ) + [f"stage {i} {t / 60:.0f} min" for i, t in gpu_stages]
+    gpu_s = gpu_teacher_s + sum(t for _, t in gpu_stages)
     gpu_line = (
         f" On a GPU (an NVIDIA H200 lent for minutes, `scripts/gpu_round.py`): {' + '.join(gpu_times)}"
         f" = {gpu_s / 60:.0f} min."
         if gpu_times
         else ""
     )
-    total_s = teacher_s + sum(t for t, gpu in zip(stage_s, gpu_stage, strict=True) if not gpu)
+    total_s = teacher_s + sum(t for _, t in cpu_stages)
     # the candidates the choice did not take were trained by `make train-default` too
     taken = {stage for stage, _ in stages} | teachers | set(_soup_ingredients(run))
     not_taken, helpers, other_s = untaken_cost(candidates, taken)
